@@ -1,0 +1,259 @@
+"""Member selection and Nelder-Mead weights, from saved validation predictions only.
+
+Nothing is trained here (as in rtdl's ensemble scripts): every candidate is a prediction array in the
+project's convention (probabilities ``(n, K)`` or regression values ``(n,)``), so the ensemble can be
+rebuilt at any time from a run's artifacts.
+
+Losses are proper scoring rules whatever metric the search optimized: log-loss for classification,
+RMSE for regression. Selection is Caruana-style greedy forward selection *without replacement* that
+stops as soon as no candidate improves the equal-weight average by a relative ``min_rel_gain``; an
+exact or near duplicate of a member adds nothing, so diversity (a net plus XGBoost) is what gets in
+(TECHNIQUES.md section 10). The selected members then get Nelder-Mead weights on the simplex, kept
+only when they beat equal weights on validation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+
+from automl_dnn import metrics
+from automl_dnn.errors import AutoDNNError
+
+
+def ensemble_loss(task: str, y: np.ndarray, pred: np.ndarray) -> float:
+    """Log-loss for classification, RMSE for regression; ``inf`` for non-finite predictions."""
+    return metrics.score(metrics.default_metric(task), y, pred)
+
+
+def _normalized(weights: Any, n: int) -> np.ndarray:
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if len(w) != n:
+        raise ValueError(f"{len(w)} weights for {n} predictions")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"weights must be finite, >= 0 and not all 0, got {w.tolist()}")
+    return w / w.sum()
+
+
+def blend(preds: Sequence[np.ndarray], weights: Any) -> np.ndarray:
+    """Weighted average of predictions; weights are normalized, probability rows stay summing to 1."""
+    if len(preds) == 0:
+        raise ValueError("blend needs at least one prediction")
+    w = _normalized(weights, len(preds))
+    shapes = {np.shape(p) for p in preds}
+    if len(shapes) != 1:
+        raise ValueError(f"predictions must share one shape, got {sorted(shapes)}")
+    out = np.tensordot(w, np.stack([np.asarray(p, dtype=np.float64) for p in preds]), axes=1)
+    if out.ndim == 2:  # probabilities: undo float drift from members that were not exactly normalized
+        out = out / out.sum(axis=1, keepdims=True)
+    return out
+
+
+def _equal(n: int) -> np.ndarray:
+    return np.full(n, 1.0 / n)
+
+
+def greedy_select(
+    task: str,
+    y_valid: np.ndarray,
+    candidates: Sequence[np.ndarray],
+    *,
+    max_members: int,
+    min_rel_gain: float = 1e-3,
+) -> list[int]:
+    """Caruana-style forward selection without replacement, on the equal-weight average.
+
+    Starts from the best single candidate (ties go to the earlier one: the caller orders candidates best
+    first), then repeatedly adds the candidate that lowers the average's validation loss most, while that
+    lowers it by more than ``min_rel_gain`` (relative) and fewer than ``max_members`` are selected.
+    Candidates with a non-finite loss are never selected.
+    """
+    if max_members < 1:
+        raise ValueError(f"max_members must be >= 1, got {max_members=}")
+    if min_rel_gain < 0:
+        raise ValueError(f"min_rel_gain must be >= 0, got {min_rel_gain=}")
+    if len(candidates) == 0:
+        raise ValueError("greedy_select needs at least one candidate")
+    singles = [ensemble_loss(task, y_valid, p) for p in candidates]
+    usable = [i for i, loss in enumerate(singles) if math.isfinite(loss)]
+    if not usable:
+        raise AutoDNNError("no ensemble candidate has a finite validation loss: every model diverged; try a smaller learning rate")
+    first = min(usable, key=lambda i: (singles[i], i))
+    selected, current = [first], singles[first]
+    while len(selected) < max_members:
+        trials = [
+            (ensemble_loss(task, y_valid, blend([candidates[j] for j in [*selected, i]], _equal(len(selected) + 1))), i)
+            for i in usable
+            if i not in selected
+        ]
+        if not trials:
+            break
+        loss, i = min(trials)
+        if not loss < current - min_rel_gain * abs(current):
+            break
+        selected.append(i)
+        current = loss
+    return selected
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def _weights_of(x: np.ndarray) -> np.ndarray:
+    """Unconstrained point -> weights >= 0 summing to 1: softmax of (0, x), the first logit pinned at 0."""
+    return _softmax(np.concatenate([[0.0], x]))
+
+
+def nelder_mead_weights(
+    task: str,
+    y_valid: np.ndarray,
+    preds: Sequence[np.ndarray],
+    *,
+    seed: int = 0,
+    restarts: int = 2,
+    step: float = 1.0,
+) -> np.ndarray:
+    """Weights (>= 0, sum 1) minimizing the blend's validation loss, by SciPy's Nelder-Mead.
+
+    Optimizes the logits of a softmax (the first pinned at 0, so no redundant direction), starting from
+    equal weights with a simplex of ``step`` along each axis. Nelder-Mead can stall on a collapsed
+    simplex, so it then restarts ``restarts`` times from its best point with a fresh simplex whose
+    directions' signs are drawn from ``seed``. Returns equal weights unless it strictly beats them.
+    """
+    m = len(preds)
+    if m == 0:
+        raise ValueError("nelder_mead_weights needs at least one prediction")
+    if m == 1:
+        return np.ones(1)
+
+    def loss(x: np.ndarray) -> float:
+        return ensemble_loss(task, y_valid, blend(preds, _weights_of(x)))
+
+    rng = np.random.default_rng(seed)
+    x = np.zeros(m - 1)
+    best_x, best_loss = x, loss(x)
+    equal_loss = best_loss
+    for attempt in range(restarts + 1):
+        signs = np.ones(m - 1) if attempt == 0 else rng.choice([-1.0, 1.0], size=m - 1)
+        simplex = np.vstack([best_x, best_x + step * np.diag(signs)])
+        res = minimize(
+            loss,
+            best_x,
+            method="Nelder-Mead",
+            options={"initial_simplex": simplex, "xatol": 1e-4, "fatol": 1e-8, "maxiter": 400 * m, "adaptive": m > 3},
+        )
+        if res.fun < best_loss:
+            best_x, best_loss = np.asarray(res.x), float(res.fun)
+    return _weights_of(best_x) if best_loss < equal_loss else _equal(m)
+
+
+@dataclass
+class EnsembleResult:
+    """The chosen members (indices into the candidates), their weights, and validation losses to compare."""
+
+    members: list[int]
+    names: list[str]
+    weights: list[float]
+    best_single: int  # index of the best single candidate
+    best_single_loss: float
+    equal_weight_loss: float  # equal-weight average of the selected members
+    ensemble_loss: float  # weighted ensemble
+
+    @property
+    def valid_gain(self) -> float:
+        """How much lower the ensemble's validation loss is than the best single model's (>= 0)."""
+        return self.best_single_loss - self.ensemble_loss
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary for the run report and the exported model."""
+        return {
+            "members": self.members,
+            "names": self.names,
+            "weights": self.weights,
+            "best_single": self.best_single,
+            "best_single_loss": self.best_single_loss,
+            "equal_weight_loss": self.equal_weight_loss,
+            "ensemble_loss": self.ensemble_loss,
+        }
+
+
+def _drop_light(
+    task: str, y: np.ndarray, preds: Sequence[np.ndarray], weights: np.ndarray, min_weight: float
+) -> tuple[list[int], np.ndarray]:
+    """Drop members below ``min_weight`` (they only cost predict time) and renormalize the rest."""
+    keep = [i for i, w in enumerate(weights) if w >= min_weight]
+    if len(keep) == len(weights) or not keep:
+        return list(range(len(weights))), weights
+    return keep, weights[keep] / weights[keep].sum()
+
+
+def build_ensemble(
+    task: str,
+    y_valid: np.ndarray,
+    candidate_preds_valid: Sequence[np.ndarray],
+    *,
+    names: Sequence[str] | None = None,
+    max_members: int = 5,
+    min_rel_gain: float = 1e-3,
+    min_weight: float = 0.01,
+    seed: int = 0,
+) -> EnsembleResult:
+    """Select members greedily, weight them by Nelder-Mead, and report the validation losses.
+
+    Members whose weight ends below ``min_weight`` are dropped (and the rest renormalized) when that
+    still beats the equal-weight average, so the exported model does not run near-useless members.
+    """
+    n = len(candidate_preds_valid)
+    names = [f"candidate_{i}" for i in range(n)] if names is None else list(names)
+    if len(names) != n:
+        raise ValueError(f"{len(names)} names for {n} candidates")
+    selected = greedy_select(task, y_valid, candidate_preds_valid, max_members=max_members, min_rel_gain=min_rel_gain)
+    preds = [candidate_preds_valid[i] for i in selected]
+    equal_loss = ensemble_loss(task, y_valid, blend(preds, _equal(len(preds))))
+    weights = nelder_mead_weights(task, y_valid, preds, seed=seed)
+    final_loss = ensemble_loss(task, y_valid, blend(preds, weights))
+
+    keep, kept_w = _drop_light(task, y_valid, preds, weights, min_weight)
+    if len(keep) < len(selected):
+        kept_loss = ensemble_loss(task, y_valid, blend([preds[i] for i in keep], kept_w))
+        if kept_loss <= equal_loss:
+            selected, weights, final_loss = [selected[i] for i in keep], kept_w, kept_loss
+
+    return EnsembleResult(
+        members=selected,
+        names=[names[i] for i in selected],
+        weights=[float(w) for w in weights],
+        best_single=selected[0] if len(selected) else 0,
+        best_single_loss=ensemble_loss(task, y_valid, candidate_preds_valid[selected[0]]),
+        equal_weight_loss=equal_loss,
+        ensemble_loss=final_loss,
+    )
+
+
+def overfit_warning(valid_gain: float, test_gain: float, *, min_ratio: float = 0.25) -> str | None:
+    """A one-line warning when the ensemble's validation gain over the best single model does not carry to test.
+
+    Gains are loss reductions (positive = the ensemble is better). Warns when the ensemble gained on
+    validation but gains nothing on test, or less than ``min_ratio`` of its validation gain; None when
+    there is nothing to compare (no validation gain, or a non-finite gain such as an empty test split).
+    """
+    if not (math.isfinite(valid_gain) and math.isfinite(test_gain)) or valid_gain <= 0:
+        return None
+    if test_gain <= 0:
+        return (
+            f"the ensemble beat the best single model on validation (loss -{valid_gain:.4g}) but not on test "
+            f"(loss {-test_gain:+.4g}): its selection and weights overfit the validation split"
+        )
+    if test_gain < min_ratio * valid_gain:
+        return (
+            f"the ensemble's gain over the best single model shrank from {valid_gain:.4g} on validation to "
+            f"{test_gain:.4g} on test: its selection and weights partly overfit the validation split"
+        )
+    return None

@@ -1,0 +1,287 @@
+"""XGBoost on the same split as the nets, with its own short Optuna search.
+
+A deep net plus gradient-boosted trees is the classic diverse pair for an ensemble (TECHNIQUES.md
+section 10), so this member is tuned only lightly: the first trial is a strong default, then a few TPE
+trials. It uses XGBoost's native categorical support and native missing values, so it reads the
+DataFrame from ``FeaturePreprocessor.transform_for_gbt`` as it is (numbers as float, categoricals as
+pandas ``category`` with the categories fixed at fit).
+
+The returned booster is trimmed to its best iteration (``booster[: best_iteration + 1]``), so it needs
+no ``iteration_range`` at predict time and a copy saved with ``booster.save_model("x.json")`` (JSON or
+UBJ, never pickle) and reloaded predicts identically.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from automl_dnn import metrics
+
+EARLY_STOPPING_ROUNDS = 50
+MAX_BOOST_ROUNDS = 2000
+
+# The first trial: strong, well-known defaults (a smaller eta than XGBoost's 0.3, rows and columns
+# subsampled). alpha's search range is log-scaled, so "no L1" is its lower bound, 1e-8.
+DEFAULT_PARAMS: dict[str, Any] = {
+    "eta": 0.05,
+    "max_depth": 6,
+    "min_child_weight": 1.0,
+    "subsample": 0.8,
+    "colsample_bytree": 0.8,
+    "lambda": 1.0,
+    "alpha": 1e-8,
+    "max_cat_to_onehot": 4,
+}
+
+_OBJECTIVE = {"binary": "binary:logistic", "multiclass": "multi:softprob", "regression": "reg:squarederror"}
+_EVAL_METRIC = {"binary": "logloss", "multiclass": "mlogloss", "regression": "rmse"}
+
+
+def search_space() -> dict[str, Any]:
+    """The Optuna distributions searched after the default trial (data, so it can be shown and tested)."""
+    import optuna.distributions as d
+
+    return {
+        "eta": d.FloatDistribution(0.01, 0.3, log=True),
+        "max_depth": d.IntDistribution(2, 10),
+        "min_child_weight": d.FloatDistribution(0.1, 20.0, log=True),
+        "subsample": d.FloatDistribution(0.5, 1.0),
+        "colsample_bytree": d.FloatDistribution(0.5, 1.0),
+        "lambda": d.FloatDistribution(1e-3, 100.0, log=True),
+        "alpha": d.FloatDistribution(1e-8, 10.0, log=True),
+        "max_cat_to_onehot": d.IntDistribution(1, 16),
+    }
+
+
+@dataclass
+class GBTResult:
+    """The best booster (trimmed to its best iteration) and how the search went."""
+
+    booster: xgb.Booster
+    params: dict[str, Any]  # the full xgboost.train params of the best trial
+    best_iteration: int  # 0-based; the booster holds best_iteration + 1 rounds
+    valid_loss: float  # validation logloss (classification) or rmse (regression), metrics.py's way
+    n_trials_run: int
+    seconds: float
+    categories: dict[str, list[Any]] = field(default_factory=dict)  # training categories per column
+    trials: list[dict[str, Any]] = field(default_factory=list)  # per trial: params, valid_loss, best_iteration
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the booster, JSON-able (the booster is saved separately with save_model)."""
+        return {
+            "params": self.params,
+            "best_iteration": self.best_iteration,
+            "valid_loss": self.valid_loss,
+            "n_trials_run": self.n_trials_run,
+            "seconds": self.seconds,
+            "categories": self.categories,
+            "trials": self.trials,
+        }
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def _check_frame(X: Any, name: str) -> pd.DataFrame:
+    if not isinstance(X, pd.DataFrame):
+        raise ValueError(f"{name} must be a pandas DataFrame (FeaturePreprocessor.transform_for_gbt), got {type(X)}")
+    bad = [c for c in X.columns if not (isinstance(X[c].dtype, pd.CategoricalDtype) or pd.api.types.is_numeric_dtype(X[c]))]
+    if bad:
+        raise ValueError(f"{name} columns must be numeric or 'category', got {[(c, str(X[c].dtype)) for c in bad]}")
+    return X
+
+
+def frame_categories(X: pd.DataFrame) -> dict[str, list[Any]]:
+    """The categories of each ``category`` column: XGBoost codes categories by position, so they must match."""
+    return {str(c): X[c].cat.categories.tolist() for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)}
+
+
+def align_categories(X: pd.DataFrame, categories: Mapping[str, list[Any]]) -> pd.DataFrame:
+    """Recast categorical columns to the training categories (unseen values become missing)."""
+    X = X.copy()
+    for col, cats in categories.items():
+        X[col] = pd.Categorical(X[col].astype(object), categories=cats)
+    return X
+
+
+def _labels(y: Any, task: str, n_classes: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {y.shape}")
+    if task == "regression":
+        return y.astype(np.float64)
+    if (task == "binary") != (n_classes == 2) or n_classes < 2:
+        raise ValueError(f"a {task} task cannot have {n_classes=}")
+    if y.size and (y.min() < 0 or y.max() >= n_classes or not np.all(y == np.round(y))):
+        raise ValueError(f"classification labels must be class indices 0..{n_classes - 1}, got {np.unique(y)[:10]}")
+    return y.astype(np.int64)
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def _base_params(task: str, n_classes: int, seed: int, threads: int | None) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "objective": _OBJECTIVE[task],
+        "eval_metric": _EVAL_METRIC[task],
+        "tree_method": "hist",
+        "seed": seed,
+        "verbosity": 0,
+    }
+    if task == "multiclass":
+        params["num_class"] = n_classes
+    if threads is not None:
+        params["nthread"] = threads
+    return params
+
+
+class _Deadline(xgb.callback.TrainingCallback):
+    """Stops boosting once the search's time budget is spent (early stopping keeps the best round)."""
+
+    def __init__(self, deadline: float) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: Any) -> bool:
+        return time.monotonic() >= self.deadline
+
+
+def _train_one(
+    params: dict[str, Any], dtrain: xgb.DMatrix, dvalid: xgb.DMatrix, deadline: float | None
+) -> tuple[xgb.Booster, int]:
+    """Train with early stopping on the validation split; return the trimmed booster and best iteration."""
+    callbacks = [_Deadline(deadline)] if deadline is not None else None
+    booster = xgb.train(
+        params,
+        dtrain,
+        num_boost_round=MAX_BOOST_ROUNDS,
+        evals=[(dvalid, "valid")],
+        early_stopping_rounds=EARLY_STOPPING_ROUNDS,
+        verbose_eval=False,
+        callbacks=callbacks,
+    )
+    best = int(booster.best_iteration)
+    return booster[: best + 1], best
+
+
+def predict_gbt(
+    booster: xgb.Booster, X: pd.DataFrame, *, task: str, categories: Mapping[str, list[Any]] | None = None
+) -> np.ndarray:
+    """Predict in the project's convention: binary -> (n, 2), multiclass -> (n, K), regression -> (n,).
+
+    Uses every round the booster holds (``fit_gbt`` trims it to the best iteration), so a reloaded copy
+    of a saved booster predicts identically. Pass the training ``categories`` to guard against a frame
+    whose category order differs: XGBoost matches categories by code, not by value.
+    """
+    X = _check_frame(X, "X")
+    if categories:
+        X = align_categories(X, categories)
+    pred = booster.predict(xgb.DMatrix(X, enable_categorical=True))
+    if task == "binary":
+        p1 = pred.astype(np.float64).reshape(-1)
+        return np.column_stack([1.0 - p1, p1])
+    if task == "multiclass":
+        if pred.ndim != 2:
+            raise ValueError(f"a multiclass booster must predict (n, K), got shape {pred.shape}")
+        return pred / pred.sum(axis=1, keepdims=True)
+    if task == "regression":
+        return pred.reshape(-1)
+    raise ValueError(f"unknown task {task!r}")
+
+
+def _valid_loss(task: str, y_valid: np.ndarray, pred: np.ndarray) -> float:
+    return metrics.score(metrics.default_metric(task), y_valid, pred)
+
+
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    import optuna
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
+def fit_gbt(
+    X_train: pd.DataFrame,
+    y_train: Any,
+    X_valid: pd.DataFrame,
+    y_valid: Any,
+    *,
+    task: str,
+    n_classes: int,
+    n_trials: int = 10,
+    seed: int = 0,
+    time_budget: float | None = None,
+    threads: int | None = None,
+) -> GBTResult:
+    """Tune XGBoost briefly on the validation split and return the best trimmed booster.
+
+    Trial 0 is ``DEFAULT_PARAMS`` and always runs to completion, so a result exists whatever the budget;
+    later trials are sampled by a seeded TPE over ``search_space()``. The search stops after
+    ``max(n_trials, 1)`` trials or once ``time_budget`` seconds have passed (checked before each trial,
+    and a running later trial stops boosting at the deadline).
+    """
+    import optuna
+
+    if task not in _OBJECTIVE:
+        raise ValueError(f"task must be one of {sorted(_OBJECTIVE)}, got {task!r}")
+    if n_trials < 0:
+        raise ValueError(f"n_trials must be >= 0, got {n_trials=}")
+    if time_budget is not None and time_budget < 0:
+        raise ValueError(f"time_budget must be >= 0 seconds, got {time_budget=}")
+    X_train, X_valid = _check_frame(X_train, "X_train"), _check_frame(X_valid, "X_valid")
+    y_tr, y_va = _labels(y_train, task, n_classes), _labels(y_valid, task, n_classes)
+    if len(X_train) != len(y_tr) or len(X_valid) != len(y_va) or len(y_tr) == 0 or len(y_va) == 0:
+        raise ValueError(f"need non-empty aligned splits, got X_train {len(X_train)}/{len(y_tr)}, X_valid {len(X_valid)}/{len(y_va)}")
+
+    start = time.monotonic()
+    deadline = None if time_budget is None else start + time_budget
+    categories = frame_categories(X_train)
+    X_valid = align_categories(X_valid, categories)
+    dtrain = xgb.QuantileDMatrix(X_train, y_tr, enable_categorical=True, nthread=threads)
+    dvalid = xgb.QuantileDMatrix(X_valid, y_va, enable_categorical=True, nthread=threads, ref=dtrain)
+    base = _base_params(task, n_classes, seed, threads)
+    space = search_space()
+
+    best: tuple[float, xgb.Booster, dict[str, Any], int] | None = None
+    trials: list[dict[str, Any]] = []
+    with _quiet_optuna():
+        study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+        study.enqueue_trial(DEFAULT_PARAMS)
+        for number in range(max(n_trials, 1)):
+            if number > 0 and deadline is not None and time.monotonic() >= deadline:
+                break
+            trial = study.ask(space)
+            params = {**base, **trial.params}
+            booster, best_it = _train_one(params, dtrain, dvalid, deadline if number > 0 else None)
+            loss = _valid_loss(task, y_va, predict_gbt(booster, X_valid, task=task))
+            study.tell(trial, loss if math.isfinite(loss) else math.inf)
+            trials.append({"params": dict(trial.params), "valid_loss": loss, "best_iteration": best_it})
+            if best is None or loss < best[0]:
+                best = (loss, booster, params, best_it)
+
+    assert best is not None  # trial 0 always runs
+    loss, booster, params, best_it = best
+    return GBTResult(
+        booster=booster,
+        params=params,
+        best_iteration=best_it,
+        valid_loss=loss,
+        n_trials_run=len(trials),
+        seconds=time.monotonic() - start,
+        categories=categories,
+        trials=trials,
+    )
