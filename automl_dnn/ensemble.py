@@ -6,10 +6,11 @@ rebuilt at any time from a run's artifacts.
 
 Losses are proper scoring rules whatever metric the search optimized: log-loss for classification,
 RMSE for regression. Selection is Caruana-style greedy forward selection *without replacement* that
-stops as soon as no candidate improves the equal-weight average by a relative ``min_rel_gain``; an
-exact or near duplicate of a member adds nothing, so diversity (a net plus XGBoost) is what gets in
-(TECHNIQUES.md section 10). The selected members then get Nelder-Mead weights on the simplex, kept
-only when they beat equal weights on validation.
+stops as soon as no candidate improves the equal-weight average by a relative ``min_rel_gain``. A
+near duplicate of a member adds (almost) nothing to an average, and an exact duplicate is skipped
+outright (in an equal-weight average it would only re-weight its twin, which is Nelder-Mead's job),
+so diversity (a net plus XGBoost) is what gets in (TECHNIQUES.md section 10). The selected members
+then get Nelder-Mead weights on the simplex, kept only when they beat equal weights on validation.
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ def _equal(n: int) -> np.ndarray:
     return np.full(n, 1.0 / n)
 
 
+def _same(a: np.ndarray, b: np.ndarray, rtol: float = 1e-6) -> bool:
+    """Whether two predictions are copies (up to float noise) of each other."""
+    scale = max(1.0, float(np.max(np.abs(b))))
+    return a.shape == b.shape and float(np.max(np.abs(a - b))) <= rtol * scale
+
+
 def greedy_select(
     task: str,
     y_valid: np.ndarray,
@@ -71,7 +78,7 @@ def greedy_select(
     Starts from the best single candidate (ties go to the earlier one: the caller orders candidates best
     first), then repeatedly adds the candidate that lowers the average's validation loss most, while that
     lowers it by more than ``min_rel_gain`` (relative) and fewer than ``max_members`` are selected.
-    Candidates with a non-finite loss are never selected.
+    Candidates with a non-finite loss, and exact copies of a selected member, are never selected.
     """
     if max_members < 1:
         raise ValueError(f"max_members must be >= 1, got {max_members=}")
@@ -82,14 +89,16 @@ def greedy_select(
     singles = [ensemble_loss(task, y_valid, p) for p in candidates]
     usable = [i for i, loss in enumerate(singles) if math.isfinite(loss)]
     if not usable:
-        raise AutoDNNError("no ensemble candidate has a finite validation loss: every model diverged; try a smaller learning rate")
+        raise AutoDNNError(
+            "no ensemble candidate has a finite validation loss: every model diverged; try a smaller learning rate"
+        )
     first = min(usable, key=lambda i: (singles[i], i))
     selected, current = [first], singles[first]
     while len(selected) < max_members:
         trials = [
             (ensemble_loss(task, y_valid, blend([candidates[j] for j in [*selected, i]], _equal(len(selected) + 1))), i)
             for i in usable
-            if i not in selected
+            if i not in selected and not any(_same(candidates[i], candidates[j]) for j in selected)
         ]
         if not trials:
             break
@@ -119,13 +128,15 @@ def nelder_mead_weights(
     seed: int = 0,
     restarts: int = 2,
     step: float = 1.0,
+    rel_tol: float = 1e-9,
 ) -> np.ndarray:
     """Weights (>= 0, sum 1) minimizing the blend's validation loss, by SciPy's Nelder-Mead.
 
     Optimizes the logits of a softmax (the first pinned at 0, so no redundant direction), starting from
     equal weights with a simplex of ``step`` along each axis. Nelder-Mead can stall on a collapsed
     simplex, so it then restarts ``restarts`` times from its best point with a fresh simplex whose
-    directions' signs are drawn from ``seed``. Returns equal weights unless it strictly beats them.
+    directions' signs are drawn from ``seed``. Returns equal weights unless it beats them by more than
+    ``rel_tol`` (relative), so float noise never passes for a gain.
     """
     m = len(preds)
     if m == 0:
@@ -151,7 +162,7 @@ def nelder_mead_weights(
         )
         if res.fun < best_loss:
             best_x, best_loss = np.asarray(res.x), float(res.fun)
-    return _weights_of(best_x) if best_loss < equal_loss else _equal(m)
+    return _weights_of(best_x) if best_loss < equal_loss - rel_tol * abs(equal_loss) else _equal(m)
 
 
 @dataclass
@@ -184,12 +195,10 @@ class EnsembleResult:
         }
 
 
-def _drop_light(
-    task: str, y: np.ndarray, preds: Sequence[np.ndarray], weights: np.ndarray, min_weight: float
-) -> tuple[list[int], np.ndarray]:
+def _drop_light(weights: np.ndarray, min_weight: float) -> tuple[list[int], np.ndarray]:
     """Drop members below ``min_weight`` (they only cost predict time) and renormalize the rest."""
     keep = [i for i, w in enumerate(weights) if w >= min_weight]
-    if len(keep) == len(weights) or not keep:
+    if not keep:
         return list(range(len(weights))), weights
     return keep, weights[keep] / weights[keep].sum()
 
@@ -215,12 +224,13 @@ def build_ensemble(
     if len(names) != n:
         raise ValueError(f"{len(names)} names for {n} candidates")
     selected = greedy_select(task, y_valid, candidate_preds_valid, max_members=max_members, min_rel_gain=min_rel_gain)
+    best_single = selected[0]
     preds = [candidate_preds_valid[i] for i in selected]
     equal_loss = ensemble_loss(task, y_valid, blend(preds, _equal(len(preds))))
     weights = nelder_mead_weights(task, y_valid, preds, seed=seed)
     final_loss = ensemble_loss(task, y_valid, blend(preds, weights))
 
-    keep, kept_w = _drop_light(task, y_valid, preds, weights, min_weight)
+    keep, kept_w = _drop_light(weights, min_weight)
     if len(keep) < len(selected):
         kept_loss = ensemble_loss(task, y_valid, blend([preds[i] for i in keep], kept_w))
         if kept_loss <= equal_loss:
@@ -230,8 +240,8 @@ def build_ensemble(
         members=selected,
         names=[names[i] for i in selected],
         weights=[float(w) for w in weights],
-        best_single=selected[0] if len(selected) else 0,
-        best_single_loss=ensemble_loss(task, y_valid, candidate_preds_valid[selected[0]]),
+        best_single=best_single,
+        best_single_loss=ensemble_loss(task, y_valid, candidate_preds_valid[best_single]),
         equal_weight_loss=equal_loss,
         ensemble_loss=final_loss,
     )
@@ -246,14 +256,10 @@ def overfit_warning(valid_gain: float, test_gain: float, *, min_ratio: float = 0
     """
     if not (math.isfinite(valid_gain) and math.isfinite(test_gain)) or valid_gain <= 0:
         return None
-    if test_gain <= 0:
-        return (
-            f"the ensemble beat the best single model on validation (loss -{valid_gain:.4g}) but not on test "
-            f"(loss {-test_gain:+.4g}): its selection and weights overfit the validation split"
-        )
-    if test_gain < min_ratio * valid_gain:
-        return (
-            f"the ensemble's gain over the best single model shrank from {valid_gain:.4g} on validation to "
-            f"{test_gain:.4g} on test: its selection and weights partly overfit the validation split"
-        )
-    return None
+    if test_gain >= min_ratio * valid_gain:
+        return None
+    on_test = f"only by {test_gain:.4g} on test" if test_gain > 0 else f"not at all on test (gain {test_gain:.4g})"
+    return (
+        f"the ensemble beat the best single model by {valid_gain:.4g} in validation loss but {on_test}: "
+        "its members and weights overfit the validation split"
+    )

@@ -94,7 +94,11 @@ class GBTResult:
 def _check_frame(X: Any, name: str) -> pd.DataFrame:
     if not isinstance(X, pd.DataFrame):
         raise ValueError(f"{name} must be a pandas DataFrame (FeaturePreprocessor.transform_for_gbt), got {type(X)}")
-    bad = [c for c in X.columns if not (isinstance(X[c].dtype, pd.CategoricalDtype) or pd.api.types.is_numeric_dtype(X[c]))]
+    bad = [
+        c
+        for c in X.columns
+        if not (isinstance(X[c].dtype, pd.CategoricalDtype) or pd.api.types.is_numeric_dtype(X[c]))
+    ]
     if bad:
         raise ValueError(f"{name} columns must be numeric or 'category', got {[(c, str(X[c].dtype)) for c in bad]}")
     return X
@@ -109,7 +113,8 @@ def align_categories(X: pd.DataFrame, categories: Mapping[str, list[Any]]) -> pd
     """Recast categorical columns to the training categories (unseen values become missing)."""
     X = X.copy()
     for col, cats in categories.items():
-        X[col] = pd.Categorical(X[col].astype(object), categories=cats)
+        values = X[col].astype(object)
+        X[col] = pd.Categorical(values.where(values.isin(cats)), categories=cats)
     return X
 
 
@@ -245,7 +250,10 @@ def fit_gbt(
     X_train, X_valid = _check_frame(X_train, "X_train"), _check_frame(X_valid, "X_valid")
     y_tr, y_va = _labels(y_train, task, n_classes), _labels(y_valid, task, n_classes)
     if len(X_train) != len(y_tr) or len(X_valid) != len(y_va) or len(y_tr) == 0 or len(y_va) == 0:
-        raise ValueError(f"need non-empty aligned splits, got X_train {len(X_train)}/{len(y_tr)}, X_valid {len(X_valid)}/{len(y_va)}")
+        raise ValueError(
+            f"need non-empty aligned splits, got X_train {len(X_train)}/{len(y_tr)} rows/labels, "
+            f"X_valid {len(X_valid)}/{len(y_va)}"
+        )
 
     start = time.monotonic()
     deadline = None if time_budget is None else start + time_budget

@@ -1,8 +1,35 @@
-"""The training loop (TECHNIQUES.md sections 4-7)."""
+"""The training loop (TECHNIQUES.md sections 4-7) and ``predict`` with MC dropout.
+
+The whole dataset lives as tensors on the device; each epoch draws a seeded permutation and slices
+mini-batches from it (no DataLoader: for tabular data its per-batch Python cost dominates). The loop
+reads straight down and only *notifies* callbacks; early stopping, the NaN stop, clipping, max-norm,
+L1/L2 and the lr schedule are small, separately tested steps. Per-batch work avoids host syncs (no
+``.item()`` per batch); losses are summed on the device and read once per epoch.
+
+Epochs are numbered from 0 everywhere (history, callbacks, ``best_epoch``).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from automl_dnn.model import count_parameters
+from automl_dnn.optim import Schedule, make_optimizer, set_lr, set_momentum
+
+TASKS = ("binary", "multiclass", "regression")
+CLIP_KINDS = ("none", "value", "norm")
+STATUSES = ("completed", "early_stopped", "diverged", "stopped")
+EVAL_BATCH_SIZE = 8192  # evaluation has no backward pass, so it can use much larger batches
 
 
 @dataclass
@@ -11,7 +38,7 @@ class TrainConfig:
 
     optimizer: str = "nadam"  # sgd|momentum|nesterov|adagrad|rmsprop|adam|adamax|nadam|adamw
     lr: float = 1e-3  # the peak lr for 1cycle, the initial lr otherwise
-    momentum: float = 0.9  # momentum / nesterov / rmsprop momentum
+    momentum: float = 0.9  # momentum / nesterov (RMSProp is the plain, momentum-free one)
     beta1: float = 0.9
     beta2: float = 0.999
     rho: float = 0.9  # RMSProp decay
@@ -34,3 +61,430 @@ class TrainConfig:
     patience: int = 10  # early stopping
     class_weight: bool = False  # weight classes by inverse frequency (imbalanced classification)
     seed: int = 0
+
+
+@dataclass
+class TrainData:
+    """Encoded arrays: float32 features; int64 class indices or float32 standardized targets."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_valid: np.ndarray
+    y_valid: np.ndarray
+
+    def __post_init__(self) -> None:
+        for part in ("train", "valid"):
+            X, y = getattr(self, f"X_{part}"), getattr(self, f"y_{part}")
+            if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
+                raise ValueError(f"{part}: need X (n, d) and y (n,), got X{X.shape}, y{y.shape}")
+            if len(X) == 0:
+                raise ValueError(f"{part} split is empty")
+        if self.X_train.shape[1] != self.X_valid.shape[1]:
+            raise ValueError(f"train/valid feature counts differ: {self.X_train.shape[1]} != {self.X_valid.shape[1]}")
+
+
+class Callback:
+    """Hook called after every epoch. Return True to stop training (status "stopped").
+
+    ``logs`` holds epoch, train_loss, valid_loss, score, lr, valid_pred (numpy, `predict` format),
+    elapsed (seconds since the start), best_epoch, best_score. Exceptions propagate to the caller
+    (the search raises ``optuna.TrialPruned`` here).
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> bool | None:
+        return None
+
+
+@dataclass
+class TrainResult:
+    """What a training run did. The model itself is left on its device holding the best weights;
+    ``best_state`` is a CPU copy of them (None if no epoch ever finished with a finite loss)."""
+
+    status: str  # completed|early_stopped|diverged|stopped
+    best_epoch: int | None
+    epochs_run: int
+    best_score: float
+    best_valid_loss: float
+    history: list[dict[str, float]]
+    train_seconds: float
+    device: str
+    n_params: int
+    best_valid_pred: np.ndarray | None = None
+    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA (no GradScaler needed with bf16); a no-op elsewhere."""
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+
+
+def _check_config(c: TrainConfig) -> None:
+    """Refuse values the loop cannot run (optimizer and schedule values are checked in optim.py)."""
+    if c.clip not in CLIP_KINDS:
+        raise ValueError(f"unknown clip {c.clip!r}; valid: {', '.join(CLIP_KINDS)}")
+    if c.clip != "none" and not c.clip_value > 0:
+        raise ValueError(f"clip_value must be > 0, got {c.clip_value=}")
+    for name in ("l1", "l2", "max_norm"):
+        value = getattr(c, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be >= 0, got {name}={value!r}")
+    for name in ("batch_size", "max_epochs", "patience"):
+        value = getattr(c, name)
+        if not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
+
+
+def penalized_weights(model: nn.Module) -> list[torch.Tensor]:
+    """Weight matrices of Linear layers: what L1/L2 and max-norm act on (never biases, BN, PReLU)."""
+    return [m.weight for m in model.modules() if isinstance(m, nn.Linear) and m.weight.dim() >= 2]
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Inverse-frequency weights n / (K * n_c), so every class carries the same total weight."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    return (len(y) / (n_classes * np.maximum(counts, 1.0))).astype(np.float32)
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _batch_bounds(n: int, batch_size: int, drop_singleton: bool) -> list[tuple[int, int]]:
+    """[start, end) of each mini-batch; a last batch of one row is dropped when BN would fail on it."""
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if drop_singleton and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds.pop()
+    if drop_singleton and bounds == [(0, 1)]:
+        raise ValueError("BatchNorm needs at least 2 training rows per batch, got 1 training row")
+    return bounds
+
+
+# --------------------------------------------------------------------------- loss and outputs
+
+
+def data_loss(out: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, task: str) -> torch.Tensor:
+    """Mean loss of the task (BCE-with-logits, cross-entropy, MSE), weighted per row if `weight`."""
+    out = out.float()
+    if task == "regression":
+        return F.mse_loss(out.view(-1), y)
+    if task == "binary":
+        per_row = F.binary_cross_entropy_with_logits(out.view(-1), y, reduction="none" if weight is not None else "mean")
+    else:
+        per_row = F.cross_entropy(out, y, reduction="none" if weight is not None else "mean")
+    if weight is None:
+        return per_row
+    return (per_row * weight).sum() / weight.sum()
+
+
+def outputs_to_pred(out: torch.Tensor, task: str) -> torch.Tensor:
+    """Raw outputs -> probabilities (n, K) (binary as [1-p, p]) or standardized values (n,)."""
+    out = out.float()
+    if task == "regression":
+        return out.view(-1)
+    if task == "binary":
+        z = out.view(-1)
+        return torch.stack([torch.sigmoid(-z), torch.sigmoid(z)], dim=1)
+    return torch.softmax(out, dim=1)
+
+
+def _forward_batched(model: nn.Module, X: torch.Tensor, batch_size: int, amp_ctx: Callable[[], Any]) -> torch.Tensor:
+    """The model's outputs on X, in large batches, without autograd."""
+    with torch.no_grad(), amp_ctx():
+        return torch.cat([model(X[i : i + batch_size]).float() for i in range(0, len(X), batch_size)])
+
+
+def _n_outputs(model: nn.Module, X: torch.Tensor, task: str) -> int:
+    """Probe the output width once, so a head that does not fit the task fails with a clear message."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(X[:2])
+    model.train(was_training)
+    width = out.shape[1] if out.dim() == 2 else 1
+    if task in ("binary", "regression") and width != 1:
+        raise ValueError(f"{task} needs a net with d_out=1, got {width} outputs")
+    if task == "multiclass" and width < 2:
+        raise ValueError(f"multiclass needs a net with d_out=K >= 2, got {width} outputs")
+    return width
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class _Best:
+    """The best epoch so far (early stopping state), skorch's `best_*_` in one place."""
+
+    score: float = math.inf
+    valid_loss: float = math.inf
+    epoch: int | None = None
+    state: dict[str, torch.Tensor] | None = None
+    valid_pred: np.ndarray | None = None
+
+    def update(self, epoch: int, score: float, valid_loss: float, pred: np.ndarray, model: nn.Module) -> bool:
+        if not score < self.score:
+            return False
+        self.score, self.valid_loss, self.epoch, self.valid_pred = score, valid_loss, epoch, pred
+        self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        return True
+
+
+class _Trainer:
+    """One training run; `run()` is the loop, the other methods its steps."""
+
+    def __init__(self, model: nn.Module, data: TrainData, config: TrainConfig, task: str,
+                 device: torch.device, amp: bool) -> None:  # fmt: skip
+        self.model, self.config, self.task, self.device = model, config, task, device
+        self.amp_ctx = lambda: _autocast(device, amp)
+        self.X_train = torch.as_tensor(np.asarray(data.X_train, dtype=np.float32), device=device)
+        self.X_valid = torch.as_tensor(np.asarray(data.X_valid, dtype=np.float32), device=device)
+        n_out = _n_outputs(model, self.X_valid, task)
+        self.y_train, self.w_train = self._targets(data.y_train, data.y_train, n_out)
+        self.y_valid, self.w_valid = self._targets(data.y_valid, data.y_train, n_out)
+        self.bounds = _batch_bounds(len(self.X_train), config.batch_size, _has_batchnorm(model))
+        self.batch_sizes = torch.tensor([e - s for s, e in self.bounds], dtype=torch.float32, device=device)
+        self.optimizer = make_optimizer(config.optimizer, model, config)
+        self.schedule = Schedule(config, total_steps=config.max_epochs * len(self.bounds))
+        self.weights = penalized_weights(model)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.lr = float("nan")
+
+    def _targets(self, y: np.ndarray, y_train: np.ndarray, n_out: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The target tensor in the dtype the loss wants, and per-row class weights if asked for."""
+        if self.task == "regression":
+            return torch.as_tensor(np.asarray(y, dtype=np.float32), device=self.device), None
+        labels = np.asarray(y, dtype=np.int64)
+        n_classes = 2 if self.task == "binary" else n_out
+        if labels.min() < 0 or labels.max() >= n_classes:
+            raise ValueError(f"{self.task} labels must be in [0, {n_classes}), got [{labels.min()}, {labels.max()}]")
+        dtype = torch.float32 if self.task == "binary" else torch.int64
+        target = torch.as_tensor(labels, device=self.device).to(dtype)
+        if not self.config.class_weight:
+            return target, None
+        per_class = class_weights(np.asarray(y_train, dtype=np.int64), n_classes)
+        return target, torch.as_tensor(per_class[labels], device=self.device)
+
+    def _set_lr(self, t: int) -> None:
+        """Set lr (and 1cycle momentum) for step/epoch t; only touch the optimizer on a change."""
+        lr = self.schedule.lr(t)
+        if lr != self.lr:
+            set_lr(self.optimizer, lr)
+            self.lr = lr
+        momentum = self.schedule.momentum(t)
+        if momentum is not None:
+            set_momentum(self.optimizer, self.config.optimizer, momentum)
+
+    def _penalty(self) -> torch.Tensor | None:
+        c = self.config
+        total = None
+        if c.l1 > 0:
+            total = c.l1 * sum(w.abs().sum() for w in self.weights)
+        if c.l2 > 0:
+            l2 = c.l2 * sum(w.pow(2).sum() for w in self.weights)
+            total = l2 if total is None else total + l2
+        return total
+
+    def _clip(self) -> None:
+        c = self.config
+        if c.clip == "value":
+            nn.utils.clip_grad_value_(self.params, c.clip_value)
+        elif c.clip == "norm":
+            nn.utils.clip_grad_norm_(self.params, c.clip_value)
+
+    @torch.no_grad()
+    def _apply_max_norm(self) -> None:
+        for w in self.weights:
+            w.renorm_(p=2, dim=0, maxnorm=self.config.max_norm)
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        perm = torch.randperm(len(self.X_train), generator=self.generator).to(self.device)
+        for start, end in self.bounds:
+            idx = perm[start:end]
+            w = None if self.w_train is None else self.w_train.index_select(0, idx)
+            yield self.X_train.index_select(0, idx), self.y_train.index_select(0, idx), w
+
+    def train_epoch(self, epoch: int, step: int) -> float:
+        """One pass over the training set; returns the mean data loss (one host sync)."""
+        self.model.train()
+        per_batch = self.schedule.per_batch
+        if not per_batch:
+            self._set_lr(epoch)
+        losses = []
+        for xb, yb, wb in self._batches():
+            if per_batch:
+                self._set_lr(step)
+            with self.amp_ctx():
+                out = self.model(xb)
+            loss = data_loss(out, yb, wb, self.task)
+            penalty = self._penalty()
+            self.optimizer.zero_grad(set_to_none=True)
+            (loss if penalty is None else loss + penalty).backward()
+            if self.config.clip != "none":
+                self._clip()
+            self.optimizer.step()
+            if self.config.max_norm > 0:
+                self._apply_max_norm()
+            losses.append(loss.detach())
+            step += 1
+        return float((torch.stack(losses) * self.batch_sizes).sum() / self.batch_sizes.sum())
+
+    def evaluate(self) -> tuple[float, np.ndarray]:
+        """Validation loss (no penalties, no dropout) and the `predict`-style predictions."""
+        self.model.eval()
+        out = _forward_batched(self.model, self.X_valid, EVAL_BATCH_SIZE, self.amp_ctx)
+        valid_loss = float(data_loss(out, self.y_valid, self.w_valid, self.task))
+        return valid_loss, outputs_to_pred(out, self.task).cpu().numpy()
+
+    def run(self, callbacks: Sequence[Callback], score_fn: Callable[[np.ndarray], float] | None) -> TrainResult:
+        start, best, history, status = time.perf_counter(), _Best(), [], "completed"
+        epoch = -1
+        try:
+            for epoch in range(self.config.max_epochs):
+                t0 = time.perf_counter()
+                train_loss = self.train_epoch(epoch, epoch * len(self.bounds))
+                valid_loss, valid_pred = self.evaluate()
+                score = float(score_fn(valid_pred)) if score_fn is not None else valid_loss
+                row = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
+                       "score": score, "lr": self.lr, "seconds": time.perf_counter() - t0}  # fmt: skip
+                history.append(row)
+                if not all(math.isfinite(v) for v in (train_loss, valid_loss, score)):
+                    status = "diverged"
+                    break
+                best.update(epoch, score, valid_loss, valid_pred, self.model)
+                self.schedule.update(valid_loss)
+                logs = {**row, "valid_pred": valid_pred, "elapsed": time.perf_counter() - start,
+                        "best_epoch": best.epoch, "best_score": best.score}  # fmt: skip
+                if any([bool(cb.on_epoch_end(epoch, logs)) for cb in callbacks]):
+                    status = "stopped"
+                    break
+                if best.epoch is not None and epoch - best.epoch >= self.config.patience:
+                    status = "early_stopped"
+                    break
+        finally:
+            if best.state is not None:
+                self.model.load_state_dict(best.state)
+            self.model.eval()
+        return TrainResult(
+            status=status,
+            best_epoch=best.epoch,
+            epochs_run=epoch + 1,
+            best_score=best.score,
+            best_valid_loss=best.valid_loss,
+            history=history,
+            train_seconds=time.perf_counter() - start,
+            device=str(self.device),
+            n_params=count_parameters(self.model),
+            best_valid_pred=best.valid_pred,
+            best_state=best.state,
+        )
+
+
+def train(
+    model: nn.Module,
+    data: TrainData,
+    config: TrainConfig,
+    *,
+    task: str,
+    device: str = "auto",
+    amp: bool = False,
+    callbacks: Sequence[Callback] = (),
+    score_fn: Callable[[np.ndarray], float] | None = None,
+    threads: int | None = None,
+) -> TrainResult:
+    """Train `model` in place with early stopping on the score (lower is better) and return a report.
+
+    score = score_fn(valid_pred) if given, else the validation loss. On NaN/inf the run ends with
+    status "diverged" (no exception). At the end the model holds the best epoch's weights, stays on
+    `device` and is in eval mode. `threads` sets torch's intra-op threads for this call only. A CPU run
+    is reproducible: the same model init, data and config give the same history.
+    """
+    _check_task(task)
+    _check_config(config)
+    dev = resolve_device(device)
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads=}")
+        torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(config.seed)  # dropout / RReLU masks; the permutation has its own generator
+        model.to(dev)
+        return _Trainer(model, data, config, task, dev, amp).run(callbacks, score_fn)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def _dropout_modules(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+
+
+def predict(
+    model: nn.Module,
+    X: np.ndarray,
+    *,
+    task: str,
+    mc_samples: int = 0,
+    batch_size: int = EVAL_BATCH_SIZE,
+    device: str = "auto",
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Probabilities (n, K) (binary: [1-p, p]) or standardized values (n,), as float32.
+
+    With ``mc_samples=T > 0`` (MC dropout) dropout stays on while BatchNorm uses its running
+    statistics, and the result is (mean, std) over T passes; a net without active dropout is
+    deterministic, so it is run once and its std is exactly 0. ``device="auto"`` keeps the model
+    where it is; another value moves the model there. The model's train/eval mode is restored.
+    """
+    _check_task(task)
+    if mc_samples < 0:
+        raise ValueError(f"mc_samples must be >= 0, got {mc_samples=}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size=}")
+    dev = _model_device(model) if str(device) == "auto" else torch.device(device)
+    model.to(dev)
+    was_training = model.training
+    model.eval()
+    X_t = torch.as_tensor(np.asarray(X, dtype=np.float32), device=dev)
+    dropouts = _dropout_modules(model) if mc_samples > 0 else []
+    try:
+        if not dropouts:
+            mean = outputs_to_pred(_forward_batched(model, X_t, batch_size, contextlib.nullcontext), task)
+            mean_np = mean.cpu().numpy()
+            return (mean_np, np.zeros_like(mean_np)) if mc_samples > 0 else mean_np
+        for m in dropouts:
+            m.train()
+        means, stds = [], []
+        with torch.no_grad():
+            for i in range(0, len(X_t), batch_size):
+                xb = X_t[i : i + batch_size]
+                passes = torch.stack([outputs_to_pred(model(xb), task) for _ in range(mc_samples)])
+                means.append(passes.mean(dim=0))
+                stds.append(passes.std(dim=0, correction=0))
+        return torch.cat(means).cpu().numpy(), torch.cat(stds).cpu().numpy()
+    finally:
+        model.train(was_training)

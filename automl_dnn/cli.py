@@ -1,0 +1,208 @@
+"""The ``automl-dnn`` command: a thin Click shell over ``automl_dnn.api``.
+
+Heavy libraries (torch, optuna, xgboost, pandas) are imported inside the commands, so that
+``automl-dnn --help`` starts instantly. A user error (``AutoDNNError``) prints one line and exits 2;
+anything else is a bug: one line and exit 1, with the traceback under ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from automl_dnn.errors import AutoDNNError
+
+TASKS = ("auto", "binary", "multiclass", "regression")
+METRICS = ("logloss", "accuracy", "balanced_accuracy", "roc_auc", "rmse", "mae", "r2")
+
+
+class PositiveFloat(click.ParamType):
+    """A number of seconds > 0 (``--time-budget``): refuses 0, negatives and text in one line."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not number > 0 or number == float("inf"):
+            self.fail(f"must be a number of seconds > 0, got {value!r}", param, ctx)
+        return number
+
+
+def _fraction(low_inclusive: bool) -> click.FloatRange:
+    return click.FloatRange(0.0, 1.0, min_open=not low_inclusive, max_open=True)
+
+
+def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options shared by ``search`` and ``fit``."""
+    options = [
+        click.option("--target", help="Target column (bundled datasets know their own)."),
+        click.option("--task", type=click.Choice(TASKS), default="auto", show_default=True,
+                     help="Override the inferred task."),
+        click.option("--space", default="default", show_default=True,
+                     help="Search space: a bundled name (default, selu, quick) or a .yaml file."),
+        click.option("--time-budget", type=PositiveFloat(), help="Wall-clock seconds for the whole command."),
+        click.option("--n-trials", type=click.IntRange(min=1),
+                     help="Stop when the study has this many completed + pruned trials."),
+        click.option("--metric", type=click.Choice(METRICS),
+                     help="Selection metric (default: logloss for classification, rmse for regression)."),
+        click.option("--storage", help="Optuna storage URL (default: a SQLite file in the run folder)."),
+        click.option("--study", "study_name", help="Study name (default: the run folder's name)."),
+        click.option("--artifacts", type=click.Path(path_type=Path),
+                     help="Where trials store weights and predictions (default: RUN_DIR/artifacts)."),
+        click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Worker processes on this machine."),
+        click.option("--threads", type=click.IntRange(min=1), help="Torch threads per worker."),
+        click.option("--valid-size", type=_fraction(False), default=0.15, show_default=True),
+        click.option("--test-size", type=_fraction(True), default=0.15, show_default=True),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--pruner", type=click.Choice(["hyperband", "median", "none"]), default="hyperband",
+                     show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--quiet", is_flag=True, help="No progress display."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+class _Group(click.Group):
+    """Turns user errors into one line and exit status 2, bugs into one line and exit 1 (``--debug``: traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except AutoDNNError as exc:
+            if debug:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a bug: keep it short unless asked
+            if debug:
+                raise
+            click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="automl-dnn")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Find a good deep neural network for a tabular dataset, then beat it by ensembling."""
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+def datasets() -> None:
+    """List the bundled datasets (use them as builtin:NAME)."""
+    from automl_dnn.data import BUILTINS
+
+    for info in BUILTINS.values():
+        click.echo(f"builtin:{info.name:<15} {info.task:<11} target={info.target:<8} {info.description}")
+
+
+@cli.command()
+@click.argument("data")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Run folder.")
+@search_options
+def search(data: str, out: Path, **options: Any) -> None:
+    """Search nets for DATA (a CSV/TSV/Parquet file or builtin:NAME) with an Optuna study."""
+    from automl_dnn import api
+    from automl_dnn.report import print_search_summary
+
+    summary = api.search(data, out=out, **options)
+    print_search_summary(summary, quiet=options["quiet"])
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), help="Model folder (default: RUN_DIR/model).")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Most nets in the ensemble.")
+@click.option("--no-gbt", is_flag=True, help="Leave XGBoost out.")
+@click.option("--gbt-trials", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True)
+def ensemble(run_dir: Path, model_dir: Path | None, top_k: int, no_gbt: bool, gbt_trials: int, seed: int,
+             quiet: bool) -> None:
+    """Ensemble the best nets of a search with XGBoost and export one model."""
+    from automl_dnn import api
+    from automl_dnn.report import print_ensemble_report
+
+    report = api.ensemble(run_dir, model_dir=model_dir, top_k=top_k, gbt=not no_gbt, gbt_trials=gbt_trials,
+                          seed=seed)
+    print_ensemble_report(report, quiet=quiet)
+
+
+@cli.command()
+@click.argument("data")
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path), help="Model folder to write.")
+@click.option("--out", "out", type=click.Path(path_type=Path), help="Run folder (default: MODEL/run).")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--no-gbt", is_flag=True)
+@click.option("--gbt-trials", type=click.IntRange(min=1), default=10, show_default=True)
+@search_options
+def fit(data: str, model_dir: Path, out: Path | None, top_k: int, no_gbt: bool, gbt_trials: int,
+        **options: Any) -> None:
+    """Search, ensemble and export in one go, within --time-budget seconds in total."""
+    from automl_dnn import api
+    from automl_dnn.report import print_ensemble_report, print_search_summary
+
+    summary, report = api.fit(data, model_dir=model_dir, out=out, top_k=top_k, gbt=not no_gbt,
+                              gbt_trials=gbt_trials, **options)
+    print_search_summary(summary, quiet=options["quiet"])
+    print_ensemble_report(report, quiet=options["quiet"])
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("data")
+@click.option("--out", "out", type=click.Path(path_type=Path), help="CSV or Parquet file (default: standard output).")
+@click.option("--mc-samples", type=click.IntRange(min=0), default=0, show_default=True,
+              help="MC-dropout passes: adds the mean and standard deviation per output.")
+def predict(model_dir: Path, data: str, out: Path | None, mc_samples: int) -> None:
+    """Predict DATA with an exported model."""
+    from automl_dnn import api
+
+    notes = api.predict_file(model_dir, data, out=out, mc_samples=mc_samples)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(path_type=Path), help="HTML file (default: RUN_DIR/report.html).")
+def report(run_dir: Path, out: Path | None) -> None:
+    """Write an HTML report of a study: history, importances, intermediate values, best configs."""
+    from automl_dnn import api
+
+    path = api.write_report(run_dir, out=out)
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--storage", help="Optuna storage URL instead of a run folder.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+def dashboard(run_dir: Path | None, storage: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard for a run's study."""
+    from automl_dnn import api
+
+    api.serve_dashboard(run_dir=run_dir, storage=storage, host=host, port=port)
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="automl-dnn")

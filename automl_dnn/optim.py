@@ -1,0 +1,295 @@
+"""Optimizers by name and learning-rate schedules as pure functions of the step (TECHNIQUES.md 5-6).
+
+The schedules are written by hand (no ``torch.optim.lr_scheduler``) so each value is a formula of
+``t`` that a test can check. ``t`` counts mini-batches for power, exponential and 1cycle, and epochs
+for piecewise constant and plateau; both start at 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable, Union
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from automl_dnn.train import TrainConfig
+
+Params = Union[nn.Module, Iterable[torch.Tensor], Iterable[dict[str, Any]]]
+
+SCHEDULES = ("none", "power", "exponential", "piecewise", "plateau", "onecycle")
+ONECYCLE_DIV = 25.0  # the cycle starts and returns to lr_max / 25
+ONECYCLE_FINAL_DIV = 25_000.0  # and ends at lr_max / 25,000
+ONECYCLE_MOMENTUM = (0.95, 0.85)  # (high, low): momentum moves opposite to the lr
+
+
+# --------------------------------------------------------------------------- optimizers
+
+
+def _sgd(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=c.lr, momentum=0.0)
+
+
+def _momentum(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum)
+
+
+def _nesterov(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=True)
+
+
+def _adagrad(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adagrad(params, lr=c.lr)
+
+
+def _rmsprop(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
+    # Plain RMSProp of TECHNIQUES.md 5 (no momentum term); rho is torch's `alpha`.
+    return torch.optim.RMSprop(params, lr=c.lr, alpha=c.rho, momentum=0.0)
+
+
+def _adam(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=c.lr, betas=(c.beta1, c.beta2))
+
+
+def _adamax(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adamax(params, lr=c.lr, betas=(c.beta1, c.beta2))
+
+
+def _nadam(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.NAdam(params, lr=c.lr, betas=(c.beta1, c.beta2))
+
+
+def _adamw(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
+    # weight_decay is set per group by split_decay_groups (matrices only); 0.0 here is the fallback.
+    return torch.optim.AdamW(params, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=0.0)
+
+
+OPTIMIZERS: dict[str, Callable[[list[dict[str, Any]], TrainConfig], torch.optim.Optimizer]] = {
+    "sgd": _sgd,
+    "momentum": _momentum,
+    "nesterov": _nesterov,
+    "adagrad": _adagrad,
+    "rmsprop": _rmsprop,
+    "adam": _adam,
+    "adamax": _adamax,
+    "nadam": _nadam,
+    "adamw": _adamw,
+}
+# Which hyperparameter 1cycle cycles, per optimizer (None: the optimizer has no momentum).
+MOMENTUM_KEY: dict[str, str | None] = {
+    "sgd": None,
+    "momentum": "momentum",
+    "nesterov": "momentum",
+    "adagrad": None,
+    "rmsprop": None,
+    "adam": "betas",
+    "adamax": "betas",
+    "nadam": "betas",
+    "adamw": "betas",
+}
+
+
+def _as_groups(params: Params) -> list[dict[str, Any]]:
+    if isinstance(params, nn.Module):
+        params = params.parameters()
+    items = list(params)
+    if items and isinstance(items[0], dict):
+        return [dict(g) for g in items]
+    return [{"params": [p for p in items if p.requires_grad]}]
+
+
+def split_decay_groups(params: Params, weight_decay: float) -> list[dict[str, Any]]:
+    """Two groups: matrices (p.dim() >= 2) decay, vectors (biases, BN, PReLU) do not (nanoGPT style)."""
+    tensors = [p for g in _as_groups(params) for p in g["params"]]
+    decay = [p for p in tensors if p.dim() >= 2]
+    no_decay = [p for p in tensors if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def _check_train_hparams(c: TrainConfig) -> None:
+    lr, momentum, beta1, beta2, rho, wd = c.lr, c.momentum, c.beta1, c.beta2, c.rho, c.weight_decay
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be > 0, got {lr=}")
+    for name, value in (("momentum", momentum), ("beta1", beta1), ("beta2", beta2), ("rho", rho)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {name}={value!r}")
+    if not wd >= 0:
+        raise ValueError(f"weight_decay must be >= 0, got weight_decay={wd!r}")
+
+
+def make_optimizer(name: str, params: Params, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer `name` over `params` (a module, tensors, or param groups).
+
+    Only AdamW gets a weight decay, and only on matrices; L1/L2 are loss terms added by the trainer,
+    never the optimizer's `weight_decay` (which for Adam is not the same thing, TECHNIQUES.md 5).
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+    _check_train_hparams(config)
+    groups = split_decay_groups(params, config.weight_decay) if name == "adamw" else _as_groups(params)
+    return OPTIMIZERS[name](groups, config)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def set_momentum(optimizer: torch.optim.Optimizer, name: str, momentum: float) -> None:
+    """Set SGD's momentum or Adam-family beta1; a no-op for optimizers without momentum."""
+    key = MOMENTUM_KEY[name]
+    for group in optimizer.param_groups:
+        if key == "momentum":
+            group["momentum"] = momentum
+        elif key == "betas":
+            group["betas"] = (momentum, group["betas"][1])
+
+
+# --------------------------------------------------------------------------- schedules (pure)
+
+
+def power_lr(t: float, *, lr0: float, s: float, c: float = 1.0) -> float:
+    """eta(t) = eta0 / (1 + t/s)^c."""
+    return lr0 / (1.0 + t / s) ** c
+
+
+def exponential_lr(t: float, *, lr0: float, s: float) -> float:
+    """eta(t) = eta0 * 0.1^(t/s): x0.1 every s steps."""
+    return lr0 * 0.1 ** (t / s)
+
+
+def piecewise_lr(epoch: int, *, lr0: float, boundaries: list[int], factors: list[float]) -> float:
+    """lr0 * factors[i] where i = number of boundaries <= epoch (epochs [b_{i-1}, b_i) share factor i)."""
+    i = sum(1 for b in boundaries if epoch >= b)
+    return lr0 * factors[i]
+
+
+def _onecycle_phase(t: float, total_steps: int) -> tuple[int, float]:
+    """(phase 0/1/2, fraction done within that phase) at step t of a total_steps cycle."""
+    t = min(max(t, 0.0), float(total_steps))
+    up_end, down_end = 0.45 * total_steps, 0.9 * total_steps
+    if t <= up_end:
+        return 0, t / up_end
+    if t <= down_end:
+        return 1, (t - up_end) / (down_end - up_end)
+    return 2, (t - down_end) / (total_steps - down_end)
+
+
+def onecycle_lr(t: float, *, lr_max: float, total_steps: int) -> float:
+    """1cycle: lr_max/25 -> lr_max over 45% of the steps, back over 45%, then to lr_max/25,000."""
+    low, final = lr_max / ONECYCLE_DIV, lr_max / ONECYCLE_FINAL_DIV
+    phase, frac = _onecycle_phase(t, total_steps)
+    if phase == 0:
+        return low + (lr_max - low) * frac
+    if phase == 1:
+        return lr_max - (lr_max - low) * frac
+    return low - (low - final) * frac
+
+
+def onecycle_momentum(
+    t: float, *, total_steps: int, high: float = ONECYCLE_MOMENTUM[0], low: float = ONECYCLE_MOMENTUM[1]
+) -> float:
+    """Momentum (or beta1) opposite to the lr: high -> low -> high, then flat at high."""
+    phase, frac = _onecycle_phase(t, total_steps)
+    if phase == 0:
+        return high - (high - low) * frac
+    if phase == 1:
+        return low + (high - low) * frac
+    return high
+
+
+class Plateau:
+    """Performance scheduling: x factor when the validation loss has not improved for `patience` epochs.
+
+    Stateful by nature: call ``update(valid_loss)`` once per epoch; ``lr`` is the rate for the next
+    epoch. The counter restarts after each reduction, as in Keras' ReduceLROnPlateau.
+    """
+
+    def __init__(self, *, lr0: float, factor: float, patience: int) -> None:
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"plateau_factor must be in (0, 1), got {factor=}")
+        if patience < 1:
+            raise ValueError(f"plateau_patience must be >= 1, got {patience=}")
+        self.lr = lr0
+        self.factor = factor
+        self.patience = patience
+        self.best_ = math.inf
+        self.bad_epochs_ = 0
+
+    def update(self, valid_loss: float) -> float:
+        if valid_loss < self.best_:
+            self.best_ = valid_loss
+            self.bad_epochs_ = 0
+        else:
+            self.bad_epochs_ += 1
+            if self.bad_epochs_ >= self.patience:
+                self.lr *= self.factor
+                self.bad_epochs_ = 0
+        return self.lr
+
+
+# --------------------------------------------------------------------------- schedule from config
+
+
+class Schedule:
+    """The lr (and 1cycle momentum) a trainer should use, from a TrainConfig.
+
+    `per_batch` says whether ``lr(t)`` takes the global batch index or the epoch index. ``momentum(t)``
+    is None unless the schedule cycles momentum. ``update(valid_loss)`` feeds plateau; others ignore it.
+    """
+
+    def __init__(self, config: TrainConfig, *, total_steps: int) -> None:
+        name = config.schedule
+        if name not in SCHEDULES:
+            raise ValueError(f"unknown schedule {name!r}; valid: {', '.join(SCHEDULES)}")
+        _check_schedule(config)
+        self.name = name
+        self.config = config
+        self.total_steps = max(int(total_steps), 1)
+        self.per_batch = name in ("power", "exponential", "onecycle")
+        self.plateau = (
+            Plateau(lr0=config.lr, factor=config.plateau_factor, patience=config.plateau_patience)
+            if name == "plateau"
+            else None
+        )
+
+    def lr(self, t: int) -> float:
+        c = self.config
+        if self.name == "power":
+            return power_lr(t, lr0=c.lr, s=c.power_s, c=c.power_c)
+        if self.name == "exponential":
+            return exponential_lr(t, lr0=c.lr, s=c.exp_s)
+        if self.name == "onecycle":
+            return onecycle_lr(t, lr_max=c.lr, total_steps=self.total_steps)
+        if self.name == "piecewise":
+            return piecewise_lr(t, lr0=c.lr, boundaries=c.piecewise_epochs, factors=c.piecewise_factors)
+        if self.plateau is not None:
+            return self.plateau.lr
+        return c.lr
+
+    def momentum(self, t: int) -> float | None:
+        if self.name != "onecycle":
+            return None
+        return onecycle_momentum(t, total_steps=self.total_steps)
+
+    def update(self, valid_loss: float) -> None:
+        if self.plateau is not None:
+            self.plateau.update(valid_loss)
+
+
+def _check_schedule(c: TrainConfig) -> None:
+    if c.schedule == "power" and not (c.power_s > 0 and c.power_c > 0):
+        raise ValueError(f"power schedule needs power_s > 0 and power_c > 0, got {c.power_s=}, {c.power_c=}")
+    if c.schedule == "exponential" and not c.exp_s > 0:
+        raise ValueError(f"exponential schedule needs exp_s > 0, got {c.exp_s=}")
+    if c.schedule == "piecewise":
+        bounds, factors = list(c.piecewise_epochs), list(c.piecewise_factors)
+        if len(factors) != len(bounds) + 1:
+            raise ValueError(f"piecewise needs one more factor than boundaries, got {bounds=}, {factors=}")
+        if bounds != sorted(bounds) or any(b < 0 for b in bounds):
+            raise ValueError(f"piecewise_epochs must be non-negative and increasing, got {bounds=}")
+        if any(not f > 0 for f in factors):
+            raise ValueError(f"piecewise_factors must be > 0, got {factors=}")

@@ -1,0 +1,748 @@
+"""The Optuna study: storage, sampler, pruner, the objective, per-trial artifacts, budget and resume.
+
+One worker runs in-process; ``jobs > 1`` starts that many worker processes (not threads: trials are
+Python-heavy) on one study. A lease (``worker`` user attribute: host, pid, heartbeat) on every running
+trial lets any worker fail trials whose worker died, whatever the storage, since only Optuna's RDB
+storages have heartbeats of their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import signal
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from automl_dnn import metrics
+from automl_dnn.errors import AutoDNNError, StorageError
+from automl_dnn.run import (
+    RUN_FORMAT,
+    RunDir,
+    check_output_dir,
+    load_arrays,
+    read_json,
+    save_arrays,
+    write_json,
+)
+from automl_dnn.space import SearchSpace, TrialSettings, load_space, settings_from_values, suggest
+from automl_dnn.train import Callback
+
+DEFAULT_TIME_BUDGET = 600.0  # seconds, when neither --time-budget nor --n-trials is given
+HEARTBEAT_SECONDS = 10.0
+STALE_AFTER_SECONDS = 120.0  # a lease older than this (from another host) marks its trial as dead
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass
+class SearchOptions:
+    """Everything ``automl-dnn search`` takes; the API and the CLI share it."""
+
+    source: Any  # a path, "builtin:NAME", or a pandas DataFrame
+    out: Path
+    target: str | None = None
+    task: str = "auto"
+    space: str = "default"
+    time_budget: float | None = None
+    n_trials: int | None = None
+    metric: str | None = None
+    storage: str | None = None
+    study_name: str | None = None
+    artifacts: Path | None = None
+    jobs: int = 1
+    threads: int | None = None
+    valid_size: float = 0.15
+    test_size: float = 0.15
+    device: str = "auto"
+    pruner: str = "hyperband"
+    seed: int = 0
+    quiet: bool = False
+
+
+@dataclass
+class SearchSummary:
+    run_dir: Path
+    study_name: str
+    storage: str
+    task: str
+    metric: str
+    direction: str
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    seconds: float
+    best: list[dict[str, Any]] = field(default_factory=list)  # best trials, best first
+    notes: list[str] = field(default_factory=list)
+    stopped_by: str = ""
+
+
+# --- preparing the run folder -------------------------------------------------------------------
+
+
+def prepare_run(options: SearchOptions) -> dict[str, Any]:
+    """Create or reopen the run folder; returns its spec (run.json). Refuses to mix different searches."""
+    from automl_dnn.data import FeaturePreprocessor, load_dataset
+
+    run = RunDir(check_output_dir(options.out, "run folder"))
+    space = load_space(options.space)
+    dataset = load_dataset(
+        options.source,
+        target=options.target,
+        task=options.task,
+        valid_size=options.valid_size,
+        test_size=options.test_size,
+        seed=options.seed,
+    )
+    metric = options.metric or metrics.default_metric(dataset.task)
+    metrics.check_metric(metric, dataset.task)
+    fingerprint = _fingerprint(dataset.fingerprint(), dataset.target, dataset.task, space.fingerprint(),
+                               options.valid_size, options.test_size, options.seed, metric)
+    storage = resolve_storage_url(options, run)
+    spec = {
+        "format": RUN_FORMAT,
+        "source": _describe_source(options.source),
+        "target": dataset.target,
+        "task": dataset.task,
+        "task_rule": dataset.task_rule,
+        "classes": dataset.target_encoder.classes,
+        "metric": metric,
+        "direction": metrics.direction(metric),
+        "space": _describe_space(options.space),
+        "space_fingerprint": space.fingerprint(),
+        "data_fingerprint": dataset.fingerprint(),
+        "fingerprint": fingerprint,
+        "valid_size": options.valid_size,
+        "test_size": options.test_size,
+        "seed": options.seed,
+        "storage": storage,
+        "study_name": options.study_name or run.root.resolve().name,
+        "artifacts": str(Path(options.artifacts).resolve()) if options.artifacts else str(run.root.resolve() / "artifacts"),
+        "notes": list(dataset.notes),
+    }
+    if run.exists():
+        old = run.read_spec()
+        if old["fingerprint"] != fingerprint:
+            raise StorageError(
+                f"run folder {str(run.root)!r} holds a search of other data, target, task, space, split or metric "
+                f"({_what_changed(old, spec)}); use a new --out, or the same arguments to resume"
+            )
+        if options.storage is None:
+            spec["storage"] = old["storage"]
+        if options.study_name is None:
+            spec["study_name"] = old["study_name"]
+        if options.artifacts is None:
+            spec["artifacts"] = old["artifacts"]
+        spec["notes"] = old.get("notes", spec["notes"])
+    _check_storage_for_jobs(spec["storage"], options.jobs)
+    if not run.exists() or not run.split_path.exists():
+        _write_data(run, dataset, space, FeaturePreprocessor)
+    write_json(run.spec_path, spec)
+    return spec
+
+
+def _write_data(run: RunDir, dataset: Any, space: SearchSpace, preprocessor_cls: type) -> None:
+    """Fit the preprocessing on train for every scaling the space can choose; save encoded matrices."""
+    save_arrays(run.split_path, {part: dataset.split[part].astype(np.int64) for part in ("train", "valid", "test")})
+    write_json(run.target_path, dataset.target_encoder.to_dict())
+    for scaling in scalings_of(space):
+        pre = preprocessor_cls().fit(dataset.frame("train"), scaling=scaling)
+        arrays = {}
+        for part in ("train", "valid", "test"):
+            arrays[f"X_{part}"] = pre.transform(dataset.frame(part)).astype(np.float32)
+            arrays[f"y_{part}"] = dataset.labels(part)
+        save_arrays(run.data_path(scaling), arrays)
+        write_json(run.preprocess_path(scaling), pre.to_dict())
+
+
+def scalings_of(space: SearchSpace) -> list[str]:
+    """Every input scaling a trial of this space may use."""
+    values: set[str] = set()
+    for param in space.params:
+        if param.field == "scaling":
+            values.update(param.choices if param.type == "categorical" else [param.value])
+    return sorted(values) or ["standard"]
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
+    keys = ("data_fingerprint", "target", "task", "space_fingerprint", "valid_size", "test_size", "seed", "metric")
+    names = {"data_fingerprint": "data", "space_fingerprint": "space"}
+    changed = [names.get(k, k) for k in keys if old.get(k) != new.get(k)]
+    return "different " + ", ".join(changed) if changed else "different settings"
+
+
+def _describe_source(source: Any) -> str:
+    if isinstance(source, (str, os.PathLike)) and not str(source).startswith("builtin:"):
+        return str(Path(source).resolve())
+    return str(source) if isinstance(source, (str, os.PathLike)) else "<DataFrame>"
+
+
+def _describe_space(space: str) -> str:
+    path = Path(space)
+    return str(path.resolve()) if path.suffix in (".yaml", ".yml") or path.exists() else space
+
+
+# --- storage ------------------------------------------------------------------------------------
+
+
+def resolve_storage_url(options: SearchOptions, run: RunDir) -> str:
+    """The storage URL: the user's, else a SQLite file (one worker) or a journal file (several)."""
+    if options.storage:
+        return options.storage
+    if run.default_journal.exists() or (options.jobs > 1 and not run.default_sqlite.exists()):
+        return f"journal:///{run.default_journal.resolve()}"
+    return f"sqlite:///{run.default_sqlite.resolve()}"
+
+
+def _check_storage_for_jobs(url: str, jobs: int) -> None:
+    if jobs > 1 and url.startswith("sqlite"):
+        raise StorageError(
+            f"SQLite storage ({url}) is not safe for {jobs} concurrent workers; rerun with --jobs 1, "
+            "or start a new run folder with --jobs N (it then uses a journal file), or give --storage postgresql://..."
+        )
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """Open an Optuna storage from a URL: ``sqlite:///``, ``postgresql://``, ``mysql://``, ``journal:///path``."""
+    if url.startswith("journal://") or url.endswith((".journal", ".log")):
+        path = url.split("journal://", 1)[1] if url.startswith("journal://") else url
+        path = path[1:] if path.startswith("//") else path
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    scheme = url.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in ("sqlite", "postgresql", "postgres", "mysql", "oracle", "mssql"):
+        raise StorageError(
+            f"bad storage URL {url!r}: use sqlite:///FILE, postgresql://USER@HOST/DB, mysql://..., or journal:///FILE"
+        )
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if scheme == "sqlite":
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except ModuleNotFoundError as exc:
+        raise StorageError(f"storage URL {url!r} needs the Python package {exc.name!r}: pip install 'automl-dnn[postgres]'") from None
+    except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot use this storage"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageError(f"cannot open storage {_redact(url)}: {reason}") from None
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a storage URL before printing it."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+def make_sampler(seed: int, *, several_workers: bool) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(
+        seed=seed, multivariate=True, group=True, constant_liar=several_workers, n_startup_trials=10
+    )
+
+
+def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=2, max_resource=max(max_epochs, 3), reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(spec: dict[str, Any], *, seed: int, pruner: str = "hyperband", several_workers: bool = False,
+               create: bool = True) -> optuna.Study:
+    """Open (or create) the run's study with a seeded TPE sampler and the chosen pruner."""
+    storage = open_storage(spec["storage"])
+    space = load_space(spec["space"])
+    max_epochs = max([int(p.value) for p in space.params if p.field == "max_epochs" and p.type == "fixed"] or [100])
+    kwargs = {
+        "storage": storage,
+        "study_name": spec["study_name"],
+        "sampler": make_sampler(seed, several_workers=several_workers),
+        "pruner": make_pruner(pruner, max_epochs),
+    }
+    try:
+        if create:
+            study = optuna.create_study(direction=spec["direction"], load_if_exists=True, **kwargs)
+        else:
+            study = optuna.load_study(**kwargs)
+    except KeyError:
+        raise StorageError(f"no study named {spec['study_name']!r} in {_redact(spec['storage'])}") from None
+    except AutoDNNError:
+        raise
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageError(f"cannot open study {spec['study_name']!r} in {_redact(spec['storage'])}: {reason}") from None
+    if study.direction.name.lower() != spec["direction"]:
+        raise StorageError(f"study {spec['study_name']!r} already exists with direction {study.direction.name.lower()}")
+    return study
+
+
+def enqueue_defaults(study: optuna.Study, space: SearchSpace) -> None:
+    """Enqueue the space's practical-default trials, once, when the study is new."""
+    if study.get_trials(deepcopy=False):
+        return
+    for params in space.enqueue:
+        study.enqueue_trial(params, skip_if_exists=True)
+
+
+# --- leases: detect trials whose worker died -------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_stale_trials(study: optuna.Study, *, stale_after: float = STALE_AFTER_SECONDS) -> list[int]:
+    """Fail RUNNING trials whose worker is gone: a dead pid on this host, or no heartbeat for a while."""
+    host, now = socket.gethostname(), time.time()
+    reaped = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        lease = trial.user_attrs.get("worker")
+        if lease and lease.get("host") == host and lease.get("pid") != os.getpid():
+            dead = not _pid_alive(int(lease["pid"]))
+        elif lease:
+            dead = now - float(lease.get("heartbeat", 0)) > stale_after
+        else:
+            started = trial.datetime_start.timestamp() if trial.datetime_start else now
+            dead = now - started > stale_after
+        if dead:
+            storage, trial_id = study._storage, trial._trial_id
+            try:
+                storage.set_trial_user_attr(trial_id, "fail_reason", "its worker stopped (crash or kill) mid-trial")
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
+                reaped.append(trial.number)
+            except Exception:  # another worker reaped or finished it first
+                continue
+    return reaped
+
+
+class Lease:
+    """Marks a trial as owned by this process and beats every few seconds in a daemon thread."""
+
+    def __init__(self, trial: optuna.Trial, interval: float = HEARTBEAT_SECONDS) -> None:
+        self.trial, self.interval = trial, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _beat(self) -> None:
+        self.trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()})
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._beat()
+            except Exception:  # the trial finished meanwhile, or the storage hiccuped: try next time
+                pass
+
+    def __enter__(self) -> Lease:
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# --- the objective ------------------------------------------------------------------------------
+
+
+class StopFlag:
+    """Set by SIGINT or the deadline; the epoch callback reads it and cuts the trial short."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+        self.interrupted = False
+
+    def should_stop(self) -> bool:
+        return self.interrupted or (self.deadline is not None and time.time() >= self.deadline)
+
+
+class TrialFailed(Exception):
+    """A trial that could not produce a model (diverged from the start, ran out of memory, raised)."""
+
+
+@dataclass
+class WorkerContext:
+    """What a worker needs to run trials: picklable, so worker processes can be spawned with it."""
+
+    run_dir: str
+    spec: dict[str, Any]
+    deadline: float | None
+    n_trials: int | None
+    seed: int
+    pruner: str
+    device: str
+    threads: int | None
+    several_workers: bool
+    worker_index: int = 0
+
+
+class Objective:
+    """Builds the trial's net, trains it reporting each epoch to the pruner, and stores its artifacts."""
+
+    def __init__(self, ctx: WorkerContext, stop: StopFlag) -> None:
+        from automl_dnn.data import TargetEncoder
+
+        self.ctx, self.stop = ctx, stop
+        self.run = RunDir(Path(ctx.run_dir))
+        self.space = load_space(ctx.spec["space"])
+        self.task, self.metric = ctx.spec["task"], ctx.spec["metric"]
+        self.encoder = TargetEncoder.from_dict(read_json(self.run.target_path))
+        self._data: dict[str, dict[str, np.ndarray]] = {}
+        self.artifacts = Path(ctx.spec["artifacts"])
+
+    def data(self, scaling: str) -> dict[str, np.ndarray]:
+        if scaling not in self._data:
+            self._data[scaling] = load_arrays(self.run.data_path(scaling))
+        return self._data[scaling]
+
+    def user_space(self, pred: np.ndarray) -> np.ndarray:
+        """Predictions as the user sees them: probabilities, or values on the original scale."""
+        return pred if self.task != "regression" else self.encoder.decode(pred).astype(np.float64)
+
+    def true_values(self, y: np.ndarray) -> np.ndarray:
+        return y if self.task != "regression" else self.encoder.decode(y).astype(np.float64)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        with Lease(trial):
+            try:
+                return self._run_trial(trial)
+            except (optuna.TrialPruned, TrialFailed):
+                raise
+            except Exception as exc:
+                reason = _failure_reason(exc)
+                trial.set_user_attr("fail_reason", reason)
+                raise TrialFailed(reason) from exc
+
+    def _run_trial(self, trial: optuna.Trial) -> float:
+        from automl_dnn.model import build_mlp, count_parameters
+        from automl_dnn.train import TrainData, predict, train
+
+        settings = settings_from_values(suggest(trial, self.space), seed=self.ctx.seed * 100_003 + trial.number)
+        data = self.data(settings.scaling)
+        d_out = len(self.encoder.classes) if self.task == "multiclass" else 1
+        model = build_mlp(settings.net, d_in=data["X_train"].shape[1], d_out=d_out)
+        y_valid = self.true_values(data["y_valid"])
+        reporter = _EpochReporter(trial, self, y_valid)
+        result = train(
+            model,
+            TrainData(data["X_train"], data["y_train"], data["X_valid"], data["y_valid"]),
+            settings.train,
+            task=self.task,
+            device=self.ctx.device,
+            callbacks=[reporter],
+            score_fn=lambda pred: metrics.as_loss(self.metric, metrics.score(self.metric, y_valid, self.user_space(pred))),
+            threads=self.ctx.threads,
+        )
+        if result.best_epoch is None or not math.isfinite(result.best_score):
+            raise TrialFailed(f"diverged: the loss became NaN or infinite at epoch {result.epochs_run}")
+        valid_pred = self.user_space(predict(model, data["X_valid"], task=self.task, device=self.ctx.device))
+        test_pred = (
+            self.user_space(predict(model, data["X_test"], task=self.task, device=self.ctx.device))
+            if len(data["X_test"])
+            else np.zeros((0,) + valid_pred.shape[1:])
+        )
+        value = metrics.score(self.metric, y_valid, valid_pred)
+        scores = metrics.all_scores(self.task, y_valid, valid_pred)
+        self._save_artifacts(trial, model, settings, data["X_train"].shape[1], d_out, valid_pred, test_pred, scores)
+        trial.set_user_attr("status", result.status)
+        trial.set_user_attr("epochs_run", result.epochs_run)
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("n_params", count_parameters(model))
+        trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
+        trial.set_user_attr("device", str(result.device))
+        trial.set_user_attr("valid_scores", {k: _finite(v) for k, v in scores.items()})
+        trial.set_user_attr("learning_curve", reporter.curve)
+        trial.set_user_attr("train_loss_curve", [_finite(h["train_loss"]) for h in result.history])
+        if self.stop.should_stop() and result.status == "stopped":
+            trial.set_user_attr("cut_short", True)
+        return value
+
+    def _save_artifacts(self, trial: optuna.Trial, model: Any, settings: TrialSettings, d_in: int, d_out: int,
+                        valid_pred: np.ndarray, test_pred: np.ndarray, scores: dict[str, float]) -> None:
+        """Write weights, config and predictions to a temporary folder, then rename it into place."""
+        import shutil
+        import tempfile
+
+        from safetensors.torch import save_file
+
+        final = self.artifacts / f"trial-{trial.number:05d}"
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=self.artifacts))
+        try:
+            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            save_file(state, str(tmp / "weights.safetensors"))
+            config = {"settings": settings.to_dict(), "d_in": d_in, "d_out": d_out, "task": self.task,
+                      "trial_number": trial.number, "valid_scores": scores, "metric": self.metric}
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, default=float), encoding="utf-8")
+            save_arrays(tmp / "predictions.safetensors", {"valid": valid_pred, "test": test_pred})
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        trial.set_user_attr("artifacts", str(final))
+
+
+class _EpochReporter(Callback):
+    """Reports the validation metric each epoch, prunes bad trials, and stops at the deadline."""
+
+    def __init__(self, trial: optuna.Trial, objective: Objective, y_valid: np.ndarray) -> None:
+        self.trial, self.objective, self.y_valid = trial, objective, y_valid
+        self.curve: list[float | None] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> bool:
+        pred = self.objective.user_space(logs["valid_pred"])
+        value = metrics.score(self.objective.metric, self.y_valid, pred)
+        self.curve.append(_finite(value))
+        if math.isfinite(value):
+            self.trial.report(value, epoch)
+            if self.trial.should_prune():
+                self.trial.set_user_attr("prune_reason", f"pruned at epoch {epoch}: {self.objective.metric}={value:.5g}")
+                raise optuna.TrialPruned(f"{self.objective.metric}={value:.5g} at epoch {epoch}")
+        return self.objective.stop.should_stop()
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _failure_reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "out of memory" in text.lower() or isinstance(exc, MemoryError):
+        return f"out of memory: {text or type(exc).__name__}"
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+# --- workers ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _sigint_stops(stop: StopFlag) -> Iterator[None]:
+    """First Ctrl-C: finish the current epoch, keep the trial, stop. Second: interrupt at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.interrupted:
+            raise KeyboardInterrupt
+        stop.interrupted = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def run_worker(ctx: WorkerContext, on_trial: Callable[[optuna.Study], None] | None = None,
+               stop: StopFlag | None = None) -> None:
+    """Run trials until the trial count, the deadline, or Ctrl-C; never more than ``n_trials`` in total."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    stop = stop or StopFlag(ctx.deadline)
+    if ctx.threads:
+        import torch
+
+        torch.set_num_threads(ctx.threads)
+    study = open_study(ctx.spec, seed=ctx.seed + ctx.worker_index, pruner=ctx.pruner,
+                       several_workers=ctx.several_workers, create=False)
+    objective = Objective(ctx, stop)
+    lock = _TrialSlotLock(Path(ctx.run_dir) / ".trial-slot.lock")
+    with _sigint_stops(stop):
+        while not stop.should_stop():
+            reap_stale_trials(study)
+            with lock:
+                if ctx.n_trials is not None and _count(study, FINISHED + (TrialState.RUNNING,)) >= ctx.n_trials:
+                    break
+                # The objective releases the slot lock as soon as its trial is RUNNING in the storage.
+                study.optimize(_releasing(objective, lock), n_trials=1, catch=(TrialFailed,),
+                               callbacks=[lambda s, t: on_trial(s) if on_trial else None])
+
+
+def _releasing(objective: Objective, lock: _TrialSlotLock) -> Callable[[optuna.Trial], float]:
+    def run(trial: optuna.Trial) -> float:
+        lock.release()
+        return objective(trial)
+
+    return run
+
+
+class _TrialSlotLock:
+    """An inter-process file lock held from "is there a trial slot left?" until the trial is RUNNING.
+
+    It makes ``--n-trials`` exact for local workers; workers on other machines rely on the count check.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path, self._fd = path, None
+
+    def __enter__(self) -> _TrialSlotLock:
+        import fcntl
+
+        self._fd = os.open(self.path, os.O_CREAT | os.O_RDWR)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _worker_process(ctx: WorkerContext) -> None:
+    """Entry point of a spawned worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM-free stop files
+    stop = _FileStop(Path(ctx.run_dir) / ".stop", ctx.deadline)
+    run_worker(ctx, stop=stop)
+
+
+class _FileStop(StopFlag):
+    """Worker processes stop when the parent creates the stop file (after a Ctrl-C)."""
+
+    def __init__(self, path: Path, deadline: float | None) -> None:
+        super().__init__(deadline)
+        self.path = path
+
+    def should_stop(self) -> bool:
+        return super().should_stop() or self.path.exists()
+
+
+# --- the search ---------------------------------------------------------------------------------
+
+
+def run_search(options: SearchOptions, *, on_progress: Callable[[dict[str, Any]], None] | None = None) -> SearchSummary:
+    """Run (or resume) a search; returns the study's summary."""
+    started = time.time()
+    budget = options.time_budget
+    if budget is None and options.n_trials is None:
+        budget = DEFAULT_TIME_BUDGET
+    spec = prepare_run(options)
+    deadline = started + budget if budget is not None else None
+    study = open_study(spec, seed=options.seed, pruner=options.pruner, several_workers=options.jobs > 1)
+    enqueue_defaults(study, load_space(spec["space"]))
+    reap_stale_trials(study)
+    ctx = WorkerContext(
+        run_dir=str(Path(options.out).resolve()), spec=spec, deadline=deadline, n_trials=options.n_trials,
+        seed=options.seed, pruner=options.pruner, device=options.device, threads=options.threads,
+        several_workers=options.jobs > 1 or not spec["storage"].startswith("sqlite"),
+    )
+    stop = StopFlag(deadline)
+    progress = (lambda s: on_progress(progress_of(s, started, deadline))) if on_progress else None
+    if options.jobs == 1:
+        run_worker(ctx, on_trial=progress, stop=stop)
+    else:
+        _run_processes(ctx, options.jobs, stop, progress, study)
+    summary = summarize(study, spec, Path(options.out), time.time() - started)
+    summary.stopped_by = "interrupted" if stop.interrupted else "budget"
+    if summary.n_complete == 0:
+        reasons = [t.user_attrs.get("fail_reason") for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))]
+        reasons = [r for r in reasons if r]
+        if stop.interrupted:
+            raise AutoDNNError("interrupted before any trial completed; run the same command again to resume")
+        if reasons:
+            raise AutoDNNError(f"all {len(reasons)} trials failed; first reason: {reasons[0]}")
+        if summary.n_pruned == 0:
+            raise AutoDNNError("the time budget ended before any trial completed; give a larger --time-budget")
+    return summary
+
+
+def _run_processes(ctx: WorkerContext, jobs: int, stop: StopFlag, progress: Callable[[optuna.Study], None] | None,
+                   study: optuna.Study) -> None:
+    import multiprocessing as mp
+
+    stop_file = Path(ctx.run_dir) / ".stop"
+    stop_file.unlink(missing_ok=True)
+    spawn = mp.get_context("spawn")
+    workers = [spawn.Process(target=_worker_process, args=(dataclasses.replace(ctx, worker_index=i),), daemon=False)
+               for i in range(jobs)]
+    for w in workers:
+        w.start()
+    try:
+        with _sigint_stops(stop):
+            while any(w.is_alive() for w in workers):
+                if stop.interrupted and not stop_file.exists():
+                    stop_file.touch()
+                for w in workers:
+                    w.join(timeout=1.0 / jobs)
+                if progress:
+                    progress(study)
+    finally:
+        for w in workers:
+            w.join()
+        stop_file.unlink(missing_ok=True)
+    reap_stale_trials(study)
+
+
+def progress_of(study: optuna.Study, started: float, deadline: float | None) -> dict[str, Any]:
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = None
+    if complete:
+        best = (min if study.direction.name == "MINIMIZE" else max)(t.value for t in complete)
+    now = time.time()
+    return {
+        "complete": states.count(TrialState.COMPLETE),
+        "pruned": states.count(TrialState.PRUNED),
+        "failed": states.count(TrialState.FAIL),
+        "running": states.count(TrialState.RUNNING),
+        "best": best,
+        "elapsed": now - started,
+        "remaining": None if deadline is None else max(0.0, deadline - now),
+    }
+
+
+def summarize(study: optuna.Study, spec: dict[str, Any], run_dir: Path, seconds: float, top: int = 5) -> SearchSummary:
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    reverse = spec["direction"] == "maximize"
+    complete.sort(key=lambda t: t.value, reverse=reverse)
+    best = [
+        {"number": t.number, "value": t.value, "params": dict(t.params),
+         "epochs": t.user_attrs.get("epochs_run"), "seconds": t.user_attrs.get("train_seconds")}
+        for t in complete[:top]
+    ]
+    return SearchSummary(
+        run_dir=run_dir, study_name=spec["study_name"], storage=_redact(spec["storage"]), task=spec["task"],
+        metric=spec["metric"], direction=spec["direction"],
+        n_complete=len(complete), n_pruned=sum(t.state == TrialState.PRUNED for t in trials),
+        n_failed=sum(t.state == TrialState.FAIL for t in trials), seconds=seconds, best=best,
+        notes=list(spec.get("notes", [])),
+    )

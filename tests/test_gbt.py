@@ -1,0 +1,166 @@
+"""gbt.py on small synthetic frames with a categorical column and missing values."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+from sklearn.datasets import make_classification, make_regression
+
+from automl_dnn import metrics
+from automl_dnn.gbt import DEFAULT_PARAMS, GBTResult, _Deadline, align_categories, fit_gbt, predict_gbt
+
+N_TRAIN = 400
+CATS = ["red", "green", "blue", "unused"]  # fixed categories, one never seen (as the preprocessor does)
+
+
+def _frame(X: np.ndarray, signal: np.ndarray, seed: int) -> pd.DataFrame:
+    """Numeric columns with ~10% NaNs plus a categorical column that carries part of the signal."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
+    df = df.mask(rng.random(df.shape) < 0.1)
+    noisy = np.where(rng.random(len(df)) < 0.1, rng.integers(0, 3, len(df)), signal)
+    df["color"] = pd.Categorical(np.array(CATS)[noisy], categories=CATS)
+    return df
+
+
+def _split(df: pd.DataFrame, y: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
+    return df.iloc[:N_TRAIN], y[:N_TRAIN], df.iloc[N_TRAIN:].reset_index(drop=True), y[N_TRAIN:]
+
+
+@pytest.fixture(scope="module")
+def binary_data() -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
+    X, y = make_classification(600, 6, n_informative=4, random_state=0)
+    return _split(_frame(X, y, 0), y)
+
+
+@pytest.fixture(scope="module")
+def multiclass_data() -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
+    X, y = make_classification(600, 6, n_informative=4, n_classes=3, random_state=1)
+    return _split(_frame(X, y, 1), y)
+
+
+@pytest.fixture(scope="module")
+def regression_data() -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
+    X, y = make_regression(600, 6, n_informative=4, noise=5.0, random_state=2)
+    group = np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))  # the category tracks the target's tercile
+    return _split(_frame(X, group, 2), 100.0 + y)  # original scale, not centred
+
+
+@pytest.fixture(scope="module")
+def binary_result(binary_data) -> GBTResult:
+    X_tr, y_tr, X_va, y_va = binary_data
+    return fit_gbt(X_tr, y_tr, X_va, y_va, task="binary", n_classes=2, n_trials=3, seed=0, threads=2)
+
+
+def test_binary_beats_prior_and_search_records_trials(binary_data, binary_result: GBTResult) -> None:
+    _, y_tr, X_va, y_va = binary_data
+    pred = predict_gbt(binary_result.booster, X_va, task="binary")
+    assert pred.shape == (len(y_va), 2)
+    np.testing.assert_allclose(pred.sum(axis=1), 1.0)
+    prior = np.tile(np.bincount(y_tr, minlength=2) / len(y_tr), (len(y_va), 1))
+    assert metrics.score("logloss", y_va, pred) < 0.6 * metrics.score("logloss", y_va, prior)
+    assert metrics.score("accuracy", y_va, pred) > 0.85
+    # the search ran 3 trials, the first with the defaults, and kept the best one
+    r = binary_result
+    assert r.n_trials_run == len(r.trials) == 3
+    assert r.trials[0]["params"] == DEFAULT_PARAMS
+    assert r.trials[1]["params"] != DEFAULT_PARAMS
+    assert r.valid_loss == min(t["valid_loss"] for t in r.trials)
+    assert r.valid_loss == pytest.approx(metrics.score("logloss", y_va, pred))
+    assert r.booster.num_boosted_rounds() == r.best_iteration + 1
+    assert r.params["objective"] == "binary:logistic" and r.params["tree_method"] == "hist"
+    assert r.seconds > 0
+    assert "color" in r.booster.get_score(importance_type="gain")  # the categorical column is used natively
+    json.dumps(r.to_dict())  # the summary is JSON-able
+
+
+def test_multiclass(multiclass_data) -> None:
+    X_tr, y_tr, X_va, y_va = multiclass_data
+    r = fit_gbt(X_tr, y_tr, X_va, y_va, task="multiclass", n_classes=3, n_trials=1, threads=2)
+    pred = predict_gbt(r.booster, X_va, task="multiclass")
+    assert pred.shape == (len(y_va), 3)
+    np.testing.assert_allclose(pred.sum(axis=1), 1.0, rtol=1e-6)
+    assert metrics.score("logloss", y_va, pred) < 0.6 * math.log(3)
+    assert metrics.score("accuracy", y_va, pred) > 0.75
+
+
+def test_regression_on_original_scale(regression_data) -> None:
+    X_tr, y_tr, X_va, y_va = regression_data
+    r = fit_gbt(X_tr, y_tr, X_va, y_va, task="regression", n_classes=0, n_trials=1, threads=2)
+    pred = predict_gbt(r.booster, X_va, task="regression")
+    assert pred.shape == (len(y_va),)
+    baseline = metrics.score("rmse", y_va, np.full(len(y_va), y_tr.mean()))
+    assert metrics.score("rmse", y_va, pred) < 0.6 * baseline
+    assert r.params["objective"] == "reg:squarederror"
+    again = fit_gbt(X_tr, y_tr, X_va, y_va, task="regression", n_classes=0, n_trials=1, threads=2)
+    np.testing.assert_array_equal(predict_gbt(again.booster, X_va, task="regression"), pred)  # seeded
+
+
+@pytest.mark.parametrize("suffix", ["json", "ubj"])
+def test_save_load_round_trip_predicts_identically(
+    binary_data, binary_result: GBTResult, tmp_path: Path, suffix: str
+) -> None:
+    X_va = binary_data[2]
+    path = tmp_path / f"gbt.{suffix}"
+    binary_result.booster.save_model(path)
+    loaded = xgb.Booster()
+    loaded.load_model(path)
+    np.testing.assert_array_equal(
+        predict_gbt(loaded, X_va, task="binary"), predict_gbt(binary_result.booster, X_va, task="binary")
+    )
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # nothing else (no pickle) written
+    if suffix == "json":
+        assert json.loads(path.read_text())["learner"]["objective"]["name"] == "binary:logistic"
+
+
+def test_reordered_categories_are_realigned(binary_data, binary_result: GBTResult) -> None:
+    X_va = binary_data[2]
+    shuffled = X_va.copy()
+    shuffled["color"] = shuffled["color"].cat.reorder_categories(CATS[::-1])
+    expected = predict_gbt(binary_result.booster, X_va, task="binary")
+    got = predict_gbt(binary_result.booster, shuffled, task="binary", categories=binary_result.categories)
+    np.testing.assert_array_equal(got, expected)
+    assert binary_result.categories == {"color": CATS}
+    unseen = align_categories(pd.DataFrame({"color": ["red", "purple"]}), {"color": CATS})
+    assert unseen["color"].isna().tolist() == [False, True]  # unseen values become missing
+
+
+@pytest.mark.parametrize(("n_trials", "time_budget"), [(0, None), (1, None), (5, 0.0)])
+def test_only_the_default_trial(binary_data, n_trials: int, time_budget: float | None) -> None:
+    X_tr, y_tr, X_va, y_va = binary_data
+    r = fit_gbt(
+        X_tr, y_tr, X_va, y_va, task="binary", n_classes=2, n_trials=n_trials, time_budget=time_budget, threads=2
+    )
+    assert r.n_trials_run == 1  # a zero budget still yields the (complete) default model
+    assert {k: r.params[k] for k in DEFAULT_PARAMS} == DEFAULT_PARAMS
+    assert r.best_iteration > 10
+
+
+def test_budget_left_lets_later_trials_run(binary_data) -> None:
+    X_tr, y_tr, X_va, y_va = binary_data
+    r = fit_gbt(X_tr, y_tr, X_va, y_va, task="binary", n_classes=2, n_trials=2, time_budget=600.0, threads=2)
+    assert r.n_trials_run == 2
+
+
+def test_deadline_stops_boosting_once_passed() -> None:
+    assert _Deadline(time.monotonic() - 1.0).after_iteration(None, 0, {}) is True  # type: ignore[arg-type]
+    assert _Deadline(time.monotonic() + 600.0).after_iteration(None, 0, {}) is False  # type: ignore[arg-type]
+
+
+def test_bad_arguments_show_the_value(binary_data) -> None:
+    X_tr, y_tr, X_va, y_va = binary_data
+    with pytest.raises(ValueError, match="n_classes=3"):
+        fit_gbt(X_tr, y_tr, X_va, y_va, task="binary", n_classes=3)
+    with pytest.raises(ValueError, match="DataFrame"):
+        fit_gbt(X_tr.to_numpy(), y_tr, X_va, y_va, task="binary", n_classes=2)
+    with pytest.raises(ValueError, match="n_trials=-1"):
+        fit_gbt(X_tr, y_tr, X_va, y_va, task="binary", n_classes=2, n_trials=-1)
+    with pytest.raises(ValueError, match="'color'"):
+        fit_gbt(X_tr.assign(color=X_tr["color"].astype(str)), y_tr, X_va, y_va, task="binary", n_classes=2)

@@ -1,0 +1,198 @@
+"""Tests for optimizers by name and the hand-written lr schedules (TECHNIQUES.md sections 5-6)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from automl_dnn.model import NetConfig, build_mlp
+from automl_dnn.optim import (
+    OPTIMIZERS,
+    Plateau,
+    Schedule,
+    exponential_lr,
+    make_optimizer,
+    onecycle_lr,
+    onecycle_momentum,
+    piecewise_lr,
+    power_lr,
+    set_momentum,
+    split_decay_groups,
+)
+from automl_dnn.train import TrainConfig
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return build_mlp(NetConfig(n_layers=2, d_hidden=8, batchnorm="before", activation="prelu"), d_in=4, d_out=1)
+
+
+# --------------------------------------------------------------------------- optimizers
+
+OPT_CASES = {
+    "sgd": (torch.optim.SGD, {"momentum": 0.0, "nesterov": False}),
+    "momentum": (torch.optim.SGD, {"momentum": 0.8, "nesterov": False}),
+    "nesterov": (torch.optim.SGD, {"momentum": 0.8, "nesterov": True}),
+    "adagrad": (torch.optim.Adagrad, {}),
+    "rmsprop": (torch.optim.RMSprop, {"alpha": 0.7, "momentum": 0.0}),
+    "adam": (torch.optim.Adam, {"betas": (0.85, 0.99)}),
+    "adamax": (torch.optim.Adamax, {"betas": (0.85, 0.99)}),
+    "nadam": (torch.optim.NAdam, {"betas": (0.85, 0.99)}),
+    "adamw": (torch.optim.AdamW, {"betas": (0.85, 0.99)}),
+}
+
+
+def test_every_name_is_covered() -> None:
+    assert set(OPT_CASES) == set(OPTIMIZERS)
+
+
+@pytest.mark.parametrize("name", list(OPT_CASES))
+def test_make_optimizer_hyperparameters(name: str) -> None:
+    cls, expected = OPT_CASES[name]
+    config = TrainConfig(lr=0.05, momentum=0.8, rho=0.7, beta1=0.85, beta2=0.99, weight_decay=0.1)
+    opt = make_optimizer(name, _net(), config)
+    assert type(opt) is cls
+    for group in opt.param_groups:
+        assert group["lr"] == 0.05
+        for key, value in expected.items():
+            assert group[key] == value
+        if name != "adamw":  # L2 is a loss term; only AdamW decays, and decoupled
+            assert group.get("weight_decay", 0.0) == 0.0
+
+
+def test_unknown_optimizer_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="unknown optimizer 'lion'.*sgd, momentum, nesterov"):
+        make_optimizer("lion", _net(), TrainConfig())
+
+
+@pytest.mark.parametrize(("field", "value"), [("lr", 0.0), ("momentum", 1.0), ("beta1", -0.1), ("weight_decay", -1.0)])
+def test_bad_hyperparameters_are_refused(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"{field}={value}"):
+        make_optimizer("adam", _net(), TrainConfig(**{field: value}))
+
+
+def test_adamw_decays_matrices_only() -> None:
+    net = _net()
+    groups = split_decay_groups(net, 0.1)
+    decay = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decay == {id(p) for p in net.parameters() if p.dim() >= 2}
+    assert len(decay) == 3  # two hidden Linear weights + the head; no bias, BN or PReLU
+
+    opt = make_optimizer("adamw", net, TrainConfig(optimizer="adamw", lr=0.1, weight_decay=0.5))
+    before = {name: p.detach().clone() for name, p in net.named_parameters()}
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)  # zero gradient: only the decoupled decay can move a parameter
+    opt.step()
+    for name, p in net.named_parameters():
+        expected = before[name] * (1 - 0.1 * 0.5) if p.dim() >= 2 else before[name]
+        torch.testing.assert_close(p.detach(), expected)
+
+
+def test_set_momentum_targets_the_right_hyperparameter() -> None:
+    config = TrainConfig(beta2=0.99)
+    adam = make_optimizer("adam", _net(), config)
+    set_momentum(adam, "adam", 0.85)
+    assert all(g["betas"] == (0.85, 0.99) for g in adam.param_groups)
+    sgd = make_optimizer("momentum", _net(), config)
+    set_momentum(sgd, "momentum", 0.95)
+    assert all(g["momentum"] == 0.95 for g in sgd.param_groups)
+    plain = make_optimizer("sgd", _net(), config)
+    set_momentum(plain, "sgd", 0.95)  # no momentum to cycle: unchanged
+    assert all(g["momentum"] == 0.0 for g in plain.param_groups)
+
+
+# --------------------------------------------------------------------------- pure schedules
+
+
+def test_power_schedule() -> None:
+    assert power_lr(0, lr0=0.1, s=100) == pytest.approx(0.1)
+    assert power_lr(100, lr0=0.1, s=100) == pytest.approx(0.05)
+    assert power_lr(300, lr0=0.1, s=100, c=2.0) == pytest.approx(0.1 / 16)
+
+
+def test_exponential_schedule() -> None:
+    assert exponential_lr(0, lr0=0.1, s=50) == pytest.approx(0.1)
+    assert exponential_lr(50, lr0=0.1, s=50) == pytest.approx(0.01)
+    assert exponential_lr(125, lr0=0.1, s=50) == pytest.approx(0.1 * 0.1**2.5)
+
+
+def test_piecewise_boundaries() -> None:
+    lrs = [piecewise_lr(e, lr0=0.01, boundaries=[5, 15], factors=[1.0, 0.5, 0.1]) for e in range(20)]
+    assert lrs[:5] == pytest.approx([0.01] * 5)
+    assert lrs[5:15] == pytest.approx([0.005] * 10)
+    assert lrs[15:] == pytest.approx([0.001] * 5)
+
+
+@pytest.mark.parametrize(
+    ("t", "lr", "momentum"),
+    [
+        (0, 1.0 / 25, 0.95),
+        (225, 0.52, 0.90),  # halfway up
+        (450, 1.0, 0.85),  # 45%: the peak
+        (675, 0.52, 0.90),  # halfway down
+        (900, 1.0 / 25, 0.95),  # 90%
+        (950, (1.0 / 25 + 1.0 / 25_000) / 2, 0.95),
+        (1000, 1.0 / 25_000, 0.95),  # 100%
+    ],
+)
+def test_onecycle(t: int, lr: float, momentum: float) -> None:
+    assert onecycle_lr(t, lr_max=1.0, total_steps=1000) == pytest.approx(lr)
+    assert onecycle_momentum(t, total_steps=1000) == pytest.approx(momentum)
+
+
+def test_plateau_reduces_after_patience_and_restarts_counting() -> None:
+    plateau = Plateau(lr0=1.0, factor=0.5, patience=2)
+    lrs = [plateau.update(loss) for loss in [1.0, 0.9, 0.95, 0.92, 0.91, 0.93, 0.8, 0.85]]
+    # 0.95 and 0.92 do not beat 0.9 -> halve; 0.91, 0.93 -> halve again; 0.8 improves; 0.85 is one miss.
+    assert lrs == [1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.25]
+
+
+@pytest.mark.parametrize(("factor", "patience"), [(1.0, 2), (0.5, 0)])
+def test_plateau_refuses_bad_values(factor: float, patience: int) -> None:
+    with pytest.raises(ValueError):
+        Plateau(lr0=1.0, factor=factor, patience=patience)
+
+
+# --------------------------------------------------------------------------- Schedule from a config
+
+
+def test_schedule_from_config_granularity_and_values() -> None:
+    steps = 200
+    cases = {
+        "none": (False, 0.1),
+        "power": (True, power_lr(50, lr0=0.1, s=20, c=1.5)),
+        "exponential": (True, exponential_lr(50, lr0=0.1, s=30)),
+        "onecycle": (True, onecycle_lr(50, lr_max=0.1, total_steps=steps)),
+        "piecewise": (False, 0.1 * 0.1),
+        "plateau": (False, 0.1),
+    }
+    for name, (per_batch, lr_at_50) in cases.items():
+        config = TrainConfig(lr=0.1, schedule=name, power_s=20, power_c=1.5, exp_s=30, piecewise_epochs=[5, 15])
+        schedule = Schedule(config, total_steps=steps)
+        assert schedule.per_batch is per_batch, name
+        assert schedule.lr(50) == pytest.approx(lr_at_50), name
+        assert (schedule.momentum(50) is not None) == (name == "onecycle"), name
+
+
+def test_schedule_plateau_is_fed_by_update() -> None:
+    schedule = Schedule(TrainConfig(lr=0.1, schedule="plateau", plateau_patience=1, plateau_factor=0.1), total_steps=10)
+    schedule.update(1.0)
+    assert schedule.lr(1) == pytest.approx(0.1)
+    schedule.update(1.0)
+    assert schedule.lr(2) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"schedule": "cosine"}, "onecycle"),
+        ({"schedule": "power", "power_s": 0.0}, "power_s"),
+        ({"schedule": "exponential", "exp_s": -1.0}, "exp_s"),
+        ({"schedule": "piecewise", "piecewise_epochs": [5], "piecewise_factors": [1.0]}, "one more factor"),
+        ({"schedule": "piecewise", "piecewise_epochs": [9, 3], "piecewise_factors": [1.0, 0.5, 0.1]}, "increasing"),
+    ],
+)
+def test_bad_schedules_are_refused(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Schedule(TrainConfig(**kwargs), total_steps=10)
