@@ -20,7 +20,7 @@ JSON (no pickle, no scikit-learn objects):
   ``standard`` (mean/std), ``quantile`` (to a standard normal through stored quantiles) or ``none``;
 - text: mostly numbers (>= 95 %) -> numbers; mostly dates (>= 90 % of cells, each holding digits like
   a date) -> dates; otherwise categories;
-- dates -> ``NAME__year``, ``__month``, ``__day``, ``__dayofweek``, ``__dayofyear`` (and ``__hour``
+- dates -> ``NAME__year``, ``__month``, ``__day``, ``__day_of_week``, ``__day_of_year`` (and ``__hour``
   when times are not all midnight), parts constant in training left out, plus ``NAME__missing``;
 - categories (booleans, text, pandas ``category``) -> one-hot ``NAME=LEVEL``; missing cells are the
   level ``__missing__``; levels seen in fewer than ``min_frequency`` training rows (default
@@ -60,7 +60,7 @@ SUPPORTED_FORMATS = ".csv, .tsv, .txt, .parquet, .pq, and gzip-compressed text (
 NOTES_ATTR = "automl_dnn_notes"  # DataFrame.attrs key carrying read_table's notes to load_dataset
 MISSING_LEVEL = "__missing__"
 RARE_LEVEL = "__rare__"
-DATE_PARTS = ("year", "month", "day", "dayofweek", "dayofyear", "hour")
+DATE_PARTS = ("year", "month", "day", "day_of_week", "day_of_year", "hour")
 MIN_ROWS = 10
 ID_MIN_ROWS = 20  # below this, "every value is different" says nothing about a column being a key
 DEFAULT_MAX_BYTES = 4 * 1024**3
@@ -279,12 +279,20 @@ def _read_text(path: Path, notes: list[str]) -> pd.DataFrame:
     except UnicodeDecodeError:
         encoding = "latin-1"  # bad bytes after the sample: latin-1 reads any byte
         df = _parse_csv(path, sep, encoding, compression)
-    header = pd.read_csv(path, sep=sep, header=None, nrows=1, encoding=encoding,
-                         compression=compression, engine="python", dtype=str)
-    notes.extend(_duplicate_note([str(v) for v in header.iloc[0].tolist()]) if len(header) else [])
+    notes.extend(_header_note(path, sep, encoding, compression))
     if encoding == "latin-1":
         notes.append(f"'{path.name}' is not valid UTF-8; read it as latin-1")
     return df
+
+
+def _header_note(path: Path, sep: str, encoding: str, compression: str | None) -> list[str]:
+    """pandas renames duplicate header names silently; read the raw header to say so."""
+    try:
+        header = pd.read_csv(path, sep=sep, header=None, nrows=1, encoding=encoding,
+                             compression=compression, dtype=str, skipinitialspace=True)
+    except Exception:  # the header was readable moments ago; a note is not worth failing for
+        return []
+    return _duplicate_note([str(v) for v in header.iloc[0].tolist()]) if len(header) else []
 
 
 def _parse_csv(path: Path, sep: str, encoding: str, compression: str | None) -> pd.DataFrame:
@@ -292,11 +300,11 @@ def _parse_csv(path: Path, sep: str, encoding: str, compression: str | None) -> 
     opts: dict[str, Any] = dict(encoding=encoding, compression=compression, skipinitialspace=True)
     try:
         return pd.read_csv(path, sep=sep, low_memory=False, **opts)
+    except UnicodeDecodeError:
+        raise  # the caller retries as latin-1
     except pd.errors.EmptyDataError:
         raise DataError(f"data file '{path}' is empty (no header); pass a file with a header and rows") from None
     except (pd.errors.ParserError, ValueError, csv.Error) as exc:
-        if isinstance(exc, UnicodeDecodeError):
-            raise
         first = exc
     try:
         return pd.read_csv(path, sep=None, engine="python", **opts)
@@ -462,9 +470,8 @@ class TargetEncoder:
             return values.astype(np.float64) * self.std + self.mean
         if values.ndim == 2:
             values = values.argmax(axis=1)
-        labels = np.asarray(self.classes)
-        if labels.dtype.kind not in "iufbU":
-            labels = np.asarray(self.classes, dtype=object)
+        mixed = len({type(c) for c in self.classes}) > 1
+        labels = np.asarray(self.classes, dtype=object if mixed else None)
         return labels[values.astype(np.int64)]
 
     def to_dict(self) -> dict:
@@ -521,16 +528,15 @@ def _parse_dates(s: pd.Series) -> tuple[pd.Series, int]:
         out = pd.to_datetime(s, utc=True).dt.tz_localize(None)
         return out.reset_index(drop=True), 0
     codes, texts = _text_levels(s)
-    parsed = _parse_date_texts(texts)
-    taken = parsed.take(np.where(codes < 0, 0, codes)) if len(parsed) else pd.DatetimeIndex([pd.NaT] * len(codes))
-    out = pd.Series(np.where(codes < 0, pd.NaT, taken), dtype=parsed.dtype if len(parsed) else "datetime64[ns]")
+    parsed = _parse_date_texts(texts).to_numpy()
+    out = pd.Series(np.append(parsed, np.array(["NaT"], dtype=parsed.dtype))[codes])  # code -1 -> NaT
     n_bad = int(((codes >= 0) & out.isna().to_numpy()).sum())
     return out, n_bad
 
 
 def _parse_date_texts(texts: list[str | None]) -> pd.DatetimeIndex:
     """Parse distinct texts: the fast inferred format first, then per element for the leftovers."""
-    cand = pd.Series([t if t is not None and _DATE_LIKE.search(t) else None for t in texts], dtype=object)
+    cand = pd.Series([t if _date_like(t) else None for t in texts], dtype=object)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fast = pd.to_datetime(cand, errors="coerce", utc=True)
@@ -539,6 +545,11 @@ def _parse_date_texts(texts: list[str | None]) -> pd.DatetimeIndex:
             slow = pd.to_datetime(cand[retry], format="mixed", errors="coerce", utc=True)
             fast = fast.where(~retry, slow)
     return pd.DatetimeIndex(fast).tz_localize(None)
+
+
+def _date_like(text: str | None) -> bool:
+    """Dates hold digits like a year or d/m; without this, dateutil reads 'may' or '3rd' as dates."""
+    return text is not None and _DATE_LIKE.search(text) is not None
 
 
 def _date_part(dates: pd.Series, part: str) -> np.ndarray:
@@ -605,6 +616,7 @@ class FeaturePreprocessor:
         self.dropped: list[dict] = []
         self.input_schema: list[dict] = []
         self.notes: list[str] = []
+        self._min_count = 0
         self.fitted = False
 
     # -- fit --------------------------------------------------------------------------------
@@ -616,8 +628,9 @@ class FeaturePreprocessor:
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"fit expects a pandas DataFrame, got {type(df).__name__}")
         names = [str(c) for c in df.columns]
-        if len(set(names)) != len(names):
-            raise DataError(f"duplicate column names {_duplicate_note(names)}; make them unique")
+        dups = sorted({n for n in names if names.count(n) > 1})
+        if dups:
+            raise DataError(f"duplicate column names {', '.join(map(repr, dups))}; make them unique")
         if len(df) == 0:
             raise DataError("cannot fit the preprocessing on 0 rows; pass training rows")
         self.scaling, self.columns, self.dropped, self.notes = scaling, [], [], []
@@ -677,13 +690,15 @@ class FeaturePreprocessor:
         is_num = ~np.isnan(nums) & present
         frac_num = is_num[codes[codes >= 0]].sum() / n_present
         if frac_num >= 0.95:
-            self.notes.append(f"column {name!r} holds text but {frac_num:.0%} of it are numbers; "
-                              f"read it as numbers (the rest as missing)")
+            rest = "" if frac_num == 1 else " (the other cells as missing)"
+            self.notes.append(f"column {name!r} holds text but {frac_num:.1%} of it are numbers; "
+                              f"read it as numbers{rest}")
             return self._fit_numeric(name, s, source="text")
-        if frac_num == 0:
-            parsed, n_bad = _parse_dates(s)
-            if parsed.notna().sum() >= 0.9 * n_present:
-                return self._fit_date(name, s)
+        looks_dated = np.array([_date_like(t) for t in texts], dtype=bool)
+        if looks_dated[codes[codes >= 0]].sum() >= 0.9 * n_present:
+            dates, _ = _parse_dates(s)
+            if dates.notna().sum() >= 0.9 * n_present:
+                return self._fit_date(name, s, dates)
         if n_present == len(s) >= ID_MIN_ROWS and len(set(texts)) == len(s):
             self._drop(name, "every value is different (looks like a key or free text)")
             return None
@@ -722,8 +737,10 @@ class FeaturePreprocessor:
         fills_range = (x.max() - x.min() + 1) <= 2 * n
         return is_sorted or fills_range
 
-    def _fit_date(self, name: str, s: pd.Series) -> dict | None:
-        dates, n_bad = _parse_dates(s)
+    def _fit_date(self, name: str, s: pd.Series, dates: pd.Series | None = None) -> dict | None:
+        if dates is None:
+            dates, _ = _parse_dates(s)
+        n_bad = int(dates.isna().sum() - s.isna().sum())
         has_missing = bool(dates.isna().any())
         observed = dates.dropna()
         if not has_missing and observed.nunique() <= 1:
@@ -738,6 +755,9 @@ class FeaturePreprocessor:
             obs = x[~np.isnan(x)]
             if len(obs) and not np.all(obs == obs[0]):
                 parts.append({"part": part, "stats": _scale_stats(obs, self.scaling)})
+        if not parts and not has_missing:
+            self._drop(name, "constant (every date has the same parts)")
+            return None
         kept = ", ".join(p["part"] for p in parts) or "none"
         extra = f"; {n_bad} unreadable dates treated as missing" if n_bad else ""
         self.notes.append(f"column {name!r} read as dates -> {kept}"
@@ -759,7 +779,7 @@ class FeaturePreprocessor:
             self._drop(name, f"every level is rarer than {self._min_count} rows")
             return None
         if len(counts) > self.max_categories:
-            self.notes.append(f"column {name!r} has {len(counts)} distinct values; kept the "
+            self.notes.append(f"column {name!r} has {len(counts)} distinct values; kept at most the "
                               f"{self.max_categories} most frequent, the rest are {RARE_LEVEL!r}")
         return spec
 
@@ -767,10 +787,8 @@ class FeaturePreprocessor:
         """Frequent levels (sorted), then __rare__ and __missing__ when needed."""
         counts: pd.Series = spec["counts"]
         ranked = sorted(((int(c), str(lvl)) for lvl, c in counts.items()), key=lambda t: (-t[0], t[1]))
-        kept = sorted(lvl for c, lvl in ranked if c >= self._min_count)[:cap] if cap >= len(ranked) else \
-            sorted(lvl for c, lvl in ranked[:cap] if c >= self._min_count)
-        levels = list(kept)
-        if len(kept) < len(ranked):
+        levels = sorted(lvl for c, lvl in ranked[:cap] if c >= self._min_count)
+        if len(levels) < len(ranked):
             levels.append(RARE_LEVEL)
         if spec["has_missing"]:
             levels.append(MISSING_LEVEL)
@@ -868,20 +886,17 @@ class FeaturePreprocessor:
             rows = np.flatnonzero(codes >= 0)
             block[rows, codes[rows]] = 1.0
             return block
-        raw = self._raw_numbers(spec, s, report)
+        raw, missing = self._raw_numbers(spec, s, report)
         blocks = [_apply_scaling(x, stats, self.scaling) for x, stats in raw]
         if spec["missing_indicator"]:
-            blocks.append(self._missing_mask(spec, s, raw).astype(np.float64))
+            blocks.append(missing.astype(np.float64))
         return np.column_stack(blocks) if blocks else np.zeros((len(s), 0))
 
     @staticmethod
-    def _missing_mask(spec: dict, s: pd.Series, raw: list[tuple[np.ndarray, dict]]) -> np.ndarray:
-        if spec["kind"] == "numeric":
-            return np.isnan(raw[0][0])
-        return _parse_dates(s)[0].isna().to_numpy() if not raw else np.isnan(raw[0][0])
-
-    def _raw_numbers(self, spec: dict, s: pd.Series, report: list[str]) -> list[tuple[np.ndarray, dict]]:
-        """(values with NaN for missing, stats) per output number of a numeric or date column."""
+    def _raw_numbers(spec: dict, s: pd.Series, report: list[str]
+                     ) -> tuple[list[tuple[np.ndarray, dict]], np.ndarray]:
+        """(values with NaN for missing, stats) per output number of a numeric or date column,
+        and the rows whose cell is missing."""
         name = spec["name"]
         if spec["kind"] == "numeric":
             x, n_bad = _as_float(s)
@@ -892,12 +907,13 @@ class FeaturePreprocessor:
             if n_inf:
                 report.append(f"column {name!r}: {n_inf} infinite values were treated as missing")
                 x = np.where(np.isinf(x), np.nan, x)
-            return [(x, spec["stats"])]
+            return [(x, spec["stats"])], np.isnan(x)
         dates, n_bad = _parse_dates(s)
         if n_bad:
             report.append(f"column {name!r}: {n_bad} values could not be read as dates "
                           f"and were treated as missing")
-        return [(_date_part(dates, p["part"]), p["stats"]) for p in spec["parts"]]
+        parts = [(_date_part(dates, p["part"]), p["stats"]) for p in spec["parts"]]
+        return parts, dates.isna().to_numpy()
 
     @staticmethod
     def _level_codes(spec: dict, s: pd.Series, report: list[str]) -> np.ndarray:
@@ -931,9 +947,9 @@ class FeaturePreprocessor:
                 codes = np.where(codes == miss, -1, codes)
                 out[name] = pd.Categorical.from_codes(codes, categories=cats)
             elif spec["kind"] == "numeric":
-                out[name] = self._raw_numbers(spec, s, report)[0][0].astype(np.float32)
+                out[name] = self._raw_numbers(spec, s, report)[0][0][0].astype(np.float32)
             else:
-                for p, (x, _) in zip(spec["parts"], self._raw_numbers(spec, s, report)):
+                for p, (x, _) in zip(spec["parts"], self._raw_numbers(spec, s, report)[0]):
                     out[f"{name}__{p['part']}"] = x.astype(np.float32)
         return pd.DataFrame(out, index=pd.RangeIndex(len(df)))
 
@@ -1040,6 +1056,7 @@ def _resolve_target(df: pd.DataFrame, target: str | None, source: Any) -> str:
     if target is None and _is_builtin(source):
         return _builtin(str(source)).target
     columns = [str(c) for c in df.columns]
+    target = None if target is None else str(target)
     if target is None:
         raise DataError(f"no target column given; pass --target NAME (columns: {_list_names(columns)})")
     if target in columns:
@@ -1081,19 +1098,21 @@ def _split(y: pd.Series, task: str, valid_size: float, test_size: float, seed: i
                         f"rows and 2 training rows, so add rows or lower valid_size/test_size")
     idx = np.arange(n, dtype=np.int64)
     labels = y.to_numpy() if task != "regression" else None
+    stratified = [labels is not None]
 
     def cut(rows: np.ndarray, size: int, what: str) -> tuple[np.ndarray, np.ndarray]:
         if labels is not None:
             try:
                 return train_test_split(rows, test_size=size, random_state=seed, stratify=labels[rows])
-            except ValueError:
-                notes.append(f"the {what} split is not stratified: a class has too few rows")
+            except ValueError:  # a class with 1 row, or fewer rows in the part than classes
+                stratified[0] = False
+                notes.append(f"the {what} split is not stratified: some class has too few rows")
         return train_test_split(rows, test_size=size, random_state=seed)
 
     rest, test = cut(idx, n_test, "test") if n_test else (idx, idx[:0])
     train, valid = cut(rest, n_valid, "validation")
     split = {"train": np.sort(train), "valid": np.sort(valid), "test": np.sort(test)}
-    how = "stratified" if labels is not None and not any("not stratified" in s for s in notes) else "random"
+    how = "stratified" if stratified[0] else "random"
     notes.append(f"split {n} rows into train {len(train)} / valid {len(valid)} / test {len(test)} "
                  f"({how}, seed {seed})")
     return {k: v.astype(np.int64) for k, v in split.items()}

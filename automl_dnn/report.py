@@ -16,9 +16,19 @@ if TYPE_CHECKING:
 console = Console(stderr=True)
 out = Console()
 
-# Parameters shown in the best-trials table, in this order, when a trial has them.
-KEY_PARAMS = ("n_layers", "d_hidden", "activation", "batchnorm", "dropout", "optimizer", "lr_adaptive", "lr_sgd",
-              "schedule", "batch_size", "scaling")
+
+
+def describe_params(params: dict[str, Any]) -> dict[str, str]:
+    """The key hyperparameters of a trial in a few short columns."""
+    lr = params.get("lr_adaptive", params.get("lr_sgd", params.get("lr")))
+    net = f"{params.get('n_layers', '?')}x{params.get('d_hidden', '?')}"
+    extras = [params.get("batchnorm") not in (None, "none") and f"bn-{params['batchnorm']}",
+              params.get("dropout") and f"drop {params['dropout']:.2f}"]
+    return {
+        "net": " ".join([net, params.get("activation", "")] + [e for e in extras if e]),
+        "optimizer": f"{params.get('optimizer', '')} {lr:.2g}" if isinstance(lr, float) else str(params.get("optimizer", "")),
+        "schedule": str(params.get("schedule", "")),
+    }
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -61,15 +71,12 @@ def print_search_summary(summary: SearchSummary, *, quiet: bool = False) -> None
     for note in summary.notes:
         console.print(f"[dim]note: {note}[/]")
     table = Table(title=f"Best trials of study {summary.study_name!r} ({summary.metric}, {summary.direction})")
-    table.add_column("trial", justify="right")
-    table.add_column(summary.metric, justify="right")
-    params = [p for p in KEY_PARAMS if any(p in b["params"] for b in summary.best)]
-    for p in params:
-        table.add_column(p)
-    table.add_column("epochs", justify="right")
+    for column in ("trial", summary.metric, "net", "optimizer", "schedule", "epochs"):
+        table.add_column(column, justify="right" if column in ("trial", summary.metric, "epochs") else "left")
     for row in summary.best:
-        table.add_row(str(row["number"]), _fmt(row["value"]), *[_fmt(row["params"].get(p)) for p in params],
-                      _fmt(row["epochs"]))
+        described = describe_params(row["params"])
+        table.add_row(str(row["number"]), _fmt(row["value"]), described["net"], described["optimizer"],
+                      described["schedule"], _fmt(row["epochs"]))
     out.print(table)
     out.print(
         f"{summary.n_complete} complete, {summary.n_pruned} pruned, {summary.n_failed} failed trials "

@@ -42,7 +42,8 @@ from automl_dnn.train import Callback
 
 DEFAULT_TIME_BUDGET = 600.0  # seconds, when neither --time-budget nor --n-trials is given
 HEARTBEAT_SECONDS = 10.0
-STALE_AFTER_SECONDS = 120.0  # a lease older than this (from another host) marks its trial as dead
+STALE_AFTER_SECONDS = 120.0
+MAX_FAILURES_IN_A_ROW = 10  # a worker whose last trials all failed stops: the space or data is broken  # a lease older than this (from another host) marks its trial as dead
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -253,9 +254,14 @@ def _redact(url: str) -> str:
 
 
 def make_sampler(seed: int, *, several_workers: bool) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, group=True, constant_liar=several_workers, n_startup_trials=10
-    )
+    """Multivariate TPE that models conditional parameters by group; liars keep workers apart."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constant_liar=several_workers, n_startup_trials=10
+        )
 
 
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -269,6 +275,7 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
 def open_study(spec: dict[str, Any], *, seed: int, pruner: str = "hyperband", several_workers: bool = False,
                create: bool = True) -> optuna.Study:
     """Open (or create) the run's study with a seeded TPE sampler and the chosen pruner."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(spec["storage"])
     space = load_space(spec["space"])
     max_epochs = max([int(p.value) for p in space.params if p.field == "max_epochs" and p.type == "fixed"] or [100])
@@ -432,7 +439,10 @@ class Objective:
         with Lease(trial):
             try:
                 return self._run_trial(trial)
-            except (optuna.TrialPruned, TrialFailed):
+            except optuna.TrialPruned:
+                raise
+            except TrialFailed as exc:
+                trial.set_user_attr("fail_reason", str(exc))
                 raise
             except Exception as exc:
                 reason = _failure_reason(exc)
@@ -440,12 +450,15 @@ class Objective:
                 raise TrialFailed(reason) from exc
 
     def _run_trial(self, trial: optuna.Trial) -> float:
+        import torch
+
         from automl_dnn.model import build_mlp, count_parameters
         from automl_dnn.train import TrainData, predict, train
 
         settings = settings_from_values(suggest(trial, self.space), seed=self.ctx.seed * 100_003 + trial.number)
         data = self.data(settings.scaling)
         d_out = len(self.encoder.classes) if self.task == "multiclass" else 1
+        torch.manual_seed(settings.train.seed)  # the initial weights too must follow the seed
         model = build_mlp(settings.net, d_in=data["X_train"].shape[1], d_out=d_out)
         y_valid = self.true_values(data["y_valid"])
         reporter = _EpochReporter(trial, self, y_valid)
@@ -569,7 +582,8 @@ def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
 def run_worker(ctx: WorkerContext, on_trial: Callable[[optuna.Study], None] | None = None,
                stop: StopFlag | None = None) -> None:
     """Run trials until the trial count, the deadline, or Ctrl-C; never more than ``n_trials`` in total."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Failed trials are counted on screen and keep their reason in the study; no traceback per trial.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     stop = stop or StopFlag(ctx.deadline)
     if ctx.threads:
         import torch
@@ -579,15 +593,25 @@ def run_worker(ctx: WorkerContext, on_trial: Callable[[optuna.Study], None] | No
                        several_workers=ctx.several_workers, create=False)
     objective = Objective(ctx, stop)
     lock = _TrialSlotLock(Path(ctx.run_dir) / ".trial-slot.lock")
+    failures_in_a_row = 0
     with _sigint_stops(stop):
-        while not stop.should_stop():
+        while not stop.should_stop() and failures_in_a_row < MAX_FAILURES_IN_A_ROW:
             reap_stale_trials(study)
             with lock:
                 if ctx.n_trials is not None and _count(study, FINISHED + (TrialState.RUNNING,)) >= ctx.n_trials:
                     break
                 # The objective releases the slot lock as soon as its trial is RUNNING in the storage.
+                finished: list[TrialState] = []
                 study.optimize(_releasing(objective, lock), n_trials=1, catch=(TrialFailed,),
-                               callbacks=[lambda s, t: on_trial(s) if on_trial else None])
+                               callbacks=[lambda s, t: _after_trial(s, t, finished, on_trial)])
+            failures_in_a_row = failures_in_a_row + 1 if finished == [TrialState.FAIL] else 0
+
+
+def _after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, finished: list[TrialState],
+                 on_trial: Callable[[optuna.Study], None] | None) -> None:
+    finished.append(trial.state)
+    if on_trial:
+        on_trial(study)
 
 
 def _releasing(objective: Objective, lock: _TrialSlotLock) -> Callable[[optuna.Trial], float]:

@@ -1,0 +1,533 @@
+"""Tests for automl_dnn.data: reading, task inference, target encoding, split, preprocessing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from automl_dnn.data import (
+    BUILTINS,
+    FeaturePreprocessor,
+    TargetEncoder,
+    check_target,
+    infer_task,
+    load_dataset,
+    read_table,
+)
+from automl_dnn.errors import AutoDNNError, DataError
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+
+
+def _frame(n: int = 40, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "age": rng.integers(18, 80, n).astype(float),
+        "city": rng.choice(["paris", "lyon", "nice"], n),
+        "y": rng.choice(["yes", "no"], n),
+    })
+
+
+@pytest.fixture
+def messy() -> pd.DataFrame:
+    """One column per preprocessing case, 200 rows."""
+    rng = np.random.default_rng(1)
+    n = 200
+    num = rng.normal(10.0, 3.0, n)
+    num[:5] = np.nan
+    num[5:7] = [np.inf, -np.inf]
+    mixed = np.where(np.arange(n) % 2 == 0, "7", "seven").astype(object)
+    numtext = rng.integers(0, 100, n).astype(str).astype(object)
+    numtext[0] = "n/a?"
+    return pd.DataFrame({
+        "num": num,
+        "color": rng.choice(["red", "green", "blue", None], n, p=[.4, .3, .2, .1]),
+        "when": pd.date_range("2020-01-01 00:00", periods=n, freq="73h").strftime("%Y-%m-%d %H:%M"),
+        "row_id": np.arange(1000, 1000 + n),
+        "key": [f"k{i:04d}" for i in range(n)],
+        "const": 3,
+        "empty": np.nan,
+        "mixed": mixed,
+        "numtext": numtext,
+        "huge": [f"lvl{i}" for i in rng.integers(0, 3000, n)],
+        "flag": rng.random(n) > 0.5,
+    })
+
+
+# ---------------------------------------------------------------------------------------------
+# read_table
+
+
+def test_read_csv_tsv_semicolon_gz(tmp_path):
+    df = _frame()
+    (tmp_path / "a.csv").write_text(df.to_csv(index=False))
+    (tmp_path / "a.tsv").write_text(df.to_csv(index=False, sep="\t"))
+    (tmp_path / "semi.csv").write_text(df.to_csv(index=False, sep=";"))
+    (tmp_path / "pipe.txt").write_text(df.to_csv(index=False, sep="|"))
+    with gzip.open(tmp_path / "a.csv.gz", "wt") as fh:
+        fh.write(df.to_csv(index=False))
+    for name in ("a.csv", "a.tsv", "semi.csv", "pipe.txt", "a.csv.gz"):
+        got = read_table(tmp_path / name)
+        assert list(got.columns) == ["age", "city", "y"], name
+        assert len(got) == 40
+        np.testing.assert_allclose(got["age"], df["age"])
+
+
+def test_read_semicolon_with_decimal_commas(tmp_path):
+    (tmp_path / "eu.csv").write_text("a;b;c\n1,5;x;2\n2,5;y;3\n3,5;z;4\n")
+    got = read_table(tmp_path / "eu.csv")
+    assert list(got.columns) == ["a", "b", "c"]
+
+
+def test_read_parquet(tmp_path):
+    df = _frame()
+    df.to_parquet(tmp_path / "a.parquet")
+    df.to_parquet(tmp_path / "b.pq")
+    for name in ("a.parquet", "b.pq"):
+        got = read_table(tmp_path / name)
+        assert list(got.columns) == ["age", "city", "y"]
+        assert len(got) == 40
+
+
+def test_read_latin1_and_bom(tmp_path):
+    (tmp_path / "l1.csv").write_bytes("name,v\ncaf\xe9,1\nna\xefve,2\n".encode("latin-1"))
+    got = read_table(tmp_path / "l1.csv")
+    assert got["name"].tolist() == ["café", "naïve"]
+    assert any("latin-1" in n for n in got.attrs["automl_dnn_notes"])
+    (tmp_path / "bom.csv").write_bytes("\ufeffname,v\nx,1\n".encode("utf-8"))
+    assert list(read_table(tmp_path / "bom.csv").columns) == ["name", "v"]
+
+
+def test_duplicate_columns_made_unique(tmp_path):
+    (tmp_path / "d.csv").write_text("a,a,b\n1,2,3\n4,5,6\n")
+    got = read_table(tmp_path / "d.csv")
+    assert list(got.columns) == ["a", "a.1", "b"]
+    assert any("duplicate" in n for n in got.attrs["automl_dnn_notes"])
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table([[1, 2], [3, 4]], names=["a", "a"]), tmp_path / "d.parquet")
+    got = read_table(tmp_path / "d.parquet")
+    assert list(got.columns) == ["a", "a.1"]
+    assert got["a.1"].tolist() == [3, 4]
+
+
+def test_input_file_not_modified(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text(_frame().to_csv(index=False))
+    before = path.read_bytes()
+    load_dataset(path, target="y")
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("name, content, needle", [
+    ("missing.csv", None, "not found"),
+    ("empty.csv", b"", "empty"),
+    ("blank.csv", b"\n\n  \n", "empty"),
+    ("header.csv", b"a,b,c\n", "no rows"),
+    ("bin.csv", bytes(range(256)) * 20, "binary"),
+    ("bad.csv", b'a,b\n1,2\n"3,4\n5,6\n', "could not read"),
+    ("bad.parquet", b"not parquet at all", "Parquet"),
+    ("bad.csv.gz", b"not gzip at all", "gzip"),
+    ("data.xlsx", b"PK\x03\x04", "unsupported"),
+])
+def test_read_errors(tmp_path, name, content, needle):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError, match=needle) as info:
+        read_table(path)
+    assert "\n" not in str(info.value)
+    assert name in str(info.value)
+
+
+def test_read_directory_and_unknown_builtin(tmp_path):
+    with pytest.raises(DataError, match="directory"):
+        read_table(tmp_path)
+    with pytest.raises(DataError, match="breast_cancer") as info:
+        read_table("builtin:nope")
+    assert "'nope'" in str(info.value)
+
+
+def test_unsupported_extension_lists_formats(tmp_path):
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(DataError, match=r"\.csv.*\.parquet"):
+        read_table(tmp_path / "x.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# infer_task / check_target
+
+
+@pytest.mark.parametrize("values, task", [
+    (["a", "b", "a", "b"] * 10, "binary"),
+    (["a", "b", "c", "a"] * 10, "multiclass"),
+    ([True, False] * 20, "binary"),
+    ([3, 7] * 20, "binary"),
+    (list(np.linspace(0, 1, 40)), "regression"),
+    ([0.5, 1.0, 2.0] * 20, "regression"),
+    ([0, 1, 2, 3] * 25, "multiclass"),
+    (list(range(100)), "regression"),
+    ([1.0, 2.0, 3.0] * 20, "multiclass"),
+])
+def test_infer_task(values, task):
+    got, rule = infer_task(pd.Series(values))
+    assert got == task
+    assert isinstance(rule, str) and rule
+
+
+def test_infer_task_category_dtype_and_few_rows():
+    assert infer_task(pd.Series(pd.Categorical([1, 2, 3] * 4)))[0] == "multiclass"
+    # 12 integer rows: at most max(2, min(20, 1)) = 2 classes, so 3 distinct ints -> regression
+    assert infer_task(pd.Series([1, 2, 3] * 4))[0] == "regression"
+
+
+@pytest.mark.parametrize("values, task, needle", [
+    ([None, None, None], "auto", "no values"),
+    (["a", "a", None], "auto", "single value 'a'"),
+    (["yes", "no", "yes"], "regression", "text values like 'yes'"),
+    (["a", "b", "c"], "binary", "--task multiclass"),
+    ([1.0, 2.0], "ordinal", "unknown task"),
+])
+def test_check_target_errors(values, task, needle):
+    with pytest.raises(DataError, match=needle):
+        check_target(pd.Series(values, name="t", dtype=object), task)
+
+
+def test_check_target_regression_numeric_text():
+    got = check_target(pd.Series(["1.5", "2", None], name="t"), "regression")
+    assert got.tolist() == [1.5, 2.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# TargetEncoder
+
+
+def test_target_encoder_string_labels_round_trip():
+    y = pd.Series(["cat", "dog", "bird", "dog"])
+    enc = TargetEncoder().fit(y, "multiclass")
+    assert enc.classes == ["bird", "cat", "dog"]
+    codes = enc.encode(y)
+    assert codes.dtype == np.int64 and codes.tolist() == [1, 2, 0, 2]
+    assert enc.decode(codes).tolist() == y.tolist()
+    assert enc.decode(np.eye(3)[[2, 0]]).tolist() == ["dog", "bird"]  # probabilities -> argmax
+    enc2 = TargetEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))
+    assert enc2.encode(y).tolist() == codes.tolist()
+    with pytest.raises(DataError, match="'fish'"):
+        enc.encode(pd.Series(["fish"]))
+
+
+def test_target_encoder_numpy_labels_are_json_scalars():
+    enc = TargetEncoder().fit(pd.Series(np.array([1.0, 0.0, 1.0])), "binary")
+    assert enc.classes == [0, 1] and all(type(c) is int for c in enc.classes)
+    enc = TargetEncoder().fit(pd.Series([True, False]), "binary")
+    assert enc.classes == [False, True] and type(enc.classes[0]) is bool
+    json.dumps(enc.to_dict())
+
+
+def test_target_encoder_regression():
+    y = pd.Series([10.0, 20.0, 30.0, 40.0])
+    enc = TargetEncoder().fit(y, "regression")
+    z = enc.encode(y)
+    assert z.dtype == np.float32
+    assert abs(z.mean()) < 1e-6 and abs(z.std() - 1) < 1e-6
+    np.testing.assert_allclose(enc.decode(z), y, rtol=1e-6)
+    assert enc.mean == 25.0 and enc.classes == []
+
+
+# ---------------------------------------------------------------------------------------------
+# load_dataset and the split
+
+
+@pytest.mark.parametrize("name, task, k", [
+    ("breast_cancer", "binary", 2), ("digits", "multiclass", 10),
+    ("wine", "multiclass", 3), ("diabetes", "regression", 0),
+])
+def test_builtins(name, task, k):
+    ds = load_dataset(f"builtin:{name}")
+    assert ds.task == task == BUILTINS[name].task
+    assert ds.target == "target" and "target" not in ds.features.columns
+    assert len(ds.target_encoder.classes) == k
+    assert infer_task(pd.Series(ds.target_encoder.decode(ds.y)))[0] == task  # the rule agrees
+
+
+def test_split_sizes_determinism_stratification():
+    df = pd.DataFrame({"x": np.arange(1000) * 0.5 % 7, "y": np.repeat(["a", "b", "c", "d"], [700, 200, 80, 20])})
+    ds = load_dataset(df, target="y", seed=3)
+    sizes = {k: len(v) for k, v in ds.split.items()}
+    assert sizes == {"train": 700, "valid": 150, "test": 150}
+    all_idx = np.concatenate(list(ds.split.values()))
+    assert sorted(all_idx.tolist()) == list(range(1000))
+    assert all(v.dtype == np.int64 for v in ds.split.values())
+    again = load_dataset(df, target="y", seed=3)
+    assert all(np.array_equal(ds.split[k], again.split[k]) for k in ds.split)
+    other = load_dataset(df, target="y", seed=4)
+    assert not np.array_equal(ds.split["valid"], other.split["valid"])
+    for part in ("valid", "test"):  # stratified: class shares match to within one row
+        counts = np.bincount(ds.labels(part), minlength=4)
+        np.testing.assert_allclose(counts, [105, 30, 12, 3], atol=1)
+    assert ds.frame("valid").index.tolist() == list(range(150))
+    assert ds.frame("valid")["x"].tolist() == df["x"].iloc[ds.split["valid"]].tolist()
+
+
+def test_split_small_class_falls_back_and_test_size_zero():
+    df = pd.DataFrame({"x": np.arange(40.0) % 3, "y": ["a"] * 39 + ["b"]})
+    ds = load_dataset(df, target="y", test_size=0)
+    assert len(ds.split["test"]) == 0 and ds.split["test"].dtype == np.int64
+    assert len(ds.split["train"]) + len(ds.split["valid"]) == 40
+    assert any("not stratified" in n for n in ds.notes)
+    assert ds.labels("test").shape == (0,)
+
+
+def test_load_dataset_drops_missing_target_rows_and_regression_uses_train_stats():
+    df = pd.DataFrame({"x": np.arange(50.0) % 7, "y": [np.nan] * 5 + list(np.linspace(0, 10, 45) ** 2)})
+    ds = load_dataset(df, target="y")
+    assert len(ds.features) == 45 and any("dropped 5 rows" in n for n in ds.notes)
+    train_y = ds.target_encoder.decode(ds.labels("train"))
+    assert ds.task == "regression"
+    assert ds.target_encoder.mean == pytest.approx(train_y.mean(), rel=1e-5)
+
+
+def test_load_dataset_from_frame_does_not_modify_it():
+    df = _frame()
+    copy = df.copy()
+    ds = load_dataset(df, target="y")
+    ds.fit_preprocessor().transform(ds.frame("train"))
+    pd.testing.assert_frame_equal(df, copy)
+
+
+def test_task_override_and_rule_in_notes():
+    df = pd.DataFrame({"x": np.arange(100.0) % 9, "y": np.arange(100) % 4})
+    assert load_dataset(df, target="y").task == "multiclass"
+    ds = load_dataset(df, target="y", task="regression")
+    assert ds.task == "regression" and ds.y.dtype == np.float32
+    assert any("task regression" in n for n in ds.notes)
+
+
+def test_fingerprint_changes_with_data():
+    df = _frame()
+    fp = load_dataset(df, target="y").fingerprint()
+    assert fp == load_dataset(df.copy(), target="y").fingerprint() and len(fp) == 64
+    changed = df.copy()
+    changed.loc[0, "age"] += 1
+    assert load_dataset(changed, target="y").fingerprint() != fp
+    assert load_dataset(df, target="y", task="multiclass").fingerprint() != fp
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(target=None), "pass --target"),
+    (dict(target="Citty"), "did you mean 'city'"),
+    (dict(target="zzz"), "columns: 'age'"),
+    (dict(target="y", valid_size=0), "valid_size"),
+    (dict(target="y", valid_size=1.2), "valid_size"),
+    (dict(target="y", test_size=-0.1), "test_size"),
+    (dict(target="y", valid_size=0.5, test_size=0.5), "below 1"),
+    (dict(target="y", task="ranking"), "unknown task"),
+    (dict(target="y", task="regression"), "text values like"),
+])
+def test_load_dataset_errors(kwargs, needle):
+    with pytest.raises(DataError, match=needle) as info:
+        load_dataset(_frame(), **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_load_dataset_too_few_rows_and_single_class():
+    with pytest.raises(DataError, match="too few rows"):
+        load_dataset(_frame(n=8), target="y")
+    with pytest.raises(DataError, match="too few rows"):
+        load_dataset(_frame(n=12), target="y", valid_size=0.45, test_size=0.45)
+    df = _frame()
+    df["y"] = "same"
+    with pytest.raises(DataError, match="single value"):
+        load_dataset(df, target="y")
+    df["y"] = np.nan
+    with pytest.raises(DataError, match="no values"):
+        load_dataset(df, target="y")
+
+
+def test_file_target_required(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text(_frame().to_csv(index=False))
+    with pytest.raises(DataError, match="--target"):
+        load_dataset(path)
+    assert load_dataset(path, target="y").task == "binary"
+
+
+# ---------------------------------------------------------------------------------------------
+# FeaturePreprocessor
+
+
+def test_preprocessor_column_decisions(messy):
+    pre = FeaturePreprocessor().fit(messy)
+    dropped = {d["name"] for d in pre.dropped}
+    assert dropped == {"row_id", "key", "const", "empty"}
+    kinds = {c["name"]: c["kind"] for c in pre.columns}
+    assert kinds == {"num": "numeric", "color": "categorical", "when": "date", "mixed": "categorical",
+                     "numtext": "numeric", "huge": "categorical", "flag": "categorical"}
+    names = pre.feature_names
+    assert {"num", "num__missing", "color=__missing__", "when__year", "when__hour", "when__day_of_week",
+            "mixed=7", "mixed=seven", "numtext", "numtext__missing", "flag=True", "flag=False"} <= set(names)
+    assert "color=red" in names and "huge=__rare__" in names
+    assert sum(n.startswith("huge=") for n in names) <= 64 + 1
+    text = " ".join(pre.notes)
+    for needle in ("'row_id'", "'key'", "'const'", "'empty'", "infinite", "'mixed' mixes numbers",
+                   "'numtext' holds text", "'when' read as dates", "'huge' has"):
+        assert needle in text
+    assert [s["name"] for s in pre.input_schema] == list(messy.columns)
+    assert all(isinstance(s["dtype"], str) for s in pre.input_schema)
+    X = pre.transform(messy)
+    assert X.dtype == np.float32 and X.shape == (200, pre.n_features) and np.isfinite(X).all()
+    # inf and NaN were both imputed and flagged
+    j, k = names.index("num"), names.index("num__missing")
+    assert X[:7, k].tolist() == [1.0] * 7 and X[7:, k].sum() == 0
+    assert np.allclose(X[:7, j], X[0, j])
+
+
+def test_preprocessor_fitted_on_given_rows_only(messy):
+    train, other = messy.iloc[:100], messy.iloc[100:]
+    pre = FeaturePreprocessor().fit(train)
+    stats = next(c for c in pre.columns if c["name"] == "num")["stats"]
+    train_num = train["num"].replace([np.inf, -np.inf], np.nan).dropna()
+    assert stats["mean"] == pytest.approx(train_num.mean())
+    assert stats["std"] == pytest.approx(train_num.std(ddof=0))
+    X = pre.transform(other)
+    j = pre.feature_names.index("num")
+    assert X.shape[0] == 100
+    assert pre.transform(train)[:, j][7:].mean() == pytest.approx(0.0, abs=0.05)
+
+
+def test_quantile_scaling_is_standard_normal():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"skewed": rng.exponential(5.0, 5000), "ints": rng.integers(0, 1000, 5000)})
+    pre = FeaturePreprocessor().fit(df, scaling="quantile")
+    X = pre.transform(df)
+    assert np.abs(X.mean(axis=0)).max() < 0.05
+    assert np.abs(X.std(axis=0) - 1).max() < 0.05
+    assert np.abs(X).max() < 5.3
+    wild = pre.transform(pd.DataFrame({"skewed": [-1e9, 1e9], "ints": [5, 5]}))
+    assert np.isfinite(wild).all()
+
+
+def test_json_round_trip_is_bit_identical(messy):
+    for scaling in ("standard", "quantile", "none"):
+        pre = FeaturePreprocessor().fit(messy.iloc[:150], scaling=scaling)
+        pre2 = FeaturePreprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
+        test = messy.iloc[150:]
+        assert np.array_equal(pre.transform(test), pre2.transform(test))
+        assert pre2.feature_names == pre.feature_names and pre2.notes == pre.notes
+        pd.testing.assert_frame_equal(pre.transform_for_gbt(test), pre2.transform_for_gbt(test))
+
+
+def test_from_dict_refuses_foreign_data():
+    with pytest.raises(AutoDNNError, match="preprocessor"):
+        FeaturePreprocessor.from_dict({"format": "other"})
+
+
+def test_transform_unseen_missing_extra_and_odd_cells(messy):
+    pre = FeaturePreprocessor().fit(messy)
+    new = messy.iloc[:10].copy()
+    new["color"] = ["purple"] * 10  # unseen, and color has no __rare__ level -> all zeros
+    new["huge"] = ["never-seen"] * 10  # unseen -> __rare__
+    new["num"] = new["num"].astype(object)
+    new.loc[new.index[:3], "num"] = "oops"
+    new["unused"] = "ignored"
+    report: list[str] = []
+    X = pre.transform(new, report=report)
+    names = pre.feature_names
+    color_cols = [i for i, n in enumerate(names) if n.startswith("color=")]
+    assert X[:, color_cols].sum() == 0
+    assert X[:, names.index("huge=__rare__")].tolist() == [1.0] * 10
+    assert X[:3, names.index("num__missing")].tolist() == [1.0] * 3
+    text = " ".join(report)
+    assert "column 'num': 3 values could not be read as numbers" in text
+    assert "column 'color': 10 values not seen in training" in text
+    with pytest.raises(DataError, match="'when'"):
+        pre.transform(messy.drop(columns=["when"]))
+    pre.transform(messy.drop(columns=["key", "row_id"]))  # dropped columns are not required
+
+
+def test_dates_unreadable_at_transform(messy):
+    pre = FeaturePreprocessor().fit(messy)
+    new = messy.iloc[:4].copy()
+    new["when"] = ["2021-02-03 10:00", "garbage", None, "2021-02-04 00:00"]
+    report: list[str] = []
+    X = pre.transform(new, report=report)
+    assert "column 'when': 1 values could not be read as dates" in " ".join(report)
+    assert np.isfinite(X).all()
+
+
+def test_transform_for_gbt(messy):
+    pre = FeaturePreprocessor().fit(messy.iloc[:150])
+    gbt = pre.transform_for_gbt(messy.iloc[150:])
+    assert list(gbt.columns) == ["num", "color", "when__year", "when__month", "when__day", "when__day_of_week",
+                                 "when__day_of_year", "when__hour", "mixed", "numtext", "huge", "flag"]
+    assert gbt["num"].dtype == np.float32
+    assert gbt["num"].isna().sum() == 0  # rows 150+ have no missing; no imputation anyway:
+    assert pre.transform_for_gbt(messy.iloc[:7])["num"].isna().sum() == 7  # NaN and +-inf stay missing
+    assert isinstance(gbt["color"].dtype, pd.CategoricalDtype)
+    assert list(gbt["color"].cat.categories) == ["blue", "green", "red"]
+    assert gbt["color"].isna().sum() == messy["color"].iloc[150:].isna().sum()
+    unseen = messy.iloc[:3].copy()
+    unseen["color"] = "purple"
+    assert pre.transform_for_gbt(unseen)["color"].isna().all()
+    assert list(pre.transform_for_gbt(unseen)["huge"].cat.categories) == list(gbt["huge"].cat.categories)
+
+
+def test_min_frequency_and_max_categories():
+    df = pd.DataFrame({"c": ["a"] * 50 + ["b"] * 30 + ["c"] * 3 + ["d"] * 2, "x": np.arange(85.0) % 5})
+    pre = FeaturePreprocessor(min_frequency=5).fit(df)
+    assert [n for n in pre.feature_names if n.startswith("c=")] == ["c=a", "c=b", "c=__rare__"]
+    pre = FeaturePreprocessor(min_frequency=1, max_categories=2).fit(df)
+    assert [n for n in pre.feature_names if n.startswith("c=")] == ["c=a", "c=b", "c=__rare__"]
+
+
+def test_memory_guard(messy):
+    pre = FeaturePreprocessor(max_bytes=200 * 28 * 4, min_frequency=1).fit(messy)
+    assert any("at most 8 levels" in n for n in pre.notes)
+    assert sum(n.startswith("huge=") for n in pre.feature_names) <= 9
+    with pytest.raises(DataError, match="feature matrix would take") as info:
+        FeaturePreprocessor(max_bytes=1000).fit(messy)
+    assert "200 rows" in str(info.value)
+
+
+def test_preprocessor_does_not_modify_input(messy):
+    copy = messy.copy()
+    pre = FeaturePreprocessor().fit(messy, scaling="quantile")
+    pre.transform(messy)
+    pre.transform_for_gbt(messy)
+    pd.testing.assert_frame_equal(messy, copy)
+
+
+def test_preprocessor_on_csv_round_trip(tmp_path, messy):
+    """A frame written to CSV and read back (pandas 3 'str' dtype) gives the same matrix."""
+    path = tmp_path / "m.csv"
+    messy.to_csv(path, index=False)
+    back = read_table(path)
+    pre = FeaturePreprocessor().fit(messy)
+    np.testing.assert_allclose(pre.transform(back), pre.transform(messy), atol=1e-6)
+
+
+def test_latin1_byte_after_the_sniffed_sample(tmp_path):
+    rows = "".join(f"{i},plain\n" for i in range(12000))  # > 64 KiB of ASCII first
+    (tmp_path / "late.csv").write_bytes(("id,word\n" + rows + "99999,caf\xe9\n").encode("latin-1"))
+    got = read_table(tmp_path / "late.csv")
+    assert got["word"].iloc[-1] == "café" and len(got) == 12001
+
+
+def test_id_detection_sorted_or_range():
+    rng = np.random.default_rng(0)
+    n = 50
+    df = pd.DataFrame({
+        "sorted_ts": np.cumsum(rng.integers(100, 10_000, n)),  # unique, increasing, sparse
+        "shuffled_ids": rng.permutation(np.arange(n) * 2),  # unique, fills its range half-densely
+        "unique_sparse": rng.choice(10**6, n, replace=False),  # unique but neither: a real feature
+        "x": rng.normal(size=n),
+    })
+    pre = FeaturePreprocessor().fit(df)
+    assert {d["name"] for d in pre.dropped} == {"sorted_ts", "shuffled_ids"}
+    small = FeaturePreprocessor().fit(df.iloc[:15])  # too few rows to call anything an ID
+    assert small.dropped == []

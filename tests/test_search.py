@@ -1,0 +1,186 @@
+"""The search: trial counts, resume, fingerprints, artifacts, determinism, failures, stale trials, workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+from safetensors.numpy import load_file
+
+from automl_dnn import api
+from automl_dnn.errors import AutoDNNError, StorageError
+from automl_dnn.run import RunDir
+from automl_dnn.search import (
+    Objective,
+    StopFlag,
+    WorkerContext,
+    _EpochReporter,
+    open_storage,
+    open_study,
+    reap_stale_trials,
+)
+
+TINY_SPACE = """
+name: tiny
+params:
+  n_layers: {type: int, low: 1, high: 2}
+  d_hidden: {type: int, low: 8, high: 32, log: true}
+  activation: {choices: [relu, elu]}
+  lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+  optimizer: adam
+  schedule: none
+  batch_size: 64
+  max_epochs: 6
+  patience: 3
+enqueue:
+  - {n_layers: 1, d_hidden: 16, activation: elu, lr: 0.005}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("space") / "tiny.yaml"
+    path.write_text(TINY_SPACE)
+    return path
+
+
+def _search(out: Path, space: Path | str, n_trials: int, **kw: object):
+    kw.setdefault("source", "builtin:breast_cancer")
+    return api.search(kw.pop("source"), out=out, space=str(space), n_trials=n_trials, quiet=True, **kw)
+
+
+def _study(out: Path) -> optuna.Study:
+    return open_study(RunDir(out).read_spec(), seed=0, create=False)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_space: Path) -> Path:
+    out = tmp_path_factory.mktemp("run") / "bc"
+    _search(out, tiny_space, n_trials=4)
+    return out
+
+
+def test_trial_count_artifacts_and_user_attrs(finished_run: Path) -> None:
+    study = _study(finished_run)
+    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) == 4
+    assert study.trials[0].params == {"n_layers": 1, "d_hidden": 16, "activation": "elu", "lr": 0.005}
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        folder = Path(trial.user_attrs["artifacts"])
+        config = json.loads((folder / "config.json").read_text())
+        assert config["trial_number"] == trial.number
+        preds = load_file(str(folder / "predictions.safetensors"))
+        assert preds["valid"].shape[1] == 2 and np.allclose(preds["valid"].sum(axis=1), 1, atol=1e-5)
+        assert (folder / "weights.safetensors").stat().st_size > 0
+        for key in ("epochs_run", "best_epoch", "learning_curve", "n_params", "train_seconds", "device"):
+            assert key in trial.user_attrs
+        assert len(trial.user_attrs["learning_curve"]) == trial.user_attrs["epochs_run"]
+        assert set(trial.intermediate_values) == set(range(len(trial.intermediate_values)))
+    assert not list(Path(finished_run, "artifacts").glob(".*")), "no temporary folder is left behind"
+
+
+def test_resume_keeps_trials_and_counts_to_the_new_total(finished_run: Path, tiny_space: Path) -> None:
+    before = {t.number: t.value for t in _study(finished_run).trials}
+    _search(finished_run, tiny_space, n_trials=6)
+    study = _study(finished_run)
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 6
+    assert {t.number: t.value for t in study.trials if t.number in before} == before
+
+
+def test_resume_with_other_data_target_or_space_is_refused(finished_run: Path, tiny_space: Path) -> None:
+    with pytest.raises(StorageError, match="different data"):
+        _search(finished_run, tiny_space, n_trials=1, source="builtin:wine")
+    with pytest.raises(StorageError, match="different space"):
+        _search(finished_run, "quick", n_trials=1)
+    with pytest.raises(StorageError, match="different metric"):
+        _search(finished_run, tiny_space, n_trials=1, metric="accuracy")
+
+
+def test_same_seed_gives_the_same_trials(tmp_path: Path, tiny_space: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        _search(tmp_path / name, tiny_space, n_trials=4, seed=7)
+        runs.append([(t.params, t.value, t.state) for t in _study(tmp_path / name).trials])
+    assert runs[0] == runs[1]
+
+
+def test_diverging_trials_fail_with_reason_and_all_failing_is_a_clear_error(tmp_path: Path) -> None:
+    space = tmp_path / "diverge.yaml"
+    space.write_text("params: {optimizer: sgd, lr: 1.0e+12, schedule: none, max_epochs: 3, patience: 2,"
+                     " batch_size: 64, n_layers: 2, d_hidden: 64}\n")
+    with pytest.raises(AutoDNNError, match="all 10 trials failed; first reason: .*diverged"):
+        _search(tmp_path / "run", space, n_trials=2)
+    study = _study(tmp_path / "run")
+    assert all(t.state == TrialState.FAIL and "diverged" in t.user_attrs["fail_reason"] for t in study.trials)
+
+
+def test_stale_trials_are_failed_not_left_running(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    dead, silent, alive = study.ask(), study.ask(), study.ask()
+    dead.set_user_attr("worker", {"host": socket.gethostname(), "pid": 2**22 + 12345, "heartbeat": time.time()})
+    silent.set_user_attr("worker", {"host": "elsewhere", "pid": 1, "heartbeat": time.time() - 3600})
+    alive.set_user_attr("worker", {"host": "elsewhere", "pid": 1, "heartbeat": time.time()})
+    assert sorted(reap_stale_trials(study)) == [dead.number, silent.number]
+    states = {t.number: t.state for t in study.trials}
+    assert states == {dead.number: TrialState.FAIL, silent.number: TrialState.FAIL, alive.number: TrialState.RUNNING}
+    assert "worker stopped" in study.trials[dead.number].user_attrs["fail_reason"]
+
+
+def test_epoch_reporter_reports_and_cuts_short_at_the_deadline(finished_run: Path) -> None:
+    spec = RunDir(finished_run).read_spec()
+    ctx = WorkerContext(run_dir=str(finished_run), spec=spec, deadline=None, n_trials=None, seed=0,
+                        pruner="none", device="cpu", threads=None, several_workers=False)
+    stop = StopFlag(deadline=None)
+    study = optuna.create_study()
+    trial = study.ask()
+    reporter = _EpochReporter(trial, Objective(ctx, stop), y_valid=np.array([0, 1, 1]))
+    pred = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]])
+    assert reporter.on_epoch_end(0, {"valid_pred": pred}) is False
+    stop.deadline = time.time() - 1
+    assert reporter.on_epoch_end(1, {"valid_pred": pred}) is True
+    assert study.trials[0].intermediate_values == pytest.approx({0: reporter.curve[0], 1: reporter.curve[1]})
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [("nosuchdb://x", "bad storage URL"), ("postgresql://nobody@127.0.0.1:1/none", "cannot open storage")],
+)
+def test_bad_or_unreachable_storage_is_a_clear_error(tmp_path: Path, tiny_space: Path, storage: str,
+                                                     message: str) -> None:
+    with pytest.raises(StorageError, match=message):
+        _search(tmp_path / "run", tiny_space, n_trials=1, storage=storage)
+
+
+def test_sqlite_refused_for_several_workers(tmp_path: Path, tiny_space: Path) -> None:
+    with pytest.raises(StorageError, match="not safe for 2 concurrent workers"):
+        _search(tmp_path / "run", tiny_space, n_trials=1, storage=f"sqlite:///{tmp_path / 'x.db'}", jobs=2)
+
+
+def test_output_path_that_cannot_be_a_folder(tmp_path: Path, tiny_space: Path) -> None:
+    afile = tmp_path / "file.txt"
+    afile.write_text("x")
+    with pytest.raises(StorageError, match="is a file"):
+        _search(afile, tiny_space, n_trials=1)
+    with pytest.raises(StorageError, match="lies under the file"):
+        _search(afile / "run", tiny_space, n_trials=1)
+
+
+def test_parallel_workers_on_a_journal_file_give_an_exact_count(tmp_path: Path, tiny_space: Path) -> None:
+    summary = _search(tmp_path / "run", tiny_space, n_trials=5, jobs=2)
+    assert summary.storage.startswith("journal:")
+    study = _study(tmp_path / "run")
+    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) == 5
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    workers = {t.user_attrs["worker"]["pid"] for t in finished}
+    assert len(workers) == 2 and os.getpid() not in workers

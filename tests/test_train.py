@@ -1,0 +1,500 @@
+"""Tests for the training loop and predict (TECHNIQUES.md sections 4-8)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from automl_dnn.model import NetConfig, build_mlp
+from automl_dnn.optim import onecycle_lr, onecycle_momentum, piecewise_lr
+from automl_dnn.train import (
+    Callback,
+    TrainConfig,
+    TrainData,
+    _Trainer,
+    class_weights,
+    data_loss,
+    penalized_weights,
+    predict,
+    train,
+)
+
+# --------------------------------------------------------------------------- data
+
+
+def _split(X: np.ndarray, y: np.ndarray, n_train: int) -> TrainData:
+    return TrainData(X[:n_train], y[:n_train], X[n_train:], y[n_train:])
+
+
+@pytest.fixture(scope="module")
+def binary() -> TrainData:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 8)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] - X[:, 2] + 0.3 * rng.normal(size=400) > 0).astype(np.int64)
+    return _split(X, y, 300)
+
+
+@pytest.fixture(scope="module")
+def multiclass() -> TrainData:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 6)).astype(np.float32)
+    y = np.argmax(X[:, :3] + 0.3 * rng.normal(size=(400, 3)), axis=1).astype(np.int64)
+    return _split(X, y, 300)
+
+
+@pytest.fixture(scope="module")
+def regression() -> TrainData:
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(400, 5)).astype(np.float32)
+    y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.normal(size=400)
+    y = ((y - y.mean()) / y.std()).astype(np.float32)
+    return _split(X, y, 300)
+
+
+def _net(d_in: int, d_out: int = 1, seed: int = 0, **kwargs: Any) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_mlp(NetConfig(**{"n_layers": 2, "d_hidden": 16, **kwargs}), d_in=d_in, d_out=d_out)
+
+
+def _cfg(**kwargs: Any) -> TrainConfig:
+    """A fast, schedule-free config for logic tests."""
+    return TrainConfig(**{"optimizer": "adam", "lr": 0.01, "schedule": "none", "batch_size": 64, "max_epochs": 5, **kwargs})
+
+
+def _params(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def _loss_now(model: nn.Module, data: TrainData, task: str) -> float:
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.from_numpy(data.X_train))
+    y = torch.from_numpy(data.y_train)
+    return float(data_loss(out, y.float() if task == "binary" else y, None, task))
+
+
+class Recorder(Callback):
+    """Keeps a copy of the weights and the logs of every epoch."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model, self.states, self.logs = model, [], []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        self.states.append(_params(self.model))
+        self.logs.append(logs)
+
+
+# --------------------------------------------------------------------------- optimizers and tasks
+
+LRS = {"sgd": 0.2, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.05, "rmsprop": 0.005,
+       "adam": 0.01, "adamax": 0.02, "nadam": 0.01, "adamw": 0.01}  # fmt: skip
+
+
+@pytest.mark.parametrize("optimizer", list(LRS))
+def test_every_optimizer_reduces_the_loss(optimizer: str, binary: TrainData) -> None:
+    model = _net(8)
+    before = _loss_now(model, binary, "binary")
+    config = _cfg(optimizer=optimizer, lr=LRS[optimizer], weight_decay=0.01, max_epochs=8)
+    result = train(model, binary, config, task="binary")
+    after = _loss_now(model, binary, "binary")
+    assert result.status == "completed"
+    assert after < 0.6 * before
+    assert result.best_valid_loss < 0.4
+
+
+def test_multiclass_and_regression_learn(multiclass: TrainData, regression: TrainData) -> None:
+    model = _net(6, d_out=3)
+    before = _loss_now(model, multiclass, "multiclass")
+    train(model, multiclass, _cfg(max_epochs=15), task="multiclass")
+    assert _loss_now(model, multiclass, "multiclass") < 0.5 * before
+
+    model = _net(5)
+    before = _loss_now(model, regression, "regression")
+    train(model, regression, _cfg(max_epochs=15), task="regression")
+    assert _loss_now(model, regression, "regression") < 0.5 * before
+
+
+def test_result_fields(binary: TrainData) -> None:
+    model = _net(8)
+    result = train(model, binary, _cfg(max_epochs=3, patience=50), task="binary")
+    assert result.status == "completed" and result.epochs_run == 3
+    assert [row["epoch"] for row in result.history] == [0, 1, 2]
+    assert set(result.history[0]) == {"epoch", "train_loss", "valid_loss", "score", "lr", "seconds"}
+    assert result.n_params == sum(p.numel() for p in model.parameters())
+    assert result.device == "cpu" and result.train_seconds > 0
+    assert result.best_valid_pred is not None and result.best_valid_pred.shape == (100, 2)
+    assert result.best_score == min(row["score"] for row in result.history)
+    assert not model.training
+
+
+# --------------------------------------------------------------------------- regularization
+
+
+def test_max_norm_holds_after_steps_with_a_huge_lr(binary: TrainData) -> None:
+    def max_row_norm(model: nn.Module) -> float:
+        return max(w.norm(dim=1).max().item() for w in penalized_weights(model))
+
+    config = _cfg(optimizer="sgd", lr=5.0, batch_size=50, max_epochs=1)
+    free = _net(8)
+    train(free, binary, config, task="binary")
+    assert max_row_norm(free) > 10  # without the constraint the rows grow far past 1
+    capped = _net(8)
+    train(capped, binary, TrainConfig(**{**config.__dict__, "max_norm": 1.0}), task="binary")
+    assert max_row_norm(capped) <= 1.0 + 1e-5
+
+
+def _one_full_batch_step(data: TrainData, net_kwargs: dict[str, Any], **config: Any) -> tuple[dict, dict]:
+    """Weights before and after exactly one plain-SGD step (lr=1) on the whole training set."""
+    model = _net(data.X_train.shape[1], **net_kwargs)
+    before = _params(model)
+    cfg = TrainConfig(optimizer="sgd", lr=config.pop("lr", 1.0), schedule="none", batch_size=1000, max_epochs=1, **config)
+    train(model, data, cfg, task="regression")
+    return before, _params(model)
+
+
+@pytest.fixture(scope="module")
+def big_targets(regression: TrainData) -> TrainData:
+    """Targets x100 so that the raw gradients are far larger than the clip threshold."""
+    return TrainData(regression.X_train, regression.y_train * 100, regression.X_valid, regression.y_valid * 100)
+
+
+def test_clip_by_value(big_targets: TrainData) -> None:
+    before, free = _one_full_batch_step(big_targets, {})
+    _, clipped = _one_full_batch_step(big_targets, {}, clip="value", clip_value=0.5)
+    assert max((free[k] - before[k]).abs().max().item() for k in before) > 0.5
+    for k in before:  # with lr=1 the step is minus the gradient: each component clamped to [-c, c]
+        torch.testing.assert_close(clipped[k] - before[k], (free[k] - before[k]).clamp(-0.5, 0.5), atol=1e-5, rtol=1e-4)
+
+
+def test_clip_by_norm(big_targets: TrainData) -> None:
+    before, free = _one_full_batch_step(big_targets, {})
+    _, clipped = _one_full_batch_step(big_targets, {}, clip="norm", clip_value=0.5)
+    free_step = torch.cat([(free[k] - before[k]).flatten() for k in before])
+    clipped_step = torch.cat([(clipped[k] - before[k]).flatten() for k in before])
+    assert free_step.norm() > 0.5
+    assert clipped_step.norm().item() == pytest.approx(0.5, rel=1e-4)
+    torch.testing.assert_close(clipped_step, free_step * 0.5 / free_step.norm(), atol=1e-6, rtol=1e-4)  # same direction
+
+
+@pytest.mark.parametrize("penalty", ["l1", "l2"])
+def test_penalties_touch_weight_matrices_only(penalty: str, regression: TrainData) -> None:
+    """One SGD step: the penalty's gradient is added to Linear weights only (not biases, BN, PReLU)."""
+    net_kwargs = {"batchnorm": "before", "activation": "prelu"}
+    before, free = _one_full_batch_step(regression, net_kwargs, lr=0.1)
+    _, penalized = _one_full_batch_step(regression, net_kwargs, lr=0.1, **{penalty: 0.5})
+    matrices = {k for k, v in before.items() if v.dim() >= 2}
+    assert matrices == {"hidden0.linear.weight", "hidden1.linear.weight", "out.weight"}
+    for k, w0 in before.items():
+        if k in matrices:
+            grad = 0.5 * (torch.sign(w0) if penalty == "l1" else 2 * w0)  # d/dw of l1*|w| or l2*w^2
+            torch.testing.assert_close(penalized[k] - free[k], -0.1 * grad, atol=1e-6, rtol=1e-4)
+        else:
+            torch.testing.assert_close(penalized[k], free[k], atol=0, rtol=0)
+
+
+def test_l1_drives_irrelevant_weights_to_zero() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 20)).astype(np.float32)
+    y = X[:, 0] * 1.5 - X[:, 1] + rng.normal(size=200)
+    data = _split(X, ((y - y.mean()) / y.std()).astype(np.float32), 100)
+
+    def weights(l1: float) -> np.ndarray:
+        torch.manual_seed(0)
+        model = build_mlp(NetConfig(n_layers=0), d_in=20, d_out=1)
+        cfg = TrainConfig(optimizer="sgd", lr=0.02, schedule="none", l1=l1, batch_size=25, max_epochs=60, patience=1000)
+        train(model, data, cfg, task="regression")
+        return model.out.weight.detach().numpy().ravel()
+
+    plain, sparse = weights(0.0), weights(0.1)
+    assert np.abs(sparse[2:]).mean() < 0.4 * np.abs(plain[2:]).mean()
+    assert (np.abs(sparse[2:]) < 0.01).sum() > (np.abs(plain[2:]) < 0.01).sum() + 5
+    assert abs(sparse[0]) > 0.5  # the informative weights survive
+
+
+def test_class_weights_inverse_frequency() -> None:
+    y = np.array([0] * 6 + [1] * 3 + [2] * 1)
+    np.testing.assert_allclose(class_weights(y, 3), [10 / 18, 10 / 9, 10 / 3], rtol=1e-6)
+    out = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0], [0.5, 0.5, 3.0]])
+    target = torch.tensor([0, 1, 2])
+    w = torch.as_tensor(class_weights(y, 3))
+    expected = nn.functional.cross_entropy(out, target, weight=w)
+    torch.testing.assert_close(data_loss(out, target, w[target], "multiclass"), expected)
+
+
+def test_class_weight_raises_minority_probabilities() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(600, 4)).astype(np.float32)
+    y = (X[:, 0] + rng.normal(size=600) > 1.8).astype(np.int64)  # about 10% positives
+    data = _split(X, y, 450)
+
+    def mean_minority_prob(weighted: bool) -> float:
+        model = _net(4)
+        train(model, data, _cfg(class_weight=weighted, max_epochs=10, patience=50), task="binary")
+        return float(predict(model, data.X_valid, task="binary")[:, 1].mean())
+
+    assert mean_minority_prob(True) > mean_minority_prob(False) + 0.1
+
+
+# --------------------------------------------------------------------------- schedules inside the loop
+
+
+def test_onecycle_sets_lr_and_beta1_every_batch(binary: TrainData) -> None:
+    model = _net(8)
+    config = TrainConfig(optimizer="nadam", lr=0.01, schedule="onecycle", batch_size=64, max_epochs=4)
+    trainer = _Trainer(model, binary, config, "binary", torch.device("cpu"), amp=False)
+    n_batches = len(trainer.bounds)  # 300 rows / 64 -> 5
+    total = 4 * n_batches
+    for epoch in range(2):
+        trainer.train_epoch(epoch, epoch * n_batches)
+        last_step = (epoch + 1) * n_batches - 1
+        for group in trainer.optimizer.param_groups:
+            assert group["lr"] == pytest.approx(onecycle_lr(last_step, lr_max=0.01, total_steps=total))
+            assert group["betas"][0] == pytest.approx(onecycle_momentum(last_step, total_steps=total))
+
+
+def test_onecycle_history_follows_the_formula(binary: TrainData) -> None:
+    result = train(_net(8), binary, TrainConfig(lr=0.01, batch_size=100, max_epochs=10, patience=50), task="binary")
+    total = 10 * 3
+    expected = [onecycle_lr((e + 1) * 3 - 1, lr_max=0.01, total_steps=total) for e in range(10)]
+    assert [row["lr"] for row in result.history] == pytest.approx(expected)
+
+
+def test_piecewise_history(binary: TrainData) -> None:
+    config = _cfg(lr=0.01, schedule="piecewise", piecewise_epochs=[2, 4], piecewise_factors=[1.0, 0.5, 0.1], max_epochs=6)
+    result = train(_net(8), binary, config, task="binary")
+    expected = [piecewise_lr(e, lr0=0.01, boundaries=[2, 4], factors=[1.0, 0.5, 0.1]) for e in range(6)]
+    assert [row["lr"] for row in result.history] == pytest.approx(expected)
+    assert expected == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.001, 0.001])
+
+
+def test_plateau_history_reduces_after_patience(binary: TrainData) -> None:
+    config = _cfg(optimizer="sgd", lr=2.0, schedule="plateau", plateau_patience=1, plateau_factor=0.5,
+                  batch_size=16, max_epochs=12, patience=50)  # fmt: skip
+    history = train(_net(8), binary, config, task="binary").history
+    lr, best, bad = 2.0, math.inf, 0  # replay the rule on the observed valid losses
+    for row in history:
+        assert row["lr"] == pytest.approx(lr)
+        if row["valid_loss"] < best:
+            best, bad = row["valid_loss"], 0
+        else:
+            bad += 1
+            if bad >= 1:
+                lr, bad = lr * 0.5, 0
+    assert history[-1]["lr"] < 2.0  # the noisy high-lr run did hit a plateau
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+class ScriptedScore:
+    """score_fn returning a fixed sequence: a valid score that gets worse after a chosen epoch."""
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores, self.calls, self.preds = scores, 0, []
+
+    def __call__(self, pred: np.ndarray) -> float:
+        self.preds.append(pred)
+        self.calls += 1
+        return self.scores[self.calls - 1]
+
+
+def test_early_stopping_restores_the_best_epoch(binary: TrainData) -> None:
+    model = _net(8)
+    recorder = Recorder(model)
+    scores = ScriptedScore([5.0, 4.0, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])
+    result = train(model, binary, _cfg(patience=3, max_epochs=10), task="binary", callbacks=[recorder], score_fn=scores)
+    assert result.status == "early_stopped"
+    assert (result.best_epoch, result.epochs_run, result.best_score) == (2, 6, 3.0)
+    assert result.best_valid_loss == result.history[2]["valid_loss"]
+    assert result.best_valid_pred is scores.preds[2]
+    assert [log["score"] for log in recorder.logs] == [5.0, 4.0, 3.0, 3.5, 4.0, 5.0]
+    restored = _params(model)
+    for k, v in recorder.states[2].items():
+        torch.testing.assert_close(restored[k], v, atol=0, rtol=0)
+        torch.testing.assert_close(result.best_state[k], v, atol=0, rtol=0)
+    assert any(not torch.equal(restored[k], v) for k, v in recorder.states[5].items())
+
+
+def test_inf_data_diverges_without_exception(binary: TrainData) -> None:
+    X = binary.X_train.copy()
+    X[3, 0] = np.inf
+    data = TrainData(X, binary.y_train, binary.X_valid, binary.y_valid)
+    result = train(_net(8), data, _cfg(), task="binary")
+    assert result.status == "diverged"
+    assert (result.epochs_run, result.best_epoch, result.best_state) == (1, None, None)
+    assert result.best_score == math.inf
+
+
+def test_huge_lr_diverges(regression: TrainData) -> None:
+    result = train(_net(5), regression, _cfg(optimizer="sgd", lr=1e6, max_epochs=20), task="regression")
+    assert result.status == "diverged"
+    assert not math.isfinite(result.history[-1]["train_loss"] + result.history[-1]["valid_loss"])
+
+
+def test_divergence_keeps_the_best_weights_so_far(binary: TrainData) -> None:
+    model = _net(8)
+    recorder = Recorder(model)
+    scores = ScriptedScore([3.0, 2.0, 2.5, math.nan, 1.0])
+    result = train(model, binary, _cfg(max_epochs=5), task="binary", callbacks=[recorder], score_fn=scores)
+    assert (result.status, result.best_epoch, result.epochs_run) == ("diverged", 1, 4)
+    assert len(recorder.logs) == 3  # callbacks do not see the diverged epoch
+    restored = _params(model)
+    for k, v in recorder.states[1].items():
+        torch.testing.assert_close(restored[k], v, atol=0, rtol=0)
+
+
+def test_callback_returning_true_stops(binary: TrainData) -> None:
+    class StopAt(Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> bool:
+            assert {"epoch", "train_loss", "valid_loss", "score", "lr", "valid_pred", "elapsed"} <= set(logs)
+            return epoch == 2
+
+    seen: list[int] = []
+
+    class Watch(Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+            seen.append(epoch)
+
+    result = train(_net(8), binary, _cfg(max_epochs=10), task="binary", callbacks=[StopAt(), Watch()])
+    assert (result.status, result.epochs_run) == ("stopped", 3)
+    assert seen == [0, 1, 2]  # every callback is notified in the stopping epoch too
+
+
+def test_callback_exception_propagates(binary: TrainData) -> None:
+    class Pruned(Exception):
+        pass
+
+    class Prune(Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+            if epoch == 1:
+                raise Pruned
+
+    with pytest.raises(Pruned):
+        train(_net(8), binary, _cfg(), task="binary", callbacks=[Prune()])
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def test_predict_shapes_and_probabilities(binary: TrainData, multiclass: TrainData, regression: TrainData) -> None:
+    model = _net(8)
+    proba = predict(model, binary.X_valid, task="binary")
+    with torch.no_grad():
+        p = torch.sigmoid(model.eval()(torch.from_numpy(binary.X_valid))).numpy().ravel()
+    assert proba.shape == (100, 2) and proba.dtype == np.float32
+    np.testing.assert_allclose(proba[:, 1], p, rtol=1e-6)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    proba3 = predict(_net(6, d_out=3), multiclass.X_valid, task="multiclass", batch_size=7)
+    assert proba3.shape == (100, 3)
+    np.testing.assert_allclose(proba3.sum(axis=1), 1.0, rtol=1e-6)
+    assert predict(_net(5), regression.X_valid, task="regression").shape == (100,)
+
+
+def test_mc_dropout(binary: TrainData) -> None:
+    model = _net(8, dropout=0.3, batchnorm="before")
+    bn_mean = model.hidden0.bn.running_mean.clone()
+    mean, std = predict(model, binary.X_valid, task="binary", mc_samples=20, batch_size=32)
+    assert mean.shape == std.shape == (100, 2)
+    assert (std[:, 1] > 0).all()
+    np.testing.assert_allclose(mean.sum(axis=1), 1.0, rtol=1e-5)
+    torch.testing.assert_close(model.hidden0.bn.running_mean, bn_mean, atol=0, rtol=0)  # BN stayed in eval
+    assert model.training  # the mode is restored
+
+    plain = _net(8, batchnorm="before")
+    mean0, std0 = predict(plain, binary.X_valid, task="binary", mc_samples=20)
+    assert np.all(std0 == 0.0)
+    np.testing.assert_array_equal(mean0, predict(plain, binary.X_valid, task="binary"))
+
+
+def test_mc_dropout_differs_between_passes_alpha(regression: TrainData) -> None:
+    model = _net(5, activation="selu", init="lecun_normal", dropout=0.2, dropout_kind="alpha")
+    _, std = predict(model, regression.X_valid, task="regression", mc_samples=10)
+    assert std.shape == (100,) and (std > 0).all()
+
+
+# --------------------------------------------------------------------------- reproducibility and devices
+
+
+def _history(data: TrainData, seed: int, **config: Any) -> list[dict]:
+    model = _net(8, dropout=0.2)
+    result = train(model, data, _cfg(batch_size=32, seed=seed, **config), task="binary")
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in result.history]
+
+
+def test_same_seed_same_history(binary: TrainData) -> None:
+    first = _history(binary, seed=7)
+    assert first == _history(binary, seed=7)
+    assert first != _history(binary, seed=8)
+
+
+def test_amp_is_a_noop_on_cpu_and_threads_are_restored(binary: TrainData) -> None:
+    threads = torch.get_num_threads()
+    model = _net(8, dropout=0.2)
+    result = train(model, binary, _cfg(batch_size=32, seed=7), task="binary", amp=True, device="cpu", threads=1)
+    assert torch.get_num_threads() == threads
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in result.history] == _history(binary, seed=7)
+
+
+def test_batchnorm_with_a_leftover_batch_of_one(binary: TrainData) -> None:
+    data = TrainData(binary.X_train[:65], binary.y_train[:65], binary.X_valid, binary.y_valid)
+    result = train(_net(8, batchnorm="before"), data, _cfg(batch_size=32, max_epochs=2), task="binary")
+    assert result.status == "completed"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "task", "d_out", "match"),
+    [
+        ({}, "ranking", 1, "unknown task 'ranking'"),
+        ({}, "binary", 2, "d_out=1"),
+        ({}, "multiclass", 1, "d_out=K"),
+        ({"clip": "both"}, "binary", 1, "none, value, norm"),
+        ({"batch_size": 0}, "binary", 1, "batch_size=0"),
+        ({"l2": -1.0}, "binary", 1, "l2=-1.0"),
+        ({"schedule": "cosine"}, "binary", 1, "unknown schedule"),
+        ({"optimizer": "lion"}, "binary", 1, "unknown optimizer"),
+    ],
+)
+def test_bad_inputs_are_refused(kwargs: dict, task: str, d_out: int, match: str, binary: TrainData) -> None:
+    with pytest.raises(ValueError, match=match):
+        train(_net(8, d_out=d_out), binary, _cfg(**kwargs), task=task)
+
+
+def test_labels_out_of_range_are_refused(binary: TrainData) -> None:
+    data = TrainData(binary.X_train, binary.y_train * 2, binary.X_valid, binary.y_valid)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 2\)"):
+        train(_net(8), data, _cfg(), task="binary")
+
+
+def test_train_data_checks_shapes(binary: TrainData) -> None:
+    with pytest.raises(ValueError, match="valid"):
+        TrainData(binary.X_train, binary.y_train, binary.X_valid, binary.y_valid[:5])
+
+
+# --------------------------------------------------------------------------- the practical default
+
+
+def test_default_net_and_training_on_breast_cancer() -> None:
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X_rest, X_test, y_rest, y_test = train_test_split(X, y, test_size=0.2, random_state=0)
+    X_train, X_valid, y_train, y_valid = train_test_split(X_rest, y_rest, test_size=0.2, random_state=0)
+    scaler = StandardScaler().fit(X_train)
+
+    def prep(a: np.ndarray) -> np.ndarray:
+        return scaler.transform(a).astype(np.float32)
+
+    torch.manual_seed(0)
+    model = build_mlp(NetConfig(), d_in=X.shape[1], d_out=1)
+    data = TrainData(prep(X_train), y_train.astype(np.int64), prep(X_valid), y_valid.astype(np.int64))
+    result = train(model, data, TrainConfig(), task="binary")
+    assert result.status in ("completed", "early_stopped")
+    accuracy = (predict(model, prep(X_test), task="binary").argmax(axis=1) == y_test).mean()
+    assert accuracy >= 0.95
