@@ -232,6 +232,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         raise StorageError(
             f"bad storage URL {url!r}: use sqlite:///FILE, postgresql://USER@HOST/DB, mysql://..., or journal:///FILE"
         )
+    url = _with_installed_driver(url)
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if scheme == "sqlite":
         engine_kwargs = {"connect_args": {"timeout": 60}}
@@ -242,6 +243,16 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot use this storage"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StorageError(f"cannot open storage {_redact(url)}: {reason}") from None
+
+
+def _with_installed_driver(url: str) -> str:
+    """``postgresql://`` means psycopg2 to SQLAlchemy; use psycopg (3), the one the postgres extra installs."""
+    if url.startswith(("postgresql://", "postgres://")):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+            return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
 
 
 def _redact(url: str) -> str:
@@ -299,7 +310,22 @@ def open_study(spec: dict[str, Any], *, seed: int, pruner: str = "hyperband", se
         raise StorageError(f"cannot open study {spec['study_name']!r} in {_redact(spec['storage'])}: {reason}") from None
     if study.direction.name.lower() != spec["direction"]:
         raise StorageError(f"study {spec['study_name']!r} already exists with direction {study.direction.name.lower()}")
+    _check_study_fingerprint(study, spec, create)
     return study
+
+
+def _check_study_fingerprint(study: optuna.Study, spec: dict[str, Any], create: bool) -> None:
+    """Workers on other machines join a study only for the same data, target, task, space and split."""
+    recorded = study.user_attrs.get("fingerprint")
+    if recorded is None and create:
+        study.set_user_attr("fingerprint", spec["fingerprint"])
+        study.set_user_attr("task", spec["task"])
+        study.set_user_attr("metric", spec["metric"])
+    elif recorded is not None and recorded != spec["fingerprint"]:
+        raise StorageError(
+            f"study {spec['study_name']!r} in {_redact(spec['storage'])} searches other data, target, task, space "
+            "or split; use another --study name, or the same arguments as its other workers"
+        )
 
 
 def enqueue_defaults(study: optuna.Study, space: SearchSpace) -> None:
@@ -449,7 +475,18 @@ class Objective:
                 trial.set_user_attr("fail_reason", reason)
                 raise TrialFailed(reason) from exc
 
+    def _check_slot(self, trial: optuna.Trial) -> None:
+        """Workers on other machines may race for the last slots: later trials beyond the total give way."""
+        if self.ctx.n_trials is None:
+            return
+        study = trial.study
+        ahead = [t for t in study.get_trials(deepcopy=False, states=FINISHED + (TrialState.RUNNING,))
+                 if t.number < trial.number]
+        if len(ahead) >= self.ctx.n_trials:
+            raise TrialFailed(f"not run: the study already has its {self.ctx.n_trials} trials")
+
     def _run_trial(self, trial: optuna.Trial) -> float:
+        self._check_slot(trial)
         import torch
 
         from automl_dnn.model import build_mlp, count_parameters

@@ -1,0 +1,5 @@
+"""``python -m automl_dnn`` runs the CLI."""
+
+from automl_dnn.cli import main
+
+main()
