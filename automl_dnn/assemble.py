@@ -72,6 +72,15 @@ class EnsembleReport:
     def selected(self) -> list[MemberRow]:
         return [row for row in self.members if row.weight > 0]
 
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """One table: every candidate, then the summary rows; the weighted ensemble comes last."""
+        table = [{"model": m.name, "kind": m.kind, "details": m.description, "valid": m.valid, "test": m.test,
+                  "weight": m.weight} for m in self.members]
+        table += [{"model": s.name, "kind": "", "details": "", "valid": s.valid, "test": s.test, "weight": None}
+                  for s in self.summary]
+        return table
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["model_dir"] = str(self.model_dir)
@@ -269,7 +278,7 @@ def _gbt_candidate(run: RunDir, spec: dict[str, Any], encoder: Any, y_valid: np.
     if encoder.task == "regression":
         y_train = encoder.decode(y_train)
     result = fit_gbt(frames["train"], y_train, frames["valid"], y_valid, task=encoder.task,
-                     n_classes=len(encoder.classes), n_trials=gbt_trials_at_least_one(n_trials), seed=seed,
+                     n_classes=len(encoder.classes), n_trials=n_trials, seed=seed,
                      time_budget=time_budget, threads=threads)
 
     def pred(part: str) -> np.ndarray:
@@ -282,10 +291,6 @@ def _gbt_candidate(run: RunDir, spec: dict[str, Any], encoder: Any, y_valid: np.
     notes.append(f"XGBoost: {result.n_trials_run} trials in {result.seconds:.1f}s")
     return _Candidate(name="xgboost", kind="xgboost", trial=None, description=describe_gbt(result),
                       valid=pred("valid"), test=pred("test"), scaling=key, gbt=result)
-
-
-def gbt_trials_at_least_one(n: int) -> int:
-    return max(1, int(n))
 
 
 def _reload_source(spec: dict[str, Any], notes: list[str]) -> Any:
@@ -345,11 +350,11 @@ def _summary_rows(candidates: list[_Candidate], chosen: list[_Candidate], weight
     loss = metrics.default_metric(task)
     best = min(candidates, key=lambda c: metrics.as_loss(metric, _score(metric, y_valid, c.valid)))
     equal = [1.0 / len(chosen)] * len(chosen)
+    plural = "s" if len(chosen) > 1 else ""
     rows = [(f"best single model ({best.name})", best.valid, best.test),
-            (f"equal-weight average ({len(chosen)} members)", _blend(chosen, equal, "valid"),
-             _blend(chosen, equal, "test") if len(y_test) else best.test),
-            ("weighted ensemble", _blend(chosen, weights, "valid"),
-             _blend(chosen, weights, "test") if len(y_test) else best.test)]
+            (f"equal-weight average ({len(chosen)} member{plural})", _blend(chosen, equal, "valid"),
+             _blend(chosen, equal, "test")),
+            ("weighted ensemble", _blend(chosen, weights, "valid"), _blend(chosen, weights, "test"))]
     return [SummaryRow(name=name, valid=_score(metric, y_valid, v), test=_score(metric, y_test, t),
                        valid_loss=_score(loss, y_valid, v), test_loss=_score(loss, y_test, t))
             for name, v, t in rows]

@@ -124,6 +124,8 @@ def search(data: str, out: Path, **options: Any) -> None:
 
     summary = api.search(data, out=out, **options)
     print_search_summary(summary, quiet=options["quiet"])
+    if summary.stopped_by == "interrupted":
+        sys.exit(130)
 
 
 @cli.command()

@@ -65,6 +65,8 @@ def live_progress(*, enabled: bool, n_trials: int | None, time_budget: float | N
 
 def print_search_summary(summary: SearchSummary, *, quiet: bool = False) -> None:
     """The final table of the best trials and their key hyperparameters."""
+    if summary.stopped_by == "interrupted":
+        console.print("[yellow]interrupted: finished trials are saved; run the same command again to resume[/]")
     if quiet:
         out.print(f"best {summary.metric}: {_fmt(summary.best[0]['value']) if summary.best else '-'}")
         return
@@ -82,8 +84,6 @@ def print_search_summary(summary: SearchSummary, *, quiet: bool = False) -> None
         f"{summary.n_complete} complete, {summary.n_pruned} pruned, {summary.n_failed} failed trials "
         f"in {summary.seconds:.0f}s; storage {summary.storage}"
     )
-    if summary.stopped_by == "interrupted":
-        console.print(f"[yellow]interrupted: finished trials are saved; run the same command again to resume[/]")
 
 
 def print_ensemble_report(report: Any, *, quiet: bool = False) -> None:

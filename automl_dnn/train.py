@@ -80,7 +80,8 @@ class TrainData:
             if len(X) == 0:
                 raise ValueError(f"{part} split is empty")
         if self.X_train.shape[1] != self.X_valid.shape[1]:
-            raise ValueError(f"train/valid feature counts differ: {self.X_train.shape[1]} != {self.X_valid.shape[1]}")
+            d_train, d_valid = self.X_train.shape[1], self.X_valid.shape[1]
+            raise ValueError(f"train/valid feature counts differ: {d_train=}, {d_valid=}")
 
 
 class Callback:
@@ -189,10 +190,11 @@ def data_loss(out: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, t
     out = out.float()
     if task == "regression":
         return F.mse_loss(out.view(-1), y)
+    reduction = "mean" if weight is None else "none"
     if task == "binary":
-        per_row = F.binary_cross_entropy_with_logits(out.view(-1), y, reduction="none" if weight is not None else "mean")
+        per_row = F.binary_cross_entropy_with_logits(out.view(-1), y, reduction=reduction)
     else:
-        per_row = F.cross_entropy(out, y, reduction="none" if weight is not None else "mean")
+        per_row = F.cross_entropy(out, y, reduction=reduction)
     if weight is None:
         return per_row
     return (per_row * weight).sum() / weight.sum()
@@ -209,10 +211,13 @@ def outputs_to_pred(out: torch.Tensor, task: str) -> torch.Tensor:
     return torch.softmax(out, dim=1)
 
 
-def _forward_batched(model: nn.Module, X: torch.Tensor, batch_size: int, amp_ctx: Callable[[], Any]) -> torch.Tensor:
+def _forward_batched(
+    model: nn.Module, X: torch.Tensor, batch_size: int, amp_ctx: Callable[[], Any]
+) -> torch.Tensor:
     """The model's outputs on X, in large batches, without autograd."""
+    starts = range(0, max(len(X), 1), batch_size)  # an empty X still gives a (0, d_out) output
     with torch.no_grad(), amp_ctx():
-        return torch.cat([model(X[i : i + batch_size]).float() for i in range(0, len(X), batch_size)])
+        return torch.cat([model(X[i : i + batch_size]).float() for i in starts])
 
 
 def _n_outputs(model: nn.Module, X: torch.Tensor, task: str) -> int:
@@ -254,8 +259,9 @@ class _Best:
 class _Trainer:
     """One training run; `run()` is the loop, the other methods its steps."""
 
-    def __init__(self, model: nn.Module, data: TrainData, config: TrainConfig, task: str,
-                 device: torch.device, amp: bool) -> None:  # fmt: skip
+    def __init__(
+        self, model: nn.Module, data: TrainData, config: TrainConfig, task: str, device: torch.device, amp: bool
+    ) -> None:
         self.model, self.config, self.task, self.device = model, config, task, device
         self.amp_ctx = lambda: _autocast(device, amp)
         self.X_train = torch.as_tensor(np.asarray(data.X_train, dtype=np.float32), device=device)
@@ -272,14 +278,17 @@ class _Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.lr = float("nan")
 
-    def _targets(self, y: np.ndarray, y_train: np.ndarray, n_out: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _targets(
+        self, y: np.ndarray, y_train: np.ndarray, n_out: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The target tensor in the dtype the loss wants, and per-row class weights if asked for."""
         if self.task == "regression":
             return torch.as_tensor(np.asarray(y, dtype=np.float32), device=self.device), None
         labels = np.asarray(y, dtype=np.int64)
         n_classes = 2 if self.task == "binary" else n_out
         if labels.min() < 0 or labels.max() >= n_classes:
-            raise ValueError(f"{self.task} labels must be in [0, {n_classes}), got [{labels.min()}, {labels.max()}]")
+            low, high = labels.min(), labels.max()
+            raise ValueError(f"{self.task} labels must be in [0, {n_classes}), got [{low}, {high}]")
         dtype = torch.float32 if self.task == "binary" else torch.int64
         target = torch.as_tensor(labels, device=self.device).to(dtype)
         if not self.config.class_weight:
@@ -358,7 +367,9 @@ class _Trainer:
         valid_loss = float(data_loss(out, self.y_valid, self.w_valid, self.task))
         return valid_loss, outputs_to_pred(out, self.task).cpu().numpy()
 
-    def run(self, callbacks: Sequence[Callback], score_fn: Callable[[np.ndarray], float] | None) -> TrainResult:
+    def run(
+        self, callbacks: Sequence[Callback], score_fn: Callable[[np.ndarray], float] | None
+    ) -> TrainResult:
         start, best, history, status = time.perf_counter(), _Best(), [], "completed"
         epoch = -1
         try:
@@ -367,16 +378,23 @@ class _Trainer:
                 train_loss = self.train_epoch(epoch, epoch * len(self.bounds))
                 valid_loss, valid_pred = self.evaluate()
                 score = float(score_fn(valid_pred)) if score_fn is not None else valid_loss
-                row = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
-                       "score": score, "lr": self.lr, "seconds": time.perf_counter() - t0}  # fmt: skip
+                row = {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "valid_loss": valid_loss,
+                    "score": score,
+                    "lr": self.lr,
+                    "seconds": time.perf_counter() - t0,
+                }
                 history.append(row)
                 if not all(math.isfinite(v) for v in (train_loss, valid_loss, score)):
                     status = "diverged"
                     break
                 best.update(epoch, score, valid_loss, valid_pred, self.model)
                 self.schedule.update(valid_loss)
-                logs = {**row, "valid_pred": valid_pred, "elapsed": time.perf_counter() - start,
-                        "best_epoch": best.epoch, "best_score": best.score}  # fmt: skip
+                elapsed = time.perf_counter() - start
+                logs = {**row, "valid_pred": valid_pred, "elapsed": elapsed, "best_epoch": best.epoch,
+                        "best_score": best.score}
                 if any([bool(cb.on_epoch_end(epoch, logs)) for cb in callbacks]):
                     status = "stopped"
                     break
@@ -423,18 +441,19 @@ def train(
     """
     _check_task(task)
     _check_config(config)
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads=}")
     dev = resolve_device(device)
     previous_threads = torch.get_num_threads()
     if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads=}")
         torch.set_num_threads(threads)
     try:
         torch.manual_seed(config.seed)  # dropout / RReLU masks; the permutation has its own generator
         model.to(dev)
         return _Trainer(model, data, config, task, dev, amp).run(callbacks, score_fn)
     finally:
-        torch.set_num_threads(previous_threads)
+        if threads is not None:
+            torch.set_num_threads(previous_threads)
 
 
 # --------------------------------------------------------------------------- predict
@@ -473,18 +492,19 @@ def predict(
     dropouts = _dropout_modules(model) if mc_samples > 0 else []
     try:
         if not dropouts:
-            mean = outputs_to_pred(_forward_batched(model, X_t, batch_size, contextlib.nullcontext), task)
-            mean_np = mean.cpu().numpy()
-            return (mean_np, np.zeros_like(mean_np)) if mc_samples > 0 else mean_np
+            out = _forward_batched(model, X_t, batch_size, contextlib.nullcontext)
+            pred = outputs_to_pred(out, task).cpu().numpy()
+            return (pred, np.zeros_like(pred)) if mc_samples > 0 else pred
         for m in dropouts:
             m.train()
         means, stds = [], []
         with torch.no_grad():
-            for i in range(0, len(X_t), batch_size):
+            for i in range(0, max(len(X_t), 1), batch_size):
                 xb = X_t[i : i + batch_size]
                 passes = torch.stack([outputs_to_pred(model(xb), task) for _ in range(mc_samples)])
-                means.append(passes.mean(dim=0))
-                stds.append(passes.std(dim=0, correction=0))
+                avg = passes.mean(dim=0)
+                means.append(avg)
+                stds.append((passes - avg).pow(2).mean(dim=0).sqrt())  # population std over the T passes
         return torch.cat(means).cpu().numpy(), torch.cat(stds).cpu().numpy()
     finally:
         model.train(was_training)

@@ -51,8 +51,10 @@ def make_net(d_in: int) -> nn.Module:
 
 
 def run_project(net: nn.Module, data: TrainData, epochs: int) -> float:
-    config = TrainConfig(optimizer="adam", lr=LR, schedule="none", batch_size=BATCH_SIZE, max_epochs=epochs,
-                         patience=10**9)  # fmt: skip
+    # patience larger than any run: no early stop, so both loops run the same number of epochs
+    config = TrainConfig(
+        optimizer="adam", lr=LR, schedule="none", batch_size=BATCH_SIZE, max_epochs=epochs, patience=10**9
+    )
     start = time.perf_counter()
     result = train(net, data, config, task="binary", device="cpu")
     seconds = time.perf_counter() - start
@@ -96,8 +98,9 @@ def main() -> None:
 
     data = load_adult()
     base = make_net(data.X_train.shape[1])
-    print(f"adult: train {data.X_train.shape}, valid {data.X_valid.shape}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {args.epochs} epochs x {args.repeats} repeats")  # fmt: skip
+    threads = torch.get_num_threads()
+    print(f"adult: train {data.X_train.shape}, valid {data.X_valid.shape}; torch {torch.__version__}, {threads} threads")
+    print(f"3x256 ReLU MLP, batch {BATCH_SIZE}, Adam; {args.epochs} epochs x {args.repeats} repeats, alternating")
     run_project(copy.deepcopy(base), data, 1)  # warm-up (allocator, kernels)
     run_handwritten(copy.deepcopy(base), data, 1)
 
@@ -106,8 +109,9 @@ def main() -> None:
         project.append(run_project(copy.deepcopy(base), data, args.epochs))
         hand.append(run_handwritten(copy.deepcopy(base), data, args.epochs))
         print(f"  repeat {r}: project {project[-1]:.2f} epochs/s, hand-written {hand[-1]:.2f} epochs/s")
-    p, h = statistics.median(project), statistics.median(hand)
-    print(f"median: project {p:.2f} epochs/s, hand-written {h:.2f} epochs/s, ratio {p / h:.3f} (target >= 0.9)")
+    for label, pick in (("median", statistics.median), ("best", max)):
+        p, h = pick(project), pick(hand)
+        print(f"{label}: project {p:.2f} epochs/s, hand-written {h:.2f} epochs/s, ratio {p / h:.3f} (target >= 0.9)")
 
 
 if __name__ == "__main__":

@@ -395,6 +395,13 @@ def test_predict_shapes_and_probabilities(binary: TrainData, multiclass: TrainDa
     assert predict(_net(5), regression.X_valid, task="regression").shape == (100,)
 
 
+def test_predict_empty_input() -> None:
+    empty = np.zeros((0, 8), dtype=np.float32)
+    assert predict(_net(8), empty, task="binary").shape == (0, 2)
+    mean, std = predict(_net(8, dropout=0.5), empty, task="regression", mc_samples=3)
+    assert mean.shape == std.shape == (0,)
+
+
 def test_mc_dropout(binary: TrainData) -> None:
     model = _net(8, dropout=0.3, batchnorm="before")
     bn_mean = model.hidden0.bn.running_mean.clone()

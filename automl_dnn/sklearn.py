@@ -1,0 +1,242 @@
+"""scikit-learn estimators: ``AutoDNNClassifier`` and ``AutoDNNRegressor``.
+
+``fit`` runs the whole tool (search, XGBoost, ensemble, export) on the given rows: it writes them with
+the target as a Parquet file in a work folder, so the run folder can reload them for XGBoost like any
+file source, and calls ``api.fit`` with the task fixed by the estimator. The fitted estimator keeps
+the exported model folder's bytes in memory (a few MB), so ``save`` needs no work folder and the
+temporary one is removed after ``fit`` (a ``work_dir`` you give is kept, with its run folders).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+
+from automl_dnn.errors import AutoDNNError, DataError
+
+
+class _AutoDNNBase(BaseEstimator):
+    """What the classifier and the regressor share; ``_tasks`` says which model tasks each accepts."""
+
+    _tasks: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        time_budget: float | None = 60.0,
+        n_trials: int | None = None,
+        space: str = "default",
+        metric: str | None = None,
+        top_k: int = 5,
+        gbt: bool = True,
+        gbt_trials: int = 10,
+        valid_size: float = 0.15,
+        test_size: float = 0.0,  # train on all given rows: the caller keeps its own test set
+        seed: int = 0,
+        threads: int | None = None,
+        device: str = "auto",
+        work_dir: str | Path | None = None,
+        quiet: bool = True,
+    ) -> None:
+        self.time_budget = time_budget
+        self.n_trials = n_trials
+        self.space = space
+        self.metric = metric
+        self.top_k = top_k
+        self.gbt = gbt
+        self.gbt_trials = gbt_trials
+        self.valid_size = valid_size
+        self.test_size = test_size
+        self.seed = seed
+        self.threads = threads
+        self.device = device
+        self.work_dir = work_dir
+        self.quiet = quiet
+
+    # -- fit ----------------------------------------------------------------------------------
+
+    def fit(self, X: Any, y: Any) -> Any:
+        """Search, ensemble and export on (X, y); the model is then held in memory."""
+        from automl_dnn import api
+
+        self._check_params()
+        frame, names_in = _as_frame(X)
+        target = np.asarray(y)
+        if target.ndim == 2 and target.shape[1] == 1:
+            target = target.ravel()
+        if target.ndim != 1 or len(target) != len(frame):
+            raise ValueError(f"y must be 1-D with one value per row of X ({len(frame)}), got shape {target.shape}")
+        task = self._task_for(target)
+        work_root = Path(self.work_dir) if self.work_dir is not None else None
+        if work_root is not None:
+            work_root.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="automl-dnn-fit-", dir=work_root))
+        try:
+            target_name = _free_name("target", frame.columns)
+            source = _write_training_table(frame.assign(**{target_name: target}), work / "train.parquet")
+            summary, report = api.fit(
+                str(source), model_dir=work / "model", out=work / "run", time_budget=self.time_budget,
+                top_k=self.top_k, gbt=self.gbt, gbt_trials=self.gbt_trials, target=target_name, task=task,
+                space=self.space, n_trials=self.n_trials, metric=self.metric, threads=self.threads,
+                valid_size=self.valid_size, test_size=self.test_size, device=self.device, seed=self.seed,
+                quiet=self.quiet,
+            )
+            self._set_model(_read_model_files(work / "model"))
+        finally:
+            if work_root is None:
+                shutil.rmtree(work, ignore_errors=True)
+        self.search_summary_ = summary
+        self.ensemble_report_ = report
+        if names_in is not None:
+            self.feature_names_in_ = np.asarray(names_in, dtype=object)
+        return self
+
+    def _check_params(self) -> None:
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"time_budget must be > 0 seconds or None, got {self.time_budget!r}")
+        if self.n_trials is not None and self.n_trials < 1:
+            raise ValueError(f"n_trials must be >= 1 or None, got {self.n_trials!r}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k!r}")
+
+    def _task_for(self, y: np.ndarray) -> str:
+        raise NotImplementedError
+
+    def _set_model(self, files: dict[str, bytes]) -> None:
+        """Load the predictor from the exported files (verifying them) and set the fitted attributes."""
+        from automl_dnn.export import load_model
+
+        with tempfile.TemporaryDirectory(prefix="automl-dnn-load-") as tmp:
+            for name, data in files.items():
+                (Path(tmp) / name).write_bytes(data)
+            predictor = load_model(Path(tmp))
+        if predictor.task not in self._tasks:
+            raise AutoDNNError(f"this model does {predictor.task}, not {' or '.join(self._tasks)}; load it with "
+                               f"{'AutoDNNRegressor' if predictor.task == 'regression' else 'AutoDNNClassifier'}")
+        self.predictor_ = predictor
+        self.model_files_ = dict(files)
+        self.n_features_in_ = len(predictor.input_schema)
+
+    # -- predict ------------------------------------------------------------------------------
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class labels or values, one per row of X."""
+        return self._predictor().predict(self._input(X))
+
+    def _predictor(self) -> Any:
+        from sklearn.exceptions import NotFittedError
+
+        if not hasattr(self, "predictor_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) or load(model_dir)")
+        return self.predictor_
+
+    def _input(self, X: Any) -> pd.DataFrame:
+        """A DataFrame the predictor can read; an array gets the names the model was trained under."""
+        if isinstance(X, pd.DataFrame):
+            return X
+        arr = np.asarray(X)
+        if arr.ndim != 2:
+            raise ValueError(f"X must be 2-D (rows, features), got shape {arr.shape}")
+        if arr.shape[1] != self.n_features_in_:
+            raise DataError(f"X has {arr.shape[1]} features, but this model was fitted with {self.n_features_in_}; "
+                            "pass the same columns as in fit")
+        names = [item["name"] for item in self._predictor().input_schema]
+        return pd.DataFrame(arr, columns=names)
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def save(self, model_dir: str | Path) -> Path:
+        """Write the exported model folder (load it with ``load`` or ``automl_dnn.load``)."""
+        from automl_dnn.export import write_model_folder
+
+        self._predictor()
+        return write_model_folder(Path(model_dir), self.model_files_)
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> Any:
+        """An estimator from a model folder (written by ``save``, ``automl-dnn fit`` or ``ensemble``)."""
+        est = cls()
+        est._set_model(_read_model_files(Path(model_dir)))
+        return est
+
+
+class AutoDNNClassifier(ClassifierMixin, _AutoDNNBase):
+    """Searches nets for a classification table, ensembles them with XGBoost, predicts labels."""
+
+    _tasks = ("binary", "multiclass")
+
+    def _task_for(self, y: np.ndarray) -> str:
+        n = len(pd.unique(pd.Series(y).dropna()))
+        if n < 2:
+            raise DataError(f"y has {n} distinct class{'es' if n != 1 else ''}; a classifier needs at least 2")
+        return "binary" if n == 2 else "multiclass"
+
+    def _set_model(self, files: dict[str, bytes]) -> None:
+        super()._set_model(files)
+        self.classes_ = self.predictor_.classes_
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities ``(n, K)`` in the order of ``classes_``."""
+        return self._predictor().predict_proba(self._input(X))
+
+
+class AutoDNNRegressor(RegressorMixin, _AutoDNNBase):
+    """Searches nets for a regression table, ensembles them with XGBoost, predicts values."""
+
+    _tasks = ("regression",)
+
+    def _task_for(self, y: np.ndarray) -> str:
+        return "regression"
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _as_frame(X: Any) -> tuple[pd.DataFrame, list[str] | None]:
+    """X as a DataFrame with string column names; also the names when X came with its own."""
+    if isinstance(X, pd.DataFrame):
+        names = [str(c) for c in X.columns]
+        if len(set(names)) != len(names):
+            raise DataError("X has duplicate column names; make them unique")
+        return X.set_axis(names, axis=1).reset_index(drop=True), names
+    arr = np.asarray(X)
+    if arr.ndim != 2:
+        raise ValueError(f"X must be 2-D (rows, features), got shape {arr.shape}")
+    return pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])]), None
+
+
+def _free_name(name: str, taken: Any) -> str:
+    taken = {str(c) for c in taken}
+    while name in taken:
+        name = f"_{name}"
+    return name
+
+
+def _write_training_table(frame: pd.DataFrame, path: Path) -> Path:
+    """Parquet keeps dtypes (categories, booleans); object columns of mixed types are written as text."""
+    try:
+        frame.to_parquet(path, index=False)
+    except (TypeError, ValueError):  # pyarrow's ArrowTypeError / ArrowInvalid: an object column mixes types
+        text = {c: frame[c].map(_text_or_missing) for c in frame.columns if frame[c].dtype == object}
+        frame.assign(**text).to_parquet(path, index=False)
+    return path
+
+
+def _text_or_missing(value: Any) -> Any:
+    return value if pd.api.types.is_scalar(value) and pd.isna(value) else str(value)
+
+
+def _read_model_files(model_dir: Path) -> dict[str, bytes]:
+    """model.json and every file it lists (load_model verifies them)."""
+    from automl_dnn.export import MODEL_JSON, load_model, read_spec
+
+    load_model(model_dir)  # refuses a bad folder (names, hashes, formats) before anything is copied
+    return {name: (model_dir / name).read_bytes() for name in [MODEL_JSON, *read_spec(model_dir)["files"]]}
+
+
+__all__ = ["AutoDNNClassifier", "AutoDNNRegressor"]
