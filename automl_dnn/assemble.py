@@ -108,9 +108,11 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool = 
     """Weight the best nets of a search (plus XGBoost) on validation and export one model folder."""
     from automl_dnn.data import TargetEncoder
     from automl_dnn.ensemble import build_ensemble
+    from automl_dnn.export import check_model_dir
 
     if top_k < 1:
         raise AutoDNNError(f"top_k must be >= 1, got {top_k}")
+    check_model_dir(Path(model_dir))  # before minutes of XGBoost, not after
     started = time.monotonic()
     deadline = None if time_budget is None else started + time_budget
     run = RunDir(Path(run_dir))

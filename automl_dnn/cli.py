@@ -2,11 +2,13 @@
 
 Heavy libraries (torch, optuna, xgboost, pandas) are imported inside the commands, so that
 ``automl-dnn --help`` starts instantly. A user error (``AutoDNNError``) prints one line and exits 2;
-anything else is a bug: one line and exit 1, with the traceback under ``--debug``.
+so does a bad option or argument (Click's usage errors, shown as ``error: ...`` without the usage
+block). Anything else is a bug: one line and exit 1, with the traceback under ``--debug``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +36,68 @@ class PositiveFloat(click.ParamType):
         return number
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """The existing non-folder at ``path`` or above it, if any: then ``path`` cannot be a folder."""
+    for candidate in (path, *path.parents):
+        if candidate.exists() and not candidate.is_dir():
+            return candidate
+    return None
+
+
+class OutputFolder(click.ParamType):
+    """A folder to create or reuse: refuses an existing file, or a path under a file, before any work."""
+
+    name = "folder"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        path = value if isinstance(value, Path) else Path(value)
+        blocker = _file_in_the_way(path)
+        if blocker is not None:
+            where = "is a file" if blocker == path else f"lies under the file {str(blocker)!r}"
+            self.fail(f"{str(path)!r} {where}; choose a folder path", param, ctx)
+        return path
+
+
+class OutputFile(click.ParamType):
+    """A file to write: refuses an existing folder, or a path under a file, before any work."""
+
+    name = "file"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        path = value if isinstance(value, Path) else Path(value)
+        if path.is_dir():
+            self.fail(f"{str(path)!r} is a folder; give a file name", param, ctx)
+        blocker = _file_in_the_way(path.parent)
+        if blocker is not None:
+            self.fail(f"{str(path)!r} lies under the file {str(blocker)!r}; choose a path in a folder", param, ctx)
+        return path
+
+
+def _one_line(text: str) -> str:
+    """A message on one line: a user sees one line per error or note, whatever the message holds."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+class _OneLineError(click.ClickException):
+    """A Click error (bad option value, missing argument, unknown command) printed as ``error: ...``."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+def _as_one_line(exc: click.ClickException) -> click.ClickException:
+    """Click's usage errors print a usage block, a hint and the message; keep the message, on one line."""
+    if isinstance(exc, _OneLineError) or isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+        return exc  # bare `automl-dnn` shows the help, as Click does
+    message = _one_line(exc.format_message()) or type(exc).__name__
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        message = f"{message.rstrip('.')} (see '{ctx.command_path} --help')"
+    new = _OneLineError(message)
+    new.exit_code = exc.exit_code
+    return new
+
+
 def _fraction(low_inclusive: bool) -> click.FloatRange:
     return click.FloatRange(0.0, 1.0, min_open=not low_inclusive, max_open=True)
 
@@ -53,7 +117,7 @@ def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Selection metric (default: logloss for classification, rmse for regression)."),
         click.option("--storage", help="Optuna storage URL (default: a SQLite file in the run folder)."),
         click.option("--study", "study_name", help="Study name (default: the run folder's name)."),
-        click.option("--artifacts", type=click.Path(path_type=Path),
+        click.option("--artifacts", type=OutputFolder(),
                      help="Where trials store weights and predictions (default: RUN_DIR/artifacts)."),
         click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Worker processes on this machine."),
@@ -74,6 +138,13 @@ def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
 class _Group(click.Group):
     """Turns user errors into one line and exit status 2, bugs into one line and exit 1 (``--debug``: traceback)."""
 
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:  # the group's own options (e.g. an unknown one before the command)
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as exc:
+            raise _as_one_line(exc) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         debug = bool(ctx.params.get("debug"))
         try:
@@ -81,17 +152,20 @@ class _Group(click.Group):
         except AutoDNNError as exc:
             if debug:
                 raise
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_one_line(str(exc)) or type(exc).__name__}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except click.ClickException as exc:  # the command's options and arguments
+            raise _as_one_line(exc) from None
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # a bug: keep it short unless asked
             if debug:
                 raise
-            click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+            click.echo(f"internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+                       "(rerun with --debug for the traceback)", err=True)
             ctx.exit(1)
 
 
@@ -115,7 +189,7 @@ def datasets() -> None:
 
 @cli.command()
 @click.argument("data")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Run folder.")
+@click.option("--out", "out", required=True, type=OutputFolder(), help="Run folder.")
 @search_options
 def search(data: str, out: Path, **options: Any) -> None:
     """Search nets for DATA (a CSV/TSV/Parquet file or builtin:NAME) with an Optuna study."""
@@ -130,7 +204,7 @@ def search(data: str, out: Path, **options: Any) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--model", "model_dir", type=click.Path(path_type=Path), help="Model folder (default: RUN_DIR/model).")
+@click.option("--model", "model_dir", type=OutputFolder(), help="Model folder (default: RUN_DIR/model).")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Most nets in the ensemble.")
 @click.option("--no-gbt", is_flag=True, help="Leave XGBoost out.")
 @click.option("--gbt-trials", type=click.IntRange(min=1), default=10, show_default=True)
@@ -149,8 +223,8 @@ def ensemble(run_dir: Path, model_dir: Path | None, top_k: int, no_gbt: bool, gb
 
 @cli.command()
 @click.argument("data")
-@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path), help="Model folder to write.")
-@click.option("--out", "out", type=click.Path(path_type=Path), help="Run folder (default: MODEL/run).")
+@click.option("--model", "model_dir", required=True, type=OutputFolder(), help="Model folder to write.")
+@click.option("--out", "out", type=OutputFolder(), help="Run folder (default: MODEL-run, beside MODEL).")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--no-gbt", is_flag=True)
 @click.option("--gbt-trials", type=click.IntRange(min=1), default=10, show_default=True)
@@ -170,21 +244,31 @@ def fit(data: str, model_dir: Path, out: Path | None, top_k: int, no_gbt: bool, 
 @cli.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.argument("data")
-@click.option("--out", "out", type=click.Path(path_type=Path), help="CSV or Parquet file (default: standard output).")
+@click.option("--out", "out", type=OutputFile(), help="CSV or Parquet file (default: standard output).")
 @click.option("--mc-samples", type=click.IntRange(min=0), default=0, show_default=True,
               help="MC-dropout passes: adds the mean and standard deviation per output.")
 def predict(model_dir: Path, data: str, out: Path | None, mc_samples: int) -> None:
     """Predict DATA with an exported model."""
     from automl_dnn import api
 
+    if out is not None and _same_file(Path(data), out):
+        raise click.BadParameter(f"{str(out)!r} is the input DATA file, which is never overwritten; "
+                                 "write the predictions to another file", param_hint="'--out'")
     notes = api.predict_file(model_dir, data, out=out, mc_samples=mc_samples)
     for note in notes:
-        click.echo(f"note: {note}", err=True)
+        click.echo(f"note: {_one_line(note)}", err=True)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--out", "out", type=click.Path(path_type=Path), help="HTML file (default: RUN_DIR/report.html).")
+@click.option("--out", "out", type=OutputFile(), help="HTML file (default: RUN_DIR/report.html).")
 def report(run_dir: Path, out: Path | None) -> None:
     """Write an HTML report of a study: history, importances, intermediate values, best configs."""
     from automl_dnn import api

@@ -137,6 +137,10 @@ def _is_builtin(source: object) -> bool:
 def read_table(source: str | os.PathLike) -> pd.DataFrame:
     """Read ``builtin:NAME`` or a CSV/TSV/TXT (optionally gzipped) or Parquet file.
 
+    Text files: the delimiter is sniffed among comma, semicolon, tab and pipe (or taken from Excel's
+    ``sep=X`` first line); the encoding is UTF-8 (a BOM is allowed), UTF-16 with a BOM, else latin-1;
+    a semicolon file whose numbers all use decimal commas is read with ``,`` as the decimal mark.
+    Binary files (ZIP/xlsx, xls, PDF, SQLite, anything with control bytes) and HTML pages are refused.
     Notes about the reading (e.g. renamed duplicate columns) are in ``df.attrs["automl_dnn_notes"]``.
     The file is only read, never written.
     """
@@ -258,12 +262,53 @@ def _sniff_delimiter(text: str, preferred: str) -> str | None:
     return best
 
 
+#: Files users pass by mistake, known by their first bytes: what they are and what to do instead.
+_NOT_A_TABLE = (
+    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook?); save the sheet as CSV, or unzip it"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Office document (an Excel .xls workbook?); save the sheet as CSV"),
+    (b"%PDF", "a PDF document; export the table as CSV"),
+    (b"SQLite format 3\x00", "an SQLite database; export the table as CSV"),
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f]")  # C0 control characters other than tab, newlines, \v, \f
+_EXCEL_SEP_LINE = re.compile(r'^\ufeff?"?sep=(.)"?\r?$')  # Excel's optional first line naming the delimiter
+_COMMA_DECIMAL = re.compile(r"[-+]?\d+,\d+")
+_POINT_DECIMAL = re.compile(r"[-+]?\d*\.\d+")
+
+
+def _refuse_non_table(path: Path, text: str) -> None:
+    """Binary files and web pages are no tables: say what the file is instead of parsing noise."""
+    n_control = len(_CONTROL.findall(text))
+    if n_control >= 4 and n_control > 0.01 * len(text):
+        raise DataError(f"'{path}' does not look like a text table (it holds binary data); "
+                        f"pass a CSV, TSV or Parquet file")
+    head = text.lstrip().lower()
+    if head.startswith(("<!doctype html", "<html")):
+        raise DataError(f"'{path}' is an HTML page, not a table (a failed download?); pass a CSV, TSV or Parquet file")
+
+
+def _decimal_mark(text: str, sep: str) -> str:
+    """',' for semicolon files whose numbers all use a decimal comma (the European spreadsheet export)."""
+    if sep != ";":  # elsewhere a comma between digits is more likely a thousands separator
+        return "."
+    lines = [ln for ln in text.splitlines()[1:-1] if ln.strip()][:200]  # no header, no cut-off last line
+    comma = point = 0
+    for row in csv.reader(lines, delimiter=sep):
+        for cell in row:
+            cell = cell.strip()
+            comma += _COMMA_DECIMAL.fullmatch(cell) is not None
+            point += _POINT_DECIMAL.fullmatch(cell) is not None
+    return "," if comma and not point else "."
+
+
 def _read_text(path: Path, notes: list[str]) -> pd.DataFrame:
     raw = _read_sample(path, gz=False, size=4)
     gz = path.name.lower().endswith(".gz") or raw.startswith(b"\x1f\x8b")
     sample = _read_sample(path, gz)
     if sample.startswith(b"PAR1"):
         raise DataError(f"'{path}' is a Parquet file with a text extension; rename it to .parquet")
+    for magic, what in _NOT_A_TABLE:
+        if sample.startswith(magic):
+            raise DataError(f"'{path}' is {what}")
     encoding = _encoding(sample)
     if encoding != "utf-16" and b"\x00" in sample:
         raise DataError(f"'{path}' does not look like a text table (it holds binary data); "
@@ -271,33 +316,48 @@ def _read_text(path: Path, notes: list[str]) -> pd.DataFrame:
     text = sample.decode(encoding, errors="replace")
     if not text.strip():
         raise DataError(f"data file '{path}' is empty (only blank lines); pass a file with a header and rows")
-    preferred = "\t" if ".tsv" in path.name.lower() else ","
-    sep = _sniff_delimiter(text, preferred) or preferred
+    _refuse_non_table(path, text)
+    first_line, _, rest = text.partition("\n")
+    excel_sep = _EXCEL_SEP_LINE.match(first_line)
+    if excel_sep:
+        sep, text = excel_sep.group(1), rest
+    else:
+        preferred = "\t" if ".tsv" in path.name.lower() else ","
+        sep = _sniff_delimiter(text, preferred) or preferred
+    decimal = _decimal_mark(text, sep)
     compression = "gzip" if gz else None
+    read = dict(sep=sep, compression=compression, skiprows=1 if excel_sep else 0, decimal=decimal)
     try:
-        df = _parse_csv(path, sep, encoding, compression)
+        df = _parse_csv(path, encoding=encoding, **read)
     except UnicodeDecodeError:
         encoding = "latin-1"  # bad bytes after the sample: latin-1 reads any byte
-        df = _parse_csv(path, sep, encoding, compression)
-    notes.extend(_header_note(path, sep, encoding, compression))
+        df = _parse_csv(path, encoding=encoding, **read)
+    if excel_sep:
+        notes.append(f"'{path.name}' starts with Excel's 'sep={sep}' line; read {sep!r} as the delimiter")
+    if decimal == ",":
+        notes.append(f"'{path.name}' separates fields with ';' and writes decimals with ','; read it that way")
+    notes.extend(_header_note(path, encoding=encoding, **read))
     if encoding == "latin-1":
         notes.append(f"'{path.name}' is not valid UTF-8; read it as latin-1")
     return df
 
 
-def _header_note(path: Path, sep: str, encoding: str, compression: str | None) -> list[str]:
+def _header_note(path: Path, *, sep: str, encoding: str, compression: str | None, skiprows: int,
+                 decimal: str) -> list[str]:
     """pandas renames duplicate header names silently; read the raw header to say so."""
     try:
-        header = pd.read_csv(path, sep=sep, header=None, nrows=1, encoding=encoding,
+        header = pd.read_csv(path, sep=sep, header=None, nrows=1, encoding=encoding, skiprows=skiprows,
                              compression=compression, dtype=str, skipinitialspace=True)
     except Exception:  # the header was readable moments ago; a note is not worth failing for
         return []
     return _duplicate_note([str(v) for v in header.iloc[0].tolist()]) if len(header) else []
 
 
-def _parse_csv(path: Path, sep: str, encoding: str, compression: str | None) -> pd.DataFrame:
+def _parse_csv(path: Path, *, sep: str, encoding: str, compression: str | None, skiprows: int,
+               decimal: str) -> pd.DataFrame:
     """The fast C engine first; Python's own sniffer only when the C engine chokes."""
-    opts: dict[str, Any] = dict(encoding=encoding, compression=compression, skipinitialspace=True)
+    opts: dict[str, Any] = dict(encoding=encoding, compression=compression, skipinitialspace=True,
+                                skiprows=skiprows, decimal=decimal)
     try:
         return pd.read_csv(path, sep=sep, low_memory=False, **opts)
     except UnicodeDecodeError:

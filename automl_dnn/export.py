@@ -145,10 +145,8 @@ def write_model_folder(model_dir: Path, files: dict[str, bytes]) -> Path:
     ``--model .`` never wipes a project.
     """
     model_dir = Path(model_dir)
+    check_model_dir(model_dir)
     check_output_dir(model_dir, "model folder")
-    if any(model_dir.iterdir()) and not (model_dir / MODEL_JSON).is_file():
-        raise StorageError(f"model folder {str(model_dir)!r} is not empty and holds no model.json; "
-                           "choose a new or empty folder")
     tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.tmp-", dir=model_dir.parent))
     try:
         for name, data in files.items():
@@ -158,6 +156,18 @@ def write_model_folder(model_dir: Path, files: dict[str, bytes]) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return model_dir
+
+
+def check_model_dir(model_dir: Path) -> None:
+    """Refuse, before any work, a path that cannot become a model folder (creates nothing)."""
+    model_dir = Path(model_dir)
+    for parent in (model_dir, *model_dir.parents):
+        if parent.exists() and not parent.is_dir():
+            where = "is a file" if parent == model_dir else f"lies under the file {str(parent)!r}"
+            raise StorageError(f"model folder {str(model_dir)!r} {where}; choose a folder path")
+    if model_dir.is_dir() and any(model_dir.iterdir()) and not (model_dir / MODEL_JSON).is_file():
+        raise StorageError(f"model folder {str(model_dir)!r} is not empty and holds no model.json; "
+                           "choose a new or empty folder")
 
 
 def _swap_in(new: Path, target: Path) -> None:
@@ -617,5 +627,5 @@ def _write_table(frame: pd.DataFrame, out: Path, kind: str) -> None:
         atomic_write(out, lambda tmp: frame.to_csv(tmp, index=False, sep=sep, compression=compression))
 
 
-__all__ = ["GBTMember", "NetMember", "Predictor", "load_model", "predict_file", "read_spec", "save_model",
-           "write_model_folder"]
+__all__ = ["GBTMember", "NetMember", "Predictor", "check_model_dir", "load_model", "predict_file", "read_spec",
+           "save_model", "write_model_folder"]

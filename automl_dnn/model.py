@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -86,16 +87,21 @@ def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
         raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
 
 
+def _is_int(value: object) -> bool:
+    """Python or numpy integers (search values may be either), but not bools."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_config(config: NetConfig, d_in: int, d_out: int) -> None:
     """Refuse bad values up front so a bad trial fails with a message, not deep inside torch."""
     n_layers, d_hidden, mult = config.n_layers, config.d_hidden, config.first_layer_mult
-    if not isinstance(d_in, int) or d_in < 1:
+    if not _is_int(d_in) or d_in < 1:
         raise ValueError(f"d_in must be an int >= 1, got {d_in=}")
-    if not isinstance(d_out, int) or d_out < 1:
+    if not _is_int(d_out) or d_out < 1:
         raise ValueError(f"d_out must be an int >= 1, got {d_out=}")
-    if not isinstance(n_layers, int) or n_layers < 0:
+    if not _is_int(n_layers) or n_layers < 0:
         raise ValueError(f"n_layers must be >= 0, got {n_layers=}")
-    if not isinstance(d_hidden, int) or d_hidden < 1:
+    if not _is_int(d_hidden) or d_hidden < 1:
         raise ValueError(f"d_hidden must be >= 1, got {d_hidden=}")
     if not (mult > 0 and round(d_hidden * mult) >= 1):
         raise ValueError(f"first_layer_mult must make a first layer of >= 1 unit, got {mult=}")

@@ -525,6 +525,7 @@ class Objective:
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("n_params", count_parameters(model))
         trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
+        trial.set_user_attr("epoch_seconds", round(sum(h["seconds"] for h in result.history), 3))
         trial.set_user_attr("device", str(result.device))
         trial.set_user_attr("valid_scores", {k: _finite(v) for k, v in scores.items()})
         trial.set_user_attr("learning_curve", reporter.curve)
@@ -566,15 +567,19 @@ class _EpochReporter(Callback):
     def __init__(self, trial: optuna.Trial, objective: Objective, y_valid: np.ndarray) -> None:
         self.trial, self.objective, self.y_valid = trial, objective, y_valid
         self.curve: list[float | None] = []
+        self.epoch_seconds = 0.0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> bool:
         pred = self.objective.user_space(logs["valid_pred"])
         value = metrics.score(self.objective.metric, self.y_valid, pred)
         self.curve.append(_finite(value))
+        self.epoch_seconds += float(logs.get("seconds", 0.0))
         if math.isfinite(value):
             self.trial.report(value, epoch)
             if self.trial.should_prune():
                 self.trial.set_user_attr("prune_reason", f"pruned at epoch {epoch}: {self.objective.metric}={value:.5g}")
+                self.trial.set_user_attr("learning_curve", self.curve)
+                self.trial.set_user_attr("epoch_seconds", round(self.epoch_seconds, 3))
                 raise optuna.TrialPruned(f"{self.objective.metric}={value:.5g} at epoch {epoch}")
         return self.objective.stop.should_stop()
 

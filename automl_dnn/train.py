@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -153,7 +154,7 @@ def _check_config(c: TrainConfig) -> None:
             raise ValueError(f"{name} must be >= 0, got {name}={value!r}")
     for name in ("batch_size", "max_epochs", "patience"):
         value = getattr(c, name)
-        if not (isinstance(value, int) and value >= 1):
+        if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
             raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -16,6 +17,15 @@ from automl_dnn.model import (
     fold_batchnorm,
     hidden_widths,
 )
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Small tensors gain nothing from intra-op threads, and on a busy machine the thread barriers stall."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(autouse=True)
@@ -152,15 +162,31 @@ def test_bn_momentum_is_textbook_convention(momentum: float) -> None:
 # --------------------------------------------------------------------------- activations
 
 
+ACTIVATION_TYPES = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "rrelu": nn.RReLU,
+    "prelu": nn.PReLU,
+    "elu": nn.ELU,
+    "selu": nn.SELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "mish": nn.Mish,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+
+
+def test_activation_list_is_complete() -> None:
+    assert set(ACTIVATIONS) == set(ACTIVATION_TYPES)
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_every_activation_builds_and_runs(activation: str) -> None:
     net = build_mlp(NetConfig(n_layers=2, d_hidden=8, activation=activation), d_in=4, d_out=3)
     out = net(torch.randn(10, 4))
     assert out.shape == (10, 3) and torch.isfinite(out).all()
-    expected = {
-        "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "rrelu": nn.RReLU, "prelu": nn.PReLU, "elu": nn.ELU,
-        "selu": nn.SELU, "gelu": nn.GELU, "silu": nn.SiLU, "mish": nn.Mish, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
-    }[activation]  # fmt: skip
+    expected = ACTIVATION_TYPES[activation]
     assert isinstance(net.hidden0.act, expected) and isinstance(net.hidden1.act, expected)
     assert net.hidden0.act is not net.hidden1.act
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch import nn
@@ -21,6 +23,15 @@ from automl_dnn.optim import (
     split_decay_groups,
 )
 from automl_dnn.train import TrainConfig
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Small tensors gain nothing from intra-op threads, and on a busy machine the thread barriers stall."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _net() -> nn.Module:

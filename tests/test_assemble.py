@@ -1,0 +1,221 @@
+"""assemble.ensemble_run on small real searches: report, weights, XGBoost, damaged runs, threshold.
+
+Searches are bounded by trial counts (space "quick", no pruner, one torch thread), never by wall time.
+The runs and models built here are cached per test session (``searched`` / ``ensembled``) and reused
+read-only by tests/test_export.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from automl_dnn import api
+from automl_dnn.assemble import EnsembleReport, choose_threshold, ensemble_run
+from automl_dnn.errors import AutoDNNError
+from automl_dnn.run import RunDir
+from automl_dnn.search import SearchOptions, open_study, prepare_run
+
+TASKS = {"breast_cancer": "binary", "digits": "multiclass", "diabetes": "regression"}
+N_TRIALS = 3
+SEARCH = dict(space="quick", pruner="none", threads=1, seed=0, quiet=True, progress=False)
+
+_RUNS: dict[str, Path] = {}
+_MODELS: dict[str, tuple[Path, EnsembleReport]] = {}
+
+
+def searched(name: str, factory: pytest.TempPathFactory) -> Path:
+    """A finished search of builtin:NAME (cached for the session: tests must not modify it)."""
+    if name not in _RUNS:
+        out = factory.mktemp(f"run-{name}") / name
+        api.search(f"builtin:{name}", out=out, n_trials=N_TRIALS, **SEARCH)
+        _RUNS[name] = out
+    return _RUNS[name]
+
+
+def ensembled(name: str, factory: pytest.TempPathFactory) -> tuple[Path, EnsembleReport]:
+    """The model folder and report of ``searched(name)`` with one XGBoost trial (cached, read-only)."""
+    if name not in _MODELS:
+        run = searched(name, factory)
+        model = factory.mktemp(f"model-{name}") / "model"
+        _MODELS[name] = model, ensemble_run(run, model_dir=model, gbt_trials=1, threads=1)
+    return _MODELS[name]
+
+
+def small_csv_run(folder: Path, n_trials: int = 2) -> tuple[Path, Path]:
+    """A private search of a CSV copy of builtin:wine, for tests that damage their run."""
+    from automl_dnn.data import read_table
+
+    source = folder / "wine.csv"
+    read_table("builtin:wine").to_csv(source, index=False)
+    out = folder / "run"
+    api.search(str(source), out=out, target="target", n_trials=n_trials, **SEARCH)
+    return source, out
+
+
+# --- the three tasks ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_ensemble_report_end_to_end(name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    model, report = ensembled(name, tmp_path_factory)
+    assert report.task == TASKS[name] and report.model_dir == model
+    kinds = [row.kind for row in report.members]
+    assert kinds.count("net") == N_TRIALS and kinds.count("xgboost") == 1
+    for row in report.members:
+        assert math.isfinite(row.valid) and math.isfinite(row.test) and row.description
+    assert sum(row.weight for row in report.members) == pytest.approx(1.0)
+    assert len(report.selected) >= 1
+    names = [row.name for row in report.summary]
+    assert names[0].startswith("best single model") and names[1].startswith("equal-weight average")
+    assert names[2] == "weighted ensemble"
+    for row in report.summary:
+        assert all(math.isfinite(v) for v in (row.valid, row.test, row.valid_loss, row.test_loss))
+    assert set(report.seconds) == {"gbt", "weights", "export"}
+    assert report.has_test and (model / "model.json").is_file()
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_ensemble_never_loses_to_the_best_single_model_on_validation(
+        name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    _, report = ensembled(name, tmp_path_factory)
+    best, _, weighted = report.summary  # the default metrics are the losses, so "best" is by loss too
+    assert weighted.valid_loss <= best.valid_loss + 1e-9
+
+
+def test_report_rows_feed_the_printer(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _, report = ensembled("digits", tmp_path_factory)
+    rows = report.rows
+    assert len(rows) == len(report.members) + 3
+    assert all(list(r) == list(rows[0]) for r in rows)
+    assert rows[-1]["model"] == "weighted ensemble"
+    assert json.dumps(report.to_dict(), default=str)
+
+
+def test_model_members_match_the_report(tmp_path_factory: pytest.TempPathFactory) -> None:
+    model, report = ensembled("diabetes", tmp_path_factory)
+    spec = json.loads((model / "model.json").read_text())
+    assert {m["name"]: m["weight"] for m in spec["members"]} == pytest.approx(
+        {row.name: row.weight for row in report.selected})
+    assert spec["threshold"] is None and spec["task"] == "regression"
+
+
+def test_binary_threshold_is_stored(tmp_path_factory: pytest.TempPathFactory) -> None:
+    model, report = ensembled("breast_cancer", tmp_path_factory)
+    spec = json.loads((model / "model.json").read_text())
+    assert spec["threshold"] == report.threshold
+    assert any("decision threshold" in note for note in report.notes)
+
+
+def test_no_gbt_and_top_k(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    run = searched("digits", tmp_path_factory)
+    report = ensemble_run(run, model_dir=tmp_path / "m", gbt=False, top_k=1)
+    assert [row.kind for row in report.members] == ["net"] * N_TRIALS
+    assert len(report.selected) == 1 and report.selected[0].weight == pytest.approx(1.0)
+    assert report.seconds["gbt"] < 0.5
+    spec = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert [m["kind"] for m in spec["members"]] == ["net"]
+    assert not (tmp_path / "m" / "xgboost.ubj").exists()
+
+
+def test_no_test_split_leaves_test_scores_empty(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    api.search("builtin:wine", out=out, n_trials=1, test_size=0.0, **SEARCH)
+    report = ensemble_run(out, model_dir=tmp_path / "m", gbt=False)
+    assert not report.has_test and report.warnings == []
+    assert all(math.isnan(row.test) for row in report.members + report.summary)
+    assert all(math.isfinite(row.valid) for row in report.summary)
+
+
+# --- damaged or unusable runs -------------------------------------------------------------------
+
+
+def test_no_completed_trial_is_refused(tmp_path: Path) -> None:
+    spec = prepare_run(SearchOptions(source="builtin:wine", out=tmp_path / "run", space="quick"))
+    open_study(spec, seed=0)  # an empty study: the search never ran a trial
+    with pytest.raises(AutoDNNError, match="no completed trial in .*automl-dnn search"):
+        ensemble_run(tmp_path / "run", model_dir=tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_not_a_run_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(AutoDNNError, match="not a run folder"):
+        ensemble_run(tmp_path, model_dir=tmp_path / "m")
+
+
+def test_missing_artifacts_are_skipped_with_a_note(tmp_path: Path) -> None:
+    _, run = small_csv_run(tmp_path, n_trials=2)
+    spec = RunDir(run).read_spec()
+    folders = sorted(Path(spec["artifacts"]).glob("trial-*"))
+    assert len(folders) == 2
+    shutil.rmtree(folders[0])
+    report = ensemble_run(run, model_dir=tmp_path / "m", gbt=False)
+    assert [row.trial for row in report.members] == [int(folders[1].name[6:])]
+    assert any(f"skipped trial {int(folders[0].name[6:])}" in note for note in report.notes)
+    shutil.rmtree(folders[1])
+    with pytest.raises(AutoDNNError, match="has its artifacts"):
+        ensemble_run(run, model_dir=tmp_path / "m2", gbt=False)
+
+
+def test_changed_source_is_refused_for_xgboost(tmp_path: Path) -> None:
+    source, run = small_csv_run(tmp_path, n_trials=1)
+    report = ensemble_run(run, model_dir=tmp_path / "m", gbt_trials=1, threads=1)
+    assert any(row.kind == "xgboost" for row in report.members)
+    df = pd.read_csv(source)
+    df.loc[0, "alcohol"] += 1.0
+    df.to_csv(source, index=False)
+    with pytest.raises(AutoDNNError, match="changed since the search.*--no-gbt"):
+        ensemble_run(run, model_dir=tmp_path / "m2", gbt_trials=1, threads=1)
+    source.unlink()
+    with pytest.raises(AutoDNNError, match="cannot reload .*--no-gbt"):
+        ensemble_run(run, model_dir=tmp_path / "m2", gbt_trials=1, threads=1)
+    ensemble_run(run, model_dir=tmp_path / "m2", gbt=False)  # the nets alone still work
+    assert (tmp_path / "m2" / "model.json").is_file()
+
+
+def test_dataframe_source_leaves_xgboost_out_with_a_note(tmp_path: Path) -> None:
+    from automl_dnn.data import read_table
+
+    frame = read_table("builtin:wine")
+    api.search(frame, out=tmp_path / "run", target="target", n_trials=1, **SEARCH)
+    report = ensemble_run(tmp_path / "run", model_dir=tmp_path / "m", gbt_trials=1)
+    assert [row.kind for row in report.members] == ["net"]
+    assert any("XGBoost left out" in note for note in report.notes)
+
+
+# --- the decision threshold ---------------------------------------------------------------------
+
+
+def test_threshold_moves_when_it_clearly_helps() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.2).astype(np.int64)  # 20 % positives whose scores sit around 0.3
+    p1 = np.clip(np.where(y == 1, 0.3, 0.1) + rng.normal(0, 0.05, 400), 0, 1)
+    cut, note = choose_threshold(y, p1)
+    assert cut is not None and 0.1 < cut < 0.3 and "decision threshold" in note
+
+
+def test_threshold_stays_at_half_when_nothing_is_gained() -> None:
+    y = np.array([0, 0, 1, 1] * 25)
+    p1 = np.where(y == 1, 0.9, 0.1)
+    assert choose_threshold(y, p1)[0] is None
+
+
+def test_a_model_path_that_is_not_a_model_folder_is_refused_first(tmp_path_factory: pytest.TempPathFactory,
+                                                                  tmp_path: Path) -> None:
+    from automl_dnn.errors import StorageError
+
+    run = searched("diabetes", tmp_path_factory)
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "keep.txt").write_text("x")
+    for bad, message in ((tmp_path / "file", "is a file"), (tmp_path / "file" / "m", "lies under the file"),
+                         (tmp_path / "project", "not empty and holds no model.json")):
+        with pytest.raises(StorageError, match=message):
+            ensemble_run(run, model_dir=bad)
+    assert (tmp_path / "project" / "keep.txt").read_text() == "x"

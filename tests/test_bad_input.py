@@ -1,0 +1,537 @@
+"""Issue 6, item 4 ("Bad input"): every bad input is one line ``error: ...`` and exit status 2 (no
+traceback without --debug); odd but valid inputs simply work, with a one-line note where something
+was changed; the input data file is never modified.
+
+Tests marked ``xfail(strict=True)`` document bugs in modules this file's author does not own; they
+fail loudly (XPASS) once fixed, so the mark can go.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import Result
+
+from automl_dnn import api
+from automl_dnn.errors import AutoDNNError
+from tests.conftest import TINY_SPACE, assert_one_line_error, invoke, lines_of, sha256, toy_frame
+
+SEARCH_BUG = "search.py"
+REPORT_BUG = "report.py"
+
+
+def _search(tmp_path: Path, space: Path, data: object, *extra: object, target: str | None = "y",
+            out: Path | None = None) -> Result:
+    args: list[object] = ["search", data, "--out", out or tmp_path / "run", "--space", space, "--n-trials", 1,
+                          "--quiet", *extra]
+    if target is not None:
+        args += ["--target", target]
+    return invoke(*args)
+
+
+# --- data files that cannot be used -------------------------------------------------------------------
+
+
+def _zip_file(path: Path) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("sheet.csv", toy_frame(20).to_csv(index=False))
+
+
+DATA_FILES: list[tuple[str, str, Callable[[Path], object] | None, list[str]]] = [
+    ("missing file", "nope.csv", None, ["not found", "nope.csv"]),
+    ("empty file", "empty.csv", lambda p: p.write_bytes(b""), ["empty"]),
+    ("only blank lines", "blank.csv", lambda p: p.write_text("\n \n\n"), ["empty"]),
+    ("header only", "header.csv", lambda p: p.write_text("a,b,y\n"), ["no rows"]),
+    ("binary garbage", "garbage.csv", lambda p: p.write_bytes(np.random.default_rng(0).bytes(4000)), ["binary"]),
+    ("binary without NUL bytes", "noise.csv", lambda p: p.write_bytes(bytes(range(1, 256)) * 30), ["binary"]),
+    ("xlsx named .csv", "book.csv", _zip_file, ["zip", "xlsx"]),
+    ("HTML page", "page.csv", lambda p: p.write_text("<!DOCTYPE html>\n<html><body>404</body></html>\n"), ["html"]),
+    ("Parquet named .csv", "table.csv", lambda p: toy_frame(20).to_parquet(p), ["parquet"]),
+    ("unsupported extension", "data.xlsx", lambda p: p.write_text("a,y\n1,2\n"), ["unsupported file type", ".xlsx"]),
+    ("a folder", "folder.csv", lambda p: p.mkdir(), ["directory"]),
+    ("damaged gzip", "data.csv.gz", lambda p: p.write_bytes(b"\x1f\x8b\x08\x00broken"), ["gzip"]),
+    ("ragged rows", "ragged.csv", lambda p: p.write_text("a,b,y\n1,2,x\n3,4\n5,6,z,7,8\n"), ["same number of fields"]),
+]
+
+
+@pytest.mark.parametrize("name, filename, make, needles", DATA_FILES, ids=[case[0] for case in DATA_FILES])
+def test_unusable_data_file(name: str, filename: str, make: Callable[[Path], object] | None, needles: list[str],
+                            tmp_path: Path, tiny_space: Path) -> None:
+    path = tmp_path / filename
+    if make is not None:
+        make(path)
+    assert_one_line_error(_search(tmp_path, tiny_space, path), *needles)
+
+
+def test_unknown_builtin(tmp_path: Path, tiny_space: Path) -> None:
+    assert_one_line_error(_search(tmp_path, tiny_space, "builtin:iris", target=None), "unknown built-in", "wine")
+
+
+def _csv(tmp_path: Path, frame: pd.DataFrame, name: str = "data.csv") -> Path:
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_target_absent_lists_close_matches(tmp_path: Path, tiny_space: Path) -> None:
+    data = _csv(tmp_path, toy_frame().rename(columns={"y": "label"}))
+    assert_one_line_error(_search(tmp_path, tiny_space, data, target="lable"), "'lable' not found",
+                          "did you mean 'label'")
+    assert_one_line_error(_search(tmp_path, tiny_space, data, target="zzz"), "'zzz' not found",
+                          "columns: 'a', 'b', 'c', 'd', 'label'")
+    assert_one_line_error(_search(tmp_path, tiny_space, data, target=None), "--target", "'label'")
+
+
+@pytest.mark.parametrize("name, target_values, extra, needles", [
+    ("target all missing", [np.nan] * 40, [], ["no values", "all 40 rows are missing"]),
+    ("one class only", ["yes"] * 40, [], ["single value 'yes'"]),
+    ("fewer rows than the split needs", ["a", "b"] * 3, [], ["too few rows", "6 rows"]),
+    ("regression on strings", ["yes", "no"] * 20, ["--task", "regression"], ["--task regression needs numbers"]),
+    ("binary with 3 classes", ["a", "b", "c", "d"] * 10, ["--task", "binary"], ["exactly 2 classes"]),
+    ("regression metric for classes", ["yes", "no"] * 20, ["--metric", "rmse"], ["metric", "rmse"]),
+    ("no training rows left", ["yes", "no"] * 20, ["--valid-size", "0.5", "--test-size", "0.5"],
+     ["valid_size + test_size"]),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_unusable_target(name: str, target_values: list, extra: list[str], needles: list[str], tmp_path: Path,
+                         tiny_space: Path) -> None:
+    frame = toy_frame(len(target_values)).assign(y=target_values)
+    assert_one_line_error(_search(tmp_path, tiny_space, _csv(tmp_path, frame), *extra), *needles)
+
+
+# --- search spaces ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, text, needles", [
+    ("unknown top-level key", TINY_SPACE + "bogus: 1\n", ["unknown key 'bogus'"]),
+    ("unknown setting", TINY_SPACE + "  n_layer: 2\n", ["unknown key 'n_layer'", "did you mean 'n_layers'"]),
+    ("misspelt parameter key", TINY_SPACE + "  dropout: {low: 0.0, high: 0.3, lgo: true}\n", ["unknown key 'lgo'"]),
+    ("empty choice", TINY_SPACE + "  activation: {choices: []}\n", ["'activation'", "non-empty list"]),
+    ("low > high", TINY_SPACE.replace("  lr: 0.01\n", "  lr: {low: 0.1, high: 0.01}\n"), ["'lr'", "low <= high"]),
+    ("log range including 0", TINY_SPACE.replace("  lr: 0.01\n", "  lr: {low: 0.0, high: 0.1, log: true}\n"),
+     ["'lr'", "log range must be > 0"]),
+    ("not YAML", "params: [unclosed\n", ["not valid YAML"]),
+    ("no params", "name: empty\n", ["'params'"]),
+], ids=lambda v: v if isinstance(v, str) and "\n" not in v else None)
+def test_bad_search_space(name: str, text: str, needles: list[str], tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(text)
+    data = _csv(tmp_path, toy_frame(40))
+    assert_one_line_error(_search(tmp_path, space, data), "search space", *needles)
+
+
+def test_missing_or_unknown_search_space(tmp_path: Path) -> None:
+    data = _csv(tmp_path, toy_frame(40))
+    assert_one_line_error(_search(tmp_path, tmp_path / "nope.yaml", data), "'", "nope.yaml", "does not exist")
+    assert_one_line_error(_search(tmp_path, "fancy", data), "unknown search space 'fancy'", "default")
+
+
+@pytest.mark.xfail(reason="space.py: setting values are not checked when the space is loaded (d_hidden: -3 "
+                          "only fails in the trials, whose tracebacks are printed)", strict=True)
+def test_impossible_setting_value_is_refused_before_any_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("automl_dnn.search.MAX_FAILURES_IN_A_ROW", 1)  # keep the failing search short
+    space = tmp_path / "space.yaml"
+    space.write_text(TINY_SPACE.replace("  d_hidden: 8\n", "  d_hidden: -3\n"))
+    assert_one_line_error(_search(tmp_path, space, _csv(tmp_path, toy_frame(40))), "search space", "d_hidden")
+
+
+@pytest.mark.xfail(reason=f"{SEARCH_BUG}: open_study() resets Optuna's verbosity to WARNING after run_worker() "
+                          "set ERROR, so each failed trial prints Optuna's warning with a traceback", strict=True)
+def test_failed_trials_print_no_traceback(tmp_path: Path, tiny_space: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("automl_dnn.search.MAX_FAILURES_IN_A_ROW", 1)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise ValueError("this trial cannot train")
+
+    monkeypatch.setattr("automl_dnn.train.train", fail)
+    # Optuna's log handler keeps the stderr of the moment Optuna was first imported; write to the current
+    # one, as in a real `automl-dnn` process.
+    import logging
+
+    class CurrentStderr(logging.StreamHandler):
+        @property  # type: ignore[override]
+        def stream(self) -> object:
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value: object) -> None:
+            pass
+
+    monkeypatch.setattr(logging.getLogger("optuna"), "handlers", [CurrentStderr()])
+    result = _search(tmp_path, tiny_space, _csv(tmp_path, toy_frame(40)))
+    assert_one_line_error(result, "trials failed", "this trial cannot train")
+
+
+# --- storage -------------------------------------------------------------------------------------------
+
+
+def test_bad_storage_url(tmp_path: Path, tiny_space: Path) -> None:
+    data = _csv(tmp_path, toy_frame(40))
+    assert_one_line_error(_search(tmp_path, tiny_space, data, "--storage", "foo://bar"), "bad storage URL 'foo://bar'")
+
+
+def test_unreachable_database(tmp_path: Path, tiny_space: Path) -> None:
+    data = _csv(tmp_path, toy_frame(40))
+    url = "postgresql://automl:s3cret@127.0.0.1:1/automl"
+    line = assert_one_line_error(_search(tmp_path, tiny_space, data, "--storage", url), "storage", "127.0.0.1:1")
+    assert "s3cret" not in line
+
+
+@pytest.mark.xfail(reason=f"{SEARCH_BUG}: prepare_run() records a storage URL in run.json before opening it, so "
+                          "after a bad --storage the run folder keeps failing without --storage", strict=True)
+def test_a_bad_storage_url_does_not_stick_to_the_run_folder(tmp_path: Path, tiny_space: Path) -> None:
+    data = _csv(tmp_path, toy_frame(40))
+    assert_one_line_error(_search(tmp_path, tiny_space, data, "--storage", "foo://bar"), "storage")
+    result = _search(tmp_path, tiny_space, data)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.xfail(reason=f"{SEARCH_BUG}: open_storage() lets JournalStorage parse any existing file; a "
+                          "non-journal file gives 'internal error: JSONDecodeError', exit 1", strict=True)
+def test_journal_storage_on_a_file_that_is_not_a_journal(tmp_path: Path, tiny_space: Path) -> None:
+    data = _csv(tmp_path, toy_frame(40))
+    digest = sha256(data)
+    result = _search(tmp_path, tiny_space, data, "--storage", f"journal:///{data.resolve()}")
+    assert sha256(data) == digest
+    assert_one_line_error(result, "storage")
+
+
+# --- time budget and output paths ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["search", "fit"])
+@pytest.mark.parametrize("budget", ["0", "-5", "abc", "nan", "inf", ""])
+def test_time_budget_must_be_positive_seconds(command: str, budget: str, tmp_path: Path) -> None:
+    data = _csv(tmp_path, toy_frame(40))
+    out = ["--out", tmp_path / "run"] if command == "search" else ["--model", tmp_path / "model"]
+    result = invoke(command, data, "--target", "y", *out, "--time-budget", budget)
+    assert_one_line_error(result, "--time-budget", f"{budget!r}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv"]
+
+
+def test_output_folder_that_cannot_be_a_folder(tmp_path: Path, tiny_space: Path, fitted: SimpleNamespace) -> None:
+    data = _csv(tmp_path, toy_frame(40))
+    digest = sha256(data)
+    assert_one_line_error(_search(tmp_path, tiny_space, data, out=data), "--out", "is a file")
+    assert_one_line_error(_search(tmp_path, tiny_space, data, out=data / "run"), "--out", "under the file")
+    assert_one_line_error(_search(tmp_path, tiny_space, data, "--artifacts", data), "--artifacts", "is a file")
+    assert_one_line_error(invoke("fit", data, "--target", "y", "--model", data / "m", "--space", tiny_space),
+                          "--model", "under the file")
+    assert_one_line_error(invoke("ensemble", fitted.run, "--model", data, "--no-gbt"), "--model", "is a file")
+    assert sha256(data) == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv"]
+
+
+def test_output_file_that_cannot_be_written(tmp_path: Path, fitted: SimpleNamespace) -> None:
+    data = _csv(tmp_path, fitted.frame.head(5))
+    digest = sha256(data)
+    assert_one_line_error(invoke("predict", fitted.model, data, "--out", data / "p.csv"), "--out", "under the file")
+    assert_one_line_error(invoke("predict", fitted.model, data, "--out", tmp_path), "--out", "is a folder")
+    assert_one_line_error(invoke("predict", fitted.model, data, "--out", data), "--out", "input DATA file")
+    assert_one_line_error(invoke("predict", fitted.model, data, "--out", tmp_path / "p.xlsx"), "extension")
+    assert_one_line_error(invoke("report", fitted.run, "--out", data / "r.html"), "--out", "under the file")
+    assert sha256(data) == digest
+
+
+@pytest.mark.xfail(reason="api.py/report.py: write_report() lets FileExistsError escape for an --out under a "
+                          "file (the CLI now checks it first)", strict=True)
+def test_api_write_report_under_a_file(tmp_path: Path, fitted: SimpleNamespace) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(AutoDNNError):
+        api.write_report(fitted.run, out=blocker / "report.html")
+
+
+@pytest.mark.xfail(reason="export.py: predict_file() overwrites the input file when out is the input (the CLI "
+                          "now refuses it first)", strict=True)
+def test_api_predict_file_never_overwrites_its_input(tmp_path: Path, fitted: SimpleNamespace) -> None:
+    data = _csv(tmp_path, fitted.frame.head(5))
+    digest = sha256(data)
+    try:
+        api.predict_file(fitted.model, data, out=data)
+    except AutoDNNError:
+        pass
+    assert sha256(data) == digest
+
+
+@pytest.mark.xfail(reason="export.py: predict_file() lets FileExistsError escape for an out path under a file "
+                          "(the CLI now checks it first)", strict=True)
+def test_api_predict_file_under_a_file(tmp_path: Path, fitted: SimpleNamespace) -> None:
+    data = _csv(tmp_path, fitted.frame.head(5))
+    with pytest.raises(AutoDNNError):
+        api.predict_file(fitted.model, data, out=data / "pred.csv")
+
+
+@pytest.mark.xfail(reason=f"{SEARCH_BUG}: prepare_run() does not check --artifacts; the trials fail on it "
+                          "('all 1 trials failed; first reason: FileExistsError ...')", strict=True)
+def test_api_search_checks_the_artifacts_folder_first(tmp_path: Path, tiny_space: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("automl_dnn.search.MAX_FAILURES_IN_A_ROW", 1)
+    data = _csv(tmp_path, toy_frame(40))
+    with pytest.raises(AutoDNNError, match="artifacts folder"):
+        api.search(str(data), out=tmp_path / "run", target="y", space=str(tiny_space), n_trials=1,
+                   artifacts=data, quiet=True)
+
+
+@pytest.mark.xfail(reason="api.py: fit() searches first and only then finds that model_dir cannot be a folder",
+                   strict=True)
+def test_api_fit_checks_the_model_folder_before_searching(tmp_path: Path, tiny_space: Path) -> None:
+    data = _csv(tmp_path, toy_frame(40))
+    with pytest.raises(AutoDNNError):
+        api.fit(str(data), model_dir=data, out=tmp_path / "run", target="y", space=str(tiny_space), n_trials=1,
+                gbt=False, quiet=True)
+    assert not (tmp_path / "run").exists()
+
+
+# --- ensemble and predict ------------------------------------------------------------------------------
+
+
+def test_ensemble_without_a_completed_trial(tmp_path: Path, tiny_space: Path) -> None:
+    from automl_dnn.search import SearchOptions, open_study, prepare_run
+
+    data = _csv(tmp_path, toy_frame(40))
+    spec = prepare_run(SearchOptions(source=str(data), out=tmp_path / "run", target="y", space=str(tiny_space)))
+    open_study(spec, seed=0)  # a study with no trial at all
+    assert_one_line_error(invoke("ensemble", tmp_path / "run", "--no-gbt"), "no completed trial")
+    assert_one_line_error(invoke("ensemble", tmp_path, "--no-gbt"), "not a run folder")
+    assert_one_line_error(invoke("report", tmp_path), "not a run folder")
+
+
+@pytest.mark.parametrize("name, change, needles", [
+    ("missing column", lambda f: f.drop(columns="b"), ["missing column 'b'"]),
+    ("numbers that cannot be read", lambda f: f.assign(a=["n/a?", "x", "y", "z", "w"]), ["'a'", "numbers"]),
+    ("dates that cannot be read", lambda f: f.assign(d=["soon", "later", "x", "y", "z"]), ["'d'", "dates"]),
+    ("empty table", lambda f: f.head(0), ["no rows"]),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_predict_input_that_cannot_be_used(name: str, change: Callable[[pd.DataFrame], pd.DataFrame],
+                                          needles: list[str], tmp_path: Path, fitted: SimpleNamespace) -> None:
+    data = _csv(tmp_path, change(fitted.frame.drop(columns="y").head(5).astype(object)))
+    assert_one_line_error(invoke("predict", fitted.model, data), *needles)
+
+
+def test_predict_with_no_model_folder(tmp_path: Path, fitted: SimpleNamespace) -> None:
+    assert_one_line_error(invoke("predict", tmp_path / "none", fitted.data), "not found")
+    assert_one_line_error(invoke("predict", fitted.run, fitted.data), "model.json")
+
+
+def _tampered(fitted: SimpleNamespace, tmp_path: Path, how: str) -> Path:
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(fitted.model, model)
+    spec = json.loads((model / "model.json").read_text())
+    member = model / sorted(spec["files"])[0]
+    if how == "missing file":
+        member.unlink()
+    elif how == "changed file":
+        blob = bytearray(member.read_bytes())
+        blob[len(blob) // 2] ^= 0xFF
+        member.write_bytes(bytes(blob))
+    elif how == "newer format":
+        spec["format_version"] += 1
+        (model / "model.json").write_text(json.dumps(spec))
+    elif how == "broken model.json":
+        (model / "model.json").write_text("{not json")
+    return model
+
+
+@pytest.mark.parametrize("how, needles", [
+    ("missing file", ["missing"]),
+    ("changed file", ["sha256"]),
+    ("newer format", ["newer", "upgrade"]),
+    ("broken model.json", ["not valid JSON"]),
+])
+def test_damaged_model_folder(how: str, needles: list[str], tmp_path: Path, fitted: SimpleNamespace) -> None:
+    model = _tampered(fitted, tmp_path, how)
+    assert_one_line_error(invoke("predict", model, fitted.data), *needles)
+
+
+# --- odd but valid input: it works, with a one-line note where something was changed ----------------------
+
+
+def _frame_with(kind: str) -> pd.DataFrame:
+    frame = toy_frame()
+    if kind == "all-missing column":
+        frame["empty"] = np.nan
+    elif kind == "infinite values":
+        frame.loc[::9, "a"] = np.inf
+        frame.loc[::13, "b"] = -np.inf
+    elif kind == "mixed-type column":
+        frame["m"] = [str(i % 4) if i % 3 else "none" for i in range(len(frame))]
+    elif kind == "missing target":
+        frame.loc[::10, "y"] = np.nan
+    elif kind == "thousands of levels":
+        frame = toy_frame(2400)
+        frame["city"] = [f"town-{i}" if i % 3 else f"city-{i % 7}" for i in range(len(frame))]
+    return frame
+
+
+def _write_odd(kind: str, path: Path) -> None:
+    frame = _frame_with(kind)
+    if kind == "duplicate column names":
+        path.write_text(frame.to_csv(index=False).replace("a,b,c,d,y", "a,b,c,a,y", 1))
+    elif kind in ("semicolon", "tab", "pipe"):
+        frame.to_csv(path, index=False, sep={"semicolon": ";", "tab": "\t", "pipe": "|"}[kind])
+    elif kind == "semicolon with decimal commas":
+        frame.to_csv(path, index=False, sep=";", decimal=",")
+    elif kind == "Excel sep= line":
+        path.write_text("sep=;\n" + frame.to_csv(index=False, sep=";"))
+    elif kind == "latin-1":
+        frame.assign(c=frame["c"].map({"red": "rouge é", "green": "grün", "blue": "blå"})).to_csv(
+            path, index=False, encoding="latin-1")
+    elif kind == "UTF-8 with BOM":
+        frame[["y", "a", "b", "c", "d"]].to_csv(path, index=False, encoding="utf-8-sig")
+    else:
+        frame.to_csv(path, index=False)
+
+
+#: kind -> (input columns the run must have read, a phrase of the note, whether the note is a known bug)
+ODD: dict[str, tuple[list[str], str | None, str | None]] = {
+    "all-missing column": (["a", "b", "c", "d", "empty"], "dropped column 'empty'", SEARCH_BUG),
+    "infinite values": (["a", "b", "c", "d"], "infinite values", SEARCH_BUG),
+    "duplicate column names": (["a", "b", "c", "a.1"], "duplicate column names 'a'", None),
+    "mixed-type column": (["a", "b", "c", "d", "m"], "mixes numbers", SEARCH_BUG),
+    "thousands of levels": (["a", "b", "c", "d", "city"], "column 'city' has", SEARCH_BUG),
+    "date column": (["a", "b", "c", "d"], "read as dates", SEARCH_BUG),
+    "missing target": (["a", "b", "c", "d"], "dropped 20 rows with a missing target 'y'", None),
+    "string labels": (["a", "b", "c", "d"], "text/categories with 2 distinct values", None),
+    "semicolon": (["a", "b", "c", "d"], None, None),
+    "tab": (["a", "b", "c", "d"], None, None),
+    "pipe": (["a", "b", "c", "d"], None, None),
+    "semicolon with decimal commas": (["a", "b", "c", "d"], "decimals with ','", None),
+    "Excel sep= line": (["a", "b", "c", "d"], "'sep=;' line", None),
+    "latin-1": (["a", "b", "c", "d"], "read it as latin-1", None),
+    "UTF-8 with BOM": (["a", "b", "c", "d"], None, None),
+}
+
+
+@pytest.fixture(scope="module")
+def odd_runs(tmp_path_factory: pytest.TempPathFactory, tiny_space: Path) -> Callable[[str], SimpleNamespace]:
+    """One search (1 trial, journal storage: quicker than SQLite to set up) per kind of odd input, on demand."""
+    root = tmp_path_factory.mktemp("odd")
+    done: dict[str, SimpleNamespace] = {}
+
+    def get(kind: str) -> SimpleNamespace:
+        if kind not in done:
+            folder = root / kind.replace(" ", "_")
+            folder.mkdir()
+            data = folder / "data.csv"
+            _write_odd(kind, data)
+            before = sha256(data)
+            result = invoke("search", data, "--target", "y", "--out", folder / "run", "--space", tiny_space,
+                            "--n-trials", 1, "--storage", f"journal:///{(folder / 'study.log').resolve()}")
+            done[kind] = SimpleNamespace(result=result, data=data, run=folder / "run", before=before)
+        return done[kind]
+
+    return get
+
+
+@pytest.mark.parametrize("kind", list(ODD))
+def test_odd_input_is_searched(kind: str, odd_runs: Callable[[str], SimpleNamespace]) -> None:
+    run = odd_runs(kind)
+    assert run.result.exit_code == 0, run.result.output
+    assert "error" not in run.result.output.lower()
+    assert sha256(run.data) == run.before
+    spec = json.loads((run.run / "run.json").read_text())
+    assert spec["task"] == "binary" and spec["classes"] == ["no", "yes"]
+    schema = json.loads((run.run / "preprocess" / "standard.json").read_text())["input_schema"]
+    columns, _, _ = ODD[kind]
+    assert [item["name"] for item in schema] == columns
+    numeric = {item["name"]: item["dtype"] for item in schema}
+    assert numeric["b"].startswith("float"), numeric  # the numbers were read as numbers
+
+
+@pytest.mark.parametrize("kind", [
+    pytest.param(kind, marks=pytest.mark.xfail(reason=f"{bug}: the preprocessing notes (FeaturePreprocessor.notes) "
+                                                      "are never shown: _write_data() drops them", strict=True))
+    if bug else kind
+    for kind, (_, note, bug) in ODD.items() if note
+])
+def test_odd_input_gets_a_one_line_note(kind: str, odd_runs: Callable[[str], SimpleNamespace]) -> None:
+    run = odd_runs(kind)
+    note = ODD[kind][1]
+    assert any(line.startswith("note: ") and note in line for line in lines_of(run.result)), run.result.output
+
+
+@pytest.mark.xfail(reason=f"{REPORT_BUG}: notes go through rich's console, which wraps them at the terminal "
+                          "width (80 columns when not a terminal)", strict=True)
+def test_every_search_note_is_one_whole_line(tmp_path: Path, tiny_space: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    target = "has_the_customer_cancelled_the_subscription_within_90_days"
+    frame = toy_frame().rename(columns={"y": target})
+    frame.loc[::10, target] = np.nan
+    result = invoke("search", _csv(tmp_path, frame), "--target", target, "--out", tmp_path / "run", "--space",
+                    tiny_space, "--n-trials", 1, "--storage", f"journal:///{(tmp_path / 'study.log').resolve()}")
+    assert result.exit_code == 0, result.output
+    notes = json.loads((tmp_path / "run" / "run.json").read_text())["notes"]
+    assert f"dropped 20 rows with a missing target {target!r}" in notes
+    for note in notes:
+        assert f"note: {note}" in lines_of(result), (note, result.output)
+
+
+@pytest.mark.xfail(reason=f"{REPORT_BUG}: notes are printed as rich markup, so a column named 'price[usd]' is "
+                          "shown as 'price' (and a name with '[/]' crashes the command)", strict=True)
+def test_notes_show_column_names_verbatim(tmp_path: Path, tiny_space: Path) -> None:
+    frame = toy_frame().rename(columns={"y": "price[usd]"})
+    frame.loc[::10, "price[usd]"] = np.nan
+    data = _csv(tmp_path, frame)
+    result = invoke("search", data, "--target", "price[usd]", "--out", tmp_path / "run", "--space", tiny_space,
+                    "--n-trials", 1, "--storage", f"journal:///{(tmp_path / 'study.log').resolve()}")
+    assert result.exit_code == 0, result.output
+    assert "'price[usd]'" in result.output
+
+
+def test_predict_turns_odd_cells_into_counted_missing_values(tmp_path: Path, fitted: SimpleNamespace) -> None:
+    clean = fitted.frame.head(8).astype(object)
+    odd = clean.copy()
+    odd.loc[1, "a"] = "oops"
+    odd.loc[2, "b"] = "inf"
+    odd.loc[3, "c"] = "purple"
+    odd.loc[4, "d"] = "someday"
+    odd.loc[5, "a"] = "n/a?"
+    odd["extra"] = "ignored"
+    data, clean_data = _csv(tmp_path, odd, "odd.csv"), _csv(tmp_path, clean, "clean.csv")
+    digest = sha256(data)
+    result = invoke("predict", fitted.model, data)
+    assert result.exit_code == 0, result.output
+    pred = pd.read_csv(io.StringIO(result.stdout))
+    assert len(pred) == len(odd)
+    notes = [line for line in lines_of(result) if line.startswith("note: ")]
+    for phrase in ("column 'a': 2 values could not be read as numbers", "column 'b': 1 infinite values",
+                   "column 'c': 1 values not seen in training", "column 'd': 1 values could not be read as dates",
+                   "dropped the target column 'y'", "ignored 1 column not used in training: 'extra'"):
+        assert sum(phrase in note for note in notes) == 1, (phrase, notes)
+    same = pd.read_csv(io.StringIO(invoke("predict", fitted.model, clean_data).stdout))
+    untouched = [0, 6, 7]  # rows without odd cells predict as in the clean table, in the same order
+    np.testing.assert_allclose(pred.loc[untouched, "proba_yes"], same.loc[untouched, "proba_yes"], rtol=1e-5)
+    assert sha256(data) == digest
+
+
+# --- the input data file is never modified ----------------------------------------------------------
+
+
+def test_the_data_file_is_never_modified(tmp_path: Path, tiny_space: Path, fitted: SimpleNamespace) -> None:
+    data = _csv(tmp_path, toy_frame(40))
+    digest = sha256(data)
+    attempts = [
+        ["search", data, "--target", "y", "--out", data],
+        ["search", data, "--target", "y", "--out", tmp_path / "r1", "--artifacts", data],
+        ["search", data, "--target", "y", "--out", tmp_path / "r2", "--storage", f"sqlite:///{data.resolve()}"],
+        ["search", data, "--target", "y", "--out", tmp_path / "r3", "--storage", f"journal:///{data.resolve()}"],
+        ["fit", data, "--target", "y", "--model", data],
+        ["fit", data, "--target", "y", "--model", tmp_path / "m", "--out", data],
+    ]
+    for args in attempts:
+        result = invoke(*args, "--space", tiny_space, "--n-trials", 1, "--no-gbt" if args[0] == "fit" else "--quiet")
+        assert result.exit_code != 0, (args, result.output)
+        assert sha256(data) == digest, args
+    result = invoke("predict", fitted.model, data, "--out", data)
+    assert result.exit_code == 2 and sha256(data) == digest

@@ -1,0 +1,102 @@
+"""AutoDNNClassifier / AutoDNNRegressor as scikit-learn estimators (tiny budgets bounded by trial counts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+import automl_dnn
+from automl_dnn import AutoDNNClassifier, AutoDNNRegressor
+from automl_dnn.errors import AutoDNNError, DataError
+
+TINY = dict(time_budget=None, n_trials=2, space="quick", gbt_trials=1, threads=1)
+
+
+@pytest.fixture(scope="module")
+def cancer() -> tuple[np.ndarray, np.ndarray]:
+    X, y = load_breast_cancer(return_X_y=True)
+    return X, np.where(y == 1, "benign", "malignant")
+
+
+@pytest.fixture(scope="module")
+def classifier(cancer: tuple[np.ndarray, np.ndarray]) -> AutoDNNClassifier:
+    X, y = cancer
+    return AutoDNNClassifier(**TINY).fit(X[:400], y[:400])
+
+
+@pytest.fixture(scope="module")
+def regressor() -> tuple[AutoDNNRegressor, pd.DataFrame, pd.Series]:
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    return AutoDNNRegressor(**TINY).fit(X, y), X, y
+
+
+def test_init_only_stores_parameters() -> None:
+    est = AutoDNNClassifier(n_trials=3, space="quick")
+    assert est.get_params()["n_trials"] == 3 and est.get_params()["test_size"] == 0.0
+    assert clone(est).get_params() == est.get_params()
+    with pytest.raises(NotFittedError):
+        est.predict(np.zeros((2, 3)))
+
+
+def test_classifier_fit_predict_score(classifier: AutoDNNClassifier, cancer: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = cancer
+    assert list(classifier.classes_) == ["benign", "malignant"] and classifier.n_features_in_ == 30
+    pred = classifier.predict(X[400:])
+    assert pred.shape == (len(X) - 400,) and set(pred) <= {"benign", "malignant"}
+    proba = classifier.predict_proba(X[400:])
+    assert proba.shape == (len(X) - 400, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert classifier.score(X[400:], y[400:]) > 0.8
+    assert not hasattr(classifier, "feature_names_in_")
+    assert classifier.ensemble_report_.members and classifier.search_summary_.n_complete >= 1
+
+
+def test_classifier_refuses_a_wrong_width(classifier: AutoDNNClassifier) -> None:
+    with pytest.raises(DataError, match="X has 3 features.*fitted with 30"):
+        classifier.predict(np.zeros((2, 3)))
+
+
+def test_save_and_load(classifier: AutoDNNClassifier, cancer: tuple[np.ndarray, np.ndarray],
+                       tmp_path: Path) -> None:
+    X, _ = cancer
+    classifier.save(tmp_path / "model")
+    loaded = AutoDNNClassifier.load(tmp_path / "model")
+    np.testing.assert_array_equal(loaded.predict_proba(X[400:]), classifier.predict_proba(X[400:]))
+    assert list(loaded.classes_) == list(classifier.classes_)
+    predictor = automl_dnn.load(tmp_path / "model")
+    assert predictor.task == "binary" and predictor.predict(X[400:410]).shape == (10,)
+    with pytest.raises(AutoDNNError, match="does binary.*AutoDNNClassifier"):
+        AutoDNNRegressor.load(tmp_path / "model")
+
+
+def test_regressor_with_a_dataframe(regressor: tuple[AutoDNNRegressor, pd.DataFrame, pd.Series],
+                                    tmp_path: Path) -> None:
+    model, X, y = regressor
+    assert list(model.feature_names_in_) == list(X.columns) and model.n_features_in_ == 10
+    assert model.predict(X).shape == (len(X),)
+    assert model.score(X, y) > 0.2
+    model.save(tmp_path / "reg")
+    np.testing.assert_array_equal(AutoDNNRegressor.load(tmp_path / "reg").predict(X), model.predict(X))
+
+
+def test_work_dir_is_kept(tmp_path: Path) -> None:
+    X, y = load_diabetes(return_X_y=True)
+    AutoDNNRegressor(**{**TINY, "n_trials": 1, "gbt": False}, work_dir=tmp_path).fit(X[:120], y[:120])
+    (fit_dir,) = tmp_path.iterdir()
+    assert (fit_dir / "train.parquet").is_file() and (fit_dir / "model" / "model.json").is_file()
+
+
+def test_cross_val_score_with_a_pipeline(cancer: tuple[np.ndarray, np.ndarray]) -> None:
+    X, y = cancer
+    pipe = Pipeline([("scale", StandardScaler()), ("model", AutoDNNClassifier(**TINY))])
+    scores = cross_val_score(pipe, X, y, cv=2)
+    assert scores.shape == (2,) and np.all(scores > 0.8)
