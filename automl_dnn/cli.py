@@ -39,8 +39,11 @@ class PositiveFloat(click.ParamType):
 def _file_in_the_way(path: Path) -> Path | None:
     """The existing non-folder at ``path`` or above it, if any: then ``path`` cannot be a folder."""
     for candidate in (path, *path.parents):
-        if candidate.exists() and not candidate.is_dir():
-            return candidate
+        try:
+            if candidate.exists() and not candidate.is_dir():
+                return candidate
+        except OSError:  # e.g. no permission to look: the command itself will say what is wrong
+            return None
     return None
 
 

@@ -38,7 +38,6 @@ import csv
 import difflib
 import gzip
 import hashlib
-import io
 import math
 import os
 import re

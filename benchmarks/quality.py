@@ -488,6 +488,12 @@ def table(datasets: list[dict[str, Any]], systems: list[str], budget: float, res
         lines.append(f"| {ds['name']} ({SECONDARY[ds['task']]}) | " + " | ".join(cells) + " |")
     lines.append("")
 
+    loads = [rec["process"]["load_before"] for rec in results.values() if "load_before" in rec.get("process", {})]
+    if loads:
+        lines += [f"Machine load (1-min load average on {os.cpu_count()} cores) when the runs started: median "
+                  f"{np.median(loads):.1f}, range {min(loads):.1f}-{max(loads):.1f}; above ~1, other work was "
+                  "taking CPU time from the budgeted systems.", ""]
+
     # automl-dnn details
     if "automl-dnn" in rows:
         lines.append("automl-dnn: trials of the study (complete / pruned / failed), where the fit's time went "
@@ -574,10 +580,12 @@ def main() -> None:
     text = table(datasets, systems, args.budget, results)
     print(text)
     if not args.no_write:
-        command = "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        shown = [a for a in sys.argv[1:] if a not in ("--table-only", "--force", "--retry-failed")]
+        command = ".venv/bin/python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in shown)
         RESULTS_MD.write_text(
             "# Quality benchmark results\n\n"
-            f"Command: `{command.strip()}` (from the repository root, with the project's `.venv`), "
+            f"Command: `{command.strip()}` (from the repository root; it runs what is not cached yet, then "
+            "prints this table), "
             f"on {time.strftime('%Y-%m-%d')}; machine: {os.cpu_count()} CPU cores, no GPU.\n"
             "Outer split per dataset: `train_test_split(test_size=0.2, random_state=0)`, stratified for "
             "classification; every system runs alone in its own process and environment.\n\n" + text)

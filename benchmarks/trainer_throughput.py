@@ -6,7 +6,10 @@ permutation per epoch and evaluate the validation loss once per epoch (the proje
 turns the outputs into probabilities and keeps the best weights). Runs alternate so that machine
 noise hits both sides alike; the median over repeats is reported.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/trainer_throughput.py --epochs 5 --repeats 3
+    PYTHONPATH=. .venv/bin/python benchmarks/trainer_throughput.py --epochs 5 --repeats 5 --threads 1
+
+On a shared machine pass --threads 1: with several intra-op threads, other processes on the same
+cores stall the thread barriers and the timings swing by 10x or more on both sides.
 """
 
 from __future__ import annotations

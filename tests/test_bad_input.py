@@ -91,7 +91,7 @@ def test_target_absent_lists_close_matches(tmp_path: Path, tiny_space: Path) -> 
     assert_one_line_error(_search(tmp_path, tiny_space, data, target=None), "--target", "'label'")
 
 
-@pytest.mark.parametrize("name, target_values, extra, needles", [
+TARGETS = [
     ("target all missing", [np.nan] * 40, [], ["no values", "all 40 rows are missing"]),
     ("one class only", ["yes"] * 40, [], ["single value 'yes'"]),
     ("fewer rows than the split needs", ["a", "b"] * 3, [], ["too few rows", "6 rows"]),
@@ -100,7 +100,10 @@ def test_target_absent_lists_close_matches(tmp_path: Path, tiny_space: Path) -> 
     ("regression metric for classes", ["yes", "no"] * 20, ["--metric", "rmse"], ["metric", "rmse"]),
     ("no training rows left", ["yes", "no"] * 20, ["--valid-size", "0.5", "--test-size", "0.5"],
      ["valid_size + test_size"]),
-], ids=lambda v: v if isinstance(v, str) else None)
+]
+
+
+@pytest.mark.parametrize("name, target_values, extra, needles", TARGETS, ids=[case[0] for case in TARGETS])
 def test_unusable_target(name: str, target_values: list, extra: list[str], needles: list[str], tmp_path: Path,
                          tiny_space: Path) -> None:
     frame = toy_frame(len(target_values)).assign(y=target_values)
@@ -110,7 +113,7 @@ def test_unusable_target(name: str, target_values: list, extra: list[str], needl
 # --- search spaces ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, text, needles", [
+SPACES = [
     ("unknown top-level key", TINY_SPACE + "bogus: 1\n", ["unknown key 'bogus'"]),
     ("unknown setting", TINY_SPACE + "  n_layer: 2\n", ["unknown key 'n_layer'", "did you mean 'n_layers'"]),
     ("misspelt parameter key", TINY_SPACE + "  dropout: {low: 0.0, high: 0.3, lgo: true}\n", ["unknown key 'lgo'"]),
@@ -120,7 +123,10 @@ def test_unusable_target(name: str, target_values: list, extra: list[str], needl
      ["'lr'", "log range must be > 0"]),
     ("not YAML", "params: [unclosed\n", ["not valid YAML"]),
     ("no params", "name: empty\n", ["'params'"]),
-], ids=lambda v: v if isinstance(v, str) and "\n" not in v else None)
+]
+
+
+@pytest.mark.parametrize("name, text, needles", SPACES, ids=[case[0] for case in SPACES])
 def test_bad_search_space(name: str, text: str, needles: list[str], tmp_path: Path) -> None:
     space = tmp_path / "space.yaml"
     space.write_text(text)
@@ -155,6 +161,8 @@ def test_failed_trials_print_no_traceback(tmp_path: Path, tiny_space: Path, monk
     # Optuna's log handler keeps the stderr of the moment Optuna was first imported; write to the current
     # one, as in a real `automl-dnn` process.
     import logging
+
+    import optuna  # noqa: F401  (sets up its handler first, so the patch below replaces it)
 
     class CurrentStderr(logging.StreamHandler):
         @property  # type: ignore[override]
@@ -208,7 +216,7 @@ def test_journal_storage_on_a_file_that_is_not_a_journal(tmp_path: Path, tiny_sp
 
 
 @pytest.mark.parametrize("command", ["search", "fit"])
-@pytest.mark.parametrize("budget", ["0", "-5", "abc", "nan", "inf", ""])
+@pytest.mark.parametrize("budget", ["0", "-5", "abc", "nan", "inf", ""], ids=repr)
 def test_time_budget_must_be_positive_seconds(command: str, budget: str, tmp_path: Path) -> None:
     data = _csv(tmp_path, toy_frame(40))
     out = ["--out", tmp_path / "run"] if command == "search" else ["--model", tmp_path / "model"]
@@ -305,12 +313,15 @@ def test_ensemble_without_a_completed_trial(tmp_path: Path, tiny_space: Path) ->
     assert_one_line_error(invoke("report", tmp_path), "not a run folder")
 
 
-@pytest.mark.parametrize("name, change, needles", [
+PREDICT_INPUTS = [
     ("missing column", lambda f: f.drop(columns="b"), ["missing column 'b'"]),
     ("numbers that cannot be read", lambda f: f.assign(a=["n/a?", "x", "y", "z", "w"]), ["'a'", "numbers"]),
     ("dates that cannot be read", lambda f: f.assign(d=["soon", "later", "x", "y", "z"]), ["'d'", "dates"]),
     ("empty table", lambda f: f.head(0), ["no rows"]),
-], ids=lambda v: v if isinstance(v, str) else None)
+]
+
+
+@pytest.mark.parametrize("name, change, needles", PREDICT_INPUTS, ids=[case[0] for case in PREDICT_INPUTS])
 def test_predict_input_that_cannot_be_used(name: str, change: Callable[[pd.DataFrame], pd.DataFrame],
                                           needles: list[str], tmp_path: Path, fitted: SimpleNamespace) -> None:
     data = _csv(tmp_path, change(fitted.frame.drop(columns="y").head(5).astype(object)))
@@ -348,7 +359,7 @@ def _tampered(fitted: SimpleNamespace, tmp_path: Path, how: str) -> Path:
     ("changed file", ["sha256"]),
     ("newer format", ["newer", "upgrade"]),
     ("broken model.json", ["not valid JSON"]),
-])
+], ids=["missing file", "changed file", "newer format", "broken model.json"])
 def test_damaged_model_folder(how: str, needles: list[str], tmp_path: Path, fitted: SimpleNamespace) -> None:
     model = _tampered(fitted, tmp_path, how)
     assert_one_line_error(invoke("predict", model, fitted.data), *needles)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -39,13 +40,17 @@ def _command(out: Path, space: Path, n_trials: int) -> list[str]:
 
 
 def _states(out: Path) -> list[TrialState]:
-    if not (out / "run.json").exists() or not (out / "study.db").exists():
+    """Trial states read straight from the SQLite file, read-only: opening it through Optuna while the
+    search creates its tables would race with that creation."""
+    db = out / "study.db"
+    if not db.exists():
         return []
     try:
-        study = open_study(RunDir(out).read_spec(), seed=0, create=False)
-    except Exception:  # the study is being created
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+            rows = conn.execute("SELECT state FROM trials ORDER BY number").fetchall()
+    except sqlite3.OperationalError:  # the tables are being created
         return []
-    return [t.state for t in study.get_trials(deepcopy=False)]
+    return [TrialState[state] for (state,) in rows]
 
 
 def _wait_until_mid_trial(proc: subprocess.Popen, out: Path, complete: int) -> None:
