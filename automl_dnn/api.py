@@ -42,9 +42,12 @@ def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gb
 def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: float | None = None,
         top_k: int = 5, gbt: bool = True, gbt_trials: int = 10, **options: Any) -> tuple[SearchSummary, EnsembleReport]:
     """Search, ensemble and export within ``time_budget`` seconds in total."""
+    from automl_dnn.run import check_output_dir
+
     started = time.time()
     model_dir = Path(model_dir)
     out = Path(out) if out else model_dir.parent / f"{model_dir.name}-run"
+    check_output_dir(model_dir, "model folder")  # refuse a bad model path before the search, not after
     search_budget = None if time_budget is None else time_budget * (1 - ENSEMBLE_SHARE)
     summary = search(source, out=out, time_budget=search_budget, **options)
     left = None if time_budget is None else max(1.0, time_budget - (time.time() - started))
@@ -71,8 +74,14 @@ def write_report(run_dir: Path, *, out: Path | None = None) -> Path:
     """Write an HTML report of a run's study."""
     from automl_dnn.report import write_html_report
 
+    from automl_dnn.run import check_output_dir
+
     run_dir = Path(run_dir)
-    return write_html_report(run_dir, out or run_dir / "report.html")
+    out = Path(out) if out else run_dir / "report.html"
+    check_output_dir(out.parent, "report folder")
+    if out.is_dir():
+        raise AutoDNNError(f"report path {str(out)!r} is a folder; give a file name like report.html")
+    return write_html_report(run_dir, out)
 
 
 def serve_dashboard(*, run_dir: Path | None = None, storage: str | None = None, host: str = "127.0.0.1",

@@ -18,25 +18,17 @@ out = Console()
 
 
 
-def describe_params(params: dict[str, Any]) -> dict[str, str]:
-    """The key hyperparameters of a trial in a few short columns."""
-    lr = params.get("lr_adaptive", params.get("lr_sgd", params.get("lr")))
-    net = f"{params.get('n_layers', '?')}x{params.get('d_hidden', '?')}"
-    extras = [params.get("batchnorm") not in (None, "none") and f"bn-{params['batchnorm']}",
-              params.get("dropout") and f"drop {params['dropout']:.2f}"]
-    return {
-        "net": " ".join([net, params.get("activation", "")] + [e for e in extras if e]),
-        "optimizer": f"{params.get('optimizer', '')} {lr:.2g}" if isinstance(lr, float) else str(params.get("optimizer", "")),
-        "schedule": str(params.get("schedule", "")),
-    }
-
-
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     if isinstance(value, float):
         return f"{value:.{digits}g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.{digits}f}"
     return str(value)
+
+
+def _note(text: str, style: str = "dim") -> None:
+    """One line of user text, printed as is: column names may contain rich markup like [x]."""
+    console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -71,27 +63,27 @@ def print_search_summary(summary: SearchSummary, *, quiet: bool = False) -> None
         out.print(f"best {summary.metric}: {_fmt(summary.best[0]['value']) if summary.best else '-'}")
         return
     for note in summary.notes:
-        console.print(f"[dim]note: {note}[/]")
+        _note(f"note: {note}")
     table = Table(title=f"Best trials of study {summary.study_name!r} ({summary.metric}, {summary.direction})")
     for column in ("trial", summary.metric, "net", "optimizer", "schedule", "epochs"):
         table.add_column(column, justify="right" if column in ("trial", summary.metric, "epochs") else "left")
     for row in summary.best:
-        described = describe_params(row["params"])
+        described = {"net": "", "optimizer": "", "schedule": "", **row.get("summary", {})}
         table.add_row(str(row["number"]), _fmt(row["value"]), described["net"], described["optimizer"],
                       described["schedule"], _fmt(row["epochs"]))
     out.print(table)
     out.print(
         f"{summary.n_complete} complete, {summary.n_pruned} pruned, {summary.n_failed} failed trials "
-        f"in {summary.seconds:.0f}s; storage {summary.storage}"
+        f"in {summary.seconds:.0f}s; storage {summary.storage}", markup=False, highlight=False, soft_wrap=True
     )
 
 
 def print_ensemble_report(report: Any, *, quiet: bool = False) -> None:
     """The members table and the best single / equal-weight / weighted ensemble rows."""
     for note in getattr(report, "notes", []):
-        console.print(f"[dim]note: {note}[/]")
+        _note(f"note: {note}")
     for warning in getattr(report, "warnings", []):
-        console.print(f"[yellow]warning: {warning}[/]")
+        _note(f"warning: {warning}", style="yellow")
     rows = getattr(report, "rows", [])
     if quiet:
         final = rows[-1] if rows else {}

@@ -97,6 +97,8 @@ def prepare_run(options: SearchOptions) -> dict[str, Any]:
     from automl_dnn.data import FeaturePreprocessor, load_dataset
 
     run = RunDir(check_output_dir(options.out, "run folder"))
+    if options.artifacts is not None:
+        check_output_dir(options.artifacts, "artifacts folder")
     space = load_space(options.space)
     dataset = load_dataset(
         options.source,
@@ -147,14 +149,21 @@ def prepare_run(options: SearchOptions) -> dict[str, Any]:
             spec["artifacts"] = old["artifacts"]
         spec["notes"] = old.get("notes", spec["notes"])
     _check_storage_for_jobs(spec["storage"], options.jobs)
-    if not run.exists() or not run.split_path.exists():
-        _write_data(run, dataset, space, FeaturePreprocessor)
+    open_storage(spec["storage"])  # a URL that cannot be opened is never recorded in run.json
+    expected = [run.split_path, run.target_path] + [run.data_path(s) for s in scalings_of(space)]
+    if not all(path.exists() for path in expected):
+        notes = _write_data(run, dataset, space, FeaturePreprocessor)
+        spec["notes"] = list(dict.fromkeys(list(dataset.notes) + notes))
     write_json(run.spec_path, spec)
     return spec
 
 
-def _write_data(run: RunDir, dataset: Any, space: SearchSpace, preprocessor_cls: type) -> None:
-    """Fit the preprocessing on train for every scaling the space can choose; save encoded matrices."""
+def _write_data(run: RunDir, dataset: Any, space: SearchSpace, preprocessor_cls: type) -> list[str]:
+    """Fit the preprocessing on train for every scaling the space can choose; save encoded matrices.
+
+    Returns the preprocessing's notes (dropped columns, coerced values, ...) for the run's summary.
+    """
+    notes: list[str] = []
     save_arrays(run.split_path, {part: dataset.split[part].astype(np.int64) for part in ("train", "valid", "test")})
     write_json(run.target_path, dataset.target_encoder.to_dict())
     for scaling in scalings_of(space):
@@ -165,6 +174,8 @@ def _write_data(run: RunDir, dataset: Any, space: SearchSpace, preprocessor_cls:
             arrays[f"y_{part}"] = dataset.labels(part)
         save_arrays(run.data_path(scaling), arrays)
         write_json(run.preprocess_path(scaling), pre.to_dict())
+        notes.extend(pre.notes)
+    return list(dict.fromkeys(notes))
 
 
 def scalings_of(space: SearchSpace) -> list[str]:
@@ -225,8 +236,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         path = path[1:] if path.startswith("//") else path
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+        except (ValueError, OSError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            raise StorageError(f"{path!r} is not an Optuna journal file ({type(exc).__name__}); "
+                               "give a new file name or an existing journal") from None
     scheme = url.split(":", 1)[0].split("+", 1)[0]
     if scheme not in ("sqlite", "postgresql", "postgres", "mysql", "oracle", "mssql"):
         raise StorageError(
@@ -239,7 +254,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except ModuleNotFoundError as exc:
-        raise StorageError(f"storage URL {url!r} needs the Python package {exc.name!r}: pip install 'automl-dnn[postgres]'") from None
+        raise StorageError(f"storage URL {_redact(url)} needs the Python package {exc.name!r}: "
+                           "pip install 'automl-dnn[postgres]'") from None
     except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot use this storage"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StorageError(f"cannot open storage {_redact(url)}: {reason}") from None
@@ -521,6 +537,7 @@ class Objective:
         scores = metrics.all_scores(self.task, y_valid, valid_pred)
         self._save_artifacts(trial, model, settings, data["X_train"].shape[1], d_out, valid_pred, test_pred, scores)
         trial.set_user_attr("status", result.status)
+        trial.set_user_attr("summary", describe_settings(settings))
         trial.set_user_attr("epochs_run", result.epochs_run)
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("n_params", count_parameters(model))
@@ -584,6 +601,19 @@ class _EpochReporter(Callback):
         return self.objective.stop.should_stop()
 
 
+def describe_settings(settings: TrialSettings) -> dict[str, str]:
+    """The key hyperparameters of a trial in three short strings (tables, dashboard, ensemble report)."""
+    net, train = settings.net, settings.train
+    extras = [f"bn-{net.batchnorm}" if net.batchnorm != "none" else "",
+              f"{'alpha-' if net.dropout_kind == 'alpha' else ''}drop {net.dropout:.2f}" if net.dropout else "",
+              "quantile" if settings.scaling == "quantile" else ""]
+    return {
+        "net": " ".join([f"{net.n_layers}x{net.d_hidden}", net.activation] + [e for e in extras if e]),
+        "optimizer": f"{train.optimizer} {train.lr:.2g}",
+        "schedule": train.schedule,
+    }
+
+
 def _finite(value: float) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
@@ -625,7 +655,6 @@ def run_worker(ctx: WorkerContext, on_trial: Callable[[optuna.Study], None] | No
                stop: StopFlag | None = None) -> None:
     """Run trials until the trial count, the deadline, or Ctrl-C; never more than ``n_trials`` in total."""
     # Failed trials are counted on screen and keep their reason in the study; no traceback per trial.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     stop = stop or StopFlag(ctx.deadline)
     if ctx.threads:
         import torch
@@ -633,6 +662,7 @@ def run_worker(ctx: WorkerContext, on_trial: Callable[[optuna.Study], None] | No
         torch.set_num_threads(ctx.threads)
     study = open_study(ctx.spec, seed=ctx.seed + ctx.worker_index, pruner=ctx.pruner,
                        several_workers=ctx.several_workers, create=False)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     objective = Objective(ctx, stop)
     lock = _TrialSlotLock(Path(ctx.run_dir) / ".trial-slot.lock")
     failures_in_a_row = 0
@@ -801,7 +831,7 @@ def summarize(study: optuna.Study, spec: dict[str, Any], run_dir: Path, seconds:
     reverse = spec["direction"] == "maximize"
     complete.sort(key=lambda t: t.value, reverse=reverse)
     best = [
-        {"number": t.number, "value": t.value, "params": dict(t.params),
+        {"number": t.number, "value": t.value, "params": dict(t.params), "summary": t.user_attrs.get("summary", {}),
          "epochs": t.user_attrs.get("epochs_run"), "seconds": t.user_attrs.get("train_seconds")}
         for t in complete[:top]
     ]

@@ -131,6 +131,8 @@ def parse_space(raw: Any, *, origin: str = "<space>") -> SearchSpace:
         params=tuple(params),
         source=raw,
     )
+    for param in params:
+        _check_values(param, origin)
     enqueue = raw.get("enqueue") or []
     if not isinstance(enqueue, list) or not all(isinstance(t, dict) for t in enqueue):
         raise SpaceError(f"search space {origin}: 'enqueue' must be a list of mappings of parameter values")
@@ -219,6 +221,36 @@ def _parse_when(raw: Any, earlier: list[Param], where: str) -> dict[str, tuple[t
             raise SpaceError(f"{where}: condition on {other!r} uses {bad or values!r}, not among its values {allowed!r}")
         when[other] = (values, negate)
     return when
+
+
+def _check_values(param: Param, origin: str) -> None:
+    """Refuse values the model or trainer would reject, at load time rather than inside every trial."""
+    if param.field is None:
+        return
+    if param.type == "fixed":
+        candidates = [param.value]
+    elif param.type == "categorical":
+        candidates = list(param.choices)
+    else:
+        candidates = [param.low, param.high]
+    for value in candidates:
+        problem = settings_problem({param.field: value})
+        if problem:
+            raise SpaceError(f"search space {origin}, parameter {param.name!r}: value {value!r} is refused: {problem}")
+
+
+def settings_problem(values: dict[str, Any]) -> str | None:
+    """Why these settings (others at their defaults) cannot build or train a net, or None."""
+    from automl_dnn.model import build_mlp
+    from automl_dnn.train import check_config
+
+    try:
+        settings = settings_from_values(values)
+        build_mlp(settings.net, d_in=2, d_out=1)
+        check_config(settings.train)
+    except (ValueError, TypeError, SpaceError) as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
 
 
 def _check_enqueued(space: SearchSpace, trial: dict[str, Any], where: str) -> None:

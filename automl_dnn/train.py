@@ -142,6 +142,13 @@ def _check_task(task: str) -> None:
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
 
 
+def check_config(config: TrainConfig) -> None:
+    """Refuse a config that the loop, its optimizer or its schedule cannot run (ValueError naming the value)."""
+    _check_config(config)
+    make_optimizer(config.optimizer, [torch.zeros(1, requires_grad=True)], config)
+    Schedule(config, total_steps=1)
+
+
 def _check_config(c: TrainConfig) -> None:
     """Refuse values the loop cannot run (optimizer and schedule values are checked in optim.py)."""
     if c.clip not in CLIP_KINDS:

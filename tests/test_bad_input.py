@@ -25,7 +25,6 @@ from automl_dnn import api
 from automl_dnn.errors import AutoDNNError
 from tests.conftest import TINY_SPACE, assert_one_line_error, invoke, lines_of, sha256, toy_frame
 
-SEARCH_BUG = "search.py"
 REPORT_BUG = "report.py"
 
 
@@ -140,8 +139,6 @@ def test_missing_or_unknown_search_space(tmp_path: Path) -> None:
     assert_one_line_error(_search(tmp_path, "fancy", data), "unknown search space 'fancy'", "default")
 
 
-@pytest.mark.xfail(reason="space.py: setting values are not checked when the space is loaded (d_hidden: -3 "
-                          "only fails in the trials, whose tracebacks are printed)", strict=True)
 def test_impossible_setting_value_is_refused_before_any_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("automl_dnn.search.MAX_FAILURES_IN_A_ROW", 1)  # keep the failing search short
     space = tmp_path / "space.yaml"
@@ -149,8 +146,6 @@ def test_impossible_setting_value_is_refused_before_any_trial(tmp_path: Path, mo
     assert_one_line_error(_search(tmp_path, space, _csv(tmp_path, toy_frame(40))), "search space", "d_hidden")
 
 
-@pytest.mark.xfail(reason=f"{SEARCH_BUG}: open_study() resets Optuna's verbosity to WARNING after run_worker() "
-                          "set ERROR, so each failed trial prints Optuna's warning with a traceback", strict=True)
 def test_failed_trials_print_no_traceback(tmp_path: Path, tiny_space: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("automl_dnn.search.MAX_FAILURES_IN_A_ROW", 1)
 
@@ -193,8 +188,6 @@ def test_unreachable_database(tmp_path: Path, tiny_space: Path) -> None:
     assert "s3cret" not in line
 
 
-@pytest.mark.xfail(reason=f"{SEARCH_BUG}: prepare_run() records a storage URL in run.json before opening it, so "
-                          "after a bad --storage the run folder keeps failing without --storage", strict=True)
 def test_a_bad_storage_url_does_not_stick_to_the_run_folder(tmp_path: Path, tiny_space: Path) -> None:
     data = _csv(tmp_path, toy_frame(40))
     assert_one_line_error(_search(tmp_path, tiny_space, data, "--storage", "foo://bar"), "storage")
@@ -202,8 +195,6 @@ def test_a_bad_storage_url_does_not_stick_to_the_run_folder(tmp_path: Path, tiny
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.xfail(reason=f"{SEARCH_BUG}: open_storage() lets JournalStorage parse any existing file; a "
-                          "non-journal file gives 'internal error: JSONDecodeError', exit 1", strict=True)
 def test_journal_storage_on_a_file_that_is_not_a_journal(tmp_path: Path, tiny_space: Path) -> None:
     data = _csv(tmp_path, toy_frame(40))
     digest = sha256(data)
@@ -249,8 +240,6 @@ def test_output_file_that_cannot_be_written(tmp_path: Path, fitted: SimpleNamesp
     assert sha256(data) == digest
 
 
-@pytest.mark.xfail(reason="api.py/report.py: write_report() lets FileExistsError escape for an --out under a "
-                          "file (the CLI now checks it first)", strict=True)
 def test_api_write_report_under_a_file(tmp_path: Path, fitted: SimpleNamespace) -> None:
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
@@ -278,8 +267,6 @@ def test_api_predict_file_under_a_file(tmp_path: Path, fitted: SimpleNamespace) 
         api.predict_file(fitted.model, data, out=data / "pred.csv")
 
 
-@pytest.mark.xfail(reason=f"{SEARCH_BUG}: prepare_run() does not check --artifacts; the trials fail on it "
-                          "('all 1 trials failed; first reason: FileExistsError ...')", strict=True)
 def test_api_search_checks_the_artifacts_folder_first(tmp_path: Path, tiny_space: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("automl_dnn.search.MAX_FAILURES_IN_A_ROW", 1)
@@ -289,8 +276,6 @@ def test_api_search_checks_the_artifacts_folder_first(tmp_path: Path, tiny_space
                    artifacts=data, quiet=True)
 
 
-@pytest.mark.xfail(reason="api.py: fit() searches first and only then finds that model_dir cannot be a folder",
-                   strict=True)
 def test_api_fit_checks_the_model_folder_before_searching(tmp_path: Path, tiny_space: Path) -> None:
     data = _csv(tmp_path, toy_frame(40))
     with pytest.raises(AutoDNNError):
@@ -404,23 +389,23 @@ def _write_odd(kind: str, path: Path) -> None:
         frame.to_csv(path, index=False)
 
 
-#: kind -> (input columns the run must have read, a phrase of the note, whether the note is a known bug)
-ODD: dict[str, tuple[list[str], str | None, str | None]] = {
-    "all-missing column": (["a", "b", "c", "d", "empty"], "dropped column 'empty'", SEARCH_BUG),
-    "infinite values": (["a", "b", "c", "d"], "infinite values", SEARCH_BUG),
-    "duplicate column names": (["a", "b", "c", "a.1"], "duplicate column names 'a'", None),
-    "mixed-type column": (["a", "b", "c", "d", "m"], "mixes numbers", SEARCH_BUG),
-    "thousands of levels": (["a", "b", "c", "d", "city"], "column 'city' has", SEARCH_BUG),
-    "date column": (["a", "b", "c", "d"], "read as dates", SEARCH_BUG),
-    "missing target": (["a", "b", "c", "d"], "dropped 20 rows with a missing target 'y'", None),
-    "string labels": (["a", "b", "c", "d"], "text/categories with 2 distinct values", None),
-    "semicolon": (["a", "b", "c", "d"], None, None),
-    "tab": (["a", "b", "c", "d"], None, None),
-    "pipe": (["a", "b", "c", "d"], None, None),
-    "semicolon with decimal commas": (["a", "b", "c", "d"], "decimals with ','", None),
-    "Excel sep= line": (["a", "b", "c", "d"], "'sep=;' line", None),
-    "latin-1": (["a", "b", "c", "d"], "read it as latin-1", None),
-    "UTF-8 with BOM": (["a", "b", "c", "d"], None, None),
+#: kind -> (input columns the run must have read, a phrase of the note)
+ODD: dict[str, tuple[list[str], str | None]] = {
+    "all-missing column": (["a", "b", "c", "d", "empty"], "dropped column 'empty'"),
+    "infinite values": (["a", "b", "c", "d"], "infinite values"),
+    "duplicate column names": (["a", "b", "c", "a.1"], "duplicate column names 'a'"),
+    "mixed-type column": (["a", "b", "c", "d", "m"], "mixes numbers"),
+    "thousands of levels": (["a", "b", "c", "d", "city"], "column 'city' has"),
+    "date column": (["a", "b", "c", "d"], "read as dates"),
+    "missing target": (["a", "b", "c", "d"], "dropped 20 rows with a missing target 'y'"),
+    "string labels": (["a", "b", "c", "d"], "text/categories with 2 distinct values"),
+    "semicolon": (["a", "b", "c", "d"], None),
+    "tab": (["a", "b", "c", "d"], None),
+    "pipe": (["a", "b", "c", "d"], None),
+    "semicolon with decimal commas": (["a", "b", "c", "d"], "decimals with ','"),
+    "Excel sep= line": (["a", "b", "c", "d"], "'sep=;' line"),
+    "latin-1": (["a", "b", "c", "d"], "read it as latin-1"),
+    "UTF-8 with BOM": (["a", "b", "c", "d"], None),
 }
 
 
@@ -454,26 +439,19 @@ def test_odd_input_is_searched(kind: str, odd_runs: Callable[[str], SimpleNamesp
     spec = json.loads((run.run / "run.json").read_text())
     assert spec["task"] == "binary" and spec["classes"] == ["no", "yes"]
     schema = json.loads((run.run / "preprocess" / "standard.json").read_text())["input_schema"]
-    columns, _, _ = ODD[kind]
+    columns, _ = ODD[kind]
     assert [item["name"] for item in schema] == columns
     numeric = {item["name"]: item["dtype"] for item in schema}
     assert numeric["b"].startswith("float"), numeric  # the numbers were read as numbers
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param(kind, marks=pytest.mark.xfail(reason=f"{bug}: the preprocessing notes (FeaturePreprocessor.notes) "
-                                                      "are never shown: _write_data() drops them", strict=True))
-    if bug else kind
-    for kind, (_, note, bug) in ODD.items() if note
-])
+@pytest.mark.parametrize("kind", [kind for kind, (_, note) in ODD.items() if note])
 def test_odd_input_gets_a_one_line_note(kind: str, odd_runs: Callable[[str], SimpleNamespace]) -> None:
     run = odd_runs(kind)
     note = ODD[kind][1]
     assert any(line.startswith("note: ") and note in line for line in lines_of(run.result)), run.result.output
 
 
-@pytest.mark.xfail(reason=f"{REPORT_BUG}: notes go through rich's console, which wraps them at the terminal "
-                          "width (80 columns when not a terminal)", strict=True)
 def test_every_search_note_is_one_whole_line(tmp_path: Path, tiny_space: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "80")
     target = "has_the_customer_cancelled_the_subscription_within_90_days"
@@ -488,8 +466,6 @@ def test_every_search_note_is_one_whole_line(tmp_path: Path, tiny_space: Path, m
         assert f"note: {note}" in lines_of(result), (note, result.output)
 
 
-@pytest.mark.xfail(reason=f"{REPORT_BUG}: notes are printed as rich markup, so a column named 'price[usd]' is "
-                          "shown as 'price' (and a name with '[/]' crashes the command)", strict=True)
 def test_notes_show_column_names_verbatim(tmp_path: Path, tiny_space: Path) -> None:
     frame = toy_frame().rename(columns={"y": "price[usd]"})
     frame.loc[::10, "price[usd]"] = np.nan
