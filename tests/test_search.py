@@ -184,3 +184,25 @@ def test_parallel_workers_on_a_journal_file_give_an_exact_count(tmp_path: Path, 
     assert len(numbers) == len(set(numbers))
     workers = {t.user_attrs["worker"]["pid"] for t in finished}
     assert len(workers) == 2 and os.getpid() not in workers
+
+
+def test_an_exception_inside_training_fails_that_trial_and_the_study_goes_on(
+    tmp_path: Path, tiny_space: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import automl_dnn.train as train_module
+
+    real_train, calls = train_module.train, []
+
+    def flaky_train(*args: object, **kwargs: object):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", flaky_train)
+    _search(tmp_path / "run", tiny_space, n_trials=3, pruner="none")
+    study = _study(tmp_path / "run")
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 1 and failed[0].number == 1
+    assert failed[0].user_attrs["fail_reason"] == "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
