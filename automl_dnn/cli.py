@@ -128,6 +128,7 @@ def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--valid-size", type=_fraction(False), default=0.15, show_default=True),
         click.option("--test-size", type=_fraction(True), default=0.15, show_default=True),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--amp", is_flag=True, help="Mixed precision (bf16) on CUDA."),
         click.option("--pruner", type=click.Choice(["hyperband", "median", "none"]), default="hyperband",
                      show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),

@@ -67,6 +67,7 @@ class SearchOptions:
     valid_size: float = 0.15
     test_size: float = 0.15
     device: str = "auto"
+    amp: bool = False  # bf16 autocast on CUDA
     pruner: str = "hyperband"
     seed: int = 0
     quiet: bool = False
@@ -449,6 +450,7 @@ class WorkerContext:
     threads: int | None
     several_workers: bool
     worker_index: int = 0
+    amp: bool = False
 
 
 class Objective:
@@ -464,6 +466,7 @@ class Objective:
         self.encoder = TargetEncoder.from_dict(read_json(self.run.target_path))
         self._data: dict[str, dict[str, np.ndarray]] = {}
         self.artifacts = Path(ctx.spec["artifacts"])
+        self.device = worker_device(ctx.device, ctx.worker_index)
 
     def data(self, scaling: str) -> dict[str, np.ndarray]:
         if scaling not in self._data:
@@ -520,16 +523,17 @@ class Objective:
             TrainData(data["X_train"], data["y_train"], data["X_valid"], data["y_valid"]),
             settings.train,
             task=self.task,
-            device=self.ctx.device,
+            device=self.device,
+            amp=self.ctx.amp,
             callbacks=[reporter],
             score_fn=lambda pred: metrics.as_loss(self.metric, metrics.score(self.metric, y_valid, self.user_space(pred))),
             threads=self.ctx.threads,
         )
         if result.best_epoch is None or not math.isfinite(result.best_score):
             raise TrialFailed(f"diverged: the loss became NaN or infinite at epoch {result.epochs_run}")
-        valid_pred = self.user_space(predict(model, data["X_valid"], task=self.task, device=self.ctx.device))
+        valid_pred = self.user_space(predict(model, data["X_valid"], task=self.task, device=self.device))
         test_pred = (
-            self.user_space(predict(model, data["X_test"], task=self.task, device=self.ctx.device))
+            self.user_space(predict(model, data["X_test"], task=self.task, device=self.device))
             if len(data["X_test"])
             else np.zeros((0,) + valid_pred.shape[1:])
         )
@@ -576,6 +580,19 @@ class Objective:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         trial.set_user_attr("artifacts", str(final))
+
+
+def worker_device(device: str, worker_index: int) -> str:
+    """Spread workers over the GPUs: worker i trains on GPU i mod n (several trials share a GPU)."""
+    if device not in ("auto", "cuda"):
+        return device
+    import torch
+
+    if not torch.cuda.is_available():
+        if device == "cuda":
+            raise AutoDNNError("--device cuda was given but no CUDA GPU is available; use --device auto or cpu")
+        return "cpu"
+    return f"cuda:{worker_index % torch.cuda.device_count()}"
 
 
 class _EpochReporter(Callback):
@@ -756,7 +773,7 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[dict[str, Any]]
     reap_stale_trials(study)
     ctx = WorkerContext(
         run_dir=str(Path(options.out).resolve()), spec=spec, deadline=deadline, n_trials=options.n_trials,
-        seed=options.seed, pruner=options.pruner, device=options.device, threads=options.threads,
+        seed=options.seed, pruner=options.pruner, device=options.device, amp=options.amp, threads=options.threads,
         several_workers=options.jobs > 1 or not spec["storage"].startswith("sqlite"),
     )
     stop = StopFlag(deadline)

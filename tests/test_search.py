@@ -206,3 +206,18 @@ def test_an_exception_inside_training_fails_that_trial_and_the_study_goes_on(
     assert len(failed) == 1 and failed[0].number == 1
     assert failed[0].user_attrs["fail_reason"] == "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
+
+
+def test_workers_spread_over_gpus_and_cpu_stays_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from automl_dnn.search import worker_device
+
+    assert worker_device("cpu", 3) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert worker_device("auto", 0) == "cpu"
+    with pytest.raises(AutoDNNError, match="no CUDA GPU"):
+        worker_device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [worker_device("auto", i) for i in range(4)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
