@@ -241,16 +241,14 @@ def _matching_shapes(candidates: list[_Candidate], y_valid: np.ndarray, y_test: 
 
 
 def describe_net(settings: dict[str, Any]) -> str:
-    """Key hyperparameters of a net in a few words: layers x width, activation, optimizer, schedule."""
+    """Key hyperparameters of a net in a few words: layers x width, activation, optimizer, schedule, scaling."""
     net, train = settings["net"], settings["train"]
     parts = [f"{net['n_layers']}x{net['d_hidden']} {net['activation']}"]
     if net.get("batchnorm", "none") != "none":
-        parts.append(f"bn {net['batchnorm']}")
+        parts[0] += f" bn-{net['batchnorm']}"
     if net.get("dropout", 0) > 0:
-        parts.append(f"dropout {net['dropout']:.2g}")
-    parts.append(f"{train['optimizer']} lr {train['lr']:.2g}")
-    parts.append(f"{train['schedule']} schedule")
-    parts.append(f"{settings.get('scaling', 'standard')} scaling")
+        parts[0] += f" drop {net['dropout']:.2f}"
+    parts += [f"{train['optimizer']} {train['lr']:.2g}", train["schedule"], settings.get("scaling", "standard")]
     return ", ".join(parts)
 
 
@@ -369,7 +367,8 @@ def _warnings(task: str, result: Any, candidates: list[_Candidate], chosen: list
     if not len(y_test):
         return []
     best = candidates[result.best_single]
-    test_gain = ensemble_loss(task, y_test, best.test) - ensemble_loss(task, y_test, _blend(chosen, result.weights, "test"))
+    ensemble_test = _blend(chosen, result.weights, "test")
+    test_gain = ensemble_loss(task, y_test, best.test) - ensemble_loss(task, y_test, ensemble_test)
     warning = overfit_warning(result.valid_gain, test_gain)
     return [warning] if warning else []
 

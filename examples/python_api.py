@@ -20,7 +20,8 @@ def main() -> None:
                                   quiet=True)
         print(f"{summary.n_complete} nets trained, {summary.n_pruned} pruned; ensemble by {report.metric}:")
         for row in report.rows:
-            print(f"  {row['model']:<32} valid {row['valid']:.4f}  test {row['test']:.4f}  weight {row['weight']}")
+            weight = "" if row["weight"] is None else f"  weight {row['weight']:.2f}"
+            print(f"  {row['model']:<34} valid {row['valid']:.4f}  test {row['test']:.4f}{weight}")
 
         model = automl_dnn.load(model_dir)  # verifies every file's sha256; no pickle involved
         rows = read_table("builtin:breast_cancer").drop(columns=["target"]).head(5)

@@ -27,7 +27,7 @@ def main() -> None:
 
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
     clf = AutoDNNClassifier(**settings).fit(X_train, y_train)
-    print(f"held-out accuracy: {clf.score(X_test, y_test):.3f}; classes {list(clf.classes_)}")
+    print(f"held-out accuracy: {clf.score(X_test, y_test):.3f}; classes {clf.classes_.tolist()}")
     with tempfile.TemporaryDirectory() as tmp:
         clf.save(Path(tmp) / "wine-model")  # model.json + safetensors + XGBoost UBJ, every file hashed
         again = AutoDNNClassifier.load(Path(tmp) / "wine-model")
