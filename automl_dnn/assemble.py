@@ -264,7 +264,7 @@ def _gbt_candidate(run: RunDir, spec: dict[str, Any], encoder: Any, y_valid: np.
                    time_budget: float | None, threads: int | None, notes: list[str]) -> _Candidate | None:
     """Train XGBoost on the run's own split of the (unchanged) source table."""
     from automl_dnn.data import FeaturePreprocessor
-    from automl_dnn.gbt import fit_gbt, predict_gbt
+    from automl_dnn.gbt import fit_gbt_holdout, predict_gbt
 
     dataset = _reload_source(spec, notes)
     if dataset is None:
@@ -277,9 +277,9 @@ def _gbt_candidate(run: RunDir, spec: dict[str, Any], encoder: Any, y_valid: np.
     y_train = dataset.y[split["train"]]
     if encoder.task == "regression":
         y_train = encoder.decode(y_train)
-    result = fit_gbt(frames["train"], y_train, frames["valid"], y_valid, task=encoder.task,
-                     n_classes=len(encoder.classes), n_trials=n_trials, seed=seed,
-                     time_budget=time_budget, threads=threads)
+    # XGBoost never sees the validation split: the ensemble weights are fitted on it.
+    result = fit_gbt_holdout(frames["train"], y_train, task=encoder.task, n_classes=len(encoder.classes),
+                             n_trials=n_trials, seed=seed, time_budget=time_budget, threads=threads)
 
     def pred(part: str) -> np.ndarray:
         if len(frames[part]) == 0:

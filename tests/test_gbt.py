@@ -164,3 +164,15 @@ def test_bad_arguments_show_the_value(binary_data) -> None:
         fit_gbt(X_tr, y_tr, X_va, y_va, task="binary", n_classes=2, n_trials=-1)
     with pytest.raises(ValueError, match="'color'"):
         fit_gbt(X_tr.assign(color=X_tr["color"].astype(str)), y_tr, X_va, y_va, task="binary", n_classes=2)
+
+
+def test_holdout_fit_tunes_on_train_rows_then_refits_on_all(binary_data) -> None:
+    from automl_dnn.gbt import fit_gbt_holdout
+
+    X_train, y_train, X_valid, y_valid = binary_data
+    result = fit_gbt_holdout(X_train, y_train, task="binary", n_classes=2, n_trials=1, seed=0)
+    tuned_rounds = result.trials[0]["best_iteration"] + 1
+    assert result.booster.num_boosted_rounds() == round(tuned_rounds / 0.85) == result.best_iteration + 1
+    pred = predict_gbt(result.booster, X_valid, task="binary", categories=result.categories)
+    accuracy = float(((pred[:, 1] > 0.5) == y_valid).mean())
+    assert accuracy > max(y_valid.mean(), 1 - y_valid.mean()) + 0.05
