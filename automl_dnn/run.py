@@ -131,7 +131,20 @@ class RunDir:
         spec = read_json(self.spec_path)
         if spec.get("format", 0) > RUN_FORMAT:
             raise StorageError(f"run folder {str(self.root)!r} was written by a newer automl-dnn; upgrade to use it")
-        return spec
+        return self._follow_move(spec)
+
+    def _follow_move(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """A run folder that was moved or copied uses its own study file, artifacts and source copy."""
+        old_root = spec.get("run_dir")
+        here = str(self.root.resolve())
+        if not old_root or old_root == here:
+            return spec
+        moved = dict(spec)
+        for key in ("storage", "artifacts", "source"):
+            value = str(spec.get(key, ""))
+            if old_root + "/" in value:
+                moved[key] = value.replace(old_root + "/", here + "/")
+        return moved
 
     def load_part(self, scaling: str) -> dict[str, np.ndarray]:
         """Encoded ``X_<part>`` / ``y_<part>`` matrices for one input scaling."""

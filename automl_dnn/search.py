@@ -31,6 +31,7 @@ from automl_dnn.errors import AutoDNNError, StorageError
 from automl_dnn.run import (
     RUN_FORMAT,
     RunDir,
+    atomic_write,
     check_output_dir,
     load_arrays,
     read_json,
@@ -116,7 +117,8 @@ def prepare_run(options: SearchOptions) -> dict[str, Any]:
     storage = resolve_storage_url(options, run)
     spec = {
         "format": RUN_FORMAT,
-        "source": _describe_source(options.source),
+        "run_dir": str(run.root.resolve()),
+        "source": _keep_source(options.source, run),
         "target": dataset.target,
         "task": dataset.task,
         "task_rule": dataset.task_rule,
@@ -199,10 +201,16 @@ def _what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "different " + ", ".join(changed) if changed else "different settings"
 
 
-def _describe_source(source: Any) -> str:
-    if isinstance(source, (str, os.PathLike)) and not str(source).startswith("builtin:"):
-        return str(Path(source).resolve())
-    return str(source) if isinstance(source, (str, os.PathLike)) else "<DataFrame>"
+def _keep_source(source: Any, run: RunDir) -> str:
+    """Where the ensemble step finds the table again: the file, the builtin, or a Parquet copy of a DataFrame."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source) if str(source).startswith("builtin:") else str(Path(source).resolve())
+    path = run.root.resolve() / "source.parquet"
+    try:
+        atomic_write(path, lambda tmp: source.to_parquet(tmp, index=False))
+    except Exception:  # e.g. an object column mixing types, which Parquet cannot hold
+        return "<DataFrame>"
+    return str(path)
 
 
 def _describe_space(space: str) -> str:

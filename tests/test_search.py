@@ -221,3 +221,28 @@ def test_workers_spread_over_gpus_and_cpu_stays_cpu(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert [worker_device("auto", i) for i in range(4)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+
+
+def test_a_moved_run_folder_still_resumes(finished_run: Path, tiny_space: Path, tmp_path: Path) -> None:
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(finished_run, moved)
+    n_before = len(_study(moved).trials)
+    spec = RunDir(moved).read_spec()
+    assert str(moved.resolve()) in spec["storage"] and str(moved.resolve()) in spec["artifacts"]
+    _search(moved, tiny_space, n_trials=len(_study(moved).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) + 1)
+    assert len(_study(moved).trials) > n_before
+    assert len(_study(finished_run).trials) == n_before, "the original folder is untouched"
+
+
+def test_a_dataframe_source_is_kept_in_the_run_folder(tmp_path: Path, tiny_space: Path) -> None:
+    from automl_dnn.data import read_table
+
+    frame = read_table("builtin:breast_cancer")
+    _search(tmp_path / "run", tiny_space, n_trials=1, source=frame, target="target")
+    spec = RunDir(tmp_path / "run").read_spec()
+    assert spec["source"] == str((tmp_path / "run" / "source.parquet").resolve())
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(pd.read_parquet(spec["source"]), frame)
