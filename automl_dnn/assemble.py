@@ -397,7 +397,7 @@ def choose_threshold(y: np.ndarray, p1: np.ndarray) -> tuple[float | None, str]:
 def _export(run: RunDir, spec: dict[str, Any], encoder: Any, model_dir: Path, chosen: list[_Candidate],
             weights: list[float], threshold: float | None, rows: list[MemberRow], summary: list[SummaryRow],
             notes: list[str]) -> None:
-    from automl_dnn.export import GBTMember, NetMember, save_model
+    from automl_dnn.export import GBTMember, save_model
 
     row_of = {row.name: row for row in rows}
     nets, gbt, scalings = [], None, set()

@@ -16,6 +16,17 @@ from click.testing import CliRunner, Result
 
 from automl_dnn.cli import cli
 
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tests train tiny nets: intra-op threads gain nothing there, and on a busy machine their barriers stall."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 TINY_SPACE = """\
 name: tiny
 params:

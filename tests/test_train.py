@@ -24,13 +24,6 @@ from automl_dnn.train import (
     train,
 )
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """Tiny nets gain nothing from intra-op threads, and on a busy machine the thread barriers stall."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 # --------------------------------------------------------------------------- data
