@@ -179,14 +179,14 @@ def test_changed_source_is_refused_for_xgboost(tmp_path: Path) -> None:
     assert (tmp_path / "m2" / "model.json").is_file()
 
 
-def test_dataframe_source_leaves_xgboost_out_with_a_note(tmp_path: Path) -> None:
+def test_dataframe_source_is_kept_so_xgboost_joins(tmp_path: Path) -> None:
     from automl_dnn.data import read_table
 
     frame = read_table("builtin:wine")
     api.search(frame, out=tmp_path / "run", target="target", n_trials=1, **SEARCH)
     report = ensemble_run(tmp_path / "run", model_dir=tmp_path / "m", gbt_trials=1)
-    assert [row.kind for row in report.members] == ["net"]
-    assert any("XGBoost left out" in note for note in report.notes)
+    assert sorted(row.kind for row in report.members) == ["net", "xgboost"]
+    assert not any("XGBoost left out" in note for note in report.notes)
 
 
 # --- the decision threshold ---------------------------------------------------------------------
