@@ -28,6 +28,8 @@ from automl_dnn import metrics
 
 EARLY_STOPPING_ROUNDS = 50
 MAX_BOOST_ROUNDS = 2000
+MIN_FIRST_ROUNDS = 20  # the default trial boosts at least this long, whatever the deadline
+REFIT_RESERVE = 0.6  # fit_gbt_holdout: share of the time budget for the search, the rest for the refit
 
 # The first trial: strong, well-known defaults (a smaller eta than XGBoost's 0.3, rows and columns
 # subsampled). alpha's search range is log-scaled, so "no L1" is its lower bound, 1e-8.
@@ -152,19 +154,19 @@ def _base_params(task: str, n_classes: int, seed: int, threads: int | None) -> d
 class _Deadline(xgb.callback.TrainingCallback):
     """Stops boosting once the search's time budget is spent (early stopping keeps the best round)."""
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, min_rounds: int = 0) -> None:
         super().__init__()
-        self.deadline = deadline
+        self.deadline, self.min_rounds = deadline, min_rounds
 
     def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: Any) -> bool:
-        return time.monotonic() >= self.deadline
+        return epoch + 1 >= self.min_rounds and time.monotonic() >= self.deadline
 
 
 def _train_one(
-    params: dict[str, Any], dtrain: xgb.DMatrix, dvalid: xgb.DMatrix, deadline: float | None
+    params: dict[str, Any], dtrain: xgb.DMatrix, dvalid: xgb.DMatrix, deadline: float | None, min_rounds: int = 0
 ) -> tuple[xgb.Booster, int]:
     """Train with early stopping on the validation split; return the trimmed booster and best iteration."""
-    callbacks = [_Deadline(deadline)] if deadline is not None else None
+    callbacks = [_Deadline(deadline, min_rounds)] if deadline is not None else None
     booster = xgb.train(
         params,
         dtrain,
@@ -234,10 +236,10 @@ def fit_gbt(
 ) -> GBTResult:
     """Tune XGBoost briefly on the validation split and return the best trimmed booster.
 
-    Trial 0 is ``DEFAULT_PARAMS`` and always runs to completion, so a result exists whatever the budget;
-    later trials are sampled by a seeded TPE over ``search_space()``. The search stops after
-    ``max(n_trials, 1)`` trials or once ``time_budget`` seconds have passed (checked before each trial,
-    and a running later trial stops boosting at the deadline).
+    Trial 0 is ``DEFAULT_PARAMS`` and always runs, so a result exists whatever the budget; later trials
+    are sampled by a seeded TPE over ``search_space()``. The search stops after ``max(n_trials, 1)``
+    trials or once ``time_budget`` seconds have passed (checked before each trial; a running trial,
+    the first one too after ``MIN_FIRST_ROUNDS``, stops boosting at the deadline and keeps its best round).
     """
     import optuna
 
@@ -274,7 +276,8 @@ def fit_gbt(
                 break
             trial = study.ask(space)
             params = {**base, **trial.params}
-            booster, best_it = _train_one(params, dtrain, dvalid, deadline if number > 0 else None)
+            booster, best_it = _train_one(params, dtrain, dvalid, deadline,
+                                          min_rounds=MIN_FIRST_ROUNDS if number == 0 else 0)
             loss = _valid_loss(task, y_va, predict_gbt(booster, X_valid, task=task))
             study.tell(trial, loss if math.isfinite(loss) else math.inf)
             trials.append({"params": dict(trial.params), "valid_loss": loss, "best_iteration": best_it})
@@ -322,9 +325,11 @@ def fit_gbt_holdout(
         fit_idx, stop_idx = train_test_split(index, test_size=holdout, random_state=seed, stratify=stratify)
     except ValueError:  # a class too small to stratify
         fit_idx, stop_idx = train_test_split(index, test_size=holdout, random_state=seed)
+    # The refit on all rows costs about as much as one search trial: keep time for it.
+    search_budget = None if time_budget is None else REFIT_RESERVE * time_budget
     result = fit_gbt(X.iloc[np.sort(fit_idx)].reset_index(drop=True), y_all[np.sort(fit_idx)],
                      X.iloc[np.sort(stop_idx)].reset_index(drop=True), y_all[np.sort(stop_idx)],
-                     task=task, n_classes=n_classes, n_trials=n_trials, seed=seed, time_budget=time_budget,
+                     task=task, n_classes=n_classes, n_trials=n_trials, seed=seed, time_budget=search_budget,
                      threads=threads)
     rounds = max(1, round((result.best_iteration + 1) / (1.0 - holdout)))
     categories = frame_categories(X)

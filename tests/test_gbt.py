@@ -138,7 +138,7 @@ def test_only_the_default_trial(binary_data, n_trials: int, time_budget: float |
     r = fit_gbt(
         X_tr, y_tr, X_va, y_va, task="binary", n_classes=2, n_trials=n_trials, time_budget=time_budget, threads=2
     )
-    assert r.n_trials_run == 1  # a zero budget still yields the (complete) default model
+    assert r.n_trials_run == 1  # a zero budget still yields the default model, boosted MIN_FIRST_ROUNDS
     assert {k: r.params[k] for k in DEFAULT_PARAMS} == DEFAULT_PARAMS
     assert r.best_iteration > 10
 
@@ -152,6 +152,9 @@ def test_budget_left_lets_later_trials_run(binary_data) -> None:
 def test_deadline_stops_boosting_once_passed() -> None:
     assert _Deadline(time.monotonic() - 1.0).after_iteration(None, 0, {}) is True  # type: ignore[arg-type]
     assert _Deadline(time.monotonic() + 600.0).after_iteration(None, 0, {}) is False  # type: ignore[arg-type]
+    past_but_young = _Deadline(time.monotonic() - 1.0, min_rounds=20)
+    assert past_but_young.after_iteration(None, 18, {}) is False  # type: ignore[arg-type]
+    assert past_but_young.after_iteration(None, 19, {}) is True  # type: ignore[arg-type]
 
 
 def test_bad_arguments_show_the_value(binary_data) -> None:
