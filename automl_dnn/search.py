@@ -44,7 +44,9 @@ from automl_dnn.train import Callback
 DEFAULT_TIME_BUDGET = 600.0  # seconds, when neither --time-budget nor --n-trials is given
 HEARTBEAT_SECONDS = 10.0
 STALE_AFTER_SECONDS = 120.0
-MAX_FAILURES_IN_A_ROW = 10  # a worker whose last trials all failed stops: the space or data is broken  # a lease older than this (from another host) marks its trial as dead
+MAX_FAILURES_IN_A_ROW = 10
+TRIALS_PER_BUDGET = 8  # on a time budget, epochs are capped so that a trial takes about budget / 8
+MIN_EPOCHS = 5  # a worker whose last trials all failed stops: the space or data is broken  # a lease older than this (from another host) marks its trial as dead
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -459,6 +461,7 @@ class WorkerContext:
     several_workers: bool
     worker_index: int = 0
     amp: bool = False
+    time_budget: float | None = None  # seconds of the whole search, when it has a time budget
 
 
 class Objective:
@@ -512,6 +515,26 @@ class Objective:
         if len(ahead) >= self.ctx.n_trials:
             raise TrialFailed(f"not run: the study already has its {self.ctx.n_trials} trials")
 
+    def _fit_to_budget(self, trial: optuna.Trial, settings: TrialSettings, model: Any, data: Any) -> TrialSettings:
+        """On a time budget, cap the epochs so that one trial takes about 1/TRIALS_PER_BUDGET of it.
+
+        Large tables would otherwise spend the whole budget on one or two trials, and a 1cycle schedule
+        laid over 100 epochs would be cut off at its peak learning rate; capped, it runs to its end.
+        Without a time budget nothing changes, so ``--n-trials`` searches stay deterministic.
+        """
+        from automl_dnn.train import estimate_epoch_seconds
+
+        if self.ctx.time_budget is None:
+            return settings
+        epoch = estimate_epoch_seconds(model, data, settings.train, task=self.task, device=self.device)
+        cap = max(MIN_EPOCHS, int(self.ctx.time_budget / TRIALS_PER_BUDGET / max(epoch, 1e-6)))
+        if cap >= settings.train.max_epochs:
+            return settings
+        patience = min(settings.train.patience, max(3, cap // 4))
+        trial.set_user_attr("max_epochs_for_budget", cap)
+        train = dataclasses.replace(settings.train, max_epochs=cap, patience=patience)
+        return dataclasses.replace(settings, train=train)
+
     def _run_trial(self, trial: optuna.Trial) -> float:
         self._check_slot(trial)
         import torch
@@ -524,11 +547,13 @@ class Objective:
         d_out = len(self.encoder.classes) if self.task == "multiclass" else 1
         torch.manual_seed(settings.train.seed)  # the initial weights too must follow the seed
         model = build_mlp(settings.net, d_in=data["X_train"].shape[1], d_out=d_out)
+        train_data = TrainData(data["X_train"], data["y_train"], data["X_valid"], data["y_valid"])
+        settings = self._fit_to_budget(trial, settings, model, train_data)
         y_valid = self.true_values(data["y_valid"])
         reporter = _EpochReporter(trial, self, y_valid)
         result = train(
             model,
-            TrainData(data["X_train"], data["y_train"], data["X_valid"], data["y_valid"]),
+            train_data,
             settings.train,
             task=self.task,
             device=self.device,
@@ -782,6 +807,7 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[dict[str, Any]]
     ctx = WorkerContext(
         run_dir=str(Path(options.out).resolve()), spec=spec, deadline=deadline, n_trials=options.n_trials,
         seed=options.seed, pruner=options.pruner, device=options.device, amp=options.amp, threads=options.threads,
+        time_budget=budget,
         several_workers=options.jobs > 1 or not spec["storage"].startswith("sqlite"),
     )
     stop = StopFlag(deadline)

@@ -12,6 +12,7 @@ Epochs are numbered from 0 everywhere (history, callbacks, ``best_epoch``).
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import numbers
 import time
@@ -465,6 +466,40 @@ def train(
 
 
 # --------------------------------------------------------------------------- predict
+
+
+def estimate_epoch_seconds(model: nn.Module, data: TrainData, config: TrainConfig, *, task: str,
+                           device: str | torch.device = "auto", probe_steps: int = 3) -> float:
+    """Seconds one epoch of ``train`` will take, from a few real steps on a copy of the model.
+
+    Lets a caller with a time budget choose ``max_epochs`` before training starts, so that a schedule
+    laid over the epochs (1cycle) runs to its end instead of being cut short.
+    """
+    dev = resolve_device(device)
+    probe = copy.deepcopy(model).to(dev).train()
+    optimizer = torch.optim.SGD(probe.parameters(), lr=0.0)
+    batch = max(2, min(config.batch_size, len(data.X_train)))
+    X = torch.as_tensor(data.X_train[:batch], device=dev)
+    dtype = torch.float32 if task in ("binary", "regression") else torch.int64
+    y = torch.as_tensor(data.y_train[:batch], device=dev).to(dtype)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        data_loss(probe(X), y, None, task).backward()
+        optimizer.step()
+
+    step()  # warm-up: first calls allocate
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    start = time.perf_counter()
+    for _ in range(probe_steps):
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    per_step = (time.perf_counter() - start) / probe_steps
+    steps = math.ceil(len(data.X_train) / batch)
+    validation = per_step / 3 * len(data.X_valid) / batch  # forward only: about a third of a step
+    return per_step * steps + validation
 
 
 def _dropout_modules(model: nn.Module) -> list[nn.Module]:

@@ -246,3 +246,14 @@ def test_a_dataframe_source_is_kept_in_the_run_folder(tmp_path: Path, tiny_space
     import pandas as pd
 
     pd.testing.assert_frame_equal(pd.read_parquet(spec["source"]), frame)
+
+
+def test_a_time_budget_caps_the_epochs_so_trials_fit(tmp_path: Path, tiny_space: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import automl_dnn.train as train_module
+
+    monkeypatch.setattr(train_module, "estimate_epoch_seconds", lambda *a, **k: 1.0)  # one second an epoch
+    _search(tmp_path / "run", tiny_space, n_trials=2, time_budget=28.8, pruner="none")
+    # budget 28.8 s / 8 trials / 1 s per epoch -> 3 epochs, raised to MIN_EPOCHS = 5 (< the space's 6)
+    for trial in _study(tmp_path / "run").get_trials(states=(TrialState.COMPLETE,)):
+        assert trial.user_attrs["max_epochs_for_budget"] == 5
+        assert trial.user_attrs["epochs_run"] <= 5

@@ -527,3 +527,23 @@ def test_default_net_and_training_on_breast_cancer() -> None:
     assert result.status in ("completed", "early_stopped")
     accuracy = (predict(model, prep(X_test), task="binary").argmax(axis=1) == y_test).mean()
     assert accuracy >= 0.95
+
+
+def test_epoch_estimate_is_close_to_a_real_epoch() -> None:
+    import time as _time
+
+    from automl_dnn.train import estimate_epoch_seconds
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4096, 32)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    data = TrainData(X[:3072], y[:3072], X[3072:], y[3072:])
+    config = TrainConfig(optimizer="sgd", schedule="none", batch_size=64, max_epochs=3, patience=10)
+    model = build_mlp(NetConfig(n_layers=2, d_hidden=256), d_in=32, d_out=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    estimate = estimate_epoch_seconds(model, data, config, task="binary", device="cpu")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "the probe trains a copy"
+    start = _time.perf_counter()
+    result = train(model, data, config, task="binary", device="cpu")
+    per_epoch = (_time.perf_counter() - start) / result.epochs_run
+    assert per_epoch / 10 < estimate < per_epoch * 10  # a ballpark is all a budget needs
