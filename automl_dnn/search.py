@@ -263,13 +263,28 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if scheme == "sqlite":
         engine_kwargs = {"connect_args": {"timeout": 60}}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        return _retry_racing_creation(lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs))
     except ModuleNotFoundError as exc:
         raise StorageError(f"storage URL {_redact(url)} needs the Python package {exc.name!r}: "
                            "pip install 'automl-dnn[postgres]'") from None
     except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot use this storage"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StorageError(f"cannot open storage {_redact(url)}: {reason}") from None
+
+
+def _retry_racing_creation(open_: Callable[[], Any], attempts: int = 6) -> Any:
+    """Retry when another worker is creating the same tables right now (workers that start together)."""
+    import random
+
+    for attempt in range(attempts):
+        try:
+            return open_()
+        except Exception as exc:
+            racing = any(s in str(exc).lower() for s in ("already exists", "duplicate key", "uniqueviolation"))
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random() * (attempt + 1) * 0.3)
+    raise AssertionError("unreachable")
 
 
 def _with_installed_driver(url: str) -> str:

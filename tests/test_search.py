@@ -257,3 +257,19 @@ def test_a_time_budget_caps_the_epochs_so_trials_fit(tmp_path: Path, tiny_space:
     for trial in _study(tmp_path / "run").get_trials(states=(TrialState.COMPLETE,)):
         assert trial.user_attrs["max_epochs_for_budget"] == 5
         assert trial.user_attrs["epochs_run"] <= 5
+
+
+def test_opening_a_storage_retries_while_another_worker_creates_the_tables() -> None:
+    from automl_dnn.search import _retry_racing_creation
+
+    calls = []
+
+    def racing_open() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError('(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint')
+        return "storage"
+
+    assert _retry_racing_creation(racing_open) == "storage" and len(calls) == 3
+    with pytest.raises(RuntimeError, match="password authentication failed"):
+        _retry_racing_creation(lambda: (_ for _ in ()).throw(RuntimeError("password authentication failed")))
