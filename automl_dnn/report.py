@@ -150,7 +150,7 @@ def dashboard_app(*, run_dir: Path | None, storage: str | None) -> Any:
     from optuna_dashboard import wsgi
 
     from automl_dnn.run import RunDir
-    from automl_dnn.search import open_storage
+    from automl_dnn.storage import open_storage
 
     url = storage or RunDir(run_dir).read_spec()["storage"]  # type: ignore[arg-type]
     return wsgi(open_storage(url))

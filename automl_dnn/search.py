@@ -14,7 +14,6 @@ import json
 import math
 import os
 import signal
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -39,14 +38,13 @@ from automl_dnn.run import (
     write_json,
 )
 from automl_dnn.space import SearchSpace, TrialSettings, load_space, settings_from_values, suggest
+from automl_dnn.storage import Lease, check_storage_for_jobs, open_storage, reap_stale_trials, redact
 from automl_dnn.train import Callback
 
 DEFAULT_TIME_BUDGET = 600.0  # seconds, when neither --time-budget nor --n-trials is given
-HEARTBEAT_SECONDS = 10.0
-STALE_AFTER_SECONDS = 120.0
-MAX_FAILURES_IN_A_ROW = 10
+MAX_FAILURES_IN_A_ROW = 10  # a worker whose last trials all failed stops: the space or data is broken
 TRIALS_PER_BUDGET = 8  # on a time budget, epochs are capped so that a trial takes about budget / 8
-MIN_EPOCHS = 5  # a worker whose last trials all failed stops: the space or data is broken  # a lease older than this (from another host) marks its trial as dead
+MIN_EPOCHS = 5
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -153,7 +151,7 @@ def prepare_run(options: SearchOptions) -> dict[str, Any]:
         if options.artifacts is None:
             spec["artifacts"] = old["artifacts"]
         spec["notes"] = old.get("notes", spec["notes"])
-    _check_storage_for_jobs(spec["storage"], options.jobs)
+    check_storage_for_jobs(spec["storage"], options.jobs)
     open_storage(spec["storage"])  # a URL that cannot be opened is never recorded in run.json
     expected = [run.split_path, run.target_path] + [run.data_path(s) for s in scalings_of(space)]
     if not all(path.exists() for path in expected):
@@ -232,80 +230,6 @@ def resolve_storage_url(options: SearchOptions, run: RunDir) -> str:
     return f"sqlite:///{run.default_sqlite.resolve()}"
 
 
-def _check_storage_for_jobs(url: str, jobs: int) -> None:
-    if jobs > 1 and url.startswith("sqlite"):
-        raise StorageError(
-            f"SQLite storage ({url}) is not safe for {jobs} concurrent workers; rerun with --jobs 1, "
-            "or start a new run folder with --jobs N (it then uses a journal file), or give --storage postgresql://..."
-        )
-
-
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """Open an Optuna storage from a URL: ``sqlite:///``, ``postgresql://``, ``mysql://``, ``journal:///path``."""
-    if url.startswith("journal://") or url.endswith((".journal", ".log")):
-        path = url.split("journal://", 1)[1] if url.startswith("journal://") else url
-        path = path[1:] if path.startswith("//") else path
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-        try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
-        except (ValueError, OSError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
-            raise StorageError(f"{path!r} is not an Optuna journal file ({type(exc).__name__}); "
-                               "give a new file name or an existing journal") from None
-    scheme = url.split(":", 1)[0].split("+", 1)[0]
-    if scheme not in ("sqlite", "postgresql", "postgres", "mysql", "oracle", "mssql"):
-        raise StorageError(
-            f"bad storage URL {url!r}: use sqlite:///FILE, postgresql://USER@HOST/DB, mysql://..., or journal:///FILE"
-        )
-    url = _with_installed_driver(url)
-    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if scheme == "sqlite":
-        engine_kwargs = {"connect_args": {"timeout": 60}}
-    try:
-        return _retry_racing_creation(lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs))
-    except ModuleNotFoundError as exc:
-        raise StorageError(f"storage URL {_redact(url)} needs the Python package {exc.name!r}: "
-                           "pip install 'automl-dnn[postgres]'") from None
-    except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot use this storage"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"cannot open storage {_redact(url)}: {reason}") from None
-
-
-def _retry_racing_creation(open_: Callable[[], Any], attempts: int = 6) -> Any:
-    """Retry when another worker is creating the same tables right now (workers that start together)."""
-    import random
-
-    for attempt in range(attempts):
-        try:
-            return open_()
-        except Exception as exc:
-            racing = any(s in str(exc).lower() for s in ("already exists", "duplicate key", "uniqueviolation"))
-            if not racing or attempt == attempts - 1:
-                raise
-            time.sleep(0.2 + random.random() * (attempt + 1) * 0.3)
-    raise AssertionError("unreachable")
-
-
-def _with_installed_driver(url: str) -> str:
-    """``postgresql://`` means psycopg2 to SQLAlchemy; use psycopg (3), the one the postgres extra installs."""
-    if url.startswith(("postgresql://", "postgres://")):
-        import importlib.util
-
-        if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
-            return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
-
-
-def _redact(url: str) -> str:
-    """Hide a password in a storage URL before printing it."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
-    return url
-
-
 def make_sampler(seed: int, *, several_workers: bool) -> optuna.samplers.BaseSampler:
     """Multivariate TPE that models conditional parameters by group; liars keep workers apart."""
     import warnings
@@ -344,12 +268,12 @@ def open_study(spec: dict[str, Any], *, seed: int, pruner: str = "hyperband", se
         else:
             study = optuna.load_study(**kwargs)
     except KeyError:
-        raise StorageError(f"no study named {spec['study_name']!r} in {_redact(spec['storage'])}") from None
+        raise StorageError(f"no study named {spec['study_name']!r} in {redact(spec['storage'])}") from None
     except AutoDNNError:
         raise
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"cannot open study {spec['study_name']!r} in {_redact(spec['storage'])}: {reason}") from None
+        raise StorageError(f"cannot open study {spec['study_name']!r} in {redact(spec['storage'])}: {reason}") from None
     if study.direction.name.lower() != spec["direction"]:
         raise StorageError(f"study {spec['study_name']!r} already exists with direction {study.direction.name.lower()}")
     _check_study_fingerprint(study, spec, create)
@@ -365,7 +289,7 @@ def _check_study_fingerprint(study: optuna.Study, spec: dict[str, Any], create: 
         study.set_user_attr("metric", spec["metric"])
     elif recorded is not None and recorded != spec["fingerprint"]:
         raise StorageError(
-            f"study {spec['study_name']!r} in {_redact(spec['storage'])} searches other data, target, task, space "
+            f"study {spec['study_name']!r} in {redact(spec['storage'])} searches other data, target, task, space "
             "or split; use another --study name, or the same arguments as its other workers"
         )
 
@@ -376,71 +300,6 @@ def enqueue_defaults(study: optuna.Study, space: SearchSpace) -> None:
         return
     for params in space.enqueue:
         study.enqueue_trial(params, skip_if_exists=True)
-
-
-# --- leases: detect trials whose worker died -------------------------------------------------------
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def reap_stale_trials(study: optuna.Study, *, stale_after: float = STALE_AFTER_SECONDS) -> list[int]:
-    """Fail RUNNING trials whose worker is gone: a dead pid on this host, or no heartbeat for a while."""
-    host, now = socket.gethostname(), time.time()
-    reaped = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        lease = trial.user_attrs.get("worker")
-        if lease and lease.get("host") == host and lease.get("pid") != os.getpid():
-            dead = not _pid_alive(int(lease["pid"]))
-        elif lease:
-            dead = now - float(lease.get("heartbeat", 0)) > stale_after
-        else:
-            started = trial.datetime_start.timestamp() if trial.datetime_start else now
-            dead = now - started > stale_after
-        if dead:
-            storage, trial_id = study._storage, trial._trial_id
-            try:
-                storage.set_trial_user_attr(trial_id, "fail_reason", "its worker stopped (crash or kill) mid-trial")
-                storage.set_trial_state_values(trial_id, TrialState.FAIL)
-                reaped.append(trial.number)
-            except Exception:  # another worker reaped or finished it first
-                continue
-    return reaped
-
-
-class Lease:
-    """Marks a trial as owned by this process and beats every few seconds in a daemon thread."""
-
-    def __init__(self, trial: optuna.Trial, interval: float = HEARTBEAT_SECONDS) -> None:
-        self.trial, self.interval = trial, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _beat(self) -> None:
-        self.trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()})
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self._beat()
-            except Exception:  # the trial finished meanwhile, or the storage hiccuped: try next time
-                pass
-
-    def __enter__(self) -> Lease:
-        self._beat()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 # --- the objective ------------------------------------------------------------------------------
@@ -902,7 +761,7 @@ def summarize(study: optuna.Study, spec: dict[str, Any], run_dir: Path, seconds:
         for t in complete[:top]
     ]
     return SearchSummary(
-        run_dir=run_dir, study_name=spec["study_name"], storage=_redact(spec["storage"]), task=spec["task"],
+        run_dir=run_dir, study_name=spec["study_name"], storage=redact(spec["storage"]), task=spec["task"],
         metric=spec["metric"], direction=spec["direction"],
         n_complete=len(complete), n_pruned=sum(t.state == TrialState.PRUNED for t in trials),
         n_failed=sum(t.state == TrialState.FAIL for t in trials), seconds=seconds, best=best,

@@ -17,15 +17,8 @@ from safetensors.numpy import load_file
 from automl_dnn import api
 from automl_dnn.errors import AutoDNNError, StorageError
 from automl_dnn.run import RunDir
-from automl_dnn.search import (
-    Objective,
-    StopFlag,
-    WorkerContext,
-    _EpochReporter,
-    open_storage,
-    open_study,
-    reap_stale_trials,
-)
+from automl_dnn.search import Objective, StopFlag, WorkerContext, _EpochReporter, open_study
+from automl_dnn.storage import _retry_racing_creation, open_storage, reap_stale_trials
 
 TINY_SPACE = """
 name: tiny
@@ -260,8 +253,6 @@ def test_a_time_budget_caps_the_epochs_so_trials_fit(tmp_path: Path, tiny_space:
 
 
 def test_opening_a_storage_retries_while_another_worker_creates_the_tables() -> None:
-    from automl_dnn.search import _retry_racing_creation
-
     calls = []
 
     def racing_open() -> str:
