@@ -588,7 +588,7 @@ def predict_file(model_dir: Path, data: Any, *, out: Path | None = None, mc_samp
     """Predict a table (file, builtin:NAME or DataFrame) and write CSV/Parquet (stdout CSV without ``out``)."""
     from automl_dnn.data import NOTES_ATTR, read_table
 
-    kind = _output_kind(out) if out is not None else "csv"
+    kind = _output_kind(out, data) if out is not None else "csv"
     predictor = load_model(Path(model_dir))
     frame = data if isinstance(data, pd.DataFrame) else read_table(data)
     notes = list(frame.attrs.get(NOTES_ATTR, []))
@@ -605,7 +605,14 @@ def predict_file(model_dir: Path, data: Any, *, out: Path | None = None, mc_samp
     return list(dict.fromkeys(notes))
 
 
-def _output_kind(out: Path) -> str:
+def _output_kind(out: Path, data: Any = None) -> str:
+    """The output format by extension, after refusing paths that cannot be written or would overwrite the input."""
+    from automl_dnn.run import check_output_dir
+
+    check_output_dir(Path(out).parent, "output folder")
+    if isinstance(data, (str, os.PathLike)) and Path(out).exists() and Path(data).exists() \
+            and Path(out).resolve() == Path(data).resolve():
+        raise AutoDNNError(f"--out {str(out)!r} is the input data file; write the predictions to another file")
     name = Path(out).name.lower()
     stem_suffix = Path(name[:-3]).suffix if name.endswith(".gz") else Path(name).suffix
     kind = OUTPUT_FORMATS.get(stem_suffix)

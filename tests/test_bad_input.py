@@ -1,9 +1,6 @@
 """Issue 6, item 4 ("Bad input"): every bad input is one line ``error: ...`` and exit status 2 (no
 traceback without --debug); odd but valid inputs simply work, with a one-line note where something
 was changed; the input data file is never modified.
-
-Tests marked ``xfail(strict=True)`` document bugs in modules this file's author does not own; they
-fail loudly (XPASS) once fixed, so the mark can go.
 """
 
 from __future__ import annotations
@@ -247,8 +244,6 @@ def test_api_write_report_under_a_file(tmp_path: Path, fitted: SimpleNamespace) 
         api.write_report(fitted.run, out=blocker / "report.html")
 
 
-@pytest.mark.xfail(reason="export.py: predict_file() overwrites the input file when out is the input (the CLI "
-                          "now refuses it first)", strict=True)
 def test_api_predict_file_never_overwrites_its_input(tmp_path: Path, fitted: SimpleNamespace) -> None:
     data = _csv(tmp_path, fitted.frame.head(5))
     digest = sha256(data)
@@ -259,8 +254,6 @@ def test_api_predict_file_never_overwrites_its_input(tmp_path: Path, fitted: Sim
     assert sha256(data) == digest
 
 
-@pytest.mark.xfail(reason="export.py: predict_file() lets FileExistsError escape for an out path under a file "
-                          "(the CLI now checks it first)", strict=True)
 def test_api_predict_file_under_a_file(tmp_path: Path, fitted: SimpleNamespace) -> None:
     data = _csv(tmp_path, fitted.frame.head(5))
     with pytest.raises(AutoDNNError):
