@@ -137,9 +137,11 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool = 
     n_gbt = sum(c.kind == "xgboost" for c in candidates)
     valid_preds = [c.valid for c in candidates]
     names = [c.name for c in candidates]
-    result = build_ensemble(task, y_valid, valid_preds, names=names, max_members=top_k + n_gbt, seed=seed)
-    if sum(candidates[i].kind == "net" for i in result.members) > top_k:  # XGBoost was not picked: top_k nets at most
-        result = build_ensemble(task, y_valid, valid_preds, names=names, max_members=top_k, seed=seed)
+    trees = [i for i, c in enumerate(candidates) if c.kind == "xgboost"]
+    result = build_ensemble(task, y_valid, valid_preds, names=names, max_members=top_k + n_gbt, seed=seed,
+                            always=trees)
+    if sum(candidates[i].kind == "net" for i in result.members) > top_k:  # top_k nets at most
+        result = build_ensemble(task, y_valid, valid_preds, names=names, max_members=top_k, seed=seed, always=trees)
     chosen = [candidates[i] for i in result.members]
     has_test = len(y_test) > 0
     threshold = None

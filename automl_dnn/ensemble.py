@@ -26,6 +26,9 @@ from scipy.optimize import minimize
 from automl_dnn import metrics
 from automl_dnn.errors import AutoDNNError
 
+#: Validation rows at which fitted weights and equal weights count alike (see build_ensemble).
+SHRINK_ROWS = 100.0
+
 
 def ensemble_loss(task: str, y: np.ndarray, pred: np.ndarray) -> float:
     """Log-loss for classification, RMSE for regression; ``inf`` for non-finite predictions."""
@@ -213,11 +216,17 @@ def build_ensemble(
     min_rel_gain: float = 1e-3,
     min_weight: float = 0.01,
     seed: int = 0,
+    always: Sequence[int] = (),
+    shrink_rows: float = SHRINK_ROWS,
 ) -> EnsembleResult:
     """Select members greedily, weight them by Nelder-Mead, and report the validation losses.
 
-    Members whose weight ends below ``min_weight`` are dropped (and the rest renormalized) when that
-    still beats the equal-weight average, so the exported model does not run near-useless members.
+    ``always`` lists candidates kept whatever the greedy step says (the tree model: a net plus trees is
+    the classic strong, diverse pair). The Nelder-Mead weights are then pulled toward equal weights by
+    ``shrink_rows / (shrink_rows + n_valid)``: on a small validation split the best-looking member is
+    partly luck (the winner's curse), and fitted weights overfit it; on a large one this barely moves
+    them. Members whose weight ends below ``min_weight`` are dropped (and the rest renormalized) when
+    that still beats the equal-weight average, so the exported model does not run near-useless members.
     """
     n = len(candidate_preds_valid)
     names = [f"candidate_{i}" for i in range(n)] if names is None else list(names)
@@ -225,9 +234,12 @@ def build_ensemble(
         raise ValueError(f"{len(names)} names for {n} candidates")
     selected = greedy_select(task, y_valid, candidate_preds_valid, max_members=max_members, min_rel_gain=min_rel_gain)
     best_single = selected[0]
+    selected += [i for i in always if i not in selected and _finite_loss(task, y_valid, candidate_preds_valid[i])]
     preds = [candidate_preds_valid[i] for i in selected]
     equal_loss = ensemble_loss(task, y_valid, blend(preds, _equal(len(preds))))
     weights = nelder_mead_weights(task, y_valid, preds, seed=seed)
+    shrink = shrink_rows / (shrink_rows + len(y_valid))
+    weights = (1.0 - shrink) * np.asarray(weights) + shrink * _equal(len(preds))
     final_loss = ensemble_loss(task, y_valid, blend(preds, weights))
 
     keep, kept_w = _drop_light(weights, min_weight)
@@ -247,15 +259,20 @@ def build_ensemble(
     )
 
 
-def overfit_warning(valid_gain: float, test_gain: float, *, min_ratio: float = 0.25) -> str | None:
+def _finite_loss(task: str, y: np.ndarray, pred: np.ndarray) -> bool:
+    return math.isfinite(ensemble_loss(task, y, pred))
+
+
+def overfit_warning(valid_gain: float, test_gain: float, *, min_ratio: float = 0.25,
+                    min_gain: float = 1e-9) -> str | None:
     """A one-line warning when the ensemble's validation gain over the best single model does not carry to test.
 
     Gains are loss reductions (positive = the ensemble is better). Warns when the ensemble gained on
     validation but gains nothing on test, or less than ``min_ratio`` of its validation gain; None when
     there is nothing to compare (no validation gain, or a non-finite gain such as an empty test split).
     """
-    if not (math.isfinite(valid_gain) and math.isfinite(test_gain)) or valid_gain <= 0:
-        return None
+    if not (math.isfinite(valid_gain) and math.isfinite(test_gain)) or valid_gain <= min_gain:
+        return None  # no gain, or rounding noise
     if test_gain >= min_ratio * valid_gain:
         return None
     on_test = f"only by {test_gain:.4g} on test" if test_gain > 0 else f"not at all on test (gain {test_gain:.4g})"

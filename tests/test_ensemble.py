@@ -156,6 +156,7 @@ def test_build_ensemble_multiclass() -> None:
         (0.05, 0.005, True),  # much smaller
         (0.0, -0.1, False),  # no validation gain to carry over
         (0.05, float("nan"), False),  # no test split
+        (2e-17, -5e-17, False),  # rounding noise is no gain
     ],
 )
 def test_overfit_warning(valid_gain: float, test_gain: float, warns: bool) -> None:
@@ -176,3 +177,21 @@ def test_light_members_dropped_only_if_still_better_than_equal(regression: dict[
     # b's weight (~0.31) is under min_weight, but a alone (RMSE 1.0) loses to the equal average (~0.90)
     r = build_ensemble("regression", y, [a, b], max_members=2, min_weight=0.35)
     assert r.members == [0, 1]
+
+
+def test_small_validation_pulls_weights_toward_equal(regression: dict[str, np.ndarray]) -> None:
+    from automl_dnn.ensemble import SHRINK_ROWS
+
+    y, a, b = regression["y"], regression["a"], regression["b"]
+    large = build_ensemble("regression", y, [a, b], always=[1], shrink_rows=SHRINK_ROWS)
+    small = build_ensemble("regression", y[:100], [a[:100], b[:100]], always=[1], shrink_rows=SHRINK_ROWS)
+    fitted = nelder_mead_weights("regression", y[:100], [a[:100], b[:100]])
+    assert abs(large.weights[0] - 1.5**2 / (1 + 1.5**2)) < 0.03  # barely moved on 20,000 rows
+    assert small.weights == pytest.approx(0.5 * np.asarray(fitted) + 0.25)  # halfway at 100 rows
+
+
+def test_always_keeps_the_tree_member_greedy_would_drop(binary: dict[str, np.ndarray]) -> None:
+    y, a, noise = binary["y"], binary["a"], binary["noise"]
+    assert build_ensemble("binary", y, [a, noise]).members == [0]
+    kept = build_ensemble("binary", y, [a, noise], always=[1])
+    assert kept.members == [0, 1] and sum(kept.weights) == pytest.approx(1.0)
