@@ -40,15 +40,16 @@ def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gb
 
 
 def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: float | None = None,
-        top_k: int = 5, gbt: bool = True, gbt_trials: int = 10, **options: Any) -> tuple[SearchSummary, EnsembleReport]:
-    """Search, ensemble and export within ``time_budget`` seconds in total."""
+        top_k: int = 5, gbt: bool = True, gbt_trials: int = 10, ensemble_share: float = ENSEMBLE_SHARE,
+        **options: Any) -> tuple[SearchSummary, EnsembleReport]:
+    """Search, ensemble and export within ``time_budget`` seconds in total (``ensemble_share`` of it after the search)."""
     from automl_dnn.run import check_output_dir
 
     started = time.time()
     model_dir = Path(model_dir)
     out = Path(out) if out else model_dir.parent / f"{model_dir.name}-run"
     check_output_dir(model_dir, "model folder")  # refuse a bad model path before the search, not after
-    search_budget = None if time_budget is None else time_budget * (1 - ENSEMBLE_SHARE)
+    search_budget = None if time_budget is None else time_budget * (1 - ensemble_share)
     summary = search(source, out=out, time_budget=search_budget, **options)
     left = None if time_budget is None else max(1.0, time_budget - (time.time() - started))
     report = ensemble(out, model_dir=model_dir, top_k=top_k, gbt=gbt, gbt_trials=gbt_trials,
