@@ -75,13 +75,31 @@ def greedy_select(
     *,
     max_members: int,
     min_rel_gain: float = 1e-3,
+    steps: int = 25,
 ) -> list[int]:
-    """Caruana-style forward selection without replacement, on the equal-weight average.
+    """The members Caruana's ensemble selection picks, in the order they joined (see ``select_bag``)."""
+    return list(select_bag(task, y_valid, candidates, max_members=max_members, min_rel_gain=min_rel_gain,
+                           steps=steps))
+
+
+def select_bag(
+    task: str,
+    y_valid: np.ndarray,
+    candidates: Sequence[np.ndarray],
+    *,
+    max_members: int,
+    min_rel_gain: float = 1e-3,
+    steps: int = 25,
+) -> dict[int, int]:
+    """Caruana-style forward selection *with replacement*: candidate index -> times picked.
 
     Starts from the best single candidate (ties go to the earlier one: the caller orders candidates best
-    first), then repeatedly adds the candidate that lowers the average's validation loss most, while that
-    lowers it by more than ``min_rel_gain`` (relative) and fewer than ``max_members`` are selected.
-    Candidates with a non-finite loss, and exact copies of a selected member, are never selected.
+    first); each step adds to the bag the candidate (new, or already in it) whose addition gives the
+    lowest validation loss of the bag's average, even when that is not lower: picking a member again
+    shifts weight, so a model that helps only at a small weight (a net beside a stronger tree model)
+    can join a few steps later. Returns the best bag seen, where a bag only counts as better when it
+    lowers the loss by more than ``min_rel_gain`` (relative). At most ``max_members`` distinct members;
+    candidates with a non-finite loss, and exact copies of a member, are never picked.
     """
     if max_members < 1:
         raise ValueError(f"max_members must be >= 1, got {max_members=}")
@@ -89,28 +107,25 @@ def greedy_select(
         raise ValueError(f"min_rel_gain must be >= 0, got {min_rel_gain=}")
     if len(candidates) == 0:
         raise ValueError("greedy_select needs at least one candidate")
-    singles = [ensemble_loss(task, y_valid, p) for p in candidates]
+    preds = [np.asarray(p, dtype=np.float64) for p in candidates]
+    singles = [ensemble_loss(task, y_valid, p) for p in preds]
     usable = [i for i, loss in enumerate(singles) if math.isfinite(loss)]
     if not usable:
         raise AutoDNNError(
             "no ensemble candidate has a finite validation loss: every model diverged; try a smaller learning rate"
         )
     first = min(usable, key=lambda i: (singles[i], i))
-    selected, current = [first], singles[first]
-    while len(selected) < max_members:
-        trials = [
-            (ensemble_loss(task, y_valid, blend([candidates[j] for j in [*selected, i]], _equal(len(selected) + 1))), i)
-            for i in usable
-            if i not in selected and not any(_same(candidates[i], candidates[j]) for j in selected)
-        ]
-        if not trials:
-            break
-        loss, i = min(trials)
-        if not loss < current - min_rel_gain * abs(current):
-            break
-        selected.append(i)
-        current = loss
-    return selected
+    bag, total = {first: 1}, preds[first].copy()
+    best_bag, best_loss = dict(bag), singles[first]
+    for size in range(2, steps + 1):
+        options = [i for i in usable if i in bag or (
+            len(bag) < max_members and not any(_same(preds[i], preds[j]) for j in bag))]
+        loss, pick = min((ensemble_loss(task, y_valid, (total + preds[i]) / size), i) for i in options)
+        bag[pick] = bag.get(pick, 0) + 1
+        total += preds[pick]
+        if loss < best_loss - min_rel_gain * abs(best_loss):
+            best_bag, best_loss = dict(bag), loss
+    return best_bag
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -232,12 +247,16 @@ def build_ensemble(
     names = [f"candidate_{i}" for i in range(n)] if names is None else list(names)
     if len(names) != n:
         raise ValueError(f"{len(names)} names for {n} candidates")
-    selected = greedy_select(task, y_valid, candidate_preds_valid, max_members=max_members, min_rel_gain=min_rel_gain)
+    bag = select_bag(task, y_valid, candidate_preds_valid, max_members=max_members, min_rel_gain=min_rel_gain)
+    selected = list(bag)
     best_single = selected[0]
     selected += [i for i in always if i not in selected and _finite_loss(task, y_valid, candidate_preds_valid[i])]
     preds = [candidate_preds_valid[i] for i in selected]
     equal_loss = ensemble_loss(task, y_valid, blend(preds, _equal(len(preds))))
     weights = nelder_mead_weights(task, y_valid, preds, seed=seed)
+    counts = np.array([bag.get(i, 0) for i in selected], dtype=np.float64) / sum(bag.values())
+    if ensemble_loss(task, y_valid, blend(preds, counts)) < ensemble_loss(task, y_valid, blend(preds, weights)):
+        weights = counts  # Nelder-Mead stopped short of the selection's own weights
     shrink = shrink_rows / (shrink_rows + len(y_valid))
     weights = (1.0 - shrink) * np.asarray(weights) + shrink * _equal(len(preds))
     final_loss = ensemble_loss(task, y_valid, blend(preds, weights))

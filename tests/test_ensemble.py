@@ -195,3 +195,17 @@ def test_always_keeps_the_tree_member_greedy_would_drop(binary: dict[str, np.nda
     assert build_ensemble("binary", y, [a, noise]).members == [0]
     kept = build_ensemble("binary", y, [a, noise], always=[1])
     assert kept.members == [0, 1] and sum(kept.weights) == pytest.approx(1.0)
+
+
+def test_a_member_that_helps_only_at_a_small_weight_joins() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=20000)
+    strong, weak = y + rng.normal(0.0, 1.0, y.size), y + rng.normal(0.0, 2.0, y.size)
+    # At equal weights the weak model hurts (error variance (1 + 4) / 4 > 1); at weight ~0.2 it helps.
+    assert ensemble_loss("regression", y, (strong + weak) / 2) > ensemble_loss("regression", y, strong)
+    from automl_dnn.ensemble import select_bag
+
+    bag = select_bag("regression", y, [strong, weak], max_members=2)
+    assert set(bag) == {0, 1} and bag[0] > bag[1]
+    result = build_ensemble("regression", y, [strong, weak], max_members=2)
+    assert result.weights[1] == pytest.approx(0.2, abs=0.03)
