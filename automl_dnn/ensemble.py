@@ -68,20 +68,6 @@ def _same(a: np.ndarray, b: np.ndarray, rtol: float = 1e-6) -> bool:
     return a.shape == b.shape and float(np.max(np.abs(a - b))) <= rtol * scale
 
 
-def greedy_select(
-    task: str,
-    y_valid: np.ndarray,
-    candidates: Sequence[np.ndarray],
-    *,
-    max_members: int,
-    min_rel_gain: float = 1e-3,
-    steps: int = 25,
-) -> list[int]:
-    """The members Caruana's ensemble selection picks, in the order they joined (see ``select_bag``)."""
-    return list(select_bag(task, y_valid, candidates, max_members=max_members, min_rel_gain=min_rel_gain,
-                           steps=steps))
-
-
 def select_bag(
     task: str,
     y_valid: np.ndarray,
@@ -106,7 +92,7 @@ def select_bag(
     if min_rel_gain < 0:
         raise ValueError(f"min_rel_gain must be >= 0, got {min_rel_gain=}")
     if len(candidates) == 0:
-        raise ValueError("greedy_select needs at least one candidate")
+        raise ValueError("select_bag needs at least one candidate")
     preds = [np.asarray(p, dtype=np.float64) for p in candidates]
     singles = [ensemble_loss(task, y_valid, p) for p in preds]
     usable = [i for i, loss in enumerate(singles) if math.isfinite(loss)]

@@ -10,9 +10,9 @@ from automl_dnn.ensemble import (
     blend,
     build_ensemble,
     ensemble_loss,
-    greedy_select,
     nelder_mead_weights,
     overfit_warning,
+    select_bag,
 )
 from automl_dnn.errors import AutoDNNError
 
@@ -90,21 +90,21 @@ def test_nelder_mead_falls_back_to_equal_weights() -> None:
     np.testing.assert_array_equal(nelder_mead_weights("binary", y, [p]), [1.0])
 
 
-def test_greedy_ignores_duplicate_and_noise(binary: dict[str, np.ndarray]) -> None:
+def test_selection_ignores_duplicate_and_noise(binary: dict[str, np.ndarray]) -> None:
     a, b, noise = binary["a"], binary["b"], binary["noise"]
     candidates = [a, a.copy(), b, noise]
-    assert greedy_select("binary", binary["y"], candidates, max_members=4) == [0, 2]
-    assert greedy_select("binary", binary["y"], candidates, max_members=1) == [0]
-    assert greedy_select("binary", binary["y"], [noise, b, a], max_members=3) == [2, 1]  # starts from the best
+    assert list(select_bag("binary", binary["y"], candidates, max_members=4)) == [0, 2]
+    assert list(select_bag("binary", binary["y"], candidates, max_members=1)) == [0]
+    assert list(select_bag("binary", binary["y"], [noise, b, a], max_members=3)) == [2, 1]  # starts from the best
 
 
-def test_greedy_skips_diverged_candidates(binary: dict[str, np.ndarray]) -> None:
+def test_selection_skips_diverged_candidates(binary: dict[str, np.ndarray]) -> None:
     broken = np.full_like(binary["a"], np.nan)
-    assert greedy_select("binary", binary["y"], [broken, binary["a"]], max_members=2) == [1]
+    assert list(select_bag("binary", binary["y"], [broken, binary["a"]], max_members=2)) == [1]
     with pytest.raises(AutoDNNError, match="finite"):
-        greedy_select("binary", binary["y"], [broken], max_members=2)
+        list(select_bag("binary", binary["y"], [broken], max_members=2))
     with pytest.raises(ValueError, match="max_members=0"):
-        greedy_select("binary", binary["y"], [binary["a"]], max_members=0)
+        list(select_bag("binary", binary["y"], [binary["a"]], max_members=0))
 
 
 def test_build_ensemble_classification(binary: dict[str, np.ndarray]) -> None:
@@ -166,10 +166,10 @@ def test_overfit_warning(valid_gain: float, test_gain: float, warns: bool) -> No
         assert "\n" not in message and "overfit" in message
 
 
-def test_greedy_near_duplicate_adds_nothing(binary: dict[str, np.ndarray]) -> None:
+def test_selection_near_duplicate_adds_nothing(binary: dict[str, np.ndarray]) -> None:
     a = binary["a"]
     near = _probs(np.log(a[:, 1] / a[:, 0]) + np.random.default_rng(4).normal(0.0, 0.01, N))  # another seed
-    assert greedy_select("binary", binary["y"], [a, near], max_members=2) == [0]
+    assert list(select_bag("binary", binary["y"], [a, near], max_members=2)) == [0]
 
 
 def test_light_members_dropped_only_if_still_better_than_equal(regression: dict[str, np.ndarray]) -> None:
@@ -203,8 +203,6 @@ def test_a_member_that_helps_only_at_a_small_weight_joins() -> None:
     strong, weak = y + rng.normal(0.0, 1.0, y.size), y + rng.normal(0.0, 2.0, y.size)
     # At equal weights the weak model hurts (error variance (1 + 4) / 4 > 1); at weight ~0.2 it helps.
     assert ensemble_loss("regression", y, (strong + weak) / 2) > ensemble_loss("regression", y, strong)
-    from automl_dnn.ensemble import select_bag
-
     bag = select_bag("regression", y, [strong, weak], max_members=2)
     assert set(bag) == {0, 1} and bag[0] > bag[1]
     result = build_ensemble("regression", y, [strong, weak], max_members=2)
