@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -127,7 +128,9 @@ def write_html_report(run_dir: Path, path: Path) -> Path:
     first = True
     for title, make in plots:
         try:
-            figure = make()
+            with warnings.catch_warnings():  # importances on few trials warn once per parameter
+                warnings.simplefilter("ignore")
+                figure = make()
         except Exception as exc:  # e.g. importances need >= 2 complete trials
             sections.append(f"<h2>{title}</h2><p>not available: {html.escape(str(exc))}</p>")
             continue

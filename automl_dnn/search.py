@@ -424,7 +424,7 @@ class Objective:
         train_data = TrainData(data["X_train"], data["y_train"], data["X_valid"], data["y_valid"])
         settings = self._fit_to_budget(trial, settings, model, train_data)
         y_valid = self.true_values(data["y_valid"])
-        reporter = _EpochReporter(trial, self, y_valid)
+        reporter = _EpochReporter(trial, self)
         result = train(
             model,
             train_data,
@@ -505,14 +505,14 @@ def worker_device(device: str, worker_index: int) -> str:
 class _EpochReporter(Callback):
     """Reports the validation metric each epoch, prunes bad trials, and stops at the deadline."""
 
-    def __init__(self, trial: optuna.Trial, objective: Objective, y_valid: np.ndarray) -> None:
-        self.trial, self.objective, self.y_valid = trial, objective, y_valid
+    def __init__(self, trial: optuna.Trial, objective: Objective) -> None:
+        self.trial, self.objective = trial, objective
+        self.sign = 1.0 if metrics.direction(objective.metric) == "minimize" else -1.0
         self.curve: list[float | None] = []
         self.epoch_seconds = 0.0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> bool:
-        pred = self.objective.user_space(logs["valid_pred"])
-        value = metrics.score(self.objective.metric, self.y_valid, pred)
+        value = self.sign * logs["score"]  # the trainer's score is the metric made lower-is-better
         self.curve.append(_finite(value))
         self.epoch_seconds += float(logs.get("seconds", 0.0))
         if math.isfinite(value):

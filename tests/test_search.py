@@ -134,12 +134,12 @@ def test_epoch_reporter_reports_and_cuts_short_at_the_deadline(finished_run: Pat
     stop = StopFlag(deadline=None)
     study = optuna.create_study()
     trial = study.ask()
-    reporter = _EpochReporter(trial, Objective(ctx, stop), y_valid=np.array([0, 1, 1]))
-    pred = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]])
-    assert reporter.on_epoch_end(0, {"valid_pred": pred}) is False
+    reporter = _EpochReporter(trial, Objective(ctx, stop))
+    assert reporter.on_epoch_end(0, {"score": 0.5, "seconds": 1.0}) is False
     stop.deadline = time.time() - 1
-    assert reporter.on_epoch_end(1, {"valid_pred": pred}) is True
-    assert study.trials[0].intermediate_values == pytest.approx({0: reporter.curve[0], 1: reporter.curve[1]})
+    assert reporter.on_epoch_end(1, {"score": 0.25, "seconds": 1.0}) is True
+    assert study.trials[0].intermediate_values == {0: 0.5, 1: 0.25}  # logloss: reported as is
+    assert reporter.curve == [0.5, 0.25] and reporter.epoch_seconds == 2.0
 
 
 @pytest.mark.parametrize(
