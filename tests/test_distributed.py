@@ -18,10 +18,12 @@ params:
   lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
   optimizer: adam
   schedule: none
-  batch_size: 64
-  max_epochs: 5
-  patience: 3
+  batch_size: 16
+  max_epochs: 60
+  patience: 60
 """
+# Each trial trains 60 epochs unpruned (about a second), so the eight trials outlast the start-up of the
+# second worker (a few seconds on a loaded CI machine) and both workers get trials to run.
 
 
 def test_two_workers_share_one_postgres_study(tmp_path: Path) -> None:
@@ -29,7 +31,7 @@ def test_two_workers_share_one_postgres_study(tmp_path: Path) -> None:
     space.write_text(SPACE)
     with postgres_server() as url:
         command = [sys.executable, "-m", "automl_dnn", "search", "builtin:breast_cancer", "--space", str(space),
-                   "--storage", url, "--study", "shared", "--n-trials", "8", "--quiet"]
+                   "--storage", url, "--study", "shared", "--n-trials", "8", "--pruner", "none", "--threads", "1", "--quiet"]
         workers = [subprocess.Popen([*command, "--out", str(tmp_path / f"machine{i}")],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
         results = [w.communicate(timeout=300) for w in workers]
