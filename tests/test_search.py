@@ -166,8 +166,13 @@ def test_output_path_that_cannot_be_a_folder(tmp_path: Path, tiny_space: Path) -
         _search(afile / "run", tiny_space, n_trials=1)
 
 
-def test_parallel_workers_on_a_journal_file_give_an_exact_count(tmp_path: Path, tiny_space: Path) -> None:
-    summary = _search(tmp_path / "run", tiny_space, n_trials=5, jobs=2)
+def test_parallel_workers_on_a_journal_file_give_an_exact_count(tmp_path: Path) -> None:
+    # Trials of 60 unpruned epochs (about a second each) outlast the start-up of the slower worker,
+    # so both workers get trials even on a loaded machine.
+    space = tmp_path / "slow.yaml"
+    space.write_text(TINY_SPACE.replace("batch_size: 64", "batch_size: 16").replace("max_epochs: 6", "max_epochs: 60")
+                     .replace("patience: 3", "patience: 60"))
+    summary = _search(tmp_path / "run", space, n_trials=5, jobs=2, pruner="none", threads=1)
     assert summary.storage.startswith("journal:")
     study = _study(tmp_path / "run")
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
