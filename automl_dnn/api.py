@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -9,15 +10,21 @@ from typing import TYPE_CHECKING, Any, Callable
 from automl_dnn.errors import AutoDNNError
 
 if TYPE_CHECKING:
-    from automl_dnn.assemble import EnsembleReport
+    from automl_dnn.assemble import BackgroundGBT, EnsembleReport
     from automl_dnn.export import Predictor
     from automl_dnn.search import SearchSummary
 
-#: Share of a ``fit`` time budget kept for the ensemble step (XGBoost search, weights, export).
-ENSEMBLE_SHARE = 0.25
+#: Share of a ``fit`` time budget kept after the search for the ensemble weights and the export
+#: (XGBoost trains beside the search, not after it).
+ENSEMBLE_SHARE = 0.1
+#: XGBoost trials in ``fit``: with a time budget the budget ends its search, without one the count does.
+GBT_TRIALS_ON_BUDGET = 200
+GBT_TRIALS = 10
 
 
-def search(source: Any, *, out: Path, progress: bool | None = None, **options: Any) -> SearchSummary:
+def search(source: Any, *, out: Path, progress: bool | None = None,
+           on_prepared: Callable[[dict[str, Any], float | None], None] | None = None,
+           **options: Any) -> SearchSummary:
     """Run (or resume) an Optuna search over nets for ``source``; see ``SearchOptions`` for the options."""
     from automl_dnn.report import live_progress
     from automl_dnn.search import SearchOptions, run_search
@@ -25,10 +32,10 @@ def search(source: Any, *, out: Path, progress: bool | None = None, **options: A
     opts = SearchOptions(source=source, out=Path(out), **options)
     show = (not opts.quiet) if progress is None else progress
     with live_progress(enabled=show, n_trials=opts.n_trials, time_budget=opts.time_budget) as on_progress:
-        return run_search(opts, on_progress=on_progress)
+        return run_search(opts, on_progress=on_progress, on_prepared=on_prepared)
 
 
-def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gbt: bool = True,
+def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gbt: bool | BackgroundGBT = True,
              gbt_trials: int = 10, seed: int = 0, time_budget: float | None = None,
              threads: int | None = None) -> EnsembleReport:
     """Ensemble the best nets of a finished search (plus XGBoost) and export one model folder."""
@@ -40,9 +47,15 @@ def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gb
 
 
 def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: float | None = None,
-        top_k: int = 5, gbt: bool = True, gbt_trials: int = 10, ensemble_share: float = ENSEMBLE_SHARE,
+        top_k: int = 5, gbt: bool = True, gbt_trials: int | None = None, ensemble_share: float = ENSEMBLE_SHARE,
         **options: Any) -> tuple[SearchSummary, EnsembleReport]:
-    """Search, ensemble and export within ``time_budget`` seconds in total (``ensemble_share`` of it after the search)."""
+    """Search, ensemble and export within ``time_budget`` seconds in total (``ensemble_share`` of it after the search).
+
+    XGBoost is searched in a thread beside the nets, on its own share of the cores (``split_cores``),
+    so both model families get the whole search time: on a small machine that beats giving XGBoost
+    a slice after the nets, and on a GPU machine the CPU would idle otherwise.
+    """
+    from automl_dnn.assemble import BackgroundGBT
     from automl_dnn.run import check_output_dir
 
     started = time.time()
@@ -50,11 +63,53 @@ def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: f
     out = Path(out) if out else model_dir.parent / f"{model_dir.name}-run"
     check_output_dir(model_dir, "model folder")  # refuse a bad model path before the search, not after
     search_budget = None if time_budget is None else time_budget * (1 - ensemble_share)
-    summary = search(source, out=out, time_budget=search_budget, **options)
+    background = None
+    if gbt:
+        options["threads"], gbt_threads = split_cores(options.get("threads"), options.get("device", "auto"),
+                                                      options.get("jobs", 1))
+        n_trials = gbt_trials or (GBT_TRIALS_ON_BUDGET if time_budget is not None else GBT_TRIALS)
+        background = BackgroundGBT(n_trials=n_trials, seed=options.get("seed", 0), threads=gbt_threads)
+    try:
+        summary = search(source, out=out, time_budget=search_budget,
+                         on_prepared=background.start if background else None, **options)
+    except BaseException:
+        if background is not None:
+            background.stop()
+        raise
+    if background is not None and summary.stopped_by == "interrupted":
+        background.stop()
     left = None if time_budget is None else max(1.0, time_budget - (time.time() - started))
-    report = ensemble(out, model_dir=model_dir, top_k=top_k, gbt=gbt, gbt_trials=gbt_trials,
-                      seed=options.get("seed", 0), time_budget=left, threads=options.get("threads"))
+    report = ensemble(out, model_dir=model_dir, top_k=top_k, gbt=background or False, seed=options.get("seed", 0),
+                      time_budget=left, threads=options.get("threads"))
     return summary, report
+
+
+def split_cores(threads: int | None, device: str, jobs: int) -> tuple[int | None, int]:
+    """Torch threads per search worker and XGBoost threads, when both train at once.
+
+    On CUDA the nets need about one core per worker, XGBoost takes the rest; on CPU they halve the
+    cores, unless ``threads`` fixes the nets' share.
+    """
+    cores = available_cores()
+    if device == "cuda" or (device == "auto" and _cuda_available()):
+        return threads, max(1, cores - jobs * (threads or 1))
+    if threads is not None:
+        return threads, max(1, cores - jobs * threads)
+    gbt_threads = max(1, cores // 2)
+    return max(1, (cores - gbt_threads) // jobs), gbt_threads
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, e.g. under taskset or a container's cpuset)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def load(model_dir: Path) -> Predictor:

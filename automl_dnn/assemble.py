@@ -1,16 +1,20 @@
 """Ensemble a finished search and export one model folder (``automl-dnn ensemble``).
 
 The nets are never retrained: their validation and test predictions were saved by the search, so the
-weights are fit on those arrays alone (rtdl's way). Only the XGBoost member is trained here, on the very
-split the nets used (the row indices saved in ``split.safetensors``), after checking that the source
-table is unchanged. The exported nets are the saved weights, checked to reproduce their saved
-validation predictions before they are written.
+weights are fit on those arrays alone (rtdl's way). Only the XGBoost member is trained here (or, in
+``fit``, by ``BackgroundGBT`` in a thread beside the search), on the very split the nets used (the row
+indices saved in ``split.safetensors``), after checking that the source table is unchanged. Its
+validation predictions come from a booster that never saw the validation rows; the exported copy is
+refit on training + validation rows, and the test scores reported are the exported copy's. The exported
+nets are the saved weights, checked to reproduce their saved validation predictions before they are
+written.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +30,8 @@ MAX_CANDIDATES = 30  # the best nets considered; more only slow the greedy selec
 GBT_SHARE = 0.8  # of the time left when XGBoost starts; the rest is for weights and export
 THRESHOLD_GRID = np.round(np.arange(0.02, 0.985, 0.01), 2)
 MIN_THRESHOLD_GAIN = 0.005  # balanced accuracy a threshold must add over 0.5 on validation to be used
+#: Export XGBoost refit on training + validation rows (the weights still come from its training-only fit).
+REFIT_ON_VALID = True
 REPRODUCE_TOL = 1e-3  # a rebuilt net must match its saved validation predictions this closely
 
 
@@ -93,8 +99,8 @@ class _Candidate:
     kind: str
     trial: int | None
     description: str
-    valid: np.ndarray
-    test: np.ndarray
+    valid: np.ndarray  # the validation predictions the weights are fitted on
+    test: np.ndarray  # the test predictions of the exported model (XGBoost: its copy refit on train + valid)
     scaling: str = "standard"
     folder: Path | None = None  # a net's artifacts folder
     gbt: Any = None  # the GBTResult of the XGBoost candidate
@@ -103,9 +109,13 @@ class _Candidate:
 # --- the step -----------------------------------------------------------------------------------
 
 
-def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool = True, gbt_trials: int = 10,
-                 seed: int = 0, time_budget: float | None = None, threads: int | None = None) -> EnsembleReport:
-    """Weight the best nets of a search (plus XGBoost) on validation and export one model folder."""
+def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | BackgroundGBT = True,
+                 gbt_trials: int = 10, seed: int = 0, time_budget: float | None = None,
+                 threads: int | None = None) -> EnsembleReport:
+    """Weight the best nets of a search (plus XGBoost) on validation and export one model folder.
+
+    ``gbt`` may be a ``BackgroundGBT`` started beside the search (``fit``): its model is used as it is.
+    """
     from automl_dnn.data import TargetEncoder
     from automl_dnn.ensemble import build_ensemble
     from automl_dnn.export import check_model_dir
@@ -126,11 +136,16 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool = 
     seconds: dict[str, float] = {}
 
     t0 = time.monotonic()
-    if gbt:
+    if isinstance(gbt, BackgroundGBT):
+        member = gbt.result()
+        notes.extend(gbt.notes)
+    elif gbt:
         budget = None if deadline is None else max(1.0, GBT_SHARE * (deadline - t0))
-        member = _gbt_candidate(run, spec, encoder, y_valid, gbt_trials, seed, budget, threads, notes)
-        if member is not None:
-            candidates.append(member)
+        member = _gbt_candidate(run, spec, encoder, gbt_trials, seed, budget, threads, notes)
+    else:
+        member = None
+    if member is not None:
+        candidates.append(member)
     seconds["gbt"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -262,8 +277,57 @@ def describe_gbt(result: Any) -> str:
 # --- XGBoost ------------------------------------------------------------------------------------
 
 
-def _gbt_candidate(run: RunDir, spec: dict[str, Any], encoder: Any, y_valid: np.ndarray, n_trials: int, seed: int,
-                   time_budget: float | None, threads: int | None, notes: list[str]) -> _Candidate | None:
+class BackgroundGBT:
+    """XGBoost searched in a thread while the nets search (``fit``), so that both get the search's time.
+
+    XGBoost's C++ core and torch's kernels both release the GIL, so a thread is enough: no second process
+    reads the data and imports the libraries again. Give each side its own cores (``threads`` here, the
+    search's ``--threads`` there). ``start`` is the search's ``on_prepared`` hook; ``result`` waits for it.
+    """
+
+    def __init__(self, *, n_trials: int, seed: int = 0, threads: int | None = None) -> None:
+        self.n_trials, self.seed, self.threads = n_trials, seed, threads
+        self.notes: list[str] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._member: _Candidate | None = None
+        self._error: BaseException | None = None
+
+    def start(self, spec: dict[str, Any], deadline: float | None) -> None:
+        """Start searching for the prepared run ``spec``, until ``deadline`` (a ``time.time()`` value)."""
+        budget = None if deadline is None else max(1.0, deadline - time.time())
+        self._thread = threading.Thread(target=self._run, args=(spec, budget), name="automl-dnn-xgboost",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, spec: dict[str, Any], budget: float | None) -> None:
+        from automl_dnn.data import TargetEncoder
+
+        try:
+            run = RunDir(Path(spec["run_dir"]))
+            encoder = TargetEncoder.from_dict(read_json(run.target_path))
+            self._member = _gbt_candidate(run, spec, encoder, self.n_trials, self.seed, budget, self.threads,
+                                          self.notes, stop=self._stop)
+        except BaseException as exc:  # handed to the caller of result()
+            self._error = exc
+
+    def stop(self) -> None:
+        """Stop boosting now (Ctrl-C, a failed search); result() then returns what is done, unrefitted."""
+        self._stop.set()
+
+    def result(self) -> _Candidate | None:
+        """The XGBoost candidate once the thread is done; None if it never started or had no data."""
+        if self._thread is None:
+            return None
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._member
+
+
+def _gbt_candidate(run: RunDir, spec: dict[str, Any], encoder: Any, n_trials: int, seed: int,
+                   time_budget: float | None, threads: int | None, notes: list[str],
+                   stop: threading.Event | None = None) -> _Candidate | None:
     """Train XGBoost on the run's own split of the (unchanged) source table."""
     from automl_dnn.data import FeaturePreprocessor
     from automl_dnn.gbt import fit_gbt_holdout, predict_gbt
@@ -276,23 +340,29 @@ def _gbt_candidate(run: RunDir, spec: dict[str, Any], encoder: Any, y_valid: np.
     pre = FeaturePreprocessor.from_dict(read_json(run.preprocess_path(key)))
     frames = {part: pre.transform_for_gbt(dataset.features.iloc[split[part]].reset_index(drop=True))
               for part in ("train", "valid", "test")}
-    y_train = dataset.y[split["train"]]
+    y_train, y_valid = dataset.y[split["train"]], dataset.y[split["valid"]]
     if encoder.task == "regression":
-        y_train = encoder.decode(y_train)
-    # XGBoost never sees the validation split: the ensemble weights are fitted on it.
+        y_train, y_valid = encoder.decode(y_train), encoder.decode(y_valid)
+    # The booster that predicts the validation split (which the ensemble weights are fitted on) never
+    # sees it; only the exported copy, refit last, learns from those rows too.
     result = fit_gbt_holdout(frames["train"], y_train, task=encoder.task, n_classes=len(encoder.classes),
-                             n_trials=n_trials, seed=seed, time_budget=time_budget, threads=threads)
+                             n_trials=n_trials, seed=seed, time_budget=time_budget, threads=threads, stop=stop,
+                             more=(frames["valid"], y_valid) if REFIT_ON_VALID else None)
 
-    def pred(part: str) -> np.ndarray:
+    def pred(part: str, booster: Any) -> np.ndarray:
         if len(frames[part]) == 0:
             width = (len(encoder.classes),) if encoder.task != "regression" else ()
             return np.zeros((0, *width))
-        return np.asarray(predict_gbt(result.booster, frames[part], task=encoder.task,
-                                      categories=result.categories), dtype=np.float64)
+        return np.asarray(predict_gbt(booster, frames[part], task=encoder.task, categories=result.categories),
+                          dtype=np.float64)
 
-    notes.append(f"XGBoost: {result.n_trials_run} trials in {result.seconds:.1f}s")
+    refit = "refit on the training split" if result.refit else "not refit (no time left)"
+    if result.final_booster is not None:
+        refit += f"; the exported copy refit on training + validation ({result.final_rows} rows)"
+    notes.append(f"XGBoost: {result.n_trials_run} trials in {result.seconds:.1f}s, {refit}")
     return _Candidate(name="xgboost", kind="xgboost", trial=None, description=describe_gbt(result),
-                      valid=pred("valid"), test=pred("test"), scaling=key, gbt=result)
+                      valid=pred("valid", result.booster), scaling=key, gbt=result,
+                      test=pred("test", result.booster if result.final_booster is None else result.final_booster))
 
 
 def _reload_source(spec: dict[str, Any], notes: list[str]) -> Any:
@@ -410,7 +480,8 @@ def _export(run: RunDir, spec: dict[str, Any], encoder: Any, model_dir: Path, ch
             scalings.add(c.scaling)
         else:
             r = c.gbt
-            gbt = GBTMember(booster=r.booster, params=r.params, best_iteration=r.best_iteration,
+            booster = r.booster if r.final_booster is None else r.final_booster
+            gbt = GBTMember(booster=booster, params=r.params, best_iteration=booster.num_boosted_rounds() - 1,
                             categories=r.categories, preprocess=c.scaling, weight=w, scores=scores)
             scalings.add(c.scaling)
     preprocessors = {s: read_json(run.preprocess_path(s)) for s in sorted(scalings)}
@@ -446,4 +517,4 @@ def _net_member(run: RunDir, c: _Candidate, encoder: Any, weight: float, scores:
                      weight=weight, scores=scores)
 
 
-__all__ = ["EnsembleReport", "MemberRow", "SummaryRow", "choose_threshold", "describe_net", "ensemble_run"]
+__all__ = ["BackgroundGBT", "EnsembleReport", "MemberRow", "SummaryRow", "choose_threshold", "describe_net", "ensemble_run"]

@@ -237,9 +237,10 @@ def ensemble(run_dir: Path, model_dir: Path | None, top_k: int, no_gbt: bool, gb
 @click.option("--out", "out", type=OutputFolder(), help="Run folder (default: MODEL-run, beside MODEL).")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--no-gbt", is_flag=True)
-@click.option("--gbt-trials", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--gbt-trials", type=click.IntRange(min=1),
+              help="XGBoost trials at most (default: as many as --time-budget allows, else 10).")
 @search_options
-def fit(data: str, model_dir: Path, out: Path | None, top_k: int, no_gbt: bool, gbt_trials: int,
+def fit(data: str, model_dir: Path, out: Path | None, top_k: int, no_gbt: bool, gbt_trials: int | None,
         **options: Any) -> None:
     """Search, ensemble and export in one go, within --time-budget seconds in total."""
     from automl_dnn import api

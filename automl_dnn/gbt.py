@@ -14,6 +14,7 @@ UBJ, never pickle) and reloaded predicts identically.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from automl_dnn import metrics
 EARLY_STOPPING_ROUNDS = 50
 MAX_BOOST_ROUNDS = 2000
 MIN_FIRST_ROUNDS = 20  # the default trial boosts at least this long, whatever the deadline
-REFIT_RESERVE = 0.6  # fit_gbt_holdout: share of the time budget for the search, the rest for the refit
+REFIT_MARGIN = 1.25  # fit_gbt_holdout keeps this many times the best trial's estimated refit time for the refit
 
 # The first trial: strong, well-known defaults (a smaller eta than XGBoost's 0.3, rows and columns
 # subsampled). alpha's search range is log-scaled, so "no L1" is its lower bound, 1e-8.
@@ -75,7 +76,10 @@ class GBTResult:
     n_trials_run: int
     seconds: float
     categories: dict[str, list[Any]] = field(default_factory=dict)  # training categories per column
-    trials: list[dict[str, Any]] = field(default_factory=list)  # per trial: params, valid_loss, best_iteration
+    trials: list[dict[str, Any]] = field(default_factory=list)  # per trial: params, valid_loss, best_iteration, seconds
+    refit: bool = False  # fit_gbt_holdout: refit on all its rows (else the holdout-tuned booster)
+    final_booster: xgb.Booster | None = None  # fit_gbt_holdout(more=...): refit on its rows plus ``more``
+    final_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the booster, JSON-able (the booster is saved separately with save_model)."""
@@ -87,6 +91,8 @@ class GBTResult:
             "seconds": self.seconds,
             "categories": self.categories,
             "trials": self.trials,
+            "refit": self.refit,
+            "final_rows": self.final_rows,
         }
 
 
@@ -152,21 +158,25 @@ def _base_params(task: str, n_classes: int, seed: int, threads: int | None) -> d
 
 
 class _Deadline(xgb.callback.TrainingCallback):
-    """Stops boosting once the search's time budget is spent (early stopping keeps the best round)."""
+    """Stops boosting once the time budget is spent or ``stop`` is set (early stopping keeps the best round)."""
 
-    def __init__(self, deadline: float, min_rounds: int = 0) -> None:
+    def __init__(self, deadline: float | None, min_rounds: int = 0, stop: threading.Event | None = None) -> None:
         super().__init__()
-        self.deadline, self.min_rounds = deadline, min_rounds
+        self.deadline, self.min_rounds, self.stop = deadline, min_rounds, stop
 
     def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: Any) -> bool:
-        return epoch + 1 >= self.min_rounds and time.monotonic() >= self.deadline
+        if self.stop is not None and self.stop.is_set():
+            return True
+        return self.deadline is not None and epoch + 1 >= self.min_rounds and time.monotonic() >= self.deadline
 
 
 def _train_one(
-    params: dict[str, Any], dtrain: xgb.DMatrix, dvalid: xgb.DMatrix, deadline: float | None, min_rounds: int = 0
+    params: dict[str, Any], dtrain: xgb.DMatrix, dvalid: xgb.DMatrix, deadline: float | None, min_rounds: int = 0,
+    stop: threading.Event | None = None,
 ) -> tuple[xgb.Booster, int]:
     """Train with early stopping on the validation split; return the trimmed booster and best iteration."""
-    callbacks = [_Deadline(deadline, min_rounds)] if deadline is not None else None
+    watching = deadline is not None or stop is not None
+    callbacks = [_Deadline(deadline, min_rounds, stop)] if watching else None
     booster = xgb.train(
         params,
         dtrain,
@@ -176,7 +186,10 @@ def _train_one(
         verbose_eval=False,
         callbacks=callbacks,
     )
-    best = int(booster.best_iteration)
+    try:
+        best = int(booster.best_iteration)
+    except AttributeError:  # stopped by _Deadline before early stopping recorded a best round
+        best = booster.num_boosted_rounds() - 1
     return booster[: best + 1], best
 
 
@@ -233,6 +246,8 @@ def fit_gbt(
     seed: int = 0,
     time_budget: float | None = None,
     threads: int | None = None,
+    stop: threading.Event | None = None,
+    refit_factor: float = 0.0,
 ) -> GBTResult:
     """Tune XGBoost briefly on the validation split and return the best trimmed booster.
 
@@ -240,6 +255,10 @@ def fit_gbt(
     are sampled by a seeded TPE over ``search_space()``. The search stops after ``max(n_trials, 1)``
     trials or once ``time_budget`` seconds have passed (checked before each trial; a running trial,
     the first one too after ``MIN_FIRST_ROUNDS``, stops boosting at the deadline and keeps its best round).
+    Setting ``stop`` (from another thread) ends it the same way at once. ``refit_factor`` > 0 keeps time
+    for a refit of the best trial that takes that many times its seconds: trials after the first end
+    ``REFIT_MARGIN`` times that before the deadline, unless the refit no longer fits at all; then the
+    trials use the whole budget.
     """
     import optuna
 
@@ -266,26 +285,30 @@ def fit_gbt(
     base = _base_params(task, n_classes, seed, threads)
     space = search_space()
 
-    best: tuple[float, xgb.Booster, dict[str, Any], int] | None = None
+    best: tuple[float, xgb.Booster, dict[str, Any], int, float] | None = None
     trials: list[dict[str, Any]] = []
     with _quiet_optuna():
         study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
         study.enqueue_trial(DEFAULT_PARAMS)
         for number in range(max(n_trials, 1)):
-            if number > 0 and deadline is not None and time.monotonic() >= deadline:
+            trial_deadline = _trial_deadline(deadline, None if best is None else refit_factor * best[4])
+            if number > 0 and (_stopped(stop) or (trial_deadline is not None and time.monotonic() >= trial_deadline)):
                 break
             trial = study.ask(space)
             params = {**base, **trial.params}
-            booster, best_it = _train_one(params, dtrain, dvalid, deadline,
-                                          min_rounds=MIN_FIRST_ROUNDS if number == 0 else 0)
+            t0 = time.monotonic()
+            booster, best_it = _train_one(params, dtrain, dvalid, deadline if number == 0 else trial_deadline,
+                                          min_rounds=MIN_FIRST_ROUNDS if number == 0 else 0, stop=stop)
+            seconds = time.monotonic() - t0
             loss = _valid_loss(task, y_va, predict_gbt(booster, X_valid, task=task))
             study.tell(trial, loss if math.isfinite(loss) else math.inf)
-            trials.append({"params": dict(trial.params), "valid_loss": loss, "best_iteration": best_it})
+            trials.append({"params": dict(trial.params), "valid_loss": loss, "best_iteration": best_it,
+                           "seconds": seconds})
             if best is None or loss < best[0]:
-                best = (loss, booster, params, best_it)
+                best = (loss, booster, params, best_it, seconds)
 
     assert best is not None  # trial 0 always runs
-    loss, booster, params, best_it = best
+    loss, booster, params, best_it, _ = best
     return GBTResult(
         booster=booster,
         params=params,
@@ -296,6 +319,19 @@ def fit_gbt(
         categories=categories,
         trials=trials,
     )
+
+
+def _stopped(stop: threading.Event | None) -> bool:
+    return stop is not None and stop.is_set()
+
+
+def _trial_deadline(deadline: float | None, refit_seconds: float | None) -> float | None:
+    """When the next trial must end so that a refit of ``refit_seconds`` still fits before ``deadline``."""
+    if deadline is None or not refit_seconds:
+        return deadline
+    if time.monotonic() + refit_seconds > deadline:  # no refit any more: search to the end
+        return deadline
+    return deadline - REFIT_MARGIN * refit_seconds
 
 
 def fit_gbt_holdout(
@@ -309,12 +345,19 @@ def fit_gbt_holdout(
     seed: int = 0,
     time_budget: float | None = None,
     threads: int | None = None,
+    stop: threading.Event | None = None,
+    more: tuple[pd.DataFrame, Any] | None = None,
 ) -> GBTResult:
     """Tune and early-stop XGBoost on a holdout of the *training* rows, then refit on all of them.
 
     The run's validation split then stays unseen by XGBoost, so its validation predictions are as
     honest as the nets' and the ensemble weights fitted on them do not favour it unduly. The refit uses
-    the best parameters and the best number of rounds scaled up by the larger training set.
+    the best parameters and the best number of rounds scaled up by the larger training set. The search
+    keeps time for that refit (estimated from the best trial's own time); when the refit would not fit in
+    ``time_budget`` anyway, or once ``stop`` is set, the holdout-tuned booster is returned as it is.
+
+    ``more`` (the run's validation rows) joins only a last refit, ``final_booster``: the model to export
+    once the ensemble weights are fitted with ``booster``'s validation predictions. It too needs time.
     """
     from sklearn.model_selection import train_test_split
 
@@ -325,16 +368,33 @@ def fit_gbt_holdout(
         fit_idx, stop_idx = train_test_split(index, test_size=holdout, random_state=seed, stratify=stratify)
     except ValueError:  # a class too small to stratify
         fit_idx, stop_idx = train_test_split(index, test_size=holdout, random_state=seed)
-    # The refit on all rows costs about as much as one search trial: keep time for it.
-    search_budget = None if time_budget is None else REFIT_RESERVE * time_budget
+    start = time.monotonic()
+    refit_factor = 1.0 / (1.0 - holdout)  # more rows and rounds than the trial it repeats
+    grow = 1.0 if more is None else (len(X) + len(more[0])) / len(X)
+    reserve = refit_factor * (1.0 + (grow if more is not None else 0.0))
     result = fit_gbt(X.iloc[np.sort(fit_idx)].reset_index(drop=True), y_all[np.sort(fit_idx)],
                      X.iloc[np.sort(stop_idx)].reset_index(drop=True), y_all[np.sort(stop_idx)],
-                     task=task, n_classes=n_classes, n_trials=n_trials, seed=seed, time_budget=search_budget,
-                     threads=threads)
+                     task=task, n_classes=n_classes, n_trials=n_trials, seed=seed, time_budget=time_budget,
+                     threads=threads, stop=stop, refit_factor=reserve)
+    best_seconds = min((t["seconds"] for t in result.trials if t["valid_loss"] == result.valid_loss), default=0.0)
+    deadline = None if time_budget is None else start + time_budget
+    if _stopped(stop) or (deadline is not None and time.monotonic() + refit_factor * best_seconds > deadline):
+        result.refit = False
+        return result
     rounds = max(1, round((result.best_iteration + 1) / (1.0 - holdout)))
     categories = frame_categories(X)
     dall = xgb.DMatrix(X, y_all, enable_categorical=True, nthread=threads)
     result.booster = xgb.train(result.params, dall, num_boost_round=rounds, verbose_eval=False)
+    result.refit = True
     result.best_iteration = rounds - 1
     result.categories = categories
+    if more is not None and not _stopped(stop) and (
+            deadline is None or time.monotonic() + refit_factor * grow * best_seconds <= deadline):
+        X_more, y_more = align_categories(more[0], categories), _labels(more[1], task, n_classes)
+        both = xgb.DMatrix(pd.concat([X, X_more], ignore_index=True), np.concatenate([y_all, y_more]),
+                           enable_categorical=True, nthread=threads)
+        result.final_booster = xgb.train(result.params, both, num_boost_round=max(1, round(rounds * grow)),
+                                         verbose_eval=False)
+        result.final_rows = len(X) + len(X_more)
+    result.seconds = time.monotonic() - start
     return result

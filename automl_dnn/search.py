@@ -667,14 +667,21 @@ class _FileStop(StopFlag):
 # --- the search ---------------------------------------------------------------------------------
 
 
-def run_search(options: SearchOptions, *, on_progress: Callable[[dict[str, Any]], None] | None = None) -> SearchSummary:
-    """Run (or resume) a search; returns the study's summary."""
+def run_search(options: SearchOptions, *, on_progress: Callable[[dict[str, Any]], None] | None = None,
+               on_prepared: Callable[[dict[str, Any], float | None], None] | None = None) -> SearchSummary:
+    """Run (or resume) a search; returns the study's summary.
+
+    ``on_prepared(spec, deadline)`` is called once the run folder holds the split and the preprocessing,
+    before the first trial: ``fit`` starts XGBoost there, to train beside the nets.
+    """
     started = time.time()
     budget = options.time_budget
     if budget is None and options.n_trials is None:
         budget = DEFAULT_TIME_BUDGET
     spec = prepare_run(options)
     deadline = started + budget if budget is not None else None
+    if on_prepared is not None:
+        on_prepared(spec, deadline)
     study = open_study(spec, seed=options.seed, pruner=options.pruner, several_workers=options.jobs > 1)
     enqueue_defaults(study, load_space(spec["space"]))
     reap_stale_trials(study)

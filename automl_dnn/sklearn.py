@@ -34,7 +34,7 @@ class _AutoDNNBase(BaseEstimator):
         metric: str | None = None,
         top_k: int = 5,
         gbt: bool = True,
-        gbt_trials: int = 10,
+        gbt_trials: int | None = None,
         valid_size: float = 0.15,
         test_size: float = 0.0,  # train on all given rows: the caller keeps its own test set
         seed: int = 0,
@@ -103,6 +103,8 @@ class _AutoDNNBase(BaseEstimator):
             raise ValueError(f"n_trials must be >= 1 or None, got {self.n_trials!r}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k!r}")
+        if self.gbt_trials is not None and self.gbt_trials < 1:
+            raise ValueError(f"gbt_trials must be >= 1 or None, got {self.gbt_trials!r}")
 
     def _task_for(self, y: np.ndarray) -> str:
         raise NotImplementedError

@@ -219,3 +219,63 @@ def test_a_model_path_that_is_not_a_model_folder_is_refused_first(tmp_path_facto
         with pytest.raises(StorageError, match=message):
             ensemble_run(run, model_dir=bad)
     assert (tmp_path / "project" / "keep.txt").read_text() == "x"
+
+
+# --- XGBoost beside the search (fit) ------------------------------------------------------------
+
+
+def test_background_gbt_trains_beside_the_search_and_exports_its_refit_copy(tmp_path: Path) -> None:
+    from automl_dnn.assemble import BackgroundGBT
+
+    background = BackgroundGBT(n_trials=2, seed=0, threads=1)
+    api.search("builtin:breast_cancer", out=tmp_path / "run", n_trials=1, on_prepared=background.start, **SEARCH)
+    assert background._thread is not None  # started by the search, before its first trial
+    report = ensemble_run(tmp_path / "run", model_dir=tmp_path / "m", gbt=background)
+    xgb_row = next(row for row in report.members if row.kind == "xgboost")
+    assert any("2 trials" in n and "training + validation" in n for n in report.notes)
+    assert math.isfinite(xgb_row.valid) and math.isfinite(xgb_row.test)
+    # The exported copy boosts as many more rounds as it has more rows than the training split.
+    from automl_dnn.run import load_arrays
+
+    rows = load_arrays(RunDir(tmp_path / "run").split_path)
+    grow = (len(rows["train"]) + len(rows["valid"])) / len(rows["train"])
+    train_rounds = int(xgb_row.description.split(", ")[-1].split()[0])
+    spec = json.loads((tmp_path / "m" / "model.json").read_text())
+    exported = next(m for m in spec["members"] if m["kind"] == "xgboost")
+    assert exported["best_iteration"] + 1 == round(train_rounds * grow) > train_rounds
+
+
+def test_background_gbt_hands_its_error_to_the_ensemble_step(tmp_path: Path) -> None:
+    from automl_dnn.assemble import BackgroundGBT
+
+    background = BackgroundGBT(n_trials=1)
+    background.start({"run_dir": str(tmp_path / "not-a-run")}, None)
+    with pytest.raises(Exception):
+        background.result()
+    assert BackgroundGBT(n_trials=1).result() is None  # never started: no XGBoost member
+
+
+def test_fit_stops_xgboost_when_the_search_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from automl_dnn import assemble
+
+    stopped = []
+    monkeypatch.setattr(assemble.BackgroundGBT, "stop", lambda self: stopped.append(self))
+    with pytest.raises(AutoDNNError):
+        api.fit("builtin:breast_cancer", model_dir=tmp_path / "m", out=tmp_path / "run", space="quick",
+                target="no-such-column", quiet=True)
+    assert len(stopped) == 1
+
+
+@pytest.mark.parametrize(("cores", "threads", "device", "jobs", "expected"), [
+    (2, None, "cpu", 1, (1, 1)),
+    (16, None, "cpu", 1, (8, 8)),
+    (16, None, "cpu", 2, (4, 8)),
+    (16, 3, "cpu", 2, (3, 10)),
+    (1, None, "cpu", 1, (1, 1)),
+    (16, None, "cuda", 1, (None, 15)),
+    (16, 2, "cuda", 4, (2, 8)),
+])
+def test_split_cores(monkeypatch: pytest.MonkeyPatch, cores: int, threads: int | None, device: str, jobs: int,
+                     expected: tuple[int | None, int]) -> None:
+    monkeypatch.setattr(api, "available_cores", lambda: cores)
+    assert api.split_cores(threads, device, jobs) == expected
