@@ -3,9 +3,9 @@
 The nets are never retrained: their validation and test predictions were saved by the search, so the
 weights are fit on those arrays alone (rtdl's way). Only the XGBoost member is trained here (or, in
 ``fit``, by ``BackgroundGBT`` in a thread beside the search), on the very split the nets used (the row
-indices saved in ``split.safetensors``), after checking that the source table is unchanged. Its
-validation predictions come from a booster that never saw the validation rows; the exported copy is
-refit on training + validation rows, and the test scores reported are the exported copy's. The exported
+indices saved in ``split.safetensors``), after checking that the source table is unchanged. Like
+the nets, it is tuned and early-stopped on the validation split; the exported copy is then refit on
+training + validation rows, and the test scores reported are the exported copy's. The exported
 nets are the saved weights, checked to reproduce their saved validation predictions before they are
 written.
 """
@@ -30,7 +30,7 @@ MAX_CANDIDATES = 30  # the best nets considered; more only slow the greedy selec
 GBT_SHARE = 0.8  # of the time left when XGBoost starts; the rest is for weights and export
 THRESHOLD_GRID = np.round(np.arange(0.02, 0.985, 0.01), 2)
 MIN_THRESHOLD_GAIN = 0.005  # balanced accuracy a threshold must add over 0.5 on validation to be used
-#: Export XGBoost refit on training + validation rows (the weights still come from its training-only fit).
+#: Export XGBoost refit on training + validation rows (the weights come from its early-stopped fit on train).
 REFIT_ON_VALID = True
 REPRODUCE_TOL = 1e-3  # a rebuilt net must match its saved validation predictions this closely
 
@@ -330,7 +330,7 @@ def _gbt_candidate(run: RunDir, spec: dict[str, Any], encoder: Any, n_trials: in
                    stop: threading.Event | None = None) -> _Candidate | None:
     """Train XGBoost on the run's own split of the (unchanged) source table."""
     from automl_dnn.data import FeaturePreprocessor
-    from automl_dnn.gbt import fit_gbt_holdout, predict_gbt
+    from automl_dnn.gbt import fit_gbt, predict_gbt
 
     dataset = _reload_source(spec, notes)
     if dataset is None:
@@ -343,11 +343,11 @@ def _gbt_candidate(run: RunDir, spec: dict[str, Any], encoder: Any, n_trials: in
     y_train, y_valid = dataset.y[split["train"]], dataset.y[split["valid"]]
     if encoder.task == "regression":
         y_train, y_valid = encoder.decode(y_train), encoder.decode(y_valid)
-    # The booster that predicts the validation split (which the ensemble weights are fitted on) never
-    # sees it; only the exported copy, refit last, learns from those rows too.
-    result = fit_gbt_holdout(frames["train"], y_train, task=encoder.task, n_classes=len(encoder.classes),
-                             n_trials=n_trials, seed=seed, time_budget=time_budget, threads=threads, stop=stop,
-                             more=(frames["valid"], y_valid) if REFIT_ON_VALID else None)
+    # Tuned and early-stopped on the validation split, as the nets are: the ensemble weights, fitted on
+    # that split, then see every member equally flattered. The exported copy is refit on train + valid.
+    result = fit_gbt(frames["train"], y_train, frames["valid"], y_valid, task=encoder.task,
+                     n_classes=len(encoder.classes), n_trials=n_trials, seed=seed, time_budget=time_budget,
+                     threads=threads, stop=stop, refit=REFIT_ON_VALID)
 
     def pred(part: str, booster: Any) -> np.ndarray:
         if len(frames[part]) == 0:
@@ -356,9 +356,8 @@ def _gbt_candidate(run: RunDir, spec: dict[str, Any], encoder: Any, n_trials: in
         return np.asarray(predict_gbt(booster, frames[part], task=encoder.task, categories=result.categories),
                           dtype=np.float64)
 
-    refit = "refit on the training split" if result.refit else "not refit (no time left)"
-    if result.final_booster is not None:
-        refit += f"; the exported copy refit on training + validation ({result.final_rows} rows)"
+    refit = ("the exported copy refit on training + validation" if result.final_booster is not None
+             else "not refit on training + validation (no time left)")
     notes.append(f"XGBoost: {result.n_trials_run} trials in {result.seconds:.1f}s, {refit}")
     return _Candidate(name="xgboost", kind="xgboost", trial=None, description=describe_gbt(result),
                       valid=pred("valid", result.booster), scaling=key, gbt=result,

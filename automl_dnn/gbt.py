@@ -30,7 +30,7 @@ from automl_dnn import metrics
 EARLY_STOPPING_ROUNDS = 50
 MAX_BOOST_ROUNDS = 2000
 MIN_FIRST_ROUNDS = 20  # the default trial boosts at least this long, whatever the deadline
-REFIT_MARGIN = 1.25  # fit_gbt_holdout keeps this many times the best trial's estimated refit time for the refit
+REFIT_MARGIN = 1.25  # fit_gbt(refit=True) keeps this many times the refit's estimated seconds for it
 
 # The first trial: strong, well-known defaults (a smaller eta than XGBoost's 0.3, rows and columns
 # subsampled). alpha's search range is log-scaled, so "no L1" is its lower bound, 1e-8.
@@ -77,8 +77,7 @@ class GBTResult:
     seconds: float
     categories: dict[str, list[Any]] = field(default_factory=dict)  # training categories per column
     trials: list[dict[str, Any]] = field(default_factory=list)  # per trial: params, valid_loss, best_iteration, seconds
-    refit: bool = False  # fit_gbt_holdout: refit on all its rows (else the holdout-tuned booster)
-    final_booster: xgb.Booster | None = None  # fit_gbt_holdout(more=...): refit on its rows plus ``more``
+    final_booster: xgb.Booster | None = None  # fit_gbt(refit=True): the best trial refit on train + valid
     final_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,7 +90,6 @@ class GBTResult:
             "seconds": self.seconds,
             "categories": self.categories,
             "trials": self.trials,
-            "refit": self.refit,
             "final_rows": self.final_rows,
         }
 
@@ -247,7 +245,7 @@ def fit_gbt(
     time_budget: float | None = None,
     threads: int | None = None,
     stop: threading.Event | None = None,
-    refit_factor: float = 0.0,
+    refit: bool = False,
 ) -> GBTResult:
     """Tune XGBoost briefly on the validation split and return the best trimmed booster.
 
@@ -255,10 +253,13 @@ def fit_gbt(
     are sampled by a seeded TPE over ``search_space()``. The search stops after ``max(n_trials, 1)``
     trials or once ``time_budget`` seconds have passed (checked before each trial; a running trial,
     the first one too after ``MIN_FIRST_ROUNDS``, stops boosting at the deadline and keeps its best round).
-    Setting ``stop`` (from another thread) ends it the same way at once. ``refit_factor`` > 0 keeps time
-    for a refit of the best trial that takes that many times its seconds: trials after the first end
-    ``REFIT_MARGIN`` times that before the deadline, unless the refit no longer fits at all; then the
-    trials use the whole budget.
+    Setting ``stop`` (from another thread) ends it the same way at once.
+
+    With ``refit``, the best trial is then refit on training + validation rows, its rounds scaled up by
+    the larger set: ``final_booster``, the model to export once the ensemble weights are fitted with
+    ``booster``'s validation predictions. The trials keep time for it (``REFIT_MARGIN`` times the
+    estimate from the best trial's own seconds) unless it no longer fits at all; then the trials use the
+    whole budget and ``booster`` is all there is.
     """
     import optuna
 
@@ -285,6 +286,8 @@ def fit_gbt(
     base = _base_params(task, n_classes, seed, threads)
     space = search_space()
 
+    grow = (len(X_train) + len(X_valid)) / len(X_train)
+    refit_factor = grow if refit else 0.0
     best: tuple[float, xgb.Booster, dict[str, Any], int, float] | None = None
     trials: list[dict[str, Any]] = []
     with _quiet_optuna():
@@ -308,17 +311,17 @@ def fit_gbt(
                 best = (loss, booster, params, best_it, seconds)
 
     assert best is not None  # trial 0 always runs
-    loss, booster, params, best_it, _ = best
-    return GBTResult(
-        booster=booster,
-        params=params,
-        best_iteration=best_it,
-        valid_loss=loss,
-        n_trials_run=len(trials),
-        seconds=time.monotonic() - start,
-        categories=categories,
-        trials=trials,
-    )
+    loss, booster, params, best_it, best_seconds = best
+    result = GBTResult(booster=booster, params=params, best_iteration=best_it, valid_loss=loss,
+                       n_trials_run=len(trials), seconds=0.0, categories=categories, trials=trials)
+    if refit and not _stopped(stop) and (deadline is None or time.monotonic() + grow * best_seconds <= deadline):
+        both = xgb.DMatrix(pd.concat([X_train, X_valid], ignore_index=True), np.concatenate([y_tr, y_va]),
+                           enable_categorical=True, nthread=threads)
+        result.final_booster = xgb.train(params, both, num_boost_round=max(1, round((best_it + 1) * grow)),
+                                         verbose_eval=False)
+        result.final_rows = len(X_train) + len(X_valid)
+    result.seconds = time.monotonic() - start
+    return result
 
 
 def _stopped(stop: threading.Event | None) -> bool:
@@ -332,69 +335,3 @@ def _trial_deadline(deadline: float | None, refit_seconds: float | None) -> floa
     if time.monotonic() + refit_seconds > deadline:  # no refit any more: search to the end
         return deadline
     return deadline - REFIT_MARGIN * refit_seconds
-
-
-def fit_gbt_holdout(
-    X: pd.DataFrame,
-    y: Any,
-    *,
-    task: str,
-    n_classes: int,
-    holdout: float = 0.15,
-    n_trials: int = 10,
-    seed: int = 0,
-    time_budget: float | None = None,
-    threads: int | None = None,
-    stop: threading.Event | None = None,
-    more: tuple[pd.DataFrame, Any] | None = None,
-) -> GBTResult:
-    """Tune and early-stop XGBoost on a holdout of the *training* rows, then refit on all of them.
-
-    The run's validation split then stays unseen by XGBoost, so its validation predictions are as
-    honest as the nets' and the ensemble weights fitted on them do not favour it unduly. The refit uses
-    the best parameters and the best number of rounds scaled up by the larger training set. The search
-    keeps time for that refit (estimated from the best trial's own time); when the refit would not fit in
-    ``time_budget`` anyway, or once ``stop`` is set, the holdout-tuned booster is returned as it is.
-
-    ``more`` (the run's validation rows) joins only a last refit, ``final_booster``: the model to export
-    once the ensemble weights are fitted with ``booster``'s validation predictions. It too needs time.
-    """
-    from sklearn.model_selection import train_test_split
-
-    y_all = _labels(y, task, n_classes)
-    index = np.arange(len(X))
-    stratify = y_all if task != "regression" and np.bincount(y_all).min(initial=0) >= 2 else None
-    try:
-        fit_idx, stop_idx = train_test_split(index, test_size=holdout, random_state=seed, stratify=stratify)
-    except ValueError:  # a class too small to stratify
-        fit_idx, stop_idx = train_test_split(index, test_size=holdout, random_state=seed)
-    start = time.monotonic()
-    refit_factor = 1.0 / (1.0 - holdout)  # more rows and rounds than the trial it repeats
-    grow = 1.0 if more is None else (len(X) + len(more[0])) / len(X)
-    reserve = refit_factor * (1.0 + (grow if more is not None else 0.0))
-    result = fit_gbt(X.iloc[np.sort(fit_idx)].reset_index(drop=True), y_all[np.sort(fit_idx)],
-                     X.iloc[np.sort(stop_idx)].reset_index(drop=True), y_all[np.sort(stop_idx)],
-                     task=task, n_classes=n_classes, n_trials=n_trials, seed=seed, time_budget=time_budget,
-                     threads=threads, stop=stop, refit_factor=reserve)
-    best_seconds = min((t["seconds"] for t in result.trials if t["valid_loss"] == result.valid_loss), default=0.0)
-    deadline = None if time_budget is None else start + time_budget
-    if _stopped(stop) or (deadline is not None and time.monotonic() + refit_factor * best_seconds > deadline):
-        result.refit = False
-        return result
-    rounds = max(1, round((result.best_iteration + 1) / (1.0 - holdout)))
-    categories = frame_categories(X)
-    dall = xgb.DMatrix(X, y_all, enable_categorical=True, nthread=threads)
-    result.booster = xgb.train(result.params, dall, num_boost_round=rounds, verbose_eval=False)
-    result.refit = True
-    result.best_iteration = rounds - 1
-    result.categories = categories
-    if more is not None and not _stopped(stop) and (
-            deadline is None or time.monotonic() + refit_factor * grow * best_seconds <= deadline):
-        X_more, y_more = align_categories(more[0], categories), _labels(more[1], task, n_classes)
-        both = xgb.DMatrix(pd.concat([X, X_more], ignore_index=True), np.concatenate([y_all, y_more]),
-                           enable_categorical=True, nthread=threads)
-        result.final_booster = xgb.train(result.params, both, num_boost_round=max(1, round(rounds * grow)),
-                                         verbose_eval=False)
-        result.final_rows = len(X) + len(X_more)
-    result.seconds = time.monotonic() - start
-    return result

@@ -169,46 +169,30 @@ def test_bad_arguments_show_the_value(binary_data) -> None:
         fit_gbt(X_tr.assign(color=X_tr["color"].astype(str)), y_tr, X_va, y_va, task="binary", n_classes=2)
 
 
-def test_holdout_fit_tunes_on_train_rows_then_refits_on_all(binary_data) -> None:
-    from automl_dnn.gbt import fit_gbt_holdout
-
+def test_refit_exports_the_best_trial_refit_on_train_and_valid(binary_data) -> None:
     X_train, y_train, X_valid, y_valid = binary_data
-    result = fit_gbt_holdout(X_train, y_train, task="binary", n_classes=2, n_trials=1, seed=0)
-    tuned_rounds = result.trials[0]["best_iteration"] + 1
-    assert result.booster.num_boosted_rounds() == round(tuned_rounds / 0.85) == result.best_iteration + 1
-    pred = predict_gbt(result.booster, X_valid, task="binary", categories=result.categories)
-    accuracy = float(((pred[:, 1] > 0.5) == y_valid).mean())
-    assert accuracy > max(y_valid.mean(), 1 - y_valid.mean()) + 0.05
-
-
-def test_holdout_fit_exports_a_copy_refit_with_the_extra_rows(binary_data) -> None:
-    from automl_dnn.gbt import fit_gbt_holdout
-
-    X_train, y_train, X_valid, y_valid = binary_data
-    result = fit_gbt_holdout(X_train, y_train, task="binary", n_classes=2, n_trials=1, seed=0,
-                             more=(X_valid, y_valid))
-    assert result.refit and result.final_rows == len(X_train) + len(X_valid)
+    result = fit_gbt(X_train, y_train, X_valid, y_valid, task="binary", n_classes=2, n_trials=1, seed=0, refit=True)
+    assert result.final_rows == len(X_train) + len(X_valid)
     grow = (len(X_train) + len(X_valid)) / len(X_train)
-    assert result.final_booster.num_boosted_rounds() == round(result.booster.num_boosted_rounds() * grow)
-    # The training-split booster is untouched: it still predicts the extra rows as unseen data.
+    assert result.final_booster.num_boosted_rounds() == round((result.best_iteration + 1) * grow)
+    # The early-stopped booster is untouched: it still predicts the validation rows as unseen data.
     assert result.booster.num_boosted_rounds() == result.best_iteration + 1
     seen = predict_gbt(result.final_booster, X_valid, task="binary", categories=result.categories)
     unseen = predict_gbt(result.booster, X_valid, task="binary", categories=result.categories)
     assert metrics.score("logloss", y_valid, seen) < metrics.score("logloss", y_valid, unseen)
+    assert fit_gbt(X_train, y_train, X_valid, y_valid, task="binary", n_classes=2, n_trials=1).final_booster is None
 
 
 def test_a_stop_event_ends_the_search_after_its_first_round_and_skips_the_refit(binary_data) -> None:
     import threading
 
-    from automl_dnn.gbt import fit_gbt_holdout
-
     X_train, y_train, X_valid, y_valid = binary_data
     stop = threading.Event()
     stop.set()
-    result = fit_gbt_holdout(X_train, y_train, task="binary", n_classes=2, n_trials=5, seed=0, stop=stop,
-                             more=(X_valid, y_valid))
+    result = fit_gbt(X_train, y_train, X_valid, y_valid, task="binary", n_classes=2, n_trials=5, seed=0, stop=stop,
+                     refit=True)
     assert result.n_trials_run == 1 and result.booster.num_boosted_rounds() == 1
-    assert not result.refit and result.final_booster is None
+    assert result.final_booster is None
 
 
 def test_trial_deadline_keeps_time_for_the_refit_until_it_no_longer_fits(monkeypatch: pytest.MonkeyPatch) -> None:
