@@ -246,6 +246,7 @@ def fit_gbt(
     threads: int | None = None,
     stop: threading.Event | None = None,
     refit: bool = False,
+    reserve: float = 0.0,
 ) -> GBTResult:
     """Tune XGBoost briefly on the validation split and return the best trimmed booster.
 
@@ -259,7 +260,8 @@ def fit_gbt(
     the larger set: ``final_booster``, the model to export once the ensemble weights are fitted with
     ``booster``'s validation predictions. The trials keep time for it (``REFIT_MARGIN`` times the
     estimate from the best trial's own seconds) unless it no longer fits at all; then the trials use the
-    whole budget and ``booster`` is all there is.
+    whole budget and ``booster`` is all there is. ``reserve`` keeps time for a later fit of the caller's
+    in the same way, as a multiple of the best trial's seconds.
     """
     import optuna
 
@@ -287,7 +289,7 @@ def fit_gbt(
     space = search_space()
 
     grow = (len(X_train) + len(X_valid)) / len(X_train)
-    refit_factor = grow if refit else 0.0
+    refit_factor = (grow if refit else 0.0) + reserve
     best: tuple[float, xgb.Booster, dict[str, Any], int, float] | None = None
     trials: list[dict[str, Any]] = []
     with _quiet_optuna():
@@ -335,3 +337,60 @@ def _trial_deadline(deadline: float | None, refit_seconds: float | None) -> floa
     if time.monotonic() + refit_seconds > deadline:  # no refit any more: search to the end
         return deadline
     return deadline - REFIT_MARGIN * refit_seconds
+
+
+def fit_gbt_holdout(
+    X: pd.DataFrame,
+    y: Any,
+    *,
+    task: str,
+    n_classes: int,
+    more: tuple[pd.DataFrame, Any] | None = None,
+    holdout: float = 0.15,
+    n_trials: int = 10,
+    seed: int = 0,
+    time_budget: float | None = None,
+    threads: int | None = None,
+    stop: threading.Event | None = None,
+) -> GBTResult:
+    """Tune and early-stop XGBoost on a holdout of the rows ``X``, then refit on all of them.
+
+    For a validation split too small to tune on: ``booster`` never sees the rows of ``more`` (the run's
+    validation split), so its predictions of them are honest. With ``more``, a last refit on ``X`` plus
+    those rows is ``final_booster``, the model to export. Both refits scale the rounds by the row ratio
+    and happen only if they fit in the time left; the search keeps time for them.
+    """
+    from sklearn.model_selection import train_test_split
+
+    y_all = _labels(y, task, n_classes)
+    index = np.arange(len(X))
+    stratify = y_all if task != "regression" and np.bincount(y_all).min(initial=0) >= 2 else None
+    try:
+        fit_idx, stop_idx = train_test_split(index, test_size=holdout, random_state=seed, stratify=stratify)
+    except ValueError:  # a class too small to stratify
+        fit_idx, stop_idx = train_test_split(index, test_size=holdout, random_state=seed)
+    fit_idx, stop_idx = np.sort(fit_idx), np.sort(stop_idx)
+    start = time.monotonic()
+    grow = 1.0 / (1.0 - holdout)
+    more_grow = 0.0 if more is None else grow * (len(X) + len(more[0])) / len(X)
+    result = fit_gbt(X.iloc[fit_idx].reset_index(drop=True), y_all[fit_idx],
+                     X.iloc[stop_idx].reset_index(drop=True), y_all[stop_idx],
+                     task=task, n_classes=n_classes, n_trials=n_trials, seed=seed, time_budget=time_budget,
+                     threads=threads, stop=stop, refit=True, reserve=more_grow)
+    refit_all = result.final_booster is not None
+    if refit_all:  # refit on all of X: the booster that predicts ``more``
+        result.booster, result.final_booster, result.final_rows = result.final_booster, None, 0
+        result.best_iteration = result.booster.num_boosted_rounds() - 1
+    best_seconds = min((t["seconds"] for t in result.trials if t["valid_loss"] == result.valid_loss), default=0.0)
+    deadline = None if time_budget is None else start + time_budget
+    if more is not None and refit_all and not _stopped(stop) and (
+            deadline is None or time.monotonic() + more_grow * best_seconds <= deadline):
+        X_more, y_more = align_categories(more[0], result.categories), _labels(more[1], task, n_classes)
+        both = xgb.DMatrix(pd.concat([X, X_more], ignore_index=True), np.concatenate([y_all, y_more]),
+                           enable_categorical=True, nthread=threads)
+        rounds = (result.best_iteration + 1) * (len(X) + len(X_more)) / len(X)
+        result.final_booster = xgb.train(result.params, both, num_boost_round=max(1, round(rounds)),
+                                         verbose_eval=False)
+        result.final_rows = len(X) + len(X_more)
+    result.seconds = time.monotonic() - start
+    return result

@@ -279,3 +279,20 @@ def test_split_cores(monkeypatch: pytest.MonkeyPatch, cores: int, threads: int |
                      expected: tuple[int | None, int]) -> None:
     monkeypatch.setattr(api, "available_cores", lambda: cores)
     assert api.split_cores(threads, device, jobs) == expected
+
+
+def test_xgboost_tunes_on_a_holdout_when_the_validation_split_is_small(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from automl_dnn import assemble
+
+    run = searched("breast_cancer", tmp_path_factory)  # 86 validation rows
+    small = ensemble_run(run, model_dir=tmp_path_factory.mktemp("m") / "model", gbt_trials=1, threads=1)
+    assert any("tuned on a holdout" in note for note in small.notes)
+    monkeypatch.setattr(assemble, "VALID_TUNING_MIN_ROWS", 50)
+    large = ensemble_run(run, model_dir=tmp_path_factory.mktemp("m") / "model", gbt_trials=1, threads=1)
+    assert not any("tuned on a holdout" in note for note in large.notes)
+    # Tuned and early-stopped on the validation rows, XGBoost looks better there than when they are unseen.
+    honest = next(r.valid for r in small.members if r.kind == "xgboost")
+    flattered = next(r.valid for r in large.members if r.kind == "xgboost")
+    assert small.metric == "logloss" and flattered < honest

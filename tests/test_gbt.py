@@ -204,3 +204,19 @@ def test_trial_deadline_keeps_time_for_the_refit_until_it_no_longer_fits(monkeyp
     assert gbt._trial_deadline(160.0, 10.0) == 160.0 - gbt.REFIT_MARGIN * 10.0
     assert gbt._trial_deadline(160.0, 70.0) == 160.0  # a 70 s refit cannot fit in 60 s: search to the end
 
+
+
+def test_holdout_fit_keeps_the_extra_rows_unseen_and_refits_with_them_for_export(binary_data) -> None:
+    from automl_dnn.gbt import fit_gbt_holdout
+
+    X_train, y_train, X_valid, y_valid = binary_data
+    result = fit_gbt_holdout(X_train, y_train, task="binary", n_classes=2, n_trials=1, seed=0,
+                             more=(X_valid, y_valid))
+    tuned_rounds = result.trials[0]["best_iteration"] + 1
+    assert result.booster.num_boosted_rounds() == round(tuned_rounds / 0.85) == result.best_iteration + 1
+    grow = (len(X_train) + len(X_valid)) / len(X_train)
+    assert result.final_booster.num_boosted_rounds() == round(result.booster.num_boosted_rounds() * grow)
+    assert result.final_rows == len(X_train) + len(X_valid)
+    seen = predict_gbt(result.final_booster, X_valid, task="binary", categories=result.categories)
+    unseen = predict_gbt(result.booster, X_valid, task="binary", categories=result.categories)
+    assert metrics.score("logloss", y_valid, seen) < metrics.score("logloss", y_valid, unseen)
