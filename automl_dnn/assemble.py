@@ -6,9 +6,8 @@ weights are fit on those arrays alone (rtdl's way). Only the XGBoost member is t
 indices saved in ``split.safetensors``), after checking that the source table is unchanged. Like
 the nets, it is tuned and early-stopped on the validation split (unless that split is too small to tune
 on: then on a holdout of the training rows); the exported copy is then refit on training + validation
-rows, and the test scores reported are the exported copy's. The exported
-nets are the saved weights, checked to reproduce their saved validation predictions before they are
-written.
+rows, and the test scores reported are the exported copy's. The exported nets are the saved weights,
+checked to reproduce their saved validation predictions before they are written.
 """
 
 from __future__ import annotations
@@ -31,8 +30,6 @@ MAX_CANDIDATES = 30  # the best nets considered; more only slow the greedy selec
 GBT_SHARE = 0.8  # of the time left when XGBoost starts; the rest is for weights and export
 THRESHOLD_GRID = np.round(np.arange(0.02, 0.985, 0.01), 2)
 MIN_THRESHOLD_GAIN = 0.005  # balanced accuracy a threshold must add over 0.5 on validation to be used
-#: Export XGBoost refit on training + validation rows (the weights come from its early-stopped fit on train).
-REFIT_ON_VALID = True
 #: XGBoost is tuned on the validation split from this many rows; on fewer, its search would overfit them
 #: (breast_cancer, 86 rows: validation log-loss 0.0045, test 0.244) and win all the ensemble weight.
 VALID_TUNING_MIN_ROWS = 500
@@ -353,10 +350,9 @@ def _gbt_candidate(run: RunDir, spec: dict[str, Any], encoder: Any, n_trials: in
     common = dict(task=encoder.task, n_classes=len(encoder.classes), n_trials=n_trials, seed=seed,
                   time_budget=time_budget, threads=threads, stop=stop)
     if len(y_valid) >= VALID_TUNING_MIN_ROWS:
-        result = fit_gbt(frames["train"], y_train, frames["valid"], y_valid, refit=REFIT_ON_VALID, **common)
+        result = fit_gbt(frames["train"], y_train, frames["valid"], y_valid, refit=True, **common)
     else:
-        result = fit_gbt_holdout(frames["train"], y_train, more=(frames["valid"], y_valid) if REFIT_ON_VALID
-                                 else None, **common)
+        result = fit_gbt_holdout(frames["train"], y_train, more=(frames["valid"], y_valid), **common)
         notes.append(f"XGBoost tuned on a holdout of the training rows: {len(y_valid)} validation rows are "
                      f"too few to tune on (fewer than {VALID_TUNING_MIN_ROWS})")
 

@@ -317,13 +317,18 @@ def fit_gbt(
     result = GBTResult(booster=booster, params=params, best_iteration=best_it, valid_loss=loss,
                        n_trials_run=len(trials), seconds=0.0, categories=categories, trials=trials)
     if refit and not _stopped(stop) and (deadline is None or time.monotonic() + grow * best_seconds <= deadline):
-        both = xgb.DMatrix(pd.concat([X_train, X_valid], ignore_index=True), np.concatenate([y_tr, y_va]),
-                           enable_categorical=True, nthread=threads)
-        result.final_booster = xgb.train(params, both, num_boost_round=max(1, round((best_it + 1) * grow)),
-                                         verbose_eval=False)
+        result.final_booster = _refit(params, [X_train, X_valid], [y_tr, y_va], (best_it + 1) * grow, threads)
         result.final_rows = len(X_train) + len(X_valid)
     result.seconds = time.monotonic() - start
     return result
+
+
+def _refit(params: dict[str, Any], frames: list[pd.DataFrame], labels: list[np.ndarray], rounds: float,
+           threads: int | None) -> xgb.Booster:
+    """Boost ``rounds`` (rounded) on the frames stacked: a tuned trial again, on more rows, no early stopping."""
+    data = xgb.DMatrix(pd.concat(frames, ignore_index=True), np.concatenate(labels), enable_categorical=True,
+                       nthread=threads)
+    return xgb.train(params, data, num_boost_round=max(1, round(rounds)), verbose_eval=False)
 
 
 def _stopped(stop: threading.Event | None) -> bool:
@@ -386,11 +391,8 @@ def fit_gbt_holdout(
     if more is not None and refit_all and not _stopped(stop) and (
             deadline is None or time.monotonic() + more_grow * best_seconds <= deadline):
         X_more, y_more = align_categories(more[0], result.categories), _labels(more[1], task, n_classes)
-        both = xgb.DMatrix(pd.concat([X, X_more], ignore_index=True), np.concatenate([y_all, y_more]),
-                           enable_categorical=True, nthread=threads)
         rounds = (result.best_iteration + 1) * (len(X) + len(X_more)) / len(X)
-        result.final_booster = xgb.train(result.params, both, num_boost_round=max(1, round(rounds)),
-                                         verbose_eval=False)
+        result.final_booster = _refit(result.params, [X, X_more], [y_all, y_more], rounds, threads)
         result.final_rows = len(X) + len(X_more)
     result.seconds = time.monotonic() - start
     return result
