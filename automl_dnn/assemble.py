@@ -364,7 +364,7 @@ def _gbt_candidate(run: RunDir, spec: dict[str, Any], encoder: Any, n_trials: in
                           dtype=np.float64)
 
     refit = ("the exported copy refit on training + validation" if result.final_booster is not None
-             else "not refit on training + validation (no time left)")
+             else "not refit on training + validation (no time left, or stopped)")
     notes.append(f"XGBoost: {result.n_trials_run} trials in {result.seconds:.1f}s, {refit}")
     return _Candidate(name="xgboost", kind="xgboost", trial=None, description=describe_gbt(result),
                       valid=pred("valid", result.booster), scaling=key, gbt=result,

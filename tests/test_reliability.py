@@ -112,6 +112,24 @@ def test_ctrl_c_finishes_the_running_trial_and_says_how_to_resume(tmp_path: Path
     assert states.count(TrialState.COMPLETE) >= 2, "the interrupted trial was cut short and kept"
 
 
+def test_ctrl_c_during_fit_stops_xgboost_and_exports_what_is_done(tmp_path: Path, slow_space: Path) -> None:
+    run, model = tmp_path / "model-run", tmp_path / "model"
+    command = [sys.executable, "-m", "automl_dnn", "fit", "builtin:breast_cancer", "--model", str(model),
+               "--space", str(slow_space), "--n-trials", "50", "--pruner", "none", "--gbt-trials", "100000",
+               "--quiet"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_until_mid_trial(proc, run, complete=1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=POLL_LIMIT)  # 100000 XGBoost trials would outlast this: it was stopped
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    spec = json.loads((model / "model.json").read_text())
+    assert {m["kind"] for m in spec["members"]} <= {"net", "xgboost"} and spec["members"]
+    xgb_note = next(n for n in spec["notes"] if n.startswith("XGBoost: "))
+    assert int(xgb_note.split()[1]) < 100000 and "stopped" in xgb_note
+    assert TrialState.RUNNING not in _states(run)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
