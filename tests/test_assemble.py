@@ -296,3 +296,32 @@ def test_xgboost_tunes_on_a_holdout_when_the_validation_split_is_small(
     honest = next(r.valid for r in small.members if r.kind == "xgboost")
     flattered = next(r.valid for r in large.members if r.kind == "xgboost")
     assert small.metric == "logloss" and flattered < honest
+
+
+def test_fit_gives_the_nets_and_xgboost_their_own_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from automl_dnn import assemble
+
+    seen: dict[str, object] = {}
+    real_init = assemble.BackgroundGBT.__init__
+
+    def init(self, **kw):
+        seen["gbt"] = kw
+        real_init(self, **kw)
+
+    def fake_search(source, **kw):
+        seen["search"] = kw
+        raise AutoDNNError("stop here")
+
+    monkeypatch.setattr(assemble.BackgroundGBT, "__init__", init)
+    monkeypatch.setattr(api, "search", fake_search)
+    monkeypatch.setattr(api, "available_cores", lambda: 8)
+    with pytest.raises(AutoDNNError, match="stop here"):
+        api.fit("builtin:wine", model_dir=tmp_path / "m", time_budget=30, device="cpu")
+    assert seen["search"]["threads"] == 4 and seen["gbt"]["threads"] == 4
+    assert seen["gbt"]["n_trials"] == api.GBT_TRIALS_ON_BUDGET
+    assert seen["search"]["time_budget"] == pytest.approx(30 * (1 - api.ENSEMBLE_SHARE))
+    assert callable(seen["search"]["on_prepared"])
+    seen.clear()
+    with pytest.raises(AutoDNNError, match="stop here"):
+        api.fit("builtin:wine", model_dir=tmp_path / "m", n_trials=2, gbt=False, device="cpu")
+    assert "gbt" not in seen and seen["search"]["on_prepared"] is None and "threads" not in seen["search"]
