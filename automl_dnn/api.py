@@ -5,14 +5,19 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+import torch
+
+from automl_dnn.ensemble_step import EnsembleReport, ensemble_run
 from automl_dnn.errors import AutoDNNError
-
-if TYPE_CHECKING:
-    from automl_dnn.assemble import BackgroundGBT, EnsembleReport
-    from automl_dnn.export import Predictor
-    from automl_dnn.search import SearchSummary
+from automl_dnn.paths import check_file_path, make_folder
+from automl_dnn.gbt import BackgroundGBT
+from automl_dnn.predictor import Predictor, load_model
+from automl_dnn.predictor import predict_file as _predict_file
+from automl_dnn.report import dashboard_app, live_progress, write_html_report
+from automl_dnn.search import OnPrepared, SearchOptions, SearchSummary, run_search
 
 #: Share of a ``fit`` time budget kept after the search for the ensemble weights and the export
 #: (XGBoost trains beside the search, not after it).
@@ -23,12 +28,9 @@ GBT_TRIALS = 10
 
 
 def search(source: Any, *, out: Path, progress: bool | None = None,
-           on_prepared: Callable[[dict[str, Any], float | None], None] | None = None,
+           on_prepared: OnPrepared | None = None,
            **options: Any) -> SearchSummary:
     """Run (or resume) an Optuna search over nets for ``source``; see ``SearchOptions`` for the options."""
-    from automl_dnn.report import live_progress
-    from automl_dnn.search import SearchOptions, run_search
-
     opts = SearchOptions(source=source, out=Path(out), **options)
     show = (not opts.quiet) if progress is None else progress
     with live_progress(enabled=show, n_trials=opts.n_trials, time_budget=opts.time_budget) as on_progress:
@@ -39,8 +41,6 @@ def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gb
              gbt_trials: int = 10, seed: int = 0, time_budget: float | None = None,
              threads: int | None = None) -> EnsembleReport:
     """Ensemble the best nets of a finished search (plus XGBoost) and export one model folder."""
-    from automl_dnn.assemble import ensemble_run
-
     run_dir = Path(run_dir)
     return ensemble_run(run_dir, model_dir=Path(model_dir) if model_dir else run_dir / "model", top_k=top_k,
                         gbt=gbt, gbt_trials=gbt_trials, seed=seed, time_budget=time_budget, threads=threads)
@@ -55,13 +55,10 @@ def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: f
     so both model families get the whole search time: on a small machine that beats giving XGBoost
     a slice after the nets, and on a GPU machine the CPU would idle otherwise.
     """
-    from automl_dnn.assemble import BackgroundGBT
-    from automl_dnn.run import check_output_dir
-
     started = time.time()
     model_dir = Path(model_dir)
     out = Path(out) if out else model_dir.parent / f"{model_dir.name}-run"
-    check_output_dir(model_dir, "model folder")  # refuse a bad model path before the search, not after
+    make_folder(model_dir, "model folder")  # refuse a bad model path before the search, not after
     search_budget = None if time_budget is None else time_budget * (1 - ensemble_share)
     background = None
     if gbt:
@@ -107,48 +104,34 @@ def available_cores() -> int:
 
 
 def _cuda_available() -> bool:
-    import torch
-
     return torch.cuda.is_available()
 
 
 def load(model_dir: Path) -> Predictor:
     """Load an exported model folder (verifying hashes and format version); no pickle involved."""
-    from automl_dnn.export import load_model
-
     return load_model(Path(model_dir))
 
 
 def predict_file(model_dir: Path, data: Any, *, out: Path | None = None, mc_samples: int = 0) -> list[str]:
     """Predict a table with an exported model and write the predictions; returns notes for the user."""
-    from automl_dnn.export import predict_file as _predict_file
-
     return _predict_file(Path(model_dir), data, out=Path(out) if out else None, mc_samples=mc_samples)
 
 
 def write_report(run_dir: Path, *, out: Path | None = None) -> Path:
     """Write an HTML report of a run's study."""
-    from automl_dnn.report import write_html_report
-
-    from automl_dnn.run import check_output_dir
-
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "report.html"
-    check_output_dir(out.parent, "report folder")
-    if out.is_dir():
-        raise AutoDNNError(f"report path {str(out)!r} is a folder; give a file name like report.html")
+    check_file_path(out, "report path")
+    make_folder(out.parent, "report folder")
     return write_html_report(run_dir, out)
 
 
 def serve_dashboard(*, run_dir: Path | None = None, storage: str | None = None, host: str = "127.0.0.1",
                     port: int = 8080, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve optuna-dashboard for a run folder's study (or any storage URL) until interrupted."""
-    from automl_dnn.report import dashboard_app
-
     if run_dir is None and storage is None:
         raise AutoDNNError("give a run folder or --storage URL")
     app = dashboard_app(run_dir=run_dir, storage=storage)
-    from wsgiref.simple_server import WSGIRequestHandler, make_server
 
     class _Quiet(WSGIRequestHandler):
         def log_message(self, *args: Any) -> None:

@@ -15,7 +15,9 @@ from typing import Any, Callable
 
 import click
 
-from automl_dnn.errors import AutoDNNError
+from automl_dnn import tasks
+from automl_dnn.errors import AutoDNNError, PathError
+from automl_dnn.paths import check_file_path, check_folder_path
 
 # torch and XGBoost share this process; idle OpenMP threads that spin-wait for work steal the cores the
 # other library's threads need (on a 2-core machine a 2-thread XGBoost fit ran 20x slower). Passive
@@ -23,8 +25,6 @@ from automl_dnn.errors import AutoDNNError
 # value wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-TASKS = ("auto", "binary", "multiclass", "regression")
-METRICS = ("logloss", "accuracy", "balanced_accuracy", "roc_auc", "rmse", "mae", "r2")
 
 
 class PositiveFloat(click.ParamType):
@@ -42,17 +42,6 @@ class PositiveFloat(click.ParamType):
         return number
 
 
-def _file_in_the_way(path: Path) -> Path | None:
-    """The existing non-folder at ``path`` or above it, if any: then ``path`` cannot be a folder."""
-    for candidate in (path, *path.parents):
-        try:
-            if candidate.exists() and not candidate.is_dir():
-                return candidate
-        except OSError:  # e.g. no permission to look: the command itself will say what is wrong
-            return None
-    return None
-
-
 class OutputFolder(click.ParamType):
     """A folder to create or reuse: refuses an existing file, or a path under a file, before any work."""
 
@@ -60,10 +49,10 @@ class OutputFolder(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
         path = value if isinstance(value, Path) else Path(value)
-        blocker = _file_in_the_way(path)
-        if blocker is not None:
-            where = "is a file" if blocker == path else f"lies under the file {str(blocker)!r}"
-            self.fail(f"{str(path)!r} {where}; choose a folder path", param, ctx)
+        try:
+            check_folder_path(path, "folder")
+        except PathError as exc:
+            self.fail(str(exc), param, ctx)
         return path
 
 
@@ -74,11 +63,10 @@ class OutputFile(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
         path = value if isinstance(value, Path) else Path(value)
-        if path.is_dir():
-            self.fail(f"{str(path)!r} is a folder; give a file name", param, ctx)
-        blocker = _file_in_the_way(path.parent)
-        if blocker is not None:
-            self.fail(f"{str(path)!r} lies under the file {str(blocker)!r}; choose a path in a folder", param, ctx)
+        try:
+            check_file_path(path, "file")
+        except PathError as exc:
+            self.fail(str(exc), param, ctx)
         return path
 
 
@@ -115,14 +103,14 @@ def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options shared by ``search`` and ``fit``."""
     options = [
         click.option("--target", help="Target column (bundled datasets know their own)."),
-        click.option("--task", type=click.Choice(TASKS), default="auto", show_default=True,
+        click.option("--task", type=click.Choice(("auto", *tasks.TASKS)), default="auto", show_default=True,
                      help="Override the inferred task."),
         click.option("--space", default="default", show_default=True,
                      help="Search space: a bundled name (default, selu, quick) or a .yaml file."),
         click.option("--time-budget", type=PositiveFloat(), help="Wall-clock seconds for the whole command."),
         click.option("--n-trials", type=click.IntRange(min=1),
                      help="Stop when the study has this many completed + pruned trials."),
-        click.option("--metric", type=click.Choice(METRICS),
+        click.option("--metric", type=click.Choice(list(tasks.METRICS)),
                      help="Selection metric (default: logloss for classification, rmse for regression)."),
         click.option("--storage", help="Optuna storage URL (default: a SQLite file in the run folder)."),
         click.option("--study", "study_name", help="Study name (default: the run folder's name)."),
@@ -262,19 +250,9 @@ def predict(model_dir: Path, data: str, out: Path | None, mc_samples: int) -> No
     """Predict DATA with an exported model."""
     from automl_dnn import api
 
-    if out is not None and _same_file(Path(data), out):
-        raise click.BadParameter(f"{str(out)!r} is the input DATA file, which is never overwritten; "
-                                 "write the predictions to another file", param_hint="'--out'")
     notes = api.predict_file(model_dir, data, out=out, mc_samples=mc_samples)
     for note in notes:
         click.echo(f"note: {_one_line(note)}", err=True)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 @cli.command()

@@ -1,16 +1,17 @@
-"""Member selection and Nelder-Mead weights, from saved validation predictions only.
+"""Member selection, Nelder-Mead weights and the decision threshold, from saved validation predictions only.
 
 Nothing is trained here (as in rtdl's ensemble scripts): every candidate is a prediction array in the
 project's convention (probabilities ``(n, K)`` or regression values ``(n,)``), so the ensemble can be
 rebuilt at any time from a run's artifacts.
 
 Losses are proper scoring rules whatever metric the search optimized: log-loss for classification,
-RMSE for regression. Selection is Caruana-style greedy forward selection *without replacement* that
-stops as soon as no candidate improves the equal-weight average by a relative ``min_rel_gain``. A
-near duplicate of a member adds (almost) nothing to an average, and an exact duplicate is skipped
-outright (in an equal-weight average it would only re-weight its twin, which is Nelder-Mead's job),
+RMSE for regression. Selection is Caruana-style greedy forward selection *with replacement* (a member
+picked again gains weight) over a fixed number of steps, keeping the best bag seen; a bag only counts
+as better when it lowers the loss by a relative ``min_rel_gain``. An exact copy of a member is never
+picked as a new member (in an average it would only re-weight its twin, which is Nelder-Mead's job),
 so diversity (a net plus XGBoost) is what gets in (TECHNIQUES.md section 10). The selected members
-then get Nelder-Mead weights on the simplex, kept only when they beat equal weights on validation.
+then get Nelder-Mead weights on the simplex, kept only when they beat the selection's own weights,
+and are pulled toward equal weights on small validation splits.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from automl_dnn.errors import AutoDNNError
 
 #: Validation rows at which fitted weights and equal weights count alike (see build_ensemble).
 SHRINK_ROWS = 100.0
+THRESHOLD_GRID = np.round(np.arange(0.02, 0.985, 0.01), 2)
+MIN_THRESHOLD_GAIN = 0.005  # balanced accuracy a threshold must add over 0.5 on validation to be used
 
 
 def ensemble_loss(task: str, y: np.ndarray, pred: np.ndarray) -> float:
@@ -285,3 +288,21 @@ def overfit_warning(valid_gain: float, test_gain: float, *, min_ratio: float = 0
         f"the ensemble beat the best single model by {valid_gain:.4g} in validation loss but {on_test}: "
         "its members and weights overfit the validation split"
     )
+
+
+def choose_threshold(y: np.ndarray, p1: np.ndarray) -> tuple[float | None, str]:
+    """The P(class 1) cut maximizing balanced accuracy on validation, or None (0.5) if it helps too little.
+
+    Ties go to the cut closest to 0.5; a cut must beat 0.5 by ``MIN_THRESHOLD_GAIN`` so that noise on a
+    small validation split does not move it.
+    """
+    def balanced(threshold: float) -> float:
+        hit = (p1 >= threshold).astype(np.int64) == y
+        return float(np.mean([hit[y == k].mean() for k in np.unique(y)]))
+
+    base = balanced(0.5)
+    scored = [(balanced(float(t)), -abs(float(t) - 0.5), float(t)) for t in THRESHOLD_GRID]
+    best, _, cut = max(scored)
+    if best < base + MIN_THRESHOLD_GAIN or len(np.unique(y)) < 2:
+        return None, f"decision threshold 0.5 (balanced accuracy on validation {base:.4f}; no cut does clearly better)"
+    return cut, f"decision threshold {cut:.2f}: balanced accuracy on validation {best:.4f} (vs {base:.4f} at 0.5)"

@@ -28,3 +28,13 @@ class StorageError(AutoDNNError):
 
 class ModelFormatError(AutoDNNError):
     """A model folder is incomplete, tampered with, or from a newer version."""
+
+
+class PathError(AutoDNNError):
+    """A path given for output cannot be used: it is a file, lies under a file, or is the input itself."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name when empty), for one-line user messages."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip()[:limit] if lines else type(exc).__name__

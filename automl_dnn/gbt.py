@@ -19,18 +19,29 @@ import time
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import optuna
+import optuna.distributions as d
 import pandas as pd
 import xgboost as xgb
+from sklearn.model_selection import train_test_split
 
 from automl_dnn import metrics
+from automl_dnn.data import Dataset, FeaturePreprocessor, load_dataset
+from automl_dnn.errors import AutoDNNError, DataError
+from automl_dnn.files import load_arrays, read_json
+from automl_dnn.run_folder import RunDir
 
 EARLY_STOPPING_ROUNDS = 50
 MAX_BOOST_ROUNDS = 2000
 MIN_FIRST_ROUNDS = 20  # the default trial boosts at least this long, whatever the deadline
 REFIT_MARGIN = 1.25  # fit_gbt(refit=True) keeps this many times the refit's estimated seconds for it
+#: XGBoost is tuned on the validation split from this many rows; on fewer, its search would overfit them
+#: (breast_cancer, 86 rows: validation log-loss 0.0045, test 0.244) and win all the ensemble weight.
+VALID_TUNING_MIN_ROWS = 500
 
 # The first trial: strong, well-known defaults (a smaller eta than XGBoost's 0.3, rows and columns
 # subsampled). alpha's search range is log-scaled, so "no L1" is its lower bound, 1e-8.
@@ -51,8 +62,6 @@ _EVAL_METRIC = {"binary": "logloss", "multiclass": "mlogloss", "regression": "rm
 
 def search_space() -> dict[str, Any]:
     """The Optuna distributions searched after the default trial (data, so it can be shown and tested)."""
-    import optuna.distributions as d
-
     return {
         "eta": d.FloatDistribution(0.01, 0.3, log=True),
         "max_depth": d.IntDistribution(2, 10),
@@ -222,8 +231,6 @@ def _valid_loss(task: str, y_valid: np.ndarray, pred: np.ndarray) -> float:
 
 @contextmanager
 def _quiet_optuna() -> Iterator[None]:
-    import optuna
-
     before = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -263,8 +270,6 @@ def fit_gbt(
     whole budget and ``booster`` is all there is. ``reserve`` keeps time for a later fit of the caller's
     in the same way, as a multiple of the best trial's seconds.
     """
-    import optuna
-
     if task not in _OBJECTIVE:
         raise ValueError(f"task must be one of {sorted(_OBJECTIVE)}, got {task!r}")
     if n_trials < 0:
@@ -365,8 +370,6 @@ def fit_gbt_holdout(
     those rows is ``final_booster``, the model to export. Both refits scale the rounds by the row ratio
     and happen only if they fit in the time left; the search keeps time for them.
     """
-    from sklearn.model_selection import train_test_split
-
     y_all = _labels(y, task, n_classes)
     index = np.arange(len(X))
     stratify = y_all if task != "regression" and np.bincount(y_all).min(initial=0) >= 2 else None
@@ -396,3 +399,138 @@ def fit_gbt_holdout(
         result.final_rows = len(X) + len(X_more)
     result.seconds = time.monotonic() - start
     return result
+
+
+# --- the XGBoost member of a run ----------------------------------------------------------------
+
+
+@dataclass
+class GBTMemberFit:
+    """XGBoost fitted on a run's split: the search's result and its predictions of valid and test rows."""
+
+    result: GBTResult
+    valid: np.ndarray  # by ``result.booster``, which never trained on these rows
+    test: np.ndarray  # by the exported copy (refit on train + valid when there was time)
+    preprocess: str  # the run's preprocessing whose transform_for_gbt made the frames
+
+    @property
+    def exported_booster(self) -> xgb.Booster:
+        return self.result.booster if self.result.final_booster is None else self.result.final_booster
+
+    def describe(self) -> str:
+        p = self.result.params
+        return f"eta {p['eta']:.3g}, depth {p['max_depth']}, {self.result.best_iteration + 1} rounds"
+
+
+def fit_run_gbt(run: RunDir, dataset: Dataset, *, n_trials: int, seed: int, time_budget: float | None,
+                threads: int | None, notes: list[str], stop: threading.Event | None = None) -> GBTMemberFit:
+    """Train XGBoost on the run's own split of ``dataset``, with the run's preprocessing.
+
+    Tuned and early-stopped on the validation split, as the nets are: the ensemble weights, fitted on
+    that split, then see every member equally flattered. A split too small to tune on is kept unseen.
+    Either way the exported copy is refit on train + valid.
+    """
+    key = gbt_preprocess_key(run)
+    pre = FeaturePreprocessor.from_dict(read_json(run.preprocess_path(key)))
+    split = {k: np.asarray(v, dtype=np.int64) for k, v in load_arrays(run.split_path).items()}
+    frames = {part: pre.transform_for_gbt(dataset.features.iloc[split[part]].reset_index(drop=True))
+              for part in ("train", "valid", "test")}
+    encoder = dataset.target_encoder
+    y_train, y_valid = dataset.y[split["train"]], dataset.y[split["valid"]]
+    if encoder.task_ == "regression":
+        y_train, y_valid = encoder.decode(y_train), encoder.decode(y_valid)
+    common = dict(task=encoder.task_, n_classes=len(encoder.classes_), n_trials=n_trials, seed=seed,
+                  time_budget=time_budget, threads=threads, stop=stop)
+    if len(y_valid) >= VALID_TUNING_MIN_ROWS:
+        result = fit_gbt(frames["train"], y_train, frames["valid"], y_valid, refit=True, **common)
+    else:
+        result = fit_gbt_holdout(frames["train"], y_train, more=(frames["valid"], y_valid), **common)
+        notes.append(f"XGBoost tuned on a holdout of the training rows: {len(y_valid)} validation rows are "
+                     f"too few to tune on (fewer than {VALID_TUNING_MIN_ROWS})")
+
+    def pred(part: str, booster: xgb.Booster) -> np.ndarray:
+        if len(frames[part]) == 0:
+            width = (len(encoder.classes_),) if encoder.task_ != "regression" else ()
+            return np.zeros((0, *width))
+        return np.asarray(predict_gbt(booster, frames[part], task=encoder.task_, categories=result.categories),
+                          dtype=np.float64)
+
+    refit = ("the exported copy refit on training + validation" if result.final_booster is not None
+             else "not refit on training + validation (no time left, or stopped)")
+    notes.append(f"XGBoost: {result.n_trials_run} trials in {result.seconds:.1f}s, {refit}")
+    fitted = GBTMemberFit(result=result, valid=pred("valid", result.booster), test=np.zeros(0), preprocess=key)
+    fitted.test = pred("test", fitted.exported_booster)
+    return fitted
+
+
+def gbt_preprocess_key(run: RunDir) -> str:
+    """Any saved preprocessing serves XGBoost (transform_for_gbt ignores the scaling); prefer 'standard'."""
+    found = run.preprocess_keys()
+    if not found:
+        raise AutoDNNError(f"run folder {str(run.root)!r} has no preprocess/*.json; run `automl-dnn search` again")
+    return "standard" if "standard" in found else found[0]
+
+
+def reload_source(spec: dict[str, Any], notes: list[str]) -> Dataset | None:
+    """The searched table again, refused if it changed; None (with a note) if it was an in-memory DataFrame."""
+    source = spec["source"]
+    if source == "<DataFrame>":
+        notes.append("XGBoost left out: the search ran on an in-memory DataFrame, which the run folder does not "
+                     "keep; search a file to include it")
+        return None
+    try:
+        dataset = load_dataset(source, target=spec["target"], task=spec["task"], valid_size=spec["valid_size"],
+                               test_size=spec["test_size"], seed=spec["seed"])
+    except DataError as exc:
+        raise AutoDNNError(f"cannot reload the searched data for XGBoost ({exc}); restore {source!r} or "
+                           "ensemble with --no-gbt") from None
+    if dataset.fingerprint() != spec["data_fingerprint"]:
+        raise AutoDNNError(f"the data in {source!r} changed since the search (its fingerprint differs); restore "
+                           "the original file or ensemble with --no-gbt")
+    return dataset
+
+
+class BackgroundGBT:
+    """XGBoost searched in a thread while the nets search (``fit``), so that both get the search's time.
+
+    XGBoost's C++ core and torch's kernels both release the GIL, so a thread is enough: no second process
+    reads the data and imports the libraries again, and the thread uses the frames ``fit`` already read.
+    Give each side its own cores (``threads`` here, the search's ``--threads`` there). ``start`` is the
+    search's ``on_prepared`` hook; ``result`` waits for it.
+    """
+
+    def __init__(self, *, n_trials: int, seed: int = 0, threads: int | None = None) -> None:
+        self.n_trials, self.seed, self.threads = n_trials, seed, threads
+        self.notes: list[str] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._member: GBTMemberFit | None = None
+        self._error: BaseException | None = None
+
+    def start(self, spec: dict[str, Any], dataset: Dataset, deadline: float | None) -> None:
+        """Start searching on the prepared run ``spec`` and its ``dataset``, until ``deadline`` (``time.time()``)."""
+        budget = None if deadline is None else max(1.0, deadline - time.time())
+        self._thread = threading.Thread(target=self._run, args=(spec, dataset, budget), name="automl-dnn-xgboost",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, spec: dict[str, Any], dataset: Dataset, budget: float | None) -> None:
+        try:
+            self._member = fit_run_gbt(RunDir(Path(spec["run_dir"])), dataset, n_trials=self.n_trials,
+                                       seed=self.seed, time_budget=budget, threads=self.threads,
+                                       notes=self.notes, stop=self._stop)
+        except BaseException as exc:  # handed to the caller of result()
+            self._error = exc
+
+    def stop(self) -> None:
+        """Stop boosting now (Ctrl-C, a failed search); result() then returns what is done, unrefitted."""
+        self._stop.set()
+
+    def result(self) -> GBTMemberFit | None:
+        """The fitted member once the thread is done; None if it never started."""
+        if self._thread is None:
+            return None
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._member

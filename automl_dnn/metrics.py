@@ -22,11 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import r2_score, roc_auc_score
 
+from automl_dnn import tasks
 from automl_dnn.errors import AutoDNNError
-
-TASKS = ("binary", "multiclass", "regression")
-CLASSIFICATION = frozenset({"binary", "multiclass"})
-REGRESSION = frozenset({"regression"})
+from automl_dnn.tasks import TASKS
 
 EPS = 1e-15  # probability clip for logloss, as in scikit-learn's historical default
 
@@ -107,17 +105,18 @@ def _r2(y: np.ndarray, pred: np.ndarray) -> float:
     return float(r2_score(y, pred))
 
 
+_FUNCTIONS: dict[str, ScoreFn] = {
+    "logloss": _logloss,
+    "accuracy": _accuracy,
+    "roc_auc": _roc_auc,
+    "balanced_accuracy": _balanced_accuracy,
+    "rmse": _rmse,
+    "mae": _mae,
+    "r2": _r2,
+}
 METRICS: dict[str, MetricSpec] = {
-    spec.name: spec
-    for spec in (
-        MetricSpec("logloss", "minimize", CLASSIFICATION, _logloss),
-        MetricSpec("accuracy", "maximize", CLASSIFICATION, _accuracy),
-        MetricSpec("roc_auc", "maximize", CLASSIFICATION, _roc_auc),
-        MetricSpec("balanced_accuracy", "maximize", CLASSIFICATION, _balanced_accuracy),
-        MetricSpec("rmse", "minimize", REGRESSION, _rmse),
-        MetricSpec("mae", "minimize", REGRESSION, _mae),
-        MetricSpec("r2", "maximize", REGRESSION, _r2),
-    )
+    name: MetricSpec(name, direction, applies_to, _FUNCTIONS[name])
+    for name, (direction, applies_to) in tasks.METRICS.items()
 }
 
 

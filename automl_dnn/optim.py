@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import Any, Callable, Union
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from automl_dnn.train import TrainConfig
+from automl_dnn.config import TrainConfig
 
 Params = Union[nn.Module, Iterable[torch.Tensor], Iterable[dict[str, Any]]]
 

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import html
+import json
 import math
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
+import optuna
+from optuna import visualization as vis
+from optuna_dashboard import wsgi
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from automl_dnn.search import SearchSummary
+from automl_dnn.ensemble_step import EnsembleReport
+from automl_dnn.files import atomic_write
+from automl_dnn.run_folder import RunDir
+from automl_dnn.search import SearchSummary
+from automl_dnn.storage import open_storage
+from automl_dnn.study import open_study
 
 console = Console(stderr=True)
 out = Console()
-
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -39,8 +48,6 @@ def live_progress(*, enabled: bool, n_trials: int | None, time_budget: float | N
     if not enabled:
         yield None
         return
-    from rich.live import Live
-
     with Live(console=console, refresh_per_second=4, transient=True) as live:
 
         def update(p: dict[str, Any]) -> None:
@@ -79,7 +86,7 @@ def print_search_summary(summary: SearchSummary, *, quiet: bool = False) -> None
     )
 
 
-def print_ensemble_report(report: Any, *, quiet: bool = False) -> None:
+def print_ensemble_report(report: EnsembleReport, *, quiet: bool = False) -> None:
     """The members table and the best single / equal-weight / weighted ensemble rows."""
     for note in getattr(report, "notes", []):
         _note(f"note: {note}")
@@ -105,17 +112,8 @@ def print_ensemble_report(report: Any, *, quiet: bool = False) -> None:
 
 def write_html_report(run_dir: Path, path: Path) -> Path:
     """Optimization history, hyperparameter importances, intermediate values and the best configs."""
-    import html
-    import json
-
-    import optuna
-    from optuna import visualization as vis
-
-    from automl_dnn.run import RunDir, atomic_write
-    from automl_dnn.search import open_study
-
     spec = RunDir(run_dir).read_spec()
-    study = open_study(spec, seed=0, create=False)
+    study = open_study(spec, create=False)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     sections = [f"<h1>automl-dnn study {html.escape(spec['study_name'])}</h1>",
                 f"<p>task {spec['task']}, metric {spec['metric']} ({spec['direction']}), "
@@ -150,10 +148,5 @@ def write_html_report(run_dir: Path, path: Path) -> Path:
 
 def dashboard_app(*, run_dir: Path | None, storage: str | None) -> Any:
     """The optuna-dashboard WSGI app over a run folder's storage (or a storage URL)."""
-    from optuna_dashboard import wsgi
-
-    from automl_dnn.run import RunDir
-    from automl_dnn.storage import open_storage
-
     url = storage or RunDir(run_dir).read_spec()["storage"]  # type: ignore[arg-type]
     return wsgi(open_storage(url))

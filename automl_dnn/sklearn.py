@@ -1,8 +1,7 @@
 """scikit-learn estimators: ``AutoDNNClassifier`` and ``AutoDNNRegressor``.
 
-``fit`` runs the whole tool (search, XGBoost, ensemble, export) on the given rows: it writes them with
-the target as a Parquet file in a work folder, so the run folder can reload them for XGBoost like any
-file source, and calls ``api.fit`` with the task fixed by the estimator. The fitted estimator keeps
+``fit`` runs the whole tool (search, XGBoost, ensemble, export) on the given rows: it hands them, with
+the target as one more column, straight to ``api.fit`` with the task fixed by the estimator. The fitted estimator keeps
 the exported model folder's bytes in memory (a few MB), so ``save`` needs no work folder and the
 temporary one is removed after ``fit`` (a ``work_dir`` you give is kept, with its run folders).
 """
@@ -17,8 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import NotFittedError
 
+from automl_dnn import api
 from automl_dnn.errors import AutoDNNError, DataError
+from automl_dnn.model_folder import MODEL_JSON, read_spec, write_model_folder
+from automl_dnn.predictor import load_model
 
 
 class _AutoDNNBase(BaseEstimator):
@@ -62,8 +65,6 @@ class _AutoDNNBase(BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> Any:
         """Search, ensemble and export on (X, y); the model is then held in memory."""
-        from automl_dnn import api
-
         self._check_params()
         frame, names_in = _as_frame(X)
         target = np.asarray(y)
@@ -78,9 +79,8 @@ class _AutoDNNBase(BaseEstimator):
         work = Path(tempfile.mkdtemp(prefix="automl-dnn-fit-", dir=work_root))
         try:
             target_name = _free_name("target", frame.columns)
-            source = _write_training_table(frame.assign(**{target_name: target}), work / "train.parquet")
             summary, report = api.fit(
-                str(source), model_dir=work / "model", out=work / "run", time_budget=self.time_budget,
+                frame.assign(**{target_name: target}), model_dir=work / "model", out=work / "run", time_budget=self.time_budget,
                 top_k=self.top_k, gbt=self.gbt, gbt_trials=self.gbt_trials, target=target_name, task=task,
                 space=self.space, n_trials=self.n_trials, metric=self.metric, threads=self.threads,
                 valid_size=self.valid_size, test_size=self.test_size, device=self.device, seed=self.seed,
@@ -111,8 +111,6 @@ class _AutoDNNBase(BaseEstimator):
 
     def _set_model(self, files: dict[str, bytes]) -> None:
         """Load the predictor from the exported files (verifying them) and set the fitted attributes."""
-        from automl_dnn.export import load_model
-
         with tempfile.TemporaryDirectory(prefix="automl-dnn-load-") as tmp:
             for name, data in files.items():
                 (Path(tmp) / name).write_bytes(data)
@@ -131,8 +129,6 @@ class _AutoDNNBase(BaseEstimator):
         return self._predictor().predict(self._input(X))
 
     def _predictor(self) -> Any:
-        from sklearn.exceptions import NotFittedError
-
         if not hasattr(self, "predictor_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) or load(model_dir)")
         return self.predictor_
@@ -154,8 +150,6 @@ class _AutoDNNBase(BaseEstimator):
 
     def save(self, model_dir: str | Path) -> Path:
         """Write the exported model folder (load it with ``load`` or ``automl_dnn.load``)."""
-        from automl_dnn.export import write_model_folder
-
         self._predictor()
         return write_model_folder(Path(model_dir), self.model_files_)
 
@@ -219,24 +213,8 @@ def _free_name(name: str, taken: Any) -> str:
     return name
 
 
-def _write_training_table(frame: pd.DataFrame, path: Path) -> Path:
-    """Parquet keeps dtypes (categories, booleans); object columns of mixed types are written as text."""
-    try:
-        frame.to_parquet(path, index=False)
-    except (TypeError, ValueError):  # pyarrow's ArrowTypeError / ArrowInvalid: an object column mixes types
-        text = {c: frame[c].map(_text_or_missing) for c in frame.columns if frame[c].dtype == object}
-        frame.assign(**text).to_parquet(path, index=False)
-    return path
-
-
-def _text_or_missing(value: Any) -> Any:
-    return value if pd.api.types.is_scalar(value) and pd.isna(value) else str(value)
-
-
 def _read_model_files(model_dir: Path) -> dict[str, bytes]:
     """model.json and every file it lists (load_model verifies them)."""
-    from automl_dnn.export import MODEL_JSON, load_model, read_spec
-
     load_model(model_dir)  # refuses a bad folder (names, hashes, formats) before anything is copied
     return {name: (model_dir / name).read_bytes() for name in [MODEL_JSON, *read_spec(model_dir)["files"]]}
 

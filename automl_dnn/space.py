@@ -7,6 +7,7 @@ A space is data, not code (see ``docs/search-spaces.md``). This is the only modu
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -16,9 +17,10 @@ from typing import Any
 
 import yaml
 
-from automl_dnn.errors import SpaceError
-from automl_dnn.model import NetConfig
-from automl_dnn.train import TrainConfig
+from automl_dnn.config import NetConfig, TrainConfig, TrialSettings
+from automl_dnn.errors import SpaceError, first_line
+from automl_dnn.model import build_mlp
+from automl_dnn.train import check_config
 
 #: Fields a space may set besides those of NetConfig and TrainConfig.
 PREPROCESSING_FIELDS = {"scaling": ("standard", "quantile")}
@@ -241,15 +243,12 @@ def _check_values(param: Param, origin: str) -> None:
 
 def settings_problem(values: dict[str, Any]) -> str | None:
     """Why these settings (others at their defaults) cannot build or train a net, or None."""
-    from automl_dnn.model import build_mlp
-    from automl_dnn.train import check_config
-
     try:
         settings = settings_from_values(values)
         build_mlp(settings.net, d_in=2, d_out=1)
         check_config(settings.train)
     except (ValueError, TypeError, SpaceError) as exc:
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return first_line(exc, limit=1000)
     return None
 
 
@@ -269,8 +268,6 @@ def _no_unknown_keys(mapping: dict[str, Any], allowed: set[str], where: str) -> 
 
 
 def _closest(name: str) -> str | None:
-    import difflib
-
     matches = difflib.get_close_matches(name, sorted(CONFIG_FIELDS), n=1)
     return matches[0] if matches else None
 
@@ -302,22 +299,6 @@ def _suggest_one(trial: Any, param: Param) -> Any:
     if param.type == "int":
         return trial.suggest_int(param.name, param.low, param.high, step=int(param.step or 1), log=param.log)
     return trial.suggest_float(param.name, param.low, param.high, step=param.step, log=param.log)
-
-
-@dataclass(frozen=True)
-class TrialSettings:
-    """What one trial trains: the net, how it is trained, and the input scaling."""
-
-    net: NetConfig
-    train: TrainConfig
-    scaling: str = "standard"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"net": dataclasses.asdict(self.net), "train": dataclasses.asdict(self.train), "scaling": self.scaling}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrialSettings:
-        return cls(net=NetConfig(**data["net"]), train=TrainConfig(**data["train"]), scaling=data.get("scaling", "standard"))
 
 
 def settings_from_values(values: dict[str, Any], *, seed: int = 0) -> TrialSettings:

@@ -6,7 +6,9 @@ pid and heartbeat, renewed by a daemon thread) works for every storage, the jour
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import random
 import socket
 import threading
 import time
@@ -14,9 +16,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
-from automl_dnn.errors import StorageError
+from automl_dnn.errors import StorageError, first_line
 
 HEARTBEAT_SECONDS = 10.0
 STALE_AFTER_SECONDS = 120.0  # a lease older than this (from another host) marks its trial as dead
@@ -35,8 +38,6 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("journal://") or url.endswith((".journal", ".log")):
         path = url.split("journal://", 1)[1] if url.startswith("journal://") else url
         path = path[1:] if path.startswith("//") else path
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
@@ -58,14 +59,11 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         raise StorageError(f"storage URL {redact(url)} needs the Python package {exc.name!r}: "
                            "pip install 'automl-dnn[postgres]'") from None
     except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot use this storage"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"cannot open storage {redact(url)}: {reason}") from None
+        raise StorageError(f"cannot open storage {redact(url)}: {first_line(exc)}") from None
 
 
 def _retry_racing_creation(open_: Callable[[], Any], attempts: int = 6) -> Any:
     """Retry when another worker is creating the same tables right now (workers that start together)."""
-    import random
-
     for attempt in range(attempts):
         try:
             return open_()
@@ -80,8 +78,6 @@ def _retry_racing_creation(open_: Callable[[], Any], attempts: int = 6) -> Any:
 def _with_installed_driver(url: str) -> str:
     """``postgresql://`` means psycopg2 to SQLAlchemy; use psycopg (3), the one the postgres extra installs."""
     if url.startswith(("postgresql://", "postgres://")):
-        import importlib.util
-
         if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
             return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url

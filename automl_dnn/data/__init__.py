@@ -1,0 +1,23 @@
+"""Tabular data in, clean numbers out: read, infer the task, encode the target, split, preprocess.
+
+Everything a user can get wrong here raises ``DataError`` with a one-line message. Every decision
+made on the user's behalf (a dropped column, a guessed task, a fallback) is recorded as a note.
+
+Modules, each using only those listed before it: ``builtins`` (the ``builtin:NAME`` datasets),
+``reading`` (``read_table``), ``target`` (task inference and ``TargetEncoder``), ``preprocessing``
+(``FeaturePreprocessor``) and ``dataset`` (``load_dataset``).
+"""
+
+from __future__ import annotations
+
+from automl_dnn.data.builtins import BUILTINS, BuiltinInfo
+from automl_dnn.data.dataset import PARTS, Dataset, load_dataset
+from automl_dnn.data.preprocessing import MISSING_LEVEL, RARE_LEVEL, FeaturePreprocessor, parse_dates
+from automl_dnn.data.reading import NOTES_ATTR, read_table
+from automl_dnn.data.target import TargetEncoder, check_target, infer_task
+
+__all__ = [
+    "BUILTINS", "MISSING_LEVEL", "NOTES_ATTR", "PARTS", "RARE_LEVEL", "BuiltinInfo", "Dataset",
+    "FeaturePreprocessor", "TargetEncoder", "check_target", "infer_task", "load_dataset", "parse_dates",
+    "read_table",
+]

@@ -1,0 +1,188 @@
+"""A dataset ready for search: the rows with a target, the encoded target and a fixed, seeded split.
+
+Every decision made on the user's behalf (dropped rows, the guessed task, the split) is a note.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from automl_dnn.data.builtins import builtin_info, is_builtin
+from automl_dnn.data.preprocessing import FeaturePreprocessor
+from automl_dnn.data.reading import NOTES_ATTR, dedupe, duplicate_note, read_table
+from automl_dnn.data.target import TargetEncoder, check_target, infer_task
+from automl_dnn.errors import DataError
+from automl_dnn.tasks import TASKS
+
+MIN_ROWS = 10
+PARTS = ("train", "valid", "test")
+
+
+@dataclass
+class Dataset:
+    """Features and encoded target of the rows that have a target, with a fixed split."""
+
+    task: str
+    task_rule: str
+    target: str
+    features: pd.DataFrame
+    y: np.ndarray
+    target_encoder: TargetEncoder
+    split: dict[str, np.ndarray]
+    notes: list[str] = field(default_factory=list)
+
+    def _part(self, part: str) -> np.ndarray:
+        if part not in self.split:
+            raise ValueError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
+        return self.split[part]
+
+    def frame(self, part: str) -> pd.DataFrame:
+        """The raw feature rows of one part, index reset to 0..n-1."""
+        return self.features.iloc[self._part(part)].reset_index(drop=True)
+
+    def labels(self, part: str) -> np.ndarray:
+        """The encoded target of one part."""
+        return self.y[self._part(part)]
+
+    def fit_preprocessor(self, scaling: str = "standard", **options: Any) -> FeaturePreprocessor:
+        """A FeaturePreprocessor learned on the training part only."""
+        return FeaturePreprocessor(**options).fit(self.frame("train"), scaling)
+
+    def fingerprint(self) -> str:
+        """sha256 of the features, labels, target name and task: a resumed search must match it."""
+        h = hashlib.sha256()
+        h.update(f"{self.target}\0{self.task}\0{len(self.features)}\0".encode())
+        h.update("\0".join(f"{c}:{self.features[c].dtype}" for c in self.features.columns).encode())
+        h.update(pd.util.hash_pandas_object(self.features, index=False).to_numpy().tobytes())
+        h.update(np.ascontiguousarray(self.y).tobytes())
+        return h.hexdigest()
+
+
+def _frame_from_source(source: Any, notes: list[str]) -> pd.DataFrame:
+    """A copy with unique column names, so the user's frame is never modified."""
+    if isinstance(source, pd.DataFrame):
+        names = [str(c) for c in source.columns]
+        notes.extend(duplicate_note(names))
+        df = source.copy()
+        df.columns = dedupe(names)
+        return df.reset_index(drop=True)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a path, 'builtin:NAME' or a DataFrame, got {type(source).__name__}")
+    df = read_table(source)
+    notes.extend(df.attrs.get(NOTES_ATTR, []))
+    return df.reset_index(drop=True)
+
+
+def _resolve_target(df: pd.DataFrame, target: str | None, source: Any) -> str:
+    """The target column's name; a wrong one gets close matches, so a typo is quick to fix."""
+    if target is None and is_builtin(source):
+        return builtin_info(str(source)).target
+    columns = [str(c) for c in df.columns]
+    target = None if target is None else str(target)
+    if target is None:
+        raise DataError(f"no target column given; pass --target NAME (columns: {_list_names(columns)})")
+    if target in columns:
+        return target
+    lowered = {c.lower(): c for c in columns}
+    close = difflib.get_close_matches(str(target).lower(), list(lowered), n=3, cutoff=0.6)
+    hint = (f"did you mean {', '.join(repr(lowered[c]) for c in close)}?" if close
+            else f"columns: {_list_names(columns)}")
+    raise DataError(f"target column {target!r} not found; {hint}")
+
+
+def _list_names(names: list[str], k: int = 10) -> str:
+    more = f", ... ({len(names)} in all)" if len(names) > k else ""
+    return ", ".join(repr(n) for n in names[:k]) + more
+
+
+def _check_sizes(valid_size: float, test_size: float) -> None:
+    if not (isinstance(valid_size, (int, float)) and 0 < valid_size < 1):
+        raise DataError(f"valid_size must be between 0 and 1 (exclusive), got {valid_size!r}")
+    if not (isinstance(test_size, (int, float)) and 0 <= test_size < 1):
+        raise DataError(f"test_size must be in [0, 1), got {test_size!r}")
+    if valid_size + test_size >= 1:
+        raise DataError(f"valid_size + test_size must be below 1 to leave training rows, "
+                        f"got {valid_size} + {test_size}")
+
+
+def _split(y: pd.Series, task: str, valid_size: float, test_size: float, seed: int,
+           notes: list[str]) -> dict[str, np.ndarray]:
+    """Seeded train/valid/test row indices, stratified for classification when every class allows it."""
+    from sklearn.model_selection import train_test_split
+
+    n = len(y)
+    n_test = math.ceil(test_size * n) if test_size > 0 else 0
+    n_valid = math.ceil(valid_size * n)
+    n_train = n - n_test - n_valid
+    if n < MIN_ROWS or n_train < 2:
+        raise DataError(f"too few rows: {n} rows with a target leave {n_train} for training "
+                        f"(valid_size={valid_size}, test_size={test_size}); need at least {MIN_ROWS} "
+                        f"rows and 2 training rows, so add rows or lower valid_size/test_size")
+    idx = np.arange(n, dtype=np.int64)
+    labels = y.to_numpy() if task != "regression" else None
+    stratified = [labels is not None]
+
+    def cut(rows: np.ndarray, size: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+        if labels is not None:
+            try:
+                return train_test_split(rows, test_size=size, random_state=seed, stratify=labels[rows])
+            except ValueError:  # a class with 1 row, or fewer rows in the part than classes
+                stratified[0] = False
+                notes.append(f"the {what} split is not stratified: some class has too few rows")
+        return train_test_split(rows, test_size=size, random_state=seed)
+
+    rest, test = cut(idx, n_test, "test") if n_test else (idx, idx[:0])
+    train, valid = cut(rest, n_valid, "validation")
+    split = {"train": np.sort(train), "valid": np.sort(valid), "test": np.sort(test)}
+    how = "stratified" if stratified[0] else "random"
+    notes.append(f"split {n} rows into train {len(train)} / valid {len(valid)} / test {len(test)} "
+                 f"({how}, seed {seed})")
+    return {k: v.astype(np.int64) for k, v in split.items()}
+
+
+def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None = None,
+                 task: str = "auto", valid_size: float = 0.15, test_size: float = 0.15,
+                 seed: int = 0) -> Dataset:
+    """Read the data, check and encode the target, and split the rows (seeded, reproducible)."""
+    if task not in ("auto", *TASKS):
+        raise DataError(f"unknown task {task!r}; use auto, binary, multiclass or regression")
+    _check_sizes(valid_size, test_size)
+    notes: list[str] = []
+    df = _frame_from_source(source, notes)
+    target = _resolve_target(df, target, source)
+    y_all = df[target]
+    keep = y_all.notna().to_numpy()
+    if not keep.any():
+        check_target(y_all, task)
+    if not keep.all():
+        notes.append(f"dropped {int((~keep).sum())} rows with a missing target {target!r}")
+    features = df.loc[keep].drop(columns=[target]).reset_index(drop=True)
+    if features.shape[1] == 0:
+        raise DataError(f"the table has no feature columns besides the target {target!r}; add features")
+    y = y_all[keep].reset_index(drop=True)
+    task, rule = _choose_task(y, task, target, source)
+    y = check_target(y, task).reset_index(drop=True)
+    notes.append(f"task {task}: {rule}")
+    split = _split(y, task, valid_size, test_size, seed, notes)
+    encoder = TargetEncoder().fit(y if task != "regression" else y.iloc[split["train"]], task)
+    return Dataset(task=task, task_rule=rule, target=target, features=features, y=encoder.encode(y),
+                   target_encoder=encoder, split=split, notes=notes)
+
+
+def _choose_task(y: pd.Series, task: str, target: str, source: Any) -> tuple[str, str]:
+    """The task and why: the user's choice, a built-in dataset's known task, else the inferred one."""
+    if task != "auto":
+        return task, f"set by the user (--task {task})"
+    if is_builtin(source):
+        info = builtin_info(str(source))
+        if target == info.target:
+            return info.task, f"the built-in dataset {info.name!r} is a {info.task} task"
+    return infer_task(y)

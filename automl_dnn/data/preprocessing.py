@@ -1,0 +1,536 @@
+"""Feature preprocessing: raw feature columns in, a float32 matrix out, learned on training rows only.
+
+``FeaturePreprocessor`` stores what it learns as plain JSON (no pickle, no scikit-learn objects):
+
+- numbers: +-inf and unreadable cells become missing; missing values get the training median plus a
+  ``NAME__missing`` indicator column (only for columns with missing values in training); then
+  ``standard`` (mean/std), ``quantile`` (to a standard normal through stored quantiles) or ``none``;
+- text: mostly numbers (>= 95 %) -> numbers; mostly dates (>= 90 % of cells, each holding digits like
+  a date) -> dates; otherwise categories;
+- dates -> ``NAME__year``, ``__month``, ``__day``, ``__day_of_week``, ``__day_of_year`` (and ``__hour``
+  when times are not all midnight), parts constant in training left out, plus ``NAME__missing``;
+- categories (booleans, text, pandas ``category``) -> one-hot ``NAME=LEVEL``; missing cells are the
+  level ``__missing__``; levels seen in fewer than ``min_frequency`` training rows (default
+  ``max(2, min(5, n // 100), ceil(n / 1000))``) or beyond the ``max_categories`` (64) most frequent
+  share the level ``__rare__``; values outside the learned levels go to ``__rare__`` when the column
+  has it, else to all zeros;
+- dropped with a note: all-missing columns, constant columns, ID-like columns (at least 20 rows, all
+  values different and either integers that are sorted or fill most of their range, or text keys).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from automl_dnn.data.target import to_scalar
+from automl_dnn.errors import DataError, ModelFormatError
+
+MISSING_LEVEL = "__missing__"
+RARE_LEVEL = "__rare__"
+DATE_PARTS = ("year", "month", "day", "day_of_week", "day_of_year", "hour")
+ID_MIN_ROWS = 20  # below this, "every value is different" says nothing about a column being a key
+DEFAULT_MAX_BYTES = 4 * 1024**3
+QUANTILE_EPS = 1e-7  # clip before ndtri: +-5.2 standard deviations at most (scikit-learn's bound)
+FORMAT_NAME = "automl_dnn.FeaturePreprocessor"
+FORMAT_VERSION = 1
+
+_DATE_LIKE = re.compile(r"\d{4}|\d{1,2}[-/.]\d{1,2}")
+
+
+def _as_float(s: pd.Series) -> tuple[np.ndarray, int]:
+    """The cells as float64 with NaN for missing; also how many non-missing cells were unreadable."""
+    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+        return s.to_numpy(dtype="float64", na_value=np.nan), 0
+    if pd.api.types.is_timedelta64_dtype(s):
+        return s.dt.total_seconds().to_numpy(dtype="float64", na_value=np.nan), 0
+    num = pd.to_numeric(s.astype(object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return num, int(s.notna().sum() - np.isfinite(num).sum() - np.isinf(num).sum())
+
+
+def _text_levels(s: pd.Series) -> tuple[np.ndarray, list[str | None]]:
+    """Factorize once, turn each distinct value into its level text (None for missing)."""
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    return codes, [_level_text(u) for u in uniques]
+
+
+def _level_text(v: Any) -> str | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT:
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))  # 3 and 3.0 are one level whatever dtype the column arrives with
+    text = str(v).strip()
+    return text or None
+
+
+def parse_dates(s: pd.Series) -> tuple[pd.Series, int]:
+    """Cells as naive UTC datetimes (NaT if missing/unreadable), and how many were unreadable.
+
+    Public so that checks outside fitting read dates exactly as the preprocessor does.
+    """
+    if pd.api.types.is_datetime64_any_dtype(s):
+        out = pd.to_datetime(s, utc=True).dt.tz_localize(None)
+        return out.reset_index(drop=True), 0
+    codes, texts = _text_levels(s)
+    parsed = _parse_date_texts(texts).to_numpy()
+    out = pd.Series(np.append(parsed, np.array(["NaT"], dtype=parsed.dtype))[codes])  # code -1 -> NaT
+    n_bad = int(((codes >= 0) & out.isna().to_numpy()).sum())
+    return out, n_bad
+
+
+def _parse_date_texts(texts: list[str | None]) -> pd.DatetimeIndex:
+    """Parse distinct texts: the fast inferred format first, then per element for the leftovers."""
+    cand = pd.Series([t if _date_like(t) else None for t in texts], dtype=object)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = pd.to_datetime(cand, errors="coerce", utc=True)
+        retry = fast.isna() & cand.notna()
+        if retry.any():
+            slow = pd.to_datetime(cand[retry], format="mixed", errors="coerce", utc=True)
+            fast = fast.where(~retry, slow)
+    return pd.DatetimeIndex(fast).tz_localize(None)
+
+
+def _date_like(text: str | None) -> bool:
+    """Dates hold digits like a year or d/m; without this, dateutil reads 'may' or '3rd' as dates."""
+    return text is not None and _DATE_LIKE.search(text) is not None
+
+
+def _date_part(dates: pd.Series, part: str) -> np.ndarray:
+    values = getattr(dates.dt, part)
+    return values.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _scale_stats(observed: np.ndarray, scaling: str) -> dict:
+    """What a numeric column needs: median for imputation and the scaling numbers."""
+    stats: dict[str, Any] = {"median": float(np.median(observed))}
+    if scaling == "standard":
+        std = float(observed.std())
+        stats["mean"] = float(observed.mean())
+        stats["std"] = std if std > 0 and math.isfinite(std) else 1.0
+    elif scaling == "quantile":
+        k = int(min(1000, max(2, len(observed))))
+        q = np.percentile(observed, np.linspace(0, 100, k))
+        stats["quantiles"] = [float(v) for v in np.maximum.accumulate(q)]
+    return stats
+
+
+def _apply_scaling(x: np.ndarray, stats: dict, scaling: str) -> np.ndarray:
+    """Impute with the median, then scale; x is float64 with NaN for missing."""
+    x = np.where(np.isnan(x), stats["median"], x)
+    if scaling == "standard":
+        return (x - stats["mean"]) / stats["std"]
+    if scaling == "quantile":
+        from scipy.special import ndtri
+
+        q = np.asarray(stats["quantiles"], dtype=np.float64)
+        p = np.linspace(0.0, 1.0, len(q))
+        # Average of interpolating up and down, so runs of equal quantiles map to their middle.
+        u = 0.5 * (np.interp(x, q, p) - np.interp(-x, -q[::-1], -p[::-1]))
+        return ndtri(np.clip(u, QUANTILE_EPS, 1 - QUANTILE_EPS))
+    return x
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class FeaturePreprocessor:
+    """Turns a raw feature frame into a float32 matrix, learned from the training rows only.
+
+    ``__init__`` stores options; ``fit`` learns every number it needs and keeps them as plain JSON
+    (``to_dict``), so a saved model reproduces the matrix bit for bit without pickle. What ``fit``
+    learns ends in ``_`` (scikit-learn's convention); the JSON keys keep their names without it.
+    """
+
+    def __init__(self, *, min_frequency: int | float | None = None, max_categories: int = 64,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.min_frequency = min_frequency
+        self.max_categories = max_categories
+        self.max_bytes = max_bytes
+        self.scaling_ = "standard"
+        self.columns_: list[dict] = []
+        self.dropped_: list[dict] = []
+        self.input_schema_: list[dict] = []
+        self.notes_: list[str] = []
+        self.min_count_ = 0
+        self.fitted_ = False
+
+    # -- fit --------------------------------------------------------------------------------
+
+    def fit(self, df: pd.DataFrame, scaling: str = "standard") -> FeaturePreprocessor:
+        """Type every column, decide what to drop, and learn imputation, scaling and levels."""
+        if scaling not in ("standard", "quantile", "none"):
+            raise ValueError(f"scaling must be 'standard', 'quantile' or 'none', got {scaling!r}")
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"fit expects a pandas DataFrame, got {type(df).__name__}")
+        names = [str(c) for c in df.columns]
+        dups = sorted({n for n in names if names.count(n) > 1})
+        if dups:
+            raise DataError(f"duplicate column names {', '.join(map(repr, dups))}; make them unique")
+        if len(df) == 0:
+            raise DataError("cannot fit the preprocessing on 0 rows; pass training rows")
+        self.scaling_, self.columns_, self.dropped_, self.notes_ = scaling, [], [], []
+        self.input_schema_ = [{"name": n, "dtype": str(df[c].dtype)} for n, c in zip(names, df.columns)]
+        self.min_count_ = self._resolve_min_count(len(df))
+        for name, col in zip(names, df.columns):
+            spec = self._fit_column(name, df[col].reset_index(drop=True))
+            if spec is not None:
+                self.columns_.append(spec)
+        used = {c["name"] for c in self.columns_}
+        for item in self.input_schema_:
+            item["used"] = item["name"] in used
+        self._guard_fit_memory(len(df))
+        self.fitted_ = True
+        return self
+
+    def _resolve_min_count(self, n: int) -> int:
+        mf = self.min_frequency
+        if mf is None:
+            return max(2, min(5, n // 100), math.ceil(n / 1000))
+        if isinstance(mf, float) and 0 < mf < 1:
+            return max(1, math.ceil(mf * n))
+        if mf < 1:
+            raise ValueError(f"min_frequency must be a count >= 1 or a fraction in (0, 1), got {mf!r}")
+        return int(mf)
+
+    def _drop(self, name: str, reason: str) -> None:
+        self.dropped_.append({"name": name, "reason": reason})
+        self.notes_.append(f"dropped column {name!r}: {reason}")
+
+    def _fit_column(self, name: str, s: pd.Series) -> dict | None:
+        """Route one column to numeric / date / categorical, or drop it."""
+        n, n_missing = len(s), int(s.isna().sum())
+        if n_missing == n:
+            self._drop(name, "all values are missing")
+            return None
+        if pd.api.types.is_bool_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype):
+            return self._fit_categorical(name, s)
+        if pd.api.types.is_datetime64_any_dtype(s):
+            return self._fit_date(name, s)
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_timedelta64_dtype(s):
+            return self._fit_numeric(name, s, source="number")
+        return self._fit_text(name, s)
+
+    def _fit_text(self, name: str, s: pd.Series) -> dict | None:
+        """Text cells: numbers, dates, a key, or categories — whichever most cells are."""
+        codes, texts = _text_levels(s)
+        present = np.array([t is not None for t in texts], dtype=bool)
+        n_present = int(present[codes[codes >= 0]].sum()) if len(texts) else 0
+        if n_present == 0:
+            self._drop(name, "all values are missing")
+            return None
+        nums = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(dtype="float64")
+        is_num = ~np.isnan(nums) & present
+        frac_num = is_num[codes[codes >= 0]].sum() / n_present
+        if frac_num >= 0.95:
+            rest = "" if frac_num == 1 else " (the other cells as missing)"
+            self.notes_.append(f"column {name!r} holds text but {frac_num:.1%} of it are numbers; "
+                               f"read it as numbers{rest}")
+            return self._fit_numeric(name, s, source="text")
+        looks_dated = np.array([_date_like(t) for t in texts], dtype=bool)
+        if looks_dated[codes[codes >= 0]].sum() >= 0.9 * n_present:
+            dates, _ = parse_dates(s)
+            if dates.notna().sum() >= 0.9 * n_present:
+                return self._fit_date(name, s, dates)
+        if n_present == len(s) >= ID_MIN_ROWS and len(set(texts)) == len(s):
+            self._drop(name, "every value is different (looks like a key or free text)")
+            return None
+        if frac_num > 0:
+            self.notes_.append(f"column {name!r} mixes numbers ({frac_num:.0%}) and text; "
+                               f"treated as categories")
+        return self._fit_categorical(name, s)
+
+    def _fit_numeric(self, name: str, s: pd.Series, source: str) -> dict | None:
+        x, _ = _as_float(s)
+        n_inf = int(np.isinf(x).sum())
+        if n_inf:
+            self.notes_.append(f"column {name!r}: {n_inf} infinite values treated as missing")
+            x = np.where(np.isinf(x), np.nan, x)
+        observed = x[~np.isnan(x)]
+        if len(observed) == 0:
+            self._drop(name, "no value could be read as a number")
+            return None
+        has_missing = len(observed) < len(x)
+        if not has_missing and np.all(observed == observed[0]):
+            self._drop(name, f"constant (every value is {to_scalar(observed[0])!r})")
+            return None
+        if not has_missing and self._looks_like_id(observed):
+            self._drop(name, "integers that are all different and sorted or fill a range (looks like a row ID)")
+            return None
+        return {"name": name, "kind": "numeric", "source": source, "missing_indicator": has_missing,
+                "stats": _scale_stats(observed, self.scaling_)}
+
+    @staticmethod
+    def _looks_like_id(x: np.ndarray) -> bool:
+        n = len(x)
+        if n < ID_MIN_ROWS or not np.all(np.mod(x, 1) == 0) or len(np.unique(x)) != n:
+            return False
+        diffs = np.diff(x)
+        is_sorted = bool(np.all(diffs > 0) or np.all(diffs < 0))
+        fills_range = (x.max() - x.min() + 1) <= 2 * n
+        return is_sorted or fills_range
+
+    def _fit_date(self, name: str, s: pd.Series, dates: pd.Series | None = None) -> dict | None:
+        if dates is None:
+            dates, _ = parse_dates(s)
+        n_bad = int(dates.isna().sum() - s.isna().sum())
+        has_missing = bool(dates.isna().any())
+        observed = dates.dropna()
+        if not has_missing and observed.nunique() <= 1:
+            self._drop(name, "constant (every value is the same date)")
+            return None
+        has_time = bool(((observed.dt.hour != 0) | (observed.dt.minute != 0) | (observed.dt.second != 0)).any())
+        parts = []
+        for part in DATE_PARTS:
+            if part == "hour" and not has_time:
+                continue
+            x = _date_part(dates, part)
+            obs = x[~np.isnan(x)]
+            if len(obs) and not np.all(obs == obs[0]):
+                parts.append({"part": part, "stats": _scale_stats(obs, self.scaling_)})
+        if not parts and not has_missing:
+            self._drop(name, "constant (every date has the same parts)")
+            return None
+        kept = ", ".join(p["part"] for p in parts) or "none"
+        extra = f"; {n_bad} unreadable dates treated as missing" if n_bad else ""
+        self.notes_.append(f"column {name!r} read as dates -> {kept}"
+                           f"{' + missing indicator' if has_missing else ''}{extra}")
+        return {"name": name, "kind": "date", "parts": parts, "missing_indicator": has_missing}
+
+    def _fit_categorical(self, name: str, s: pd.Series) -> dict | None:
+        codes, texts = _text_levels(s)
+        level_of = np.array([t if t is not None else MISSING_LEVEL for t in texts] or [""], dtype=object)
+        counts = pd.Series(level_of[codes[codes >= 0]]).value_counts()
+        has_missing = bool((codes < 0).any()) or MISSING_LEVEL in counts.index
+        counts = counts.drop(MISSING_LEVEL, errors="ignore")
+        if not has_missing and len(counts) <= 1:
+            self._drop(name, f"constant (every value is {counts.index[0]!r})")
+            return None
+        spec = {"name": name, "kind": "categorical", "counts": counts, "has_missing": has_missing}
+        self._set_levels(spec, self.max_categories)
+        if len(spec["levels"]) <= 1:
+            self._drop(name, f"every level is rarer than {self.min_count_} rows")
+            return None
+        if len(counts) > self.max_categories:
+            self.notes_.append(f"column {name!r} has {len(counts)} distinct values; kept at most the "
+                               f"{self.max_categories} most frequent, the rest are {RARE_LEVEL!r}")
+        return spec
+
+    def _set_levels(self, spec: dict, cap: int) -> None:
+        """Frequent levels (sorted), then __rare__ and __missing__ when needed."""
+        counts: pd.Series = spec["counts"]
+        ranked = sorted(((int(c), str(lvl)) for lvl, c in counts.items()), key=lambda t: (-t[0], t[1]))
+        levels = sorted(lvl for c, lvl in ranked[:cap] if c >= self.min_count_)
+        if len(levels) < len(ranked):
+            levels.append(RARE_LEVEL)
+        if spec["has_missing"]:
+            levels.append(MISSING_LEVEL)
+        spec["levels"] = levels
+
+    def _guard_fit_memory(self, n: int) -> None:
+        """Lower the category cap (down to 8) before refusing a matrix too big for memory."""
+        cap = self.max_categories
+        while n * self.n_features_ * 4 > self.max_bytes and cap > 8:
+            cap = max(8, cap // 2)
+            for spec in self.columns_:
+                if spec["kind"] == "categorical":
+                    self._set_levels(spec, cap)
+        if cap != self.max_categories:
+            self.notes_.append(f"kept at most {cap} levels per categorical column (not "
+                               f"{self.max_categories}) so the feature matrix fits in {_fmt_bytes(self.max_bytes)}")
+        for spec in self.columns_:
+            spec.pop("counts", None)
+            spec.pop("has_missing", None)
+        self._check_size(n, "drop columns or sample rows, or raise max_bytes")
+
+    def _check_size(self, n: int, fix: str) -> None:
+        size = n * self.n_features_ * 4
+        if size > self.max_bytes:
+            raise DataError(f"the feature matrix would take {_fmt_bytes(size)} ({n} rows x "
+                            f"{self.n_features_} columns x 4 bytes), over the {_fmt_bytes(self.max_bytes)} "
+                            f"limit; {fix}")
+
+    # -- output names -----------------------------------------------------------------------
+
+    @property
+    def feature_names_(self) -> list[str]:
+        names: list[str] = []
+        for spec in self.columns_:
+            name, kind = spec["name"], spec["kind"]
+            if kind == "numeric":
+                names.append(name)
+            elif kind == "date":
+                names.extend(f"{name}__{p['part']}" for p in spec["parts"])
+            else:
+                names.extend(f"{name}={lvl}" for lvl in spec["levels"])
+            if spec.get("missing_indicator"):
+                names.append(f"{name}__missing")
+        return names
+
+    @property
+    def n_features_(self) -> int:
+        return len(self.feature_names_)
+
+    @property
+    def required_columns_(self) -> list[str]:
+        """The input columns transform needs (dropped ones are not required)."""
+        return [spec["name"] for spec in self.columns_]
+
+    # -- transform --------------------------------------------------------------------------
+
+    def _columns(self, df: pd.DataFrame) -> dict[str, pd.Series]:
+        """The required input columns by name; extra columns are ignored."""
+        if not self.fitted_:
+            raise RuntimeError("FeaturePreprocessor is not fitted; call fit(train_frame) first")
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
+        by_name = {str(c): c for c in df.columns}
+        missing = [name for name in self.required_columns_ if name not in by_name]
+        if missing:
+            raise DataError(f"input is missing column{'s' if len(missing) > 1 else ''} "
+                            f"{', '.join(repr(m) for m in missing[:10])}; "
+                            f"pass a table with the columns used in training")
+        out = {}
+        for name in self.required_columns_:
+            col = df[by_name[name]]
+            if isinstance(col, pd.DataFrame):
+                raise DataError(f"input has column {name!r} more than once; keep one")
+            out[name] = col.reset_index(drop=True)
+        return out
+
+    def transform(self, df: pd.DataFrame, report: list[str] | None = None) -> np.ndarray:
+        """The float32 (n, n_features_) matrix; notes about unreadable or unseen cells go to report."""
+        cols = self._columns(df)
+        self._check_size(len(df), "transform the rows in smaller chunks")
+        report = report if report is not None else []
+        out = np.zeros((len(df), self.n_features_), dtype=np.float32)
+        j = 0
+        for spec in self.columns_:
+            block = self._block(spec, cols[spec["name"]], report)
+            out[:, j:j + block.shape[1]] = block
+            j += block.shape[1]
+        return out
+
+    def _block(self, spec: dict, s: pd.Series, report: list[str]) -> np.ndarray:
+        kind = spec["kind"]
+        if kind == "categorical":
+            codes = self._level_codes(spec, s, report)
+            block = np.zeros((len(s), len(spec["levels"])), dtype=np.float64)
+            rows = np.flatnonzero(codes >= 0)
+            block[rows, codes[rows]] = 1.0
+            return block
+        raw, missing = self._raw_numbers(spec, s, report)
+        blocks = [_apply_scaling(x, stats, self.scaling_) for x, stats in raw]
+        if spec["missing_indicator"]:
+            blocks.append(missing.astype(np.float64))
+        return np.column_stack(blocks) if blocks else np.zeros((len(s), 0))
+
+    @staticmethod
+    def _raw_numbers(spec: dict, s: pd.Series, report: list[str]
+                     ) -> tuple[list[tuple[np.ndarray, dict]], np.ndarray]:
+        """(values with NaN for missing, stats) per output number of a numeric or date column,
+        and the rows whose cell is missing."""
+        name = spec["name"]
+        if spec["kind"] == "numeric":
+            x, n_bad = _as_float(s)
+            n_inf = int(np.isinf(x).sum())
+            if n_bad:
+                report.append(f"column {name!r}: {n_bad} values could not be read as numbers "
+                              f"and were treated as missing")
+            if n_inf:
+                report.append(f"column {name!r}: {n_inf} infinite values were treated as missing")
+                x = np.where(np.isinf(x), np.nan, x)
+            return [(x, spec["stats"])], np.isnan(x)
+        dates, n_bad = parse_dates(s)
+        if n_bad:
+            report.append(f"column {name!r}: {n_bad} values could not be read as dates "
+                          f"and were treated as missing")
+        parts = [(_date_part(dates, p["part"]), p["stats"]) for p in spec["parts"]]
+        return parts, dates.isna().to_numpy()
+
+    @staticmethod
+    def _level_codes(spec: dict, s: pd.Series, report: list[str]) -> np.ndarray:
+        """Index into spec['levels'] per row, -1 for an all-zero row."""
+        levels = spec["levels"]
+        index = {lvl: i for i, lvl in enumerate(levels)}
+        missing_code = index.get(MISSING_LEVEL, -1)
+        other_code = index.get(RARE_LEVEL, -1)
+        codes, texts = _text_levels(s)
+        mapped = np.array([missing_code if t is None else index.get(t, other_code) for t in texts] + [missing_code],
+                          dtype=np.int64)
+        known = set(levels)
+        unseen = np.array([t is not None and t not in known for t in texts] + [False], dtype=bool)
+        n_unseen = int(unseen[codes].sum()) if len(codes) else 0
+        if n_unseen and other_code < 0:
+            report.append(f"column {spec['name']!r}: {n_unseen} values not seen in training were "
+                          f"encoded as all zeros")
+        return mapped[codes]  # code -1 picks the appended missing entry
+
+    def transform_for_gbt(self, df: pd.DataFrame, report: list[str] | None = None) -> pd.DataFrame:
+        """Same columns for XGBoost: raw float32 numbers (NaN kept), categories fixed at fit."""
+        cols = self._columns(df)
+        report = report if report is not None else []
+        out: dict[str, Any] = {}
+        for spec in self.columns_:
+            name, s = spec["name"], cols[spec["name"]]
+            if spec["kind"] == "categorical":
+                cats = [lvl for lvl in spec["levels"] if lvl != MISSING_LEVEL]
+                codes = self._level_codes(spec, s, report)
+                miss = spec["levels"].index(MISSING_LEVEL) if MISSING_LEVEL in spec["levels"] else -2
+                codes = np.where(codes == miss, -1, codes)
+                out[name] = pd.Categorical.from_codes(codes, categories=cats)
+            elif spec["kind"] == "numeric":
+                out[name] = self._raw_numbers(spec, s, report)[0][0][0].astype(np.float32)
+            else:
+                for p, (x, _) in zip(spec["parts"], self._raw_numbers(spec, s, report)[0]):
+                    out[f"{name}__{p['part']}"] = x.astype(np.float32)
+        return pd.DataFrame(out, index=pd.RangeIndex(len(df)))
+
+    # -- JSON -------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """Everything transform needs, as plain JSON types."""
+        if not self.fitted_:
+            raise RuntimeError("FeaturePreprocessor is not fitted; call fit(train_frame) first")
+        return {
+            "format": FORMAT_NAME, "version": FORMAT_VERSION, "scaling": self.scaling_,
+            "min_frequency": self.min_frequency, "min_count": self.min_count_,
+            "max_categories": self.max_categories, "max_bytes": self.max_bytes,
+            "input_schema": [dict(item) for item in self.input_schema_],
+            "columns": [dict(spec) for spec in self.columns_],
+            "dropped": [dict(item) for item in self.dropped_],
+            "notes": list(self.notes_), "feature_names": self.feature_names_,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeaturePreprocessor:
+        if not isinstance(d, dict) or d.get("format") != FORMAT_NAME:
+            raise ModelFormatError("preprocessor data is not an automl_dnn feature preprocessor; "
+                                   "re-export the model")
+        if d.get("version") != FORMAT_VERSION:
+            raise ModelFormatError(f"preprocessor format version {d.get('version')!r} is not "
+                                   f"supported (this version reads {FORMAT_VERSION}); upgrade automl-dnn")
+        try:
+            pre = cls(min_frequency=d["min_frequency"], max_categories=int(d["max_categories"]),
+                      max_bytes=int(d["max_bytes"]))
+            pre.scaling_, pre.min_count_ = d["scaling"], int(d["min_count"])
+            pre.input_schema_, pre.columns_ = list(d["input_schema"]), list(d["columns"])
+            pre.dropped_, pre.notes_ = list(d["dropped"]), list(d["notes"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"preprocessor data is incomplete ({exc!r}); re-export the model") from None
+        pre.fitted_ = True
+        if pre.feature_names_ != d.get("feature_names"):
+            raise ModelFormatError("preprocessor feature names do not match its columns; re-export the model")
+        return pre

@@ -1,0 +1,264 @@
+"""Reading a table: ``builtin:NAME``, CSV/TSV/TXT (optionally gzipped) or Parquet, never written to.
+
+Text files are sniffed (encoding, delimiter, decimal mark) rather than configured, files that are no
+table (binary, HTML) are refused with a one-line ``DataError``, and what was decided on the user's
+behalf is kept as notes in ``df.attrs[NOTES_ATTR]``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from automl_dnn.data.builtins import BUILTINS, builtin_info, is_builtin
+from automl_dnn.errors import DataError, first_line
+
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+SUPPORTED_FORMATS = ".csv, .tsv, .txt, .parquet, .pq, and gzip-compressed text (.csv.gz, .tsv.gz, ...)"
+NOTES_ATTR = "automl_dnn_notes"  # DataFrame.attrs key carrying read_table's notes to load_dataset
+
+
+def read_table(source: str | os.PathLike) -> pd.DataFrame:
+    """Read ``builtin:NAME`` or a CSV/TSV/TXT (optionally gzipped) or Parquet file.
+
+    Text files: the delimiter is sniffed among comma, semicolon, tab and pipe (or taken from Excel's
+    ``sep=X`` first line); the encoding is UTF-8 (a BOM is allowed), UTF-16 with a BOM, else latin-1;
+    a semicolon file whose numbers all use decimal commas is read with ``,`` as the decimal mark.
+    Binary files (ZIP/xlsx, xls, PDF, SQLite, anything with control bytes) and HTML pages are refused.
+    Notes about the reading (e.g. renamed duplicate columns) are in ``df.attrs["automl_dnn_notes"]``.
+    The file is only read, never written.
+    """
+    if is_builtin(source):
+        df = builtin_info(str(source)).loader()
+        df.attrs[NOTES_ATTR] = []
+        return df
+    path = Path(source)
+    kind = _check_file(path)
+    notes: list[str] = []
+    df = _read_parquet(path, notes) if kind == "parquet" else _read_text(path, notes)
+    if len(df) == 0:
+        raise DataError(f"data file '{path}' has column names but no rows; add data rows to it")
+    df.attrs[NOTES_ATTR] = notes
+    return df
+
+
+def _check_file(path: Path) -> str:
+    """Refuse missing, directory, empty and unsupported files; return 'parquet' or 'text'."""
+    if not path.exists():
+        raise DataError(f"data file '{path}' not found; check the path, or use builtin:NAME "
+                        f"({', '.join(sorted(BUILTINS))})")
+    if path.is_dir():
+        raise DataError(f"'{path}' is a directory, not a data file; pass a file inside it")
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        kind = "text"
+    elif name.endswith(PARQUET_SUFFIXES):
+        kind = "parquet"
+    elif name.endswith(TEXT_SUFFIXES):
+        kind = "text"
+    else:
+        raise DataError(f"unsupported file type '{path.suffix or path.name}' for '{path}'; "
+                        f"use {SUPPORTED_FORMATS}")
+    if path.stat().st_size == 0:
+        raise DataError(f"data file '{path}' is empty (0 bytes); pass a file with a header and rows")
+    return kind
+
+
+def dedupe(names: list[str]) -> list[str]:
+    """Make names unique the way pandas does for CSV headers: ``a``, ``a.1``, ``a.2``."""
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        new, k = name, 0
+        while new in seen:
+            k += 1
+            new = f"{name}.{k}"
+        seen.add(new)
+        out.append(new)
+    return out
+
+
+def duplicate_note(names: list[str]) -> list[str]:
+    """The note saying which duplicate names were renamed (none when all are unique)."""
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if not dups:
+        return []
+    return [f"duplicate column names {', '.join(repr(d) for d in dups)} were made unique "
+            f"by adding .1, .2, ..."]
+
+
+def _read_parquet(path: Path, notes: list[str]) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path).read()  # the dataset API refuses duplicate column names
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise DataError(f"could not read '{path}' as Parquet ({first_line(exc)}); "
+                        f"check that it is a Parquet file") from None
+    names = [str(n) for n in table.column_names]
+    notes.extend(duplicate_note(names))
+    df = table.rename_columns(dedupe(names)).to_pandas()
+    if not isinstance(df.index, pd.RangeIndex):
+        df = df.reset_index()  # an index saved by pandas is data too
+    return df
+
+
+def _read_sample(path: Path, gz: bool, size: int = 65536) -> bytes:
+    try:
+        if gz:
+            with gzip.open(path, "rb") as fh:
+                return fh.read(size)
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"could not read '{path}' ({first_line(exc)}); "
+                        f"check that it is a valid {'gzip' if gz else 'text'} file") from None
+
+
+def _encoding(sample: bytes) -> str:
+    """utf-8 (BOM allowed) when the sample decodes, latin-1 (which never fails) otherwise."""
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    try:
+        codecs.getincrementaldecoder("utf-8-sig")().decode(sample, final=False)
+        return "utf-8-sig"
+    except UnicodeDecodeError:
+        return "latin-1"
+
+
+def _sniff_delimiter(text: str, preferred: str) -> str | None:
+    """Pick among comma, semicolon, tab, pipe the one that splits the lines most consistently."""
+    lines = [ln for ln in text.splitlines()[:-1] or text.splitlines() if ln.strip()][:50]
+    if not lines:
+        return None
+    best, best_score = None, (0.0, 0, 0)
+    for pos, delim in enumerate(sorted(",;\t|", key=lambda d: d != preferred)):
+        counts = [len(row) for row in csv.reader(lines, delimiter=delim)]
+        if counts[0] < 2:
+            continue
+        score = (sum(c == counts[0] for c in counts) / len(counts), counts[0], -pos)
+        if score > best_score:
+            best, best_score = delim, score
+    return best
+
+
+#: Files users pass by mistake, known by their first bytes: what they are and what to do instead.
+_NOT_A_TABLE = (
+    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook?); save the sheet as CSV, or unzip it"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Office document (an Excel .xls workbook?); save the sheet as CSV"),
+    (b"%PDF", "a PDF document; export the table as CSV"),
+    (b"SQLite format 3\x00", "an SQLite database; export the table as CSV"),
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f]")  # C0 control characters other than tab, newlines, \v, \f
+_EXCEL_SEP_LINE = re.compile(r'^\ufeff?"?sep=(.)"?\r?$')  # Excel's optional first line naming the delimiter
+_COMMA_DECIMAL = re.compile(r"[-+]?\d+,\d+")
+_POINT_DECIMAL = re.compile(r"[-+]?\d*\.\d+")
+
+
+def _refuse_non_table(path: Path, text: str) -> None:
+    """Binary files and web pages are no tables: say what the file is instead of parsing noise."""
+    n_control = len(_CONTROL.findall(text))
+    if n_control >= 4 and n_control > 0.01 * len(text):
+        raise DataError(f"'{path}' does not look like a text table (it holds binary data); "
+                        f"pass a CSV, TSV or Parquet file")
+    head = text.lstrip().lower()
+    if head.startswith(("<!doctype html", "<html")):
+        raise DataError(f"'{path}' is an HTML page, not a table (a failed download?); pass a CSV, TSV or Parquet file")
+
+
+def _decimal_mark(text: str, sep: str) -> str:
+    """',' for semicolon files whose numbers all use a decimal comma (the European spreadsheet export)."""
+    if sep != ";":  # elsewhere a comma between digits is more likely a thousands separator
+        return "."
+    lines = [ln for ln in text.splitlines()[1:-1] if ln.strip()][:200]  # no header, no cut-off last line
+    comma = point = 0
+    for row in csv.reader(lines, delimiter=sep):
+        for cell in row:
+            cell = cell.strip()
+            comma += _COMMA_DECIMAL.fullmatch(cell) is not None
+            point += _POINT_DECIMAL.fullmatch(cell) is not None
+    return "," if comma and not point else "."
+
+
+def _read_text(path: Path, notes: list[str]) -> pd.DataFrame:
+    raw = _read_sample(path, gz=False, size=4)
+    gz = path.name.lower().endswith(".gz") or raw.startswith(b"\x1f\x8b")
+    sample = _read_sample(path, gz)
+    if sample.startswith(b"PAR1"):
+        raise DataError(f"'{path}' is a Parquet file with a text extension; rename it to .parquet")
+    for magic, what in _NOT_A_TABLE:
+        if sample.startswith(magic):
+            raise DataError(f"'{path}' is {what}")
+    encoding = _encoding(sample)
+    if encoding != "utf-16" and b"\x00" in sample:
+        raise DataError(f"'{path}' does not look like a text table (it holds binary data); "
+                        f"pass a CSV, TSV or Parquet file")
+    text = sample.decode(encoding, errors="replace")
+    if not text.strip():
+        raise DataError(f"data file '{path}' is empty (only blank lines); pass a file with a header and rows")
+    _refuse_non_table(path, text)
+    top_line, _, rest = text.partition("\n")
+    excel_sep = _EXCEL_SEP_LINE.match(top_line)
+    if excel_sep:
+        sep, text = excel_sep.group(1), rest
+    else:
+        preferred = "\t" if ".tsv" in path.name.lower() else ","
+        sep = _sniff_delimiter(text, preferred) or preferred
+    decimal = _decimal_mark(text, sep)
+    compression = "gzip" if gz else None
+    read = dict(sep=sep, compression=compression, skiprows=1 if excel_sep else 0, decimal=decimal)
+    try:
+        df = _parse_csv(path, encoding=encoding, **read)
+    except UnicodeDecodeError:
+        encoding = "latin-1"  # bad bytes after the sample: latin-1 reads any byte
+        df = _parse_csv(path, encoding=encoding, **read)
+    if excel_sep:
+        notes.append(f"'{path.name}' starts with Excel's 'sep={sep}' line; read {sep!r} as the delimiter")
+    if decimal == ",":
+        notes.append(f"'{path.name}' separates fields with ';' and writes decimals with ','; read it that way")
+    notes.extend(_header_note(path, encoding=encoding, **read))
+    if encoding == "latin-1":
+        notes.append(f"'{path.name}' is not valid UTF-8; read it as latin-1")
+    return df
+
+
+def _header_note(path: Path, *, sep: str, encoding: str, compression: str | None, skiprows: int,
+                 decimal: str) -> list[str]:
+    """pandas renames duplicate header names silently; read the raw header to say so."""
+    try:
+        header = pd.read_csv(path, sep=sep, header=None, nrows=1, encoding=encoding, skiprows=skiprows,
+                             compression=compression, dtype=str, skipinitialspace=True)
+    except Exception:  # the header was readable moments ago; a note is not worth failing for
+        return []
+    return duplicate_note([str(v) for v in header.iloc[0].tolist()]) if len(header) else []
+
+
+def _parse_csv(path: Path, *, sep: str, encoding: str, compression: str | None, skiprows: int,
+               decimal: str) -> pd.DataFrame:
+    """The fast C engine first; Python's own sniffer only when the C engine chokes."""
+    opts: dict[str, Any] = dict(encoding=encoding, compression=compression, skipinitialspace=True,
+                                skiprows=skiprows, decimal=decimal)
+    try:
+        return pd.read_csv(path, sep=sep, low_memory=False, **opts)
+    except UnicodeDecodeError:
+        raise  # the caller retries as latin-1
+    except pd.errors.EmptyDataError:
+        raise DataError(f"data file '{path}' is empty (no header); pass a file with a header and rows") from None
+    except (pd.errors.ParserError, ValueError, csv.Error) as exc:
+        first = exc
+    try:
+        return pd.read_csv(path, sep=None, engine="python", **opts)
+    except UnicodeDecodeError:
+        raise
+    except Exception:
+        raise DataError(f"could not read '{path}' as a table ({first_line(first)}); "
+                        f"check that every row has the same number of fields") from None
+

@@ -1,0 +1,200 @@
+"""The target: infer the task, refuse a target the task cannot use, and encode it for training.
+
+Task inference (``infer_task``), first rule that fires:
+
+1. a boolean target -> ``binary``;
+2. text or categorical values -> ``binary`` with 2 distinct values, else ``multiclass``;
+3. numbers with exactly 2 distinct values -> ``binary``;
+4. numbers with a non-integer value -> ``regression``;
+5. integers with at most ``max(2, min(20, n // 10))`` distinct values (so each class would have about
+   ten rows or more) -> ``multiclass``, otherwise ``regression``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from automl_dnn.errors import DataError, ModelFormatError
+from automl_dnn.tasks import TASKS
+
+
+def _distinct(y: pd.Series) -> pd.Index:
+    return pd.Index(pd.unique(y.dropna()))
+
+
+def _numeric_or_none(y: pd.Series) -> pd.Series | None:
+    """The values as float64 when every non-missing one is a number, else None."""
+    if pd.api.types.is_bool_dtype(y) or isinstance(y.dtype, pd.CategoricalDtype):
+        return None
+    if pd.api.types.is_numeric_dtype(y):
+        return pd.Series(y.to_numpy(dtype="float64", na_value=np.nan), index=y.index, name=y.name)
+    num = pd.to_numeric(y, errors="coerce")
+    if num.notna().sum() == y.notna().sum():
+        return num.astype("float64")
+    return None
+
+
+def infer_task(y: pd.Series) -> tuple[str, str]:
+    """Guess the task from the target's values (the rule is in the module docstring).
+
+    Returns the task and the rule that fired, in words, so the user can see why and override it.
+    """
+    values = y.dropna()
+    n_unique = len(_distinct(values))
+    if n_unique < 2:
+        check_target(y, "auto")  # raises the all-missing / single-value error
+    if pd.api.types.is_bool_dtype(values):
+        return "binary", "the target is boolean"
+    num = _numeric_or_none(values)
+    if num is None:
+        task = "binary" if n_unique == 2 else "multiclass"
+        return task, f"the target holds text/categories with {n_unique} distinct values"
+    if n_unique == 2:
+        return "binary", "the target has exactly 2 distinct values"
+    if not np.all(np.isfinite(num)) or not np.all(np.mod(num, 1) == 0):
+        return "regression", "the target has non-integer numbers (use --task multiclass to override)"
+    limit = max(2, min(20, len(values) // 10))
+    if n_unique <= limit:
+        return "multiclass", (f"the target has {n_unique} distinct integers, at most "
+                              f"max(2, min(20, rows/10)) = {limit} (use --task regression to override)")
+    return "regression", (f"the target has {n_unique} distinct integers, more than "
+                          f"max(2, min(20, rows/10)) = {limit} (use --task multiclass to override)")
+
+
+def _show(values: Any, k: int = 3) -> str:
+    return ", ".join(repr(to_scalar(v)) for v in list(values)[:k])
+
+
+def check_target(y: pd.Series, task: str) -> pd.Series:
+    """Refuse a target the task cannot use; return it without missing values (numeric for regression)."""
+    name = y.name
+    if task not in ("auto", *TASKS):
+        raise DataError(f"unknown task {task!r}; use auto, binary, multiclass or regression")
+    values = y.dropna()
+    if len(values) == 0:
+        raise DataError(f"target {name!r} has no values (all {len(y)} rows are missing); "
+                        f"choose another column with --target")
+    distinct = _distinct(values)
+    if len(distinct) < 2:
+        raise DataError(f"target {name!r} has a single value {_show(distinct, 1)}; "
+                        f"a model needs at least two different values")
+    if task == "regression":
+        num = _numeric_or_none(values)
+        if num is None:
+            text = values[pd.to_numeric(values.astype(object), errors="coerce").isna()]
+            raise DataError(f"--task regression needs numbers, but target {name!r} has text values "
+                            f"like {_show(text.unique(), 1)}; use --task binary or --task multiclass")
+        if not np.all(np.isfinite(num)):
+            raise DataError(f"target {name!r} has infinite values; remove those rows or fix them")
+        return num
+    if task == "binary" and len(distinct) > 2:
+        raise DataError(f"--task binary needs exactly 2 classes, but target {name!r} has "
+                        f"{len(distinct)} (e.g. {_show(distinct)}); use --task multiclass")
+    if task == "multiclass" and len(distinct) > max(2, len(values) // 2):
+        raise DataError(f"target {name!r} has {len(distinct)} distinct values in {len(values)} rows, "
+                        f"too many to be classes; use --task regression")
+    return values
+
+
+def to_scalar(v: Any) -> Any:
+    """A JSON-able Python scalar: numpy scalars via .item(), integer-valued floats as ints."""
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        v = v.item()
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, (bool, int, float, str)):
+        return v
+    return str(v)
+
+
+def _sorted_labels(values: pd.Series) -> list:
+    labels = list({to_scalar(v) for v in pd.unique(values)})
+    try:
+        return sorted(labels)
+    except TypeError:  # mixed types (text and numbers): order by their text
+        return sorted(labels, key=lambda v: (type(v).__name__, str(v)))
+
+
+class TargetEncoder:
+    """Classes <-> indices 0..K-1 (sorted labels), or regression values <-> standardized float32.
+
+    What ``fit`` learns ends in ``_`` (``task_``, ``classes_``, ``mean_``, ``std_``); ``to_dict`` keeps
+    the plain keys (``task``, ``classes``, ``mean``, ``std``) that saved models hold.
+    """
+
+    def __init__(self) -> None:
+        self.task_: str = ""
+        self.classes_: list = []
+        self.mean_: float = 0.0
+        self.std_: float = 1.0
+
+    def fit(self, y: pd.Series | np.ndarray, task: str) -> TargetEncoder:
+        """Learn the classes (classification) or the mean and std (regression)."""
+        if task not in TASKS:
+            raise DataError(f"unknown task {task!r}; use binary, multiclass or regression")
+        y = pd.Series(y).dropna()
+        self.task_ = task
+        if task == "regression":
+            values = y.to_numpy(dtype="float64")
+            self.classes_, self.mean_ = [], float(values.mean())
+            std = float(values.std())
+            self.std_ = std if std > 0 and math.isfinite(std) else 1.0
+        else:
+            self.classes_, self.mean_, self.std_ = _sorted_labels(y), 0.0, 1.0
+        return self
+
+    @property
+    def n_classes_(self) -> int:
+        return len(self.classes_)
+
+    def encode(self, y: pd.Series | np.ndarray) -> np.ndarray:
+        """Class indices as int64, or standardized values as float32."""
+        y = pd.Series(y)
+        if self.task_ == "regression":
+            values = pd.to_numeric(y, errors="coerce").to_numpy(dtype="float64")
+            return ((values - self.mean_) / self.std_).astype(np.float32)
+        lookup = {label: i for i, label in enumerate(self.classes_)}
+        codes, uniques = pd.factorize(y, use_na_sentinel=True)
+        if (codes < 0).any():
+            raise DataError("the target has missing values; drop those rows before encoding")
+        mapped = []
+        for u in uniques:
+            key = to_scalar(u)
+            if key not in lookup:
+                raise DataError(f"label {key!r} was not seen when the classes were learned "
+                                f"(known: {_show(self.classes_, 10)})")
+            mapped.append(lookup[key])
+        return np.asarray(mapped, dtype=np.int64)[codes]
+
+    def decode(self, values: np.ndarray) -> np.ndarray:
+        """Back to the user's labels (from indices or (n, K) probabilities) or original scale."""
+        values = np.asarray(values)
+        if self.task_ == "regression":
+            return values.astype(np.float64) * self.std_ + self.mean_
+        if values.ndim == 2:
+            values = values.argmax(axis=1)
+        mixed = len({type(c) for c in self.classes_}) > 1
+        labels = np.asarray(self.classes_, dtype=object if mixed else None)
+        return labels[values.astype(np.int64)]
+
+    def to_dict(self) -> dict:
+        """The saved-model JSON; its keys have no trailing underscore, so older models keep loading."""
+        return {"task": self.task_, "classes": list(self.classes_), "mean": self.mean_, "std": self.std_}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TargetEncoder:
+        enc = cls()
+        try:
+            enc.task_, enc.classes_ = d["task"], list(d["classes"])
+            enc.mean_, enc.std_ = float(d["mean"]), float(d["std"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"target encoder data is incomplete ({exc!r}); "
+                                   f"re-export the model") from None
+        if enc.task_ not in TASKS:
+            raise ModelFormatError(f"target encoder has unknown task {enc.task_!r}; re-export the model")
+        return enc
+

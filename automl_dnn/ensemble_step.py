@@ -1,0 +1,355 @@
+"""The ``ensemble`` step: weight the best nets of a finished search (plus XGBoost) and export one model.
+
+The nets are never retrained: their validation and test predictions were saved by the search, so the
+weights are fit on those arrays alone (rtdl's way). Only the XGBoost member is trained here (or, in
+``fit``, by ``gbt.BackgroundGBT`` in a thread beside the search), on the very split the nets used (the
+row indices saved in ``split.safetensors``), after checking that the source table is unchanged. Like
+the nets, it is tuned and early-stopped on the validation split (unless that split is too small to tune
+on: then on a holdout of the training rows); the exported copy is then refit on training + validation
+rows, and the test scores reported are the exported copy's. The exported nets are the saved weights,
+checked to reproduce their saved validation predictions before they are written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from optuna.trial import FrozenTrial, TrialState
+
+from automl_dnn import metrics
+from automl_dnn.config import NetConfig, describe
+from automl_dnn.data import TargetEncoder
+from automl_dnn.ensemble import blend, build_ensemble, choose_threshold, ensemble_loss, overfit_warning
+from automl_dnn.errors import AutoDNNError
+from automl_dnn.files import load_arrays, read_json
+from automl_dnn.gbt import BackgroundGBT, GBTMemberFit, fit_run_gbt, reload_source
+from automl_dnn.model import build_mlp
+from automl_dnn.model_folder import GBTMember, NetMember, check_model_dir, save_model
+from automl_dnn.run_folder import RunDir, TrialArtifacts, find_trial, load_trial, trial_folder
+from automl_dnn.study import open_study
+from automl_dnn.train import predict
+
+MAX_CANDIDATES = 30  # the best nets considered; more only slow the greedy selection down
+GBT_SHARE = 0.8  # of the time left when XGBoost starts; the rest is for weights and export
+REPRODUCE_TOL = 1e-3  # a rebuilt net must match its saved validation predictions this closely
+
+
+@dataclass
+class MemberRow:
+    """One candidate of the ensemble: a net of the search or the XGBoost model."""
+
+    name: str  # "net-00012" | "xgboost"
+    kind: str  # "net" | "xgboost"
+    trial: int | None
+    description: str  # key hyperparameters in words
+    valid: float  # the selection metric on validation
+    test: float  # ... and on test (NaN without a test split)
+    weight: float  # 0 for a candidate the ensemble did not select
+
+
+@dataclass
+class SummaryRow:
+    """The best single model, the equal-weight average or the weighted ensemble."""
+
+    name: str
+    valid: float
+    test: float
+    valid_loss: float  # logloss (classification) or rmse (regression): what the weights minimize
+    test_loss: float
+
+
+@dataclass
+class EnsembleReport:
+    task: str
+    metric: str
+    direction: str
+    loss: str
+    members: list[MemberRow]
+    summary: list[SummaryRow]
+    warnings: list[str]
+    notes: list[str]
+    model_dir: Path
+    threshold: float | None
+    has_test: bool
+    seconds: dict[str, float] = field(default_factory=dict)  # gbt, weights, export
+
+    @property
+    def selected(self) -> list[MemberRow]:
+        return [row for row in self.members if row.weight > 0]
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """One table: every candidate, then the summary rows; the weighted ensemble comes last."""
+        table = [{"model": m.name, "kind": m.kind, "details": m.description, "valid": m.valid, "test": m.test,
+                  "weight": m.weight} for m in self.members]
+        table += [{"model": s.name, "kind": "", "details": "", "valid": s.valid, "test": s.test, "weight": None}
+                  for s in self.summary]
+        return table
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["model_dir"] = str(self.model_dir)
+        return data
+
+
+@dataclass
+class Candidate:
+    """One model the ensemble may use: its validation predictions and its exported copy's test predictions."""
+
+    name: str
+    kind: str  # "net" | "xgboost"
+    trial: int | None
+    description: str
+    valid: np.ndarray  # the validation predictions the weights are fitted on
+    test: np.ndarray  # the test predictions of the exported model (XGBoost: its copy refit on train + valid)
+    scaling: str = "standard"  # the preprocessing it reads (XGBoost: the one whose transform_for_gbt it uses)
+    artifacts: TrialArtifacts | None = None  # a net's saved trial
+    gbt: GBTMemberFit | None = None  # the XGBoost member
+
+
+# --- the step -----------------------------------------------------------------------------------
+
+
+def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | BackgroundGBT = True,
+                 gbt_trials: int = 10, seed: int = 0, time_budget: float | None = None,
+                 threads: int | None = None) -> EnsembleReport:
+    """Weight the best nets of a search (plus XGBoost) on validation and export one model folder.
+
+    ``gbt`` may be a ``BackgroundGBT`` started beside the search (``fit``): its model is used as it is.
+    """
+    if top_k < 1:
+        raise AutoDNNError(f"top_k must be >= 1, got {top_k}")
+    check_model_dir(Path(model_dir))  # before minutes of XGBoost, not after
+    started = time.monotonic()
+    deadline = None if time_budget is None else started + time_budget
+    run = RunDir(Path(run_dir))
+    spec = run.read_spec()
+    task, metric = spec["task"], spec["metric"]
+    encoder = TargetEncoder.from_dict(read_json(run.target_path))
+    notes: list[str] = []
+    candidates = _net_candidates(run, spec, notes)
+    y_valid, y_test = _targets(run, candidates[0].scaling, encoder)
+    candidates = _matching_shapes(candidates, y_valid, y_test, notes)
+    seconds: dict[str, float] = {}
+
+    t0 = time.monotonic()
+    member = _gbt_member(run, spec, gbt, gbt_trials, seed, deadline, threads, notes)
+    if member is not None:
+        candidates.append(Candidate(name="xgboost", kind="xgboost", trial=None, description=member.describe(),
+                                    valid=member.valid, test=member.test, scaling=member.preprocess, gbt=member))
+    seconds["gbt"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    n_gbt = sum(c.kind == "xgboost" for c in candidates)
+    valid_preds = [c.valid for c in candidates]
+    names = [c.name for c in candidates]
+    trees = [i for i, c in enumerate(candidates) if c.kind == "xgboost"]
+    result = build_ensemble(task, y_valid, valid_preds, names=names, max_members=top_k + n_gbt, seed=seed,
+                            always=trees)
+    if sum(candidates[i].kind == "net" for i in result.members) > top_k:  # top_k nets at most
+        result = build_ensemble(task, y_valid, valid_preds, names=names, max_members=top_k, seed=seed, always=trees)
+    chosen = [candidates[i] for i in result.members]
+    threshold = None
+    if task == "binary":
+        threshold, note = choose_threshold(y_valid, _blend(chosen, result.weights, "valid")[:, 1])
+        notes.append(note)
+    report_rows = _member_rows(candidates, result, metric, y_valid, y_test)
+    summary = _summary_rows(candidates, chosen, result.weights, task, metric, y_valid, y_test)
+    warnings = _warnings(task, result, candidates, chosen, y_test)
+    seconds["weights"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    _export(run, spec, encoder, Path(model_dir), chosen, result.weights, threshold, report_rows, summary, notes)
+    seconds["export"] = time.monotonic() - t0
+    return EnsembleReport(task=task, metric=metric, direction=metrics.direction(metric),
+                          loss=metrics.default_metric(task), members=report_rows, summary=summary,
+                          warnings=warnings, notes=notes, model_dir=Path(model_dir), threshold=threshold,
+                          has_test=len(y_test) > 0, seconds=seconds)
+
+
+def _gbt_member(run: RunDir, spec: dict[str, Any], gbt: bool | BackgroundGBT, gbt_trials: int, seed: int,
+                deadline: float | None, threads: int | None, notes: list[str]) -> GBTMemberFit | None:
+    """The XGBoost member: the one ``fit`` trained beside the search, or one trained now on the reloaded data."""
+    if isinstance(gbt, BackgroundGBT):
+        member = gbt.result()
+        notes.extend(gbt.notes)
+        return member
+    if not gbt:
+        return None
+    dataset = reload_source(spec, notes)
+    if dataset is None:
+        return None
+    budget = None if deadline is None else max(1.0, GBT_SHARE * (deadline - time.monotonic()))
+    return fit_run_gbt(run, dataset, n_trials=gbt_trials, seed=seed, time_budget=budget, threads=threads,
+                       notes=notes)
+
+
+# --- candidates ---------------------------------------------------------------------------------
+
+
+def _completed_trials(spec: dict[str, Any]) -> list[FrozenTrial]:
+    """COMPLETE trials with a finite value, best first (ties: the earlier trial)."""
+    study = open_study(spec, create=False)
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if t.value is not None and math.isfinite(t.value)]
+    sign = -1.0 if spec["direction"] == "maximize" else 1.0
+    return sorted(trials, key=lambda t: (sign * t.value, t.number))
+
+
+def _net_candidates(run: RunDir, spec: dict[str, Any], notes: list[str]) -> list[Candidate]:
+    """The best completed trials' saved predictions; trials whose artifacts are gone are skipped."""
+    trials = _completed_trials(spec)
+    if not trials:
+        raise AutoDNNError(f"no completed trial in {str(run.root)!r}; run `automl-dnn search` first "
+                           "(or again with a larger --time-budget or --n-trials)")
+    candidates: list[Candidate] = []
+    for trial in trials:
+        if len(candidates) == MAX_CANDIDATES:
+            break
+        # As recorded, else under the run's artifacts folder (a moved run).
+        folder = find_trial([trial.user_attrs.get("artifacts"), trial_folder(Path(spec["artifacts"]), trial.number),
+                             trial_folder(run.root / "artifacts", trial.number)])
+        if folder is None:
+            notes.append(f"skipped trial {trial.number}: its artifacts (weights, config, predictions) are missing")
+            continue
+        saved = load_trial(folder)
+        settings = saved.config["settings"]
+        candidates.append(Candidate(
+            name=f"net-{trial.number:05d}", kind="net", trial=trial.number,
+            description=", ".join(describe(settings).values()),
+            valid=np.asarray(saved.predictions["valid"], dtype=np.float64),
+            test=np.asarray(saved.predictions["test"], dtype=np.float64),
+            scaling=settings.get("scaling", "standard"), artifacts=saved,
+        ))
+    if not candidates:
+        raise AutoDNNError(f"none of the {len(trials)} completed trials in {str(run.root)!r} has its artifacts; "
+                           "restore the artifacts folder or run `automl-dnn search` again")
+    if len(trials) > MAX_CANDIDATES:
+        notes.append(f"considered the best {MAX_CANDIDATES} of {len(trials)} completed trials")
+    return candidates
+
+
+def _targets(run: RunDir, scaling: str, encoder: TargetEncoder) -> tuple[np.ndarray, np.ndarray]:
+    """Validation and test targets as the metrics want them: class indices, or values on the original scale."""
+    data = load_arrays(run.data_path(scaling))
+    if encoder.task_ == "regression":
+        return encoder.decode(data["y_valid"]), encoder.decode(data["y_test"])
+    return data["y_valid"].astype(np.int64), data["y_test"].astype(np.int64)
+
+
+def _matching_shapes(candidates: list[Candidate], y_valid: np.ndarray, y_test: np.ndarray,
+                     notes: list[str]) -> list[Candidate]:
+    """Drop candidates whose saved predictions do not cover the current split (a stale artifact)."""
+    kept = []
+    for c in candidates:
+        if len(c.valid) == len(y_valid) and len(c.test) == len(y_test) and c.valid.shape[1:] == c.test.shape[1:]:
+            kept.append(c)
+        else:
+            notes.append(f"skipped trial {c.trial}: its saved predictions do not match the run's split")
+    if not kept:
+        raise AutoDNNError("no trial's saved predictions match the run's split; run `automl-dnn search` again "
+                           "into a new folder")
+    return kept
+
+
+# --- scores -------------------------------------------------------------------------------------
+
+
+def _blend(chosen: list[Candidate], weights: list[float], part: str) -> np.ndarray:
+    return blend([getattr(c, part) for c in chosen], weights)
+
+
+def _score(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
+    return metrics.score(metric, y, pred) if len(y) else math.nan
+
+
+def _member_rows(candidates: list[Candidate], result: Any, metric: str, y_valid: np.ndarray,
+                 y_test: np.ndarray) -> list[MemberRow]:
+    weight_of = dict(zip(result.members, result.weights))
+    return [MemberRow(name=c.name, kind=c.kind, trial=c.trial, description=c.description,
+                      valid=_score(metric, y_valid, c.valid), test=_score(metric, y_test, c.test),
+                      weight=float(weight_of.get(i, 0.0)))
+            for i, c in enumerate(candidates)]
+
+
+def _summary_rows(candidates: list[Candidate], chosen: list[Candidate], weights: list[float], task: str,
+                  metric: str, y_valid: np.ndarray, y_test: np.ndarray) -> list[SummaryRow]:
+    """Best single model (by the selection metric on validation), equal-weight average, weighted ensemble."""
+    loss = metrics.default_metric(task)
+    best = min(candidates, key=lambda c: metrics.as_loss(metric, _score(metric, y_valid, c.valid)))
+    equal = [1.0 / len(chosen)] * len(chosen)
+    plural = "s" if len(chosen) > 1 else ""
+    rows = [(f"best single model ({best.name})", best.valid, best.test),
+            (f"equal-weight average ({len(chosen)} member{plural})", _blend(chosen, equal, "valid"),
+             _blend(chosen, equal, "test")),
+            ("weighted ensemble", _blend(chosen, weights, "valid"), _blend(chosen, weights, "test"))]
+    return [SummaryRow(name=name, valid=_score(metric, y_valid, v), test=_score(metric, y_test, t),
+                       valid_loss=_score(loss, y_valid, v), test_loss=_score(loss, y_test, t))
+            for name, v, t in rows]
+
+
+def _warnings(task: str, result: Any, candidates: list[Candidate], chosen: list[Candidate],
+              y_test: np.ndarray) -> list[str]:
+    if not len(y_test):
+        return []
+    best = candidates[result.best_single]
+    ensemble_test = _blend(chosen, result.weights, "test")
+    test_gain = ensemble_loss(task, y_test, best.test) - ensemble_loss(task, y_test, ensemble_test)
+    warning = overfit_warning(result.valid_gain, test_gain)
+    return [warning] if warning else []
+
+
+# --- export -------------------------------------------------------------------------------------
+
+
+def _export(run: RunDir, spec: dict[str, Any], encoder: TargetEncoder, model_dir: Path, chosen: list[Candidate],
+            weights: list[float], threshold: float | None, rows: list[MemberRow], summary: list[SummaryRow],
+            notes: list[str]) -> None:
+    row_of = {row.name: row for row in rows}
+    nets, gbt, scalings = [], None, set()
+    for c, w in zip(chosen, weights):
+        scores = {"valid": row_of[c.name].valid, "test": row_of[c.name].test}
+        scalings.add(c.scaling)
+        if c.kind == "net":
+            nets.append(_net_member(run, c, encoder, w, scores))
+        else:
+            assert c.gbt is not None
+            booster = c.gbt.exported_booster
+            gbt = GBTMember(booster=booster, params=c.gbt.result.params,
+                            best_iteration=booster.num_boosted_rounds() - 1, categories=c.gbt.result.categories,
+                            preprocess=c.scaling, weight=w, scores=scores)
+    preprocessors = {s: read_json(run.preprocess_path(s)) for s in sorted(scalings)}
+    save_model(model_dir, task=spec["task"], target=spec["target"], metric=spec["metric"],
+               target_encoder=encoder.to_dict(), preprocessors=preprocessors, nets=nets, gbt=gbt,
+               threshold=threshold, scores={"summary": [dataclasses.asdict(r) for r in summary]},
+               notes=[*spec.get("notes", []), *notes])
+
+
+def _net_member(run: RunDir, c: Candidate, encoder: TargetEncoder, weight: float,
+                scores: dict[str, float]) -> NetMember:
+    """The trial's saved weights, rebuilt and checked against its saved validation predictions."""
+    assert c.artifacts is not None and c.trial is not None
+    config = c.artifacts.config
+    state = c.artifacts.weights()
+    d_in, d_out = int(config["d_in"]), int(config["d_out"])
+    model = build_mlp(NetConfig(**config["settings"]["net"]), d_in=d_in, d_out=d_out)
+    model.load_state_dict(state, strict=True)
+    X_valid = load_arrays(run.data_path(c.scaling))["X_valid"]
+    pred = np.asarray(predict(model, X_valid, task=encoder.task_, device="cpu"), dtype=np.float64)
+    saved = c.valid
+    if encoder.task_ == "regression":
+        saved = (saved - encoder.mean_) / encoder.std_
+    if not np.allclose(pred, saved, rtol=REPRODUCE_TOL, atol=REPRODUCE_TOL):
+        raise AutoDNNError(f"the weights of trial {c.trial} do not reproduce its saved predictions "
+                           f"({c.artifacts.folder}); run `automl-dnn search` again into a new folder")
+    return NetMember(trial=c.trial, settings=config["settings"], d_in=d_in, d_out=d_out, state=state,
+                     weight=weight, scores=scores)
+
+
+__all__ = ["EnsembleReport", "MemberRow", "SummaryRow", "ensemble_run"]

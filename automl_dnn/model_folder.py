@@ -1,0 +1,280 @@
+"""The model folder: one safe, self-checking artifact that predicts without the run folder.
+
+```
+MODEL_DIR/
+  model.json              task, input schema, preprocessing, target encoder, members and weights,
+                          decision threshold, scores, library versions, and the sha256 of every other file
+  net-NNNNN.safetensors   one per net member: the state_dict of build_mlp(NetConfig(**settings["net"]))
+  xgboost.ubj             the XGBoost member, if any (Booster.save_raw("ubj"))
+```
+
+Nothing is pickled. A folder is written beside its target and swapped in, so a half-written folder
+never replaces a good one. ``read_verified`` checks the format version and every file's sha256 before
+anything is parsed, and hands back the very bytes it hashed (no gap for a swap in between);
+``predictor.load_model`` builds the ``Predictor`` from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from safetensors.torch import save as save_tensors
+
+from automl_dnn.errors import ModelFormatError, PathError
+from automl_dnn.paths import check_folder_path, make_folder
+
+FORMAT_NAME = "automl-dnn-model"
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+GBT_FILE = "xgboost.ubj"
+
+
+# --- saving -------------------------------------------------------------------------------------
+
+
+@dataclass
+class NetMember:
+    """One trained net as it goes into a model folder."""
+
+    trial: int
+    settings: dict[str, Any]  # TrialSettings.to_dict()
+    d_in: int
+    d_out: int
+    state: dict[str, Any]  # torch state_dict (tensors)
+    weight: float
+    scores: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"net-{self.trial:05d}"
+
+
+@dataclass
+class GBTMember:
+    """The XGBoost member: its trimmed booster and what predicting with it needs."""
+
+    booster: Any  # xgboost.Booster
+    params: dict[str, Any]
+    best_iteration: int
+    categories: dict[str, list[Any]]  # training categories per column (XGBoost codes them by position)
+    preprocess: str  # key of the preprocessor whose transform_for_gbt builds its frame
+    weight: float
+    scores: dict[str, Any] = field(default_factory=dict)
+
+
+def save_model(
+    model_dir: Path,
+    *,
+    task: str,
+    target: str,
+    metric: str,
+    target_encoder: dict[str, Any],
+    preprocessors: dict[str, dict[str, Any]],
+    nets: Sequence[NetMember],
+    gbt: GBTMember | None = None,
+    threshold: float | None = None,
+    scores: dict[str, Any] | None = None,
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write a model folder; a half-written folder never replaces a good one."""
+    if not nets and gbt is None:
+        raise ValueError("a model needs at least one member")
+    files: dict[str, bytes] = {}
+    members: list[dict[str, Any]] = []
+    for net in nets:
+        if net.settings.get("scaling", "standard") not in preprocessors:
+            raise ValueError(f"{net.name} uses scaling {net.settings.get('scaling')!r} with no preprocessor")
+        state = {k: v.detach().cpu().contiguous() for k, v in net.state.items()}
+        files[f"{net.name}.safetensors"] = save_tensors(state, metadata={"format": FORMAT_NAME})
+        members.append({
+            "kind": "net", "name": net.name, "file": f"{net.name}.safetensors", "trial": net.trial,
+            "settings": net.settings, "d_in": net.d_in, "d_out": net.d_out,
+            "scaling": net.settings.get("scaling", "standard"), "weight": float(net.weight), "scores": net.scores,
+        })
+    if gbt is not None:
+        if gbt.preprocess not in preprocessors:
+            raise ValueError(f"the XGBoost member uses preprocessor {gbt.preprocess!r}, which is not given")
+        files[GBT_FILE] = bytes(gbt.booster.save_raw(raw_format="ubj"))
+        members.append({
+            "kind": "xgboost", "name": "xgboost", "file": GBT_FILE, "params": gbt.params,
+            "best_iteration": int(gbt.best_iteration), "categories": gbt.categories,
+            "preprocess": gbt.preprocess, "weight": float(gbt.weight), "scores": gbt.scores,
+        })
+    first = next(iter(preprocessors.values()))
+    spec = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "task": task,
+        "target": target,
+        "metric": metric,
+        "classes": list(target_encoder.get("classes", [])),
+        "input_schema": [dict(item) for item in first.get("input_schema", [])],
+        "target_encoder": target_encoder,
+        "preprocessors": preprocessors,
+        "members": members,
+        "threshold": threshold,
+        "scores": scores or {},
+        "notes": list(notes),
+        "versions": library_versions(),
+        "files": {name: sha256(data) for name, data in sorted(files.items())},
+    }
+    files[MODEL_JSON] = json.dumps(_json_safe(spec), indent=2, sort_keys=True, allow_nan=False).encode("utf-8")
+    return write_model_folder(model_dir, files)
+
+
+def write_model_folder(model_dir: Path, files: dict[str, bytes]) -> Path:
+    """Write ``files`` into a temporary sibling folder, then swap it in for ``model_dir``.
+
+    Refuses to replace a non-empty folder that is not a model folder (no model.json), so a mistyped
+    ``--model .`` never wipes a project.
+    """
+    model_dir = Path(model_dir)
+    check_model_dir(model_dir)
+    make_folder(model_dir, "model folder")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.tmp-", dir=model_dir.parent))
+    try:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        _swap_in(tmp, model_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return model_dir
+
+
+def check_model_dir(model_dir: Path) -> None:
+    """Refuse, before any work, a path that cannot become a model folder (creates nothing)."""
+    model_dir = Path(model_dir)
+    check_folder_path(model_dir, "model folder")
+    if model_dir.is_dir() and any(model_dir.iterdir()) and not (model_dir / MODEL_JSON).is_file():
+        raise PathError(f"model folder {str(model_dir)!r} is not empty and holds no model.json; "
+                           "choose a new or empty folder")
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Replace ``target`` by ``new``: rename over an empty folder, else via a backup that is restored on failure."""
+    if not any(target.iterdir()):
+        os.replace(new, target)
+        return
+    backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.rmdir(backup)
+    os.replace(target, backup)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(backup, target)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that made the model, for a user debugging a difference later."""
+    out = {"python": platform.python_version()}
+    for name in ("automl-dnn", "torch", "xgboost", "optuna", "numpy", "pandas", "safetensors"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON: numpy scalars to Python, NaN/inf to null (an empty test split scores NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# --- reading and verifying ------------------------------------------------------------------------
+
+
+def read_verified(model_dir: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """model.json and the bytes of every file it lists, each checked against its sha256."""
+    spec = read_spec(Path(model_dir))
+    return spec, _verified_files(Path(model_dir), spec)
+
+
+def read_spec(model_dir: Path) -> dict[str, Any]:
+    """model.json, checked for its format name and version."""
+    if not model_dir.is_dir():
+        raise ModelFormatError(f"model folder {str(model_dir)!r} not found; pass a folder written by "
+                               "`automl-dnn fit` or `automl-dnn ensemble`")
+    path = model_dir / MODEL_JSON
+    if not path.is_file():
+        raise ModelFormatError(f"{str(model_dir)!r} has no model.json, so it is not a model folder; pass a folder "
+                               "written by `automl-dnn fit` or `automl-dnn ensemble`")
+    try:
+        spec = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"model.json in {str(model_dir)!r} is not valid JSON ({str(exc)[:120]}); "
+                               "re-export the model") from None
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT_NAME:
+        raise ModelFormatError(f"model.json in {str(model_dir)!r} is not an automl-dnn model; re-export the model")
+    version = spec.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFormatError(f"model.json in {str(model_dir)!r} has an invalid format_version {version!r}; "
+                               "re-export the model")
+    if version > FORMAT_VERSION:
+        raise ModelFormatError(f"model format {version} is newer than this automl-dnn supports "
+                               f"({FORMAT_VERSION}); upgrade automl-dnn")
+    return spec
+
+
+def _verified_files(model_dir: Path, spec: dict[str, Any]) -> dict[str, bytes]:
+    """Every file listed in model.json, read once and checked against its sha256 before any parsing."""
+    listed = spec.get("files")
+    if not isinstance(listed, dict):
+        raise ModelFormatError("model.json has no 'files' table of sha256 hashes; re-export the model")
+    blobs = {}
+    for name, digest in listed.items():
+        if not _plain_name(name) or not isinstance(digest, str):
+            raise ModelFormatError(f"model.json lists an invalid file entry {name!r}; re-export the model")
+        path = model_dir / name
+        if not path.is_file():
+            raise ModelFormatError(f"model file {name!r} is missing from {str(model_dir)!r}; restore it or "
+                                   "re-export the model")
+        data = path.read_bytes()
+        if sha256(data) != digest.lower():
+            raise ModelFormatError(f"file {name!r} does not match its sha256 in model.json (tampered or "
+                                   "corrupted); restore it or re-export the model")
+        blobs[name] = data
+    for member in spec.get("members", []):
+        if member.get("file") not in blobs:
+            raise ModelFormatError(f"member file {member.get('file')!r} is not listed with a sha256 in "
+                                   "model.json; re-export the model")
+    return blobs
+
+
+def _plain_name(name: Any) -> bool:
+    """A file name inside the folder: no separators, no parent references, no hidden or absolute paths."""
+    return (isinstance(name, str) and bool(name) and name != MODEL_JSON and not name.startswith(".")
+            and "/" not in name and "\\" not in name and "\0" not in name)
+
+
+__all__ = ["GBTMember", "MODEL_JSON", "NetMember", "check_model_dir", "read_spec", "read_verified", "save_model",
+           "write_model_folder"]

@@ -1,0 +1,221 @@
+"""One trial: build the suggested net, train it reporting every epoch to the pruner, keep its artifacts.
+
+A lease (``worker`` user attribute: host, pid, heartbeat) on every running trial lets any worker fail
+trials whose worker died, whatever the storage (``storage.reap_stale_trials``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from automl_dnn import metrics
+from automl_dnn.config import TrialSettings, describe
+from automl_dnn.data import TargetEncoder
+from automl_dnn.errors import AutoDNNError, first_line
+from automl_dnn.files import load_arrays, read_json
+from automl_dnn.model import build_mlp, count_parameters
+from automl_dnn.run_folder import RunDir, save_trial
+from automl_dnn.space import SearchSpace, settings_from_values, suggest
+from automl_dnn.storage import Lease
+from automl_dnn.train import Callback, TrainData, estimate_epoch_seconds, predict, train
+
+TRIALS_PER_BUDGET = 8  # on a time budget, epochs are capped so that a trial takes about budget / 8
+MIN_EPOCHS = 5
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass
+class WorkerContext:
+    """What a worker needs to run trials: picklable, so worker processes can be spawned with it."""
+
+    run_dir: str
+    spec: dict[str, Any]
+    space: SearchSpace
+    deadline: float | None
+    n_trials: int | None
+    seed: int
+    pruner: str
+    device: str
+    threads: int | None
+    several_workers: bool
+    worker_index: int = 0
+    amp: bool = False
+    time_budget: float | None = None  # seconds of the whole search, when it has a time budget
+
+
+class TrialFailed(Exception):
+    """A trial that could not produce a model (diverged from the start, ran out of memory, raised)."""
+
+
+class Objective:
+    """Builds the trial's net, trains it reporting each epoch to the pruner, and stores its artifacts.
+
+    ``should_stop`` is read after every epoch (Ctrl-C, the deadline): the trial ends there and keeps
+    its best epoch.
+    """
+
+    def __init__(self, ctx: WorkerContext, should_stop: Callable[[], bool]) -> None:
+        self.ctx, self.should_stop = ctx, should_stop
+        self.run = RunDir(Path(ctx.run_dir))
+        self.space = ctx.space
+        self.task, self.metric = ctx.spec["task"], ctx.spec["metric"]
+        self.encoder = TargetEncoder.from_dict(read_json(self.run.target_path))
+        self._data: dict[str, dict[str, np.ndarray]] = {}
+        self.artifacts = Path(ctx.spec["artifacts"])
+        self.device = worker_device(ctx.device, ctx.worker_index)
+
+    def data(self, scaling: str) -> dict[str, np.ndarray]:
+        if scaling not in self._data:
+            self._data[scaling] = load_arrays(self.run.data_path(scaling))
+        return self._data[scaling]
+
+    def user_space(self, pred: np.ndarray) -> np.ndarray:
+        """Predictions as the user sees them: probabilities, or values on the original scale."""
+        return pred if self.task != "regression" else self.encoder.decode(pred).astype(np.float64)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        with Lease(trial):
+            try:
+                return self._run_trial(trial)
+            except optuna.TrialPruned:
+                raise
+            except TrialFailed as exc:
+                trial.set_user_attr("fail_reason", str(exc))
+                raise
+            except Exception as exc:
+                reason = failure_reason(exc)
+                trial.set_user_attr("fail_reason", reason)
+                raise TrialFailed(reason) from exc
+
+    def _check_slot(self, trial: optuna.Trial) -> None:
+        """Workers on other machines may race for the last slots: later trials beyond the total give way."""
+        if self.ctx.n_trials is None:
+            return
+        ahead = [t for t in trial.study.get_trials(deepcopy=False, states=FINISHED + (TrialState.RUNNING,))
+                 if t.number < trial.number]
+        if len(ahead) >= self.ctx.n_trials:
+            raise TrialFailed(f"not run: the study already has its {self.ctx.n_trials} trials")
+
+    def _fit_to_budget(self, trial: optuna.Trial, settings: TrialSettings, model: Any, data: Any) -> TrialSettings:
+        """On a time budget, cap the epochs so that one trial takes about 1/TRIALS_PER_BUDGET of it.
+
+        Large tables would otherwise spend the whole budget on one or two trials, and a 1cycle schedule
+        laid over 100 epochs would be cut off at its peak learning rate; capped, it runs to its end.
+        Without a time budget nothing changes, so ``--n-trials`` searches stay deterministic.
+        """
+        if self.ctx.time_budget is None:
+            return settings
+        epoch = estimate_epoch_seconds(model, data, settings.train, task=self.task, device=self.device)
+        cap = max(MIN_EPOCHS, int(self.ctx.time_budget / TRIALS_PER_BUDGET / max(epoch, 1e-6)))
+        if cap >= settings.train.max_epochs:
+            return settings
+        patience = min(settings.train.patience, max(3, cap // 4))
+        trial.set_user_attr("max_epochs_for_budget", cap)
+        return dataclasses.replace(settings, train=dataclasses.replace(settings.train, max_epochs=cap,
+                                                                       patience=patience))
+
+    def _run_trial(self, trial: optuna.Trial) -> float:
+        self._check_slot(trial)
+        settings = settings_from_values(suggest(trial, self.space), seed=self.ctx.seed * 100_003 + trial.number)
+        data = self.data(settings.scaling)
+        d_out = len(self.encoder.classes_) if self.task == "multiclass" else 1
+        torch.manual_seed(settings.train.seed)  # the initial weights too must follow the seed
+        model = build_mlp(settings.net, d_in=data["X_train"].shape[1], d_out=d_out)
+        train_data = TrainData(data["X_train"], data["y_train"], data["X_valid"], data["y_valid"])
+        settings = self._fit_to_budget(trial, settings, model, train_data)
+        y_valid = self.user_space(data["y_valid"])
+        reporter = EpochReporter(trial, self.metric, self.should_stop)
+        result = train(
+            model,
+            train_data,
+            settings.train,
+            task=self.task,
+            device=self.device,
+            amp=self.ctx.amp,
+            callbacks=[reporter],
+            score_fn=lambda pred: metrics.as_loss(self.metric, metrics.score(self.metric, y_valid, self.user_space(pred))),
+            threads=self.ctx.threads,
+        )
+        if result.best_epoch is None or not math.isfinite(result.best_score):
+            raise TrialFailed(f"diverged: the loss became NaN or infinite at epoch {result.epochs_run}")
+        valid_pred = self.user_space(predict(model, data["X_valid"], task=self.task, device=self.device))
+        test_pred = (
+            self.user_space(predict(model, data["X_test"], task=self.task, device=self.device))
+            if len(data["X_test"])
+            else np.zeros((0,) + valid_pred.shape[1:])
+        )
+        value = metrics.score(self.metric, y_valid, valid_pred)
+        scores = metrics.all_scores(self.task, y_valid, valid_pred)
+        config = {"settings": settings.to_dict(), "d_in": data["X_train"].shape[1], "d_out": d_out, "task": self.task,
+                  "trial_number": trial.number, "valid_scores": scores, "metric": self.metric}
+        folder = save_trial(self.artifacts, trial.number, state=model.state_dict(), config=config,
+                            predictions={"valid": valid_pred, "test": test_pred})
+        trial.set_user_attr("artifacts", str(folder))
+        trial.set_user_attr("status", result.status)
+        trial.set_user_attr("summary", describe(settings))
+        trial.set_user_attr("epochs_run", result.epochs_run)
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("n_params", count_parameters(model))
+        trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
+        trial.set_user_attr("epoch_seconds", round(sum(h["seconds"] for h in result.history), 3))
+        trial.set_user_attr("device", str(result.device))
+        trial.set_user_attr("valid_scores", {k: finite_or_none(v) for k, v in scores.items()})
+        trial.set_user_attr("learning_curve", reporter.curve)
+        trial.set_user_attr("train_loss_curve", [finite_or_none(h["train_loss"]) for h in result.history])
+        if self.should_stop() and result.status == "stopped":
+            trial.set_user_attr("cut_short", True)
+        return value
+
+
+def worker_device(device: str, worker_index: int) -> str:
+    """Spread workers over the GPUs: worker i trains on GPU i mod n (several trials share a GPU)."""
+    if device not in ("auto", "cuda"):
+        return device
+    if not torch.cuda.is_available():
+        if device == "cuda":
+            raise AutoDNNError("--device cuda was given but no CUDA GPU is available; use --device auto or cpu")
+        return "cpu"
+    return f"cuda:{worker_index % torch.cuda.device_count()}"
+
+
+class EpochReporter(Callback):
+    """Reports the validation metric each epoch, prunes bad trials, and stops at the deadline."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, should_stop: Callable[[], bool]) -> None:
+        self.trial, self.metric, self.should_stop = trial, metric, should_stop
+        self.sign = 1.0 if metrics.direction(metric) == "minimize" else -1.0
+        self.curve: list[float | None] = []
+        self.epoch_seconds = 0.0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> bool:
+        value = self.sign * logs["score"]  # the trainer's score is the metric made lower-is-better
+        self.curve.append(finite_or_none(value))
+        self.epoch_seconds += float(logs.get("seconds", 0.0))
+        if math.isfinite(value):
+            self.trial.report(value, epoch)
+            if self.trial.should_prune():
+                self.trial.set_user_attr("prune_reason", f"pruned at epoch {epoch}: {self.metric}={value:.5g}")
+                self.trial.set_user_attr("learning_curve", self.curve)
+                self.trial.set_user_attr("epoch_seconds", round(self.epoch_seconds, 3))
+                raise optuna.TrialPruned(f"{self.metric}={value:.5g} at epoch {epoch}")
+        return self.should_stop()
+
+
+def finite_or_none(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def failure_reason(exc: BaseException) -> str:
+    text = first_line(exc, limit=500) if str(exc).strip() else ""
+    if "out of memory" in text.lower() or isinstance(exc, MemoryError):
+        return f"out of memory: {text or type(exc).__name__}"
+    return f"{type(exc).__name__}: {text}"[:500]

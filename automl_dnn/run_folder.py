@@ -1,0 +1,321 @@
+"""The run folder: everything a search keeps, laid out so the ensemble step never retrains.
+
+```
+RUN_DIR/
+  run.json                 what was searched (source, target, task, metric, space, fingerprints, storage)
+  data/<scaling>.safetensors   encoded train/valid/test matrices and targets, one file per input scaling
+  preprocess/<scaling>.json    the fitted preprocessing (plain JSON)
+  target.json              the fitted target encoder
+  split.safetensors        row indices of each split in the source table
+  source.parquet           a copy of an in-memory DataFrame that was searched (files are read in place)
+  study.db                 the Optuna study (SQLite; a journal file or a database URL when several write)
+  artifacts/trial-NNNNN/   per completed trial: weights.safetensors, config.json, predictions.safetensors
+```
+Every file is written to a temporary name and renamed (``files.atomic_write``), so a crash never
+leaves half a file behind; a trial's artifacts folder is renamed into place whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.torch import load_file as load_tensors
+from safetensors.torch import save_file as save_tensors
+
+from automl_dnn import metrics
+from automl_dnn.data import Dataset, FeaturePreprocessor, load_dataset
+from automl_dnn.errors import StorageError
+from automl_dnn.files import atomic_write, load_arrays, read_json, save_arrays, write_json
+from automl_dnn.paths import make_folder
+from automl_dnn.space import SearchSpace, load_space
+from automl_dnn.storage import check_storage_for_jobs, open_storage
+
+RUN_FORMAT = 1
+PARTS = ("train", "valid", "test")
+#: The files of one trial's artifacts folder: the net's weights, its config, its predictions.
+WEIGHTS_FILE, CONFIG_FILE, PREDICTIONS_FILE = "weights.safetensors", "config.json", "predictions.safetensors"
+TRIAL_FILES = (WEIGHTS_FILE, CONFIG_FILE, PREDICTIONS_FILE)
+
+
+@dataclass
+class SearchOptions:
+    """Everything ``automl-dnn search`` takes; the API and the CLI share it, and run.json records it."""
+
+    source: Any  # a path, "builtin:NAME", or a pandas DataFrame
+    out: Path
+    target: str | None = None
+    task: str = "auto"
+    space: str = "default"
+    time_budget: float | None = None
+    n_trials: int | None = None
+    metric: str | None = None
+    storage: str | None = None
+    study_name: str | None = None
+    artifacts: Path | None = None
+    jobs: int = 1
+    threads: int | None = None
+    valid_size: float = 0.15
+    test_size: float = 0.15
+    device: str = "auto"
+    amp: bool = False  # bf16 autocast on CUDA
+    pruner: str = "hyperband"
+    seed: int = 0
+    quiet: bool = False
+
+
+class RunDir:
+    """Paths of one run folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def spec_path(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def default_sqlite(self) -> Path:
+        return self.root / "study.db"
+
+    @property
+    def default_journal(self) -> Path:
+        return self.root / "study.journal"
+
+    @property
+    def split_path(self) -> Path:
+        return self.root / "split.safetensors"
+
+    @property
+    def target_path(self) -> Path:
+        return self.root / "target.json"
+
+    @property
+    def source_copy(self) -> Path:
+        return self.root / "source.parquet"
+
+    def data_path(self, scaling: str) -> Path:
+        return self.root / "data" / f"{scaling}.safetensors"
+
+    def preprocess_path(self, scaling: str) -> Path:
+        return self.root / "preprocess" / f"{scaling}.json"
+
+    def preprocess_keys(self) -> list[str]:
+        """The scalings whose fitted preprocessing the folder holds."""
+        return sorted(p.stem for p in (self.root / "preprocess").glob("*.json"))
+
+    def default_storage(self, jobs: int) -> str:
+        """A SQLite file for one worker, a journal file for several (SQLite is not safe for them)."""
+        if self.default_journal.exists() or (jobs > 1 and not self.default_sqlite.exists()):
+            return f"journal:///{self.default_journal.resolve()}"
+        return f"sqlite:///{self.default_sqlite.resolve()}"
+
+    def exists(self) -> bool:
+        return self.spec_path.is_file()
+
+    def read_spec(self) -> dict[str, Any]:
+        if not self.exists():
+            raise StorageError(f"{str(self.root)!r} is not a run folder (no run.json); run `automl-dnn search` first")
+        spec = read_json(self.spec_path)
+        if spec.get("format", 0) > RUN_FORMAT:
+            raise StorageError(f"run folder {str(self.root)!r} was written by a newer automl-dnn; upgrade to use it")
+        return self._follow_move(spec)
+
+    def _follow_move(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """A run folder that was moved or copied uses its own study file, artifacts and source copy."""
+        old_root = spec.get("run_dir")
+        here = str(self.root.resolve())
+        if not old_root or old_root == here:
+            return spec
+        moved = dict(spec)
+        for key in ("storage", "artifacts", "source"):
+            value = str(spec.get(key, ""))
+            if old_root + "/" in value:
+                moved[key] = value.replace(old_root + "/", here + "/")
+        return moved
+
+
+# --- preparing the run folder -------------------------------------------------------------------
+
+
+def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tuple[dict[str, Any], Dataset]:
+    """Create or reopen the run folder; returns its spec (run.json) and the data, read once.
+
+    Refuses to mix different searches in one folder. ``space`` is ``load_space(options.space)`` when
+    the caller has it already.
+    """
+    run = RunDir(make_folder(options.out, "run folder"))
+    if options.artifacts is not None:
+        make_folder(options.artifacts, "artifacts folder")
+    space = space or load_space(options.space)
+    dataset = load_dataset(options.source, target=options.target, task=options.task,
+                           valid_size=options.valid_size, test_size=options.test_size, seed=options.seed)
+    metric = options.metric or metrics.default_metric(dataset.task)
+    metrics.check_metric(metric, dataset.task)
+    fingerprint = _fingerprint(dataset.fingerprint(), dataset.target, dataset.task, space.fingerprint(),
+                               options.valid_size, options.test_size, options.seed, metric)
+    spec = {
+        "format": RUN_FORMAT,
+        "run_dir": str(run.root.resolve()),
+        "source": _keep_source(options.source, run),
+        "target": dataset.target,
+        "task": dataset.task,
+        "task_rule": dataset.task_rule,
+        "classes": dataset.target_encoder.classes_,
+        "metric": metric,
+        "direction": metrics.direction(metric),
+        "space": _describe_space(options.space),
+        "space_fingerprint": space.fingerprint(),
+        "data_fingerprint": dataset.fingerprint(),
+        "fingerprint": fingerprint,
+        "valid_size": options.valid_size,
+        "test_size": options.test_size,
+        "seed": options.seed,
+        "storage": options.storage or run.default_storage(options.jobs),
+        "study_name": options.study_name or run.root.resolve().name,
+        "artifacts": str(Path(options.artifacts).resolve()) if options.artifacts else str(run.root.resolve() / "artifacts"),
+        "notes": list(dataset.notes),
+    }
+    if run.exists():
+        _keep_recorded(run.read_spec(), spec, options, run)
+    check_storage_for_jobs(spec["storage"], options.jobs)
+    open_storage(spec["storage"])  # a URL that cannot be opened is never recorded in run.json
+    expected = [run.split_path, run.target_path] + [run.data_path(s) for s in scalings_of(space)]
+    if not all(path.exists() for path in expected):
+        notes = _write_data(run, dataset, space)
+        spec["notes"] = list(dict.fromkeys(list(dataset.notes) + notes))
+    write_json(run.spec_path, spec)
+    return spec, dataset
+
+
+def _keep_recorded(old: dict[str, Any], spec: dict[str, Any], options: SearchOptions, run: RunDir) -> None:
+    """A resumed search keeps the storage, study, artifacts and notes it recorded, unless given anew."""
+    if old["fingerprint"] != spec["fingerprint"]:
+        raise StorageError(
+            f"run folder {str(run.root)!r} holds a search of other data, target, task, space, split or metric "
+            f"({_what_changed(old, spec)}); use a new --out, or the same arguments to resume"
+        )
+    if options.storage is None:
+        spec["storage"] = old["storage"]
+    if options.study_name is None:
+        spec["study_name"] = old["study_name"]
+    if options.artifacts is None:
+        spec["artifacts"] = old["artifacts"]
+    spec["notes"] = old.get("notes", spec["notes"])
+
+
+def _write_data(run: RunDir, dataset: Dataset, space: SearchSpace) -> list[str]:
+    """Fit the preprocessing on train for every scaling the space can choose; save encoded matrices.
+
+    Returns the preprocessing's notes (dropped columns, coerced values, ...) for the run's summary.
+    """
+    notes: list[str] = []
+    save_arrays(run.split_path, {part: dataset.split[part].astype(np.int64) for part in PARTS})
+    write_json(run.target_path, dataset.target_encoder.to_dict())
+    for scaling in scalings_of(space):
+        pre = FeaturePreprocessor().fit(dataset.frame("train"), scaling=scaling)
+        arrays = {}
+        for part in PARTS:
+            arrays[f"X_{part}"] = pre.transform(dataset.frame(part)).astype(np.float32)
+            arrays[f"y_{part}"] = dataset.labels(part)
+        save_arrays(run.data_path(scaling), arrays)
+        write_json(run.preprocess_path(scaling), pre.to_dict())
+        notes.extend(pre.notes_)
+    return list(dict.fromkeys(notes))
+
+
+def scalings_of(space: SearchSpace) -> list[str]:
+    """Every input scaling a trial of this space may use."""
+    values: set[str] = set()
+    for param in space.params:
+        if param.field == "scaling":
+            values.update(param.choices if param.type == "categorical" else [param.value])
+    return sorted(values) or ["standard"]
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
+    keys = ("data_fingerprint", "target", "task", "space_fingerprint", "valid_size", "test_size", "seed", "metric")
+    names = {"data_fingerprint": "data", "space_fingerprint": "space"}
+    changed = [names.get(k, k) for k in keys if old.get(k) != new.get(k)]
+    return "different " + ", ".join(changed) if changed else "different settings"
+
+
+def _keep_source(source: Any, run: RunDir) -> str:
+    """Where the ensemble step finds the table again: the file, the builtin, or a Parquet copy of a DataFrame."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source) if str(source).startswith("builtin:") else str(Path(source).resolve())
+    path = run.source_copy.resolve()
+    try:
+        atomic_write(path, lambda tmp: source.to_parquet(tmp, index=False))
+    except Exception:  # e.g. an object column mixing types, which Parquet cannot hold
+        return "<DataFrame>"
+    return str(path)
+
+
+def _describe_space(space: str) -> str:
+    path = Path(space)
+    return str(path.resolve()) if path.suffix in (".yaml", ".yml") or path.exists() else space
+
+
+# --- per-trial artifacts ------------------------------------------------------------------------
+
+
+@dataclass
+class TrialArtifacts:
+    """What a completed trial keeps: the net's weights and config, and its predictions in user space."""
+
+    folder: Path
+    config: dict[str, Any]  # settings, d_in, d_out, task, trial_number, valid_scores, metric
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # "valid", "test"
+
+    def weights(self) -> dict[str, Any]:
+        """The net's state_dict (torch tensors), read from safetensors."""
+        return load_tensors(str(self.folder / WEIGHTS_FILE))
+
+
+def trial_folder(artifacts: Path, number: int) -> Path:
+    return Path(artifacts) / f"trial-{number:05d}"
+
+
+def save_trial(artifacts: Path, number: int, *, state: dict[str, Any], config: dict[str, Any],
+               predictions: dict[str, np.ndarray]) -> Path:
+    """Write a trial's weights, config and predictions to a temporary folder, then rename it into place."""
+    final = trial_folder(artifacts, number)
+    Path(artifacts).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=artifacts))
+    try:
+        save_tensors({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / WEIGHTS_FILE))
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=float), encoding="utf-8")
+        save_arrays(tmp / PREDICTIONS_FILE, predictions)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def find_trial(places: list[Any]) -> Path | None:
+    """The first of ``places`` that holds a trial's complete artifacts (all three files)."""
+    for place in places:
+        if place and all((Path(place) / name).is_file() for name in TRIAL_FILES):
+            return Path(place)
+    return None
+
+
+def load_trial(folder: Path) -> TrialArtifacts:
+    """A trial's config and predictions (the weights are read on demand: ``TrialArtifacts.weights``)."""
+    return TrialArtifacts(folder=Path(folder), config=read_json(Path(folder) / CONFIG_FILE),
+                          predictions=load_arrays(Path(folder) / PREDICTIONS_FILE))

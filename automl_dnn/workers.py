@@ -1,0 +1,173 @@
+"""Workers that run trials: in this process or in spawned processes, stopped by the deadline or Ctrl-C.
+
+Processes, not threads: trials are Python-heavy. Local workers share a file lock from "is there a
+trial slot left?" until their trial is RUNNING, so ``--n-trials`` is exact; workers on other machines
+rely on the objective's count check. A worker whose last ``MAX_FAILURES_IN_A_ROW`` trials all failed
+stops: the space or the data is broken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from automl_dnn.objective import FINISHED, Objective, TrialFailed, WorkerContext
+from automl_dnn.storage import reap_stale_trials
+from automl_dnn.study import make_pruner, open_study
+
+MAX_FAILURES_IN_A_ROW = 10
+
+
+class StopFlag:
+    """Set by SIGINT or the deadline; the objective reads it after every epoch and cuts the trial short."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+        self.interrupted = False
+
+    def should_stop(self) -> bool:
+        return self.interrupted or (self.deadline is not None and time.time() >= self.deadline)
+
+
+class FileStop(StopFlag):
+    """Worker processes stop when the parent creates the stop file (after a Ctrl-C)."""
+
+    def __init__(self, path: Path, deadline: float | None) -> None:
+        super().__init__(deadline)
+        self.path = path
+
+    def should_stop(self) -> bool:
+        return super().should_stop() or self.path.exists()
+
+
+@contextmanager
+def sigint_stops(stop: StopFlag) -> Iterator[None]:
+    """First Ctrl-C: finish the current epoch, keep the trial, stop. Second: interrupt at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.interrupted:
+            raise KeyboardInterrupt
+        stop.interrupted = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class TrialSlotLock:
+    """An inter-process file lock held from "is there a trial slot left?" until the trial is RUNNING."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self._fd = path, None
+
+    def __enter__(self) -> TrialSlotLock:
+        self._fd = os.open(self.path, os.O_CREAT | os.O_RDWR)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def count_trials(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def run_worker(ctx: WorkerContext, on_trial: Callable[[optuna.Study], None] | None = None,
+               stop: StopFlag | None = None, study: optuna.Study | None = None) -> None:
+    """Run trials until the trial count, the deadline, or Ctrl-C; never more than ``n_trials`` in total.
+
+    Failed trials are counted on screen and keep their reason in the study; no traceback per trial.
+    ``study`` is the caller's open study (in-process); a spawned worker opens its own.
+    """
+    stop = stop or StopFlag(ctx.deadline)
+    if ctx.threads:
+        torch.set_num_threads(ctx.threads)
+    if study is None:
+        study = open_study(ctx.spec, seed=ctx.seed + ctx.worker_index, pruner=make_pruner(ctx.pruner, ctx.space),
+                           several_workers=ctx.several_workers, create=False)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    objective = Objective(ctx, stop.should_stop)
+    lock = TrialSlotLock(Path(ctx.run_dir) / ".trial-slot.lock")
+    failures_in_a_row = 0
+    with sigint_stops(stop):
+        while not stop.should_stop() and failures_in_a_row < MAX_FAILURES_IN_A_ROW:
+            reap_stale_trials(study)
+            with lock:
+                if ctx.n_trials is not None and count_trials(study, FINISHED + (TrialState.RUNNING,)) >= ctx.n_trials:
+                    break
+                # The objective releases the slot lock as soon as its trial is RUNNING in the storage.
+                finished: list[TrialState] = []
+                study.optimize(_releasing(objective, lock), n_trials=1, catch=(TrialFailed,),
+                               callbacks=[lambda s, t: _after_trial(s, t, finished, on_trial)])
+            failures_in_a_row = failures_in_a_row + 1 if finished == [TrialState.FAIL] else 0
+
+
+def _after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, finished: list[TrialState],
+                 on_trial: Callable[[optuna.Study], None] | None) -> None:
+    finished.append(trial.state)
+    if on_trial:
+        on_trial(study)
+
+
+def _releasing(objective: Objective, lock: TrialSlotLock) -> Callable[[optuna.Trial], float]:
+    def run(trial: optuna.Trial) -> float:
+        lock.release()
+        return objective(trial)
+
+    return run
+
+
+def _worker_process(ctx: WorkerContext) -> None:
+    """Entry point of a spawned worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into a stop file
+    run_worker(ctx, stop=FileStop(Path(ctx.run_dir) / ".stop", ctx.deadline))
+
+
+def run_processes(ctx: WorkerContext, jobs: int, stop: StopFlag, progress: Callable[[optuna.Study], None] | None,
+                  study: optuna.Study) -> None:
+    """Spawn ``jobs`` worker processes on the study and wait for them; Ctrl-C reaches them as a stop file."""
+    stop_file = Path(ctx.run_dir) / ".stop"
+    stop_file.unlink(missing_ok=True)
+    spawn = mp.get_context("spawn")
+    workers = [spawn.Process(target=_worker_process, args=(dataclasses.replace(ctx, worker_index=i),), daemon=False)
+               for i in range(jobs)]
+    for w in workers:
+        w.start()
+    try:
+        with sigint_stops(stop):
+            while any(w.is_alive() for w in workers):
+                if stop.interrupted and not stop_file.exists():
+                    stop_file.touch()
+                for w in workers:
+                    w.join(timeout=1.0 / jobs)
+                if progress:
+                    progress(study)
+    finally:
+        for w in workers:
+            w.join()
+        stop_file.unlink(missing_ok=True)
+    reap_stale_trials(study)
