@@ -15,7 +15,7 @@ from typing import Any
 
 @dataclass
 class NetConfig:
-    """Architecture of one MLP. Defaults are the practical default net of TECHNIQUES.md section 8."""
+    """Architecture of one MLP. Defaults are the practical default net of techniques.md §8."""
 
     n_layers: int = 2
     d_hidden: int = 128
@@ -37,7 +37,7 @@ class NetConfig:
 
 @dataclass
 class TrainConfig:
-    """How one net is trained. Defaults follow TECHNIQUES.md section 8 (Nadam + 1cycle, early stopping)."""
+    """How one net is trained. Defaults follow techniques.md §8 (Nadam + 1cycle, early stopping)."""
 
     optimizer: str = "nadam"  # sgd|momentum|nesterov|adagrad|rmsprop|adam|adamax|nadam|adamw
     lr: float = 1e-3  # the peak lr for 1cycle, the initial lr otherwise

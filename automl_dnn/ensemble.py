@@ -9,7 +9,7 @@ RMSE for regression. Selection is Caruana-style greedy forward selection *with r
 picked again gains weight) over a fixed number of steps, keeping the best bag seen; a bag only counts
 as better when it lowers the loss by a relative ``min_rel_gain``. An exact copy of a member is never
 picked as a new member (in an average it would only re-weight its twin, which is Nelder-Mead's job),
-so diversity (a net plus XGBoost) is what gets in (TECHNIQUES.md section 10). The selected members
+so diversity (a net plus XGBoost) is what gets in (techniques.md §10). The selected members
 then get Nelder-Mead weights on the simplex, kept only when they beat the selection's own weights,
 and are pulled toward equal weights on small validation splits.
 """

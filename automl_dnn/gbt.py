@@ -1,7 +1,7 @@
 """XGBoost on the same split as the nets, with its own short Optuna search.
 
-A deep net plus gradient-boosted trees is the classic diverse pair for an ensemble (TECHNIQUES.md
-section 10), so this member is tuned only lightly: the first trial is a strong default, then a few TPE
+A deep net plus gradient-boosted trees is the classic diverse pair for an ensemble (techniques.md
+§10), so this member is tuned only lightly: the first trial is a strong default, then a few TPE
 trials. It uses XGBoost's native categorical support and native missing values, so it reads the
 DataFrame from ``FeaturePreprocessor.transform_for_gbt`` as it is (numbers as float, categoricals as
 pandas ``category`` with the categories fixed at fit).
@@ -9,6 +9,9 @@ pandas ``category`` with the categories fixed at fit).
 The returned booster is trimmed to its best iteration (``booster[: best_iteration + 1]``), so it needs
 no ``iteration_range`` at predict time and a copy saved with ``booster.save_model("x.json")`` (JSON or
 UBJ, never pickle) and reloaded predicts identically.
+
+``fit_run_gbt`` trains the XGBoost member of a run on the run's own split and preprocessing; in
+``fit``, ``BackgroundGBT`` runs it in a thread beside the search, on the data the search already read.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The MLP builder: a plain config in, a ``torch.nn.Module`` out (TECHNIQUES.md sections 1-3, 7).
+"""The MLP builder: a plain config in, a ``torch.nn.Module`` out (techniques.md §1-3, 7).
 
 The net is an ``nn.Sequential`` of named children so that its ``state_dict`` has short, stable keys
 and can be reloaded by rebuilding from the same ``NetConfig``::
@@ -51,9 +51,9 @@ BATCHNORM_PLACEMENTS = ("none", "input", "before", "after")
 DROPOUT_KINDS = ("standard", "alpha")
 DROPOUT_PLACEMENTS = ("all", "last")
 
-# Named inits as (scale, mode) of variance scaling: variance = scale / fan_mode (TECHNIQUES.md 1).
+# Named inits as (scale, mode) of variance scaling: variance = scale / fan_mode (techniques.md §1).
 _NAMED_INITS = {"glorot": (1.0, "fan_avg"), "he": (2.0, "fan_in"), "lecun": (1.0, "fan_in")}
-# Slopes used when activation_alpha is None: 0.2 "often beats 0.01" (TECHNIQUES.md 2); ELU is
+# Slopes used when activation_alpha is None: 0.2 "often beats 0.01" (techniques.md §2); ELU is
 # smooth at 0 with alpha=1; 0.25 is PReLU's usual starting slope.
 DEFAULT_ALPHA = {"leaky_relu": 0.2, "elu": 1.0, "prelu": 0.25}
 
@@ -205,7 +205,7 @@ def build_mlp(config: NetConfig, *, d_in: int, d_out: int) -> nn.Module:
     """Build the MLP described by `config` (see the module docstring for its layout).
 
     Hidden Linear layers use the configured init. The output head uses Glorot with the same
-    distribution (normal/uniform): it feeds a sigmoid, softmax or nothing, which TECHNIQUES.md pairs
+    distribution (normal/uniform): it feeds a sigmoid, softmax or nothing, which techniques.md §1 pairs
     with Glorot, whatever the hidden activation. Biases start at zero.
     """
     _check_config(config, d_in, d_out)

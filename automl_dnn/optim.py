@@ -1,4 +1,4 @@
-"""Optimizers by name and learning-rate schedules as pure functions of the step (TECHNIQUES.md 5-6).
+"""Optimizers by name and learning-rate schedules as pure functions of the step (techniques.md §5-6).
 
 The schedules are written by hand (no ``torch.optim.lr_scheduler``) so each value is a formula of
 ``t`` that a test can check. ``t`` counts mini-batches for power, exponential and 1cycle, and epochs
@@ -44,7 +44,7 @@ def _adagrad(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimi
 
 
 def _rmsprop(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
-    # Plain RMSProp of TECHNIQUES.md 5 (no momentum term); rho is torch's `alpha`.
+    # Plain RMSProp of techniques.md §5 (no momentum term); rho is torch's `alpha`.
     return torch.optim.RMSprop(params, lr=c.lr, alpha=c.rho, momentum=0.0)
 
 
@@ -123,7 +123,7 @@ def make_optimizer(name: str, params: Params, config: TrainConfig) -> torch.opti
     """The optimizer `name` over `params` (a module, tensors, or param groups).
 
     Only AdamW gets a weight decay, and only on matrices; L1/L2 are loss terms added by the trainer,
-    never the optimizer's `weight_decay` (which for Adam is not the same thing, TECHNIQUES.md 5).
+    never the optimizer's `weight_decay` (which for Adam is not the same thing, techniques.md §5).
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")

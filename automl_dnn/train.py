@@ -1,4 +1,4 @@
-"""The training loop (TECHNIQUES.md sections 4-7) and ``predict`` with MC dropout.
+"""The training loop (techniques.md §4-7) and ``predict`` with MC dropout.
 
 The whole dataset lives as tensors on the device; each epoch draws a seeded permutation and slices
 mini-batches from it (no DataLoader: for tabular data its per-batch Python cost dominates). The loop

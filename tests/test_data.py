@@ -210,7 +210,7 @@ def test_check_target_regression_numeric_text():
 def test_target_encoder_string_labels_round_trip():
     y = pd.Series(["cat", "dog", "bird", "dog"])
     enc = TargetEncoder().fit(y, "multiclass")
-    assert enc.classes == ["bird", "cat", "dog"]
+    assert enc.classes_ == ["bird", "cat", "dog"]
     codes = enc.encode(y)
     assert codes.dtype == np.int64 and codes.tolist() == [1, 2, 0, 2]
     assert enc.decode(codes).tolist() == y.tolist()
@@ -223,9 +223,9 @@ def test_target_encoder_string_labels_round_trip():
 
 def test_target_encoder_numpy_labels_are_json_scalars():
     enc = TargetEncoder().fit(pd.Series(np.array([1.0, 0.0, 1.0])), "binary")
-    assert enc.classes == [0, 1] and all(type(c) is int for c in enc.classes)
+    assert enc.classes_ == [0, 1] and all(type(c) is int for c in enc.classes_)
     enc = TargetEncoder().fit(pd.Series([True, False]), "binary")
-    assert enc.classes == [False, True] and type(enc.classes[0]) is bool
+    assert enc.classes_ == [False, True] and type(enc.classes_[0]) is bool
     json.dumps(enc.to_dict())
 
 
@@ -236,7 +236,7 @@ def test_target_encoder_regression():
     assert z.dtype == np.float32
     assert abs(z.mean()) < 1e-6 and abs(z.std() - 1) < 1e-6
     np.testing.assert_allclose(enc.decode(z), y, rtol=1e-6)
-    assert enc.mean == 25.0 and enc.classes == []
+    assert enc.mean_ == 25.0 and enc.classes_ == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +251,7 @@ def test_builtins(name, task, k):
     ds = load_dataset(f"builtin:{name}")
     assert ds.task == task == BUILTINS[name].task
     assert ds.target == "target" and "target" not in ds.features.columns
-    assert len(ds.target_encoder.classes) == k
+    assert len(ds.target_encoder.classes_) == k
     assert infer_task(pd.Series(ds.target_encoder.decode(ds.y)))[0] == task  # the rule agrees
 
 
@@ -289,7 +289,7 @@ def test_load_dataset_drops_missing_target_rows_and_regression_uses_train_stats(
     assert len(ds.features) == 45 and any("dropped 5 rows" in n for n in ds.notes)
     train_y = ds.target_encoder.decode(ds.labels("train"))
     assert ds.task == "regression"
-    assert ds.target_encoder.mean == pytest.approx(train_y.mean(), rel=1e-5)
+    assert ds.target_encoder.mean_ == pytest.approx(train_y.mean(), rel=1e-5)
 
 
 def test_load_dataset_from_frame_does_not_modify_it():
@@ -363,24 +363,24 @@ def test_file_target_required(tmp_path):
 
 def test_preprocessor_column_decisions(messy):
     pre = FeaturePreprocessor().fit(messy)
-    dropped = {d["name"] for d in pre.dropped}
+    dropped = {d["name"] for d in pre.dropped_}
     assert dropped == {"row_id", "key", "const", "empty"}
-    kinds = {c["name"]: c["kind"] for c in pre.columns}
+    kinds = {c["name"]: c["kind"] for c in pre.columns_}
     assert kinds == {"num": "numeric", "color": "categorical", "when": "date", "mixed": "categorical",
                      "numtext": "numeric", "huge": "categorical", "flag": "categorical"}
-    names = pre.feature_names
+    names = pre.feature_names_
     assert {"num", "num__missing", "color=__missing__", "when__year", "when__hour", "when__day_of_week",
             "mixed=7", "mixed=seven", "numtext", "numtext__missing", "flag=True", "flag=False"} <= set(names)
     assert "color=red" in names and "huge=__rare__" in names
     assert sum(n.startswith("huge=") for n in names) <= 64 + 1
-    text = " ".join(pre.notes)
+    text = " ".join(pre.notes_)
     for needle in ("'row_id'", "'key'", "'const'", "'empty'", "infinite", "'mixed' mixes numbers",
                    "'numtext' holds text", "'when' read as dates", "'huge' has"):
         assert needle in text
-    assert [s["name"] for s in pre.input_schema] == list(messy.columns)
-    assert all(isinstance(s["dtype"], str) for s in pre.input_schema)
+    assert [s["name"] for s in pre.input_schema_] == list(messy.columns)
+    assert all(isinstance(s["dtype"], str) for s in pre.input_schema_)
     X = pre.transform(messy)
-    assert X.dtype == np.float32 and X.shape == (200, pre.n_features) and np.isfinite(X).all()
+    assert X.dtype == np.float32 and X.shape == (200, pre.n_features_) and np.isfinite(X).all()
     # inf and NaN were both imputed and flagged
     j, k = names.index("num"), names.index("num__missing")
     assert X[:7, k].tolist() == [1.0] * 7 and X[7:, k].sum() == 0
@@ -390,12 +390,12 @@ def test_preprocessor_column_decisions(messy):
 def test_preprocessor_fitted_on_given_rows_only(messy):
     train, other = messy.iloc[:100], messy.iloc[100:]
     pre = FeaturePreprocessor().fit(train)
-    stats = next(c for c in pre.columns if c["name"] == "num")["stats"]
+    stats = next(c for c in pre.columns_ if c["name"] == "num")["stats"]
     train_num = train["num"].replace([np.inf, -np.inf], np.nan).dropna()
     assert stats["mean"] == pytest.approx(train_num.mean())
     assert stats["std"] == pytest.approx(train_num.std(ddof=0))
     X = pre.transform(other)
-    j = pre.feature_names.index("num")
+    j = pre.feature_names_.index("num")
     assert X.shape[0] == 100
     assert pre.transform(train)[:, j][7:].mean() == pytest.approx(0.0, abs=0.05)
 
@@ -418,7 +418,7 @@ def test_json_round_trip_is_bit_identical(messy):
         pre2 = FeaturePreprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
         test = messy.iloc[150:]
         assert np.array_equal(pre.transform(test), pre2.transform(test))
-        assert pre2.feature_names == pre.feature_names and pre2.notes == pre.notes
+        assert pre2.feature_names_ == pre.feature_names_ and pre2.notes_ == pre.notes_
         pd.testing.assert_frame_equal(pre.transform_for_gbt(test), pre2.transform_for_gbt(test))
 
 
@@ -437,7 +437,7 @@ def test_transform_unseen_missing_extra_and_odd_cells(messy):
     new["unused"] = "ignored"
     report: list[str] = []
     X = pre.transform(new, report=report)
-    names = pre.feature_names
+    names = pre.feature_names_
     color_cols = [i for i, n in enumerate(names) if n.startswith("color=")]
     assert X[:, color_cols].sum() == 0
     assert X[:, names.index("huge=__rare__")].tolist() == [1.0] * 10
@@ -480,15 +480,15 @@ def test_transform_for_gbt(messy):
 def test_min_frequency_and_max_categories():
     df = pd.DataFrame({"c": ["a"] * 50 + ["b"] * 30 + ["c"] * 3 + ["d"] * 2, "x": np.arange(85.0) % 5})
     pre = FeaturePreprocessor(min_frequency=5).fit(df)
-    assert [n for n in pre.feature_names if n.startswith("c=")] == ["c=a", "c=b", "c=__rare__"]
+    assert [n for n in pre.feature_names_ if n.startswith("c=")] == ["c=a", "c=b", "c=__rare__"]
     pre = FeaturePreprocessor(min_frequency=1, max_categories=2).fit(df)
-    assert [n for n in pre.feature_names if n.startswith("c=")] == ["c=a", "c=b", "c=__rare__"]
+    assert [n for n in pre.feature_names_ if n.startswith("c=")] == ["c=a", "c=b", "c=__rare__"]
 
 
 def test_memory_guard(messy):
     pre = FeaturePreprocessor(max_bytes=200 * 28 * 4, min_frequency=1).fit(messy)
-    assert any("at most 8 levels" in n for n in pre.notes)
-    assert sum(n.startswith("huge=") for n in pre.feature_names) <= 9
+    assert any("at most 8 levels" in n for n in pre.notes_)
+    assert sum(n.startswith("huge=") for n in pre.feature_names_) <= 9
     with pytest.raises(DataError, match="feature matrix would take") as info:
         FeaturePreprocessor(max_bytes=1000).fit(messy)
     assert "200 rows" in str(info.value)
@@ -528,6 +528,6 @@ def test_id_detection_sorted_or_range():
         "x": rng.normal(size=n),
     })
     pre = FeaturePreprocessor().fit(df)
-    assert {d["name"] for d in pre.dropped} == {"sorted_ts", "shuffled_ids"}
+    assert {d["name"] for d in pre.dropped_} == {"sorted_ts", "shuffled_ids"}
     small = FeaturePreprocessor().fit(df.iloc[:15])  # too few rows to call anything an ID
-    assert small.dropped == []
+    assert small.dropped_ == []
