@@ -53,7 +53,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
 
     from automl_dnn import api
     from automl_dnn.data import read_table
-    from automl_dnn.export import load_model
+    from automl_dnn.predictor import load_model
 
     model_dir, run_dir = work / "model", work / "run"
     if not (model_dir / "model.json").is_file():
@@ -95,21 +95,20 @@ def _nets_plus_xgboost(run_dir: Path, model_dir: Path, out: Path, k: int) -> Pat
     """A model of the run's best ``k`` nets (its saved weights) and the exported booster, equal weights."""
     import json
 
-    from safetensors.torch import load_file
-
-    from automl_dnn.assemble import _completed_trials, _artifacts_folder
-    from automl_dnn.export import GBTMember, NetMember, save_model
-    from automl_dnn.run import RunDir, read_json
+    from automl_dnn.ensemble_step import _completed_trials
+    from automl_dnn.files import read_json
+    from automl_dnn.model_folder import GBTMember, NetMember, save_model
+    from automl_dnn.run_folder import RunDir, load_trial, trial_folder
 
     run = RunDir(run_dir)
     spec = run.read_spec()
     model = json.loads((model_dir / "model.json").read_text())
     nets = []
-    for trial in _completed_trials(spec, seed=0)[:k]:
-        folder = _artifacts_folder(run, spec, trial)
-        config = read_json(folder / "config.json")
+    for trial in _completed_trials(spec)[:k]:
+        saved = load_trial(trial_folder(run.root / "artifacts", trial.number))
+        config = saved.config
         nets.append(NetMember(trial=trial.number, settings=config["settings"], d_in=config["d_in"],
-                              d_out=config["d_out"], state=load_file(str(folder / "weights.safetensors")), weight=1.0))
+                              d_out=config["d_out"], state=saved.weights(), weight=1.0))
     import xgboost as xgb
 
     member = next(m for m in model["members"] if m["kind"] == "xgboost")

@@ -17,9 +17,11 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from automl_dnn.search import SearchOptions, StopFlag, WorkerContext, open_study, prepare_run, run_worker
+from automl_dnn.objective import WorkerContext
+from automl_dnn.run_folder import SearchOptions, prepare_run
 from automl_dnn.space import load_space
-from automl_dnn.search import enqueue_defaults
+from automl_dnn.study import enqueue_defaults, make_pruner, open_study
+from automl_dnn.workers import StopFlag, run_worker
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "adult.csv.gz"
 
@@ -34,14 +36,15 @@ def main() -> None:
         options = SearchOptions(source=str(DATA), target="income", out=Path(tmp) / "run", space=args.space,
                                 n_trials=args.n_trials, pruner=args.pruner, quiet=True)
         t0 = time.perf_counter()
-        spec = prepare_run(options)
+        space = load_space(args.space)
+        spec, _ = prepare_run(options, space)
         setup = time.perf_counter() - t0
-        study = open_study(spec, seed=0, pruner=args.pruner)
-        enqueue_defaults(study, load_space(spec["space"]))
-        ctx = WorkerContext(run_dir=str(options.out), spec=spec, deadline=None, n_trials=args.n_trials, seed=0,
-                            pruner=args.pruner, device="cpu", threads=None, several_workers=False)
+        study = open_study(spec, seed=0, pruner=make_pruner(args.pruner, space))
+        enqueue_defaults(study, space)
+        ctx = WorkerContext(run_dir=str(options.out), spec=spec, space=space, deadline=None, n_trials=args.n_trials,
+                            seed=0, pruner=args.pruner, device="cpu", threads=None, several_workers=False)
         t0 = time.perf_counter()
-        run_worker(ctx, stop=StopFlag(None))
+        run_worker(ctx, stop=StopFlag(None), study=study)
         wall = time.perf_counter() - t0
         trials = study.get_trials(deepcopy=False)
         epochs = sum(t.user_attrs.get("epoch_seconds", 0.0) for t in trials)
