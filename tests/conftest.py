@@ -1,13 +1,21 @@
-"""Shared fixtures and helpers for the CLI tests: a tiny search space, a toy table, one fitted model.
+"""Shared fixtures and helpers: tiny search spaces, a toy table, one fitted model, the CLI in-process,
+a free port, and the trial gate that lets tests on workers and signals wait for states, not for time.
 
-All work is bounded by trial and epoch counts on tiny data, never by wall-clock budgets.
+All work is bounded by trial and epoch counts on tiny data, never by wall-clock budgets. A test that
+compares wall-clock measurements is marked ``timing`` and left out of the default run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +47,23 @@ params:
   max_epochs: 3
   patience: 3
 """
+
+
+# Two ranged parameters, two short epochs: a study with history, intermediate values and importances to show.
+SHORT_SPACE = """\
+name: short
+params:
+  n_layers: 1
+  d_hidden: {type: int, low: 8, high: 16}
+  lr: {type: float, low: 1.0e-3, high: 2.0e-3, log: true}
+  optimizer: adam
+  schedule: none
+  batch_size: 64
+  max_epochs: 2
+  patience: 100
+"""
+
+POLL_LIMIT = 300  # seconds: only a safety net for waits on a condition, so a broken build cannot hang CI
 
 
 def toy_frame(n: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -84,6 +109,13 @@ def tiny_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def short_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("space") / "short.yaml"
+    path.write_text(SHORT_SPACE)
+    return path
+
+
+@pytest.fixture(scope="session")
 def fitted(tmp_path_factory: pytest.TempPathFactory, tiny_space: Path) -> SimpleNamespace:
     """``automl-dnn fit`` once (1 trial, no XGBoost): the data, its run folder and its model folder."""
     root = tmp_path_factory.mktemp("fitted")
@@ -96,3 +128,78 @@ def fitted(tmp_path_factory: pytest.TempPathFactory, tiny_space: Path) -> Simple
     assert result.exit_code == 0, result.output
     assert sha256(data) == digest
     return SimpleNamespace(root=root, data=data, frame=frame, run=root / "run", model=root / "model")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def patch_everywhere(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str, replacement: Any) -> None:
+    """Replace ``module.name``, and the binding of every automl_dnn module that imported it by name."""
+    original = getattr(module, name)
+    for loaded in list(sys.modules.values()):
+        if getattr(loaded, "__name__", "").startswith("automl_dnn") and getattr(loaded, name, None) is original:
+            monkeypatch.setattr(loaded, name, replacement)
+
+
+# --- the trial gate ---------------------------------------------------------------------------------
+
+GATE_SITE = Path(__file__).parent / "trial_gate"  # holds the sitecustomize.py that the gated processes load
+
+
+class TrialGate:
+    """Pauses the trials of the processes a test starts at their first reported epoch (tests/trial_gate).
+
+    ``parties=N``: every process waits in its first trial until N processes are in one, so N workers
+    all get trials however fast the first one starts. ``hold=K``: trial K waits until ``release()``,
+    so a signal sent after ``wait_until_held`` lands in the middle of that trial.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def variables(self, *, parties: int = 0, hold: int | None = None) -> dict[str, str]:
+        paths = [str(GATE_SITE), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+        variables = {"PYTHONPATH": os.pathsep.join(paths), "AUTOML_DNN_TEST_GATE": str(self.folder)}
+        if parties:
+            variables["AUTOML_DNN_TEST_GATE_PARTIES"] = str(parties)
+        if hold is not None:
+            variables["AUTOML_DNN_TEST_GATE_HOLD"] = str(hold)
+        return variables
+
+    def env(self, *, parties: int = 0, hold: int | None = None) -> dict[str, str]:
+        """The environment for ``subprocess``: this one plus the gate's variables."""
+        return {**os.environ, **self.variables(parties=parties, hold=hold)}
+
+    def apply(self, monkeypatch: pytest.MonkeyPatch, *, parties: int = 0, hold: int | None = None) -> None:
+        """Gate the processes that this process spawns (``jobs > 1``) until the test ends."""
+        for key, value in self.variables(parties=parties, hold=hold).items():
+            monkeypatch.setenv(key, value)
+
+    def arrived(self) -> set[int]:
+        """The pids of the processes that reached the barrier."""
+        return {int(p.name.split("-", 1)[1]) for p in self.folder.glob("arrived-*")}
+
+    def wait_until_held(self, proc: subprocess.Popen, trial: int) -> None:
+        """Wait until ``proc`` is paused in trial ``trial``; fail at once if it ends first."""
+        deadline = time.monotonic() + POLL_LIMIT
+        while not (self.folder / f"held-{trial}").exists():
+            if proc.poll() is not None:
+                pytest.fail(f"the process ended (exit {proc.returncode}) before trial {trial} started: "
+                            f"{proc.stderr.read() if proc.stderr else ''}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"trial {trial} did not start within {POLL_LIMIT} s")
+            time.sleep(0.05)
+
+    def release(self) -> None:
+        (self.folder / "release").touch()
+
+
+@pytest.fixture()
+def trial_gate(tmp_path: Path) -> TrialGate:
+    folder = tmp_path / "gate"
+    folder.mkdir()
+    return TrialGate(folder)

@@ -137,19 +137,19 @@ def test_missing_or_unknown_search_space(tmp_path: Path) -> None:
 
 
 def test_impossible_setting_value_is_refused_before_any_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("automl_dnn.search.MAX_FAILURES_IN_A_ROW", 1)  # keep the failing search short
+    monkeypatch.setattr("automl_dnn.workers.MAX_FAILURES_IN_A_ROW", 1)  # keep the failing search short
     space = tmp_path / "space.yaml"
     space.write_text(TINY_SPACE.replace("  d_hidden: 8\n", "  d_hidden: -3\n"))
     assert_one_line_error(_search(tmp_path, space, _csv(tmp_path, toy_frame(40))), "search space", "d_hidden")
 
 
 def test_failed_trials_print_no_traceback(tmp_path: Path, tiny_space: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("automl_dnn.search.MAX_FAILURES_IN_A_ROW", 1)
+    monkeypatch.setattr("automl_dnn.workers.MAX_FAILURES_IN_A_ROW", 1)
 
     def fail(*args: object, **kwargs: object) -> None:
         raise ValueError("this trial cannot train")
 
-    monkeypatch.setattr("automl_dnn.train.train", fail)
+    monkeypatch.setattr("automl_dnn.objective.train", fail)
     # Optuna's log handler keeps the stderr of the moment Optuna was first imported; write to the current
     # one, as in a real `automl-dnn` process.
     import logging
@@ -240,29 +240,29 @@ def test_output_file_that_cannot_be_written(tmp_path: Path, fitted: SimpleNamesp
 def test_api_write_report_under_a_file(tmp_path: Path, fitted: SimpleNamespace) -> None:
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
-    with pytest.raises(AutoDNNError):
+    # A path in the way: PathError (StorageError before), both AutoDNNError.
+    with pytest.raises(AutoDNNError, match="is a file|under the file"):
         api.write_report(fitted.run, out=blocker / "report.html")
 
 
 def test_api_predict_file_never_overwrites_its_input(tmp_path: Path, fitted: SimpleNamespace) -> None:
     data = _csv(tmp_path, fitted.frame.head(5))
     digest = sha256(data)
-    try:
+    with pytest.raises(AutoDNNError, match="is the input data file"):
         api.predict_file(fitted.model, data, out=data)
-    except AutoDNNError:
-        pass
     assert sha256(data) == digest
 
 
 def test_api_predict_file_under_a_file(tmp_path: Path, fitted: SimpleNamespace) -> None:
     data = _csv(tmp_path, fitted.frame.head(5))
-    with pytest.raises(AutoDNNError):
+    # A path in the way: PathError (StorageError before), both AutoDNNError.
+    with pytest.raises(AutoDNNError, match="is a file|under the file"):
         api.predict_file(fitted.model, data, out=data / "pred.csv")
 
 
 def test_api_search_checks_the_artifacts_folder_first(tmp_path: Path, tiny_space: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("automl_dnn.search.MAX_FAILURES_IN_A_ROW", 1)
+    monkeypatch.setattr("automl_dnn.workers.MAX_FAILURES_IN_A_ROW", 1)
     data = _csv(tmp_path, toy_frame(40))
     with pytest.raises(AutoDNNError, match="artifacts folder"):
         api.search(str(data), out=tmp_path / "run", target="y", space=str(tiny_space), n_trials=1,
@@ -271,7 +271,8 @@ def test_api_search_checks_the_artifacts_folder_first(tmp_path: Path, tiny_space
 
 def test_api_fit_checks_the_model_folder_before_searching(tmp_path: Path, tiny_space: Path) -> None:
     data = _csv(tmp_path, toy_frame(40))
-    with pytest.raises(AutoDNNError):
+    # A path in the way: PathError (StorageError before), both AutoDNNError.
+    with pytest.raises(AutoDNNError, match="model folder .* is a file"):
         api.fit(str(data), model_dir=data, out=tmp_path / "run", target="y", space=str(tiny_space), n_trials=1,
                 gbt=False, quiet=True)
     assert not (tmp_path / "run").exists()
@@ -281,11 +282,12 @@ def test_api_fit_checks_the_model_folder_before_searching(tmp_path: Path, tiny_s
 
 
 def test_ensemble_without_a_completed_trial(tmp_path: Path, tiny_space: Path) -> None:
-    from automl_dnn.search import SearchOptions, open_study, prepare_run
+    from automl_dnn.run_folder import SearchOptions, prepare_run
+    from automl_dnn.study import open_study
 
     data = _csv(tmp_path, toy_frame(40))
-    spec = prepare_run(SearchOptions(source=str(data), out=tmp_path / "run", target="y", space=str(tiny_space)))
-    open_study(spec, seed=0)  # a study with no trial at all
+    spec, _ = prepare_run(SearchOptions(source=str(data), out=tmp_path / "run", target="y", space=str(tiny_space)))
+    open_study(spec)  # a study with no trial at all
     assert_one_line_error(invoke("ensemble", tmp_path / "run", "--no-gbt"), "no completed trial")
     assert_one_line_error(invoke("ensemble", tmp_path, "--no-gbt"), "not a run folder")
     assert_one_line_error(invoke("report", tmp_path), "not a run folder")

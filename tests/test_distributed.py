@@ -1,4 +1,8 @@
-"""Two workers, two run folders ("two machines"), one study on a real PostgreSQL server on loopback."""
+"""Two workers, two run folders ("two machines"), one study on a real PostgreSQL server on loopback.
+
+That both workers run trials does not depend on how fast they start: the trial gate (tests/conftest.py)
+keeps each worker in its first trial until the other is in one too.
+"""
 
 from __future__ import annotations
 
@@ -9,32 +13,24 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from tests.conftest import POLL_LIMIT, TrialGate
 from tests.postgres import postgres_server
 
-SPACE = """
-params:
-  n_layers: {type: int, low: 1, high: 2}
-  d_hidden: {type: int, low: 8, high: 32, log: true}
-  lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
-  optimizer: adam
-  schedule: none
-  batch_size: 16
-  max_epochs: 60
-  patience: 60
-"""
-# Each trial trains 60 epochs unpruned (about a second), so the eight trials outlast the start-up of the
-# second worker (a few seconds on a loaded CI machine) and both workers get trials to run.
 
-
-def test_two_workers_share_one_postgres_study(tmp_path: Path) -> None:
-    space = tmp_path / "space.yaml"
-    space.write_text(SPACE)
+def test_two_workers_share_one_postgres_study(tmp_path: Path, short_space: Path, trial_gate: TrialGate) -> None:
     with postgres_server() as url:
-        command = [sys.executable, "-m", "automl_dnn", "search", "builtin:breast_cancer", "--space", str(space),
-                   "--storage", url, "--study", "shared", "--n-trials", "8", "--pruner", "none", "--threads", "1", "--quiet"]
-        workers = [subprocess.Popen([*command, "--out", str(tmp_path / f"machine{i}")],
+        command = [sys.executable, "-m", "automl_dnn", "search", "builtin:breast_cancer", "--space", str(short_space),
+                   "--storage", url, "--study", "shared", "--n-trials", "8", "--pruner", "none", "--threads", "1",
+                   "--quiet"]
+        workers = [subprocess.Popen([*command, "--out", str(tmp_path / f"machine{i}")], env=trial_gate.env(parties=2),
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-        results = [w.communicate(timeout=300) for w in workers]
+        try:
+            results = [w.communicate(timeout=POLL_LIMIT) for w in workers]
+        finally:
+            for w in workers:
+                if w.poll() is None:
+                    w.kill()
+                    w.wait()
         for worker, (_, err) in zip(workers, results):
             assert worker.returncode == 0, err
         study = optuna.load_study(study_name="shared", storage=url.replace("postgresql://", "postgresql+psycopg://"))
@@ -43,5 +39,6 @@ def test_two_workers_share_one_postgres_study(tmp_path: Path) -> None:
         assert len(finished) == 8
         assert not [t for t in trials if t.state == TrialState.RUNNING]
         assert len({t.number for t in trials}) == len(trials)
+        assert trial_gate.arrived() == {w.pid for w in workers}, "each worker reached its first trial"
         by_folder = {Path(t.user_attrs["artifacts"]).parent.parent.name for t in finished if "artifacts" in t.user_attrs}
         assert by_folder == {"machine0", "machine1"}, "both workers ran trials"

@@ -25,7 +25,7 @@ def _probs(logit: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def binary() -> dict[str, np.ndarray]:
+def binary_preds() -> dict[str, np.ndarray]:
     """Two decent models with independent errors, an exact duplicate, and a useless random one."""
     rng = np.random.default_rng(0)
     true_logit = rng.normal(0.0, 2.0, N)
@@ -39,7 +39,7 @@ def binary() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def regression() -> dict[str, np.ndarray]:
+def regression_preds() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
     y = 50.0 + 10.0 * rng.normal(size=20000)
     return {"y": y, "a": y + rng.normal(0.0, 1.0, y.size), "b": y + rng.normal(0.0, 1.5, y.size)}
@@ -67,8 +67,8 @@ def test_ensemble_loss_is_proper() -> None:
     assert ensemble_loss("regression", np.array([0.0]), np.array([np.nan])) == np.inf
 
 
-def test_nelder_mead_weights_on_simplex_and_beat_equal(binary: dict[str, np.ndarray]) -> None:
-    y, preds = binary["y"], [binary["a"], binary["b"], binary["noise"]]
+def test_nelder_mead_weights_on_simplex_and_beat_equal(binary_preds: dict[str, np.ndarray]) -> None:
+    y, preds = binary_preds["y"], [binary_preds["a"], binary_preds["b"], binary_preds["noise"]]
     w = nelder_mead_weights("binary", y, preds)
     assert np.all(w >= 0) and w.sum() == pytest.approx(1.0)
     assert ensemble_loss("binary", y, blend(preds, w)) <= ensemble_loss("binary", y, blend(preds, np.ones(3)))
@@ -77,8 +77,8 @@ def test_nelder_mead_weights_on_simplex_and_beat_equal(binary: dict[str, np.ndar
     np.testing.assert_array_equal(w, nelder_mead_weights("binary", y, preds))  # deterministic
 
 
-def test_nelder_mead_recovers_inverse_variance_weights(regression: dict[str, np.ndarray]) -> None:
-    w = nelder_mead_weights("regression", regression["y"], [regression["a"], regression["b"]])
+def test_nelder_mead_recovers_inverse_variance_weights(regression_preds: dict[str, np.ndarray]) -> None:
+    w = nelder_mead_weights("regression", regression_preds["y"], [regression_preds["a"], regression_preds["b"]])
     optimum = (1 / 1.0**2) / (1 / 1.0**2 + 1 / 1.5**2)  # 0.692
     assert w[0] == pytest.approx(optimum, abs=0.03)
 
@@ -90,26 +90,27 @@ def test_nelder_mead_falls_back_to_equal_weights() -> None:
     np.testing.assert_array_equal(nelder_mead_weights("binary", y, [p]), [1.0])
 
 
-def test_selection_ignores_duplicate_and_noise(binary: dict[str, np.ndarray]) -> None:
-    a, b, noise = binary["a"], binary["b"], binary["noise"]
+def test_selection_ignores_duplicate_and_noise(binary_preds: dict[str, np.ndarray]) -> None:
+    a, b, noise = binary_preds["a"], binary_preds["b"], binary_preds["noise"]
     candidates = [a, a.copy(), b, noise]
-    assert list(select_bag("binary", binary["y"], candidates, max_members=4)) == [0, 2]
-    assert list(select_bag("binary", binary["y"], candidates, max_members=1)) == [0]
-    assert list(select_bag("binary", binary["y"], [noise, b, a], max_members=3)) == [2, 1]  # starts from the best
+    assert list(select_bag("binary", binary_preds["y"], candidates, max_members=4)) == [0, 2]
+    assert list(select_bag("binary", binary_preds["y"], candidates, max_members=1)) == [0]
+    assert list(select_bag("binary", binary_preds["y"], [noise, b, a], max_members=3)) == [2, 1]  # starts from the best
 
 
-def test_selection_skips_diverged_candidates(binary: dict[str, np.ndarray]) -> None:
-    broken = np.full_like(binary["a"], np.nan)
-    assert list(select_bag("binary", binary["y"], [broken, binary["a"]], max_members=2)) == [1]
+def test_selection_skips_diverged_candidates(binary_preds: dict[str, np.ndarray]) -> None:
+    broken = np.full_like(binary_preds["a"], np.nan)
+    assert list(select_bag("binary", binary_preds["y"], [broken, binary_preds["a"]], max_members=2)) == [1]
     with pytest.raises(AutoDNNError, match="finite"):
-        list(select_bag("binary", binary["y"], [broken], max_members=2))
+        list(select_bag("binary", binary_preds["y"], [broken], max_members=2))
     with pytest.raises(ValueError, match="max_members=0"):
-        list(select_bag("binary", binary["y"], [binary["a"]], max_members=0))
+        list(select_bag("binary", binary_preds["y"], [binary_preds["a"]], max_members=0))
 
 
-def test_build_ensemble_classification(binary: dict[str, np.ndarray]) -> None:
-    candidates = [binary["a"], binary["a"].copy(), binary["b"], binary["noise"]]
-    r = build_ensemble("binary", binary["y"], candidates, names=["net0", "net0_dup", "xgb", "rand"], max_members=4)
+def test_build_ensemble_classification(binary_preds: dict[str, np.ndarray]) -> None:
+    candidates = [binary_preds["a"], binary_preds["a"].copy(), binary_preds["b"], binary_preds["noise"]]
+    r = build_ensemble("binary", binary_preds["y"], candidates, names=["net0", "net0_dup", "xgb", "rand"],
+                       max_members=4)
     assert isinstance(r, EnsembleResult)
     assert r.members == [0, 2] and r.names == ["net0", "xgb"]
     assert sum(r.weights) == pytest.approx(1.0) and min(r.weights) >= 0
@@ -119,15 +120,15 @@ def test_build_ensemble_classification(binary: dict[str, np.ndarray]) -> None:
     assert r.to_dict()["names"] == ["net0", "xgb"]
 
 
-def test_build_ensemble_single_candidate(binary: dict[str, np.ndarray]) -> None:
-    r = build_ensemble("binary", binary["y"], [binary["a"]], max_members=3)
+def test_build_ensemble_single_candidate(binary_preds: dict[str, np.ndarray]) -> None:
+    r = build_ensemble("binary", binary_preds["y"], [binary_preds["a"]], max_members=3)
     assert r.members == [0] and r.weights == [1.0] and r.names == ["candidate_0"]
     assert r.best_single_loss == r.equal_weight_loss == r.ensemble_loss
     assert r.valid_gain == 0.0
 
 
-def test_build_ensemble_regression(regression: dict[str, np.ndarray]) -> None:
-    y, a, b = regression["y"], regression["a"], regression["b"]
+def test_build_ensemble_regression(regression_preds: dict[str, np.ndarray]) -> None:
+    y, a, b = regression_preds["y"], regression_preds["a"], regression_preds["b"]
     r = build_ensemble("regression", y, [a, b], names=["net", "xgb"], max_members=5)
     assert r.members == [0, 1]
     assert r.weights[0] == pytest.approx(0.692, abs=0.03)
@@ -166,23 +167,23 @@ def test_overfit_warning(valid_gain: float, test_gain: float, warns: bool) -> No
         assert "\n" not in message and "overfit" in message
 
 
-def test_selection_near_duplicate_adds_nothing(binary: dict[str, np.ndarray]) -> None:
-    a = binary["a"]
+def test_selection_near_duplicate_adds_nothing(binary_preds: dict[str, np.ndarray]) -> None:
+    a = binary_preds["a"]
     near = _probs(np.log(a[:, 1] / a[:, 0]) + np.random.default_rng(4).normal(0.0, 0.01, N))  # another seed
-    assert list(select_bag("binary", binary["y"], [a, near], max_members=2)) == [0]
+    assert list(select_bag("binary", binary_preds["y"], [a, near], max_members=2)) == [0]
 
 
-def test_light_members_dropped_only_if_still_better_than_equal(regression: dict[str, np.ndarray]) -> None:
-    y, a, b = regression["y"], regression["a"], regression["b"]
+def test_light_members_dropped_only_if_still_better_than_equal(regression_preds: dict[str, np.ndarray]) -> None:
+    y, a, b = regression_preds["y"], regression_preds["a"], regression_preds["b"]
     # b's weight (~0.31) is under min_weight, but a alone (RMSE 1.0) loses to the equal average (~0.90)
     r = build_ensemble("regression", y, [a, b], max_members=2, min_weight=0.35)
     assert r.members == [0, 1]
 
 
-def test_small_validation_pulls_weights_toward_equal(regression: dict[str, np.ndarray]) -> None:
+def test_small_validation_pulls_weights_toward_equal(regression_preds: dict[str, np.ndarray]) -> None:
     from automl_dnn.ensemble import SHRINK_ROWS
 
-    y, a, b = regression["y"], regression["a"], regression["b"]
+    y, a, b = regression_preds["y"], regression_preds["a"], regression_preds["b"]
     large = build_ensemble("regression", y, [a, b], always=[1], shrink_rows=SHRINK_ROWS)
     small = build_ensemble("regression", y[:100], [a[:100], b[:100]], always=[1], shrink_rows=SHRINK_ROWS)
     fitted = nelder_mead_weights("regression", y[:100], [a[:100], b[:100]])
@@ -190,8 +191,8 @@ def test_small_validation_pulls_weights_toward_equal(regression: dict[str, np.nd
     assert small.weights == pytest.approx(0.5 * np.asarray(fitted) + 0.25)  # halfway at 100 rows
 
 
-def test_always_keeps_the_tree_member_greedy_would_drop(binary: dict[str, np.ndarray]) -> None:
-    y, a, noise = binary["y"], binary["a"], binary["noise"]
+def test_always_keeps_the_tree_member_greedy_would_drop(binary_preds: dict[str, np.ndarray]) -> None:
+    y, a, noise = binary_preds["y"], binary_preds["a"], binary_preds["noise"]
     assert build_ensemble("binary", y, [a, noise]).members == [0]
     kept = build_ensemble("binary", y, [a, noise], always=[1])
     assert kept.members == [0, 1] and sum(kept.weights) == pytest.approx(1.0)

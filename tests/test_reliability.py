@@ -1,10 +1,13 @@
-"""Faults: a search killed with SIGKILL mid-trial resumes; Ctrl-C stops cleanly; the dashboard serves the study."""
+"""Faults: a search killed with SIGKILL mid-trial resumes; Ctrl-C stops cleanly; the dashboard serves the study.
+
+The kill and the Ctrl-C land mid-trial by construction, not by timing: the trial gate (tests/conftest.py)
+pauses the search in a trial's first epoch, the test signals it there, then lets it go on.
+"""
 
 from __future__ import annotations
 
 import json
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -13,25 +16,11 @@ import urllib.request
 from pathlib import Path
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 
-from automl_dnn.run import RunDir
-from automl_dnn.search import open_study
-
-# Trials of a few seconds each (tiny batches, many epochs, no early stop), so a kill lands mid-trial.
-SLOW_SPACE = """
-params:
-  n_layers: 1
-  d_hidden: {type: int, low: 8, high: 16}
-  lr: {type: float, low: 1.0e-3, high: 2.0e-3, log: true}
-  optimizer: adam
-  schedule: none
-  batch_size: 8
-  max_epochs: 25
-  patience: 100
-"""
-POLL_LIMIT = 180  # seconds: only a safety net so a broken build cannot hang CI
+from automl_dnn.run_folder import RunDir
+from automl_dnn.study import open_study
+from tests.conftest import POLL_LIMIT, TrialGate, free_port
 
 
 def _command(out: Path, space: Path, n_trials: int) -> list[str]:
@@ -53,40 +42,32 @@ def _states(out: Path) -> list[TrialState]:
     return [TrialState[state] for (state,) in rows]
 
 
-def _wait_until_mid_trial(proc: subprocess.Popen, out: Path, complete: int) -> None:
-    """Wait until ``complete`` trials are done and the next one has started."""
-    deadline = time.time() + POLL_LIMIT
-    while time.time() < deadline:
-        states = _states(out)
-        if states.count(TrialState.COMPLETE) >= complete and states[-1:] == [TrialState.RUNNING]:
-            time.sleep(0.5)  # well inside the running trial
-            return
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "search ended early"
-        time.sleep(0.1)
-    pytest.fail("the search never reached the state to interrupt")
+def _stop(proc: subprocess.Popen) -> None:
+    """Kill a process a failed test left running (it may be paused at the gate)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
-@pytest.fixture()
-def slow_space(tmp_path: Path) -> Path:
-    path = tmp_path / "slow.yaml"
-    path.write_text(SLOW_SPACE)
-    return path
-
-
-def test_sigkill_mid_trial_then_rerun_resumes_to_the_total(tmp_path: Path, slow_space: Path) -> None:
+def test_sigkill_mid_trial_then_rerun_resumes_to_the_total(tmp_path: Path, short_space: Path,
+                                                          trial_gate: TrialGate) -> None:
     out = tmp_path / "run"
-    proc = subprocess.Popen(_command(out, slow_space, 4), stderr=subprocess.PIPE, text=True)
-    _wait_until_mid_trial(proc, out, complete=2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    study = open_study(RunDir(out).read_spec(), seed=0, create=False)
+    proc = subprocess.Popen(_command(out, short_space, 4), stderr=subprocess.PIPE, text=True,
+                            env=trial_gate.env(hold=2))
+    try:
+        trial_gate.wait_until_held(proc, 2)  # trials 0 and 1 are done, trial 2 is in its first epoch
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        _stop(proc)
+    study = open_study(RunDir(out).read_spec(), create=False)
     before = {t.number: (t.value, t.user_attrs["artifacts"]) for t in study.get_trials(states=(TrialState.COMPLETE,))}
     killed = [t.number for t in study.get_trials(states=(TrialState.RUNNING,))]
-    assert len(before) >= 2 and len(killed) == 1
+    assert len(before) >= 2 and killed == [2]
 
-    rerun = subprocess.run(_command(out, slow_space, 4), capture_output=True, text=True, timeout=POLL_LIMIT)
+    rerun = subprocess.run(_command(out, short_space, 4), capture_output=True, text=True, timeout=POLL_LIMIT)
     assert rerun.returncode == 0, rerun.stderr
-    study = open_study(RunDir(out).read_spec(), seed=0, create=False)
+    study = open_study(RunDir(out).read_spec(), create=False)
     trials = {t.number: t for t in study.get_trials()}
     assert trials[killed[0]].state == TrialState.FAIL
     assert "worker stopped" in trials[killed[0]].user_attrs["fail_reason"]
@@ -98,29 +79,44 @@ def test_sigkill_mid_trial_then_rerun_resumes_to_the_total(tmp_path: Path, slow_
     assert not [p for p in (out / "artifacts").iterdir() if p.name.startswith(".")], "no half-written artifact"
 
 
-def test_ctrl_c_finishes_the_running_trial_and_says_how_to_resume(tmp_path: Path, slow_space: Path) -> None:
+def test_ctrl_c_finishes_the_running_trial_and_says_how_to_resume(tmp_path: Path, short_space: Path,
+                                                                  trial_gate: TrialGate) -> None:
     out = tmp_path / "run"
-    proc = subprocess.Popen(_command(out, slow_space, 10), stderr=subprocess.PIPE, text=True)
-    _wait_until_mid_trial(proc, out, complete=1)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=POLL_LIMIT)
+    proc = subprocess.Popen(_command(out, short_space, 10), stderr=subprocess.PIPE, text=True,
+                            env=trial_gate.env(hold=1))
+    try:
+        trial_gate.wait_until_held(proc, 1)  # trial 0 is done, trial 1 is in its first epoch
+        proc.send_signal(signal.SIGINT)
+        trial_gate.release()
+        _, err = proc.communicate(timeout=POLL_LIMIT)
+    finally:
+        _stop(proc)
     assert proc.returncode == 130
     assert "run the same command again to resume" in err
     assert "Traceback" not in err
     states = _states(out)
     assert TrialState.RUNNING not in states
     assert states.count(TrialState.COMPLETE) >= 2, "the interrupted trial was cut short and kept"
+    study = open_study(RunDir(out).read_spec(), create=False)
+    assert len(study.trials) == 2, "no trial started after Ctrl-C"
+    assert study.trials[1].user_attrs["epochs_run"] == 1, "the interrupted trial stopped after its current epoch"
 
 
-def test_ctrl_c_during_fit_stops_xgboost_and_exports_what_is_done(tmp_path: Path, slow_space: Path) -> None:
+def test_ctrl_c_during_fit_stops_xgboost_and_exports_what_is_done(tmp_path: Path, short_space: Path,
+                                                                  trial_gate: TrialGate) -> None:
     run, model = tmp_path / "model-run", tmp_path / "model"
     command = [sys.executable, "-m", "automl_dnn", "fit", "builtin:breast_cancer", "--model", str(model),
-               "--space", str(slow_space), "--n-trials", "50", "--pruner", "none", "--gbt-trials", "100000",
+               "--space", str(short_space), "--n-trials", "50", "--pruner", "none", "--gbt-trials", "100000",
                "--quiet"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_until_mid_trial(proc, run, complete=1)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=POLL_LIMIT)  # 100000 XGBoost trials would outlast this: it was stopped
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=trial_gate.env(hold=1))
+    try:
+        trial_gate.wait_until_held(proc, 1)
+        proc.send_signal(signal.SIGINT)
+        trial_gate.release()
+        _, err = proc.communicate(timeout=POLL_LIMIT)  # 100000 XGBoost trials would outlast this: it was stopped
+    finally:
+        _stop(proc)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     spec = json.loads((model / "model.json").read_text())
@@ -130,34 +126,26 @@ def test_ctrl_c_during_fit_stops_xgboost_and_exports_what_is_done(tmp_path: Path
     assert TrialState.RUNNING not in _states(run)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.read()
 
 
-def test_dashboard_serves_the_study_and_its_trials(tmp_path: Path) -> None:
+def test_dashboard_serves_the_study_and_its_trials(tmp_path: Path, short_space: Path) -> None:
     out = tmp_path / "run"
-    space = tmp_path / "tiny.yaml"
-    space.write_text(SLOW_SPACE.replace("max_epochs: 25", "max_epochs: 2").replace("batch_size: 8", "batch_size: 64"))
-    subprocess.run(_command(out, space, 2), check=True, capture_output=True, timeout=POLL_LIMIT)
-    port = _free_port()
+    subprocess.run(_command(out, short_space, 2), check=True, capture_output=True, timeout=POLL_LIMIT)
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "automl_dnn", "dashboard", str(out), "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
+        deadline = time.monotonic() + POLL_LIMIT  # waits for the server to answer; only a safety net
         while True:
             try:
                 studies = json.loads(_get(f"{base}/api/studies"))["study_summaries"]
                 break
             except OSError:
-                assert server.poll() is None and time.time() < deadline, "dashboard did not start"
+                assert server.poll() is None and time.monotonic() < deadline, "dashboard did not start"
                 time.sleep(0.2)
         assert [s["study_name"] for s in studies] == ["run"]
         detail = json.loads(_get(f"{base}/api/studies/{studies[0]['study_id']}"))
@@ -171,13 +159,11 @@ def test_dashboard_serves_the_study_and_its_trials(tmp_path: Path) -> None:
         server.wait(timeout=10)
 
 
-def test_html_report_has_history_importances_and_best_configs(tmp_path: Path) -> None:
+def test_html_report_has_history_importances_and_best_configs(tmp_path: Path, short_space: Path) -> None:
     from automl_dnn import api
 
     out = tmp_path / "run"
-    space = tmp_path / "tiny.yaml"
-    space.write_text(SLOW_SPACE.replace("max_epochs: 25", "max_epochs: 2").replace("batch_size: 8", "batch_size: 64"))
-    api.search("builtin:breast_cancer", out=out, space=str(space), n_trials=3, quiet=True, pruner="none")
+    api.search("builtin:breast_cancer", out=out, space=str(short_space), n_trials=3, quiet=True, pruner="none")
     path = api.write_report(out)
     html = path.read_text()
     for title in ("Optimization history", "Intermediate values", "Hyperparameter importances", "Best configs"):

@@ -16,12 +16,16 @@ from safetensors.numpy import load_file
 
 from automl_dnn import api
 from automl_dnn.errors import AutoDNNError, StorageError
-from automl_dnn.run import RunDir
-from automl_dnn.search import Objective, StopFlag, WorkerContext, _EpochReporter, open_study
+from automl_dnn.objective import EpochReporter, worker_device
+from automl_dnn.run_folder import RunDir
+from automl_dnn.study import open_study
+from automl_dnn.workers import StopFlag
 from automl_dnn.storage import _retry_racing_creation, open_storage, reap_stale_trials
+from tests.conftest import TrialGate, patch_everywhere
 
-TINY_SPACE = """
-name: tiny
+# Integer, float and categorical ranges and one enqueued trial (conftest's tiny_space fixes every value).
+RANGED_SPACE = """
+name: ranged
 params:
   n_layers: {type: int, low: 1, high: 2}
   d_hidden: {type: int, low: 8, high: 32, log: true}
@@ -38,9 +42,9 @@ enqueue:
 
 
 @pytest.fixture(scope="module")
-def tiny_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("space") / "tiny.yaml"
-    path.write_text(TINY_SPACE)
+def ranged_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("space") / "ranged.yaml"
+    path.write_text(RANGED_SPACE)
     return path
 
 
@@ -50,13 +54,13 @@ def _search(out: Path, space: Path | str, n_trials: int, **kw: object):
 
 
 def _study(out: Path) -> optuna.Study:
-    return open_study(RunDir(out).read_spec(), seed=0, create=False)
+    return open_study(RunDir(out).read_spec(), create=False)
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_space: Path) -> Path:
+def finished_run(tmp_path_factory: pytest.TempPathFactory, ranged_space: Path) -> Path:
     out = tmp_path_factory.mktemp("run") / "bc"
-    _search(out, tiny_space, n_trials=4)
+    _search(out, ranged_space, n_trials=4)
     return out
 
 
@@ -79,27 +83,27 @@ def test_trial_count_artifacts_and_user_attrs(finished_run: Path) -> None:
     assert not list(Path(finished_run, "artifacts").glob(".*")), "no temporary folder is left behind"
 
 
-def test_resume_keeps_trials_and_counts_to_the_new_total(finished_run: Path, tiny_space: Path) -> None:
+def test_resume_keeps_trials_and_counts_to_the_new_total(finished_run: Path, ranged_space: Path) -> None:
     before = {t.number: t.value for t in _study(finished_run).trials}
-    _search(finished_run, tiny_space, n_trials=6)
+    _search(finished_run, ranged_space, n_trials=6)
     study = _study(finished_run)
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 6
     assert {t.number: t.value for t in study.trials if t.number in before} == before
 
 
-def test_resume_with_other_data_target_or_space_is_refused(finished_run: Path, tiny_space: Path) -> None:
+def test_resume_with_other_data_target_or_space_is_refused(finished_run: Path, ranged_space: Path) -> None:
     with pytest.raises(StorageError, match="different data"):
-        _search(finished_run, tiny_space, n_trials=1, source="builtin:wine")
+        _search(finished_run, ranged_space, n_trials=1, source="builtin:wine")
     with pytest.raises(StorageError, match="different space"):
         _search(finished_run, "quick", n_trials=1)
     with pytest.raises(StorageError, match="different metric"):
-        _search(finished_run, tiny_space, n_trials=1, metric="accuracy")
+        _search(finished_run, ranged_space, n_trials=1, metric="accuracy")
 
 
-def test_same_seed_gives_the_same_trials(tmp_path: Path, tiny_space: Path) -> None:
+def test_same_seed_gives_the_same_trials(tmp_path: Path, ranged_space: Path) -> None:
     runs = []
     for name in ("a", "b"):
-        _search(tmp_path / name, tiny_space, n_trials=4, seed=7)
+        _search(tmp_path / name, ranged_space, n_trials=4, seed=7)
         runs.append([(t.params, t.value, t.state) for t in _study(tmp_path / name).trials])
     assert runs[0] == runs[1]
 
@@ -127,14 +131,11 @@ def test_stale_trials_are_failed_not_left_running(tmp_path: Path) -> None:
     assert "worker stopped" in study.trials[dead.number].user_attrs["fail_reason"]
 
 
-def test_epoch_reporter_reports_and_cuts_short_at_the_deadline(finished_run: Path) -> None:
-    spec = RunDir(finished_run).read_spec()
-    ctx = WorkerContext(run_dir=str(finished_run), spec=spec, deadline=None, n_trials=None, seed=0,
-                        pruner="none", device="cpu", threads=None, several_workers=False)
+def test_epoch_reporter_reports_and_cuts_short_at_the_deadline() -> None:
     stop = StopFlag(deadline=None)
     study = optuna.create_study()
     trial = study.ask()
-    reporter = _EpochReporter(trial, Objective(ctx, stop))
+    reporter = EpochReporter(trial, "logloss", stop.should_stop)
     assert reporter.on_epoch_end(0, {"score": 0.5, "seconds": 1.0}) is False
     stop.deadline = time.time() - 1
     assert reporter.on_epoch_end(1, {"score": 0.25, "seconds": 1.0}) is True
@@ -146,33 +147,34 @@ def test_epoch_reporter_reports_and_cuts_short_at_the_deadline(finished_run: Pat
     ("storage", "message"),
     [("nosuchdb://x", "bad storage URL"), ("postgresql://nobody@127.0.0.1:1/none", "cannot open storage")],
 )
-def test_bad_or_unreachable_storage_is_a_clear_error(tmp_path: Path, tiny_space: Path, storage: str,
+def test_bad_or_unreachable_storage_is_a_clear_error(tmp_path: Path, ranged_space: Path, storage: str,
                                                      message: str) -> None:
     with pytest.raises(StorageError, match=message):
-        _search(tmp_path / "run", tiny_space, n_trials=1, storage=storage)
+        _search(tmp_path / "run", ranged_space, n_trials=1, storage=storage)
 
 
-def test_sqlite_refused_for_several_workers(tmp_path: Path, tiny_space: Path) -> None:
+def test_sqlite_refused_for_several_workers(tmp_path: Path, ranged_space: Path) -> None:
     with pytest.raises(StorageError, match="not safe for 2 concurrent workers"):
-        _search(tmp_path / "run", tiny_space, n_trials=1, storage=f"sqlite:///{tmp_path / 'x.db'}", jobs=2)
+        _search(tmp_path / "run", ranged_space, n_trials=1, storage=f"sqlite:///{tmp_path / 'x.db'}", jobs=2)
 
 
-def test_output_path_that_cannot_be_a_folder(tmp_path: Path, tiny_space: Path) -> None:
+def test_output_path_that_cannot_be_a_folder(tmp_path: Path, ranged_space: Path) -> None:
     afile = tmp_path / "file.txt"
     afile.write_text("x")
-    with pytest.raises(StorageError, match="is a file"):
-        _search(afile, tiny_space, n_trials=1)
-    with pytest.raises(StorageError, match="lies under the file"):
-        _search(afile / "run", tiny_space, n_trials=1)
+    # A path in the way: PathError (StorageError before), both AutoDNNError.
+    with pytest.raises(AutoDNNError, match="is a file"):
+        _search(afile, ranged_space, n_trials=1)
+    with pytest.raises(AutoDNNError, match="lies under the file"):
+        _search(afile / "run", ranged_space, n_trials=1)
 
 
-def test_parallel_workers_on_a_journal_file_give_an_exact_count(tmp_path: Path) -> None:
-    # Trials of 60 unpruned epochs (about a second each) outlast the start-up of the slower worker,
-    # so both workers get trials even on a loaded machine.
-    space = tmp_path / "slow.yaml"
-    space.write_text(TINY_SPACE.replace("batch_size: 64", "batch_size: 16").replace("max_epochs: 6", "max_epochs: 60")
-                     .replace("patience: 3", "patience: 60"))
-    summary = _search(tmp_path / "run", space, n_trials=5, jobs=2, pruner="none", threads=1)
+def test_parallel_workers_on_a_journal_file_give_an_exact_count(tmp_path: Path, ranged_space: Path,
+                                                                trial_gate: TrialGate,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # The gate keeps each spawned worker in its first trial until the other is in one too, so both
+    # workers get trials however slowly the second one starts.
+    trial_gate.apply(monkeypatch, parties=2)
+    summary = _search(tmp_path / "run", ranged_space, n_trials=5, jobs=2, pruner="none", threads=1)
     assert summary.storage.startswith("journal:")
     study = _study(tmp_path / "run")
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
@@ -182,10 +184,11 @@ def test_parallel_workers_on_a_journal_file_give_an_exact_count(tmp_path: Path) 
     assert len(numbers) == len(set(numbers))
     workers = {t.user_attrs["worker"]["pid"] for t in finished}
     assert len(workers) == 2 and os.getpid() not in workers
+    assert trial_gate.arrived() == workers, "each worker reached its first trial"
 
 
 def test_an_exception_inside_training_fails_that_trial_and_the_study_goes_on(
-    tmp_path: Path, tiny_space: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, ranged_space: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import automl_dnn.train as train_module
 
@@ -197,8 +200,8 @@ def test_an_exception_inside_training_fails_that_trial_and_the_study_goes_on(
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train", flaky_train)
-    _search(tmp_path / "run", tiny_space, n_trials=3, pruner="none")
+    patch_everywhere(monkeypatch, train_module, "train", flaky_train)
+    _search(tmp_path / "run", ranged_space, n_trials=3, pruner="none")
     study = _study(tmp_path / "run")
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 1 and failed[0].number == 1
@@ -208,8 +211,6 @@ def test_an_exception_inside_training_fails_that_trial_and_the_study_goes_on(
 
 def test_workers_spread_over_gpus_and_cpu_stays_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
-
-    from automl_dnn.search import worker_device
 
     assert worker_device("cpu", 3) == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -221,7 +222,7 @@ def test_workers_spread_over_gpus_and_cpu_stays_cpu(monkeypatch: pytest.MonkeyPa
     assert [worker_device("auto", i) for i in range(4)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
 
 
-def test_a_moved_run_folder_still_resumes(finished_run: Path, tiny_space: Path, tmp_path: Path) -> None:
+def test_a_moved_run_folder_still_resumes(finished_run: Path, ranged_space: Path, tmp_path: Path) -> None:
     import shutil
 
     moved = tmp_path / "moved"
@@ -229,16 +230,16 @@ def test_a_moved_run_folder_still_resumes(finished_run: Path, tiny_space: Path, 
     n_before = len(_study(moved).trials)
     spec = RunDir(moved).read_spec()
     assert str(moved.resolve()) in spec["storage"] and str(moved.resolve()) in spec["artifacts"]
-    _search(moved, tiny_space, n_trials=len(_study(moved).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) + 1)
+    _search(moved, ranged_space, n_trials=len(_study(moved).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) + 1)
     assert len(_study(moved).trials) > n_before
     assert len(_study(finished_run).trials) == n_before, "the original folder is untouched"
 
 
-def test_a_dataframe_source_is_kept_in_the_run_folder(tmp_path: Path, tiny_space: Path) -> None:
+def test_a_dataframe_source_is_kept_in_the_run_folder(tmp_path: Path, ranged_space: Path) -> None:
     from automl_dnn.data import read_table
 
     frame = read_table("builtin:breast_cancer")
-    _search(tmp_path / "run", tiny_space, n_trials=1, source=frame, target="target")
+    _search(tmp_path / "run", ranged_space, n_trials=1, source=frame, target="target")
     spec = RunDir(tmp_path / "run").read_spec()
     assert spec["source"] == str((tmp_path / "run" / "source.parquet").resolve())
     import pandas as pd
@@ -246,13 +247,18 @@ def test_a_dataframe_source_is_kept_in_the_run_folder(tmp_path: Path, tiny_space
     pd.testing.assert_frame_equal(pd.read_parquet(spec["source"]), frame)
 
 
-def test_a_time_budget_caps_the_epochs_so_trials_fit(tmp_path: Path, tiny_space: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_time_budget_caps_the_epochs_so_trials_fit(tmp_path: Path, ranged_space: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cap comes from the budget and the epoch estimate, not from the clock: the estimate is fixed,
+    and the budget is an hour that two trials on breast_cancer never reach, so the trial count bounds the run."""
     import automl_dnn.train as train_module
 
-    monkeypatch.setattr(train_module, "estimate_epoch_seconds", lambda *a, **k: 1.0)  # one second an epoch
-    _search(tmp_path / "run", tiny_space, n_trials=2, time_budget=28.8, pruner="none")
-    # budget 28.8 s / 8 trials / 1 s per epoch -> 3 epochs, raised to MIN_EPOCHS = 5 (< the space's 6)
-    for trial in _study(tmp_path / "run").get_trials(states=(TrialState.COMPLETE,)):
+    patch_everywhere(monkeypatch, train_module, "estimate_epoch_seconds", lambda *a, **k: 150.0)
+    _search(tmp_path / "run", ranged_space, n_trials=2, time_budget=3600.0, pruner="none")
+    # budget 3600 s / 8 trials / 150 s per epoch -> 3 epochs, raised to MIN_EPOCHS = 5 (< the space's 6)
+    complete = _study(tmp_path / "run").get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 2
+    for trial in complete:
         assert trial.user_attrs["max_epochs_for_budget"] == 5
         assert trial.user_attrs["epochs_run"] <= 5
 

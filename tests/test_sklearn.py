@@ -92,7 +92,7 @@ def test_work_dir_is_kept(tmp_path: Path) -> None:
     X, y = load_diabetes(return_X_y=True)
     AutoDNNRegressor(**{**TINY, "n_trials": 1, "gbt": False}, work_dir=tmp_path).fit(X[:120], y[:120])
     (fit_dir,) = tmp_path.iterdir()
-    assert (fit_dir / "train.parquet").is_file() and (fit_dir / "model" / "model.json").is_file()
+    assert (fit_dir / "run" / "source.parquet").is_file() and (fit_dir / "model" / "model.json").is_file()
 
 
 def test_cross_val_score_with_a_pipeline(cancer: tuple[np.ndarray, np.ndarray]) -> None:

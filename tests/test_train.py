@@ -34,7 +34,7 @@ def _split(X: np.ndarray, y: np.ndarray, n_train: int) -> TrainData:
 
 
 @pytest.fixture(scope="module")
-def binary() -> TrainData:
+def binary_split() -> TrainData:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 8)).astype(np.float32)
     y = (X[:, 0] + X[:, 1] - X[:, 2] + 0.3 * rng.normal(size=400) > 0).astype(np.int64)
@@ -42,7 +42,7 @@ def binary() -> TrainData:
 
 
 @pytest.fixture(scope="module")
-def multiclass() -> TrainData:
+def multiclass_split() -> TrainData:
     rng = np.random.default_rng(1)
     X = rng.normal(size=(400, 6)).astype(np.float32)
     y = np.argmax(X[:, :3] + 0.3 * rng.normal(size=(400, 3)), axis=1).astype(np.int64)
@@ -50,7 +50,7 @@ def multiclass() -> TrainData:
 
 
 @pytest.fixture(scope="module")
-def regression() -> TrainData:
+def regression_split() -> TrainData:
     rng = np.random.default_rng(2)
     X = rng.normal(size=(400, 5)).astype(np.float32)
     y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.normal(size=400)
@@ -107,32 +107,32 @@ LRS = {
 
 
 @pytest.mark.parametrize("optimizer", list(LRS))
-def test_every_optimizer_reduces_the_loss(optimizer: str, binary: TrainData) -> None:
+def test_every_optimizer_reduces_the_loss(optimizer: str, binary_split: TrainData) -> None:
     model = _net(8)
-    before = _loss_now(model, binary, "binary")
+    before = _loss_now(model, binary_split, "binary")
     config = _cfg(optimizer=optimizer, lr=LRS[optimizer], weight_decay=0.01, max_epochs=8)
-    result = train(model, binary, config, task="binary")
-    after = _loss_now(model, binary, "binary")
+    result = train(model, binary_split, config, task="binary")
+    after = _loss_now(model, binary_split, "binary")
     assert result.status == "completed"
     assert after < 0.6 * before
     assert result.best_valid_loss < 0.4
 
 
-def test_multiclass_and_regression_learn(multiclass: TrainData, regression: TrainData) -> None:
+def test_multiclass_and_regression_learn(multiclass_split: TrainData, regression_split: TrainData) -> None:
     model = _net(6, d_out=3)
-    before = _loss_now(model, multiclass, "multiclass")
-    train(model, multiclass, _cfg(max_epochs=15), task="multiclass")
-    assert _loss_now(model, multiclass, "multiclass") < 0.5 * before
+    before = _loss_now(model, multiclass_split, "multiclass")
+    train(model, multiclass_split, _cfg(max_epochs=15), task="multiclass")
+    assert _loss_now(model, multiclass_split, "multiclass") < 0.5 * before
 
     model = _net(5)
-    before = _loss_now(model, regression, "regression")
-    train(model, regression, _cfg(max_epochs=15), task="regression")
-    assert _loss_now(model, regression, "regression") < 0.5 * before
+    before = _loss_now(model, regression_split, "regression")
+    train(model, regression_split, _cfg(max_epochs=15), task="regression")
+    assert _loss_now(model, regression_split, "regression") < 0.5 * before
 
 
-def test_result_fields(binary: TrainData) -> None:
+def test_result_fields(binary_split: TrainData) -> None:
     model = _net(8)
-    result = train(model, binary, _cfg(max_epochs=3, patience=50), task="binary")
+    result = train(model, binary_split, _cfg(max_epochs=3, patience=50), task="binary")
     assert result.status == "completed" and result.epochs_run == 3
     assert [row["epoch"] for row in result.history] == [0, 1, 2]
     assert set(result.history[0]) == {"epoch", "train_loss", "valid_loss", "score", "lr", "seconds"}
@@ -146,16 +146,16 @@ def test_result_fields(binary: TrainData) -> None:
 # --------------------------------------------------------------------------- regularization
 
 
-def test_max_norm_holds_after_steps_with_a_huge_lr(binary: TrainData) -> None:
+def test_max_norm_holds_after_steps_with_a_huge_lr(binary_split: TrainData) -> None:
     def max_row_norm(model: nn.Module) -> float:
         return max(w.norm(dim=1).max().item() for w in penalized_weights(model))
 
     config = _cfg(optimizer="sgd", lr=5.0, batch_size=50, max_epochs=1)
     free = _net(8)
-    train(free, binary, config, task="binary")
+    train(free, binary_split, config, task="binary")
     assert max_row_norm(free) > 10  # without the constraint the rows grow far past 1
     capped = _net(8)
-    train(capped, binary, TrainConfig(**{**config.__dict__, "max_norm": 1.0}), task="binary")
+    train(capped, binary_split, TrainConfig(**{**config.__dict__, "max_norm": 1.0}), task="binary")
     assert max_row_norm(capped) <= 1.0 + 1e-5
 
 
@@ -169,9 +169,10 @@ def _one_full_batch_step(data: TrainData, net_kwargs: dict[str, Any], **config: 
 
 
 @pytest.fixture(scope="module")
-def big_targets(regression: TrainData) -> TrainData:
+def big_targets(regression_split: TrainData) -> TrainData:
     """Targets x100 so that the raw gradients are far larger than the clip threshold."""
-    return TrainData(regression.X_train, regression.y_train * 100, regression.X_valid, regression.y_valid * 100)
+    data = regression_split
+    return TrainData(data.X_train, data.y_train * 100, data.X_valid, data.y_valid * 100)
 
 
 def test_clip_by_value(big_targets: TrainData) -> None:
@@ -193,11 +194,11 @@ def test_clip_by_norm(big_targets: TrainData) -> None:
 
 
 @pytest.mark.parametrize("penalty", ["l1", "l2"])
-def test_penalties_touch_weight_matrices_only(penalty: str, regression: TrainData) -> None:
+def test_penalties_touch_weight_matrices_only(penalty: str, regression_split: TrainData) -> None:
     """One SGD step: the penalty's gradient is added to Linear weights only (not biases, BN, PReLU)."""
     net_kwargs = {"batchnorm": "before", "activation": "prelu"}
-    before, free = _one_full_batch_step(regression, net_kwargs, lr=0.1)
-    _, penalized = _one_full_batch_step(regression, net_kwargs, lr=0.1, **{penalty: 0.5})
+    before, free = _one_full_batch_step(regression_split, net_kwargs, lr=0.1)
+    _, penalized = _one_full_batch_step(regression_split, net_kwargs, lr=0.1, **{penalty: 0.5})
     matrices = {k for k, v in before.items() if v.dim() >= 2}
     assert matrices == {"hidden0.linear.weight", "hidden1.linear.weight", "out.weight"}
     for k, w0 in before.items():
@@ -254,10 +255,10 @@ def test_class_weight_raises_minority_probabilities() -> None:
 # --------------------------------------------------------------------------- schedules inside the loop
 
 
-def test_onecycle_sets_lr_and_beta1_every_batch(binary: TrainData) -> None:
+def test_onecycle_sets_lr_and_beta1_every_batch(binary_split: TrainData) -> None:
     model = _net(8)
     config = TrainConfig(optimizer="nadam", lr=0.01, schedule="onecycle", batch_size=64, max_epochs=4)
-    trainer = _Trainer(model, binary, config, "binary", torch.device("cpu"), amp=False)
+    trainer = _Trainer(model, binary_split, config, "binary", torch.device("cpu"), amp=False)
     n_batches = len(trainer.bounds)  # 300 rows / 64 -> 5
     total = 4 * n_batches
     for epoch in range(2):
@@ -268,27 +269,28 @@ def test_onecycle_sets_lr_and_beta1_every_batch(binary: TrainData) -> None:
             assert group["betas"][0] == pytest.approx(onecycle_momentum(last_step, total_steps=total))
 
 
-def test_onecycle_history_follows_the_formula(binary: TrainData) -> None:
-    result = train(_net(8), binary, TrainConfig(lr=0.01, batch_size=100, max_epochs=10, patience=50), task="binary")
+def test_onecycle_history_follows_the_formula(binary_split: TrainData) -> None:
+    config = TrainConfig(lr=0.01, batch_size=100, max_epochs=10, patience=50)
+    result = train(_net(8), binary_split, config, task="binary")
     total = 10 * 3
     expected = [onecycle_lr((e + 1) * 3 - 1, lr_max=0.01, total_steps=total) for e in range(10)]
     assert [row["lr"] for row in result.history] == pytest.approx(expected)
 
 
-def test_piecewise_history(binary: TrainData) -> None:
+def test_piecewise_history(binary_split: TrainData) -> None:
     config = _cfg(lr=0.01, schedule="piecewise", piecewise_epochs=[2, 4], piecewise_factors=[1.0, 0.5, 0.1], max_epochs=6)
-    result = train(_net(8), binary, config, task="binary")
+    result = train(_net(8), binary_split, config, task="binary")
     expected = [piecewise_lr(e, lr0=0.01, boundaries=[2, 4], factors=[1.0, 0.5, 0.1]) for e in range(6)]
     assert [row["lr"] for row in result.history] == pytest.approx(expected)
     assert expected == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.001, 0.001])
 
 
-def test_plateau_history_reduces_after_patience(binary: TrainData) -> None:
+def test_plateau_history_reduces_after_patience(binary_split: TrainData) -> None:
     config = _cfg(
         optimizer="sgd", lr=2.0, schedule="plateau", plateau_patience=1, plateau_factor=0.5, batch_size=16,
         max_epochs=12, patience=50,
     )
-    history = train(_net(8), binary, config, task="binary").history
+    history = train(_net(8), binary_split, config, task="binary").history
     lr, best, bad = 2.0, math.inf, 0  # replay the rule on the observed valid losses
     for row in history:
         assert row["lr"] == pytest.approx(lr)
@@ -316,11 +318,12 @@ class ScriptedScore:
         return self.scores[self.calls - 1]
 
 
-def test_early_stopping_restores_the_best_epoch(binary: TrainData) -> None:
+def test_early_stopping_restores_the_best_epoch(binary_split: TrainData) -> None:
     model = _net(8)
     recorder = Recorder(model)
     scores = ScriptedScore([5.0, 4.0, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])
-    result = train(model, binary, _cfg(patience=3, max_epochs=10), task="binary", callbacks=[recorder], score_fn=scores)
+    result = train(model, binary_split, _cfg(patience=3, max_epochs=10), task="binary", callbacks=[recorder],
+                   score_fn=scores)
     assert result.status == "early_stopped"
     assert (result.best_epoch, result.epochs_run, result.best_score) == (2, 6, 3.0)
     assert result.best_valid_loss == result.history[2]["valid_loss"]
@@ -333,27 +336,27 @@ def test_early_stopping_restores_the_best_epoch(binary: TrainData) -> None:
     assert any(not torch.equal(restored[k], v) for k, v in recorder.states[5].items())
 
 
-def test_inf_data_diverges_without_exception(binary: TrainData) -> None:
-    X = binary.X_train.copy()
+def test_inf_data_diverges_without_exception(binary_split: TrainData) -> None:
+    X = binary_split.X_train.copy()
     X[3, 0] = np.inf
-    data = TrainData(X, binary.y_train, binary.X_valid, binary.y_valid)
+    data = TrainData(X, binary_split.y_train, binary_split.X_valid, binary_split.y_valid)
     result = train(_net(8), data, _cfg(), task="binary")
     assert result.status == "diverged"
     assert (result.epochs_run, result.best_epoch, result.best_state) == (1, None, None)
     assert result.best_score == math.inf
 
 
-def test_huge_lr_diverges(regression: TrainData) -> None:
-    result = train(_net(5), regression, _cfg(optimizer="sgd", lr=1e6, max_epochs=20), task="regression")
+def test_huge_lr_diverges(regression_split: TrainData) -> None:
+    result = train(_net(5), regression_split, _cfg(optimizer="sgd", lr=1e6, max_epochs=20), task="regression")
     assert result.status == "diverged"
     assert not math.isfinite(result.history[-1]["train_loss"] + result.history[-1]["valid_loss"])
 
 
-def test_divergence_keeps_the_best_weights_so_far(binary: TrainData) -> None:
+def test_divergence_keeps_the_best_weights_so_far(binary_split: TrainData) -> None:
     model = _net(8)
     recorder = Recorder(model)
     scores = ScriptedScore([3.0, 2.0, 2.5, math.nan, 1.0])
-    result = train(model, binary, _cfg(max_epochs=5), task="binary", callbacks=[recorder], score_fn=scores)
+    result = train(model, binary_split, _cfg(max_epochs=5), task="binary", callbacks=[recorder], score_fn=scores)
     assert (result.status, result.best_epoch, result.epochs_run) == ("diverged", 1, 4)
     assert len(recorder.logs) == 3  # callbacks do not see the diverged epoch
     restored = _params(model)
@@ -361,7 +364,7 @@ def test_divergence_keeps_the_best_weights_so_far(binary: TrainData) -> None:
         torch.testing.assert_close(restored[k], v, atol=0, rtol=0)
 
 
-def test_callback_returning_true_stops(binary: TrainData) -> None:
+def test_callback_returning_true_stops(binary_split: TrainData) -> None:
     class StopAt(Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> bool:
             assert {"epoch", "train_loss", "valid_loss", "score", "lr", "valid_pred", "elapsed"} <= set(logs)
@@ -373,12 +376,12 @@ def test_callback_returning_true_stops(binary: TrainData) -> None:
         def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
             seen.append(epoch)
 
-    result = train(_net(8), binary, _cfg(max_epochs=10), task="binary", callbacks=[StopAt(), Watch()])
+    result = train(_net(8), binary_split, _cfg(max_epochs=10), task="binary", callbacks=[StopAt(), Watch()])
     assert (result.status, result.epochs_run) == ("stopped", 3)
     assert seen == [0, 1, 2]  # every callback is notified in the stopping epoch too
 
 
-def test_callback_exception_propagates(binary: TrainData) -> None:
+def test_callback_exception_propagates(binary_split: TrainData) -> None:
     class Pruned(Exception):
         pass
 
@@ -388,24 +391,25 @@ def test_callback_exception_propagates(binary: TrainData) -> None:
                 raise Pruned
 
     with pytest.raises(Pruned):
-        train(_net(8), binary, _cfg(), task="binary", callbacks=[Prune()])
+        train(_net(8), binary_split, _cfg(), task="binary", callbacks=[Prune()])
 
 
 # --------------------------------------------------------------------------- predict
 
 
-def test_predict_shapes_and_probabilities(binary: TrainData, multiclass: TrainData, regression: TrainData) -> None:
+def test_predict_shapes_and_probabilities(binary_split: TrainData, multiclass_split: TrainData,
+                                          regression_split: TrainData) -> None:
     model = _net(8)
-    proba = predict(model, binary.X_valid, task="binary")
+    proba = predict(model, binary_split.X_valid, task="binary")
     with torch.no_grad():
-        p = torch.sigmoid(model.eval()(torch.from_numpy(binary.X_valid))).numpy().ravel()
+        p = torch.sigmoid(model.eval()(torch.from_numpy(binary_split.X_valid))).numpy().ravel()
     assert proba.shape == (100, 2) and proba.dtype == np.float32
     np.testing.assert_allclose(proba[:, 1], p, rtol=1e-6)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
-    proba3 = predict(_net(6, d_out=3), multiclass.X_valid, task="multiclass", batch_size=7)
+    proba3 = predict(_net(6, d_out=3), multiclass_split.X_valid, task="multiclass", batch_size=7)
     assert proba3.shape == (100, 3)
     np.testing.assert_allclose(proba3.sum(axis=1), 1.0, rtol=1e-6)
-    assert predict(_net(5), regression.X_valid, task="regression").shape == (100,)
+    assert predict(_net(5), regression_split.X_valid, task="regression").shape == (100,)
 
 
 def test_predict_empty_input() -> None:
@@ -415,10 +419,10 @@ def test_predict_empty_input() -> None:
     assert mean.shape == std.shape == (0,)
 
 
-def test_mc_dropout(binary: TrainData) -> None:
+def test_mc_dropout(binary_split: TrainData) -> None:
     model = _net(8, dropout=0.3, batchnorm="before")
     bn_mean = model.hidden0.bn.running_mean.clone()
-    mean, std = predict(model, binary.X_valid, task="binary", mc_samples=20, batch_size=32)
+    mean, std = predict(model, binary_split.X_valid, task="binary", mc_samples=20, batch_size=32)
     assert mean.shape == std.shape == (100, 2)
     assert (std[:, 1] > 0).all()
     np.testing.assert_allclose(mean.sum(axis=1), 1.0, rtol=1e-5)
@@ -426,14 +430,14 @@ def test_mc_dropout(binary: TrainData) -> None:
     assert model.training  # the mode is restored
 
     plain = _net(8, batchnorm="before")
-    mean0, std0 = predict(plain, binary.X_valid, task="binary", mc_samples=20)
+    mean0, std0 = predict(plain, binary_split.X_valid, task="binary", mc_samples=20)
     assert np.all(std0 == 0.0)
-    np.testing.assert_array_equal(mean0, predict(plain, binary.X_valid, task="binary"))
+    np.testing.assert_array_equal(mean0, predict(plain, binary_split.X_valid, task="binary"))
 
 
-def test_mc_dropout_differs_between_passes_alpha(regression: TrainData) -> None:
+def test_mc_dropout_differs_between_passes_alpha(regression_split: TrainData) -> None:
     model = _net(5, activation="selu", init="lecun_normal", dropout=0.2, dropout_kind="alpha")
-    _, std = predict(model, regression.X_valid, task="regression", mc_samples=10)
+    _, std = predict(model, regression_split.X_valid, task="regression", mc_samples=10)
     assert std.shape == (100,) and (std > 0).all()
 
 
@@ -446,31 +450,32 @@ def _history(data: TrainData, seed: int, **config: Any) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "seconds"} for row in result.history]
 
 
-def test_same_seed_same_history(binary: TrainData) -> None:
-    first = _history(binary, seed=7)
-    assert first == _history(binary, seed=7)
-    assert first != _history(binary, seed=8)
+def test_same_seed_same_history(binary_split: TrainData) -> None:
+    first = _history(binary_split, seed=7)
+    assert first == _history(binary_split, seed=7)
+    assert first != _history(binary_split, seed=8)
 
 
-def test_amp_is_a_noop_on_cpu(binary: TrainData) -> None:
+def test_amp_is_a_noop_on_cpu(binary_split: TrainData) -> None:
     model = _net(8, dropout=0.2)
-    result = train(model, binary, _cfg(batch_size=32, seed=7), task="binary", amp=True, device="cpu")
-    assert [{k: v for k, v in row.items() if k != "seconds"} for row in result.history] == _history(binary, seed=7)
+    result = train(model, binary_split, _cfg(batch_size=32, seed=7), task="binary", amp=True, device="cpu")
+    without_seconds = [{k: v for k, v in row.items() if k != "seconds"} for row in result.history]
+    assert without_seconds == _history(binary_split, seed=7)
 
 
-def test_threads_apply_to_the_call_only(binary: TrainData) -> None:
+def test_threads_apply_to_the_call_only(binary_split: TrainData) -> None:
     seen: list[int] = []
 
     class Threads(Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
             seen.append(torch.get_num_threads())
 
-    train(_net(8), binary, _cfg(max_epochs=1), task="binary", threads=2, callbacks=[Threads()])
+    train(_net(8), binary_split, _cfg(max_epochs=1), task="binary", threads=2, callbacks=[Threads()])
     assert seen == [2] and torch.get_num_threads() == 1
 
 
-def test_batchnorm_with_a_leftover_batch_of_one(binary: TrainData) -> None:
-    data = TrainData(binary.X_train[:65], binary.y_train[:65], binary.X_valid, binary.y_valid)
+def test_batchnorm_with_a_leftover_batch_of_one(binary_split: TrainData) -> None:
+    data = TrainData(binary_split.X_train[:65], binary_split.y_train[:65], binary_split.X_valid, binary_split.y_valid)
     result = train(_net(8, batchnorm="before"), data, _cfg(batch_size=32, max_epochs=2), task="binary")
     assert result.status == "completed"
 
@@ -488,20 +493,20 @@ def test_batchnorm_with_a_leftover_batch_of_one(binary: TrainData) -> None:
         ({"optimizer": "lion"}, "binary", 1, "unknown optimizer"),
     ],
 )
-def test_bad_inputs_are_refused(kwargs: dict, task: str, d_out: int, match: str, binary: TrainData) -> None:
+def test_bad_inputs_are_refused(kwargs: dict, task: str, d_out: int, match: str, binary_split: TrainData) -> None:
     with pytest.raises(ValueError, match=match):
-        train(_net(8, d_out=d_out), binary, _cfg(**kwargs), task=task)
+        train(_net(8, d_out=d_out), binary_split, _cfg(**kwargs), task=task)
 
 
-def test_labels_out_of_range_are_refused(binary: TrainData) -> None:
-    data = TrainData(binary.X_train, binary.y_train * 2, binary.X_valid, binary.y_valid)
+def test_labels_out_of_range_are_refused(binary_split: TrainData) -> None:
+    data = TrainData(binary_split.X_train, binary_split.y_train * 2, binary_split.X_valid, binary_split.y_valid)
     with pytest.raises(ValueError, match=r"labels must be in \[0, 2\)"):
         train(_net(8), data, _cfg(), task="binary")
 
 
-def test_train_data_checks_shapes(binary: TrainData) -> None:
+def test_train_data_checks_shapes(binary_split: TrainData) -> None:
     with pytest.raises(ValueError, match="valid"):
-        TrainData(binary.X_train, binary.y_train, binary.X_valid, binary.y_valid[:5])
+        TrainData(binary_split.X_train, binary_split.y_train, binary_split.X_valid, binary_split.y_valid[:5])
 
 
 # --------------------------------------------------------------------------- the practical default
@@ -529,20 +534,37 @@ def test_default_net_and_training_on_breast_cancer() -> None:
     assert accuracy >= 0.95
 
 
-def test_epoch_estimate_is_close_to_a_real_epoch() -> None:
-    import time as _time
-
-    from automl_dnn.train import estimate_epoch_seconds
-
+def _estimate_case() -> tuple[nn.Module, TrainData, TrainConfig]:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(4096, 32)).astype(np.float32)
     y = (X[:, 0] > 0).astype(np.int64)
     data = TrainData(X[:3072], y[:3072], X[3072:], y[3072:])
     config = TrainConfig(optimizer="sgd", schedule="none", batch_size=64, max_epochs=3, patience=10)
     model = build_mlp(NetConfig(n_layers=2, d_hidden=256), d_in=32, d_out=1)
+    return model, data, config
+
+
+def test_epoch_estimate_probes_a_copy_and_is_a_positive_time() -> None:
+    from automl_dnn.train import estimate_epoch_seconds
+
+    model, data, config = _estimate_case()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     estimate = estimate_epoch_seconds(model, data, config, task="binary", device="cpu")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "the probe trains a copy"
+    assert math.isfinite(estimate) and estimate > 0
+
+
+@pytest.mark.timing
+def test_epoch_estimate_is_close_to_a_real_epoch() -> None:
+    """Marked ``timing`` (not in the default run, ``pytest -m timing`` runs it): it compares two wall-clock
+    measurements, the probe's estimate and a real epoch, and a loaded machine can slow one but not the
+    other. What needs no clock (the probe trains a copy) is checked by the test above."""
+    import time as _time
+
+    from automl_dnn.train import estimate_epoch_seconds
+
+    model, data, config = _estimate_case()
+    estimate = estimate_epoch_seconds(model, data, config, task="binary", device="cpu")
     start = _time.perf_counter()
     result = train(model, data, config, task="binary", device="cpu")
     per_epoch = (_time.perf_counter() - start) / result.epochs_run

@@ -14,20 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_reliability import SLOW_SPACE, _command, _free_port
+from tests.conftest import free_port
+from tests.test_reliability import _command
 
 pytestmark = pytest.mark.e2e
 
 
-def test_dashboard_page_renders_the_study_in_chromium(tmp_path: Path) -> None:
+def test_dashboard_page_renders_the_study_in_chromium(tmp_path: Path, short_space: Path) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("no chromium installed (apt-get install chromium chromium-driver)")
     out = tmp_path / "e2e-run"
-    space = tmp_path / "tiny.yaml"
-    space.write_text(SLOW_SPACE.replace("max_epochs: 25", "max_epochs: 2").replace("batch_size: 8", "batch_size: 64"))
-    subprocess.run(_command(out, space, 2), check=True, capture_output=True, timeout=300)
-    port = _free_port()
+    subprocess.run(_command(out, short_space, 2), check=True, capture_output=True, timeout=300)
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "automl_dnn", "dashboard", str(out), "--port", str(port)])
     url = f"http://127.0.0.1:{port}/dashboard/"
     try:

@@ -1,4 +1,4 @@
-"""assemble.ensemble_run on small real searches: report, weights, XGBoost, damaged runs, threshold.
+"""ensemble_step.ensemble_run on small real searches: report, weights, XGBoost, damaged runs, threshold.
 
 Searches are bounded by trial counts (space "quick", no pruner, one torch thread), never by wall time.
 The runs and models built here are cached per test session (``searched`` / ``ensembled``) and reused
@@ -17,10 +17,15 @@ import pandas as pd
 import pytest
 
 from automl_dnn import api
-from automl_dnn.assemble import EnsembleReport, choose_threshold, ensemble_run
-from automl_dnn.errors import AutoDNNError
-from automl_dnn.run import RunDir
-from automl_dnn.search import SearchOptions, open_study, prepare_run
+from automl_dnn import gbt
+from automl_dnn.data import read_table
+from automl_dnn.ensemble import choose_threshold
+from automl_dnn.ensemble_step import EnsembleReport, ensemble_run
+from automl_dnn.errors import AutoDNNError, DataError
+from automl_dnn.files import load_arrays
+from automl_dnn.gbt import BackgroundGBT
+from automl_dnn.run_folder import RunDir, SearchOptions, prepare_run
+from automl_dnn.study import open_study
 
 TASKS = {"breast_cancer": "binary", "digits": "multiclass", "diabetes": "regression"}
 N_TRIALS = 3
@@ -50,8 +55,6 @@ def ensembled(name: str, factory: pytest.TempPathFactory) -> tuple[Path, Ensembl
 
 def small_csv_run(folder: Path, n_trials: int = 2) -> tuple[Path, Path]:
     """A private search of a CSV copy of builtin:wine, for tests that damage their run."""
-    from automl_dnn.data import read_table
-
     source = folder / "wine.csv"
     read_table("builtin:wine").to_csv(source, index=False)
     out = folder / "run"
@@ -137,8 +140,8 @@ def test_no_test_split_leaves_test_scores_empty(tmp_path: Path) -> None:
 
 
 def test_no_completed_trial_is_refused(tmp_path: Path) -> None:
-    spec = prepare_run(SearchOptions(source="builtin:wine", out=tmp_path / "run", space="quick"))
-    open_study(spec, seed=0)  # an empty study: the search never ran a trial
+    spec, _ = prepare_run(SearchOptions(source="builtin:wine", out=tmp_path / "run", space="quick"))
+    open_study(spec)  # an empty study: the search never ran a trial
     with pytest.raises(AutoDNNError, match="no completed trial in .*automl-dnn search"):
         ensemble_run(tmp_path / "run", model_dir=tmp_path / "m")
     assert not (tmp_path / "m").exists()
@@ -180,8 +183,6 @@ def test_changed_source_is_refused_for_xgboost(tmp_path: Path) -> None:
 
 
 def test_dataframe_source_is_kept_so_xgboost_joins(tmp_path: Path) -> None:
-    from automl_dnn.data import read_table
-
     frame = read_table("builtin:wine")
     api.search(frame, out=tmp_path / "run", target="target", n_trials=1, **SEARCH)
     report = ensemble_run(tmp_path / "run", model_dir=tmp_path / "m", gbt_trials=1)
@@ -208,15 +209,14 @@ def test_threshold_stays_at_half_when_nothing_is_gained() -> None:
 
 def test_a_model_path_that_is_not_a_model_folder_is_refused_first(tmp_path_factory: pytest.TempPathFactory,
                                                                   tmp_path: Path) -> None:
-    from automl_dnn.errors import StorageError
-
     run = searched("diabetes", tmp_path_factory)
     (tmp_path / "file").write_text("x")
     (tmp_path / "project").mkdir()
     (tmp_path / "project" / "keep.txt").write_text("x")
     for bad, message in ((tmp_path / "file", "is a file"), (tmp_path / "file" / "m", "lies under the file"),
                          (tmp_path / "project", "not empty and holds no model.json")):
-        with pytest.raises(StorageError, match=message):
+        # A path in the way: PathError (StorageError before), both AutoDNNError.
+        with pytest.raises(AutoDNNError, match=message):
             ensemble_run(run, model_dir=bad)
     assert (tmp_path / "project" / "keep.txt").read_text() == "x"
 
@@ -225,8 +225,6 @@ def test_a_model_path_that_is_not_a_model_folder_is_refused_first(tmp_path_facto
 
 
 def test_background_gbt_trains_beside_the_search_and_exports_its_refit_copy(tmp_path: Path) -> None:
-    from automl_dnn.assemble import BackgroundGBT
-
     background = BackgroundGBT(n_trials=2, seed=0, threads=1)
     api.search("builtin:breast_cancer", out=tmp_path / "run", n_trials=1, on_prepared=background.start, **SEARCH)
     assert background._thread is not None  # started by the search, before its first trial
@@ -235,8 +233,6 @@ def test_background_gbt_trains_beside_the_search_and_exports_its_refit_copy(tmp_
     assert any("2 trials" in n and "training + validation" in n for n in report.notes)
     assert math.isfinite(xgb_row.valid) and math.isfinite(xgb_row.test)
     # The exported copy boosts as many more rounds as it has more rows than the training split.
-    from automl_dnn.run import load_arrays
-
     rows = load_arrays(RunDir(tmp_path / "run").split_path)
     grow = (len(rows["train"]) + len(rows["valid"])) / len(rows["train"])
     train_rounds = int(xgb_row.description.split(", ")[-1].split()[0])
@@ -246,21 +242,17 @@ def test_background_gbt_trains_beside_the_search_and_exports_its_refit_copy(tmp_
 
 
 def test_background_gbt_hands_its_error_to_the_ensemble_step(tmp_path: Path) -> None:
-    from automl_dnn.assemble import BackgroundGBT
-
     background = BackgroundGBT(n_trials=1)
-    background.start({"run_dir": str(tmp_path / "not-a-run")}, None)
-    with pytest.raises(Exception):
+    background.start({"run_dir": str(tmp_path / "not-a-run")}, None, None)  # the run folder fails first
+    with pytest.raises(AutoDNNError, match="not-a-run.*no preprocess"):  # the thread's own error, handed over
         background.result()
     assert BackgroundGBT(n_trials=1).result() is None  # never started: no XGBoost member
 
 
 def test_fit_stops_xgboost_when_the_search_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from automl_dnn import assemble
-
     stopped = []
-    monkeypatch.setattr(assemble.BackgroundGBT, "stop", lambda self: stopped.append(self))
-    with pytest.raises(AutoDNNError):
+    monkeypatch.setattr(gbt.BackgroundGBT, "stop", lambda self: stopped.append(self))
+    with pytest.raises(DataError, match="'no-such-column' not found"):
         api.fit("builtin:breast_cancer", model_dir=tmp_path / "m", out=tmp_path / "run", space="quick",
                 target="no-such-column", quiet=True)
     assert len(stopped) == 1
@@ -284,12 +276,10 @@ def test_split_cores(monkeypatch: pytest.MonkeyPatch, cores: int, threads: int |
 def test_xgboost_tunes_on_a_holdout_when_the_validation_split_is_small(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from automl_dnn import assemble
-
     run = searched("breast_cancer", tmp_path_factory)  # 86 validation rows
     small = ensemble_run(run, model_dir=tmp_path_factory.mktemp("m") / "model", gbt_trials=1, threads=1)
     assert any("tuned on a holdout" in note for note in small.notes)
-    monkeypatch.setattr(assemble, "VALID_TUNING_MIN_ROWS", 50)
+    monkeypatch.setattr(gbt, "VALID_TUNING_MIN_ROWS", 50)
     large = ensemble_run(run, model_dir=tmp_path_factory.mktemp("m") / "model", gbt_trials=1, threads=1)
     assert not any("tuned on a holdout" in note for note in large.notes)
     # Tuned and early-stopped on the validation rows, XGBoost looks better there than when they are unseen.
@@ -299,10 +289,8 @@ def test_xgboost_tunes_on_a_holdout_when_the_validation_split_is_small(
 
 
 def test_fit_gives_the_nets_and_xgboost_their_own_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from automl_dnn import assemble
-
     seen: dict[str, object] = {}
-    real_init = assemble.BackgroundGBT.__init__
+    real_init = gbt.BackgroundGBT.__init__
 
     def init(self, **kw):
         seen["gbt"] = kw
@@ -312,7 +300,7 @@ def test_fit_gives_the_nets_and_xgboost_their_own_cores(tmp_path: Path, monkeypa
         seen["search"] = kw
         raise AutoDNNError("stop here")
 
-    monkeypatch.setattr(assemble.BackgroundGBT, "__init__", init)
+    monkeypatch.setattr(gbt.BackgroundGBT, "__init__", init)
     monkeypatch.setattr(api, "search", fake_search)
     monkeypatch.setattr(api, "available_cores", lambda: 8)
     with pytest.raises(AutoDNNError, match="stop here"):

@@ -2,7 +2,7 @@
 
 Most tests use a hand-built model (untrained nets with BatchNorm and dropout, a 5-round XGBoost, a
 categorical column) saved with ``save_model``: no search needed. The round-trip tests reuse the
-searched models of tests/test_assemble.py.
+searched models of tests/test_ensemble_step.py.
 """
 
 from __future__ import annotations
@@ -21,24 +21,18 @@ import torch
 import xgboost as xgb
 
 from automl_dnn import metrics
+from automl_dnn.config import NetConfig, TrainConfig, TrialSettings
 from automl_dnn.data import FeaturePreprocessor, TargetEncoder, load_dataset
-from automl_dnn.errors import AutoDNNError, DataError, ModelFormatError, StorageError
-from automl_dnn.export import (
-    FORMAT_VERSION,
-    GBTMember,
-    NetMember,
-    Predictor,
-    load_model,
-    predict_file,
-    save_model,
-    write_model_folder,
-)
+from automl_dnn.ensemble import blend
+from automl_dnn.ensemble_step import ensemble_run
+from automl_dnn.errors import AutoDNNError, DataError, ModelFormatError
+from automl_dnn.files import load_arrays
 from automl_dnn.gbt import frame_categories
-from automl_dnn.model import NetConfig, build_mlp
-from automl_dnn.run import RunDir, load_arrays
-from automl_dnn.space import TrialSettings
-from automl_dnn.train import TrainConfig
-from tests.test_assemble import TASKS, ensembled, searched
+from automl_dnn.model import build_mlp
+from automl_dnn.model_folder import FORMAT_VERSION, GBTMember, NetMember, save_model, write_model_folder
+from automl_dnn.predictor import Predictor, _Net, load_model, predict_file
+from automl_dnn.run_folder import RunDir
+from tests.test_ensemble_step import TASKS, ensembled, searched
 
 PICKLE_OPCODES = (b"\x80",)  # protocol 2+ pickles start with PROTO
 
@@ -78,8 +72,8 @@ def build_tiny_model(model_dir: Path, *, with_gbt: bool = True) -> Path:
     nets = []
     for trial, placement in enumerate(("before", "after")):
         settings = TrialSettings(NetConfig(n_layers=2, d_hidden=16, batchnorm=placement, dropout=0.3), TrainConfig())
-        net = _net(settings, pre.n_features, seed=trial)
-        nets.append(NetMember(trial=trial, settings=settings.to_dict(), d_in=pre.n_features, d_out=1,
+        net = _net(settings, pre.n_features_, seed=trial)
+        nets.append(NetMember(trial=trial, settings=settings.to_dict(), d_in=pre.n_features_, d_out=1,
                               state=net.state_dict(), weight=1.0 + trial))
     gbt = None
     if with_gbt:
@@ -169,7 +163,8 @@ def test_save_replaces_an_old_model_without_leftovers(tmp_path: Path) -> None:
 def test_save_refuses_a_folder_that_is_not_a_model(tmp_path: Path) -> None:
     (tmp_path / "project").mkdir()
     (tmp_path / "project" / "notes.txt").write_text("precious")
-    with pytest.raises(StorageError, match="not empty and holds no model.json"):
+    # A path in the way: PathError (StorageError before), both AutoDNNError.
+    with pytest.raises(AutoDNNError, match="not empty and holds no model.json"):
         write_model_folder(tmp_path / "project", {"model.json": b"{}"})
     assert (tmp_path / "project" / "notes.txt").read_text() == "precious"
 
@@ -297,8 +292,6 @@ def test_mc_dropout_adds_std_columns(tiny: Predictor) -> None:
 
 
 def test_batchnorm_folding_matches_the_trained_net(tiny: Predictor) -> None:
-    from automl_dnn.export import _Net
-
     nets: list[_Net] = tiny._nets
     assert nets[0].fast is not nets[0].model  # "before": folds into the previous Linear
     x = torch.randn(100, nets[0].model[0].linear.in_features)
@@ -379,9 +372,6 @@ def test_round_trip_reproduces_the_ensemble_test_score(name: str, tmp_path_facto
 def test_round_trip_equals_the_saved_net_predictions(tmp_path_factory: pytest.TempPathFactory,
                                                      tmp_path: Path) -> None:
     """Nets only: the exported model's test probabilities are the weighted blend of the saved ones."""
-    from automl_dnn.assemble import ensemble_run
-    from automl_dnn.ensemble import blend
-
     run = searched("digits", tmp_path_factory)
     ensemble_run(run, model_dir=tmp_path / "m", gbt=False)
     spec = json.loads((tmp_path / "m" / "model.json").read_text())
