@@ -313,3 +313,31 @@ def test_fit_gives_the_nets_and_xgboost_their_own_cores(tmp_path: Path, monkeypa
     with pytest.raises(AutoDNNError, match="stop here"):
         api.fit("builtin:wine", model_dir=tmp_path / "m", n_trials=2, gbt=False, device="cpu")
     assert "gbt" not in seen and seen["search"]["on_prepared"] is None and "threads" not in seen["search"]
+
+
+def test_fit_reads_the_data_and_the_space_once(tmp_path: Path, tiny_space: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """XGBoost trains on the frames the search already read: one read of the table, one of the space."""
+    from automl_dnn import run_folder, search
+    from automl_dnn.data import dataset as dataset_module
+
+    reads, spaces = [], []
+    real_read, real_space = dataset_module.read_table, search.load_space
+    monkeypatch.setattr(dataset_module, "read_table", lambda *a, **k: reads.append(a) or real_read(*a, **k))
+    monkeypatch.setattr(search, "load_space", lambda *a, **k: spaces.append(a) or real_space(*a, **k))
+    monkeypatch.setattr(run_folder, "load_space", lambda *a, **k: pytest.fail("prepare_run loaded the space again"))
+    _, report = api.fit("builtin:wine", model_dir=tmp_path / "m", out=tmp_path / "run", space=str(tiny_space),
+                        n_trials=1, gbt_trials=1, threads=1, quiet=True, progress=False)
+    assert len(reads) == 1 and len(spaces) == 1
+    assert sorted(row.kind for row in report.members) == ["net", "xgboost"]
+
+
+def test_ensemble_and_report_need_no_space_file(tmp_path: Path, tiny_space: Path) -> None:
+    """Opening the study read-only needs only the run's spec: a custom space moved away breaks nothing."""
+    space = tmp_path / "space.yaml"
+    space.write_text(tiny_space.read_text())
+    api.search("builtin:wine", out=tmp_path / "run", space=str(space), n_trials=1, quiet=True, progress=False)
+    space.rename(tmp_path / "moved.yaml")
+    report = ensemble_run(tmp_path / "run", model_dir=tmp_path / "m", gbt=False)
+    assert report.members and (tmp_path / "m" / "model.json").is_file()
+    assert api.write_report(tmp_path / "run").is_file()
