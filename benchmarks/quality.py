@@ -10,7 +10,7 @@ predict time, and the peak memory of the runner's process tree.
 
 Results are cached per (system, dataset, budget) in ``benchmarks/.cache/results/`` under a key made of the
 split, the runner scripts, the environment's requirements and, for automl-dnn, the hash of its source
-(``automl_dnn/*.py`` + ``search_spaces/*.yaml``): a rerun runs only what changed. Run the systems one at a
+(``automl_dnn/**/*.py`` + ``search_spaces/*.yaml``): a rerun runs only what changed. Run the systems one at a
 time (this script never runs two at once); the table goes to stdout and ``benchmarks/results.md``.
 
     .venv/bin/python benchmarks/quality.py                      # everything, 60 s budget
@@ -111,7 +111,7 @@ def files_hash(paths: list[Path]) -> str:
 
 
 def package_hash() -> str:
-    return files_hash(list((ROOT / "automl_dnn").glob("*.py")) + list((ROOT / "search_spaces").glob("*.yaml")))
+    return files_hash(list((ROOT / "automl_dnn").rglob("*.py")) + list((ROOT / "search_spaces").glob("*.yaml")))
 
 
 # --- data ---------------------------------------------------------------------------------------
