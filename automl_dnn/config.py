@@ -33,6 +33,19 @@ class NetConfig:
     dropout: float = 0.0
     dropout_kind: str = "standard"  # standard|alpha (alpha keeps SELU self-normalizing)
     dropout_placement: str = "all"  # all hidden layers | last hidden layer only
+    # Numeric embeddings inside the net (techniques.md §11): none | plr (periodic, linear, ReLU) | ple
+    # (piecewise-linear encoding on quantile bins, then a linear map per column).
+    num_embedding: str = "none"
+    d_embedding: int = 16  # width of each embedded column
+    plr_frequencies: int = 48  # PLR: frequencies per column
+    plr_sigma: float = 0.01  # PLR: scale of the initial frequencies (the important knob)
+    ple_bins: int = 48  # PLE: at most this many quantile bins per column
+    # Set from the training data by the search, never by a space: the input columns to embed (the
+    # continuous ones; None: all) and, for PLE, the number of bins of each (the bin edges are buffers in
+    # the weights, so a saved net is rebuilt from this config and then loaded).
+    embedded_columns: list[int] | None = None
+    bin_counts: list[int] | None = None
+    k_ensemble: int = 1  # TabM: k members sharing one backbone through BatchEnsemble adapters; 1 = plain MLP
 
 
 @dataclass
@@ -89,7 +102,9 @@ def describe(settings: dict[str, Any] | TrialSettings) -> dict[str, str]:
     net, train = settings.net, settings.train
     extras = [f"bn-{net.batchnorm}" if net.batchnorm != "none" else "",
               f"{'alpha-' if net.dropout_kind == 'alpha' else ''}drop {net.dropout:.2f}" if net.dropout else "",
-              "quantile" if settings.scaling == "quantile" else ""]
+              settings.scaling if settings.scaling != "standard" else "",
+              net.num_embedding if net.num_embedding != "none" else "",
+              f"tabm k={net.k_ensemble}" if net.k_ensemble > 1 else ""]
     return {
         "net": " ".join([f"{net.n_layers}x{net.d_hidden}", net.activation] + [e for e in extras if e]),
         "optimizer": f"{train.optimizer} {train.lr:.2g}",

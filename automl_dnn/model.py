@@ -1,14 +1,24 @@
-"""The MLP builder: a plain config in, a ``torch.nn.Module`` out (techniques.md §1-3, 7).
+"""The MLP builder: a plain config in, a ``torch.nn.Module`` out (techniques.md §1-3, 7, 11).
 
 The net is an ``nn.Sequential`` of named children so that its ``state_dict`` has short, stable keys
 and can be reloaded by rebuilding from the same ``NetConfig``::
 
     input_bn            BatchNorm1d(d_in)            only with batchnorm="input"
+    num_embed           NumericEmbeddings            only with num_embedding="plr" or "ple"
+    ensemble_view       tabm.EnsembleView            only with k_ensemble > 1: (B, d) -> (B, k, d)
     hidden0 ... hiddenN nn.Sequential of linear, [bn], act, [bn], [dropout]
     out                 Linear(d_hidden, d_out)      the head: raw logits / values
 
 Inside a hidden block the order is ``linear -> bn -> act`` for batchnorm="before" (the linear has no
 bias: the BN shift replaces it) and ``linear -> act -> bn`` for batchnorm="after"; dropout comes last.
+
+Numeric embeddings (Gorishniy et al., NeurIPS 2022) come from ``rtdl_num_embeddings``: PLR is
+``PeriodicEmbeddings(lite=False)``, PLE ``PiecewiseLinearEmbeddings(version="B")`` on quantile bins
+of the training rows, whose edges live in buffers, so the saved weights carry them. With
+``k_ensemble = k > 1`` the net is TabM (Gorishniy et al., ICLR 2025, the ``tabm`` package): the hidden
+linear layers are ``LinearBatchEnsemble`` (one shared weight, per-member adapters R, S and biases; the
+first R random signs, the rest ones), the head is ``LinearEnsemble``, and the net outputs
+``(B, k, d_out)``: the trainer averages the members' losses, ``predict`` their probabilities.
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ import math
 import numbers
 from collections import OrderedDict
 
+import rtdl_num_embeddings as rtdl
+import tabm
 import torch
 from torch import nn
 
@@ -50,6 +62,7 @@ INIT_DISTRIBUTIONS = ("normal", "uniform")
 BATCHNORM_PLACEMENTS = ("none", "input", "before", "after")
 DROPOUT_KINDS = ("standard", "alpha")
 DROPOUT_PLACEMENTS = ("all", "last")
+NUM_EMBEDDINGS = ("none", "plr", "ple")
 
 # Named inits as (scale, mode) of variance scaling: variance = scale / fan_mode (techniques.md §1).
 _NAMED_INITS = {"glorot": (1.0, "fan_avg"), "he": (2.0, "fan_in"), "lecun": (1.0, "fan_in")}
@@ -106,6 +119,38 @@ def _check_config(config: NetConfig, d_in: int, d_out: int) -> None:
         raise ValueError(f"activation_alpha must be finite, got {alpha=}")
     if config.activation == "elu" and alpha is not None and alpha <= 0:
         raise ValueError(f"ELU needs activation_alpha > 0, got {alpha=}")
+    _check_embedding(config, d_in)
+    _check_ensemble(config)
+
+
+def _check_embedding(config: NetConfig, d_in: int) -> None:
+    _check_choice("num_embedding", config.num_embedding, NUM_EMBEDDINGS)
+    if config.num_embedding == "none":
+        return
+    for name in ("d_embedding", "plr_frequencies"):
+        if not _is_int(getattr(config, name)) or getattr(config, name) < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {getattr(config, name)!r}")
+    if not _is_int(config.ple_bins) or config.ple_bins < 2:
+        raise ValueError(f"ple_bins must be an int >= 2, got {config.ple_bins!r}")
+    if not config.plr_sigma > 0:
+        raise ValueError(f"plr_sigma must be > 0, got {config.plr_sigma!r}")
+    columns = embedded_columns(config, d_in)
+    if any(not _is_int(c) or not 0 <= c < d_in for c in columns) or len(set(columns)) != len(columns):
+        raise ValueError(f"embedded_columns must be distinct column indices below d_in={d_in}, got {columns}")
+    counts = config.bin_counts
+    if counts is not None and (len(counts) != len(columns) or any(not _is_int(n) or n < 1 for n in counts)):
+        raise ValueError(f"bin_counts must give a count >= 1 for each of the {len(columns)} embedded columns")
+
+
+def _check_ensemble(config: NetConfig) -> None:
+    """TabM's members run side by side in one (B, k, d) tensor: BatchNorm and PReLU would mix them."""
+    k = config.k_ensemble
+    if not _is_int(k) or k < 1:
+        raise ValueError(f"k_ensemble must be an int >= 1, got {k!r}")
+    if k > 1 and config.batchnorm in ("before", "after"):
+        raise ValueError(f"k_ensemble > 1 works with batchnorm none or input, got {config.batchnorm!r}")
+    if k > 1 and config.activation == "prelu":
+        raise ValueError("k_ensemble > 1 does not work with prelu (its slopes are per channel)")
 
 
 # --------------------------------------------------------------------------- init
@@ -180,6 +225,47 @@ def _dropout(config: NetConfig) -> nn.Module:
     return nn.AlphaDropout(config.dropout) if config.dropout_kind == "alpha" else nn.Dropout(config.dropout)
 
 
+def embedded_columns(config: NetConfig, d_in: int) -> list[int]:
+    """The input columns a numeric embedding applies to: those set from the data, else all."""
+    if config.num_embedding == "none":
+        return []
+    return list(range(d_in)) if config.embedded_columns is None else [int(c) for c in config.embedded_columns]
+
+
+class NumericEmbeddings(nn.Module):
+    """Embeds some input columns (PLR or PLE), passes the others through, and flattens: (B, d) -> (B, d')."""
+
+    def __init__(self, config: NetConfig, d_in: int, bins: list[torch.Tensor] | None = None) -> None:
+        super().__init__()
+        columns = embedded_columns(config, d_in)
+        self.register_buffer("embedded", torch.tensor(columns, dtype=torch.long))
+        self.register_buffer("passed", torch.tensor([c for c in range(d_in) if c not in set(columns)],
+                                                    dtype=torch.long))
+        self.embed: nn.Module
+        if config.num_embedding == "plr":
+            self.embed = rtdl.PeriodicEmbeddings(len(columns), config.d_embedding, n_frequencies=config.plr_frequencies,
+                                                 frequency_init_scale=config.plr_sigma, lite=False)
+        else:
+            bins = bins if bins is not None else placeholder_bins(config, len(columns))
+            self.embed = rtdl.PiecewiseLinearEmbeddings(bins, config.d_embedding, activation=False, version="B")
+        self.d_out = len(columns) * config.d_embedding + len(self.passed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        embedded = self.embed(x.index_select(1, self.embedded)).flatten(1)
+        return torch.cat([embedded, x.index_select(1, self.passed)], dim=1)
+
+
+def placeholder_bins(config: NetConfig, n_columns: int) -> list[torch.Tensor]:
+    """Bins of the right counts (``bin_counts``, else ``ple_bins`` each): the saved weights overwrite them."""
+    counts = config.bin_counts or [config.ple_bins] * n_columns
+    return [torch.arange(n + 1, dtype=torch.float32) for n in counts]
+
+
+def quantile_bins(X: torch.Tensor, n_bins: int) -> list[torch.Tensor]:
+    """Quantile bin edges of each column of the training rows (rtdl's ``compute_bins``), at most ``n_bins``."""
+    return rtdl.compute_bins(X.float(), n_bins=max(2, min(n_bins, len(X) - 1)))
+
+
 def hidden_widths(config: NetConfig) -> list[int]:
     """The first hidden layer is round(d_hidden * first_layer_mult) wide, the others d_hidden."""
     if config.n_layers == 0:
@@ -201,32 +287,56 @@ def _hidden_block(config: NetConfig, d_prev: int, width: int, with_dropout: bool
     return nn.Sequential(OrderedDict(layers))
 
 
-def build_mlp(config: NetConfig, *, d_in: int, d_out: int) -> nn.Module:
+def build_mlp(config: NetConfig, *, d_in: int, d_out: int, bins: list[torch.Tensor] | None = None) -> nn.Module:
     """Build the MLP described by `config` (see the module docstring for its layout).
 
     Hidden Linear layers use the configured init. The output head uses Glorot with the same
     distribution (normal/uniform): it feeds a sigmoid, softmax or nothing, which techniques.md §1 pairs
-    with Glorot, whatever the hidden activation. Biases start at zero.
+    with Glorot, whatever the hidden activation. Biases start at zero. ``bins`` are PLE's bin edges of
+    the embedded columns (``quantile_bins`` of the training rows); without them, placeholders of the
+    counts in ``config.bin_counts``, for a net whose saved weights are loaded next.
     """
     _check_config(config, d_in, d_out)
     scale, mode, distribution = init_spec(config)
     widths = hidden_widths(config)
     use_dropout = config.dropout > 0
+    k = config.k_ensemble
     children: list[tuple[str, nn.Module]] = []
     if config.batchnorm == "input":
         children.append(("input_bn", _batchnorm(d_in, config)))
     d_prev = d_in
+    if config.num_embedding != "none" and embedded_columns(config, d_in):
+        embed = NumericEmbeddings(config, d_in, bins)
+        children.append(("num_embed", embed))
+        d_prev = embed.d_out
+    if k > 1:
+        children.append(("ensemble_view", tabm.EnsembleView(k=k)))
     for i, width in enumerate(widths):
         is_last = i == len(widths) - 1
         with_dropout = use_dropout and (config.dropout_placement == "all" or is_last)
         block = _hidden_block(config, d_prev, width, with_dropout)
         init_linear(block.linear, scale=scale, mode=mode, distribution=distribution)
+        if k > 1:
+            block.linear = _batch_ensemble(block.linear, k, first=i == 0)
         children.append((f"hidden{i}", block))
         d_prev = width
-    out = nn.Linear(d_prev, d_out)
-    init_linear(out, scale=1.0, mode="fan_avg", distribution=distribution)
-    children.append(("out", out))
+    if k > 1:
+        children.append(("out", tabm.LinearEnsemble(d_prev, d_out, k=k)))
+    else:
+        out = nn.Linear(d_prev, d_out)
+        init_linear(out, scale=1.0, mode="fan_avg", distribution=distribution)
+        children.append(("out", out))
     return nn.Sequential(OrderedDict(children))
+
+
+def _batch_ensemble(linear: nn.Linear, k: int, *, first: bool) -> nn.Module:
+    """The Linear as TabM's BatchEnsemble layer: its weight shared, adapters initialized as TabM does."""
+    layer = tabm.LinearBatchEnsemble.from_linear(linear, k=k, scaling_init=("random-signs", "ones") if first else "ones")
+    with torch.no_grad():
+        layer.weight.copy_(linear.weight)
+        if layer.bias is not None:
+            layer.bias.zero_()
+    return layer
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = True) -> int:

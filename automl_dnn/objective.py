@@ -19,10 +19,10 @@ from optuna.trial import TrialState
 
 from automl_dnn import metrics
 from automl_dnn.config import TrialSettings, describe
-from automl_dnn.data import TargetEncoder
+from automl_dnn.data import FeaturePreprocessor, TargetEncoder
 from automl_dnn.errors import AutoDNNError, first_line
 from automl_dnn.files import load_arrays, read_json
-from automl_dnn.model import build_mlp, count_parameters
+from automl_dnn.model import build_mlp, count_parameters, quantile_bins
 from automl_dnn.run_folder import RunDir, save_trial
 from automl_dnn.space import SearchSpace, settings_from_values, suggest
 from automl_dnn.storage import Lease
@@ -30,6 +30,7 @@ from automl_dnn.train import Callback, TrainData, estimate_epoch_seconds, predic
 
 TRIALS_PER_BUDGET = 8  # on a time budget, epochs are capped so that a trial takes about budget / 8
 MIN_EPOCHS = 5
+BIN_ROWS = 200_000  # PLE's quantile bins are computed on at most this many training rows (seeded sample)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -70,6 +71,7 @@ class Objective:
         self.task, self.metric = ctx.spec["task"], ctx.spec["metric"]
         self.encoder = TargetEncoder.from_dict(read_json(self.run.target_path))
         self._data: dict[str, dict[str, np.ndarray]] = {}
+        self._continuous: dict[str, list[int]] = {}
         self.artifacts = Path(ctx.spec["artifacts"])
         self.device = worker_device(ctx.device, ctx.worker_index)
 
@@ -77,6 +79,33 @@ class Objective:
         if scaling not in self._data:
             self._data[scaling] = load_arrays(self.run.data_path(scaling))
         return self._data[scaling]
+
+    def continuous_columns(self, scaling: str) -> list[int]:
+        """The encoded matrix's columns that hold numbers or date parts (not indicators, not one-hot levels)."""
+        if scaling not in self._continuous:
+            pre = FeaturePreprocessor.from_dict(read_json(self.run.preprocess_path(scaling)))
+            self._continuous[scaling] = list(pre.continuous_features_)
+        return self._continuous[scaling]
+
+    def _embedding_inputs(self, settings: TrialSettings, X_train: np.ndarray
+                          ) -> tuple[TrialSettings, list[torch.Tensor] | None]:
+        """Point a numeric embedding at the continuous columns; PLE gets quantile bins of the training rows.
+
+        Columns constant in the training rows are passed through (a bin needs two distinct edges).
+        """
+        net = settings.net
+        if net.num_embedding == "none":
+            return settings, None
+        columns = [c for c in self.continuous_columns(settings.scaling) if np.ptp(X_train[:, c]) > 0]
+        bins = None
+        if net.num_embedding == "ple" and columns:
+            rows = torch.as_tensor(X_train[:, columns])
+            if len(rows) > BIN_ROWS:  # torch.quantile's input limit; quantiles need no more rows
+                rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:BIN_ROWS]]
+            bins = quantile_bins(rows, net.ple_bins)
+        counts = None if bins is None else [len(b) - 1 for b in bins]
+        net = dataclasses.replace(net, embedded_columns=columns, bin_counts=counts)
+        return dataclasses.replace(settings, net=net), bins
 
     def user_space(self, pred: np.ndarray) -> np.ndarray:
         """Predictions as the user sees them: probabilities, or values on the original scale."""
@@ -129,7 +158,8 @@ class Objective:
         data = self.data(settings.scaling)
         d_out = len(self.encoder.classes_) if self.task == "multiclass" else 1
         torch.manual_seed(settings.train.seed)  # the initial weights too must follow the seed
-        model = build_mlp(settings.net, d_in=data["X_train"].shape[1], d_out=d_out)
+        settings, bins = self._embedding_inputs(settings, data["X_train"])
+        model = build_mlp(settings.net, d_in=data["X_train"].shape[1], d_out=d_out, bins=bins)
         train_data = TrainData(data["X_train"], data["y_train"], data["X_valid"], data["y_valid"])
         settings = self._fit_to_budget(trial, settings, model, train_data)
         y_valid = self.user_space(data["y_valid"])

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import tabm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -137,8 +138,12 @@ def _check_config(c: TrainConfig) -> None:
 
 
 def penalized_weights(model: nn.Module) -> list[torch.Tensor]:
-    """Weight matrices of Linear layers: what L1/L2 and max-norm act on (never biases, BN, PReLU)."""
-    return [m.weight for m in model.modules() if isinstance(m, nn.Linear) and m.weight.dim() >= 2]
+    """Weight matrices of Linear layers: what L1/L2 and max-norm act on (never biases, BN, PReLU).
+
+    A TabM layer's shared weight counts (its per-member adapters do not, nor does its ensemble head).
+    """
+    return [m.weight for m in model.modules()
+            if isinstance(m, (nn.Linear, tabm.LinearBatchEnsemble)) and m.weight.dim() >= 2]
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -165,8 +170,15 @@ def _batch_bounds(n: int, batch_size: int, drop_singleton: bool) -> list[tuple[i
 
 
 def data_loss(out: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, task: str) -> torch.Tensor:
-    """Mean loss of the task (BCE-with-logits, cross-entropy, MSE), weighted per row if `weight`."""
+    """Mean loss of the task (BCE-with-logits, cross-entropy, MSE), weighted per row if `weight`.
+
+    Outputs of k ensemble members ``(B, k, d)`` (TabM) give the mean of the members' losses.
+    """
     out = out.float()
+    if out.dim() == 3:
+        k = out.shape[1]
+        out, y = out.reshape(-1, out.shape[-1]), y.repeat_interleave(k)
+        weight = None if weight is None else weight.repeat_interleave(k)
     if task == "regression":
         return F.mse_loss(out.view(-1), y)
     reduction = "mean" if weight is None else "none"
@@ -180,8 +192,15 @@ def data_loss(out: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, t
 
 
 def outputs_to_pred(out: torch.Tensor, task: str) -> torch.Tensor:
-    """Raw outputs -> probabilities (n, K) (binary as [1-p, p]) or standardized values (n,)."""
+    """Raw outputs -> probabilities (n, K) (binary as [1-p, p]) or standardized values (n,).
+
+    Outputs of k ensemble members ``(n, k, d)`` give the mean of the members' probabilities (or values).
+    """
     out = out.float()
+    if out.dim() == 3:
+        k = out.shape[1]
+        pred = outputs_to_pred(out.reshape(-1, out.shape[-1]), task)
+        return pred.reshape(len(out), k, *pred.shape[1:]).mean(dim=1)
     if task == "regression":
         return out.view(-1)
     if task == "binary":
@@ -206,7 +225,7 @@ def _n_outputs(model: nn.Module, X: torch.Tensor, task: str) -> int:
     with torch.no_grad():
         out = model(X[:2])
     model.train(was_training)
-    width = out.shape[1] if out.dim() == 2 else 1
+    width = out.shape[-1] if out.dim() >= 2 else 1
     if task in ("binary", "regression") and width != 1:
         raise ValueError(f"{task} needs a net with d_out=1, got {width} outputs")
     if task == "multiclass" and width < 2:

@@ -1,0 +1,113 @@
+"""The recent tabular-DL layers inside the net: numeric embeddings (PLR, PLE) and TabM's k members.
+
+Exact values where the formulas give them (a PLE code at a bin edge), the shapes and the averaging
+TabM promises, and the round trip a saved net needs: rebuilt from its config, then its weights loaded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tabm
+import torch
+
+from automl_dnn.config import NetConfig, TrainConfig
+from automl_dnn.model import build_mlp, quantile_bins
+from automl_dnn.train import TrainData, data_loss, penalized_weights, predict, train
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def _ple_net(bins: list[torch.Tensor], d_in: int, **extra: object) -> torch.nn.Module:
+    config = NetConfig(n_layers=1, d_hidden=8, num_embedding="ple", d_embedding=4,
+                       embedded_columns=list(range(len(bins))), bin_counts=[len(b) - 1 for b in bins], **extra)
+    return build_mlp(config, d_in=d_in, d_out=1, bins=bins)
+
+
+def test_ple_code_at_a_bin_edge_and_inside_a_bin() -> None:
+    """Bins [0, 1, 2, 4]: x = 2 fills the first two bins and starts the third; x = 3 fills it halfway."""
+    net = _ple_net([torch.tensor([0.0, 1.0, 2.0, 4.0])], d_in=1)
+    code = net.num_embed.embed.impl(torch.tensor([[2.0], [3.0], [0.5], [-1.0]]))
+    expected = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.5], [0.5, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+    torch.testing.assert_close(code[:, 0, :], expected)
+
+
+def test_quantile_bins_come_from_the_training_rows() -> None:
+    X = torch.arange(101, dtype=torch.float32)[:, None]  # 0..100: quartiles at 0, 25, 50, 75, 100
+    (edges,) = quantile_bins(X, n_bins=4)
+    torch.testing.assert_close(edges, torch.tensor([0.0, 25.0, 50.0, 75.0, 100.0]))
+
+
+def test_embeddings_apply_to_the_given_columns_and_pass_the_others() -> None:
+    config = NetConfig(n_layers=1, d_hidden=8, num_embedding="plr", d_embedding=5, embedded_columns=[0, 2])
+    net = build_mlp(config, d_in=4, d_out=1)
+    assert net.num_embed.d_out == 2 * 5 + 2 and net.hidden0.linear.in_features == 12
+    x = torch.randn(3, 4)
+    y = x.clone()
+    y[:, 1] += 1.0  # a passed-through column reaches the first layer as it is
+    delta = net.num_embed(y) - net.num_embed(x)
+    torch.testing.assert_close(delta[:, :10], torch.zeros(3, 10))
+    torch.testing.assert_close(delta[:, 10], torch.ones(3))
+
+
+@pytest.mark.parametrize("kind", ["plr", "ple"])
+def test_a_saved_embedding_net_is_rebuilt_from_its_config(kind: str) -> None:
+    X = torch.randn(200, 3)
+    bins = quantile_bins(X, 10) if kind == "ple" else None
+    config = NetConfig(n_layers=2, d_hidden=8, num_embedding=kind, embedded_columns=[0, 1, 2],
+                       bin_counts=None if bins is None else [len(b) - 1 for b in bins], k_ensemble=2)
+    net = build_mlp(config, d_in=3, d_out=2, bins=bins).eval()
+    rebuilt = build_mlp(config, d_in=3, d_out=2)  # placeholder bins: the state overwrites them
+    rebuilt.load_state_dict(net.state_dict(), strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(X), net(X))
+
+
+def test_tabm_members_differ_and_predict_returns_the_mean_of_their_probabilities() -> None:
+    net = build_mlp(NetConfig(n_layers=2, d_hidden=16, k_ensemble=4), d_in=5, d_out=3).eval()
+    X = np.random.default_rng(0).normal(size=(50, 5)).astype(np.float32)
+    with torch.no_grad():
+        members = torch.softmax(net(torch.as_tensor(X)), dim=-1)  # (50, 4, 3)
+    assert members.shape == (50, 4, 3)
+    assert (members[:, 0] - members[:, 1]).abs().max() > 1e-3, "the random-sign adapters make members differ"
+    np.testing.assert_allclose(predict(net, X, task="multiclass"), members.mean(dim=1).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_tabm_trains_on_the_mean_of_the_member_losses() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    net = build_mlp(NetConfig(n_layers=1, d_hidden=8, k_ensemble=3), d_in=4, d_out=1)
+    out = net(torch.as_tensor(X))  # (120, 3, 1)
+    per_member = [torch.nn.functional.binary_cross_entropy_with_logits(out[:, j, 0], torch.as_tensor(y).float())
+                  for j in range(3)]
+    torch.testing.assert_close(data_loss(out, torch.as_tensor(y).float(), None, "binary"),
+                               torch.stack(per_member).mean())
+    result = train(net, TrainData(X[:90], y[:90], X[90:], y[90:]), TrainConfig(max_epochs=3, max_norm=1.0),
+                   task="binary", device="cpu")
+    assert result.status in ("completed", "early_stopped")
+    shared = [w for w in penalized_weights(net) if w is net.hidden0.linear.weight]
+    assert shared and shared[0].norm(dim=1).max() <= 1.0 + 1e-5, "max-norm holds on TabM's shared weight"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"k_ensemble": 2, "batchnorm": "before"}, "batchnorm none or input"),
+    ({"k_ensemble": 2, "activation": "prelu"}, "prelu"),
+    ({"k_ensemble": 0}, "k_ensemble"),
+    ({"num_embedding": "plr", "embedded_columns": [0, 9]}, "embedded_columns"),
+    ({"num_embedding": "fourier"}, "num_embedding"),
+])
+def test_impossible_combinations_are_refused(extra: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_mlp(NetConfig(n_layers=1, d_hidden=4, **extra), d_in=3, d_out=1)
+
+
+def test_tabm_layers_are_the_packages() -> None:
+    net = build_mlp(NetConfig(n_layers=2, d_hidden=8, k_ensemble=4), d_in=3, d_out=1)
+    assert isinstance(net.hidden0.linear, tabm.LinearBatchEnsemble)
+    assert isinstance(net.out, tabm.LinearEnsemble)
+    assert set(net.hidden0.linear.r.unique().tolist()) == {-1.0, 1.0}, "TabM's first adapter: random signs"
+    assert torch.all(net.hidden1.linear.r == 1.0), "only the first layer's adapter starts random"
