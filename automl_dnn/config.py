@@ -45,6 +45,11 @@ class NetConfig:
     # the weights, so a saved net is rebuilt from this config and then loaded).
     embedded_columns: list[int] | None = None
     bin_counts: list[int] | None = None
+    # Categorical columns with many levels arrive as one column of level codes (0: a level not seen in
+    # training) and get a learned embedding of d_cat_embedding each. Set from the data, like the above.
+    categorical_columns: list[int] | None = None
+    categorical_cardinalities: list[int] | None = None  # codes per column, the reserved 0 included
+    d_cat_embedding: int = 8
     k_ensemble: int = 1  # TabM: k members sharing one backbone through BatchEnsemble adapters; 1 = plain MLP
 
 

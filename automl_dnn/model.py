@@ -3,8 +3,9 @@
 The net is an ``nn.Sequential`` of named children so that its ``state_dict`` has short, stable keys
 and can be reloaded by rebuilding from the same ``NetConfig``::
 
-    input_bn            BatchNorm1d(d_in)            only with batchnorm="input"
-    num_embed           NumericEmbeddings            only with num_embedding="plr" or "ple"
+    embed               InputEmbeddings              numeric embeddings (num_embedding "plr" or "ple") and
+                                                     learned embeddings of categorical level codes, if any
+    input_bn            BatchNorm1d                  only with batchnorm="input"
     ensemble_view       tabm.EnsembleView            only with k_ensemble > 1: (B, d) -> (B, k, d)
     hidden0 ... hiddenN nn.Sequential of linear, [bn], act, [bn], [dropout]
     out                 Linear(d_hidden, d_out)      the head: raw logits / values
@@ -120,6 +121,7 @@ def _check_config(config: NetConfig, d_in: int, d_out: int) -> None:
     if config.activation == "elu" and alpha is not None and alpha <= 0:
         raise ValueError(f"ELU needs activation_alpha > 0, got {alpha=}")
     _check_embedding(config, d_in)
+    _check_categorical(config, d_in)
     _check_ensemble(config)
 
 
@@ -140,6 +142,19 @@ def _check_embedding(config: NetConfig, d_in: int) -> None:
     counts = config.bin_counts
     if counts is not None and (len(counts) != len(columns) or any(not _is_int(n) or n < 1 for n in counts)):
         raise ValueError(f"bin_counts must give a count >= 1 for each of the {len(columns)} embedded columns")
+
+
+def _check_categorical(config: NetConfig, d_in: int) -> None:
+    columns, cards = categorical_columns(config), list(config.categorical_cardinalities or [])
+    if len(columns) != len(cards) or any(not _is_int(n) or n < 2 for n in cards):
+        raise ValueError(f"categorical_cardinalities must give a count >= 2 for each of the {len(columns)} "
+                         f"categorical columns, got {cards}")
+    if any(not 0 <= c < d_in for c in columns) or len(set(columns)) != len(columns):
+        raise ValueError(f"categorical_columns must be distinct column indices below d_in={d_in}, got {columns}")
+    if set(columns) & set(embedded_columns(config, d_in)):
+        raise ValueError("a column cannot be both categorical and numerically embedded")
+    if columns and (not _is_int(config.d_cat_embedding) or config.d_cat_embedding < 1):
+        raise ValueError(f"d_cat_embedding must be an int >= 1, got {config.d_cat_embedding!r}")
 
 
 def _check_ensemble(config: NetConfig) -> None:
@@ -226,33 +241,58 @@ def _dropout(config: NetConfig) -> nn.Module:
 
 
 def embedded_columns(config: NetConfig, d_in: int) -> list[int]:
-    """The input columns a numeric embedding applies to: those set from the data, else all."""
+    """The input columns a numeric embedding applies to: those set from the data, else all non-categorical."""
     if config.num_embedding == "none":
         return []
-    return list(range(d_in)) if config.embedded_columns is None else [int(c) for c in config.embedded_columns]
+    if config.embedded_columns is None:
+        return [c for c in range(d_in) if c not in set(categorical_columns(config))]
+    return [int(c) for c in config.embedded_columns]
 
 
-class NumericEmbeddings(nn.Module):
-    """Embeds some input columns (PLR or PLE), passes the others through, and flattens: (B, d) -> (B, d')."""
+class InputEmbeddings(nn.Module):
+    """The net's first step: numeric columns embedded (PLR or PLE), categorical codes looked up in learned
+    embeddings, the other columns passed through; flattened side by side: (B, d) -> (B, d')."""
 
     def __init__(self, config: NetConfig, d_in: int, bins: list[torch.Tensor] | None = None) -> None:
         super().__init__()
-        columns = embedded_columns(config, d_in)
-        self.register_buffer("embedded", torch.tensor(columns, dtype=torch.long))
-        self.register_buffer("passed", torch.tensor([c for c in range(d_in) if c not in set(columns)],
-                                                    dtype=torch.long))
-        self.embed: nn.Module
-        if config.num_embedding == "plr":
-            self.embed = rtdl.PeriodicEmbeddings(len(columns), config.d_embedding, n_frequencies=config.plr_frequencies,
-                                                 frequency_init_scale=config.plr_sigma, lite=False)
-        else:
-            bins = bins if bins is not None else placeholder_bins(config, len(columns))
-            self.embed = rtdl.PiecewiseLinearEmbeddings(bins, config.d_embedding, activation=False, version="B")
-        self.d_out = len(columns) * config.d_embedding + len(self.passed)
+        numeric, categorical = embedded_columns(config, d_in), categorical_columns(config)
+        taken = set(numeric) | set(categorical)
+        self.register_buffer("numeric", torch.tensor(numeric, dtype=torch.long))
+        self.register_buffer("categorical", torch.tensor(categorical, dtype=torch.long))
+        self.register_buffer("passed", torch.tensor([c for c in range(d_in) if c not in taken], dtype=torch.long))
+        self.num_embed = _numeric_embedding(config, len(numeric), bins) if numeric else None
+        self.cat_embed = nn.ModuleList(nn.Embedding(n, config.d_cat_embedding)
+                                       for n in (config.categorical_cardinalities or []))
+        self.d_out = (len(numeric) * config.d_embedding + len(categorical) * config.d_cat_embedding
+                      + len(self.passed))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        embedded = self.embed(x.index_select(1, self.embedded)).flatten(1)
-        return torch.cat([embedded, x.index_select(1, self.passed)], dim=1)
+        parts = []
+        if self.num_embed is not None:
+            parts.append(self.num_embed(x.index_select(1, self.numeric)).flatten(1))
+        if len(self.cat_embed):
+            codes = x.index_select(1, self.categorical).round().long()
+            parts += [embed(_known_or_reserved(codes[:, j], embed.num_embeddings)) for j, embed in enumerate(self.cat_embed)]
+        parts.append(x.index_select(1, self.passed))
+        return torch.cat(parts, dim=1)
+
+
+def _known_or_reserved(codes: torch.Tensor, n: int) -> torch.Tensor:
+    """Codes outside the table (never written by the preprocessing) read as 0, the unseen level's row."""
+    return torch.where((codes >= 0) & (codes < n), codes, torch.zeros_like(codes))
+
+
+def _numeric_embedding(config: NetConfig, n_columns: int, bins: list[torch.Tensor] | None) -> nn.Module:
+    if config.num_embedding == "plr":
+        return rtdl.PeriodicEmbeddings(n_columns, config.d_embedding, n_frequencies=config.plr_frequencies,
+                                       frequency_init_scale=config.plr_sigma, lite=False)
+    bins = bins if bins is not None else placeholder_bins(config, n_columns)
+    return rtdl.PiecewiseLinearEmbeddings(bins, config.d_embedding, activation=False, version="B")
+
+
+def categorical_columns(config: NetConfig) -> list[int]:
+    """The input columns that hold level codes (set from the data)."""
+    return [int(c) for c in (config.categorical_columns or [])]
 
 
 def placeholder_bins(config: NetConfig, n_columns: int) -> list[torch.Tensor]:
@@ -302,13 +342,13 @@ def build_mlp(config: NetConfig, *, d_in: int, d_out: int, bins: list[torch.Tens
     use_dropout = config.dropout > 0
     k = config.k_ensemble
     children: list[tuple[str, nn.Module]] = []
-    if config.batchnorm == "input":
-        children.append(("input_bn", _batchnorm(d_in, config)))
     d_prev = d_in
-    if config.num_embedding != "none" and embedded_columns(config, d_in):
-        embed = NumericEmbeddings(config, d_in, bins)
-        children.append(("num_embed", embed))
+    if embedded_columns(config, d_in) or categorical_columns(config):
+        embed = InputEmbeddings(config, d_in, bins)
+        children.append(("embed", embed))
         d_prev = embed.d_out
+    if config.batchnorm == "input":  # after the embeddings: level codes are no quantities to normalize
+        children.append(("input_bn", _batchnorm(d_prev, config)))
     if k > 1:
         children.append(("ensemble_view", tabm.EnsembleView(k=k)))
     for i, width in enumerate(widths):

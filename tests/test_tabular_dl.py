@@ -30,7 +30,7 @@ def _ple_net(bins: list[torch.Tensor], d_in: int, **extra: object) -> torch.nn.M
 def test_ple_code_at_a_bin_edge_and_inside_a_bin() -> None:
     """Bins [0, 1, 2, 4]: x = 2 fills the first two bins and starts the third; x = 3 fills it halfway."""
     net = _ple_net([torch.tensor([0.0, 1.0, 2.0, 4.0])], d_in=1)
-    code = net.num_embed.embed.impl(torch.tensor([[2.0], [3.0], [0.5], [-1.0]]))
+    code = net.embed.num_embed.impl(torch.tensor([[2.0], [3.0], [0.5], [-1.0]]))
     expected = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.5], [0.5, 0.0, 0.0], [-1.0, 0.0, 0.0]])
     torch.testing.assert_close(code[:, 0, :], expected)
 
@@ -44,11 +44,11 @@ def test_quantile_bins_come_from_the_training_rows() -> None:
 def test_embeddings_apply_to_the_given_columns_and_pass_the_others() -> None:
     config = NetConfig(n_layers=1, d_hidden=8, num_embedding="plr", d_embedding=5, embedded_columns=[0, 2])
     net = build_mlp(config, d_in=4, d_out=1)
-    assert net.num_embed.d_out == 2 * 5 + 2 and net.hidden0.linear.in_features == 12
+    assert net.embed.d_out == 2 * 5 + 2 and net.hidden0.linear.in_features == 12
     x = torch.randn(3, 4)
     y = x.clone()
     y[:, 1] += 1.0  # a passed-through column reaches the first layer as it is
-    delta = net.num_embed(y) - net.num_embed(x)
+    delta = net.embed(y) - net.embed(x)
     torch.testing.assert_close(delta[:, :10], torch.zeros(3, 10))
     torch.testing.assert_close(delta[:, 10], torch.ones(3))
 
@@ -111,3 +111,17 @@ def test_tabm_layers_are_the_packages() -> None:
     assert isinstance(net.out, tabm.LinearEnsemble)
     assert set(net.hidden0.linear.r.unique().tolist()) == {-1.0, 1.0}, "TabM's first adapter: random signs"
     assert torch.all(net.hidden1.linear.r == 1.0), "only the first layer's adapter starts random"
+
+
+def test_level_codes_get_learned_embeddings_and_an_unseen_level_its_reserved_row() -> None:
+    config = NetConfig(n_layers=1, d_hidden=8, categorical_columns=[1], categorical_cardinalities=[4],
+                       d_cat_embedding=3, batchnorm="input")
+    net = build_mlp(config, d_in=3, d_out=1).eval()
+    assert net.embed.d_out == 3 + 2 and net.input_bn.num_features == 5
+    table = net.embed.cat_embed[0].weight
+    x = torch.tensor([[0.5, 2.0, -1.0], [0.5, 0.0, -1.0], [0.5, 7.0, -1.0]])  # level 2, unseen (0), out of range
+    out = net.embed(x)
+    torch.testing.assert_close(out[0, :3], table[2])
+    torch.testing.assert_close(out[1, :3], table[0])
+    torch.testing.assert_close(out[2, :3], table[0])  # a code beyond the table reads as unseen, never an error
+    torch.testing.assert_close(out[:, 3:], x[:, [0, 2]])
