@@ -64,12 +64,22 @@ class TrainConfig:
     beta2: float = 0.999
     rho: float = 0.9  # RMSProp decay
     weight_decay: float = 0.0  # AdamW's decoupled decay
-    schedule: str = "onecycle"  # none|power|exponential|piecewise|plateau|onecycle
+    schedule: str = "onecycle"  # none|power|exponential|piecewise|plateau|onecycle|flat_cosine
     power_s: float = 1000.0  # power: steps (batches) per halving-ish: lr0 / (1 + t/s)^c
     power_c: float = 1.0
     exp_s: float = 1000.0  # exponential: x0.1 every s steps (batches)
     piecewise_epochs: list[int] = field(default_factory=lambda: [5, 15])  # epoch boundaries
     piecewise_factors: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.1])  # lr multipliers
+    # The same three as fractions of the trial's own length (power/exponential: of its total steps;
+    # piecewise: of its epochs). When set they override power_s / exp_s / piecewise_epochs, so that a
+    # trial whose epochs a time budget caps keeps the shape of its schedule.
+    power_frac: float | None = None
+    exp_frac: float | None = None
+    piecewise_fracs: list[float] | None = None
+    flat_fraction: float = 0.5  # flat_cosine: lr for this fraction of the steps, then a cosine to 0
+    weight_averaging: str = "none"  # none|ema|swa, over the annealing phase (techniques.md §7)
+    ema_decay: float = 0.999  # ema: the per-step decay (warmed up as min(decay, (1 + n) / (10 + n)))
+    label_smoothing: float = 0.0  # classification only; the search uses it only for accuracy-like metrics
     plateau_factor: float = 0.5
     plateau_patience: int = 5
     clip: str = "none"  # none|value|norm
@@ -86,18 +96,26 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TrialSettings:
-    """What one trial trains: the net, how it is trained, and the input scaling."""
+    """What one trial trains: the net, how it is trained, the input scaling and the target transform.
+
+    ``target`` is the fitted ``TargetTransform`` of a regression trial whose ``target_transform`` is not
+    ``none`` (set by the search from the training rows): the net's outputs are decoded with it.
+    """
 
     net: NetConfig
     train: TrainConfig
     scaling: str = "standard"
+    target_transform: str = "none"
+    target: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"net": dataclasses.asdict(self.net), "train": dataclasses.asdict(self.train), "scaling": self.scaling}
+        return {"net": dataclasses.asdict(self.net), "train": dataclasses.asdict(self.train), "scaling": self.scaling,
+                "target_transform": self.target_transform, "target": self.target}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialSettings:
-        return cls(net=NetConfig(**data["net"]), train=TrainConfig(**data["train"]), scaling=data.get("scaling", "standard"))
+        return cls(net=NetConfig(**data["net"]), train=TrainConfig(**data["train"]), scaling=data.get("scaling", "standard"),
+                   target_transform=data.get("target_transform", "none"), target=data.get("target"))
 
 
 def describe(settings: dict[str, Any] | TrialSettings) -> dict[str, str]:
@@ -109,7 +127,8 @@ def describe(settings: dict[str, Any] | TrialSettings) -> dict[str, str]:
               f"{'alpha-' if net.dropout_kind == 'alpha' else ''}drop {net.dropout:.2f}" if net.dropout else "",
               settings.scaling if settings.scaling != "standard" else "",
               net.num_embedding if net.num_embedding != "none" else "",
-              f"tabm k={net.k_ensemble}" if net.k_ensemble > 1 else ""]
+              f"tabm k={net.k_ensemble}" if net.k_ensemble > 1 else "",
+              f"y {settings.target_transform}" if settings.target_transform != "none" else ""]
     return {
         "net": " ".join([f"{net.n_layers}x{net.d_hidden}", net.activation] + [e for e in extras if e]),
         "optimizer": f"{train.optimizer} {train.lr:.2g}",

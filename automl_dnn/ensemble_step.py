@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl_dnn import metrics
 from automl_dnn.config import NetConfig, describe
-from automl_dnn.data import TargetEncoder
+from automl_dnn.data import TargetEncoder, TargetTransform
 from automl_dnn.ensemble import blend, build_ensemble, choose_threshold, ensemble_loss, overfit_warning
 from automl_dnn.errors import AutoDNNError
 from automl_dnn.files import load_arrays, read_json
@@ -342,10 +342,13 @@ def _net_member(run: RunDir, c: Candidate, encoder: TargetEncoder, weight: float
     model.load_state_dict(state, strict=True)
     X_valid = load_arrays(run.data_path(c.scaling))["X_valid"]
     pred = np.asarray(predict(model, X_valid, task=encoder.task_, device="cpu"), dtype=np.float64)
-    saved = c.valid
-    if encoder.task_ == "regression":
+    saved, atol = c.valid, REPRODUCE_TOL
+    target = config["settings"].get("target")
+    if encoder.task_ == "regression" and target:  # compared on the original scale, where it was saved
+        pred, atol = TargetTransform.from_dict(target).inverse(pred), REPRODUCE_TOL * encoder.std_
+    elif encoder.task_ == "regression":
         saved = (saved - encoder.mean_) / encoder.std_
-    if not np.allclose(pred, saved, rtol=REPRODUCE_TOL, atol=REPRODUCE_TOL):
+    if not np.allclose(pred, saved, rtol=REPRODUCE_TOL, atol=atol):
         raise AutoDNNError(f"the weights of trial {c.trial} do not reproduce its saved predictions "
                            f"({c.artifacts.folder}); run `automl-dnn search` again into a new folder")
     return NetMember(trial=c.trial, settings=config["settings"], d_in=d_in, d_out=d_out, state=state,

@@ -24,10 +24,13 @@ first R random signs, the rest ones), the head is ``LinearEnsemble``, and the ne
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import numbers
+import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
 
 import rtdl_num_embeddings as rtdl
 import tabm
@@ -287,7 +290,8 @@ def _numeric_embedding(config: NetConfig, n_columns: int, bins: list[torch.Tenso
         return rtdl.PeriodicEmbeddings(n_columns, config.d_embedding, n_frequencies=config.plr_frequencies,
                                        frequency_init_scale=config.plr_sigma, lite=False)
     bins = bins if bins is not None else placeholder_bins(config, n_columns)
-    return rtdl.PiecewiseLinearEmbeddings(bins, config.d_embedding, activation=False, version="B")
+    with _single_bins_allowed():
+        return rtdl.PiecewiseLinearEmbeddings(bins, config.d_embedding, activation=False, version="B")
 
 
 def categorical_columns(config: NetConfig) -> list[int]:
@@ -302,8 +306,19 @@ def placeholder_bins(config: NetConfig, n_columns: int) -> list[torch.Tensor]:
 
 
 def quantile_bins(X: torch.Tensor, n_bins: int) -> list[torch.Tensor]:
-    """Quantile bin edges of each column of the training rows (rtdl's ``compute_bins``), at most ``n_bins``."""
-    return rtdl.compute_bins(X.float(), n_bins=max(2, min(n_bins, len(X) - 1)))
+    """Quantile bin edges of each column of the training rows (rtdl's ``compute_bins``), at most ``n_bins``.
+
+    A column with two distinct values gets one bin, which is min-max scaling: fine, and not worth rtdl's warning.
+    """
+    with _single_bins_allowed():
+        return rtdl.compute_bins(X.float(), n_bins=max(2, min(n_bins, len(X) - 1)))
+
+
+@contextlib.contextmanager
+def _single_bins_allowed() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*just two bin edges")
+        yield
 
 
 def hidden_widths(config: NetConfig) -> list[int]:

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from automl_dnn import metrics
 from automl_dnn.config import TrialSettings, describe
-from automl_dnn.data import FeaturePreprocessor, TargetEncoder
+from automl_dnn.data import FeaturePreprocessor, TargetEncoder, TargetTransform
 from automl_dnn.errors import AutoDNNError, first_line
 from automl_dnn.files import load_arrays, read_json
 from automl_dnn.model import build_mlp, count_parameters, quantile_bins
@@ -32,6 +32,7 @@ TRIALS_PER_BUDGET = 8  # on a time budget, epochs are capped so that a trial tak
 MIN_EPOCHS = 5
 BIN_ROWS = 200_000  # PLE's quantile bins are computed on at most this many training rows (seeded sample)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+ACCURACY_LIKE_METRICS = ("accuracy", "balanced_accuracy")  # the only metrics label smoothing may serve
 
 
 @dataclass
@@ -107,9 +108,24 @@ class Objective:
         net = dataclasses.replace(net, embedded_columns=columns, bin_counts=counts)
         return dataclasses.replace(settings, net=net), bins
 
-    def user_space(self, pred: np.ndarray) -> np.ndarray:
+    def user_space(self, pred: np.ndarray, target: TargetTransform | None = None) -> np.ndarray:
         """Predictions as the user sees them: probabilities, or values on the original scale."""
-        return pred if self.task != "regression" else self.encoder.decode(pred).astype(np.float64)
+        if self.task != "regression":
+            return pred
+        return self.encoder.decode(pred).astype(np.float64) if target is None else target.inverse(pred)
+
+    def _target_inputs(self, settings: TrialSettings, data: dict[str, np.ndarray]
+                       ) -> tuple[TrialSettings, np.ndarray, np.ndarray, TargetTransform | None]:
+        """The training and validation targets on the trial's own scale, and its fitted target transform.
+
+        The run folder holds the plain standardization; another transform is fitted on the training rows.
+        """
+        if self.task != "regression" or settings.target_transform == "none":
+            return settings, data["y_train"], data["y_valid"], None
+        target = TargetTransform(settings.target_transform).fit(self.encoder.decode(data["y_train"]))
+        settings = dataclasses.replace(settings, target=target.to_dict())
+        return (settings, target.forward(self.encoder.decode(data["y_train"])),
+                target.forward(self.encoder.decode(data["y_valid"])), target)
 
     def __call__(self, trial: optuna.Trial) -> float:
         with Lease(trial):
@@ -152,18 +168,30 @@ class Objective:
         return dataclasses.replace(settings, train=dataclasses.replace(settings.train, max_epochs=cap,
                                                                        patience=patience))
 
+    def _label_smoothing(self, trial: optuna.Trial, settings: TrialSettings) -> TrialSettings:
+        """Label smoothing only where the metric is accuracy-like: it trains the net to be less confident,
+        which leaves the argmax alone but worsens log-loss and can reorder scores (ROC-AUC). The space
+        cannot see the metric, so a searched value is forced to 0 here, and the trial says so."""
+        smoothing = settings.train.label_smoothing
+        if smoothing == 0 or self.metric in ACCURACY_LIKE_METRICS:
+            return settings
+        trial.set_user_attr("label_smoothing_off", f"{smoothing:g} searched, 0 used: {self.metric} is not accuracy-like")
+        return dataclasses.replace(settings, train=dataclasses.replace(settings.train, label_smoothing=0.0))
+
     def _run_trial(self, trial: optuna.Trial) -> float:
         self._check_slot(trial)
         settings = settings_from_values(suggest(trial, self.space), seed=self.ctx.seed * 100_003 + trial.number)
+        settings = self._label_smoothing(trial, settings)
         data = self.data(settings.scaling)
         d_out = len(self.encoder.classes_) if self.task == "multiclass" else 1
         torch.manual_seed(settings.train.seed)  # the initial weights too must follow the seed
         settings, bins = self._embedding_inputs(settings, data["X_train"])
         model = build_mlp(settings.net, d_in=data["X_train"].shape[1], d_out=d_out, bins=bins)
-        train_data = TrainData(data["X_train"], data["y_train"], data["X_valid"], data["y_valid"])
+        settings, y_train, y_valid_scaled, target = self._target_inputs(settings, data)
+        train_data = TrainData(data["X_train"], y_train, data["X_valid"], y_valid_scaled)
         settings = self._fit_to_budget(trial, settings, model, train_data)
         y_valid = self.user_space(data["y_valid"])
-        reporter = EpochReporter(trial, self.metric, self.should_stop)
+        reporter = EpochReporter(trial, self.metric, self.should_stop, max_epochs=settings.train.max_epochs)
         result = train(
             model,
             train_data,
@@ -172,14 +200,15 @@ class Objective:
             device=self.device,
             amp=self.ctx.amp,
             callbacks=[reporter],
-            score_fn=lambda pred: metrics.as_loss(self.metric, metrics.score(self.metric, y_valid, self.user_space(pred))),
+            score_fn=lambda pred: metrics.as_loss(self.metric, metrics.score(self.metric, y_valid,
+                                                                             self.user_space(pred, target))),
             threads=self.ctx.threads,
         )
         if result.best_epoch is None or not math.isfinite(result.best_score):
             raise TrialFailed(f"diverged: the loss became NaN or infinite at epoch {result.epochs_run}")
-        valid_pred = self.user_space(predict(model, data["X_valid"], task=self.task, device=self.device))
+        valid_pred = self.user_space(predict(model, data["X_valid"], task=self.task, device=self.device), target)
         test_pred = (
-            self.user_space(predict(model, data["X_test"], task=self.task, device=self.device))
+            self.user_space(predict(model, data["X_test"], task=self.task, device=self.device), target)
             if len(data["X_test"])
             else np.zeros((0,) + valid_pred.shape[1:])
         )

@@ -19,7 +19,7 @@ import xgboost as xgb
 from safetensors.torch import load as load_tensors
 
 from automl_dnn.config import NetConfig
-from automl_dnn.data import NOTES_ATTR, FeaturePreprocessor, TargetEncoder, parse_dates, read_table
+from automl_dnn.data import NOTES_ATTR, FeaturePreprocessor, TargetEncoder, TargetTransform, parse_dates, read_table
 from automl_dnn.ensemble import blend
 from automl_dnn.errors import AutoDNNError, DataError, ModelFormatError, PathError, first_line
 from automl_dnn.files import atomic_write
@@ -44,6 +44,7 @@ class _Net:
     scaling: str
     model: Any  # the net as trained: MC dropout runs this one
     fast: Any  # BatchNorm folded when that matches, else the same module
+    target: TargetTransform | None = None  # its own target transform (regression), else the model's encoder
 
 
 @dataclass
@@ -99,8 +100,10 @@ def _load_net(member: dict[str, Any], data: bytes) -> _Net:
         raise ModelFormatError(f"{name!r} does not fit its net config in model.json ({first_line(exc, 160)}); "
                                "re-export the model") from None
     model.eval()
+    target = member["settings"].get("target")
     return _Net(name=member["name"], weight=float(member["weight"]), scaling=member["scaling"], model=model,
-                fast=_folded_if_equal(model, int(member["d_in"])))
+                fast=_folded_if_equal(model, int(member["d_in"])),
+                target=None if not target else TargetTransform.from_dict(target))
 
 
 def _folded_if_equal(model: Any, d_in: int) -> Any:
@@ -241,6 +244,8 @@ class Predictor:
             mean = predict(net.fast, X, task=self.task)
             std = np.zeros_like(mean)
         mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+        if self.task == "regression" and net.target is not None:  # the spread through the transform's slope
+            return net.target.inverse(mean), std * net.target.slope(mean)
         if self.task == "regression":
             return self._encoder.decode(mean), std * self._encoder.std_
         return mean, std

@@ -18,12 +18,16 @@ from typing import Any
 import yaml
 
 from automl_dnn.config import NetConfig, TrainConfig, TrialSettings
+from automl_dnn.data import TARGET_TRANSFORMS
 from automl_dnn.errors import SpaceError, first_line
 from automl_dnn.model import build_mlp
 from automl_dnn.train import check_config
 
 #: Fields a space may set besides those of NetConfig and TrainConfig.
-PREPROCESSING_FIELDS = {"scaling": ("standard", "quantile")}
+PREPROCESSING_FIELDS = {
+    "scaling": ("standard", "quantile", "robust"),
+    "target_transform": TARGET_TRANSFORMS,  # regression only: ignored for classification
+}
 NET_FIELDS = {f.name for f in dataclasses.fields(NetConfig)}
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed"}
 CONFIG_FIELDS = NET_FIELDS | TRAIN_FIELDS | set(PREPROCESSING_FIELDS)
@@ -305,7 +309,8 @@ def settings_from_values(values: dict[str, Any], *, seed: int = 0) -> TrialSetti
     """Split flat ``{field: value}`` settings into the net, training and preprocessing configs."""
     net = {k: v for k, v in values.items() if k in NET_FIELDS}
     train = {k: v for k, v in values.items() if k in TRAIN_FIELDS}
-    scaling = values.get("scaling", "standard")
-    if scaling not in PREPROCESSING_FIELDS["scaling"]:
-        raise SpaceError(f"scaling must be one of {PREPROCESSING_FIELDS['scaling']}, got {scaling!r}")
-    return TrialSettings(net=NetConfig(**net), train=TrainConfig(**train, seed=seed), scaling=scaling)
+    chosen = {name: values.get(name, choices[0]) for name, choices in PREPROCESSING_FIELDS.items()}
+    for name, value in chosen.items():
+        if value not in PREPROCESSING_FIELDS[name]:
+            raise SpaceError(f"{name} must be one of {PREPROCESSING_FIELDS[name]}, got {value!r}")
+    return TrialSettings(net=NetConfig(**net), train=TrainConfig(**train, seed=seed), **chosen)

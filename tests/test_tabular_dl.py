@@ -125,3 +125,60 @@ def test_level_codes_get_learned_embeddings_and_an_unseen_level_its_reserved_row
     torch.testing.assert_close(out[1, :3], table[0])
     torch.testing.assert_close(out[2, :3], table[0])  # a code beyond the table reads as unseen, never an error
     torch.testing.assert_close(out[:, 3:], x[:, [0, 2]])
+
+
+# --- through the search, the ensemble step and the exported model ----------------------------------
+
+MODERN_SPACE = """
+name: modern
+params:
+  num_embedding: {choices: [plr, ple]}
+  k_ensemble: {choices: [1, 4]}
+  target_transform: {choices: [log1p, quantile]}
+  n_layers: 1
+  d_hidden: 16
+  d_embedding: 4
+  ple_bins: 8
+  optimizer: adamw
+  lr: 0.01
+  schedule: none
+  batch_size: 64
+  max_epochs: 3
+  patience: 3
+enqueue:
+  - {num_embedding: ple, k_ensemble: 4, target_transform: log1p}
+  - {num_embedding: plr, k_ensemble: 1, target_transform: quantile}
+"""
+
+
+@pytest.mark.parametrize("source", ["builtin:diabetes", "builtin:breast_cancer"])
+def test_modern_nets_search_ensemble_export_and_predict(tmp_path, source: str) -> None:
+    """The embeddings point at the continuous columns, a regression target is transformed and decoded, and
+    the exported model (nets only) predicts what the trials saved (the ensemble step checks every net)."""
+    import json
+
+    from automl_dnn import api
+    from automl_dnn.data import read_table
+    from automl_dnn.predictor import load_model
+    from automl_dnn.run_folder import RunDir, load_trial, trial_folder
+
+    space = tmp_path / "modern.yaml"
+    space.write_text(MODERN_SPACE)
+    report = api.ensemble(api.search(source, out=tmp_path / "run", space=str(space), n_trials=2, threads=1,
+                                     pruner="none", quiet=True, progress=False).run_dir, model_dir=tmp_path / "m", gbt=False)
+    spec = RunDir(tmp_path / "run").read_spec()
+    for number in (0, 1):
+        saved = load_trial(trial_folder(spec["artifacts"], number))
+        net = saved.config["settings"]["net"]
+        assert net["embedded_columns"] and max(net["embedded_columns"]) < saved.config["d_in"]
+        target = saved.config["settings"]["target"]
+        assert (target is not None) == (spec["task"] == "regression")
+    model = load_model(tmp_path / "m")
+    frame = read_table(source).drop(columns=["target"])
+    pred = model.predict(frame) if spec["task"] == "regression" else model.predict_proba(frame)
+    assert np.all(np.isfinite(pred)) and len(pred) == len(frame)
+    if spec["task"] == "regression":
+        assert pred.min() > 0, "a log1p-trained net decodes to the positive scale of the target"
+        spread = model.predict_frame(frame.head(5), mc_samples=3)["prediction_std"]
+        assert len(spread) == 5 and np.all(np.isfinite(spread)) and np.all(spread >= 0)
+    assert report.members and json.loads((tmp_path / "m" / "model.json").read_text())["members"]

@@ -4,7 +4,7 @@ Everything a user can get wrong here raises ``DataError`` with a one-line messag
 made on the user's behalf (a dropped column, a guessed task, a fallback) is recorded as a note.
 
 Modules, each using only those listed before it: ``builtins`` (the ``builtin:NAME`` datasets),
-``reading`` (``read_table``), ``target`` (task inference and ``TargetEncoder``), ``preprocessing``
+``reading`` (``read_table``), ``target`` (task inference, ``TargetEncoder``, ``TargetTransform``), ``preprocessing``
 (``FeaturePreprocessor``) and ``dataset`` (``load_dataset``).
 """
 
@@ -14,10 +14,10 @@ from automl_dnn.data.builtins import BUILTINS, BuiltinInfo
 from automl_dnn.data.dataset import PARTS, Dataset, load_dataset
 from automl_dnn.data.preprocessing import MISSING_LEVEL, RARE_LEVEL, FeaturePreprocessor, parse_dates
 from automl_dnn.data.reading import NOTES_ATTR, read_table
-from automl_dnn.data.target import TargetEncoder, check_target, infer_task
+from automl_dnn.data.target import TARGET_TRANSFORMS, TargetEncoder, TargetTransform, check_target, infer_task
 
 __all__ = [
-    "BUILTINS", "MISSING_LEVEL", "NOTES_ATTR", "PARTS", "RARE_LEVEL", "BuiltinInfo", "Dataset",
-    "FeaturePreprocessor", "TargetEncoder", "check_target", "infer_task", "load_dataset", "parse_dates",
+    "BUILTINS", "MISSING_LEVEL", "NOTES_ATTR", "PARTS", "RARE_LEVEL", "TARGET_TRANSFORMS", "BuiltinInfo",
+    "Dataset", "FeaturePreprocessor", "TargetEncoder", "TargetTransform", "check_target", "infer_task", "load_dataset", "parse_dates",
     "read_table",
 ]

@@ -198,3 +198,86 @@ class TargetEncoder:
             raise ModelFormatError(f"target encoder has unknown task {enc.task_!r}; re-export the model")
         return enc
 
+
+
+TARGET_TRANSFORMS = ("none", "log1p", "quantile")
+TARGET_QUANTILES = 1000  # points of the stored empirical distribution of a quantile transform
+_QUANTILE_EPS = 1e-7  # probabilities kept this far from 0 and 1, so the normal scores stay finite
+
+
+class TargetTransform:
+    """A regression target on the scale a net trains on: transformed, then standardized (what ``fit`` saw).
+
+    ``none`` is the plain standardization; ``log1p`` takes log(1 + y) first, for a positive, skewed target
+    (refused, falling back to ``none``, when a training value is <= -1); ``quantile`` maps y through the
+    training rows' empirical distribution to a standard normal. ``forward`` and ``inverse`` are exact
+    inverses on the training range; ``inverse`` of a ``quantile`` transform clips to it.
+    """
+
+    def __init__(self, kind: str = "none") -> None:
+        if kind not in TARGET_TRANSFORMS:
+            raise ValueError(f"target transform must be one of {TARGET_TRANSFORMS}, got {kind!r}")
+        self.kind = kind
+        self.kind_ = kind
+        self.mean_, self.std_ = 0.0, 1.0
+        self.quantiles_: list[float] = []
+
+    def fit(self, y: np.ndarray) -> TargetTransform:
+        """Learn from the training targets (original scale)."""
+        y = np.asarray(y, dtype=np.float64)
+        self.kind_ = "none" if self.kind == "log1p" and not np.all(y > -1.0) else self.kind
+        if self.kind_ == "quantile":
+            q = np.percentile(y, np.linspace(0, 100, min(TARGET_QUANTILES, max(2, len(y)))))
+            self.quantiles_ = [float(v) for v in np.maximum.accumulate(q)]
+        t = self._transform(y)
+        std = float(t.std())
+        self.mean_, self.std_ = float(t.mean()), std if std > 0 and math.isfinite(std) else 1.0
+        return self
+
+    def forward(self, y: np.ndarray) -> np.ndarray:
+        """Original values -> the standardized training scale (float32)."""
+        return ((self._transform(np.asarray(y, dtype=np.float64)) - self.mean_) / self.std_).astype(np.float32)
+
+    def inverse(self, z: np.ndarray) -> np.ndarray:
+        """The training scale -> original values (float64)."""
+        t = np.asarray(z, dtype=np.float64) * self.std_ + self.mean_
+        if self.kind_ == "log1p":
+            return np.expm1(t)
+        if self.kind_ == "quantile":
+            from scipy.special import ndtr  # lazy, as the package's other SciPy use: start-up time
+
+            q = np.asarray(self.quantiles_)
+            return np.interp(ndtr(t), np.linspace(0.0, 1.0, len(q)), q)
+        return t
+
+    def slope(self, z: np.ndarray) -> np.ndarray:
+        """d inverse / dz at z: turns a spread on the training scale into one on the original scale."""
+        z = np.asarray(z, dtype=np.float64)
+        h = 1e-3
+        return np.abs(self.inverse(z + h) - self.inverse(z - h)) / (2 * h)
+
+    def _transform(self, y: np.ndarray) -> np.ndarray:
+        if self.kind_ == "log1p":
+            return np.log1p(y)
+        if self.kind_ == "quantile":
+            from scipy.special import ndtri
+
+            q = np.asarray(self.quantiles_)
+            p = np.linspace(0.0, 1.0, len(q))
+            u = 0.5 * (np.interp(y, q, p) - np.interp(-y, -q[::-1], -p[::-1]))  # ties map to their middle
+            return ndtri(np.clip(u, _QUANTILE_EPS, 1 - _QUANTILE_EPS))
+        return y
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind_, "mean": self.mean_, "std": self.std_, "quantiles": list(self.quantiles_)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TargetTransform:
+        try:
+            t = cls(str(d["kind"]))
+            t.mean_, t.std_, t.quantiles_ = float(d["mean"]), float(d["std"]), [float(v) for v in d["quantiles"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"target transform data is invalid ({exc!r}); re-export the model") from None
+        if t.kind_ == "quantile" and len(t.quantiles_) < 2:
+            raise ModelFormatError("a quantile target transform needs its quantiles; re-export the model")
+        return t
