@@ -20,6 +20,7 @@ of the training rows, whose edges live in buffers, so the saved weights carry th
 linear layers are ``LinearBatchEnsemble`` (one shared weight, per-member adapters R, S and biases; the
 first R random signs, the rest ones), the head is ``LinearEnsemble``, and the net outputs
 ``(B, k, d_out)``: the trainer averages the members' losses, ``predict`` their probabilities.
+BatchNorm and PReLU see the members as extra rows (``MembersAsRows``), so they are shared too.
 """
 
 from __future__ import annotations
@@ -161,14 +162,9 @@ def _check_categorical(config: NetConfig, d_in: int) -> None:
 
 
 def _check_ensemble(config: NetConfig) -> None:
-    """TabM's members run side by side in one (B, k, d) tensor: BatchNorm and PReLU would mix them."""
     k = config.k_ensemble
     if not _is_int(k) or k < 1:
         raise ValueError(f"k_ensemble must be an int >= 1, got {k!r}")
-    if k > 1 and config.batchnorm in ("before", "after"):
-        raise ValueError(f"k_ensemble > 1 works with batchnorm none or input, got {config.batchnorm!r}")
-    if k > 1 and config.activation == "prelu":
-        raise ValueError("k_ensemble > 1 does not work with prelu (its slopes are per channel)")
 
 
 # --------------------------------------------------------------------------- init
@@ -329,14 +325,30 @@ def hidden_widths(config: NetConfig) -> list[int]:
     return [first] + [config.d_hidden] * (config.n_layers - 1)
 
 
+class MembersAsRows(nn.Module):
+    """Runs a per-channel layer (BatchNorm, PReLU) on TabM's (B, k, d) tensor as (B * k, d) rows.
+
+    The k members then share the layer: its statistics and slopes are the backbone's, like its weight.
+    """
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+
 def _hidden_block(config: NetConfig, d_prev: int, width: int, with_dropout: bool) -> nn.Sequential:
     placement = config.batchnorm
+    per_channel = MembersAsRows if config.k_ensemble > 1 else (lambda layer: layer)
     layers: list[tuple[str, nn.Module]] = [("linear", nn.Linear(d_prev, width, bias=placement != "before"))]
     if placement == "before":
-        layers.append(("bn", _batchnorm(width, config)))
-    layers.append(("act", make_activation(config, width)))
+        layers.append(("bn", per_channel(_batchnorm(width, config))))
+    act = make_activation(config, width)
+    layers.append(("act", per_channel(act) if isinstance(act, nn.PReLU) else act))
     if placement == "after":
-        layers.append(("bn", _batchnorm(width, config)))
+        layers.append(("bn", per_channel(_batchnorm(width, config))))
     if with_dropout:
         layers.append(("dropout", _dropout(config)))
     return nn.Sequential(OrderedDict(layers))

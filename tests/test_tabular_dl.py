@@ -93,9 +93,19 @@ def test_tabm_trains_on_the_mean_of_the_member_losses() -> None:
     assert shared and shared[0].norm(dim=1).max() <= 1.0 + 1e-5, "max-norm holds on TabM's shared weight"
 
 
+@pytest.mark.parametrize("extra", [{"batchnorm": "before", "activation": "prelu"}, {"batchnorm": "after", "dropout": 0.2}])
+def test_tabm_members_share_batchnorm_and_prelu(extra: dict) -> None:
+    net = build_mlp(NetConfig(n_layers=2, d_hidden=8, k_ensemble=3, **extra), d_in=4, d_out=2)
+    X = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    result = train(net, TrainData(X[:48], y[:48], X[48:], y[48:]), TrainConfig(max_epochs=2), task="multiclass",
+                   device="cpu")
+    assert result.status == "completed" and net(torch.as_tensor(X)).shape == (64, 3, 2)
+    bn = net.hidden0.bn.layer
+    assert bn.num_features == 8 and bn.running_mean.abs().sum() > 0, "BatchNorm saw the members' rows"
+
+
 @pytest.mark.parametrize(("extra", "message"), [
-    ({"k_ensemble": 2, "batchnorm": "before"}, "batchnorm none or input"),
-    ({"k_ensemble": 2, "activation": "prelu"}, "prelu"),
     ({"k_ensemble": 0}, "k_ensemble"),
     ({"num_embedding": "plr", "embedded_columns": [0, 9]}, "embedded_columns"),
     ({"num_embedding": "fourier"}, "num_embedding"),
