@@ -71,6 +71,8 @@ ENVS = {
     "flaml": Env(steps=(("flaml[automl]==2.7.0", "pyarrow==26.0.1"),)),
     "autogluon": Env(steps=((TORCH,), ("autogluon.tabular[all]==1.6.3",)),
                      fallback=(("autogluon.tabular[lightgbm,xgboost,catboost]==1.6.3",),)),
+    # RealMLP and TabM need only pytabkit's base requirements (torch, pytorch-lightning, scikit-learn, pandas)
+    "pytabkit": Env(steps=((TORCH,), ("pytabkit==1.8.0", "pyarrow==26.0.1"))),
 }
 
 
@@ -80,15 +82,20 @@ class System:
     runner: str
     rows: tuple[str, ...]  # the result rows the runner writes (automl-dnn writes two)
     tracks_package: bool = False  # its cache key includes the automl-dnn source hash
+    deps: tuple[str, ...] = ()  # more files of quality_systems/ the runner imports (part of its cache key)
 
 
 SYSTEMS = {
     "automl-dnn": System("main", "automl_dnn_cli.py", ("automl-dnn", "automl-dnn-best-net"), tracks_package=True),
+    "automl-dnn-nets": System("main", "automl_dnn_nets.py", ("automl-dnn-nets",), tracks_package=True,
+                              deps=("automl_dnn_cli.py",)),
     "xgboost-default": System("gbdt", "xgboost_default.py", ("xgboost-default",)),
     "lightgbm-default": System("gbdt", "lightgbm_default.py", ("lightgbm-default",)),
     "xgboost-optuna": System("gbdt", "xgboost_optuna.py", ("xgboost-optuna",)),
     "flaml": System("flaml", "flaml_automl.py", ("flaml",)),
     "autogluon": System("autogluon", "autogluon_tabular.py", ("autogluon",)),
+    "realmlp": System("pytabkit", "pytabkit_realmlp.py", ("realmlp",), deps=("_pytabkit.py",)),
+    "tabm": System("pytabkit", "pytabkit_tabm.py", ("tabm",), deps=("_pytabkit.py",)),
 }
 PRIMARY = {"binary": ("roc_auc", "max"), "multiclass": ("accuracy", "max"), "regression": ("rmse", "min")}
 SECONDARY = {"binary": "logloss", "multiclass": "logloss", "regression": "r2"}
@@ -296,7 +303,7 @@ def cache_file(row: str, dataset: str, budget: float) -> Path:
 
 def cache_key(name: str, split_hash: str, budget: float, with_package: bool = True) -> str:
     system = SYSTEMS[name]
-    runner_hash = files_hash([RUNNERS / system.runner, RUNNERS / "_common.py"])
+    runner_hash = files_hash([RUNNERS / f for f in (system.runner, "_common.py", *system.deps)])
     parts = [HARNESS_VERSION, name, split_hash, f"{budget:g}", runner_hash, ENVS[system.env].spec(),
              json.dumps(RUN_ENV)]
     if system.tracks_package and with_package:
@@ -372,7 +379,7 @@ def run_system(name: str, ds: dict[str, Any], budget: float) -> None:
         rec = records[row]
         log(f"  {row}: {rec.get('metrics') or rec.get('error')} fit {rec.get('fit_s', float('nan')):.1f} s, "
             f"peak {proc['peak_rss_mb']:.0f} MB")
-    if name != "automl-dnn":  # keep automl-dnn's run folder for a look; the others can be large
+    if not system.tracks_package:  # keep automl-dnn's run folders for a look; the others can be large
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -522,6 +529,30 @@ def table(datasets: list[dict[str, Any]], systems: list[str], budget: float, res
                 f"{rec['fit_s']:.0f} | {fmt(info.get('search_s'), 0)} | {fmt(info.get('gbt_s'), 0)} "
                 f"({info.get('gbt_trials', '–')}) | {fmt(rest, 0)} | {rec['predict_s']:.1f} | {members} | "
                 f"{best_text} |")
+        lines.append("")
+    if "automl-dnn-nets" in rows:
+        lines.append("automl-dnn-nets (`fit --no-gbt`: nets only, all cores and the whole budget): trials of the "
+                     "study (complete / pruned / failed), search s (fit start to the last trial's end), rest s "
+                     "(fit - search: ensemble weights, export and start-up), and the ensemble's members:")
+        lines.append("")
+        lines.append("| dataset | trials C/P/F | fit s | search s | rest s | predict s | members (weight) |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for ds in datasets:
+            rec = results.get(("automl-dnn-nets", ds["name"]))
+            if rec is None:
+                continue
+            if rec["status"] != "ok":
+                first = (rec.get("error") or "").strip().splitlines() or [""]
+                lines.append(f"| {ds['name']} | error: {first[0][:120]} |||||| ")
+                continue
+            info = rec.get("info", {})
+            t = info.get("trials", {})
+            members = ", ".join(f"{m['name']} ({m['weight']:.2f})" for m in info.get("members", []))
+            rest = rec["fit_s"] - info["search_s"] if "search_s" in info else None
+            lines.append(
+                f"| {ds['name']} | {t.get('COMPLETE', 0)}/{t.get('PRUNED', 0)}/{t.get('FAIL', 0)} | "
+                f"{rec['fit_s']:.0f} | {fmt(info.get('search_s'), 0)} | {fmt(rest, 0)} | {rec['predict_s']:.1f} | "
+                f"{members} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
