@@ -413,7 +413,7 @@ def test_quantile_scaling_is_standard_normal():
 
 
 def test_json_round_trip_is_bit_identical(messy):
-    for scaling in ("standard", "quantile", "none"):
+    for scaling in ("standard", "quantile", "robust", "none"):
         pre = FeaturePreprocessor().fit(messy.iloc[:150], scaling=scaling)
         pre2 = FeaturePreprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
         test = messy.iloc[150:]
@@ -531,3 +531,182 @@ def test_id_detection_sorted_or_range():
     assert {d["name"] for d in pre.dropped_} == {"sorted_ts", "shuffled_ids"}
     small = FeaturePreprocessor().fit(df.iloc[:15])  # too few rows to call anything an ID
     assert small.dropped_ == []
+
+
+# ---------------------------------------------------------------------------------------------
+# robust scaling (RealMLP-TD: median, IQR, smooth clip)
+
+
+def _clip(z: float) -> float:
+    return z / np.sqrt(1 + (z / 3) ** 2)
+
+
+def test_robust_scaling_exact_values():
+    train = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, 100.0, np.nan]})
+    pre = FeaturePreprocessor().fit(train, scaling="robust")
+    stats = pre.columns_[0]["stats"]
+    # observed 1, 2, 3, 4, 100: median 3, q25 = 2, q75 = 4 (linear interpolation) -> spread 2
+    assert stats == {"median": 3.0, "spread": 2.0}
+    X = pre.transform(pd.DataFrame({"x": [3.0, 9.0, 1.0, 100.0, np.nan, -1e308, 1e308]}))
+    assert pre.feature_names_ == ["x", "x__missing"]
+    assert X[0, 0] == 0.0 and X[4, 0] == 0.0  # the median, and a missing cell imputed with it
+    assert X[1, 0] == pytest.approx(3 / np.sqrt(2), rel=1e-6)  # z = (9 - 3) / 2 = 3 -> 3 / sqrt(2)
+    assert X[2, 0] == pytest.approx(-3 / np.sqrt(10), rel=1e-6)  # z = -1 -> -1 / sqrt(1 + 1/9)
+    assert X[3, 0] == pytest.approx(_clip(48.5), rel=1e-6)
+    assert X[5, 0] == pytest.approx(-3.0) and X[6, 0] == pytest.approx(3.0)  # no overflow to 0 or NaN
+    assert X[:, 1].tolist() == [0, 0, 0, 0, 1, 0, 0]
+    assert np.abs(X[:, 0]).max() <= 3.0
+
+
+def test_robust_scaling_zero_iqr_falls_back_to_half_range():
+    # more than half the rows are 0: q25 = q75 = 0, so the spread is (max - min) / 2 = (10 - -2) / 2 = 6
+    train = pd.DataFrame({"x": [0.0] * 6 + [-2.0, 10.0]})
+    pre = FeaturePreprocessor().fit(train, scaling="robust")
+    assert pre.columns_[0]["stats"] == {"median": 0.0, "spread": 6.0}
+    X = pre.transform(train)[:, 0]
+    assert X[:6].tolist() == [0.0] * 6
+    assert X[7] == pytest.approx(_clip(10 / 6), rel=1e-6)
+    assert X[6] == pytest.approx(_clip(-2 / 6), rel=1e-6)
+
+
+def test_robust_scaling_column_constant_in_training_maps_to_zero():
+    # constant with missing cells: kept (its indicator carries information), spread 0 -> the values are 0
+    when = pd.Series(["2021-03-01", "2021-03-02", "2021-03-03", "2021-03-04"] * 2)
+    train = pd.DataFrame({"x": [5.0, 5.0, np.nan, 5.0] * 2, "when": when})
+    pre = FeaturePreprocessor().fit(train, scaling="robust")
+    assert pre.columns_[0]["stats"] == {"median": 5.0, "spread": 0.0}
+    X = pre.transform(pd.DataFrame({"x": [5.0, 1e6, np.nan, -3.0], "when": when[:4]}))
+    names = pre.feature_names_
+    assert X[:, names.index("x")].tolist() == [0.0] * 4
+    assert X[:, names.index("x__missing")].tolist() == [0, 0, 1, 0]
+    # a date part: day 1..4 -> median 2.5, q25 = 1.75, q75 = 3.25, spread 1.5
+    day = next(p for p in pre.columns_[1]["parts"] if p["part"] == "day")
+    assert day["stats"] == {"median": 2.5, "spread": 1.5}
+    np.testing.assert_allclose(X[:, names.index("when__day")], [_clip(v / 1.5) for v in (-1.5, -0.5, 0.5, 1.5)],
+                               rtol=1e-6)
+
+
+def test_robust_scaling_bounded_on_messy_data(messy):
+    pre = FeaturePreprocessor().fit(messy.iloc[:150], scaling="robust")
+    X = pre.transform(messy)
+    assert np.isfinite(X).all() and np.abs(X).max() <= 3.0
+    assert pre.to_dict()["scaling"] == "robust"
+
+
+def test_from_dict_refuses_unknown_scaling_and_version(messy):
+    d = FeaturePreprocessor().fit(messy).to_dict()
+    with pytest.raises(AutoDNNError, match="scaling 'fancy'"):
+        FeaturePreprocessor.from_dict(dict(d, scaling="fancy"))
+    with pytest.raises(AutoDNNError, match="version 3"):
+        FeaturePreprocessor.from_dict(dict(d, version=3))
+    with pytest.raises(ValueError, match="'robust'"):
+        FeaturePreprocessor().fit(messy, scaling="minmax")
+
+
+# ---------------------------------------------------------------------------------------------
+# XGBoost's categories: every training level, no 64 cap
+
+
+def _many_levels(n_levels: int, per_level: int) -> pd.DataFrame:
+    levels = [f"v{i:05d}" for i in range(n_levels)]
+    return pd.DataFrame({"c": np.repeat(levels, per_level), "x": np.arange(n_levels * per_level) % 7 * 1.0})
+
+
+def test_gbt_keeps_every_level_while_one_hot_keeps_its_cap():
+    train = _many_levels(200, 5)  # 1000 rows: min_count 5, so every level could be one-hot, but the cap is 64
+    pre = FeaturePreprocessor().fit(train)
+    onehot = [n for n in pre.feature_names_ if n.startswith("c=")]
+    assert len(onehot) == 64 + 1 and onehot[-1] == "c=__rare__"
+    gbt = pre.transform_for_gbt(train)
+    assert list(gbt["c"].cat.categories) == sorted(train["c"].unique()) and len(gbt["c"].cat.categories) == 200
+    assert gbt["c"].astype(str).tolist() == train["c"].tolist()  # no level folded, none missing
+    # levels seen once are kept too (XGBoost's min_child_weight / lambda judge them, not min_frequency)
+    once = pd.concat([train, pd.DataFrame({"c": ["solo"], "x": [1.0]})], ignore_index=True)
+    assert "solo" in FeaturePreprocessor().fit(once).transform_for_gbt(once)["c"].cat.categories
+    back = FeaturePreprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
+    pd.testing.assert_frame_equal(back.transform_for_gbt(train), gbt)
+
+
+def test_gbt_unseen_level_is_missing():
+    train = _many_levels(200, 5)
+    train.loc[::50, "c"] = None  # a missing level too
+    pre = FeaturePreprocessor().fit(train)
+    new = pd.DataFrame({"c": ["v00003", "never-seen", None, "v00199"], "x": [1.0] * 4})
+    report: list[str] = []
+    got = pre.transform_for_gbt(new, report=report)["c"]
+    assert got.isna().tolist() == [False, True, True, False]
+    assert got.astype(object).tolist()[0] == "v00003"
+    assert report == ["column 'c': 1 values not seen in training were treated as unknown"]
+    # the nets' one-hot maps the same unseen value to __rare__ (this column has it), without a note
+    X = pre.transform(new, report=report)
+    assert X[1, pre.feature_names_.index("c=__rare__")] == 1.0 and len(report) == 1
+
+
+def test_gbt_and_nets_share_one_note_for_an_unseen_level(messy):
+    pre = FeaturePreprocessor().fit(messy)
+    new = messy.iloc[10:14].copy()  # rows without odd cells
+    new["color"] = "purple"  # color has no __rare__: all zeros for the nets, missing for XGBoost
+    notes: list[str] = []
+    pre.transform(new, report=notes)
+    pre.transform_for_gbt(new, report=notes)
+    assert set(notes) == {"column 'color': 4 values not seen in training were treated as unknown"}
+
+
+def test_gbt_old_format_spec_still_transforms():
+    train = _many_levels(200, 5)
+    pre = FeaturePreprocessor().fit(train)
+    old = pre.to_dict()
+    old["version"] = 1
+    for spec in old["columns"]:
+        spec.pop("gbt_levels", None)
+    pre_old = FeaturePreprocessor.from_dict(json.loads(json.dumps(old)))
+    gbt = pre_old.transform_for_gbt(pd.concat([train, pd.DataFrame({"c": ["new"], "x": [0.0]})], ignore_index=True))
+    cats = list(gbt["c"].cat.categories)
+    assert len(cats) == 65 and cats[-1] == "__rare__"  # the one-hot levels, as before gbt_levels
+    assert gbt["c"].iloc[-1] == "__rare__" and not gbt["c"].isna().any()
+    np.testing.assert_array_equal(pre_old.transform(train), pre.transform(train))
+
+
+def test_gbt_ten_thousand_levels_stay_narrow():
+    train = _many_levels(10_000, 2)
+    pre = FeaturePreprocessor(min_frequency=1).fit(train)
+    assert pre.n_features_ == 1 + 65  # x, and the one-hot's 64 levels + __rare__
+    gbt = pre.transform_for_gbt(train)
+    assert gbt.shape == (20_000, 2) and len(gbt["c"].cat.categories) == 10_000
+    assert gbt["c"].cat.codes.dtype == np.int16  # one small code per row, nothing rows x levels wide
+    assert not any("XGBoost keeps" in n for n in pre.notes_)
+
+
+def test_gbt_levels_capped_at_the_most_frequent(monkeypatch):
+    from automl_dnn.data import preprocessing
+
+    monkeypatch.setattr(preprocessing, "GBT_MAX_LEVELS", 3)
+    train = pd.DataFrame({"c": list("aaaabbbccd") * 3, "x": np.arange(30.0) % 4})
+    pre = FeaturePreprocessor(min_frequency=1).fit(train)
+    assert pre.columns_[0]["gbt_levels"] == ["a", "b", "c"]
+    assert pre.transform_for_gbt(train)["c"].isna().sum() == 3  # the 3 rows of 'd'
+    assert any("XGBoost keeps the 3 most frequent of its 4 values" in n for n in pre.notes_)
+
+
+# ---------------------------------------------------------------------------------------------
+# continuous features (for numeric embeddings)
+
+
+def test_continuous_features_are_numbers_and_date_parts():
+    df = pd.DataFrame({
+        "num": [1.0, 2.0, np.nan, 4.0, 5.0, 6.0],
+        "cat": ["a", "b", "a", "b", "a", "b"],
+        "when": ["2020-01-01", "2020-02-03", "2021-03-05", None, "2022-05-09", "2023-07-11"],
+        "full": [0.5, 1.5, 2.5, 3.5, 4.5, 0.0],
+    })
+    pre = FeaturePreprocessor(min_frequency=1).fit(df)
+    names = pre.feature_names_
+    assert names == ["num", "num__missing", "cat=a", "cat=b", "when__year", "when__month", "when__day",
+                     "when__day_of_week", "when__day_of_year", "when__missing", "full"]
+    expected = [0, 4, 5, 6, 7, 8, 10]
+    assert pre.continuous_features_ == expected
+    loaded = FeaturePreprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
+    assert loaded.continuous_features_ == expected
+    X = pre.transform(df)
+    indicators = [j for j in range(len(names)) if j not in expected]
+    assert set(np.unique(X[:, indicators])) <= {0.0, 1.0}

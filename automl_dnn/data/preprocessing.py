@@ -4,11 +4,13 @@
 
 - numbers: +-inf and unreadable cells become missing; missing values get the training median plus a
   ``NAME__missing`` indicator column (only for columns with missing values in training); then
-  ``standard`` (mean/std), ``quantile`` (to a standard normal through stored quantiles) or ``none``;
+  ``standard`` (mean/std), ``quantile`` (to a standard normal through stored quantiles), ``robust``
+  (below) or ``none``;
 - text: mostly numbers (>= 95 %) -> numbers; mostly dates (>= 90 % of cells, each holding digits like
   a date) -> dates; otherwise categories;
 - dates -> ``NAME__year``, ``__month``, ``__day``, ``__day_of_week``, ``__day_of_year`` (and ``__hour``
   when times are not all midnight), parts constant in training left out, plus ``NAME__missing``;
+  each part is scaled like a number;
 - categories (booleans, text, pandas ``category``) -> one-hot ``NAME=LEVEL``; missing cells are the
   level ``__missing__``; levels seen in fewer than ``min_frequency`` training rows (default
   ``max(2, min(5, n // 100), ceil(n / 1000))``) or beyond the ``max_categories`` (64) most frequent
@@ -16,6 +18,31 @@
   has it, else to all zeros;
 - dropped with a note: all-missing columns, constant columns, ID-like columns (at least 20 rows, all
   values different and either integers that are sorted or fill most of their range, or text keys).
+
+``robust`` scaling is RealMLP-TD's ("robust scale + smooth clip"; Holzmueller, Grinsztajn, Steinwart,
+"Better by Default: Strong Pre-Tuned MLPs and Boosted Trees on Tabular Data", NeurIPS 2024; the same
+steps as pytabkit's ``median_center``, ``robust_scale`` and ``smooth_clip`` transforms,
+``pytabkit/models/nn_models/pipeline.py: RobustScaleFactory`` and ``models.py: smooth_clip_func``).
+Per number (or date part) x, with statistics of the observed training values (missing cells are
+imputed with the median first, so they map to exactly 0)::
+
+    m = q_0.5(x)                                    the median (also the imputation value)
+    s = q_0.75(x) - q_0.25(x)                       the interquartile range, or when it is 0
+    s = (max(x) - min(x)) / 2                       half the range (pytabkit: 0.5 * (max - min))
+    z = (x - m) / s,  z = 0 when s = 0              (a column constant in training maps to 0)
+    f(z) = z / sqrt(1 + (z / 3)^2)                  smooth clipping into (-3, 3): f(z) ~ z near 0
+
+Quantiles are numpy's linear interpolation (the default of ``np.quantile``, as pytabkit's
+``torch_np_quantile``). The JSON keeps ``median`` and ``spread`` (= s) per number.
+
+XGBoost (``transform_for_gbt``) reads categories natively, so it gets its own levels per column,
+``gbt_levels`` in the JSON: every level seen in training (the ``GBT_MAX_LEVELS`` = 10,000 most frequent
+at most), with no ``min_frequency`` and no ``__rare__`` folding; values outside them (unseen, or beyond
+the cap) are missing. A column spec saved without ``gbt_levels`` (before format version 2) keeps the
+one-hot levels there, as it always did.
+
+``continuous_features_`` lists the output columns of ``transform`` that hold a number or a date part
+(not missing indicators, not one-hot levels), for numeric embeddings inside the net.
 """
 
 from __future__ import annotations
@@ -37,8 +64,14 @@ DATE_PARTS = ("year", "month", "day", "day_of_week", "day_of_year", "hour")
 ID_MIN_ROWS = 20  # below this, "every value is different" says nothing about a column being a key
 DEFAULT_MAX_BYTES = 4 * 1024**3
 QUANTILE_EPS = 1e-7  # clip before ndtri: +-5.2 standard deviations at most (scikit-learn's bound)
+SCALINGS = ("standard", "quantile", "robust", "none")
+SMOOTH_CLIP = 3.0  # robust scaling's smooth clip bound: f(z) = z / sqrt(1 + (z / 3)^2) (RealMLP-TD)
+GBT_MAX_LEVELS = 10_000  # levels per column kept for XGBoost's native categoricals (most frequent first)
 FORMAT_NAME = "automl_dnn.FeaturePreprocessor"
-FORMAT_VERSION = 1
+#: 2 adds ``robust`` scaling and ``gbt_levels``; an older reader would ignore both and predict
+#: differently, so it must refuse the file. Version 1 files still load (without ``gbt_levels``).
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 _DATE_LIKE = re.compile(r"\d{4}|\d{1,2}[-/.]\d{1,2}")
 
@@ -119,7 +152,22 @@ def _scale_stats(observed: np.ndarray, scaling: str) -> dict:
         k = int(min(1000, max(2, len(observed))))
         q = np.percentile(observed, np.linspace(0, 100, k))
         stats["quantiles"] = [float(v) for v in np.maximum.accumulate(q)]
+    elif scaling == "robust":
+        q25, q75 = np.quantile(observed, [0.25, 0.75])
+        spread = float(q75 - q25)
+        if not spread > 0:  # the middle half is one value: half the range (0 for a constant column)
+            spread = 0.5 * float(observed.max() - observed.min())
+        stats["spread"] = spread if spread > 0 and math.isfinite(spread) else 0.0
     return stats
+
+
+def smooth_clip(z: np.ndarray) -> np.ndarray:
+    """RealMLP's smooth clipping f(z) = z / sqrt(1 + (z / 3)^2): ~z near 0, tends to +-3.
+
+    Written as z / hypot(1, z / 3) so that huge |z| gives +-3 instead of overflowing to 0 or NaN.
+    """
+    z = np.clip(z, -1e300, 1e300)
+    return z / np.hypot(1.0, z / SMOOTH_CLIP)
 
 
 def _apply_scaling(x: np.ndarray, stats: dict, scaling: str) -> np.ndarray:
@@ -135,7 +183,17 @@ def _apply_scaling(x: np.ndarray, stats: dict, scaling: str) -> np.ndarray:
         # Average of interpolating up and down, so runs of equal quantiles map to their middle.
         u = 0.5 * (np.interp(x, q, p) - np.interp(-x, -q[::-1], -p[::-1]))
         return ndtri(np.clip(u, QUANTILE_EPS, 1 - QUANTILE_EPS))
+    if scaling == "robust":
+        spread = stats["spread"]
+        z = (x - stats["median"]) / spread if spread > 0 else np.zeros_like(x)
+        return smooth_clip(z)
     return x
+
+
+def _unseen_note(name: str, n: int) -> str:
+    """One wording for both paths (the nets: all zeros; XGBoost: missing), so a prediction's notes,
+    which drop repeats, show one line per column."""
+    return f"column {name!r}: {n} values not seen in training were treated as unknown"
 
 
 def _fmt_bytes(n: float) -> str:
@@ -171,8 +229,8 @@ class FeaturePreprocessor:
 
     def fit(self, df: pd.DataFrame, scaling: str = "standard") -> FeaturePreprocessor:
         """Type every column, decide what to drop, and learn imputation, scaling and levels."""
-        if scaling not in ("standard", "quantile", "none"):
-            raise ValueError(f"scaling must be 'standard', 'quantile' or 'none', got {scaling!r}")
+        if scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {', '.join(map(repr, SCALINGS))}, got {scaling!r}")
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"fit expects a pandas DataFrame, got {type(df).__name__}")
         names = [str(c) for c in df.columns]
@@ -326,7 +384,23 @@ class FeaturePreprocessor:
         if len(counts) > self.max_categories:
             self.notes_.append(f"column {name!r} has {len(counts)} distinct values; kept at most the "
                                f"{self.max_categories} most frequent, the rest are {RARE_LEVEL!r}")
+        spec["gbt_levels"] = self._gbt_levels(counts)
+        if len(counts) > GBT_MAX_LEVELS:
+            self.notes_.append(f"column {name!r}: XGBoost keeps the {GBT_MAX_LEVELS} most frequent of its "
+                               f"{len(counts)} values; the others are missing for it")
         return spec
+
+    @staticmethod
+    def _gbt_levels(counts: pd.Series) -> list[str]:
+        """XGBoost's levels: every training level (sorted), the GBT_MAX_LEVELS most frequent at most.
+
+        No min_frequency here: XGBoost's own knobs (max_cat_to_onehot, min_child_weight, lambda on the
+        sort key G / (H + lambda) of its partition splits) decide what a rare level is worth.
+        """
+        if len(counts) <= GBT_MAX_LEVELS:
+            return sorted(str(lvl) for lvl in counts.index)
+        ranked = sorted(((int(c), str(lvl)) for lvl, c in counts.items()), key=lambda t: (-t[0], t[1]))
+        return sorted(lvl for _, lvl in ranked[:GBT_MAX_LEVELS])
 
     def _set_levels(self, spec: dict, cap: int) -> None:
         """Frequent levels (sorted), then __rare__ and __missing__ when needed."""
@@ -364,20 +438,30 @@ class FeaturePreprocessor:
 
     # -- output names -----------------------------------------------------------------------
 
-    @property
-    def feature_names_(self) -> list[str]:
-        names: list[str] = []
+    def _outputs(self) -> list[tuple[str, bool]]:
+        """(name, holds a number or date part) per output column of transform, in order."""
+        out: list[tuple[str, bool]] = []
         for spec in self.columns_:
             name, kind = spec["name"], spec["kind"]
             if kind == "numeric":
-                names.append(name)
+                out.append((name, True))
             elif kind == "date":
-                names.extend(f"{name}__{p['part']}" for p in spec["parts"])
+                out.extend((f"{name}__{p['part']}", True) for p in spec["parts"])
             else:
-                names.extend(f"{name}={lvl}" for lvl in spec["levels"])
+                out.extend((f"{name}={lvl}", False) for lvl in spec["levels"])
             if spec.get("missing_indicator"):
-                names.append(f"{name}__missing")
-        return names
+                out.append((f"{name}__missing", False))
+        return out
+
+    @property
+    def feature_names_(self) -> list[str]:
+        return [name for name, _ in self._outputs()]
+
+    @property
+    def continuous_features_(self) -> list[int]:
+        """Indices of transform's output columns that come from numbers or date parts (scaled values),
+        not missing indicators or one-hot levels: the columns numeric embeddings apply to."""
+        return [j for j, (_, continuous) in enumerate(self._outputs()) if continuous]
 
     @property
     def n_features_(self) -> int:
@@ -474,8 +558,7 @@ class FeaturePreprocessor:
         unseen = np.array([t is not None and t not in known for t in texts] + [False], dtype=bool)
         n_unseen = int(unseen[codes].sum()) if len(codes) else 0
         if n_unseen and other_code < 0:
-            report.append(f"column {spec['name']!r}: {n_unseen} values not seen in training were "
-                          f"encoded as all zeros")
+            report.append(_unseen_note(spec["name"], n_unseen))
         return mapped[codes]  # code -1 picks the appended missing entry
 
     def transform_for_gbt(self, df: pd.DataFrame, report: list[str] | None = None) -> pd.DataFrame:
@@ -485,7 +568,9 @@ class FeaturePreprocessor:
         out: dict[str, Any] = {}
         for spec in self.columns_:
             name, s = spec["name"], cols[spec["name"]]
-            if spec["kind"] == "categorical":
+            if spec["kind"] == "categorical" and "gbt_levels" in spec:
+                out[name] = self._gbt_categorical(spec, s, report)
+            elif spec["kind"] == "categorical":  # saved before gbt_levels: the one-hot levels, as then
                 cats = [lvl for lvl in spec["levels"] if lvl != MISSING_LEVEL]
                 codes = self._level_codes(spec, s, report)
                 miss = spec["levels"].index(MISSING_LEVEL) if MISSING_LEVEL in spec["levels"] else -2
@@ -497,6 +582,23 @@ class FeaturePreprocessor:
                 for p, (x, _) in zip(spec["parts"], self._raw_numbers(spec, s, report)[0]):
                     out[f"{name}__{p['part']}"] = x.astype(np.float32)
         return pd.DataFrame(out, index=pd.RangeIndex(len(df)))
+
+    @staticmethod
+    def _gbt_categorical(spec: dict, s: pd.Series, report: list[str]) -> pd.Categorical:
+        """The column as a Categorical over its gbt_levels; missing, unseen or past-the-cap -> NaN.
+
+        Work is per distinct value plus one code per row: nothing rows x levels wide.
+        """
+        levels = spec["gbt_levels"]
+        index = {lvl: i for i, lvl in enumerate(levels)}
+        codes, texts = _text_levels(s)
+        mapped = np.array([index.get(t, -1) if t is not None else -1 for t in texts] + [-1], dtype=np.int64)
+        unseen = np.array([t is not None and t != MISSING_LEVEL and t not in index for t in texts] + [False],
+                          dtype=bool)
+        n_unseen = int(unseen[codes].sum()) if len(codes) else 0
+        if n_unseen:
+            report.append(_unseen_note(spec["name"], n_unseen))
+        return pd.Categorical.from_codes(mapped[codes], categories=levels)  # -1 is NaN
 
     # -- JSON -------------------------------------------------------------------------------
 
@@ -519,9 +621,13 @@ class FeaturePreprocessor:
         if not isinstance(d, dict) or d.get("format") != FORMAT_NAME:
             raise ModelFormatError("preprocessor data is not an automl_dnn feature preprocessor; "
                                    "re-export the model")
-        if d.get("version") != FORMAT_VERSION:
+        if d.get("version") not in READABLE_VERSIONS:
             raise ModelFormatError(f"preprocessor format version {d.get('version')!r} is not "
-                                   f"supported (this version reads {FORMAT_VERSION}); upgrade automl-dnn")
+                                   f"supported (this version reads {READABLE_VERSIONS[0]} to "
+                                   f"{READABLE_VERSIONS[-1]}); upgrade automl-dnn")
+        if d.get("scaling") not in SCALINGS:
+            raise ModelFormatError(f"preprocessor scaling {d.get('scaling')!r} is not known to this version "
+                                   f"({', '.join(SCALINGS)}); upgrade automl-dnn")
         try:
             pre = cls(min_frequency=d["min_frequency"], max_categories=int(d["max_categories"]),
                       max_bytes=int(d["max_bytes"]))
