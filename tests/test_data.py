@@ -481,14 +481,19 @@ def test_min_frequency_and_max_categories():
     df = pd.DataFrame({"c": ["a"] * 50 + ["b"] * 30 + ["c"] * 3 + ["d"] * 2, "x": np.arange(85.0) % 5})
     pre = FeaturePreprocessor(min_frequency=5).fit(df)
     assert [n for n in pre.feature_names_ if n.startswith("c=")] == ["c=a", "c=b", "c=__rare__"]
+    # more frequent levels than max_categories: one column of level codes for the nets' embeddings
     pre = FeaturePreprocessor(min_frequency=1, max_categories=2).fit(df)
-    assert [n for n in pre.feature_names_ if n.startswith("c=")] == ["c=a", "c=b", "c=__rare__"]
+    assert [n for n in pre.feature_names_ if n.startswith("c")] == ["c__code"]
+    assert pre.categorical_features_ == [(0, 5)]  # a, b, c, d and the reserved 0
+    codes = pre.transform(pd.DataFrame({"c": ["a", "d", "zz"], "x": [0.0] * 3}))[:, 0]
+    assert codes.tolist() == [1.0, 4.0, 0.0]
 
 
 def test_memory_guard(messy):
-    pre = FeaturePreprocessor(max_bytes=200 * 28 * 4, min_frequency=1).fit(messy)
+    wide = _many_levels(60, 4)  # 60 one-hot levels (not more than max_categories: no codes)
+    pre = FeaturePreprocessor(max_bytes=240 * 12 * 4, min_frequency=1).fit(wide)
     assert any("at most 8 levels" in n for n in pre.notes_)
-    assert sum(n.startswith("huge=") for n in pre.feature_names_) <= 9
+    assert sum(n.startswith("c=") for n in pre.feature_names_) == 9  # 8 levels + __rare__
     with pytest.raises(DataError, match="feature matrix would take") as info:
         FeaturePreprocessor(max_bytes=1000).fit(messy)
     assert "200 rows" in str(info.value)
@@ -612,11 +617,10 @@ def _many_levels(n_levels: int, per_level: int) -> pd.DataFrame:
     return pd.DataFrame({"c": np.repeat(levels, per_level), "x": np.arange(n_levels * per_level) % 7 * 1.0})
 
 
-def test_gbt_keeps_every_level_while_one_hot_keeps_its_cap():
-    train = _many_levels(200, 5)  # 1000 rows: min_count 5, so every level could be one-hot, but the cap is 64
+def test_gbt_keeps_every_level_while_the_nets_get_codes():
+    train = _many_levels(200, 5)  # 1000 rows, min_count 5: 200 frequent levels, more than one-hot's 64
     pre = FeaturePreprocessor().fit(train)
-    onehot = [n for n in pre.feature_names_ if n.startswith("c=")]
-    assert len(onehot) == 64 + 1 and onehot[-1] == "c=__rare__"
+    assert pre.feature_names_ == ["c__code", "x"] and pre.categorical_features_ == [(0, 201)]
     gbt = pre.transform_for_gbt(train)
     assert list(gbt["c"].cat.categories) == sorted(train["c"].unique()) and len(gbt["c"].cat.categories) == 200
     assert gbt["c"].astype(str).tolist() == train["c"].tolist()  # no level folded, none missing
@@ -637,9 +641,10 @@ def test_gbt_unseen_level_is_missing():
     assert got.isna().tolist() == [False, True, True, False]
     assert got.astype(object).tolist()[0] == "v00003"
     assert report == ["column 'c': 1 values not seen in training were treated as unknown"]
-    # the nets' one-hot maps the same unseen value to __rare__ (this column has it), without a note
+    # the nets' codes map the same unseen value to __rare__ (this column has it), without a note
     X = pre.transform(new, report=report)
-    assert X[1, pre.feature_names_.index("c=__rare__")] == 1.0 and len(report) == 1
+    levels = pre.columns_[0]["levels"]
+    assert X[1, pre.feature_names_.index("c__code")] == levels.index("__rare__") + 1 and len(report) == 1
 
 
 def test_gbt_and_nets_share_one_note_for_an_unseen_level(messy):
@@ -653,7 +658,8 @@ def test_gbt_and_nets_share_one_note_for_an_unseen_level(messy):
 
 
 def test_gbt_old_format_spec_still_transforms():
-    train = _many_levels(200, 5)
+    train = pd.concat([_many_levels(60, 5), pd.DataFrame({"c": [f"once{i}" for i in range(10)], "x": [0.0] * 10})],
+                      ignore_index=True)  # 60 one-hot levels and 10 rare ones folded into __rare__
     pre = FeaturePreprocessor().fit(train)
     old = pre.to_dict()
     old["version"] = 1
@@ -662,7 +668,7 @@ def test_gbt_old_format_spec_still_transforms():
     pre_old = FeaturePreprocessor.from_dict(json.loads(json.dumps(old)))
     gbt = pre_old.transform_for_gbt(pd.concat([train, pd.DataFrame({"c": ["new"], "x": [0.0]})], ignore_index=True))
     cats = list(gbt["c"].cat.categories)
-    assert len(cats) == 65 and cats[-1] == "__rare__"  # the one-hot levels, as before gbt_levels
+    assert len(cats) == 61 and cats[-1] == "__rare__"  # the one-hot levels, as before gbt_levels
     assert gbt["c"].iloc[-1] == "__rare__" and not gbt["c"].isna().any()
     np.testing.assert_array_equal(pre_old.transform(train), pre.transform(train))
 
@@ -670,7 +676,7 @@ def test_gbt_old_format_spec_still_transforms():
 def test_gbt_ten_thousand_levels_stay_narrow():
     train = _many_levels(10_000, 2)
     pre = FeaturePreprocessor(min_frequency=1).fit(train)
-    assert pre.n_features_ == 1 + 65  # x, and the one-hot's 64 levels + __rare__
+    assert pre.n_features_ == 2 and pre.categorical_features_ == [(0, 10_001)]  # codes, and x
     gbt = pre.transform_for_gbt(train)
     assert gbt.shape == (20_000, 2) and len(gbt["c"].cat.categories) == 10_000
     assert gbt["c"].cat.codes.dtype == np.int16  # one small code per row, nothing rows x levels wide

@@ -192,3 +192,45 @@ def test_modern_nets_search_ensemble_export_and_predict(tmp_path, source: str) -
         spread = model.predict_frame(frame.head(5), mc_samples=3)["prediction_std"]
         assert len(spread) == 5 and np.all(np.isfinite(spread)) and np.all(spread >= 0)
     assert report.members and json.loads((tmp_path / "m" / "model.json").read_text())["members"]
+
+
+def _many_levels_frame(n: int = 1200, seed: int = 0):
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    city = rng.integers(0, 120, n)
+    x = rng.normal(size=n)
+    y = np.where(x + (city % 3 == 0) + rng.normal(scale=0.3, size=n) > 0.5, "yes", "no")
+    return pd.DataFrame({"x": x, "city": [f"city-{c}" for c in city], "y": y})
+
+
+def test_a_many_level_column_becomes_codes_with_a_reserved_unseen_code() -> None:
+    from automl_dnn.data import FeaturePreprocessor
+
+    frame = _many_levels_frame()
+    pre = FeaturePreprocessor(min_frequency=1).fit(frame.drop(columns=["y"]))  # every level kept: no __rare__
+    levels = pre.columns_[1]["levels"]
+    assert pre.feature_names_ == ["x", "city__code"] and len(levels) > 64
+    assert pre.categorical_features_ == [(1, len(levels) + 1)] and pre.continuous_features_ == [0]
+    known = [lvl for lvl in levels if lvl.startswith("city-")][:2]
+    X = pre.transform(frame.drop(columns=["y"]).head(3).assign(city=[*known, "nowhere"]))
+    assert X[:, 1].tolist() == [levels.index(known[0]) + 1, levels.index(known[1]) + 1, 0.0]
+
+
+def test_an_unseen_category_at_predict_time_through_the_whole_tool(tmp_path) -> None:
+    from automl_dnn import api
+    from automl_dnn.run_folder import RunDir, load_trial, trial_folder
+
+    frame = _many_levels_frame()
+    space = tmp_path / "space.yaml"
+    space.write_text(MODERN_SPACE.split("enqueue:")[0])
+    _, report = api.fit(frame, target="y", model_dir=tmp_path / "m", out=tmp_path / "run", space=str(space),
+                        n_trials=1, gbt=False, pruner="none", threads=1, quiet=True, progress=False)
+    spec = RunDir(tmp_path / "run").read_spec()
+    net = load_trial(trial_folder(spec["artifacts"], 0)).config["settings"]["net"]
+    assert net["categorical_columns"] == [1] and net["categorical_cardinalities"][0] > 65
+    model = api.load(tmp_path / "m")
+    new = frame.drop(columns=["y"]).iloc[[0, 0, 0, 0]].assign(city=["city-5", "a new city", "another", None])
+    proba = model.predict_proba(new)
+    assert proba.shape == (4, 2) and np.all(np.isfinite(proba))
+    np.testing.assert_array_equal(proba[1], proba[2])  # two unseen cities share the reserved code

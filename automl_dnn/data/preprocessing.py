@@ -13,9 +13,11 @@
   each part is scaled like a number;
 - categories (booleans, text, pandas ``category``) -> one-hot ``NAME=LEVEL``; missing cells are the
   level ``__missing__``; levels seen in fewer than ``min_frequency`` training rows (default
-  ``max(2, min(5, n // 100), ceil(n / 1000))``) or beyond the ``max_categories`` (64) most frequent
-  share the level ``__rare__``; values outside the learned levels go to ``__rare__`` when the column
-  has it, else to all zeros;
+  ``max(2, min(5, n // 100), ceil(n / 1000))``) share the level ``__rare__``; values outside the
+  learned levels go to ``__rare__`` when the column has it, else to all zeros. A column with more
+  frequent levels than ``max_categories`` (64) becomes one column ``NAME__code`` of level codes instead
+  (1..L, the ``CODE_MAX_LEVELS`` most frequent at most; 0 for a value not seen in training), which the
+  nets look up in a learned embedding (``categorical_features_``);
 - dropped with a note: all-missing columns, constant columns, ID-like columns (at least 20 rows, all
   values different and either integers that are sorted or fill most of their range, or text keys).
 
@@ -65,6 +67,7 @@ ID_MIN_ROWS = 20  # below this, "every value is different" says nothing about a 
 DEFAULT_MAX_BYTES = 4 * 1024**3
 QUANTILE_EPS = 1e-7  # clip before ndtri: +-5.2 standard deviations at most (scikit-learn's bound)
 SCALINGS = ("standard", "quantile", "robust", "none")
+CODE_MAX_LEVELS = 10_000  # a column of level codes keeps at most this many (the most frequent) levels
 SMOOTH_CLIP = 3.0  # robust scaling's smooth clip bound: f(z) = z / sqrt(1 + (z / 3)^2) (RealMLP-TD)
 GBT_MAX_LEVELS = 10_000  # levels per column kept for XGBoost's native categoricals (most frequent first)
 FORMAT_NAME = "automl_dnn.FeaturePreprocessor"
@@ -377,11 +380,17 @@ class FeaturePreprocessor:
             self._drop(name, f"constant (every value is {counts.index[0]!r})")
             return None
         spec = {"name": name, "kind": "categorical", "counts": counts, "has_missing": has_missing}
-        self._set_levels(spec, self.max_categories)
+        frequent = int((counts >= self.min_count_).sum())
+        if frequent > self.max_categories:  # too many for one-hot: one column of codes, embedded by the net
+            spec["encoding"] = "code"
+        self._set_levels(spec, CODE_MAX_LEVELS if spec.get("encoding") == "code" else self.max_categories)
         if len(spec["levels"]) <= 1:
             self._drop(name, f"every level is rarer than {self.min_count_} rows")
             return None
-        if len(counts) > self.max_categories:
+        if spec.get("encoding") == "code":
+            self.notes_.append(f"column {name!r} has {frequent} frequent values (more than {self.max_categories}): "
+                               "the nets learn an embedding per level instead of one-hot columns")
+        elif len(counts) > self.max_categories:
             self.notes_.append(f"column {name!r} has {len(counts)} distinct values; kept at most the "
                                f"{self.max_categories} most frequent, the rest are {RARE_LEVEL!r}")
         spec["gbt_levels"] = self._gbt_levels(counts)
@@ -419,7 +428,7 @@ class FeaturePreprocessor:
         while n * self.n_features_ * 4 > self.max_bytes and cap > 8:
             cap = max(8, cap // 2)
             for spec in self.columns_:
-                if spec["kind"] == "categorical":
+                if spec["kind"] == "categorical" and spec.get("encoding") != "code":
                     self._set_levels(spec, cap)
         if cap != self.max_categories:
             self.notes_.append(f"kept at most {cap} levels per categorical column (not "
@@ -447,6 +456,8 @@ class FeaturePreprocessor:
                 out.append((name, True))
             elif kind == "date":
                 out.extend((f"{name}__{p['part']}", True) for p in spec["parts"])
+            elif spec.get("encoding") == "code":
+                out.append((f"{name}__code", False))
             else:
                 out.extend((f"{name}={lvl}", False) for lvl in spec["levels"])
             if spec.get("missing_indicator"):
@@ -462,6 +473,28 @@ class FeaturePreprocessor:
         """Indices of transform's output columns that come from numbers or date parts (scaled values),
         not missing indicators or one-hot levels: the columns numeric embeddings apply to."""
         return [j for j, (_, continuous) in enumerate(self._outputs()) if continuous]
+
+    @property
+    def categorical_features_(self) -> list[tuple[int, int]]:
+        """(output column, number of codes) of each column of level codes: 0 is a level not seen in training,
+        1..L the training levels; the nets look them up in learned embeddings."""
+        found, j = [], 0
+        for spec in self.columns_:
+            if spec.get("encoding") == "code":
+                found.append((j, len(spec["levels"]) + 1))
+            j += self._width(spec)
+        return found
+
+    @staticmethod
+    def _width(spec: dict) -> int:
+        """How many output columns a column spec makes."""
+        if spec["kind"] == "numeric":
+            width = 1
+        elif spec["kind"] == "date":
+            width = len(spec["parts"])
+        else:
+            width = 1 if spec.get("encoding") == "code" else len(spec["levels"])
+        return width + int(bool(spec.get("missing_indicator")))
 
     @property
     def n_features_(self) -> int:
@@ -509,6 +542,8 @@ class FeaturePreprocessor:
 
     def _block(self, spec: dict, s: pd.Series, report: list[str]) -> np.ndarray:
         kind = spec["kind"]
+        if kind == "categorical" and spec.get("encoding") == "code":
+            return (self._level_codes(spec, s, report) + 1).astype(np.float64)[:, None]  # unseen (-1) -> 0
         if kind == "categorical":
             codes = self._level_codes(spec, s, report)
             block = np.zeros((len(s), len(spec["levels"])), dtype=np.float64)
