@@ -123,8 +123,8 @@ def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--test-size", type=_fraction(True), default=0.15, show_default=True),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
         click.option("--amp", is_flag=True, help="Mixed precision (bf16) on CUDA."),
-        click.option("--pruner", type=click.Choice(["hyperband", "median", "none"]), default="hyperband",
-                     show_default=True),
+        click.option("--pruner", type=click.Choice(["halving", "hyperband", "median", "none"]), default="halving",
+                     show_default=True, help="Prunes on the percent of each trial's planned training done."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--quiet", is_flag=True, help="No progress display."),
     ]

@@ -72,7 +72,7 @@ class Objective:
         self.task, self.metric = ctx.spec["task"], ctx.spec["metric"]
         self.encoder = TargetEncoder.from_dict(read_json(self.run.target_path))
         self._data: dict[str, dict[str, np.ndarray]] = {}
-        self._continuous: dict[str, list[int]] = {}
+        self._preprocessors: dict[str, FeaturePreprocessor] = {}
         self.artifacts = Path(ctx.spec["artifacts"])
         self.device = worker_device(ctx.device, ctx.worker_index)
 
@@ -81,31 +81,33 @@ class Objective:
             self._data[scaling] = load_arrays(self.run.data_path(scaling))
         return self._data[scaling]
 
-    def continuous_columns(self, scaling: str) -> list[int]:
-        """The encoded matrix's columns that hold numbers or date parts (not indicators, not one-hot levels)."""
-        if scaling not in self._continuous:
-            pre = FeaturePreprocessor.from_dict(read_json(self.run.preprocess_path(scaling)))
-            self._continuous[scaling] = list(pre.continuous_features_)
-        return self._continuous[scaling]
+    def _columns_of(self, scaling: str) -> FeaturePreprocessor:
+        """The run's fitted preprocessing of this scaling: which encoded columns hold what."""
+        if scaling not in self._preprocessors:
+            self._preprocessors[scaling] = FeaturePreprocessor.from_dict(read_json(self.run.preprocess_path(scaling)))
+        return self._preprocessors[scaling]
 
     def _embedding_inputs(self, settings: TrialSettings, X_train: np.ndarray
                           ) -> tuple[TrialSettings, list[torch.Tensor] | None]:
-        """Point a numeric embedding at the continuous columns; PLE gets quantile bins of the training rows.
+        """Point the embeddings at their columns: level codes always, a numeric embedding at the continuous
+        columns (PLE with quantile bins of the training rows).
 
         Columns constant in the training rows are passed through (a bin needs two distinct edges).
         """
-        net = settings.net
-        if net.num_embedding == "none":
-            return settings, None
-        columns = [c for c in self.continuous_columns(settings.scaling) if np.ptp(X_train[:, c]) > 0]
+        pre = self._columns_of(settings.scaling)
+        codes = pre.categorical_features_
+        net = dataclasses.replace(settings.net, categorical_columns=[c for c, _ in codes] or None,
+                                  categorical_cardinalities=[n for _, n in codes] or None)
         bins = None
-        if net.num_embedding == "ple" and columns:
-            rows = torch.as_tensor(X_train[:, columns])
-            if len(rows) > BIN_ROWS:  # torch.quantile's input limit; quantiles need no more rows
-                rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:BIN_ROWS]]
-            bins = quantile_bins(rows, net.ple_bins)
-        counts = None if bins is None else [len(b) - 1 for b in bins]
-        net = dataclasses.replace(net, embedded_columns=columns, bin_counts=counts)
+        if net.num_embedding != "none":
+            columns = [c for c in pre.continuous_features_ if np.ptp(X_train[:, c]) > 0]
+            if net.num_embedding == "ple" and columns:
+                rows = torch.as_tensor(X_train[:, columns])
+                if len(rows) > BIN_ROWS:  # torch.quantile's input limit; quantiles need no more rows
+                    rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:BIN_ROWS]]
+                bins = quantile_bins(rows, net.ple_bins)
+            net = dataclasses.replace(net, embedded_columns=columns,
+                                      bin_counts=None if bins is None else [len(b) - 1 for b in bins])
         return dataclasses.replace(settings, net=net), bins
 
     def user_space(self, pred: np.ndarray, target: TargetTransform | None = None) -> np.ndarray:
@@ -246,27 +248,75 @@ def worker_device(device: str, worker_index: int) -> str:
     return f"cuda:{worker_index % torch.cuda.device_count()}"
 
 
-class EpochReporter(Callback):
-    """Reports the validation metric each epoch, prunes bad trials, and stops at the deadline."""
+def progress_step(done: int, planned: int) -> int:
+    """The pruner's step: the percent (1..100) of the planned training done, rounded up.
 
-    def __init__(self, trial: optuna.Trial, metric: str, should_stop: Callable[[], bool]) -> None:
+    Trials with different epoch counts (a time budget caps each trial's epochs) are then compared at the
+    same fraction of their own schedule, not at the same raw epoch. Integer arithmetic, so the step of
+    the last unit of work is exactly 100.
+    """
+    if not 0 < done <= planned:
+        raise ValueError(f"done must be in 1..planned, got {done=}, {planned=}")
+    return -(-100 * done // planned)
+
+
+def epoch_step(epoch: int, max_epochs: int, *, fold: int = 0, n_folds: int = 1) -> int:
+    """The pruner's step after `epoch` (0-based) of fold `fold` (0-based) of `n_folds`, each of `max_epochs`.
+
+    The folds of a cross-validated trial share one 1..100 scale: fold f's epochs are units
+    f * max_epochs + 1 .. (f + 1) * max_epochs of n_folds * max_epochs, so later folds never reuse a step.
+    """
+    if not (0 <= epoch < max_epochs and 0 <= fold < n_folds):
+        raise ValueError(f"need 0 <= epoch < max_epochs and 0 <= fold < n_folds, got {epoch=}, {max_epochs=}, "
+                         f"{fold=}, {n_folds=}")
+    return progress_step(fold * max_epochs + epoch + 1, n_folds * max_epochs)
+
+
+class EpochReporter(Callback):
+    """Reports the validation metric after each epoch at the percent of planned training done, prunes
+    bad trials, and stops at the deadline.
+
+    Optuna ignores a second report at the same step, so when several epochs map to one percent (more
+    than 100 planned epochs) only the first is reported: the steps strictly increase. A trial that has
+    done all its planned training (step 100) is never pruned: that saves nothing and loses its net.
+    ``learning_curve`` (``curve``) keeps one value per epoch. A cross-validated trial reports its folds
+    on the same scale: one reporter, ``n_folds``, and ``start_fold(f)`` before training fold f.
+    """
+
+    def __init__(self, trial: optuna.Trial, metric: str, should_stop: Callable[[], bool], *, max_epochs: int,
+                 n_folds: int = 1) -> None:
         self.trial, self.metric, self.should_stop = trial, metric, should_stop
+        self.max_epochs, self.n_folds, self.fold = max_epochs, n_folds, 0
         self.sign = 1.0 if metrics.direction(metric) == "minimize" else -1.0
         self.curve: list[float | None] = []
         self.epoch_seconds = 0.0
+        self.last_step = 0
+
+    def start_fold(self, fold: int) -> None:
+        """The next epochs belong to fold `fold` (0-based); their steps continue after the earlier folds'."""
+        if not 0 <= fold < self.n_folds:
+            raise ValueError(f"fold must be in 0..{self.n_folds - 1}, got {fold=}")
+        self.fold = fold
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> bool:
         value = self.sign * logs["score"]  # the trainer's score is the metric made lower-is-better
         self.curve.append(finite_or_none(value))
         self.epoch_seconds += float(logs.get("seconds", 0.0))
-        if math.isfinite(value):
-            self.trial.report(value, epoch)
-            if self.trial.should_prune():
-                self.trial.set_user_attr("prune_reason", f"pruned at epoch {epoch}: {self.metric}={value:.5g}")
-                self.trial.set_user_attr("learning_curve", self.curve)
-                self.trial.set_user_attr("epoch_seconds", round(self.epoch_seconds, 3))
-                raise optuna.TrialPruned(f"{self.metric}={value:.5g} at epoch {epoch}")
+        step = epoch_step(epoch, self.max_epochs, fold=self.fold, n_folds=self.n_folds)
+        if math.isfinite(value) and step > self.last_step:
+            self.last_step = step
+            self.trial.report(value, step)
+            if step < 100 and self.trial.should_prune():
+                self._prune(epoch, step, value)
         return self.should_stop()
+
+    def _prune(self, epoch: int, step: int, value: float) -> None:
+        where = f"{step}% of the planned training (epoch {epoch + 1} of {self.max_epochs}"
+        where += f", fold {self.fold + 1} of {self.n_folds})" if self.n_folds > 1 else ")"
+        self.trial.set_user_attr("prune_reason", f"pruned at {where}: {self.metric}={value:.5g}")
+        self.trial.set_user_attr("learning_curve", self.curve)
+        self.trial.set_user_attr("epoch_seconds", round(self.epoch_seconds, 3))
+        raise optuna.TrialPruned(f"{self.metric}={value:.5g} at {where}")
 
 
 def finite_or_none(value: float | None) -> float | None:

@@ -1,8 +1,12 @@
 """Optimizers by name and learning-rate schedules as pure functions of the step (techniques.md §5-6).
 
 The schedules are written by hand (no ``torch.optim.lr_scheduler``) so each value is a formula of
-``t`` that a test can check. ``t`` counts mini-batches for power, exponential and 1cycle, and epochs
-for piecewise constant and plateau; both start at 0.
+``t`` that a test can check. ``t`` counts mini-batches for power, exponential, 1cycle and flat_cosine,
+and epochs for piecewise constant and plateau; both start at 0.
+
+A ``Schedule`` also knows its phases, because two other steps of the trainer depend on them: early
+stopping may only fire once the warm-up / high-lr phase is over (``patience_start_epoch``), and
+weight averaging runs over the annealing phase (``averaging_start_epoch``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from automl_dnn.config import TrainConfig
 
 Params = Union[nn.Module, Iterable[torch.Tensor], Iterable[dict[str, Any]]]
 
-SCHEDULES = ("none", "power", "exponential", "piecewise", "plateau", "onecycle")
+SCHEDULES = ("none", "power", "exponential", "piecewise", "plateau", "onecycle", "flat_cosine")
+ONECYCLE_PEAK = 0.45  # 1cycle's lr peaks after 45% of the steps
 ONECYCLE_DIV = 25.0  # the cycle starts and returns to lr_max / 25
 ONECYCLE_FINAL_DIV = 25_000.0  # and ends at lr_max / 25,000
 ONECYCLE_MOMENTUM = (0.95, 0.85)  # (high, low): momentum moves opposite to the lr
@@ -169,7 +174,7 @@ def piecewise_lr(epoch: int, *, lr0: float, boundaries: list[int], factors: list
 def _onecycle_phase(t: float, total_steps: int) -> tuple[int, float]:
     """(phase 0/1/2, fraction done within that phase) at step t of a total_steps cycle."""
     t = min(max(t, 0.0), float(total_steps))
-    up_end, down_end = 0.45 * total_steps, 0.9 * total_steps
+    up_end, down_end = ONECYCLE_PEAK * total_steps, 2 * ONECYCLE_PEAK * total_steps
     if t <= up_end:
         return 0, t / up_end
     if t <= down_end:
@@ -198,6 +203,29 @@ def onecycle_momentum(
     if phase == 1:
         return low + (high - low) * frac
     return high
+
+
+def flat_cosine_lr(t: float, *, lr0: float, total_steps: int, flat_fraction: float) -> float:
+    """lr0 for the first `flat_fraction` of the steps, then half a cosine from lr0 down to 0 at total_steps.
+
+    The end value is 0, as in SGDR's eta_min = 0 (Loshchilov & Hutter, ICLR 2017); the last step the
+    trainer takes is t = total_steps - 1, whose rate is still (just) positive.
+    """
+    t = min(max(t, 0.0), float(total_steps))
+    flat = flat_fraction * total_steps
+    if t <= flat:
+        return lr0
+    progress = (t - flat) / (total_steps - flat)
+    return lr0 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def epoch_at(fraction: float, epochs: int) -> int:
+    """The first epoch (0-based) that starts at or after `fraction` of `epochs` epochs: ceil(fraction * epochs).
+
+    Epoch e covers the fraction [e / epochs, (e + 1) / epochs) of training. Rounded to 9 digits first,
+    so that 0.45 * 20 (9.000000000000002 in floating point) gives epoch 9, not 10.
+    """
+    return math.ceil(round(fraction * epochs, 9))
 
 
 class Plateau:
@@ -234,10 +262,12 @@ class Plateau:
 
 
 class Schedule:
-    """The lr (and 1cycle momentum) a trainer should use, from a TrainConfig.
+    """The lr (and 1cycle momentum) a trainer should use, from a TrainConfig, and the phases of training.
 
     `per_batch` says whether ``lr(t)`` takes the global batch index or the epoch index. ``momentum(t)``
     is None unless the schedule cycles momentum. ``update(valid_loss)`` feeds plateau; others ignore it.
+    ``total_steps`` (batches) scales the per-batch schedules; ``config.max_epochs`` (the trial's own,
+    possibly budget-capped count) scales the per-epoch quantities: piecewise fractions and the phases.
     """
 
     def __init__(self, config: TrainConfig, *, total_steps: int) -> None:
@@ -248,23 +278,42 @@ class Schedule:
         self.name = name
         self.config = config
         self.total_steps = max(int(total_steps), 1)
-        self.per_batch = name in ("power", "exponential", "onecycle")
+        self.per_batch = name in ("power", "exponential", "onecycle", "flat_cosine")
         self.plateau = (
             Plateau(lr0=config.lr, factor=config.plateau_factor, patience=config.plateau_patience)
             if name == "plateau"
             else None
         )
 
+    @property
+    def power_s(self) -> float:
+        c = self.config
+        return c.power_s if c.power_frac is None else c.power_frac * self.total_steps
+
+    @property
+    def exp_s(self) -> float:
+        c = self.config
+        return c.exp_s if c.exp_frac is None else c.exp_frac * self.total_steps
+
+    @property
+    def piecewise_epochs(self) -> list[int]:
+        c = self.config
+        if c.piecewise_fracs is None:
+            return list(c.piecewise_epochs)
+        return [epoch_at(f, c.max_epochs) for f in c.piecewise_fracs]
+
     def lr(self, t: int) -> float:
         c = self.config
         if self.name == "power":
-            return power_lr(t, lr0=c.lr, s=c.power_s, c=c.power_c)
+            return power_lr(t, lr0=c.lr, s=self.power_s, c=c.power_c)
         if self.name == "exponential":
-            return exponential_lr(t, lr0=c.lr, s=c.exp_s)
+            return exponential_lr(t, lr0=c.lr, s=self.exp_s)
         if self.name == "onecycle":
             return onecycle_lr(t, lr_max=c.lr, total_steps=self.total_steps)
+        if self.name == "flat_cosine":
+            return flat_cosine_lr(t, lr0=c.lr, total_steps=self.total_steps, flat_fraction=c.flat_fraction)
         if self.name == "piecewise":
-            return piecewise_lr(t, lr0=c.lr, boundaries=c.piecewise_epochs, factors=c.piecewise_factors)
+            return piecewise_lr(t, lr0=c.lr, boundaries=self.piecewise_epochs, factors=c.piecewise_factors)
         if self.plateau is not None:
             return self.plateau.lr
         return c.lr
@@ -278,17 +327,57 @@ class Schedule:
         if self.plateau is not None:
             self.plateau.update(valid_loss)
 
+    @property
+    def anneal_fraction(self) -> float | None:
+        """Where the lr's final descent starts, as a fraction of training, for schedules that have a
+        warm-up / high-lr phase first: 1cycle's peak, the end of flat_cosine's flat phase; else None."""
+        if self.name == "onecycle":
+            return ONECYCLE_PEAK
+        if self.name == "flat_cosine":
+            return self.config.flat_fraction
+        return None
+
+    def patience_start_epoch(self) -> int:
+        """The first epoch whose lack of improvement counts towards early stopping.
+
+        During 1cycle's warm-up and flat_cosine's flat phase the validation score is noisy and often
+        stalls; stopping there would cut off the annealing the schedule is for. Other schedules: 0.
+        """
+        fraction = self.anneal_fraction
+        return 0 if fraction is None else epoch_at(fraction, self.config.max_epochs)
+
+    def averaging_start_epoch(self) -> int:
+        """The first epoch of weight averaging: the annealing phase (after 1cycle's peak, flat_cosine's
+        cosine part), otherwise the last half; never later than the last epoch, so it always averages."""
+        fraction = self.anneal_fraction
+        start = epoch_at(0.5 if fraction is None else fraction, self.config.max_epochs)
+        return min(start, max(self.config.max_epochs - 1, 0))
+
 
 def _check_schedule(c: TrainConfig) -> None:
     if c.schedule == "power" and not (c.power_s > 0 and c.power_c > 0):
         raise ValueError(f"power schedule needs power_s > 0 and power_c > 0, got {c.power_s=}, {c.power_c=}")
     if c.schedule == "exponential" and not c.exp_s > 0:
         raise ValueError(f"exponential schedule needs exp_s > 0, got {c.exp_s=}")
+    for name in ("power_frac", "exp_frac"):
+        value = getattr(c, name)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be > 0 (a fraction of the total steps), got {name}={value!r}")
+    if not 0.0 <= c.flat_fraction < 1.0:
+        raise ValueError(f"flat_fraction must be in [0, 1), got flat_fraction={c.flat_fraction!r}")
     if c.schedule == "piecewise":
-        bounds, factors = list(c.piecewise_epochs), list(c.piecewise_factors)
-        if len(factors) != len(bounds) + 1:
-            raise ValueError(f"piecewise needs one more factor than boundaries, got {bounds=}, {factors=}")
-        if bounds != sorted(bounds) or any(b < 0 for b in bounds):
-            raise ValueError(f"piecewise_epochs must be non-negative and increasing, got {bounds=}")
-        if any(not f > 0 for f in factors):
-            raise ValueError(f"piecewise_factors must be > 0, got {factors=}")
+        _check_piecewise(c)
+
+
+def _check_piecewise(c: TrainConfig) -> None:
+    factors = list(c.piecewise_factors)
+    bounds = list(c.piecewise_epochs if c.piecewise_fracs is None else c.piecewise_fracs)
+    name = "piecewise_epochs" if c.piecewise_fracs is None else "piecewise_fracs"
+    if len(factors) != len(bounds) + 1:
+        raise ValueError(f"piecewise needs one more factor than boundaries, got {name}={bounds}, {factors=}")
+    if bounds != sorted(bounds) or any(b < 0 for b in bounds):
+        raise ValueError(f"{name} must be non-negative and increasing, got {name}={bounds}")
+    if c.piecewise_fracs is not None and any(b > 1 for b in bounds):
+        raise ValueError(f"piecewise_fracs are fractions of the epochs, in [0, 1], got piecewise_fracs={bounds}")
+    if any(not f > 0 for f in factors):
+        raise ValueError(f"piecewise_factors must be > 0, got {factors=}")

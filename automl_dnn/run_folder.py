@@ -66,7 +66,7 @@ class SearchOptions:
     test_size: float = 0.15
     device: str = "auto"
     amp: bool = False  # bf16 autocast on CUDA
-    pruner: str = "hyperband"
+    pruner: str = "halving"  # study.PRUNERS
     seed: int = 0
     quiet: bool = False
 

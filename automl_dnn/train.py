@@ -3,8 +3,11 @@
 The whole dataset lives as tensors on the device; each epoch draws a seeded permutation and slices
 mini-batches from it (no DataLoader: for tabular data its per-batch Python cost dominates). The loop
 reads straight down and only *notifies* callbacks; early stopping, the NaN stop, clipping, max-norm,
-L1/L2 and the lr schedule are small, separately tested steps. Per-batch work avoids host syncs (no
-``.item()`` per batch); losses are summed on the device and read once per epoch.
+L1/L2, label smoothing, weight averaging and the lr schedule are small, separately tested steps.
+Per-batch work avoids host syncs (no ``.item()`` per batch); losses are summed on the device and read
+once per epoch. The schedule's phases decide when patience starts counting (after 1cycle's warm-up or
+flat_cosine's flat part) and when weight averaging starts; once it has, the averaged net is the one
+evaluated and kept.
 
 Epochs are numbered from 0 everywhere (history, callbacks, ``best_epoch``).
 """
@@ -32,6 +35,8 @@ from automl_dnn.optim import Schedule, make_optimizer, set_lr, set_momentum
 from automl_dnn.tasks import TASKS
 
 CLIP_KINDS = ("none", "value", "norm")
+WEIGHT_AVERAGING = ("none", "ema", "swa")
+EMA_WARMUP = 10  # ema's decay is min(ema_decay, (1 + n) / (EMA_WARMUP + n)) after n updates
 STATUSES = ("completed", "early_stopped", "diverged", "stopped")
 EVAL_BATCH_SIZE = 8192  # evaluation has no backward pass, so it can use much larger batches
 
@@ -135,6 +140,12 @@ def _check_config(c: TrainConfig) -> None:
         value = getattr(c, name)
         if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
             raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
+    if c.weight_averaging not in WEIGHT_AVERAGING:
+        raise ValueError(f"unknown weight_averaging {c.weight_averaging!r}; valid: {', '.join(WEIGHT_AVERAGING)}")
+    if not 0.0 < c.ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in (0, 1), got ema_decay={c.ema_decay!r}")
+    if not 0.0 <= c.label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got label_smoothing={c.label_smoothing!r}")
 
 
 def penalized_weights(model: nn.Module) -> list[torch.Tensor]:
@@ -169,10 +180,13 @@ def _batch_bounds(n: int, batch_size: int, drop_singleton: bool) -> list[tuple[i
 # --------------------------------------------------------------------------- loss and outputs
 
 
-def data_loss(out: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, task: str) -> torch.Tensor:
+def data_loss(out: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, task: str, *,
+              label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean loss of the task (BCE-with-logits, cross-entropy, MSE), weighted per row if `weight`.
 
     Outputs of k ensemble members ``(B, k, d)`` (TabM) give the mean of the members' losses.
+    ``label_smoothing`` = eps (classification only; regression ignores it) trains against softened
+    targets: binary y(1 - eps) + eps/2, multiclass PyTorch's (1 - eps) one-hot + eps/K (techniques.md §7).
     """
     out = out.float()
     if out.dim() == 3:
@@ -183,9 +197,10 @@ def data_loss(out: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, t
         return F.mse_loss(out.view(-1), y)
     reduction = "mean" if weight is None else "none"
     if task == "binary":
-        per_row = F.binary_cross_entropy_with_logits(out.view(-1), y, reduction=reduction)
+        target = y if not label_smoothing else y * (1.0 - label_smoothing) + 0.5 * label_smoothing
+        per_row = F.binary_cross_entropy_with_logits(out.view(-1), target, reduction=reduction)
     else:
-        per_row = F.cross_entropy(out, y, reduction=reduction)
+        per_row = F.cross_entropy(out, y, reduction=reduction, label_smoothing=label_smoothing)
     if weight is None:
         return per_row
     return (per_row * weight).sum() / weight.sum()
@@ -254,6 +269,70 @@ class _Best:
         return True
 
 
+def patience_exhausted(epoch: int, best_epoch: int | None, patience: int, start: int) -> bool:
+    """Whether early stopping fires after `epoch`: `patience` epochs counted from `start` on without a better score.
+
+    Epochs before `start` (1cycle's warm-up, flat_cosine's flat phase: ``Schedule.patience_start_epoch``)
+    never count, so with start=5 and patience=3 a best epoch of 1 stops training after epoch 7 at the earliest.
+    """
+    if best_epoch is None:
+        return False
+    return epoch - max(best_epoch, start - 1) >= patience
+
+
+class WeightAverager:
+    """A running average of a model's weights over the annealing phase, held in a copy of the model.
+
+    - ``swa`` (Izmailov et al., UAI 2018): the equal-weight mean of the snapshots ``update()`` is given
+      (the trainer takes one at the end of each epoch). The snapshots' BatchNorm statistics are not the
+      statistics of the mean weights, so ``refresh_batchnorm`` recomputes them on the training rows
+      (``torch.optim.swa_utils.update_bn``) before the averaged net is evaluated.
+    - ``ema``: after n updates avg <- d avg + (1 - d) w with d = min(ema_decay, (1 + n) / (10 + n)) (the
+      warm-up of TensorFlow's ExponentialMovingAverage: a short annealing phase is not dominated by its
+      first snapshot). The trainer updates it after every optimizer step; floating buffers (BatchNorm's
+      running statistics) are averaged the same way, as timm's ModelEmaV2 does.
+
+    Integer buffers (BatchNorm's batch counter) are copied from the latest snapshot.
+    """
+
+    def __init__(self, model: nn.Module, kind: str, ema_decay: float) -> None:
+        if kind not in ("ema", "swa"):
+            raise ValueError(f"unknown weight averaging {kind!r}; valid: ema, swa")
+        self.kind, self.ema_decay, self.n_averaged = kind, ema_decay, 0
+        self.model = copy.deepcopy(model)
+        buffers = list(zip(self.model.buffers(), model.buffers()))
+        ema_buffers = [kind == "ema" and a.is_floating_point() for a, _ in buffers]
+        averaged = list(zip(self.model.parameters(), model.parameters()))
+        averaged += [pair for pair, avg in zip(buffers, ema_buffers) if avg]
+        self._targets, self._sources = [a for a, _ in averaged], [w for _, w in averaged]
+        self._copied = [pair for pair, avg in zip(buffers, ema_buffers) if not avg]
+
+    def weight(self) -> float:
+        """The weight of the next snapshot: 1 for the first, then 1 / (n + 1) for swa, 1 - decay for ema."""
+        n = self.n_averaged
+        if n == 0 or self.kind == "swa":
+            return 1.0 / (n + 1)
+        return 1.0 - min(self.ema_decay, (1.0 + n) / (EMA_WARMUP + n))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Fold the source model's current weights into the average (the first call copies them)."""
+        if self.n_averaged == 0:
+            for a, w in zip(self._targets, self._sources):
+                a.copy_(w)
+        elif self._targets:
+            torch._foreach_lerp_(self._targets, self._sources, self.weight())
+        for a, w in self._copied:
+            a.copy_(w)
+        self.n_averaged += 1
+
+    @torch.no_grad()
+    def refresh_batchnorm(self, batches: Sequence[torch.Tensor]) -> None:
+        """swa: BatchNorm's running statistics of the averaged weights, from one pass over `batches`."""
+        if self.kind == "swa" and _has_batchnorm(self.model):
+            torch.optim.swa_utils.update_bn(batches, self.model)
+
+
 class _Trainer:
     """One training run; `run()` is the loop, the other methods its steps."""
 
@@ -275,6 +354,11 @@ class _Trainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.generator = torch.Generator().manual_seed(config.seed)
         self.lr = float("nan")
+        self.patience_start = self.schedule.patience_start_epoch()
+        self.averaging_start = self.schedule.averaging_start_epoch()
+        self.averager = (None if config.weight_averaging == "none"
+                         else WeightAverager(model, config.weight_averaging, config.ema_decay))
+        self.smoothing = config.label_smoothing if task != "regression" else 0.0
 
     def _targets(
         self, y: np.ndarray, y_train: np.ndarray, n_out: int
@@ -337,6 +421,7 @@ class _Trainer:
         """One pass over the training set; returns the mean data loss (one host sync)."""
         self.model.train()
         per_batch = self.schedule.per_batch
+        ema = self.averager is not None and self.averager.kind == "ema" and epoch >= self.averaging_start
         if not per_batch:
             self._set_lr(epoch)
         losses = []
@@ -345,7 +430,7 @@ class _Trainer:
                 self._set_lr(step)
             with self.amp_ctx():
                 out = self.model(xb)
-            loss = data_loss(out, yb, wb, self.task)
+            loss = data_loss(out, yb, wb, self.task, label_smoothing=self.smoothing)
             penalty = self._penalty()
             self.optimizer.zero_grad(set_to_none=True)
             (loss if penalty is None else loss + penalty).backward()
@@ -354,14 +439,33 @@ class _Trainer:
             self.optimizer.step()
             if self.config.max_norm > 0:
                 self._apply_max_norm()
+            if ema:
+                self.averager.update()
             losses.append(loss.detach())
             step += 1
         return float((torch.stack(losses) * self.batch_sizes).sum() / self.batch_sizes.sum())
 
+    def average_epoch(self, epoch: int) -> None:
+        """swa: one snapshot at the end of each epoch of the averaging phase, then BatchNorm refreshed."""
+        if self.averager is None or self.averager.kind != "swa" or epoch < self.averaging_start:
+            return
+        self.averager.update()
+        order = torch.randperm(len(self.X_train), generator=torch.Generator().manual_seed(self.config.seed))
+        rows = self.X_train.index_select(0, order.to(self.device))
+        bounds = _batch_bounds(len(rows), EVAL_BATCH_SIZE, drop_singleton=True)
+        self.averager.refresh_batchnorm([rows[s:e] for s, e in bounds])
+
+    def evaluated_model(self) -> nn.Module:
+        """The net that is evaluated and kept: the averaged weights once averaging has started."""
+        if self.averager is not None and self.averager.n_averaged > 0:
+            return self.averager.model
+        return self.model
+
     def evaluate(self) -> tuple[float, np.ndarray]:
-        """Validation loss (no penalties, no dropout) and the `predict`-style predictions."""
-        self.model.eval()
-        out = _forward_batched(self.model, self.X_valid, EVAL_BATCH_SIZE, self.amp_ctx)
+        """Validation loss (no penalties, no dropout, no label smoothing) and the `predict`-style predictions."""
+        model = self.evaluated_model()
+        model.eval()
+        out = _forward_batched(model, self.X_valid, EVAL_BATCH_SIZE, self.amp_ctx)
         valid_loss = float(data_loss(out, self.y_valid, self.w_valid, self.task))
         return valid_loss, outputs_to_pred(out, self.task).cpu().numpy()
 
@@ -374,6 +478,7 @@ class _Trainer:
             for epoch in range(self.config.max_epochs):
                 t0 = time.perf_counter()
                 train_loss = self.train_epoch(epoch, epoch * len(self.bounds))
+                self.average_epoch(epoch)
                 valid_loss, valid_pred = self.evaluate()
                 score = float(score_fn(valid_pred)) if score_fn is not None else valid_loss
                 row = {
@@ -388,7 +493,7 @@ class _Trainer:
                 if not all(math.isfinite(v) for v in (train_loss, valid_loss, score)):
                     status = "diverged"
                     break
-                best.update(epoch, score, valid_loss, valid_pred, self.model)
+                best.update(epoch, score, valid_loss, valid_pred, self.evaluated_model())
                 self.schedule.update(valid_loss)
                 elapsed = time.perf_counter() - start
                 logs = {**row, "valid_pred": valid_pred, "elapsed": elapsed, "best_epoch": best.epoch,
@@ -396,7 +501,7 @@ class _Trainer:
                 if any([bool(cb.on_epoch_end(epoch, logs)) for cb in callbacks]):
                     status = "stopped"
                     break
-                if best.epoch is not None and epoch - best.epoch >= self.config.patience:
+                if patience_exhausted(epoch, best.epoch, self.config.patience, self.patience_start):
                     status = "early_stopped"
                     break
         finally:

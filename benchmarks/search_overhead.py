@@ -30,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-trials", type=int, default=12)
     parser.add_argument("--space", default="default")
-    parser.add_argument("--pruner", default="hyperband")
+    parser.add_argument("--pruner", default="halving")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         options = SearchOptions(source=str(DATA), target="income", out=Path(tmp) / "run", space=args.space,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 
 import pytest
 import torch
@@ -12,7 +13,9 @@ from automl_dnn.optim import (
     OPTIMIZERS,
     Plateau,
     Schedule,
+    epoch_at,
     exponential_lr,
+    flat_cosine_lr,
     make_optimizer,
     onecycle_lr,
     onecycle_momentum,
@@ -169,6 +172,7 @@ def test_schedule_from_config_granularity_and_values() -> None:
         "onecycle": (True, onecycle_lr(50, lr_max=0.1, total_steps=steps)),
         "piecewise": (False, 0.1 * 0.1),
         "plateau": (False, 0.1),
+        "flat_cosine": (True, 0.1),  # 50 of 200 steps: still flat
     }
     for name, (per_batch, lr_at_50) in cases.items():
         config = TrainConfig(lr=0.1, schedule=name, power_s=20, power_c=1.5, exp_s=30, piecewise_epochs=[5, 15])
@@ -197,5 +201,101 @@ def test_schedule_plateau_is_fed_by_update() -> None:
     ],
 )
 def test_bad_schedules_are_refused(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Schedule(TrainConfig(**kwargs), total_steps=10)
+
+
+# --------------------------------------------------------------------------- flat_cosine, fractions, phases
+
+
+@pytest.mark.parametrize(
+    ("t", "lr"),
+    [
+        (0, 0.1),
+        (250, 0.1),
+        (500, 0.1),  # the end of the flat half
+        (625, 0.1 * (1 + math.cos(math.pi / 4)) / 2),  # a quarter into the cosine: 0.0854
+        (750, 0.05),  # halfway down
+        (875, 0.1 * (1 + math.cos(3 * math.pi / 4)) / 2),  # 0.0146
+        (999, 0.1 * (1 + math.cos(math.pi * 499 / 500)) / 2),  # the last step the trainer takes: > 0
+        (1000, 0.0),
+    ],
+)
+def test_flat_cosine(t: int, lr: float) -> None:
+    assert flat_cosine_lr(t, lr0=0.1, total_steps=1000, flat_fraction=0.5) == pytest.approx(lr, abs=1e-15)
+    schedule = Schedule(TrainConfig(lr=0.1, schedule="flat_cosine", flat_fraction=0.5), total_steps=1000)
+    assert schedule.per_batch and schedule.momentum(t) is None
+    assert schedule.lr(t) == pytest.approx(lr, abs=1e-15)
+
+
+def test_flat_cosine_without_a_flat_phase_is_a_plain_cosine() -> None:
+    assert flat_cosine_lr(0, lr0=1.0, total_steps=10, flat_fraction=0.0) == 1.0
+    assert flat_cosine_lr(5, lr0=1.0, total_steps=10, flat_fraction=0.0) == pytest.approx(0.5)
+    assert flat_cosine_lr(999, lr0=0.1, total_steps=1000, flat_fraction=0.5) > 0
+
+
+@pytest.mark.parametrize("flat_fraction", [1.0, -0.1])
+def test_flat_fraction_must_leave_a_cosine(flat_fraction: float) -> None:
+    with pytest.raises(ValueError, match="flat_fraction"):
+        Schedule(TrainConfig(schedule="flat_cosine", flat_fraction=flat_fraction), total_steps=10)
+
+
+@pytest.mark.parametrize(("fraction", "epochs", "epoch"), [(0.45, 10, 5), (0.45, 20, 9), (0.45, 5, 3), (0.5, 7, 4),
+                                                           (0.0, 10, 0), (1.0, 10, 10)])
+def test_epoch_at_is_the_first_epoch_starting_at_or_after_the_fraction(fraction: float, epochs: int, epoch: int) -> None:
+    assert epoch_at(fraction, epochs) == epoch
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "patience_start", "averaging_start"),
+    [
+        ({"schedule": "onecycle", "max_epochs": 20}, 9, 9),  # the peak: step 0.45 * 20 epochs = epoch 9's start
+        ({"schedule": "onecycle", "max_epochs": 10}, 5, 5),  # the peak lies inside epoch 4: from epoch 5 on
+        ({"schedule": "flat_cosine", "flat_fraction": 0.5, "max_epochs": 10}, 5, 5),
+        ({"schedule": "flat_cosine", "flat_fraction": 0.3, "max_epochs": 12}, 4, 4),  # 3.6 -> epoch 4
+        ({"schedule": "flat_cosine", "flat_fraction": 0.9, "max_epochs": 5}, 5, 4),  # averages the last epoch at least
+        ({"schedule": "none", "max_epochs": 10}, 0, 5),  # no warm-up: patience counts at once; averages the last half
+        ({"schedule": "exponential", "max_epochs": 7}, 0, 4),
+        ({"schedule": "plateau", "max_epochs": 1}, 0, 0),
+    ],
+)
+def test_schedule_phases_in_epochs(kwargs: dict, patience_start: int, averaging_start: int) -> None:
+    schedule = Schedule(TrainConfig(**kwargs), total_steps=kwargs["max_epochs"] * 7)
+    assert schedule.patience_start_epoch() == patience_start
+    assert schedule.averaging_start_epoch() == averaging_start
+
+
+def test_fractions_override_the_absolute_steps_and_epochs() -> None:
+    steps = 400
+    power = Schedule(TrainConfig(lr=0.1, schedule="power", power_s=1.0, power_frac=0.25, power_c=2.0), total_steps=steps)
+    assert power.lr(300) == pytest.approx(power_lr(300, lr0=0.1, s=100, c=2.0))  # s = 0.25 * 400
+    exp = Schedule(TrainConfig(lr=0.1, schedule="exponential", exp_s=1.0, exp_frac=0.5), total_steps=steps)
+    assert exp.lr(400) == pytest.approx(0.1 * 0.1**2)  # s = 200: x0.1 twice over the run
+    config = TrainConfig(lr=1.0, schedule="piecewise", piecewise_epochs=[1, 2], piecewise_fracs=[0.5, 0.75],
+                         piecewise_factors=[1.0, 0.5, 0.1], max_epochs=8)
+    piecewise = Schedule(config, total_steps=steps)
+    assert piecewise.piecewise_epochs == [4, 6]
+    assert [piecewise.lr(e) for e in range(8)] == pytest.approx([1.0] * 4 + [0.5] * 2 + [0.1] * 2)
+    capped = Schedule(TrainConfig(**{**config.__dict__, "max_epochs": 10}), total_steps=steps)
+    assert capped.piecewise_epochs == [5, 8]  # the same shape on a budget-capped trial (7.5 -> 8)
+
+
+def test_absolute_schedule_fields_still_work_without_fractions() -> None:
+    config = TrainConfig(lr=0.1, schedule="power", power_s=20.0)
+    assert config.power_frac is None and Schedule(config, total_steps=1000).power_s == 20.0
+    assert Schedule(TrainConfig(schedule="piecewise"), total_steps=10).piecewise_epochs == [5, 15]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"schedule": "power", "power_frac": 0.0}, "power_frac"),
+        ({"schedule": "exponential", "exp_frac": -1.0}, "exp_frac"),
+        ({"schedule": "piecewise", "piecewise_fracs": [0.5], "piecewise_factors": [1.0]}, "one more factor"),
+        ({"schedule": "piecewise", "piecewise_fracs": [0.8, 0.5], "piecewise_factors": [1.0, 0.5, 0.1]}, "increasing"),
+        ({"schedule": "piecewise", "piecewise_fracs": [0.5, 1.5], "piecewise_factors": [1.0, 0.5, 0.1]}, r"\[0, 1\]"),
+    ],
+)
+def test_bad_fractions_are_refused(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Schedule(TrainConfig(**kwargs), total_steps=10)

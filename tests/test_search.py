@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -16,9 +17,9 @@ from safetensors.numpy import load_file
 
 from automl_dnn import api
 from automl_dnn.errors import AutoDNNError, StorageError
-from automl_dnn.objective import EpochReporter, worker_device
+from automl_dnn.objective import EpochReporter, epoch_step, progress_step, worker_device
 from automl_dnn.run_folder import RunDir
-from automl_dnn.study import open_study
+from automl_dnn.study import DEFAULT_PRUNER, PRUNERS, make_pruner, make_sampler, open_study
 from automl_dnn.workers import StopFlag
 from automl_dnn.storage import _retry_racing_creation, open_storage, reap_stale_trials
 from tests.conftest import TrialGate, patch_everywhere
@@ -79,7 +80,9 @@ def test_trial_count_artifacts_and_user_attrs(finished_run: Path) -> None:
         for key in ("epochs_run", "best_epoch", "learning_curve", "n_params", "train_seconds", "device"):
             assert key in trial.user_attrs
         assert len(trial.user_attrs["learning_curve"]) == trial.user_attrs["epochs_run"]
-        assert set(trial.intermediate_values) == set(range(len(trial.intermediate_values)))
+        # one report per epoch at the percent of the 6 planned epochs done: 17, 34, 50, 67, 84, 100
+        expected = [math.ceil(100 * (e + 1) / 6) for e in range(trial.user_attrs["epochs_run"])]
+        assert sorted(trial.intermediate_values) == expected
     assert not list(Path(finished_run, "artifacts").glob(".*")), "no temporary folder is left behind"
 
 
@@ -135,12 +138,129 @@ def test_epoch_reporter_reports_and_cuts_short_at_the_deadline() -> None:
     stop = StopFlag(deadline=None)
     study = optuna.create_study()
     trial = study.ask()
-    reporter = EpochReporter(trial, "logloss", stop.should_stop)
+    reporter = EpochReporter(trial, "logloss", stop.should_stop, max_epochs=8)
     assert reporter.on_epoch_end(0, {"score": 0.5, "seconds": 1.0}) is False
     stop.deadline = time.time() - 1
     assert reporter.on_epoch_end(1, {"score": 0.25, "seconds": 1.0}) is True
-    assert study.trials[0].intermediate_values == {0: 0.5, 1: 0.25}  # logloss: reported as is
+    assert study.trials[0].intermediate_values == {13: 0.5, 25: 0.25}  # 1 and 2 of 8 epochs; logloss as is
     assert reporter.curve == [0.5, 0.25] and reporter.epoch_seconds == 2.0
+
+
+@pytest.mark.parametrize(
+    ("done", "planned", "step"),
+    [(1, 1, 100), (1, 3, 34), (2, 3, 67), (3, 3, 100), (1, 8, 13), (1, 200, 1), (2, 200, 1), (3, 200, 2),
+     (199, 200, 100), (200, 200, 100), (7, 100, 7)],
+)
+def test_progress_step_is_the_percent_of_planned_training_rounded_up(done: int, planned: int, step: int) -> None:
+    assert progress_step(done, planned) == step
+
+
+@pytest.mark.parametrize(("done", "planned"), [(0, 5), (6, 5), (1, 0)])
+def test_progress_step_refuses_work_outside_the_plan(done: int, planned: int) -> None:
+    with pytest.raises(ValueError, match="1..planned"):
+        progress_step(done, planned)
+
+
+def test_fold_steps_share_one_scale_and_never_repeat() -> None:
+    # fold f of K, epoch e of E -> percent of the K * E planned epochs
+    assert [epoch_step(e, 4, fold=0, n_folds=3) for e in range(4)] == [9, 17, 25, 34]
+    assert [epoch_step(e, 4, fold=1, n_folds=3) for e in range(4)] == [42, 50, 59, 67]
+    assert [epoch_step(e, 4, fold=2, n_folds=3) for e in range(4)] == [75, 84, 92, 100]
+    assert epoch_step(2, 4) == epoch_step(2, 4, fold=0, n_folds=1) == 75  # one fold: the default
+    steps = [epoch_step(e, 60, fold=f, n_folds=5) for f in range(5) for e in range(60)]
+    assert steps == sorted(steps) and steps[-1] == 100  # 300 epochs on 100 steps: repeats, never backwards
+    with pytest.raises(ValueError):
+        epoch_step(4, 4)
+    with pytest.raises(ValueError):
+        epoch_step(0, 4, fold=3, n_folds=3)
+
+
+def _reports(max_epochs: int, n_epochs: int, *, n_folds: int = 1, scores: list[float] | None = None
+             ) -> tuple[EpochReporter, dict[int, float]]:
+    """A reporter fed `n_epochs` epochs per fold (scores 1, 2, 3, ... unless given); the reported steps."""
+    study = optuna.create_study()
+    trial = study.ask()
+    reporter = EpochReporter(trial, "logloss", lambda: False, max_epochs=max_epochs, n_folds=n_folds)
+    values = iter(scores or [float(i + 1) for i in range(n_folds * n_epochs)])
+    for fold in range(n_folds):
+        reporter.start_fold(fold)
+        for epoch in range(n_epochs):
+            reporter.on_epoch_end(epoch, {"score": next(values), "seconds": 0.0})
+    return reporter, study.trials[0].intermediate_values
+
+
+def test_reporter_reports_a_percent_once_and_keeps_every_epoch_in_the_curve() -> None:
+    reporter, reported = _reports(max_epochs=200, n_epochs=6)
+    assert reported == {1: 1.0, 2: 3.0, 3: 5.0}  # epochs 1, 3, 5 (1-based) share a percent with the one before
+    assert reporter.curve == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0] and reporter.last_step == 3
+
+
+def test_reporter_skips_a_non_finite_score_and_reports_the_next_epoch_at_its_own_step() -> None:
+    _, reported = _reports(max_epochs=4, n_epochs=4, scores=[1.0, math.nan, 3.0, 4.0])
+    assert reported == {25: 1.0, 75: 3.0, 100: 4.0}
+
+
+def test_reporter_folds_continue_the_scale() -> None:
+    reporter, reported = _reports(max_epochs=2, n_epochs=2, n_folds=2)
+    assert reported == {25: 1.0, 50: 2.0, 75: 3.0, 100: 4.0}
+    assert len(reporter.curve) == 4
+    with pytest.raises(ValueError, match="fold"):
+        reporter.start_fold(2)
+
+
+def test_halving_prunes_at_the_warm_up_percent_and_never_a_finished_trial() -> None:
+    """Successive halving on the percent scale: no decision before 25%, the first rung at 25%, and a
+    trial at 100% of its planned training is not pruned however bad."""
+    study = optuna.create_study(pruner=make_pruner("halving"))
+    trial = study.ask()  # a first trial sets the bar at the 25% and 75% rungs
+    reporter = EpochReporter(trial, "logloss", lambda: False, max_epochs=8)
+    for epoch in range(8):
+        reporter.on_epoch_end(epoch, {"score": 0.1})
+    study.tell(trial, 0.1)
+    assert study.trials[0].system_attrs == {"completed_rung_0": 0.1, "completed_rung_1": 0.1}
+    trial = study.ask()
+    reporter = EpochReporter(trial, "logloss", lambda: False, max_epochs=8)
+    reporter.on_epoch_end(0, {"score": 9.0})  # 13%: before the warm-up ends, not judged
+    with pytest.raises(optuna.TrialPruned, match=r"25% of the planned training \(epoch 2 of 8\)"):
+        reporter.on_epoch_end(1, {"score": 9.0})
+    assert "pruned at 25%" in study.trials[-1].user_attrs["prune_reason"]
+
+    finished = optuna.create_study(pruner=make_pruner("halving"))
+    finished.tell(finished.ask(), 0.1)
+    trial = finished.ask()
+    EpochReporter(trial, "logloss", lambda: False, max_epochs=1).on_epoch_end(0, {"score": 9.0})  # 100%: kept
+    assert finished.trials[-1].intermediate_values == {100: 9.0}
+
+
+@pytest.mark.parametrize("name", ["halving", "hyperband", "median", "none"])
+def test_every_pruner_works_on_the_percent_scale(name: str) -> None:
+    pruner = make_pruner(name)
+    if name == "halving":
+        assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
+        assert (pruner._min_resource, pruner._reduction_factor, pruner._min_early_stopping_rate) == (25, 3, 0)
+    if name == "hyperband":
+        assert (pruner._min_resource, pruner._max_resource, pruner._reduction_factor) == (25, 100, 3)
+    if name == "median":
+        assert pruner._n_warmup_steps == 25
+    assert PRUNERS == ("halving", "hyperband", "median", "none") and DEFAULT_PRUNER == "halving"
+
+
+def test_unknown_pruner_is_a_user_error() -> None:
+    with pytest.raises(AutoDNNError, match="unknown pruner 'asha'"):
+        make_pruner("asha")
+
+
+def test_halving_is_the_default_everywhere() -> None:
+    from automl_dnn.cli import cli
+    from automl_dnn.run_folder import SearchOptions
+
+    assert SearchOptions(source="x", out=Path("run")).pruner == DEFAULT_PRUNER
+    search = next(p for p in cli.commands["search"].params if p.name == "pruner")
+    assert search.default == DEFAULT_PRUNER and list(search.type.choices) == list(PRUNERS)
+
+
+def test_tpe_leaves_random_sampling_after_five_trials() -> None:
+    assert make_sampler(0, several_workers=False)._n_startup_trials == 5
 
 
 @pytest.mark.parametrize(
@@ -261,6 +381,8 @@ def test_a_time_budget_caps_the_epochs_so_trials_fit(tmp_path: Path, ranged_spac
     for trial in complete:
         assert trial.user_attrs["max_epochs_for_budget"] == 5
         assert trial.user_attrs["epochs_run"] <= 5
+        # reported at the percent of the trial's own (capped) 5 epochs, not of the space's 6
+        assert sorted(trial.intermediate_values) == [20 * (e + 1) for e in range(trial.user_attrs["epochs_run"])]
 
 
 def test_opening_a_storage_retries_while_another_worker_creates_the_tables() -> None:
@@ -275,3 +397,35 @@ def test_opening_a_storage_retries_while_another_worker_creates_the_tables() -> 
     assert _retry_racing_creation(racing_open) == "storage" and len(calls) == 3
     with pytest.raises(RuntimeError, match="password authentication failed"):
         _retry_racing_creation(lambda: (_ for _ in ()).throw(RuntimeError("password authentication failed")))
+
+
+SMOOTHED_SPACE = """
+name: smoothed
+params:
+  n_layers: 1
+  d_hidden: 8
+  optimizer: adam
+  lr: 0.01
+  schedule: none
+  batch_size: 64
+  max_epochs: 2
+  patience: 2
+  label_smoothing: {choices: [0.1]}
+"""
+
+
+@pytest.mark.parametrize(("metric", "used"), [("logloss", 0.0), ("roc_auc", 0.0), ("accuracy", 0.1),
+                                              ("balanced_accuracy", 0.1), ("rmse", 0.0)])
+def test_label_smoothing_is_used_only_for_accuracy_like_metrics(tmp_path: Path, metric: str, used: float) -> None:
+    space = tmp_path / "smoothed.yaml"
+    space.write_text(SMOOTHED_SPACE)
+    source = "builtin:diabetes" if metric == "rmse" else "builtin:breast_cancer"
+    _search(tmp_path / "run", space, n_trials=1, metric=metric, pruner="none", source=source)
+    trial = _study(tmp_path / "run").trials[0]
+    assert trial.params == {"label_smoothing": 0.1}  # searched either way: the space cannot see the metric
+    config = json.loads((Path(trial.user_attrs["artifacts"]) / "config.json").read_text())
+    assert config["settings"]["train"]["label_smoothing"] == used  # what the net was trained with
+    if used == 0.0:
+        assert trial.user_attrs["label_smoothing_off"] == f"0.1 searched, 0 used: {metric} is not accuracy-like"
+    else:
+        assert "label_smoothing_off" not in trial.user_attrs

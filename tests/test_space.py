@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import math
+import random
+
 import optuna
 import pytest
 
@@ -28,7 +32,10 @@ def test_default_space_covers_every_technique() -> None:
     choices = {p.name: set(p.choices) for p in space.params if p.type == "categorical"}
     assert choices["activation"] >= {"relu", "leaky_relu", "rrelu", "prelu", "elu", "selu", "gelu", "silu", "mish", "tanh"}
     assert choices["optimizer"] == {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamax", "nadam", "adamw"}
-    assert choices["schedule"] == {"none", "power", "exponential", "piecewise", "plateau", "onecycle"}
+    assert choices["schedule"] == {"none", "power", "exponential", "piecewise", "plateau", "onecycle", "flat_cosine"}
+    assert choices["weight_averaging"] == {"none", "ema", "swa"}
+    assert choices["init_policy"] == {"matched", "any"}
+    assert 0.0 in choices["label_smoothing"] and max(choices["label_smoothing"]) > 0
     assert choices["batchnorm"] == {"none", "input", "before", "after"}
     assert choices["clip"] == {"none", "value", "norm"}
     assert choices["scaling"] == {"standard", "quantile"}
@@ -112,3 +119,118 @@ def test_fingerprint_changes_with_content() -> None:
     b = _space({"n_layers": {"low": 1, "high": 4}})
     assert a.fingerprint() != b.fingerprint()
     assert a.fingerprint() == _space({"n_layers": {"low": 1, "high": 3}}).fingerprint()
+
+
+class _RandomTrial:
+    """Optuna's ``suggest_*`` drawing uniformly from a seeded generator (no study: thousands per second)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng, self.params = rng, {}
+
+    def suggest_categorical(self, name: str, choices: list) -> object:
+        self.params[name] = self.rng.choice(choices)
+        return self.params[name]
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
+        self.params[name] = self.rng.randrange(low, high + 1, step)
+        return self.params[name]
+
+    def suggest_float(self, name: str, low: float, high: float, step: float | None = None, log: bool = False) -> float:
+        self.params[name] = math.exp(self.rng.uniform(math.log(low), math.log(high))) if log else self.rng.uniform(low, high)
+        return self.params[name]
+
+
+@functools.lru_cache(maxsize=None)
+def _random_settings(name: str, n: int = 400) -> tuple[tuple[dict, object], ...]:
+    """(parameters, settings) of n random trials of a bundled space."""
+    space, rng, out = load_space(name), random.Random(0), []
+    for _ in range(n):
+        trial = _RandomTrial(rng)
+        settings = settings_from_values(suggest(trial, space))
+        out.append((trial.params, settings))
+    return tuple(out)
+
+
+RELU_LIKE = {"relu", "leaky_relu", "rrelu", "prelu", "elu", "gelu", "silu", "mish"}
+
+
+def test_matched_init_follows_the_activation_family() -> None:
+    seen = set()
+    for params, settings in _random_settings("default"):
+        activation, init = settings.net.activation, settings.net.init
+        if activation == "selu":
+            assert "init_policy" not in params and init == "lecun_normal"
+        elif params["init_policy"] == "matched":
+            family = {"he_normal", "he_uniform"} if activation in RELU_LIKE else {"glorot_normal", "glorot_uniform"}
+            assert init in family, (activation, init)
+            seen.add((activation == "tanh", init))
+        else:
+            assert params["init"] == init  # any: today's full choice
+    assert {(False, "he_normal"), (False, "he_uniform"), (True, "glorot_normal"), (True, "glorot_uniform")} <= seen
+
+
+@pytest.mark.parametrize("name", ["default", "selu"])
+def test_momentum_is_not_searched_under_onecycle(name: str) -> None:
+    searched = 0
+    for params, settings in _random_settings(name):
+        if settings.train.schedule == "onecycle":
+            assert "momentum" not in params
+        searched += "momentum" in params
+    assert searched > 0
+
+
+def test_flat_cosine_comes_with_the_adam_family_adamw_first() -> None:
+    space = load_space("default")
+    fc = next(p for p in space.params if p.name == "fc_optimizer")
+    assert fc.choices[0] == "adamw" and set(fc.choices) <= {"adamw", "adam", "nadam"}
+    n_flat = 0
+    for params, settings in _random_settings("default"):
+        train = settings.train
+        if train.schedule == "flat_cosine":
+            n_flat += 1
+            assert train.optimizer in fc.choices and 0.25 <= train.flat_fraction <= 0.75
+            assert "fc_lr" in params and "optimizer" not in params
+            assert ("fc_weight_decay" in params) == (train.optimizer == "adamw")
+    assert n_flat > 0
+
+
+def test_schedule_lengths_are_fractions_of_the_trial() -> None:
+    for name in ("default", "selu"):
+        fields = {p.field for p in load_space(name).params}
+        assert not fields & {"power_s", "exp_s", "piecewise_epochs"}, name
+    fields = {p.field for p in load_space("default").params}
+    assert {"power_frac", "exp_frac", "piecewise_fracs"} <= fields
+
+
+@pytest.mark.parametrize("name", ["default", "selu"])
+def test_penalty_upper_ends_cannot_swamp_the_data_loss_at_init(name: str) -> None:
+    """The penalty of the largest net of the space at its init, at the upper ends of l1 / l2, stays
+    under a tenth of ln 2 (the log-loss of a binary net that knows nothing)."""
+    import torch
+
+    from automl_dnn.config import NetConfig
+    from automl_dnn.model import build_mlp
+    from automl_dnn.train import penalized_weights
+
+    space = load_space(name)
+    high = {p.field: p.high for p in space.params if p.field in ("l1", "l2")}
+    largest = {p.field: (p.high if p.type == "int" else max(p.choices)) for p in space.params
+               if p.field in ("n_layers", "d_hidden", "first_layer_mult") and p.type in ("int", "categorical")}
+    init = "lecun_normal" if name == "selu" else "he_normal"
+    torch.manual_seed(0)
+    net = build_mlp(NetConfig(**largest, init=init, activation="selu" if name == "selu" else "relu"), d_in=100, d_out=1)
+    weights = penalized_weights(net)
+    with torch.no_grad():
+        penalty = high.get("l1", 0.0) * float(sum(w.abs().sum() for w in weights))
+        penalty += high.get("l2", 0.0) * float(sum(w.pow(2).sum() for w in weights))
+    assert 0 < penalty <= 0.1 * math.log(2)
+
+
+def test_enqueued_defaults_stay_the_practical_defaults() -> None:
+    space = load_space("default")
+    for values in space.enqueue:
+        settings = settings_from_values(suggest(optuna.trial.FixedTrial(values), space))
+        train = settings.train
+        assert (train.optimizer, train.schedule, train.weight_averaging, train.label_smoothing) == (
+            "nadam", "onecycle", "none", 0.0)
+        assert settings.net.init == ("lecun_normal" if settings.net.activation == "selu" else "he_normal")

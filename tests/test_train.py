@@ -16,9 +16,11 @@ from automl_dnn.train import (
     Callback,
     TrainConfig,
     TrainData,
+    WeightAverager,
     _Trainer,
     class_weights,
     data_loss,
+    patience_exhausted,
     penalized_weights,
     predict,
     train,
@@ -569,3 +571,178 @@ def test_epoch_estimate_is_close_to_a_real_epoch() -> None:
     result = train(model, data, config, task="binary", device="cpu")
     per_epoch = (_time.perf_counter() - start) / result.epochs_run
     assert per_epoch / 10 < estimate < per_epoch * 10  # a ballpark is all a budget needs
+
+
+# --------------------------------------------------------------------------- the recipe: patience after the warm-up
+
+
+@pytest.mark.parametrize(
+    ("epoch", "best", "start", "stops"),
+    [(3, 0, 0, True), (2, 0, 0, False), (7, 1, 5, True), (6, 1, 5, False), (8, 6, 5, False), (9, 6, 5, True),
+     (4, None, 0, False)],
+)
+def test_patience_counts_from_its_start_epoch(epoch: int, best: int | None, start: int, stops: bool) -> None:
+    assert patience_exhausted(epoch, best, patience=3, start=start) is stops
+
+
+@pytest.mark.parametrize(
+    ("schedule", "epochs_run"),
+    [
+        ("none", 3),  # best at epoch 0, patience 2: stops after epoch 2
+        ("onecycle", 11),  # 20 epochs: the peak is at epoch 9; epochs 9 and 10 count
+        ("flat_cosine", 12),  # flat for 10 epochs; epochs 10 and 11 count
+    ],
+)
+def test_early_stopping_waits_for_the_end_of_the_warm_up(schedule: str, epochs_run: int,
+                                                         binary_split: TrainData) -> None:
+    scores = ScriptedScore([1.0] + [2.0] * 19)  # never better than epoch 0
+    config = _cfg(schedule=schedule, flat_fraction=0.5, patience=2, max_epochs=20, batch_size=150)
+    result = train(_net(8), binary_split, config, task="binary", score_fn=scores)
+    assert (result.status, result.best_epoch, result.epochs_run) == ("early_stopped", 0, epochs_run)
+
+
+# --------------------------------------------------------------------------- the recipe: weight averaging
+
+
+def _snapshots(*values: float) -> tuple[nn.Module, list[dict[str, torch.Tensor]]]:
+    """A tiny net and snapshots of it whose every weight, bias and BN statistic is one of `values`."""
+    net = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+    states = []
+    for v in values:
+        with torch.no_grad():
+            for t in list(net.parameters()) + [net[1].running_mean, net[1].running_var]:
+                t.fill_(v)
+        states.append({k: t.clone() for k, t in net.state_dict().items()})
+    return net, states
+
+
+def test_swa_is_the_mean_of_the_snapshots() -> None:
+    net, states = _snapshots(0.0)
+    averager = WeightAverager(net, "swa", ema_decay=0.9)
+    for v in (1.0, 2.0, 6.0):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.fill_(v)
+        averager.update()
+    for p in averager.model.parameters():
+        assert torch.all(p == 3.0)  # (1 + 2 + 6) / 3
+    assert averager.n_averaged == 3
+
+
+def test_ema_follows_the_warmed_up_decay() -> None:
+    net, _ = _snapshots(0.0)
+    averager = WeightAverager(net, "ema", ema_decay=0.5)
+    expected = None
+    for n, v in enumerate([4.0, 8.0, 2.0, 10.0]):
+        with torch.no_grad():
+            for t in list(net.parameters()) + [net[1].running_mean]:
+                t.fill_(v)
+        averager.update()
+        decay = min(0.5, (1 + n) / (10 + n))  # (1/10), 2/11, 3/12, 4/13: 0.5 only from n = 8 on
+        expected = v if n == 0 else decay * expected + (1 - decay) * v
+        for t in list(averager.model.parameters()) + [averager.model[1].running_mean]:
+            torch.testing.assert_close(t, torch.full_like(t, expected))  # BN statistics are averaged too
+    assert expected == pytest.approx(((4 * 2 / 11 + 8 * 9 / 11) * 3 / 12 + 2 * 9 / 12) * 4 / 13 + 10 * 9 / 13)
+
+
+def test_bad_weight_averaging_is_refused(binary_split: TrainData) -> None:
+    for kwargs, match in [({"weight_averaging": "polyak"}, "none, ema, swa"), ({"ema_decay": 1.0}, "ema_decay"),
+                          ({"label_smoothing": 1.0}, "label_smoothing")]:
+        with pytest.raises(ValueError, match=match):
+            train(_net(8), binary_split, _cfg(**kwargs), task="binary")
+
+
+def test_swa_weights_of_the_trained_net_are_the_mean_of_its_epoch_snapshots(binary_split: TrainData) -> None:
+    """schedule none, 6 epochs: averaging over the last half, epochs 3, 4, 5; the final net holds the mean."""
+    model = _net(8)
+    recorder = Recorder(model)  # sees the trained (not the averaged) weights at the end of each epoch
+    scores = ScriptedScore([6.0, 5.0, 4.0, 3.0, 2.0, 1.0])  # the last epoch is best
+    config = _cfg(weight_averaging="swa", max_epochs=6, patience=50)
+    result = train(model, binary_split, config, task="binary", callbacks=[recorder], score_fn=scores)
+    assert result.best_epoch == 5
+    final = _params(model)
+    for k in final:
+        mean = torch.stack([recorder.states[e][k] for e in (3, 4, 5)]).mean(dim=0)
+        torch.testing.assert_close(final[k], mean, atol=1e-6, rtol=1e-5)
+        assert not torch.allclose(final[k], recorder.states[5][k])  # not simply the last epoch
+
+
+def test_swa_recomputes_batchnorm_statistics_on_the_training_rows(binary_split: TrainData) -> None:
+    model = _net(8, batchnorm="input")  # the input BN's statistics are those of the training rows
+    train(model, binary_split, _cfg(weight_averaging="swa", max_epochs=4, patience=50), task="binary",
+          score_fn=ScriptedScore([4.0, 3.0, 2.0, 1.0]))
+    X = torch.from_numpy(binary_split.X_train)
+    torch.testing.assert_close(model.input_bn.running_mean, X.mean(dim=0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.input_bn.running_var, X.var(dim=0), atol=1e-5, rtol=1e-5)
+    plain = _net(8, batchnorm="input")  # without SWA: a running average of batch statistics, not these
+    train(plain, binary_split, _cfg(max_epochs=4, patience=50), task="binary")
+    assert not torch.allclose(plain.input_bn.running_mean, X.mean(dim=0), atol=1e-3)
+
+
+def test_evaluation_uses_the_averaged_weights_once_averaging_has_started(binary_split: TrainData) -> None:
+    """The same seed trains the same weights with or without averaging; only the evaluated net differs,
+    and only from the averaging start (epoch 2 of 4) on."""
+    plain = train(_net(8), binary_split, _cfg(max_epochs=4, patience=50), task="binary").history
+    ema = train(_net(8), binary_split, _cfg(max_epochs=4, patience=50, weight_averaging="ema", ema_decay=0.9),
+                task="binary").history
+    assert [r["train_loss"] for r in ema] == [r["train_loss"] for r in plain]
+    assert [r["valid_loss"] for r in ema[:2]] == [r["valid_loss"] for r in plain[:2]]
+    assert all(a["valid_loss"] != b["valid_loss"] for a, b in zip(ema[2:], plain[2:]))
+
+
+@pytest.mark.parametrize("kind", ["ema", "swa"])
+def test_weight_averaging_trains_batchnorm_and_tabm_nets(kind: str, binary_split: TrainData) -> None:
+    for net_kwargs in ({"batchnorm": "before", "dropout": 0.2}, {"k_ensemble": 4}):
+        config = _cfg(weight_averaging=kind, schedule="flat_cosine", optimizer="adamw", max_epochs=4, patience=50)
+        result = train(_net(8, **net_kwargs), binary_split, config, task="binary")
+        assert result.status == "completed" and result.best_valid_loss < 0.6
+
+
+# --------------------------------------------------------------------------- the recipe: label smoothing
+
+
+def test_binary_label_smoothing_trains_against_softened_targets() -> None:
+    z, y = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1.0, 0.0, 1.0])
+    eps = 0.2
+    t = y * (1 - eps) + eps / 2  # 0.9, 0.1, 0.9
+    p = torch.sigmoid(z)
+    expected = -(t * p.log() + (1 - t) * (1 - p).log()).mean()
+    torch.testing.assert_close(data_loss(z.view(-1, 1), y, None, "binary", label_smoothing=eps), expected)
+    assert float(data_loss(z.view(-1, 1), y, None, "binary", label_smoothing=eps)) > float(
+        data_loss(z.view(-1, 1), y, None, "binary"))
+
+
+def test_multiclass_label_smoothing_is_cross_entropy_with_smoothed_one_hots() -> None:
+    out, y = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 2])
+    eps, k = 0.3, 3
+    log_p = torch.log_softmax(out, dim=1)
+    target = torch.nn.functional.one_hot(y, k) * (1 - eps) + eps / k
+    expected = -(target * log_p).sum(dim=1).mean()
+    torch.testing.assert_close(data_loss(out, y, None, "multiclass", label_smoothing=eps), expected)
+    w = torch.tensor([1.0, 3.0])  # per-row weights still apply
+    per_row = -(target * log_p).sum(dim=1)
+    torch.testing.assert_close(data_loss(out, y, w, "multiclass", label_smoothing=eps), (per_row * w).sum() / 4)
+
+
+def test_label_smoothing_leaves_regression_alone() -> None:
+    out, y = torch.tensor([[0.5], [1.5]]), torch.tensor([0.0, 1.0])
+    assert data_loss(out, y, None, "regression", label_smoothing=0.2) == data_loss(out, y, None, "regression")
+
+
+def test_label_smoothing_caps_the_confidence_of_a_trained_net() -> None:
+    """The loss is smallest at p = 1 - eps/2: on separable data the net stops short of certainty."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 2)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    X[:, 0] += np.where(y == 1, 2.0, -2.0)
+    data = _split(X, y, 200)
+
+    def top_probability(eps: float) -> float:
+        model = _net(2)
+        last_is_best = ScriptedScore([float(40 - e) for e in range(40)])  # keep the trained net, not the best log-loss
+        train(model, data, _cfg(lr=0.05, max_epochs=40, patience=100, label_smoothing=eps), task="binary",
+              score_fn=last_is_best)
+        return float(predict(model, data.X_valid, task="binary").max(axis=1).mean())
+
+    assert top_probability(0.0) > 0.99
+    assert 0.85 < top_probability(0.2) < 0.93  # near 1 - 0.2/2 = 0.9
