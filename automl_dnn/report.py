@@ -120,7 +120,7 @@ def write_html_report(run_dir: Path, path: Path) -> Path:
                 f"{len(study.trials)} trials, {len(complete)} complete</p>"]
     plots: list[tuple[str, Callable[[], Any]]] = [
         ("Optimization history", lambda: vis.plot_optimization_history(study)),
-        ("Intermediate values (per epoch)", lambda: vis.plot_intermediate_values(study)),
+        ("Validation metric by percent of planned training", lambda: vis.plot_intermediate_values(study)),
         ("Hyperparameter importances", lambda: vis.plot_param_importances(study)),
     ]
     first = True

@@ -69,7 +69,7 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[dict[str, Any]]
         amp=options.amp, threads=options.threads, time_budget=budget,
         several_workers=options.jobs > 1 or not spec["storage"].startswith("sqlite"),
     )
-    study = open_study(spec, seed=options.seed, pruner=make_pruner(options.pruner, space),
+    study = open_study(spec, seed=options.seed, pruner=make_pruner(options.pruner),
                        several_workers=ctx.several_workers)
     enqueue_defaults(study, space)
     reap_stale_trials(study)

@@ -43,12 +43,11 @@ def make_sampler(seed: int, *, several_workers: bool) -> optuna.samplers.BaseSam
         )
 
 
-def make_pruner(name: str, space: SearchSpace | None = None) -> optuna.pruners.BasePruner:
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
     """The pruner by name, on the percent-of-planned-training scale; none prunes before WARMUP_PERCENT.
 
     ``halving`` (the default) is one asynchronous successive-halving bracket: TPE sees every trial,
-    where Hyperband's brackets would each hand it only their own. ``space`` is no longer read (the
-    scale is the same for every space) and is accepted so that older callers keep working.
+    where Hyperband's brackets would each hand it only their own.
     """
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(

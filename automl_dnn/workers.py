@@ -107,7 +107,7 @@ def run_worker(ctx: WorkerContext, on_trial: Callable[[optuna.Study], None] | No
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
     if study is None:
-        study = open_study(ctx.spec, seed=ctx.seed + ctx.worker_index, pruner=make_pruner(ctx.pruner, ctx.space),
+        study = open_study(ctx.spec, seed=ctx.seed + ctx.worker_index, pruner=make_pruner(ctx.pruner),
                            several_workers=ctx.several_workers, create=False)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     objective = Objective(ctx, stop.should_stop)
