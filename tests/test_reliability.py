@@ -166,7 +166,7 @@ def test_html_report_has_history_importances_and_best_configs(tmp_path: Path, sh
     api.search("builtin:breast_cancer", out=out, space=str(short_space), n_trials=3, quiet=True, pruner="none")
     path = api.write_report(out)
     html = path.read_text()
-    for title in ("Optimization history", "Intermediate values", "Hyperparameter importances", "Best configs"):
+    for title in ("Optimization history", "Validation metric by percent", "Hyperparameter importances", "Best configs"):
         assert title in html
     assert "plotly" in html.lower()
     study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")

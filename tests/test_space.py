@@ -38,7 +38,9 @@ def test_default_space_covers_every_technique() -> None:
     assert 0.0 in choices["label_smoothing"] and max(choices["label_smoothing"]) > 0
     assert choices["batchnorm"] == {"none", "input", "before", "after"}
     assert choices["clip"] == {"none", "value", "norm"}
-    assert choices["scaling"] == {"standard", "quantile"}
+    assert choices["scaling"] == {"standard", "quantile", "robust"}
+    assert choices["num_embedding"] == {"none", "plr", "ple"} and choices["k_ensemble"] == {1, 4, 8}
+    assert choices["target_transform"] == {"none", "log1p", "quantile"}
     fields = {p.field for p in space.params}
     assert {"l1", "l2", "max_norm", "dropout", "dropout_kind", "bn_momentum", "init_mode", "batch_size"} <= fields
 
@@ -226,11 +228,14 @@ def test_penalty_upper_ends_cannot_swamp_the_data_loss_at_init(name: str) -> Non
     assert 0 < penalty <= 0.1 * math.log(2)
 
 
-def test_enqueued_defaults_stay_the_practical_defaults() -> None:
+def test_the_default_space_starts_from_its_portfolio() -> None:
+    """TabM-like, MLP-PLR, the practical default and RealMLP-like, in that order (benchmarks/portfolio.py)."""
     space = load_space("default")
-    for values in space.enqueue:
-        settings = settings_from_values(suggest(optuna.trial.FixedTrial(values), space))
-        train = settings.train
-        assert (train.optimizer, train.schedule, train.weight_averaging, train.label_smoothing) == (
-            "nadam", "onecycle", "none", 0.0)
-        assert settings.net.init == ("lecun_normal" if settings.net.activation == "selu" else "he_normal")
+    first = [settings_from_values(suggest(optuna.trial.FixedTrial(values), space)) for values in space.enqueue]
+    assert [(s.net.k_ensemble, s.net.num_embedding, s.scaling) for s in first] == [
+        (8, "ple", "quantile"), (1, "plr", "quantile"), (1, "none", "standard"), (1, "plr", "robust")]
+    default = first[2]
+    assert (default.train.optimizer, default.train.schedule, default.net.activation, default.net.init) == (
+        "nadam", "onecycle", "elu", "he_normal")
+    assert {s.train.optimizer for s in first} == {"adamw", "nadam"}
+    assert all(s.target_transform == "none" for s in first)
