@@ -22,7 +22,7 @@ from automl_dnn.run_folder import RunDir
 from automl_dnn.study import DEFAULT_PRUNER, PRUNERS, make_pruner, make_sampler, open_study
 from automl_dnn.workers import StopFlag
 from automl_dnn.storage import _retry_racing_creation, open_storage, reap_stale_trials
-from tests.conftest import TrialGate, patch_everywhere
+from tests.conftest import TINY_SPACE, TrialGate, patch_everywhere
 
 # Integer, float and categorical ranges and one enqueued trial (conftest's tiny_space fixes every value).
 RANGED_SPACE = """
@@ -399,19 +399,7 @@ def test_opening_a_storage_retries_while_another_worker_creates_the_tables() -> 
         _retry_racing_creation(lambda: (_ for _ in ()).throw(RuntimeError("password authentication failed")))
 
 
-SMOOTHED_SPACE = """
-name: smoothed
-params:
-  n_layers: 1
-  d_hidden: 8
-  optimizer: adam
-  lr: 0.01
-  schedule: none
-  batch_size: 64
-  max_epochs: 2
-  patience: 2
-  label_smoothing: {choices: [0.1]}
-"""
+SMOOTHED_SPACE = TINY_SPACE + "  label_smoothing: {choices: [0.1]}\n"
 
 
 @pytest.mark.parametrize(("metric", "used"), [("logloss", 0.0), ("roc_auc", 0.0), ("accuracy", 0.1),
