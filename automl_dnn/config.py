@@ -128,7 +128,7 @@ def describe(settings: dict[str, Any] | TrialSettings) -> dict[str, str]:
               settings.scaling if settings.scaling != "standard" else "",
               net.num_embedding if net.num_embedding != "none" else "",
               f"tabm k={net.k_ensemble}" if net.k_ensemble > 1 else "",
-              f"y {settings.target_transform}" if settings.target_transform != "none" else ""]
+              f"y {settings.target_transform}" if settings.target is not None else ""]
     return {
         "net": " ".join([f"{net.n_layers}x{net.d_hidden}", net.activation] + [e for e in extras if e]),
         "optimizer": f"{train.optimizer} {train.lr:.2g}",

@@ -122,7 +122,9 @@ class Objective:
 
         The run folder holds the plain standardization; another transform is fitted on the training rows.
         """
-        if self.task != "regression" or settings.target_transform == "none":
+        if self.task != "regression":  # searched all the same (a space cannot see the task); recorded as unused
+            return dataclasses.replace(settings, target_transform="none"), data["y_train"], data["y_valid"], None
+        if settings.target_transform == "none":
             return settings, data["y_train"], data["y_valid"], None
         target = TargetTransform(settings.target_transform).fit(self.encoder.decode(data["y_train"]))
         settings = dataclasses.replace(settings, target=target.to_dict())

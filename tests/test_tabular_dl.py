@@ -183,6 +183,8 @@ def test_modern_nets_search_ensemble_export_and_predict(tmp_path, source: str) -
         assert net["embedded_columns"] and max(net["embedded_columns"]) < saved.config["d_in"]
         target = saved.config["settings"]["target"]
         assert (target is not None) == (spec["task"] == "regression")
+        if spec["task"] != "regression":  # searched, but a classification trial records it as unused
+            assert saved.config["settings"]["target_transform"] == "none"
     model = load_model(tmp_path / "m")
     frame = read_table(source).drop(columns=["target"])
     pred = model.predict(frame) if spec["task"] == "regression" else model.predict_proba(frame)
