@@ -1,0 +1,114 @@
+"""Leave-one-out ablation of the nets' recipe: the nets alone (`fit --no-gbt`), the full default space
+against the same space with one technique taken out, on the quality benchmark's split.
+
+Each row is one `fit` of the nets only, at the budget given, on the training part of `quality.py`'s
+fixed outer split, scored on its test part with the table's primary metric (ROC-AUC, accuracy, RMSE).
+One seed per cell: differences of a few thousandths are within the run-to-run noise.
+
+    .venv/bin/python benchmarks/ablation.py --budget 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import yaml
+from sklearn import metrics
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import manifest, split  # noqa: E402
+
+from automl_dnn import api  # noqa: E402
+
+DATASETS = ("adult", "california_housing", "phoneme", "vehicle")
+DEFAULT = Path(__file__).resolve().parents[1] / "search_spaces" / "default.yaml"
+
+
+def _fix(space: dict[str, Any], name: str, value: Any, drop: tuple[str, ...] = ()) -> None:
+    """Fix a parameter to one value, drop the entries that depended on it, and keep the first trials valid."""
+    space["params"][name] = {"value": value}
+    for key in drop:
+        space["params"].pop(key, None)
+    for trial in space.get("enqueue", []):
+        trial[name] = value
+        for key in drop:
+            trial.pop(key, None)
+
+
+def no_embeddings(space: dict[str, Any]) -> None:
+    _fix(space, "num_embedding", "none", ("d_embedding", "plr_sigma", "ple_bins"))
+
+
+def no_tabm(space: dict[str, Any]) -> None:
+    _fix(space, "k_ensemble", 1)
+
+
+def no_weight_averaging(space: dict[str, Any]) -> None:
+    _fix(space, "weight_averaging", "none", ("ema_decay",))
+
+
+def no_portfolio(space: dict[str, Any]) -> None:
+    space["enqueue"] = [t for t in space["enqueue"] if t.get("activation") == "elu"]  # the old practical default
+
+
+VARIANTS: dict[str, Callable[[dict[str, Any]], None] | None] = {
+    "full recipe": None,
+    "- numeric embeddings": no_embeddings,
+    "- TabM (k = 1)": no_tabm,
+    "- weight averaging": no_weight_averaging,
+    "- portfolio (old first trial)": no_portfolio,
+}
+
+
+def primary(task: str, y: pd.Series, model: Any, X: pd.DataFrame) -> float:
+    if task == "regression":
+        return float(np.sqrt(metrics.mean_squared_error(y.to_numpy(float), model.predict(X))))
+    if task == "binary":
+        proba = model.predict_proba(X)[:, 1]
+        return float(metrics.roc_auc_score(y.astype(str) == str(model.classes_[1]), proba))
+    return float(np.mean(model.predict(X).astype(str) == y.astype(str).to_numpy()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=60.0)
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    args = parser.parse_args()
+    wanted = args.datasets.split(",")
+    results: dict[str, dict[str, float]] = {v: {} for v in VARIANTS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for ds in [d for d in manifest() if d["name"] in wanted]:
+            train_file, test_file, _ = split(ds)
+            train, test = pd.read_parquet(train_file), pd.read_parquet(test_file)
+            for variant, change in VARIANTS.items():
+                space = copy.deepcopy(yaml.safe_load(DEFAULT.read_text()))
+                if change is not None:
+                    change(space)
+                path = Path(tmp) / f"{ds['name']}-{len(results[variant])}-{abs(hash(variant))}.yaml"
+                path.write_text(yaml.safe_dump(space, sort_keys=False))
+                out = Path(tmp) / path.stem
+                api.fit(train, target=ds["target"], task=ds["task"], model_dir=out / "model", out=out / "run",
+                        space=str(path), time_budget=args.budget, gbt=False, test_size=0.0, seed=0, quiet=True,
+                        progress=False)
+                model = api.load(out / "model")
+                value = primary(ds["task"], test[ds["target"]], model, test.drop(columns=[ds["target"]]))
+                results[variant][ds["name"]] = value
+                print(f"{ds['name']} | {variant}: {value:.4f}", flush=True)
+    names = list(next(iter(results.values())))
+    print("command: " + " ".join(shlex.quote(a) for a in [".venv/bin/python", "benchmarks/ablation.py", *sys.argv[1:]]))
+    print("| nets alone (`--no-gbt`) | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for variant, row in results.items():
+        print(f"| {variant} | " + " | ".join(f"{row[n]:.4f}" for n in names) + " |")
+
+
+if __name__ == "__main__":
+    main()
