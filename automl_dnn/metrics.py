@@ -94,7 +94,8 @@ def _roc_auc(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def _rmse(y: np.ndarray, pred: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((y - pred) ** 2)))
+    with np.errstate(over="ignore"):  # a diverged net's huge (finite) values score inf, without a warning
+        return float(np.sqrt(np.mean((y - pred) ** 2)))
 
 
 def _mae(y: np.ndarray, pred: np.ndarray) -> float:
