@@ -313,14 +313,17 @@ def _export(run: RunDir, spec: dict[str, Any], encoder: TargetEncoder, model_dir
             notes: list[str]) -> None:
     row_of = {row.name: row for row in rows}
     nets, gbt, scalings = [], None, set()
+    X_valid: dict[str, np.ndarray] = {}  # per scaling, read once however many nets use it
     for c, w in zip(chosen, weights):
         scores = {"valid": row_of[c.name].valid, "test": row_of[c.name].test}
         scalings.add(c.scaling)
         if c.kind == "net":
-            nets.append(_net_member(run, c, encoder, w, scores))
+            if c.scaling not in X_valid:
+                X_valid[c.scaling] = load_arrays(run.data_path(c.scaling))["X_valid"]
+            nets.append(_net_member(c, X_valid[c.scaling], encoder, w, scores))
         else:
             assert c.gbt is not None
-            booster = c.gbt.exported_booster
+            booster = c.gbt.result.exported_booster
             gbt = GBTMember(booster=booster, params=c.gbt.result.params,
                             best_iteration=booster.num_boosted_rounds() - 1, categories=c.gbt.result.categories,
                             preprocess=c.scaling, weight=w, scores=scores)
@@ -331,7 +334,7 @@ def _export(run: RunDir, spec: dict[str, Any], encoder: TargetEncoder, model_dir
                notes=[*spec.get("notes", []), *notes])
 
 
-def _net_member(run: RunDir, c: Candidate, encoder: TargetEncoder, weight: float,
+def _net_member(c: Candidate, X_valid: np.ndarray, encoder: TargetEncoder, weight: float,
                 scores: dict[str, float]) -> NetMember:
     """The trial's saved weights, rebuilt and checked against its saved validation predictions."""
     assert c.artifacts is not None and c.trial is not None
@@ -340,7 +343,6 @@ def _net_member(run: RunDir, c: Candidate, encoder: TargetEncoder, weight: float
     d_in, d_out = int(config["d_in"]), int(config["d_out"])
     model = build_mlp(NetConfig(**config["settings"]["net"]), d_in=d_in, d_out=d_out)
     model.load_state_dict(state, strict=True)
-    X_valid = load_arrays(run.data_path(c.scaling))["X_valid"]
     pred = np.asarray(predict(model, X_valid, task=encoder.task_, device="cpu"), dtype=np.float64)
     saved, atol = c.valid, REPRODUCE_TOL
     target = config["settings"].get("target")

@@ -92,6 +92,11 @@ class GBTResult:
     final_booster: xgb.Booster | None = None  # fit_gbt(refit=True): the best trial refit on train + valid
     final_rows: int = 0
 
+    @property
+    def exported_booster(self) -> xgb.Booster:
+        """The copy refit on train + valid when there was one, else the tuned booster."""
+        return self.booster if self.final_booster is None else self.final_booster
+
     def to_dict(self) -> dict[str, Any]:
         """Everything but the booster, JSON-able (the booster is saved separately with save_model)."""
         return {
@@ -416,10 +421,6 @@ class GBTMemberFit:
     test: np.ndarray  # by the exported copy (refit on train + valid when there was time)
     preprocess: str  # the run's preprocessing whose transform_for_gbt made the frames
 
-    @property
-    def exported_booster(self) -> xgb.Booster:
-        return self.result.booster if self.result.final_booster is None else self.result.final_booster
-
     def describe(self) -> str:
         p = self.result.params
         return f"eta {p['eta']:.3g}, depth {p['max_depth']}, {self.result.best_iteration + 1} rounds"
@@ -461,9 +462,8 @@ def fit_run_gbt(run: RunDir, dataset: Dataset, *, n_trials: int, seed: int, time
     refit = ("the exported copy refit on training + validation" if result.final_booster is not None
              else "not refit on training + validation (no time left, or stopped)")
     notes.append(f"XGBoost: {result.n_trials_run} trials in {result.seconds:.1f}s, {refit}")
-    fitted = GBTMemberFit(result=result, valid=pred("valid", result.booster), test=np.zeros(0), preprocess=key)
-    fitted.test = pred("test", fitted.exported_booster)
-    return fitted
+    return GBTMemberFit(result=result, valid=pred("valid", result.booster), test=pred("test", result.exported_booster),
+                        preprocess=key)
 
 
 def gbt_preprocess_key(run: RunDir) -> str:

@@ -126,10 +126,10 @@ class Objective:
             return dataclasses.replace(settings, target_transform="none"), data["y_train"], data["y_valid"], None
         if settings.target_transform == "none":
             return settings, data["y_train"], data["y_valid"], None
-        target = TargetTransform(settings.target_transform).fit(self.encoder.decode(data["y_train"]))
+        y_train = self.encoder.decode(data["y_train"])
+        target = TargetTransform(settings.target_transform).fit(y_train)
         settings = dataclasses.replace(settings, target=target.to_dict())
-        return (settings, target.forward(self.encoder.decode(data["y_train"])),
-                target.forward(self.encoder.decode(data["y_valid"])), target)
+        return settings, target.forward(y_train), target.forward(self.encoder.decode(data["y_valid"])), target
 
     def __call__(self, trial: optuna.Trial) -> float:
         with Lease(trial):

@@ -91,7 +91,7 @@ def _load_net(member: dict[str, Any], data: bytes) -> _Net:
     try:
         state = load_tensors(data)
     except Exception as exc:  # safetensors raises its own error types for bad headers and sizes
-        raise ModelFormatError(f"{name!r} is not a valid safetensors file ({str(exc)[:100]}); "
+        raise ModelFormatError(f"{name!r} is not a valid safetensors file ({first_line(exc, 100)}); "
                                "re-export the model") from None
     try:
         model = build_mlp(NetConfig(**member["settings"]["net"]), d_in=int(member["d_in"]), d_out=int(member["d_out"]))

@@ -90,24 +90,33 @@ def study_info(run_dir: Path, fit_start: dt.datetime, fit_end: dt.datetime, note
     return info
 
 
-def main() -> None:
-    args = c.parse_args()
+def fit_and_predict(args: Any, *flags: str) -> tuple[Path, float, float, pd.DataFrame, dict[str, Any]]:
+    """The timed ``automl-dnn fit`` (with ``flags``) and ``automl-dnn predict`` of the test features.
+
+    Returns the test features' file, fit and predict seconds, the predictions and the study's info.
+    """
     test = pd.read_parquet(args.test).drop(columns=[args.target])
     test_file = args.out / "test_features.parquet"
     test.to_parquet(test_file)
-    model, run_dir, model_best = args.out / "model", args.out / "run", args.out / "model-best-net"
-
+    model, run_dir = args.out / "model", args.out / "run"
     fit_start = dt.datetime.now()
     fit_s = run([str(BIN), "fit", str(args.train), "--target", args.target, "--task", args.task,
                  "--model", str(model), "--out", str(run_dir), "--time-budget", str(args.budget),
-                 "--test-size", "0", "--seed", "0", "--quiet"], args.out / "fit.log")
+                 "--test-size", "0", "--seed", "0", *flags, "--quiet"], args.out / "fit.log")
     fit_end = dt.datetime.now()
     predict_s, pred = predict(model, test_file, args.out / "pred.csv", args.out / "predict.log")
     notes = json.loads((model / "model.json").read_text()).get("notes", [])
     info = study_info(run_dir, fit_start, fit_end, notes)
     info["members"] = members(model)
-    info["predict_s"] = predict_s
     info["fit_output"] = (args.out / "fit.log").read_text()[-1500:]
+    return test_file, fit_s, predict_s, pred, info
+
+
+def main() -> None:
+    args = c.parse_args()
+    run_dir, model_best = args.out / "run", args.out / "model-best-net"
+    test_file, fit_s, predict_s, pred, info = fit_and_predict(args)
+    info["predict_s"] = predict_s
     rows = {"automl-dnn": {"fit_s": fit_s, "predict_s": predict_s, "info": info}}
     frames = {"automl-dnn": to_frame(args.task, pred)}
 
