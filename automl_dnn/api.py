@@ -10,6 +10,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import torch
 
+from automl_dnn.budget import search_share
 from automl_dnn.ensemble_step import EnsembleReport, ensemble_run
 from automl_dnn.errors import AutoDNNError
 from automl_dnn.paths import check_file_path, make_folder
@@ -19,9 +20,6 @@ from automl_dnn.predictor import predict_file as _predict_file
 from automl_dnn.report import dashboard_app, live_progress, write_html_report
 from automl_dnn.search import OnPrepared, SearchOptions, SearchSummary, run_search
 
-#: Share of a ``fit`` time budget kept after the search for the ensemble weights and the export
-#: (XGBoost trains beside the search, not after it).
-ENSEMBLE_SHARE = 0.1
 #: XGBoost trials in ``fit``: with a time budget the budget ends its search, without one the count does.
 GBT_TRIALS_ON_BUDGET = 200
 GBT_TRIALS = 10
@@ -39,27 +37,40 @@ def search(source: Any, *, out: Path, progress: bool | None = None,
 
 def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gbt: bool | BackgroundGBT = True,
              gbt_trials: int = 10, seed: int = 0, time_budget: float | None = None,
-             threads: int | None = None) -> EnsembleReport:
-    """Ensemble the best nets of a finished search (plus XGBoost) and export one model folder."""
+             threads: int | None = None, folds: int | None = 1, bag_mode: str = "bag",
+             device: str = "auto") -> EnsembleReport:
+    """Ensemble the best nets of a finished search (plus XGBoost) and export one model folder.
+
+    ``folds`` > 1 bags the members first and fits the ensemble on their out-of-fold predictions (None:
+    chosen from the rows); ``bag_mode`` is what a bagged net exports ("bag": its fold models, "refit").
+    """
     run_dir = Path(run_dir)
     return ensemble_run(run_dir, model_dir=Path(model_dir) if model_dir else run_dir / "model", top_k=top_k,
-                        gbt=gbt, gbt_trials=gbt_trials, seed=seed, time_budget=time_budget, threads=threads)
+                        gbt=gbt, gbt_trials=gbt_trials, seed=seed, time_budget=time_budget, threads=threads,
+                        folds=folds, bag_mode=bag_mode, device=device)
 
 
 def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: float | None = None,
-        top_k: int = 5, gbt: bool = True, gbt_trials: int | None = None, ensemble_share: float = ENSEMBLE_SHARE,
+        top_k: int = 5, gbt: bool = True, gbt_trials: int | None = None, folds: int | None = None,
+        bag_mode: str = "bag", ensemble_share: float | None = None,
         **options: Any) -> tuple[SearchSummary, EnsembleReport]:
-    """Search, ensemble and export within ``time_budget`` seconds in total (``ensemble_share`` of it after the search).
+    """Search, ensemble and export within ``time_budget`` seconds in total.
 
     XGBoost is searched in a thread beside the nets, on its own share of the cores (``split_cores``),
     so both model families get the whole search time: on a small machine that beats giving XGBoost
-    a slice after the nets, and on a GPU machine the CPU would idle otherwise.
+    a slice after the nets, and on a GPU machine the CPU would idle otherwise. The planner
+    (``budget``) keeps the rest of the budget for the k-fold bagging (``folds``; None: 5 up to
+    100,000 rows, then the validation split), the weights and the export; ``ensemble_share`` overrides
+    its share.
     """
     started = time.time()
     model_dir = Path(model_dir)
     out = Path(out) if out else model_dir.parent / f"{model_dir.name}-run"
     make_folder(model_dir, "model folder")  # refuse a bad model path before the search, not after
-    search_budget = None if time_budget is None else time_budget * (1 - ensemble_share)
+    if folds is not None and folds < 1:
+        raise AutoDNNError(f"--folds must be >= 1, got {folds}")
+    share = search_share(bagging=folds != 1) if ensemble_share is None else 1.0 - ensemble_share
+    search_budget = None if time_budget is None else time_budget * share
     background = None
     if gbt:
         options["threads"], gbt_threads = split_cores(options.get("threads"), options.get("device", "auto"),
@@ -77,7 +88,8 @@ def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: f
         background.stop()
     left = None if time_budget is None else max(1.0, time_budget - (time.time() - started))
     report = ensemble(out, model_dir=model_dir, top_k=top_k, gbt=background or False, seed=options.get("seed", 0),
-                      time_budget=left, threads=options.get("threads"))
+                      time_budget=left, threads=options.get("threads"), folds=folds, bag_mode=bag_mode,
+                      device=options.get("device", "auto"))
     return summary, report
 
 

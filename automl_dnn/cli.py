@@ -200,22 +200,36 @@ def search(data: str, out: Path, **options: Any) -> None:
         sys.exit(130)
 
 
+def bagging_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--folds and --bag/--refit, shared by ``ensemble`` and ``fit``."""
+    command = click.option("--bag/--refit", "bag", default=True, show_default=True,
+                           help="What a bagged net exports: the average of its fold models, or one refit "
+                                "on every training + validation row.")(command)
+    return click.option("--folds", type=click.IntRange(min=1), default=None,
+                        help="K-fold bagging: members, weights and threshold fitted on out-of-fold predictions "
+                             "(default: 5 up to 100,000 rows and as the budget allows; 1: the validation "
+                             "split).")(command)
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--model", "model_dir", type=OutputFolder(), help="Model folder (default: RUN_DIR/model).")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Most nets in the ensemble.")
 @click.option("--no-gbt", is_flag=True, help="Leave XGBoost out.")
 @click.option("--gbt-trials", type=click.IntRange(min=1), default=10, show_default=True)
+@bagging_options
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the bagged nets train.")
 @click.option("--quiet", is_flag=True)
-def ensemble(run_dir: Path, model_dir: Path | None, top_k: int, no_gbt: bool, gbt_trials: int, seed: int,
-             quiet: bool) -> None:
+def ensemble(run_dir: Path, model_dir: Path | None, top_k: int, no_gbt: bool, gbt_trials: int, folds: int | None,
+             bag: bool, seed: int, device: str, quiet: bool) -> None:
     """Ensemble the best nets of a search with XGBoost and export one model."""
     from automl_dnn import api
     from automl_dnn.report import print_ensemble_report
 
     report = api.ensemble(run_dir, model_dir=model_dir, top_k=top_k, gbt=not no_gbt, gbt_trials=gbt_trials,
-                          seed=seed)
+                          seed=seed, folds=folds, bag_mode="bag" if bag else "refit", device=device)
     print_ensemble_report(report, quiet=quiet)
 
 
@@ -227,15 +241,16 @@ def ensemble(run_dir: Path, model_dir: Path | None, top_k: int, no_gbt: bool, gb
 @click.option("--no-gbt", is_flag=True)
 @click.option("--gbt-trials", type=click.IntRange(min=1),
               help="XGBoost trials at most (default: as many as --time-budget allows, else 10).")
+@bagging_options
 @search_options
 def fit(data: str, model_dir: Path, out: Path | None, top_k: int, no_gbt: bool, gbt_trials: int | None,
-        **options: Any) -> None:
+        folds: int | None, bag: bool, **options: Any) -> None:
     """Search, ensemble and export in one go, within --time-budget seconds in total."""
     from automl_dnn import api
     from automl_dnn.report import print_ensemble_report, print_search_summary
 
     summary, report = api.fit(data, model_dir=model_dir, out=out, top_k=top_k, gbt=not no_gbt,
-                              gbt_trials=gbt_trials, **options)
+                              gbt_trials=gbt_trials, folds=folds, bag_mode="bag" if bag else "refit", **options)
     print_search_summary(summary, quiet=options["quiet"])
     print_ensemble_report(report, quiet=options["quiet"])
 

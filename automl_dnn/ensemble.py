@@ -30,7 +30,7 @@ from automl_dnn.errors import AutoDNNError
 #: Validation rows at which fitted weights and equal weights count alike (see build_ensemble).
 SHRINK_ROWS = 100.0
 THRESHOLD_GRID = np.round(np.arange(0.02, 0.985, 0.01), 2)
-MIN_THRESHOLD_GAIN = 0.005  # balanced accuracy a threshold must add over 0.5 on validation to be used
+MIN_THRESHOLD_GAIN = 0.005  # what a threshold must add to the label metric must add over 0.5 on validation to be used
 
 
 def ensemble_loss(task: str, y: np.ndarray, pred: np.ndarray) -> float:
@@ -290,19 +290,23 @@ def overfit_warning(valid_gain: float, test_gain: float, *, min_ratio: float = 0
     )
 
 
-def choose_threshold(y: np.ndarray, p1: np.ndarray) -> tuple[float | None, str]:
-    """The P(class 1) cut maximizing balanced accuracy on validation, or None (0.5) if it helps too little.
+def choose_threshold(y: np.ndarray, p1: np.ndarray, metric: str) -> tuple[float | None, str]:
+    """The P(class 1) cut that maximizes the study's metric, or None (0.5) where a cut cannot help it.
 
-    Ties go to the cut closest to 0.5; a cut must beat 0.5 by ``MIN_THRESHOLD_GAIN`` so that noise on a
-    small validation split does not move it.
+    Only a label metric (accuracy, balanced accuracy) moves the cut: log-loss and ROC-AUC score the
+    probabilities, which a cut leaves alone. Ties go to the cut closest to 0.5; a cut must beat 0.5 by
+    ``MIN_THRESHOLD_GAIN`` so that noise on a small validation split does not move it.
     """
-    def balanced(threshold: float) -> float:
-        hit = (p1 >= threshold).astype(np.int64) == y
-        return float(np.mean([hit[y == k].mean() for k in np.unique(y)]))
+    if metric not in metrics.LABEL_METRICS:
+        return None, f"decision threshold 0.5 ({metric} scores probabilities, which a threshold does not change)"
+    proba = np.stack([1.0 - p1, p1], axis=1)
 
-    base = balanced(0.5)
-    scored = [(balanced(float(t)), -abs(float(t) - 0.5), float(t)) for t in THRESHOLD_GRID]
-    best, _, cut = max(scored)
+    def scored(threshold: float) -> float:
+        return metrics.score(metric, y, proba, threshold)
+
+    base = scored(0.5)
+    best, _, cut = max((scored(float(t)), -abs(float(t) - 0.5), float(t)) for t in THRESHOLD_GRID)
+    name = metric.replace("_", " ")
     if best < base + MIN_THRESHOLD_GAIN or len(np.unique(y)) < 2:
-        return None, f"decision threshold 0.5 (balanced accuracy on validation {base:.4f}; no cut does clearly better)"
-    return cut, f"decision threshold {cut:.2f}: balanced accuracy on validation {best:.4f} (vs {base:.4f} at 0.5)"
+        return None, f"decision threshold 0.5 ({name} {base:.4f}; no cut does clearly better)"
+    return cut, f"decision threshold {cut:.2f}: {name} {best:.4f} (vs {base:.4f} at 0.5)"

@@ -24,6 +24,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl_dnn import metrics
 from automl_dnn.config import NetConfig, describe
+from automl_dnn.bagging import (BAG_MODES, BaggedMember, NetToBag, bag_gbt, bag_net, default_folds, dev_data,
+                                dev_targets, make_folds, net_unit_seconds, repeats_for)
+from automl_dnn.budget import BagPlan, plan_bagging
 from automl_dnn.data import TargetEncoder, TargetTransform
 from automl_dnn.ensemble import blend, build_ensemble, choose_threshold, ensemble_loss, overfit_warning
 from automl_dnn.errors import AutoDNNError
@@ -77,7 +80,14 @@ class EnsembleReport:
     model_dir: Path
     threshold: float | None
     has_test: bool
-    seconds: dict[str, float] = field(default_factory=dict)  # gbt, weights, export
+    seconds: dict[str, float] = field(default_factory=dict)  # gbt, bagging, weights, export
+    folds: int = 1  # k of the k-fold bagging the weights were fitted with; 1: the validation split
+    repeats: int = 1
+
+    @property
+    def inner(self) -> str:
+        """What the "valid" scores are measured on: ``oof`` (out-of-fold, after bagging) or ``valid``."""
+        return "oof" if self.folds > 1 else "valid"
 
     @property
     def selected(self) -> list[MemberRow]:
@@ -111,6 +121,9 @@ class Candidate:
     scaling: str = "standard"  # the preprocessing it reads (XGBoost: the one whose transform_for_gbt it uses)
     artifacts: TrialArtifacts | None = None  # a net's saved trial
     gbt: GBTMemberFit | None = None  # the XGBoost member
+    best_epoch: int | None = None  # a net trial's best epoch (0-based) and seconds per epoch: bagging plans with them
+    epoch_seconds: float | None = None
+    bag: BaggedMember | None = None  # after k-fold bagging: ``valid`` holds its OOF predictions
 
 
 # --- the step -----------------------------------------------------------------------------------
@@ -118,13 +131,21 @@ class Candidate:
 
 def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | BackgroundGBT = True,
                  gbt_trials: int = 10, seed: int = 0, time_budget: float | None = None,
-                 threads: int | None = None) -> EnsembleReport:
-    """Weight the best nets of a search (plus XGBoost) on validation and export one model folder.
+                 threads: int | None = None, folds: int | None = 1, bag_mode: str = "bag",
+                 device: str = "auto") -> EnsembleReport:
+    """Weight the best nets of a search (plus XGBoost) and export one model folder.
 
     ``gbt`` may be a ``BackgroundGBT`` started beside the search (``fit``): its model is used as it is.
+    ``folds`` > 1 bags the best ``top_k`` nets and XGBoost first (``bagging``), and the members, weights
+    and threshold are fitted on their out-of-fold predictions; None chooses k from the rows.
+    ``bag_mode`` says what a bagged net exports: its fold models' average, or a refit on every row.
     """
     if top_k < 1:
         raise AutoDNNError(f"top_k must be >= 1, got {top_k}")
+    if folds is not None and folds < 1:
+        raise AutoDNNError(f"--folds must be >= 1, got {folds}")
+    if bag_mode not in BAG_MODES:
+        raise AutoDNNError(f"bag mode must be one of {', '.join(BAG_MODES)}, got {bag_mode!r}")
     check_model_dir(Path(model_dir))  # before minutes of XGBoost, not after
     started = time.monotonic()
     deadline = None if time_budget is None else started + time_budget
@@ -146,6 +167,13 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     seconds["gbt"] = time.monotonic() - t0
 
     t0 = time.monotonic()
+    bagged = _bagging(run, spec, encoder, candidates, folds, bag_mode=bag_mode, top_k=top_k, seed=seed,
+                      deadline=deadline, threads=threads, device=device, notes=notes)
+    if bagged is not None:
+        candidates, y_valid, plan = bagged
+    seconds["bagging"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
     n_gbt = sum(c.kind == "xgboost" for c in candidates)
     valid_preds = [c.valid for c in candidates]
     names = [c.name for c in candidates]
@@ -157,10 +185,10 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     chosen = [candidates[i] for i in result.members]
     threshold = None
     if task == "binary":
-        threshold, note = choose_threshold(y_valid, _blend(chosen, result.weights, "valid")[:, 1])
+        threshold, note = choose_threshold(y_valid, _blend(chosen, result.weights, "valid")[:, 1], metric)
         notes.append(note)
     report_rows = _member_rows(candidates, result, metric, y_valid, y_test)
-    summary = _summary_rows(candidates, chosen, result.weights, task, metric, y_valid, y_test)
+    summary = _summary_rows(candidates, chosen, result.weights, task, metric, y_valid, y_test, threshold)
     warnings = _warnings(task, result, candidates, chosen, y_test)
     seconds["weights"] = time.monotonic() - t0
 
@@ -170,7 +198,8 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     return EnsembleReport(task=task, metric=metric, direction=metrics.direction(metric),
                           loss=metrics.default_metric(task), members=report_rows, summary=summary,
                           warnings=warnings, notes=notes, model_dir=Path(model_dir), threshold=threshold,
-                          has_test=len(y_test) > 0, seconds=seconds)
+                          has_test=len(y_test) > 0, seconds=seconds,
+                          folds=1 if bagged is None else plan.k, repeats=1 if bagged is None else plan.repeats)
 
 
 def _gbt_member(run: RunDir, spec: dict[str, Any], gbt: bool | BackgroundGBT, gbt_trials: int, seed: int,
@@ -226,6 +255,7 @@ def _net_candidates(run: RunDir, spec: dict[str, Any], notes: list[str]) -> list
             valid=np.asarray(saved.predictions["valid"], dtype=np.float64),
             test=np.asarray(saved.predictions["test"], dtype=np.float64),
             scaling=settings.get("scaling", "standard"), artifacts=saved,
+            best_epoch=trial.user_attrs.get("best_epoch"), epoch_seconds=_seconds_per_epoch(trial),
         ))
     if not candidates:
         raise AutoDNNError(f"none of the {len(trials)} completed trials in {str(run.root)!r} has its artifacts; "
@@ -233,6 +263,11 @@ def _net_candidates(run: RunDir, spec: dict[str, Any], notes: list[str]) -> list
     if len(trials) > MAX_CANDIDATES:
         notes.append(f"considered the best {MAX_CANDIDATES} of {len(trials)} completed trials")
     return candidates
+
+
+def _seconds_per_epoch(trial: FrozenTrial) -> float | None:
+    seconds, epochs = trial.user_attrs.get("epoch_seconds"), trial.user_attrs.get("epochs_run")
+    return float(seconds) / int(epochs) if seconds is not None and epochs else None
 
 
 def _targets(run: RunDir, scaling: str, encoder: TargetEncoder) -> tuple[np.ndarray, np.ndarray]:
@@ -258,6 +293,89 @@ def _matching_shapes(candidates: list[Candidate], y_valid: np.ndarray, y_test: n
     return kept
 
 
+# --- k-fold bagging -----------------------------------------------------------------------------
+
+
+def _bagging(run: RunDir, spec: dict[str, Any], encoder: TargetEncoder, candidates: list[Candidate],
+             folds: int | None, *, bag_mode: str, top_k: int, seed: int, deadline: float | None,
+             threads: int | None, device: str, notes: list[str]
+             ) -> tuple[list[Candidate], np.ndarray, BagPlan] | None:
+    """The bagged candidates and the development rows' targets, or None to stay on the validation split.
+
+    The best ``top_k`` nets (by validation) and XGBoost are bagged, as far as the time left allows
+    (``plan_bagging``); a member the deadline cuts off is left out, its finished folds kept on disk.
+    """
+    nets = [c for c in candidates if c.kind == "net"]
+    y_dev = dev_targets(run, encoder, nets[0].scaling)
+    k = default_folds(len(y_dev)) if folds is None else folds
+    if k == 1:
+        return None
+    repeats = repeats_for(len(y_dev))
+    if len(y_dev) < 2 * k:
+        notes.append(f"no k-fold bagging: {len(y_dev)} training + validation rows are too few for {k} folds")
+        return None
+    ranked = [c for c in nets if c.best_epoch is not None][:top_k]
+    trees = [c for c in candidates if c.kind == "xgboost" and c.gbt is not None and c.gbt.frames]
+    n_search_train = len(load_arrays(run.data_path(nets[0].scaling))["y_train"])
+    costs = [_net_cost(c, n_search_train, len(y_dev)) for c in ranked]
+    tree_costs = [_gbt_cost(c.gbt, len(y_dev)) for c in trees]
+    plan = plan_bagging(costs, tree_costs, k=k, repeats=repeats, refit=bag_mode == "refit",
+                        seconds=None if deadline is None else deadline - time.monotonic())
+    if plan.note:
+        notes.append(plan.note)
+    if plan.k == 1 or plan.n_nets == 0:
+        return None
+    fold_rows = make_folds(y_dev, encoder.task_, k=plan.k, repeats=plan.repeats, seed=seed)
+    out_of_time = (lambda: False) if deadline is None else (lambda: time.monotonic() >= deadline)
+    cache: dict[str, Any] = {}
+    bagged: list[Candidate] = []
+    for c in trees[: plan.n_trees]:
+        assert c.gbt is not None
+        member = bag_gbt(run, c.gbt, fold_rows, encoder.task_, threads=threads, should_stop=out_of_time)
+        if member is not None:
+            bagged.append(dataclasses.replace(c, valid=member.oof, test=member.test, bag=member))
+    for c in ranked[: plan.n_nets]:
+        assert c.best_epoch is not None and c.trial is not None and c.artifacts is not None
+        to_bag = NetToBag(name=c.name, trial=c.trial, artifacts=c.artifacts, best_epoch=c.best_epoch,
+                          epoch_seconds=c.epoch_seconds or 0.0)
+        member = bag_net(run, to_bag, fold_rows, encoder, mode=bag_mode, device=device, threads=threads,
+                         cache=cache, should_stop=out_of_time)
+        if member is None:
+            notes.append(f"{c.name} left out of the bagging: the time budget ended (its finished folds are kept "
+                         "for a rerun)")
+            continue
+        bagged.append(dataclasses.replace(c, valid=member.oof, test=member.test, bag=member))
+    if not any(c.kind == "net" for c in bagged):
+        notes.append("no k-fold bagging: the time budget ended before a net's folds were done")
+        return None
+    reused = sum(c.bag.reused for c in bagged if c.bag is not None)
+    kinds = f"{sum(c.kind == 'net' for c in bagged)} nets" + (" and XGBoost" if any(c.kind == "xgboost" for c in bagged)
+                                                             else "")
+    rep = f", {plan.repeats} repeats" if plan.repeats > 1 else ""
+    notes.append(f"{plan.k}-fold bagging{rep} of {kinds}: members, weights and threshold fitted on out-of-fold "
+                 f"predictions of {len(y_dev)} rows; nets exported as {_MODE_WORDS[bag_mode]}"
+                 + (f" ({reused} fold models reused from an earlier run)" if reused else ""))
+    return bagged, y_dev, plan
+
+
+_MODE_WORDS = {"bag": "the average of their fold models", "refit": "a refit on every training + validation row"}
+
+
+def _net_cost(c: Candidate, n_search_train: int, n_dev: int) -> float:
+    """Seconds of one copy of a net on the development rows (a fold's copy trains on a little fewer)."""
+    assert c.artifacts is not None and c.best_epoch is not None
+    max_epochs = int(c.artifacts.config["settings"]["train"]["max_epochs"])
+    return net_unit_seconds(c.epoch_seconds or 0.0, c.best_epoch, max_epochs, n_search_train, n_dev)
+
+
+def _gbt_cost(member: GBTMemberFit | None, n_dev: int) -> float:
+    """Seconds of one fold of XGBoost: its best tuning trial's, grown with the rows."""
+    if member is None or not member.result.trials:
+        return 0.0
+    best = min(member.result.trials, key=lambda t: t["valid_loss"])
+    return float(best["seconds"]) * n_dev / max(len(member.frames.get("train", ())), 1)
+
+
 # --- scores -------------------------------------------------------------------------------------
 
 
@@ -265,8 +383,8 @@ def _blend(chosen: list[Candidate], weights: list[float], part: str) -> np.ndarr
     return blend([getattr(c, part) for c in chosen], weights)
 
 
-def _score(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
-    return metrics.score(metric, y, pred) if len(y) else math.nan
+def _score(metric: str, y: np.ndarray, pred: np.ndarray, threshold: float | None = None) -> float:
+    return metrics.score(metric, y, pred, threshold) if len(y) else math.nan
 
 
 def _member_rows(candidates: list[Candidate], result: Any, metric: str, y_valid: np.ndarray,
@@ -279,19 +397,22 @@ def _member_rows(candidates: list[Candidate], result: Any, metric: str, y_valid:
 
 
 def _summary_rows(candidates: list[Candidate], chosen: list[Candidate], weights: list[float], task: str,
-                  metric: str, y_valid: np.ndarray, y_test: np.ndarray) -> list[SummaryRow]:
-    """Best single model (by the selection metric on validation), equal-weight average, weighted ensemble."""
+                  metric: str, y_valid: np.ndarray, y_test: np.ndarray, threshold: float | None) -> list[SummaryRow]:
+    """Best single model (by the selection metric on validation), equal-weight average, weighted ensemble.
+
+    The weighted ensemble is what is exported: its label metrics use the exported decision threshold.
+    """
     loss = metrics.default_metric(task)
     best = min(candidates, key=lambda c: metrics.as_loss(metric, _score(metric, y_valid, c.valid)))
     equal = [1.0 / len(chosen)] * len(chosen)
     plural = "s" if len(chosen) > 1 else ""
-    rows = [(f"best single model ({best.name})", best.valid, best.test),
+    rows = [(f"best single model ({best.name})", best.valid, best.test, None),
             (f"equal-weight average ({len(chosen)} member{plural})", _blend(chosen, equal, "valid"),
-             _blend(chosen, equal, "test")),
-            ("weighted ensemble", _blend(chosen, weights, "valid"), _blend(chosen, weights, "test"))]
-    return [SummaryRow(name=name, valid=_score(metric, y_valid, v), test=_score(metric, y_test, t),
+             _blend(chosen, equal, "test"), None),
+            ("weighted ensemble", _blend(chosen, weights, "valid"), _blend(chosen, weights, "test"), threshold)]
+    return [SummaryRow(name=name, valid=_score(metric, y_valid, v, cut), test=_score(metric, y_test, t, cut),
                        valid_loss=_score(loss, y_valid, v), test_loss=_score(loss, y_test, t))
-            for name, v, t in rows]
+            for name, v, t, cut in rows]
 
 
 def _warnings(task: str, result: Any, candidates: list[Candidate], chosen: list[Candidate],
@@ -317,7 +438,9 @@ def _export(run: RunDir, spec: dict[str, Any], encoder: TargetEncoder, model_dir
     for c, w in zip(chosen, weights):
         scores = {"valid": row_of[c.name].valid, "test": row_of[c.name].test}
         scalings.add(c.scaling)
-        if c.kind == "net":
+        if c.kind == "net" and c.bag is not None:
+            nets.extend(_bagged_members(run, c, encoder, w, scores))
+        elif c.kind == "net":
             if c.scaling not in X_valid:
                 X_valid[c.scaling] = load_arrays(run.data_path(c.scaling))["X_valid"]
             nets.append(_net_member(c, X_valid[c.scaling], encoder, w, scores))
@@ -340,21 +463,44 @@ def _net_member(c: Candidate, X_valid: np.ndarray, encoder: TargetEncoder, weigh
     assert c.artifacts is not None and c.trial is not None
     config = c.artifacts.config
     state = c.artifacts.weights()
-    d_in, d_out = int(config["d_in"]), int(config["d_out"])
-    model = build_mlp(NetConfig(**config["settings"]["net"]), d_in=d_in, d_out=d_out)
+    _check_reproduces(config["settings"], int(config["d_in"]), int(config["d_out"]), state, X_valid, c.valid,
+                      encoder, f"trial {c.trial}", c.artifacts.folder)
+    return NetMember(trial=c.trial, settings=config["settings"], d_in=int(config["d_in"]),
+                     d_out=int(config["d_out"]), state=state, weight=weight, scores=scores)
+
+
+def _bagged_members(run: RunDir, c: Candidate, encoder: TargetEncoder, weight: float,
+                    scores: dict[str, float]) -> list[NetMember]:
+    """A bagged net's exported copies (its fold models, or its refit), sharing its weight equally."""
+    assert c.bag is not None and c.trial is not None
+    X_dev = dev_data(run, c.scaling).X
+    members = []
+    for i, unit in enumerate(c.bag.units):
+        state = unit.state()
+        rows, saved = unit.check()
+        _check_reproduces(unit.settings, unit.d_in, unit.d_out, state, X_dev[rows], saved, encoder,
+                          f"the {unit.label} copy of trial {c.trial}", unit.folder)
+        part = "refit" if unit.label == "refit" else f"fold{i + 1}"
+        members.append(NetMember(trial=c.trial, settings=unit.settings, d_in=unit.d_in, d_out=unit.d_out,
+                                 state=state, weight=weight / len(c.bag.units), scores=scores, part=part))
+    return members
+
+
+def _check_reproduces(settings: dict[str, Any], d_in: int, d_out: int, state: dict[str, Any], X: np.ndarray,
+                      saved: np.ndarray, encoder: TargetEncoder, what: str, folder: Path) -> None:
+    """Refuse to export weights that do not give the predictions saved with them (a stale artifact)."""
+    model = build_mlp(NetConfig(**settings["net"]), d_in=d_in, d_out=d_out)
     model.load_state_dict(state, strict=True)
-    pred = np.asarray(predict(model, X_valid, task=encoder.task_, device="cpu"), dtype=np.float64)
-    saved, atol = c.valid, REPRODUCE_TOL
-    target = config["settings"].get("target")
+    pred = np.asarray(predict(model, X, task=encoder.task_, device="cpu"), dtype=np.float64)
+    atol = REPRODUCE_TOL
+    target = settings.get("target")
     if encoder.task_ == "regression" and target:  # compared on the original scale, where it was saved
         pred, atol = TargetTransform.from_dict(target).inverse(pred), REPRODUCE_TOL * encoder.std_
     elif encoder.task_ == "regression":
         saved = (saved - encoder.mean_) / encoder.std_
     if not np.allclose(pred, saved, rtol=REPRODUCE_TOL, atol=atol):
-        raise AutoDNNError(f"the weights of trial {c.trial} do not reproduce its saved predictions "
-                           f"({c.artifacts.folder}); run `automl-dnn search` again into a new folder")
-    return NetMember(trial=c.trial, settings=config["settings"], d_in=d_in, d_out=d_out, state=state,
-                     weight=weight, scores=scores)
+        raise AutoDNNError(f"the weights of {what} do not reproduce its saved predictions ({folder}); "
+                           "run `automl-dnn search` again into a new folder")
 
 
 __all__ = ["EnsembleReport", "MemberRow", "SummaryRow", "ensemble_run"]

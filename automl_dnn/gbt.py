@@ -330,13 +330,13 @@ def fit_gbt(
     result = GBTResult(booster=booster, params=params, best_iteration=best_it, valid_loss=loss,
                        n_trials_run=len(trials), seconds=0.0, categories=categories, trials=trials)
     if refit and not _stopped(stop) and (deadline is None or time.monotonic() + grow * best_seconds <= deadline):
-        result.final_booster = _refit(params, [X_train, X_valid], [y_tr, y_va], (best_it + 1) * grow, threads)
+        result.final_booster = refit_booster(params, [X_train, X_valid], [y_tr, y_va], (best_it + 1) * grow, threads)
         result.final_rows = len(X_train) + len(X_valid)
     result.seconds = time.monotonic() - start
     return result
 
 
-def _refit(params: dict[str, Any], frames: list[pd.DataFrame], labels: list[np.ndarray], rounds: float,
+def refit_booster(params: dict[str, Any], frames: list[pd.DataFrame], labels: list[np.ndarray], rounds: float,
            threads: int | None) -> xgb.Booster:
     """Boost ``rounds`` (rounded) on the frames stacked: a tuned trial again, on more rows, no early stopping."""
     data = xgb.DMatrix(pd.concat(frames, ignore_index=True), np.concatenate(labels), enable_categorical=True,
@@ -403,7 +403,7 @@ def fit_gbt_holdout(
             deadline is None or time.monotonic() + more_grow * best_seconds <= deadline):
         X_more, y_more = align_categories(more[0], result.categories), _labels(more[1], task, n_classes)
         rounds = (result.best_iteration + 1) * (len(X) + len(X_more)) / len(X)
-        result.final_booster = _refit(result.params, [X, X_more], [y_all, y_more], rounds, threads)
+        result.final_booster = refit_booster(result.params, [X, X_more], [y_all, y_more], rounds, threads)
         result.final_rows = len(X) + len(X_more)
     result.seconds = time.monotonic() - start
     return result
@@ -420,6 +420,10 @@ class GBTMemberFit:
     valid: np.ndarray  # by ``result.booster``, which never trained on these rows
     test: np.ndarray  # by the exported copy (refit on train + valid when there was time)
     preprocess: str  # the run's preprocessing whose transform_for_gbt made the frames
+    # The frames and labels (class indices, or values on the original scale) of each part, in memory
+    # only: k-fold bagging trains the tuned booster again on folds of train + valid.
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    labels: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def describe(self) -> str:
         p = self.result.params
@@ -463,7 +467,9 @@ def fit_run_gbt(run: RunDir, dataset: Dataset, *, n_trials: int, seed: int, time
              else "not refit on training + validation (no time left, or stopped)")
     notes.append(f"XGBoost: {result.n_trials_run} trials in {result.seconds:.1f}s, {refit}")
     return GBTMemberFit(result=result, valid=pred("valid", result.booster), test=pred("test", result.exported_booster),
-                        preprocess=key)
+                        preprocess=key, frames=frames,
+                        labels={"train": _labels(y_train, encoder.task_, len(encoder.classes_)),
+                                "valid": _labels(y_valid, encoder.task_, len(encoder.classes_))})
 
 
 def gbt_preprocess_key(run: RunDir) -> str:

@@ -60,6 +60,21 @@ def _logloss(y: np.ndarray, pred: np.ndarray) -> float:
     return float(-np.mean(np.log(p[np.arange(len(y)), y])))
 
 
+#: Metrics of the predicted labels alone: the only ones a binary decision threshold can change.
+LABEL_METRICS = ("accuracy", "balanced_accuracy")
+
+
+def with_threshold(pred: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Binary probabilities whose argmax is the label at ``threshold`` (what ``predict`` writes).
+
+    Only for scoring label metrics: the rows become one-hot, so a probability metric would be wrong.
+    """
+    if threshold is None or pred.ndim != 2 or pred.shape[1] != 2:
+        return pred
+    positive = (pred[:, 1] >= threshold).astype(np.float64)
+    return np.stack([1.0 - positive, positive], axis=1)
+
+
 def _accuracy(y: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean(pred.argmax(axis=1) == y))
 
@@ -193,10 +208,15 @@ def _as_labels(y_true: np.ndarray, n_classes: int) -> np.ndarray:
     return y
 
 
-def score(metric: str, y_true: np.ndarray, pred: np.ndarray) -> float:
-    """``metric`` of ``pred`` against ``y_true``; the worst value if ``pred`` has a non-finite entry."""
+def score(metric: str, y_true: np.ndarray, pred: np.ndarray, threshold: float | None = None) -> float:
+    """``metric`` of ``pred`` against ``y_true``; the worst value if ``pred`` has a non-finite entry.
+
+    ``threshold`` (binary): label metrics score the labels cut at it, as the exported model predicts them.
+    """
     spec = _spec(metric)
     y_true, pred = np.asarray(y_true), np.asarray(pred)
+    if metric in LABEL_METRICS and np.all(np.isfinite(pred)):
+        pred = with_threshold(pred, threshold)
     classification = "regression" not in spec.tasks
     _check_shapes(y_true, pred, classification)
     if not np.all(np.isfinite(pred)):
@@ -209,6 +229,6 @@ def score(metric: str, y_true: np.ndarray, pred: np.ndarray) -> float:
     return spec.fn(y_true, pred)
 
 
-def all_scores(task: str, y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """Every metric of ``task``, for reports."""
-    return {name: score(name, y_true, pred) for name in metrics_for(task)}
+def all_scores(task: str, y_true: np.ndarray, pred: np.ndarray, threshold: float | None = None) -> dict[str, float]:
+    """Every metric of ``task``, for reports (label metrics at ``threshold``, as ``score``)."""
+    return {name: score(name, y_true, pred, threshold) for name in metrics_for(task)}

@@ -54,10 +54,11 @@ class NetMember:
     state: dict[str, Any]  # torch state_dict (tensors)
     weight: float
     scores: dict[str, Any] = field(default_factory=dict)
+    part: str | None = None  # one of a bagged trial's copies: "fold1".. (the fold models) or "refit"
 
     @property
     def name(self) -> str:
-        return f"net-{self.trial:05d}"
+        return f"net-{self.trial:05d}" + (f"-{self.part}" if self.part else "")
 
 
 @dataclass

@@ -87,49 +87,11 @@ class Objective:
             self._preprocessors[scaling] = FeaturePreprocessor.from_dict(read_json(self.run.preprocess_path(scaling)))
         return self._preprocessors[scaling]
 
-    def _embedding_inputs(self, settings: TrialSettings, X_train: np.ndarray
-                          ) -> tuple[TrialSettings, list[torch.Tensor] | None]:
-        """Point the embeddings at their columns: level codes always, a numeric embedding at the continuous
-        columns (PLE with quantile bins of the training rows).
-
-        Columns constant in the training rows are passed through (a bin needs two distinct edges).
-        """
-        pre = self._columns_of(settings.scaling)
-        codes = pre.categorical_features_
-        net = dataclasses.replace(settings.net, categorical_columns=[c for c, _ in codes] or None,
-                                  categorical_cardinalities=[n for _, n in codes] or None)
-        bins = None
-        if net.num_embedding != "none":
-            columns = [c for c in pre.continuous_features_ if np.ptp(X_train[:, c]) > 0]
-            if net.num_embedding == "ple" and columns:
-                rows = torch.as_tensor(X_train[:, columns])
-                if len(rows) > BIN_ROWS:  # torch.quantile's input limit; quantiles need no more rows
-                    rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:BIN_ROWS]]
-                bins = quantile_bins(rows, net.ple_bins)
-            net = dataclasses.replace(net, embedded_columns=columns,
-                                      bin_counts=None if bins is None else [len(b) - 1 for b in bins])
-        return dataclasses.replace(settings, net=net), bins
-
     def user_space(self, pred: np.ndarray, target: TargetTransform | None = None) -> np.ndarray:
         """Predictions as the user sees them: probabilities, or values on the original scale."""
         if self.task != "regression":
             return pred
         return self.encoder.decode(pred).astype(np.float64) if target is None else target.inverse(pred)
-
-    def _target_inputs(self, settings: TrialSettings, data: dict[str, np.ndarray]
-                       ) -> tuple[TrialSettings, np.ndarray, np.ndarray, TargetTransform | None]:
-        """The training and validation targets on the trial's own scale, and its fitted target transform.
-
-        The run folder holds the plain standardization; another transform is fitted on the training rows.
-        """
-        if self.task != "regression":  # searched all the same (a space cannot see the task); recorded as unused
-            return dataclasses.replace(settings, target_transform="none"), data["y_train"], data["y_valid"], None
-        if settings.target_transform == "none":
-            return settings, data["y_train"], data["y_valid"], None
-        y_train = self.encoder.decode(data["y_train"])
-        target = TargetTransform(settings.target_transform).fit(y_train)
-        settings = dataclasses.replace(settings, target=target.to_dict())
-        return settings, target.forward(y_train), target.forward(self.encoder.decode(data["y_valid"])), target
 
     def __call__(self, trial: optuna.Trial) -> float:
         with Lease(trial):
@@ -189,9 +151,10 @@ class Objective:
         data = self.data(settings.scaling)
         d_out = len(self.encoder.classes_) if self.task == "multiclass" else 1
         torch.manual_seed(settings.train.seed)  # the initial weights too must follow the seed
-        settings, bins = self._embedding_inputs(settings, data["X_train"])
+        settings, bins = embedding_inputs(settings, self._columns_of(settings.scaling), data["X_train"])
         model = build_mlp(settings.net, d_in=data["X_train"].shape[1], d_out=d_out, bins=bins)
-        settings, y_train, y_valid_scaled, target = self._target_inputs(settings, data)
+        settings, y_train, y_valid_scaled, target = target_inputs(settings, self.encoder, data["y_train"],
+                                                                  data["y_valid"])
         train_data = TrainData(data["X_train"], y_train, data["X_valid"], y_valid_scaled)
         settings = self._fit_to_budget(trial, settings, model, train_data)
         y_valid = self.user_space(data["y_valid"])
@@ -237,6 +200,45 @@ class Objective:
         if self.should_stop() and result.status == "stopped":
             trial.set_user_attr("cut_short", True)
         return value
+
+
+def target_inputs(settings: TrialSettings, encoder: TargetEncoder, y_train: np.ndarray, y_valid: np.ndarray
+                  ) -> tuple[TrialSettings, np.ndarray, np.ndarray, TargetTransform | None]:
+    """The training and validation targets on the trial's own scale, and its fitted target transform.
+
+    ``y_*`` are the run's encoded targets (class indices, or the plain standardization); another
+    transform is fitted on the training rows.
+    """
+    if encoder.task_ != "regression":  # searched all the same (a space cannot see the task); recorded as unused
+        return dataclasses.replace(settings, target_transform="none"), y_train, y_valid, None
+    if settings.target_transform == "none":
+        return settings, y_train, y_valid, None
+    target = TargetTransform(settings.target_transform).fit(encoder.decode(y_train))
+    settings = dataclasses.replace(settings, target=target.to_dict())
+    return settings, target.forward(encoder.decode(y_train)), target.forward(encoder.decode(y_valid)), target
+
+
+def embedding_inputs(settings: TrialSettings, pre: FeaturePreprocessor, X_train: np.ndarray
+                     ) -> tuple[TrialSettings, list[torch.Tensor] | None]:
+    """Point the embeddings at their columns of ``pre``'s encoding: level codes always, a numeric embedding
+    at the continuous columns (PLE with quantile bins of the training rows ``X_train``).
+
+    Columns constant in the training rows are passed through (a bin needs two distinct edges).
+    """
+    codes = pre.categorical_features_
+    net = dataclasses.replace(settings.net, categorical_columns=[c for c, _ in codes] or None,
+                              categorical_cardinalities=[n for _, n in codes] or None)
+    bins = None
+    if net.num_embedding != "none":
+        columns = [c for c in pre.continuous_features_ if np.ptp(X_train[:, c]) > 0]
+        if net.num_embedding == "ple" and columns:
+            rows = torch.as_tensor(X_train[:, columns])
+            if len(rows) > BIN_ROWS:  # torch.quantile's input limit; quantiles need no more rows
+                rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:BIN_ROWS]]
+            bins = quantile_bins(rows, net.ple_bins)
+        net = dataclasses.replace(net, embedded_columns=columns,
+                                  bin_counts=None if bins is None else [len(b) - 1 for b in bins])
+    return dataclasses.replace(settings, net=net), bins
 
 
 def worker_device(device: str, worker_index: int) -> str:

@@ -93,14 +93,17 @@ def print_ensemble_report(report: EnsembleReport, *, quiet: bool = False) -> Non
     for warning in getattr(report, "warnings", []):
         _note(f"warning: {warning}", style="yellow")
     rows = getattr(report, "rows", [])
+    inner = getattr(report, "inner", "valid")  # "oof" after k-fold bagging: scores of out-of-fold predictions
     if quiet:
         final = rows[-1] if rows else {}
-        out.print(f"ensemble valid {_fmt(final.get('valid'))} test {_fmt(final.get('test'))}; model {report.model_dir}")
+        out.print(f"ensemble {inner} {_fmt(final.get('valid'))} test {_fmt(final.get('test'))}; "
+                  f"model {report.model_dir}")
         return
     table = Table(title=f"Ensemble ({getattr(report, 'metric', '')})")
     columns = list(rows[0].keys()) if rows else []
     for column in columns:
-        table.add_column(column, justify="right" if column in ("valid", "test", "weight") else "left")
+        table.add_column(inner if column == "valid" else column,
+                         justify="right" if column in ("valid", "test", "weight") else "left")
     for row in rows:
         table.add_row(*[_fmt(row.get(c)) for c in columns])
     out.print(table)

@@ -291,9 +291,14 @@ def trial_folder(artifacts: Path, number: int) -> Path:
 def save_trial(artifacts: Path, number: int, *, state: dict[str, Any], config: dict[str, Any],
                predictions: dict[str, np.ndarray]) -> Path:
     """Write a trial's weights, config and predictions to a temporary folder, then rename it into place."""
-    final = trial_folder(artifacts, number)
-    Path(artifacts).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=artifacts))
+    return save_trial_folder(trial_folder(artifacts, number), state=state, config=config, predictions=predictions)
+
+
+def save_trial_folder(final: Path, *, state: dict[str, Any], config: dict[str, Any],
+                      predictions: dict[str, np.ndarray]) -> Path:
+    """``save_trial`` into any folder (the bagging phase's fold models have the same three files)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         save_tensors({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / WEIGHTS_FILE))
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=float), encoding="utf-8")

@@ -337,9 +337,10 @@ class _Trainer:
     """One training run; `run()` is the loop, the other methods its steps."""
 
     def __init__(
-        self, model: nn.Module, data: TrainData, config: TrainConfig, task: str, device: torch.device, amp: bool
+        self, model: nn.Module, data: TrainData, config: TrainConfig, task: str, device: torch.device, amp: bool,
+        keep: str = "best",
     ) -> None:
-        self.model, self.config, self.task, self.device = model, config, task, device
+        self.model, self.config, self.task, self.device, self.keep = model, config, task, device, keep
         self.amp_ctx = lambda: _autocast(device, amp)
         self.X_train = torch.as_tensor(np.asarray(data.X_train, dtype=np.float32), device=device)
         self.X_valid = torch.as_tensor(np.asarray(data.X_valid, dtype=np.float32), device=device)
@@ -493,6 +494,8 @@ class _Trainer:
                 if not all(math.isfinite(v) for v in (train_loss, valid_loss, score)):
                     status = "diverged"
                     break
+                if self.keep == "last":  # no selection on the validation rows: every epoch replaces the kept one
+                    best = _Best()
                 best.update(epoch, score, valid_loss, valid_pred, self.evaluated_model())
                 self.schedule.update(valid_loss)
                 elapsed = time.perf_counter() - start
@@ -501,7 +504,8 @@ class _Trainer:
                 if any([bool(cb.on_epoch_end(epoch, logs)) for cb in callbacks]):
                     status = "stopped"
                     break
-                if patience_exhausted(epoch, best.epoch, self.config.patience, self.patience_start):
+                if self.keep == "best" and patience_exhausted(epoch, best.epoch, self.config.patience,
+                                                              self.patience_start):
                     status = "early_stopped"
                     break
         finally:
@@ -534,8 +538,13 @@ def train(
     callbacks: Sequence[Callback] = (),
     score_fn: Callable[[np.ndarray], float] | None = None,
     threads: int | None = None,
+    keep: str = "best",
 ) -> TrainResult:
     """Train `model` in place with early stopping on the score (lower is better) and return a report.
+
+    ``keep="last"`` keeps the last epoch's weights instead, with no early stopping: for a model whose
+    validation rows must not choose its epoch (a fold model predicting its out-of-fold rows), which is
+    stopped instead by ``max_epochs`` or a callback.
 
     score = score_fn(valid_pred) if given, else the validation loss. On NaN/inf the run ends with
     status "diverged" (no exception). At the end the model holds the best epoch's weights, stays on
@@ -544,6 +553,8 @@ def train(
     """
     _check_task(task)
     _check_config(config)
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads=}")
     dev = resolve_device(device)
@@ -553,7 +564,7 @@ def train(
     try:
         torch.manual_seed(config.seed)  # dropout / RReLU masks; the permutation has its own generator
         model.to(dev)
-        return _Trainer(model, data, config, task, dev, amp).run(callbacks, score_fn)
+        return _Trainer(model, data, config, task, dev, amp, keep).run(callbacks, score_fn)
     finally:
         if threads is not None:
             torch.set_num_threads(previous_threads)

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from automl_dnn import api
-from automl_dnn import gbt
+from automl_dnn import budget, gbt, metrics
 from automl_dnn.data import read_table
 from automl_dnn.ensemble import choose_threshold
 from automl_dnn.ensemble_step import EnsembleReport, ensemble_run
@@ -193,18 +193,42 @@ def test_dataframe_source_is_kept_so_xgboost_joins(tmp_path: Path) -> None:
 # --- the decision threshold ---------------------------------------------------------------------
 
 
-def test_threshold_moves_when_it_clearly_helps() -> None:
+def _shifted_scores() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     y = (rng.random(400) < 0.2).astype(np.int64)  # 20 % positives whose scores sit around 0.3
-    p1 = np.clip(np.where(y == 1, 0.3, 0.1) + rng.normal(0, 0.05, 400), 0, 1)
-    cut, note = choose_threshold(y, p1)
-    assert cut is not None and 0.1 < cut < 0.3 and "decision threshold" in note
+    return y, np.clip(np.where(y == 1, 0.3, 0.1) + rng.normal(0, 0.05, 400), 0, 1)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "balanced_accuracy"])
+def test_threshold_moves_for_a_label_metric_and_maximizes_it(metric: str) -> None:
+    y, p1 = _shifted_scores()
+    cut, note = choose_threshold(y, p1, metric)
+    assert cut is not None and 0.1 < cut < 0.3 and metric.replace("_", " ") in note
+    proba = np.stack([1 - p1, p1], axis=1)
+    at_cut = metrics.score(metric, y, proba, cut)
+    assert at_cut > metrics.score(metric, y, proba) + 0.005
+    assert all(metrics.score(metric, y, proba, float(t)) <= at_cut for t in np.arange(0.02, 0.98, 0.01))
+
+
+@pytest.mark.parametrize("metric", ["logloss", "roc_auc"])
+def test_threshold_never_moves_for_a_probability_metric(metric: str) -> None:
+    y, p1 = _shifted_scores()  # the same scores a label metric moves the cut for
+    cut, note = choose_threshold(y, p1, metric)
+    assert cut is None and metric in note
 
 
 def test_threshold_stays_at_half_when_nothing_is_gained() -> None:
     y = np.array([0, 0, 1, 1] * 25)
     p1 = np.where(y == 1, 0.9, 0.1)
-    assert choose_threshold(y, p1)[0] is None
+    assert choose_threshold(y, p1, "accuracy")[0] is None
+
+
+def test_label_metrics_score_the_labels_at_the_threshold() -> None:
+    y = np.array([0, 1, 1, 0])
+    proba = np.array([[0.7, 0.3], [0.6, 0.4], [0.2, 0.8], [0.9, 0.1]])
+    assert metrics.score("accuracy", y, proba) == 0.75  # at 0.5 the second row is wrong
+    assert metrics.score("accuracy", y, proba, 0.35) == 1.0
+    assert metrics.score("logloss", y, proba, 0.35) == metrics.score("logloss", y, proba)
 
 
 def test_a_model_path_that_is_not_a_model_folder_is_refused_first(tmp_path_factory: pytest.TempPathFactory,
@@ -307,7 +331,7 @@ def test_fit_gives_the_nets_and_xgboost_their_own_cores(tmp_path: Path, monkeypa
         api.fit("builtin:wine", model_dir=tmp_path / "m", time_budget=30, device="cpu")
     assert seen["search"]["threads"] == 4 and seen["gbt"]["threads"] == 4
     assert seen["gbt"]["n_trials"] == api.GBT_TRIALS_ON_BUDGET
-    assert seen["search"]["time_budget"] == pytest.approx(30 * (1 - api.ENSEMBLE_SHARE))
+    assert seen["search"]["time_budget"] == pytest.approx(30 * budget.search_share(bagging=True))
     assert callable(seen["search"]["on_prepared"])
     seen.clear()
     with pytest.raises(AutoDNNError, match="stop here"):

@@ -20,11 +20,11 @@ BEGIN, END = "<!-- import-graph:begin -->", "<!-- import-graph:end -->"
 
 #: Lowest first; each entry is a module of automl_dnn (``data.reading`` is ``automl_dnn/data/reading.py``).
 LAYERS = [
-    "errors", "tasks", "paths", "files",
+    "errors", "tasks", "budget", "paths", "files",
     "data.builtins", "data.reading", "data.target", "data.preprocessing", "data.dataset", "data",
     "metrics", "config", "model", "optim", "train", "space",
     "storage", "run_folder", "study", "objective", "workers", "search",
-    "gbt", "ensemble", "model_folder", "ensemble_step", "predictor",
+    "gbt", "bagging", "ensemble", "model_folder", "ensemble_step", "predictor",
     "report", "api", "sklearn", "cli", "__main__", "__init__",
 ]
 

@@ -1,0 +1,382 @@
+"""K-fold bagging after the search: out-of-fold predictions that every ensemble decision can trust.
+
+One validation split is too few rows to choose members, weights and a threshold on a small table (the
+weights overfit it, and the exported nets never see it). Here each chosen member of the search (a net
+trial, or the tuned XGBoost) is trained again once per fold of the development rows (train + valid):
+
+- **Out-of-fold (OOF) predictions**: each fold model predicts the rows it never saw, so every
+  development row gets an honest prediction, and the ensemble is fitted on all of them.
+- **No early stopping on the OOF rows** (that would flatter them): a fold model trains for the epochs
+  the search found its trial best at, on the trial's own schedule, and keeps its last weights
+  (``train(keep="last")``); XGBoost boosts its tuned number of rounds. Both are scaled to the fold's
+  size: a net keeps its number of optimizer steps, XGBoost grows its rounds with the rows, as its refit does.
+- **The exported member** is either the average of the fold models (``bag``: the first repeat's K
+  models) or one model refit on every development row (``refit``); XGBoost is always its refit copy.
+- **Repeated k-fold** on tiny tables: OOF predictions are averaged over the repeats.
+
+Every fold model is written to ``RUN_DIR/bagging/<member>/<unit>/`` when it is done, with a fingerprint
+of what it was trained on, so a rerun after a crash reuses the folds that are done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import KFold, StratifiedKFold
+
+from automl_dnn.config import TrialSettings
+from automl_dnn.data import FeaturePreprocessor, TargetEncoder, TargetTransform
+from automl_dnn.errors import AutoDNNError
+from automl_dnn.files import load_arrays, read_json
+from automl_dnn.gbt import GBTMemberFit, predict_gbt, refit_booster
+from automl_dnn.model import build_mlp
+from automl_dnn.objective import embedding_inputs, target_inputs
+from automl_dnn.run_folder import RunDir, TrialArtifacts, load_trial, save_trial_folder
+from automl_dnn.train import Callback, TrainData, predict, train
+
+BAG_MODES = ("bag", "refit")
+DEFAULT_FOLDS = 5
+#: ``--folds`` by default: K-fold bagging up to this many development rows, the holdout above (where one
+#: validation split is already thousands of rows, and K fits cost K times the time).
+MAX_DEFAULT_BAGGED_ROWS = 100_000
+TINY_ROWS = 1_000  # fewer development rows than this: repeated k-fold
+TINY_REPEATS = 3
+CHECK_ROWS = 64  # a net unit's predictions of these development rows are saved, to check its export
+
+
+def default_folds(n_dev_rows: int) -> int:
+    return DEFAULT_FOLDS if n_dev_rows <= MAX_DEFAULT_BAGGED_ROWS else 1
+
+
+def repeats_for(n_dev_rows: int) -> int:
+    return TINY_REPEATS if n_dev_rows < TINY_ROWS else 1
+
+
+# --- the folds ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Folds:
+    """Which fold each development row is out of, per repeat: ``assignment[r, i]`` in ``0..k-1``."""
+
+    assignment: np.ndarray  # (repeats, n_rows) int64
+    k: int
+
+    @property
+    def repeats(self) -> int:
+        return int(self.assignment.shape[0])
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.assignment.shape[1])
+
+    def rows(self, repeat: int, fold: int) -> tuple[np.ndarray, np.ndarray]:
+        """(training rows, out-of-fold rows) of one fold, as sorted positions in the development rows."""
+        out = self.assignment[repeat] == fold
+        return np.flatnonzero(~out), np.flatnonzero(out)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.assignment.astype(np.int64).tobytes()).hexdigest()[:16]
+
+
+def make_folds(y: np.ndarray, task: str, *, k: int, repeats: int = 1, seed: int = 0) -> Folds:
+    """Seeded K-fold assignments: stratified for classification (when every class has k rows), shuffled."""
+    if k < 2:
+        raise ValueError(f"k-fold bagging needs k >= 2, got {k=}")
+    if len(y) < 2 * k:
+        raise AutoDNNError(f"{len(y)} training + validation rows are too few for {k} folds; use --folds 1")
+    stratify = task != "regression" and np.bincount(np.asarray(y, dtype=np.int64)).min(initial=0) >= k
+    assignment = np.empty((repeats, len(y)), dtype=np.int64)
+    for r in range(repeats):
+        splitter = (StratifiedKFold if stratify else KFold)(n_splits=k, shuffle=True, random_state=seed + r)
+        for fold, (_, out) in enumerate(splitter.split(np.zeros(len(y)), y)):
+            assignment[r, out] = fold
+    return Folds(assignment=assignment, k=k)
+
+
+# --- what the ensemble step gets ------------------------------------------------------------------
+
+
+@dataclass
+class NetUnit:
+    """One trained copy of a net trial: a fold model or the refit on every development row."""
+
+    label: str  # "r0-f2" | "refit"
+    settings: dict[str, Any]  # TrialSettings.to_dict() of this copy (its own bins, its own target transform)
+    d_in: int
+    d_out: int
+    folder: Path
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return load_trial(self.folder).weights()
+
+    def check(self) -> tuple[np.ndarray, np.ndarray]:
+        """Development row positions and this copy's saved predictions of them (user space)."""
+        saved = load_trial(self.folder).predictions
+        return saved["check_rows"].astype(np.int64), saved["check"]
+
+
+@dataclass
+class BaggedMember:
+    """A member's OOF predictions of the development rows and its exported form's test predictions."""
+
+    name: str
+    oof: np.ndarray
+    test: np.ndarray
+    units: list[NetUnit] = field(default_factory=list)  # a net's exported copies (empty for XGBoost)
+    seconds: float = 0.0
+    reused: int = 0  # fold models read back from an earlier run instead of trained
+
+
+@dataclass
+class DevData:
+    """One scaling's development rows (train then valid, as the run saved them) and test rows, encoded."""
+
+    X: np.ndarray
+    y: np.ndarray  # class indices, or the run's standardized target
+    X_test: np.ndarray
+    n_search_train: int  # rows the search trained its nets on
+
+
+def dev_data(run: RunDir, scaling: str) -> DevData:
+    data = load_arrays(run.data_path(scaling))
+    return DevData(X=np.concatenate([data["X_train"], data["X_valid"]]),
+                   y=np.concatenate([data["y_train"], data["y_valid"]]), X_test=data["X_test"],
+                   n_search_train=len(data["X_train"]))
+
+
+def dev_targets(run: RunDir, encoder: TargetEncoder, scaling: str) -> np.ndarray:
+    """The development rows' targets as the metrics want them (class indices, values on the original scale)."""
+    y = dev_data(run, scaling).y
+    return encoder.decode(y) if encoder.task_ == "regression" else y.astype(np.int64)
+
+
+# --- planning -----------------------------------------------------------------------------------
+
+
+def scaled_epochs(best_epoch: int, max_epochs: int, n_search_train: int, n_train: int) -> tuple[int, int]:
+    """(schedule length, epochs trained) of a copy of a trial trained on ``n_train`` rows.
+
+    The trial was best after ``best_epoch + 1`` of ``max_epochs`` planned epochs on ``n_search_train``
+    rows; the copy keeps both numbers of optimizer steps, so its learning-rate schedule follows the
+    trial's, and it stops where the trial was best.
+    """
+    ratio = n_search_train / max(n_train, 1)
+    planned = max(1, round(max_epochs * ratio))
+    return planned, min(planned, max(1, round((best_epoch + 1) * ratio)))
+
+
+def net_unit_seconds(epoch_seconds: float, best_epoch: int, max_epochs: int, n_search_train: int,
+                     n_train: int) -> float:
+    """Seconds one copy of a trial will take, from the trial's own seconds per epoch."""
+    _, epochs = scaled_epochs(best_epoch, max_epochs, n_search_train, n_train)
+    return epoch_seconds * epochs * n_train / max(n_search_train, 1)
+
+
+# --- nets ---------------------------------------------------------------------------------------
+
+
+class _StopAfter(Callback):
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> bool:
+        return epoch + 1 >= self.epochs
+
+
+def _unit_fingerprint(**parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _reusable(folder: Path, fingerprint: str) -> TrialArtifacts | None:
+    try:
+        saved = load_trial(folder)
+    except (OSError, ValueError, KeyError):
+        return None
+    return saved if saved.config.get("fingerprint") == fingerprint else None
+
+
+def train_net_unit(saved: TrialArtifacts, best_epoch: int, dev: DevData, pre: FeaturePreprocessor,
+                   encoder: TargetEncoder, *, rows: np.ndarray, predict_rows: np.ndarray | None, label: str,
+                   folder: Path, fingerprint: str, device: str, threads: int | None) -> NetUnit:
+    """Train one copy of a net trial on the development rows ``rows`` (fixed epochs, last weights kept),
+    save it, and return it; ``predict_rows`` (its OOF rows) and the test rows are predicted and saved.
+    A copy saved before with the same fingerprint is read back instead.
+    """
+    done = _reusable(folder, fingerprint)
+    if done is None:
+        _train_and_save(saved, best_epoch, dev, pre, encoder, rows=rows, predict_rows=predict_rows,
+                        folder=folder, fingerprint=fingerprint, device=device, threads=threads)
+        done = load_trial(folder)
+    return NetUnit(label=label, settings=done.config["settings"], d_in=int(done.config["d_in"]),
+                   d_out=int(done.config["d_out"]), folder=folder)
+
+
+def _train_and_save(saved: TrialArtifacts, best_epoch: int, dev: DevData, pre: FeaturePreprocessor,
+                    encoder: TargetEncoder, *, rows: np.ndarray, predict_rows: np.ndarray | None, folder: Path,
+                    fingerprint: str, device: str, threads: int | None) -> None:
+    settings = TrialSettings.from_dict(saved.config["settings"])
+    planned, epochs = scaled_epochs(best_epoch, settings.train.max_epochs, dev.n_search_train, len(rows))
+    settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, max_epochs=planned,
+                                                                       patience=planned + 1))
+    X_train = dev.X[rows]
+    watch = predict_rows if predict_rows is not None and len(predict_rows) else rows[: min(len(rows), 256)]
+    settings, y_train, y_watch, target = target_inputs(settings, encoder, dev.y[rows], dev.y[watch])
+    settings, bins = embedding_inputs(settings, pre, X_train)
+    torch.manual_seed(settings.train.seed)
+    d_out = int(saved.config["d_out"])
+    model = build_mlp(settings.net, d_in=dev.X.shape[1], d_out=d_out, bins=bins)
+    result = train(model, TrainData(X_train, y_train, dev.X[watch], y_watch), settings.train, task=encoder.task_,
+                   device=device, callbacks=[_StopAfter(epochs)], threads=threads, keep="last")
+    if result.best_epoch is None:
+        raise AutoDNNError(f"a fold copy of trial {saved.config.get('trial_number')} diverged; "
+                           "ensemble with --folds 1")
+
+    def user(X: np.ndarray) -> np.ndarray:
+        if len(X) == 0:
+            width = () if encoder.task_ == "regression" else (d_out,)
+            return np.zeros((0, *width))
+        pred = np.asarray(predict(model, X, task=encoder.task_, device=device), dtype=np.float64)
+        if encoder.task_ != "regression":
+            return pred
+        return target.inverse(pred) if target is not None else encoder.decode(pred).astype(np.float64)
+
+    check_rows = np.arange(min(CHECK_ROWS, len(dev.X)))
+    predictions = {"test": user(dev.X_test), "check": user(dev.X[check_rows]), "check_rows": check_rows}
+    if predict_rows is not None:
+        predictions["oof"] = user(dev.X[predict_rows])
+    config = {"settings": settings.to_dict(), "d_in": int(dev.X.shape[1]), "d_out": d_out,
+              "trial_number": saved.config.get("trial_number"), "fingerprint": fingerprint,
+              "epochs": epochs, "planned_epochs": planned, "train_rows": len(rows),
+              "seconds": round(result.train_seconds, 3)}
+    save_trial_folder(folder, state=model.state_dict(), config=config, predictions=predictions)
+
+
+# --- the bagging phase --------------------------------------------------------------------------
+
+
+@dataclass
+class NetToBag:
+    """A net trial chosen for bagging, with what planning it needs."""
+
+    name: str
+    trial: int
+    artifacts: TrialArtifacts
+    best_epoch: int
+    epoch_seconds: float  # the trial's seconds per epoch
+
+
+def bag_net(run: RunDir, net: NetToBag, folds: Folds, encoder: TargetEncoder, *, mode: str, device: str,
+            threads: int | None, cache: dict[str, tuple[DevData, FeaturePreprocessor]],
+            should_stop: Callable[[], bool] = lambda: False) -> BaggedMember | None:
+    """Every fold copy of one net trial (and its refit), its OOF predictions and its exported form.
+
+    None when ``should_stop`` turns true before it is done (the folds done so far stay saved).
+    """
+    started = time.monotonic()
+    scaling = net.artifacts.config["settings"].get("scaling", "standard")
+    if scaling not in cache:
+        cache[scaling] = (dev_data(run, scaling), FeaturePreprocessor.from_dict(read_json(run.preprocess_path(scaling))))
+    dev, pre = cache[scaling]
+    base = dict(member=net.name, trial_config=net.artifacts.config["settings"], best_epoch=net.best_epoch,
+                folds=folds.fingerprint(), seed_rows=dev.n_search_train)
+    oof_sum: np.ndarray | None = None
+    units: list[NetUnit] = []
+    tests: list[np.ndarray] = []
+    reused = 0
+    for r in range(folds.repeats):
+        for f in range(folds.k):
+            if should_stop():
+                return None
+            train_rows, out_rows = folds.rows(r, f)
+            label = f"r{r}-f{f}"
+            fingerprint = _unit_fingerprint(**base, unit=label)
+            folder = bag_folder(run, net.name) / label
+            was_done = _reusable(folder, fingerprint) is not None
+            unit = train_net_unit(net.artifacts, net.best_epoch, dev, pre, encoder, rows=train_rows,
+                                     predict_rows=out_rows, label=label, folder=folder, fingerprint=fingerprint,
+                                     device=device, threads=threads)
+            reused += was_done
+            saved = load_trial(folder).predictions
+            if oof_sum is None:
+                oof_sum = np.zeros((folds.n_rows, *saved["oof"].shape[1:]))
+            oof_sum[out_rows] += saved["oof"]
+            if r == 0:
+                units.append(unit)
+                tests.append(saved["test"])
+    assert oof_sum is not None
+    if mode == "refit":
+        if should_stop():
+            return None
+        fingerprint = _unit_fingerprint(**base, unit="refit")
+        folder = bag_folder(run, net.name) / "refit"
+        reused += _reusable(folder, fingerprint) is not None
+        unit = train_net_unit(net.artifacts, net.best_epoch, dev, pre, encoder, rows=np.arange(folds.n_rows),
+                                 predict_rows=None, label="refit", folder=folder, fingerprint=fingerprint,
+                                 device=device, threads=threads)
+        units, tests = [unit], [load_trial(folder).predictions["test"]]
+    return BaggedMember(name=net.name, oof=oof_sum / folds.repeats, test=np.mean(tests, axis=0), units=units,
+                        seconds=time.monotonic() - started, reused=reused)
+
+
+def bag_gbt(run: RunDir, member: GBTMemberFit, folds: Folds, task: str, *, threads: int | None,
+            should_stop: Callable[[], bool] = lambda: False) -> BaggedMember | None:
+    """OOF predictions of the tuned XGBoost: its parameters and rounds, boosted again on each fold.
+
+    The exported XGBoost stays the copy refit on every development row, so its test predictions are that
+    copy's.
+    """
+    started = time.monotonic()
+    frames = pd.concat([member.frames["train"], member.frames["valid"]], ignore_index=True)
+    labels = np.concatenate([member.labels["train"], member.labels["valid"]])
+    if len(frames) != folds.n_rows:
+        raise AutoDNNError("the XGBoost member's rows do not match the run's split; ensemble with --folds 1")
+    result = member.result
+    n_fit = len(member.frames["train"])
+    base = dict(params=result.params, rounds=result.best_iteration + 1, folds=folds.fingerprint(), rows=n_fit)
+    oof_sum: np.ndarray | None = None
+    reused = 0
+    for r in range(folds.repeats):
+        for f in range(folds.k):
+            if should_stop():
+                return None
+            train_rows, out_rows = folds.rows(r, f)
+            folder = bag_folder(run, "xgboost") / f"r{r}-f{f}"
+            fingerprint = _unit_fingerprint(**base, unit=f"r{r}-f{f}")
+            done = _reusable(folder, fingerprint)
+            if done is None:
+                rounds = (result.best_iteration + 1) * len(train_rows) / n_fit
+                booster = refit_booster(result.params, [frames.iloc[train_rows]], [labels[train_rows]], rounds,
+                                        threads)
+                oof = np.asarray(predict_gbt(booster, frames.iloc[out_rows], task=task, categories=result.categories),
+                                 dtype=np.float64)
+                save_trial_folder(folder, state={}, config={"fingerprint": fingerprint, "rounds": round(rounds)},
+                                  predictions={"oof": oof})
+                done = load_trial(folder)
+            else:
+                reused += 1
+            oof = done.predictions["oof"]
+            if oof_sum is None:
+                oof_sum = np.zeros((folds.n_rows, *oof.shape[1:]))
+            oof_sum[out_rows] += oof
+    assert oof_sum is not None
+    return BaggedMember(name="xgboost", oof=oof_sum / folds.repeats, test=member.test,
+                        seconds=time.monotonic() - started, reused=reused)
+
+
+def bag_folder(run: RunDir, member: str) -> Path:
+    return run.root / "bagging" / member
+
+
+__all__ = ["BAG_MODES", "BaggedMember", "DevData", "Folds", "NetToBag", "NetUnit", "bag_gbt", "bag_net",
+           "default_folds", "dev_data", "dev_targets", "make_folds", "net_unit_seconds", "repeats_for",
+           "scaled_epochs"]

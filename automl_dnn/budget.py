@@ -1,0 +1,79 @@
+"""The fit budget's planner: how a ``fit --time-budget B`` splits B between the search and what follows it.
+
+Plain Python, no imports: the search, the ensemble step and the API all ask it, so that the search's
+share and the bagging's plan come from one place. Estimates come from measured times (a trial's own
+seconds per epoch, XGBoost's best tuning trial), never from guesses about the machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Share of a ``fit`` budget kept after the search for the weights and the export (XGBoost trains beside
+#: the search, not after it) ...
+ENSEMBLE_SHARE = 0.1
+#: ... and for k-fold bagging too, when the fit bags: K copies of the best nets cost about K trials each.
+BAGGING_SHARE = 0.3
+#: The share of the seconds left that the bagging plans to use: its estimates come from trial times
+#: measured on a machine that may be busier now.
+PLAN_SAFETY = 0.8
+
+
+def search_share(bagging: bool) -> float:
+    """The share of a fit's budget the search gets."""
+    return 1.0 - (BAGGING_SHARE if bagging else ENSEMBLE_SHARE)
+
+
+@dataclass(frozen=True)
+class BagPlan:
+    """What the bagging phase will do: k folds x repeats of the best ``n_nets`` nets and ``n_trees`` XGBoost."""
+
+    k: int
+    repeats: int
+    n_nets: int
+    n_trees: int
+    note: str | None = None  # one line when the plan is less than what was asked, saying why
+    seconds: float = 0.0  # the plan's estimate
+
+
+def plan_bagging(net_costs: list[float], tree_costs: list[float], *, k: int, repeats: int = 1,
+                 seconds: float | None, refit: bool = False) -> BagPlan:
+    """The most bagging that fits in ``seconds`` (None: no limit): all of it if it fits; else fewer nets
+    (best first), then fewer repeats, then fewer folds; k = 1 (the validation split) if not even the
+    best net fits 2 folds.
+
+    ``net_costs`` are the seconds of one copy of each net, best first; ``tree_costs`` of one XGBoost fold.
+    A refit adds one more copy per net.
+    """
+    if seconds is None:
+        return BagPlan(k, repeats, len(net_costs), len(tree_costs))
+    budget = PLAN_SAFETY * max(seconds, 0.0)
+    options = [(k, r) for r in range(repeats, 0, -1)] + [(kk, 1) for kk in range(k - 1, 1, -1)]
+    for kk, rr in options:
+        units = kk * rr
+        total = sum(tree_costs) * units
+        n_nets = 0
+        for cost in net_costs:
+            if total + cost * (units + refit) > budget:
+                break
+            total += cost * (units + refit)
+            n_nets += 1
+        if n_nets:
+            return BagPlan(kk, rr, n_nets, len(tree_costs), _note(kk, rr, n_nets, k, repeats, len(net_costs), seconds),
+                           seconds=total)
+    need = sum(tree_costs) * 2 + (net_costs[0] * (2 + refit) if net_costs else 0.0)
+    return BagPlan(1, 1, 0, 0, f"no k-fold bagging: 2 folds of the best net need about {need:.0f}s and "
+                               f"{seconds:.0f}s are left; members and weights fitted on the validation split")
+
+
+def _note(k: int, repeats: int, n_nets: int, asked_k: int, asked_repeats: int, n_asked: int,
+          seconds: float) -> str | None:
+    parts = []
+    if (k, repeats) != (asked_k, asked_repeats):
+        asked = f"{asked_k} folds" + (f" x {asked_repeats} repeats" if asked_repeats > 1 else "")
+        parts.append(f"{k} folds" + (f" x {repeats} repeats" if repeats > 1 else "") + f" instead of {asked}")
+    if n_nets < n_asked:
+        parts.append(f"the best {n_nets} of {n_asked} nets")
+    if not parts:
+        return None
+    return f"bagging cut to fit the {seconds:.0f}s left: " + ", ".join(parts)
