@@ -94,7 +94,7 @@ def make_folds(y: np.ndarray, task: str, *, k: int, repeats: int = 1, seed: int 
         raise ValueError(f"k-fold bagging needs k >= 2, got {k=}")
     if len(y) < 2 * k:
         raise AutoDNNError(f"{len(y)} training + validation rows are too few for {k} folds; use --folds 1")
-    stratify = task != "regression" and np.bincount(np.asarray(y, dtype=np.int64)).min(initial=0) >= k
+    stratify = task != "regression" and len(y) > 0 and np.bincount(np.asarray(y, dtype=np.int64)).min() >= k
     assignment = np.empty((repeats, len(y)), dtype=np.int64)
     for r in range(repeats):
         splitter = (StratifiedKFold if stratify else KFold)(n_splits=k, shuffle=True, random_state=seed + r)
@@ -242,8 +242,8 @@ def _train_and_save(saved: TrialArtifacts, best_epoch: int, dev: DevData, pre: F
                            "ensemble with --folds 1")
 
     def user(X: np.ndarray) -> np.ndarray:
-        if len(X) == 0:
-            width = () if encoder.task_ == "regression" else (d_out,)
+        if len(X) == 0:  # no test split (--test-size 0): probabilities have one column per class
+            width = () if encoder.task_ == "regression" else (len(encoder.classes_),)
             return np.zeros((0, *width))
         pred = np.asarray(predict(model, X, task=encoder.task_, device=device), dtype=np.float64)
         if encoder.task_ != "regression":

@@ -380,7 +380,7 @@ def fit_gbt_holdout(
     """
     y_all = _labels(y, task, n_classes)
     index = np.arange(len(X))
-    stratify = y_all if task != "regression" and np.bincount(y_all).min(initial=0) >= 2 else None
+    stratify = y_all if task != "regression" and len(y_all) and np.bincount(y_all).min() >= 2 else None
     try:
         fit_idx, stop_idx = train_test_split(index, test_size=holdout, random_state=seed, stratify=stratify)
     except ValueError:  # a class too small to stratify

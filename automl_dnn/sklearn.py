@@ -38,6 +38,8 @@ class _AutoDNNBase(BaseEstimator):
         top_k: int = 5,
         gbt: bool = True,
         gbt_trials: int | None = None,
+        folds: int | None = None,
+        bag_mode: str = "bag",
         valid_size: float = 0.15,
         test_size: float = 0.0,  # train on all given rows: the caller keeps its own test set
         seed: int = 0,
@@ -53,6 +55,8 @@ class _AutoDNNBase(BaseEstimator):
         self.top_k = top_k
         self.gbt = gbt
         self.gbt_trials = gbt_trials
+        self.folds = folds
+        self.bag_mode = bag_mode
         self.valid_size = valid_size
         self.test_size = test_size
         self.seed = seed
@@ -81,7 +85,8 @@ class _AutoDNNBase(BaseEstimator):
             target_name = _free_name("target", frame.columns)
             summary, report = api.fit(
                 frame.assign(**{target_name: target}), model_dir=work / "model", out=work / "run", time_budget=self.time_budget,
-                top_k=self.top_k, gbt=self.gbt, gbt_trials=self.gbt_trials, target=target_name, task=task,
+                top_k=self.top_k, gbt=self.gbt, gbt_trials=self.gbt_trials, folds=self.folds,
+                bag_mode=self.bag_mode, target=target_name, task=task,
                 space=self.space, n_trials=self.n_trials, metric=self.metric, threads=self.threads,
                 valid_size=self.valid_size, test_size=self.test_size, device=self.device, seed=self.seed,
                 quiet=self.quiet,
@@ -105,6 +110,10 @@ class _AutoDNNBase(BaseEstimator):
             raise ValueError(f"top_k must be >= 1, got {self.top_k!r}")
         if self.gbt_trials is not None and self.gbt_trials < 1:
             raise ValueError(f"gbt_trials must be >= 1 or None, got {self.gbt_trials!r}")
+        if self.folds is not None and self.folds < 1:
+            raise ValueError(f"folds must be >= 1 or None, got {self.folds!r}")
+        if self.bag_mode not in ("bag", "refit"):
+            raise ValueError(f"bag_mode must be 'bag' or 'refit', got {self.bag_mode!r}")
 
     def _task_for(self, y: np.ndarray) -> str:
         raise NotImplementedError

@@ -80,7 +80,7 @@ def test_ensemble_report_end_to_end(name: str, tmp_path_factory: pytest.TempPath
     assert names[2] == "weighted ensemble"
     for row in report.summary:
         assert all(math.isfinite(v) for v in (row.valid, row.test, row.valid_loss, row.test_loss))
-    assert set(report.seconds) == {"gbt", "weights", "export"}
+    assert set(report.seconds) == {"gbt", "bagging", "weights", "export"} and report.folds == 1
     assert report.has_test and (model / "model.json").is_file()
 
 

@@ -1,0 +1,295 @@
+"""K-fold bagging (bagging.py, budget.py, and the ensemble step on top): folds, fixed-epoch fold copies,
+out-of-fold predictions, the bag / refit exports, the planner, and a rerun that reuses finished folds.
+
+Searches are bounded by trial counts (space "quick", no pruner, one torch thread), never by wall time.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from automl_dnn import api, bagging, metrics
+from automl_dnn.bagging import Folds, make_folds, scaled_epochs
+from automl_dnn.budget import BagPlan, plan_bagging
+from automl_dnn.config import TrainConfig
+from automl_dnn.ensemble_step import ensemble_run
+from automl_dnn.errors import AutoDNNError
+from automl_dnn.model_folder import read_spec
+from automl_dnn.run_folder import RunDir
+from automl_dnn.train import TrainData, train
+from tests.conftest import invoke
+
+SEARCH = dict(space="quick", pruner="none", threads=1, seed=0, quiet=True, progress=False)
+_RUNS: dict[str, Path] = {}
+
+
+def searched(name: str, factory: pytest.TempPathFactory, n_trials: int = 3) -> Path:
+    """A finished search of builtin:NAME, cached for the session (tests that change it copy it first)."""
+    if name not in _RUNS:
+        out = factory.mktemp(f"bag-{name}") / "run"
+        api.search(f"builtin:{name}", out=out, n_trials=n_trials, **SEARCH)
+        _RUNS[name] = out
+    return _RUNS[name]
+
+
+def copied(name: str, factory: pytest.TempPathFactory, tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(searched(name, factory), run)
+    return run
+
+
+# --- folds --------------------------------------------------------------------------------------
+
+
+def test_folds_cover_every_row_once_per_repeat_and_stratify() -> None:
+    y = np.array([0] * 60 + [1] * 30 + [2] * 15)
+    folds = make_folds(y, "multiclass", k=5, repeats=2, seed=3)
+    assert folds.assignment.shape == (2, len(y)) and folds.k == 5 and folds.repeats == 2
+    for r in range(2):
+        seen = np.zeros(len(y), dtype=int)
+        for f in range(5):
+            train_rows, out_rows = folds.rows(r, f)
+            assert not set(train_rows) & set(out_rows) and len(train_rows) + len(out_rows) == len(y)
+            seen[out_rows] += 1
+            assert np.bincount(y[out_rows]).tolist() == [12, 6, 3]  # each class split evenly
+        assert (seen == 1).all()
+    assert not np.array_equal(folds.assignment[0], folds.assignment[1])  # repeats reshuffle
+    assert np.array_equal(make_folds(y, "multiclass", k=5, repeats=2, seed=3).assignment, folds.assignment)
+
+
+def test_folds_fall_back_to_plain_kfold_when_a_class_is_too_small() -> None:
+    y = np.array([0] * 20 + [1] * 2)
+    folds = make_folds(y, "binary", k=5)
+    assert sorted(np.bincount(folds.assignment[0]).tolist()) == [4, 4, 4, 5, 5]
+
+
+def test_too_few_rows_for_the_folds_is_a_clear_error() -> None:
+    with pytest.raises(AutoDNNError, match="too few for 5 folds"):
+        make_folds(np.arange(6, dtype=float), "regression", k=5)
+
+
+def test_default_folds_and_repeats_follow_the_rows() -> None:
+    assert bagging.default_folds(500) == 5 and bagging.default_folds(bagging.MAX_DEFAULT_BAGGED_ROWS + 1) == 1
+    assert bagging.repeats_for(999) == bagging.TINY_REPEATS and bagging.repeats_for(1000) == 1
+
+
+def test_a_fold_copy_keeps_the_trials_optimizer_steps() -> None:
+    # best after 10 of 40 epochs on 700 rows; a fold of 680 rows, a refit on 850
+    assert scaled_epochs(9, 40, 700, 700) == (40, 10)
+    assert scaled_epochs(9, 40, 700, 850) == (33, 8)  # round(40 * 700/850), round(10 * 700/850)
+    assert scaled_epochs(0, 1, 100, 10_000) == (1, 1)  # never below one epoch
+
+
+# --- the planner --------------------------------------------------------------------------------
+
+
+def test_the_plan_is_everything_without_a_budget() -> None:
+    assert plan_bagging([5.0, 6.0], [1.0], k=5, repeats=3, seconds=None) == BagPlan(5, 3, 2, 1)
+
+
+def test_the_plan_drops_nets_then_repeats_then_folds_to_fit_the_time_left() -> None:
+    costs, trees = [1.0, 1.0, 1.0], [0.5]  # per copy; 5 folds of everything: 5 * 3 + 2.5 = 17.5 s
+    full = plan_bagging(costs, trees, k=5, seconds=100.0)
+    assert (full.k, full.n_nets, full.note) == (5, 3, None)
+    fewer = plan_bagging(costs, trees, k=5, seconds=10.0)  # 8 s usable: 2.5 + 5 for one net
+    assert (fewer.k, fewer.repeats, fewer.n_nets) == (5, 1, 1) and "best 1 of 3 nets" in fewer.note
+    nets_first = plan_bagging(costs, trees, k=5, repeats=3, seconds=40.0)  # 3 repeats: 7.5 + 15 per net
+    assert (nets_first.k, nets_first.repeats, nets_first.n_nets) == (5, 3, 1)
+    repeats = plan_bagging(costs, trees, k=5, repeats=3, seconds=20.0)  # 16 s usable: 2 repeats (5 + 10)
+    assert (repeats.k, repeats.repeats, repeats.n_nets) == (5, 2, 1)
+    assert "5 folds x 2 repeats instead of 5 folds x 3 repeats" in repeats.note
+    folds = plan_bagging(costs, trees, k=5, seconds=4.0)  # 3.2 s usable: 2 folds of one net (1 + 2)
+    assert (folds.k, folds.n_nets) == (2, 1) and "2 folds instead of 5" in folds.note
+    none = plan_bagging(costs, trees, k=5, seconds=1.0)
+    assert none.k == 1 and none.note.startswith("no k-fold bagging")
+
+
+def test_a_refit_costs_one_more_copy_per_net() -> None:
+    assert plan_bagging([1.0], [], k=5, seconds=6.9 / 0.8).n_nets == 1
+    assert plan_bagging([1.0], [], k=5, seconds=5.9 / 0.8, refit=True).k < 5
+
+
+# --- training a fold copy -----------------------------------------------------------------------
+
+
+def test_keep_last_trains_every_epoch_and_keeps_the_last_weights() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    y_valid_wrong = 1 - y  # validation rows that get worse as training fits: early stopping would fire
+    net = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    config = TrainConfig(optimizer="adam", lr=0.05, schedule="none", max_epochs=12, patience=2, batch_size=16)
+    result = train(net, TrainData(X, y, X, y_valid_wrong), config, task="multiclass", device="cpu", keep="last")
+    assert result.epochs_run == 12 and result.best_epoch == 11 and result.status == "completed"
+    best = train(torch.nn.Sequential(torch.nn.Linear(4, 2)), TrainData(X, y, X, y_valid_wrong), config,
+                 task="multiclass", device="cpu")
+    assert best.status == "early_stopped" and best.epochs_run < 12
+    with pytest.raises(ValueError, match="keep"):
+        train(net, TrainData(X, y, X, y), config, task="multiclass", device="cpu", keep="first")
+
+
+# --- the ensemble step with bagging -------------------------------------------------------------
+
+
+def test_bagging_fits_on_oof_rows_and_exports_the_fold_models(tmp_path_factory: pytest.TempPathFactory,
+                                                               tmp_path: Path) -> None:
+    run = copied("breast_cancer", tmp_path_factory, tmp_path)
+    report = ensemble_run(run, model_dir=tmp_path / "model", folds=3, gbt_trials=1, threads=1, device="cpu")
+    assert report.folds == 3 and report.inner == "oof" and report.repeats == bagging.TINY_REPEATS
+    assert any(n.startswith("3-fold bagging, 3 repeats of 3 nets and XGBoost") for n in report.notes)
+    y_dev = bagging.dev_targets(RunDir(run), _encoder(run), "standard")
+    # every member's "valid" score is its out-of-fold score over all training + validation rows
+    for row in report.members:
+        folder = run / "bagging" / row.name
+        assert folder.is_dir() and len(list(folder.iterdir())) == 3 * bagging.TINY_REPEATS
+    spec = read_spec(tmp_path / "model")
+    nets = [m for m in spec["members"] if m["kind"] == "net"]
+    by_trial: dict[int, list[dict]] = {}
+    for m in nets:
+        by_trial.setdefault(m["trial"], []).append(m)
+    for trial, copies in by_trial.items():
+        assert [m["name"] for m in copies] == [f"net-{trial:05d}-fold{i}" for i in (1, 2, 3)]
+        row = next(r for r in report.members if r.trial == trial)
+        assert sum(m["weight"] for m in copies) == pytest.approx(row.weight)
+    assert len(y_dev) == 483
+    model = api.load(tmp_path / "model")
+    assert model.predict_proba(_features(run)).shape == (len(_features(run)), 2)
+
+
+def test_an_oof_prediction_comes_from_the_fold_that_never_saw_the_row(tmp_path_factory: pytest.TempPathFactory,
+                                                                       tmp_path: Path) -> None:
+    run = copied("diabetes", tmp_path_factory, tmp_path)
+    rd = RunDir(run)
+    folds = make_folds(bagging.dev_targets(rd, _encoder(run), "standard"), "regression", k=3)
+    net = _net_to_bag(run)
+    member = bagging.bag_net(rd, net, folds, _encoder(run), mode="bag", device="cpu", threads=1, cache={})
+    assert member is not None and len(member.units) == 3
+    dev = bagging.dev_data(rd, net.artifacts.config["settings"]["scaling"])
+    for f, unit in enumerate(member.units):
+        train_rows, out_rows = folds.rows(0, f)
+        saved = bagging.load_trial(unit.folder)
+        assert saved.config["train_rows"] == len(train_rows)
+        np.testing.assert_allclose(member.oof[out_rows], saved.predictions["oof"])
+        planned, epochs = scaled_epochs(net.best_epoch, net.artifacts.config["settings"]["train"]["max_epochs"],
+                                        dev.n_search_train, len(train_rows))
+        assert (saved.config["planned_epochs"], saved.config["epochs"]) == (planned, epochs)
+    np.testing.assert_allclose(member.test, np.mean([bagging.load_trial(u.folder).predictions["test"]
+                                                     for u in member.units], axis=0))
+
+
+def test_refit_exports_one_copy_trained_on_every_row(tmp_path_factory: pytest.TempPathFactory,
+                                                     tmp_path: Path) -> None:
+    run = copied("diabetes", tmp_path_factory, tmp_path)
+    report = ensemble_run(run, model_dir=tmp_path / "model", folds=2, bag_mode="refit", gbt=False, threads=1,
+                          device="cpu")
+    nets = [m for m in read_spec(tmp_path / "model")["members"] if m["kind"] == "net"]
+    assert nets and all(m["name"].endswith("-refit") for m in nets)
+    assert any("a refit on every training + validation row" in n for n in report.notes)
+    refit = bagging.load_trial(run / "bagging" / nets[0]["name"].removesuffix("-refit") / "refit")
+    assert refit.config["train_rows"] == len(bagging.dev_targets(RunDir(run), _encoder(run), "standard"))
+    pred = api.load(tmp_path / "model").predict(_features(run))
+    assert np.isfinite(pred).all()
+
+
+def test_a_rerun_reuses_the_folds_a_crash_left(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    run = copied("diabetes", tmp_path_factory, tmp_path)
+    real = bagging._train_and_save
+    calls: list[int] = []
+
+    def crash_on_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # kill -9 would leave the same: two finished folds on disk
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(bagging, "_train_and_save", crash_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        ensemble_run(run, model_dir=tmp_path / "model", folds=3, gbt=False, threads=1, device="cpu", top_k=1)
+    assert not (tmp_path / "model").exists()
+    calls.clear()
+    monkeypatch.setattr(bagging, "_train_and_save", lambda *a, **k: (calls.append(1), real(*a, **k)))
+    report = ensemble_run(run, model_dir=tmp_path / "model", folds=3, gbt=False, threads=1, device="cpu", top_k=1)
+    repeats = bagging.TINY_REPEATS if len(bagging.dev_targets(RunDir(run), _encoder(run), "standard")) < 1000 else 1
+    assert len(calls) == 3 * repeats - 2  # only the folds the crash did not finish
+    assert any("2 fold models reused from an earlier run" in n for n in report.notes)
+
+
+def test_the_bagging_falls_back_to_the_validation_split_when_no_fold_fits(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = copied("diabetes", tmp_path_factory, tmp_path)
+    monkeypatch.setattr("automl_dnn.ensemble_step.net_unit_seconds", lambda *a: 1e6)  # a copy takes forever
+    report = ensemble_run(run, model_dir=tmp_path / "model", folds=5, gbt=False, threads=1, device="cpu",
+                          time_budget=30)
+    assert report.folds == 1 and report.inner == "valid"
+    assert any(n.startswith("no k-fold bagging: 2 folds of the best net need about") for n in report.notes)
+    assert not (run / "bagging").exists()
+
+
+def test_with_accuracy_the_reported_test_score_is_that_of_the_labels_predict_writes(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    from automl_dnn.data import read_table
+    from automl_dnn.files import load_arrays
+
+    run = tmp_path / "run"
+    api.search("builtin:breast_cancer", out=run, n_trials=2, metric="accuracy", **SEARCH)
+    report = ensemble_run(run, model_dir=tmp_path / "model", folds=3, gbt=False, threads=1, device="cpu")
+    assert any(n.startswith("decision threshold") and "accuracy" in n for n in report.notes)
+    model = api.load(tmp_path / "model")
+    assert model.threshold == report.threshold
+    spec = RunDir(run).read_spec()
+    table = read_table(spec["source"])
+    test = table.iloc[load_arrays(RunDir(run).split_path)["test"]]
+    labels = model.predict(test.drop(columns=[spec["target"]]))
+    accuracy = float(np.mean(labels.astype(str) == test[spec["target"]].astype(str).to_numpy()))
+    assert report.summary[-1].test == pytest.approx(accuracy)
+
+
+# --- options ------------------------------------------------------------------------------------
+
+
+def test_cli_folds_zero_is_refused_in_one_line(tmp_path: Path) -> None:
+    result = invoke("fit", "builtin:wine", "--model", str(tmp_path / "m"), "--folds", "0", "--n-trials", "1")
+    assert result.exit_code == 2 and "--folds" in result.output
+
+
+def test_cli_fit_with_folds_prints_oof_scores(tmp_path: Path, tiny_space: Path) -> None:
+    result = invoke("fit", "builtin:wine", "--model", str(tmp_path / "m"), "--folds", "2", "--n-trials", "2",
+                    "--space", str(tiny_space), "--pruner", "none", "--no-gbt", "--threads", "1", "--refit")
+    assert result.exit_code == 0, result.output
+    assert "2-fold bagging" in result.output and "oof" in result.output
+    assert all(m["name"].endswith("-refit") for m in read_spec(tmp_path / "m")["members"])
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _encoder(run: Path):
+    from automl_dnn.data import TargetEncoder
+    from automl_dnn.files import read_json
+
+    return TargetEncoder.from_dict(read_json(RunDir(run).target_path))
+
+
+def _features(run: Path):
+    from automl_dnn.data import read_table
+
+    spec = RunDir(run).read_spec()
+    return read_table(spec["source"]).drop(columns=[spec["target"]]).head(50)
+
+
+def _net_to_bag(run: Path) -> bagging.NetToBag:
+    from automl_dnn.ensemble_step import _completed_trials
+    from automl_dnn.run_folder import load_trial, trial_folder
+
+    spec = RunDir(run).read_spec()
+    best = _completed_trials(spec)[0]
+    saved = load_trial(trial_folder(run / "artifacts", best.number))
+    return bagging.NetToBag(name=f"net-{best.number:05d}", trial=best.number, artifacts=saved,
+                            best_epoch=best.user_attrs["best_epoch"], epoch_seconds=0.0)
