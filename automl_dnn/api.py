@@ -10,7 +10,8 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import torch
 
-from automl_dnn.budget import search_share
+from automl_dnn.bagging import BAG_MODES, gbt_in_thread
+from automl_dnn.budget import BAGGING_SHARE, ENSEMBLE_SHARE, BaggingRequest
 from automl_dnn.ensemble_step import EnsembleReport, ensemble_run
 from automl_dnn.errors import AutoDNNError
 from automl_dnn.paths import check_file_path, make_folder
@@ -38,7 +39,7 @@ def search(source: Any, *, out: Path, progress: bool | None = None,
 def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gbt: bool | BackgroundGBT = True,
              gbt_trials: int = 10, seed: int = 0, time_budget: float | None = None,
              threads: int | None = None, folds: int | None = 1, bag_mode: str = "bag",
-             device: str = "auto") -> EnsembleReport:
+             device: str = "auto", bagging_until: float | None = None) -> EnsembleReport:
     """Ensemble the best nets of a finished search (plus XGBoost) and export one model folder.
 
     ``folds`` > 1 bags the members first and fits the ensemble on their out-of-fold predictions (None:
@@ -47,7 +48,7 @@ def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gb
     run_dir = Path(run_dir)
     return ensemble_run(run_dir, model_dir=Path(model_dir) if model_dir else run_dir / "model", top_k=top_k,
                         gbt=gbt, gbt_trials=gbt_trials, seed=seed, time_budget=time_budget, threads=threads,
-                        folds=folds, bag_mode=bag_mode, device=device)
+                        folds=folds, bag_mode=bag_mode, device=device, bagging_until=bagging_until)
 
 
 def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: float | None = None,
@@ -69,16 +70,24 @@ def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: f
     make_folder(model_dir, "model folder")  # refuse a bad model path before the search, not after
     if folds is not None and folds < 1:
         raise AutoDNNError(f"--folds must be >= 1, got {folds}")
-    share = search_share(bagging=folds != 1) if ensemble_share is None else 1.0 - ensemble_share
+    if bag_mode not in BAG_MODES:
+        raise AutoDNNError(f"bag mode must be one of {', '.join(BAG_MODES)}, got {bag_mode!r}")
+    share = 1.0 - (ENSEMBLE_SHARE if ensemble_share is None else ensemble_share)
     search_budget = None if time_budget is None else time_budget * share
+    seed = options.get("seed", 0)
     background = None
     if gbt:
         options["threads"], gbt_threads = split_cores(options.get("threads"), options.get("device", "auto"),
                                                       options.get("jobs", 1))
         n_trials = gbt_trials or (GBT_TRIALS_ON_BUDGET if time_budget is not None else GBT_TRIALS)
-        background = BackgroundGBT(n_trials=n_trials, seed=options.get("seed", 0), threads=gbt_threads)
+        fits_after, after = gbt_in_thread(folds, seed=seed, threads=gbt_threads) if folds != 1 else (None, None)
+        background = BackgroundGBT(n_trials=n_trials, seed=seed, threads=gbt_threads, fits_after=fits_after,
+                                   after=after)
+    # The nets' search ends early enough for their bagging, as its trials' measured times say (``budget``).
+    bagging = (BaggingRequest(cap=BAGGING_SHARE * time_budget, folds=folds, top_k=top_k, refit=bag_mode == "refit")
+               if time_budget is not None and folds != 1 else None)
     try:
-        summary = search(source, out=out, time_budget=search_budget,
+        summary = search(source, out=out, time_budget=search_budget, bagging=bagging,
                          on_prepared=background.start if background else None, **options)
     except BaseException:
         if background is not None:
@@ -86,10 +95,14 @@ def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: f
         raise
     if background is not None and summary.stopped_by == "interrupted":
         background.stop()
-    left = None if time_budget is None else max(1.0, time_budget - (time.time() - started))
-    report = ensemble(out, model_dir=model_dir, top_k=top_k, gbt=background or False, seed=options.get("seed", 0),
+    now = time.time()
+    left = None if time_budget is None else max(1.0, time_budget - (now - started))
+    # The nets bag until the search's own end (XGBoost bags in its thread meanwhile); the weights and
+    # the export keep the last ENSEMBLE_SHARE.
+    until = None if search_budget is None else time.monotonic() + max(0.0, started + search_budget - now)
+    report = ensemble(out, model_dir=model_dir, top_k=top_k, gbt=background or False, seed=seed,
                       time_budget=left, threads=options.get("threads"), folds=folds, bag_mode=bag_mode,
-                      device=options.get("device", "auto"))
+                      device=options.get("device", "auto"), bagging_until=until)
     return summary, report
 
 

@@ -31,12 +31,12 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.model_selection import KFold, StratifiedKFold
 
 from automl_dnn.config import TrialSettings
-from automl_dnn.data import FeaturePreprocessor, TargetEncoder, TargetTransform
+from automl_dnn.data import Dataset, FeaturePreprocessor, TargetEncoder, TargetTransform
 from automl_dnn.errors import AutoDNNError
 from automl_dnn.files import load_arrays, read_json
+from automl_dnn.folds import Folds, bagging_folds, make_folds, scaled_epochs
 from automl_dnn.gbt import GBTMemberFit, predict_gbt, refit_booster
 from automl_dnn.model import build_mlp
 from automl_dnn.objective import embedding_inputs, target_inputs
@@ -44,63 +44,7 @@ from automl_dnn.run_folder import RunDir, TrialArtifacts, load_trial, save_trial
 from automl_dnn.train import Callback, TrainData, predict, train
 
 BAG_MODES = ("bag", "refit")
-DEFAULT_FOLDS = 5
-#: ``--folds`` by default: K-fold bagging up to this many development rows, the holdout above (where one
-#: validation split is already thousands of rows, and K fits cost K times the time).
-MAX_DEFAULT_BAGGED_ROWS = 100_000
-TINY_ROWS = 1_000  # fewer development rows than this: repeated k-fold
-TINY_REPEATS = 3
 CHECK_ROWS = 64  # a net unit's predictions of these development rows are saved, to check its export
-
-
-def default_folds(n_dev_rows: int) -> int:
-    return DEFAULT_FOLDS if n_dev_rows <= MAX_DEFAULT_BAGGED_ROWS else 1
-
-
-def repeats_for(n_dev_rows: int) -> int:
-    return TINY_REPEATS if n_dev_rows < TINY_ROWS else 1
-
-
-# --- the folds ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Folds:
-    """Which fold each development row is out of, per repeat: ``assignment[r, i]`` in ``0..k-1``."""
-
-    assignment: np.ndarray  # (repeats, n_rows) int64
-    k: int
-
-    @property
-    def repeats(self) -> int:
-        return int(self.assignment.shape[0])
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.assignment.shape[1])
-
-    def rows(self, repeat: int, fold: int) -> tuple[np.ndarray, np.ndarray]:
-        """(training rows, out-of-fold rows) of one fold, as sorted positions in the development rows."""
-        out = self.assignment[repeat] == fold
-        return np.flatnonzero(~out), np.flatnonzero(out)
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(self.assignment.astype(np.int64).tobytes()).hexdigest()[:16]
-
-
-def make_folds(y: np.ndarray, task: str, *, k: int, repeats: int = 1, seed: int = 0) -> Folds:
-    """Seeded K-fold assignments: stratified for classification (when every class has k rows), shuffled."""
-    if k < 2:
-        raise ValueError(f"k-fold bagging needs k >= 2, got {k=}")
-    if len(y) < 2 * k:
-        raise AutoDNNError(f"{len(y)} training + validation rows are too few for {k} folds; use --folds 1")
-    stratify = task != "regression" and len(y) > 0 and np.bincount(np.asarray(y, dtype=np.int64)).min() >= k
-    assignment = np.empty((repeats, len(y)), dtype=np.int64)
-    for r in range(repeats):
-        splitter = (StratifiedKFold if stratify else KFold)(n_splits=k, shuffle=True, random_state=seed + r)
-        for fold, (_, out) in enumerate(splitter.split(np.zeros(len(y)), y)):
-            assignment[r, out] = fold
-    return Folds(assignment=assignment, k=k)
 
 
 # --- what the ensemble step gets ------------------------------------------------------------------
@@ -135,6 +79,7 @@ class BaggedMember:
     units: list[NetUnit] = field(default_factory=list)  # a net's exported copies (empty for XGBoost)
     seconds: float = 0.0
     reused: int = 0  # fold models read back from an earlier run instead of trained
+    folds: str = ""  # the fingerprint of the folds it was bagged on
 
 
 @dataclass
@@ -158,28 +103,6 @@ def dev_targets(run: RunDir, encoder: TargetEncoder, scaling: str) -> np.ndarray
     """The development rows' targets as the metrics want them (class indices, values on the original scale)."""
     y = dev_data(run, scaling).y
     return encoder.decode(y) if encoder.task_ == "regression" else y.astype(np.int64)
-
-
-# --- planning -----------------------------------------------------------------------------------
-
-
-def scaled_epochs(best_epoch: int, max_epochs: int, n_search_train: int, n_train: int) -> tuple[int, int]:
-    """(schedule length, epochs trained) of a copy of a trial trained on ``n_train`` rows.
-
-    The trial was best after ``best_epoch + 1`` of ``max_epochs`` planned epochs on ``n_search_train``
-    rows; the copy keeps both numbers of optimizer steps, so its learning-rate schedule follows the
-    trial's, and it stops where the trial was best.
-    """
-    ratio = n_search_train / max(n_train, 1)
-    planned = max(1, round(max_epochs * ratio))
-    return planned, min(planned, max(1, round((best_epoch + 1) * ratio)))
-
-
-def net_unit_seconds(epoch_seconds: float, best_epoch: int, max_epochs: int, n_search_train: int,
-                     n_train: int) -> float:
-    """Seconds one copy of a trial will take, from the trial's own seconds per epoch."""
-    _, epochs = scaled_epochs(best_epoch, max_epochs, n_search_train, n_train)
-    return epoch_seconds * epochs * n_train / max(n_search_train, 1)
 
 
 # --- nets ---------------------------------------------------------------------------------------
@@ -272,7 +195,6 @@ class NetToBag:
     trial: int
     artifacts: TrialArtifacts
     best_epoch: int
-    epoch_seconds: float  # the trial's seconds per epoch
 
 
 def bag_net(run: RunDir, net: NetToBag, folds: Folds, encoder: TargetEncoder, *, mode: str, device: str,
@@ -325,7 +247,7 @@ def bag_net(run: RunDir, net: NetToBag, folds: Folds, encoder: TargetEncoder, *,
                                  device=device, threads=threads)
         units, tests = [unit], [load_trial(folder).predictions["test"]]
     return BaggedMember(name=net.name, oof=oof_sum / folds.repeats, test=np.mean(tests, axis=0), units=units,
-                        seconds=time.monotonic() - started, reused=reused)
+                        seconds=time.monotonic() - started, reused=reused, folds=folds.fingerprint())
 
 
 def bag_gbt(run: RunDir, member: GBTMemberFit, folds: Folds, task: str, *, threads: int | None,
@@ -370,13 +292,31 @@ def bag_gbt(run: RunDir, member: GBTMemberFit, folds: Folds, task: str, *, threa
             oof_sum[out_rows] += oof
     assert oof_sum is not None
     return BaggedMember(name="xgboost", oof=oof_sum / folds.repeats, test=member.test,
-                        seconds=time.monotonic() - started, reused=reused)
+                        seconds=time.monotonic() - started, reused=reused, folds=folds.fingerprint())
+
+
+def gbt_in_thread(folds: int | None, *, seed: int, threads: int | None
+                  ) -> tuple[Callable[[Dataset], float], Callable[[RunDir, GBTMemberFit, Callable[[], bool]], None]]:
+    """``BackgroundGBT``'s ``fits_after`` and ``after`` for ``fit``: XGBoost bags itself in its thread, on
+    its own cores, on the folds the nets' bagging will use, while the nets still search."""
+
+    def fits_after(dataset: Dataset) -> float:
+        k, repeats = bagging_folds(folds, len(dataset.split["train"]) + len(dataset.split["valid"]))
+        return 0.0 if k == 1 else float(k * repeats)
+
+    def after(run: RunDir, member: GBTMemberFit, stopped: Callable[[], bool]) -> None:
+        y_dev = np.concatenate([member.labels["train"], member.labels["valid"]])
+        k, repeats = bagging_folds(folds, len(y_dev))
+        if k > 1 and not stopped():
+            member.bag = bag_gbt(run, member, make_folds(y_dev, member.task, k=k, repeats=repeats, seed=seed),
+                                 member.task, threads=threads, should_stop=stopped)
+
+    return fits_after, after
 
 
 def bag_folder(run: RunDir, member: str) -> Path:
     return run.root / "bagging" / member
 
 
-__all__ = ["BAG_MODES", "BaggedMember", "DevData", "Folds", "NetToBag", "NetUnit", "bag_gbt", "bag_net",
-           "default_folds", "dev_data", "dev_targets", "make_folds", "net_unit_seconds", "repeats_for",
-           "scaled_epochs"]
+__all__ = ["BAG_MODES", "BaggedMember", "DevData", "NetToBag", "NetUnit", "bag_gbt", "bag_net", "dev_data",
+           "dev_targets", "gbt_in_thread"]

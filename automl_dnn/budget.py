@@ -10,18 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Share of a ``fit`` budget kept after the search for the weights and the export (XGBoost trains beside
-#: the search, not after it) ...
+#: the search, not after it).
 ENSEMBLE_SHARE = 0.1
-#: ... and for k-fold bagging too, when the fit bags: K copies of the best nets cost about K trials each.
+#: The most of a ``fit`` budget the nets' search gives up for their k-fold bagging: it ends early by what
+#: the bagging of its best nets so far will take (``reserve_seconds``), as measured in their trials.
 BAGGING_SHARE = 0.3
 #: The share of the seconds left that the bagging plans to use: its estimates come from trial times
 #: measured on a machine that may be busier now.
 PLAN_SAFETY = 0.8
-
-
-def search_share(bagging: bool) -> float:
-    """The share of a fit's budget the search gets."""
-    return 1.0 - (BAGGING_SHARE if bagging else ENSEMBLE_SHARE)
 
 
 @dataclass(frozen=True)
@@ -77,3 +73,38 @@ def _note(k: int, repeats: int, n_nets: int, asked_k: int, asked_repeats: int, n
     if not parts:
         return None
     return f"bagging cut to fit the {seconds:.0f}s left: " + ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class BaggingRequest:
+    """What ``fit`` asks the search to keep time for: k-fold bagging of its best ``top_k`` nets afterwards."""
+
+    cap: float  # the most seconds the search gives up for it
+    folds: int | None  # --folds (None: from the rows)
+    top_k: int
+    refit: bool
+
+
+@dataclass(frozen=True)
+class BaggingReserve:
+    """A ``BaggingRequest`` resolved on the run's rows: the workers end the search ``reserve_seconds`` early."""
+
+    cap: float
+    k: int
+    repeats: int
+    top_k: int
+    refit: bool
+
+
+def reserve_seconds(net_costs: list[float], reserve: BaggingReserve) -> float:
+    """Seconds before the search's deadline to stop it at, so that the bagging of its best nets so far fits.
+
+    ``net_costs`` are the seconds of one copy of each completed net, best first (measured in its trial).
+    Nothing is kept while no net is done, nor when not even 2 folds of the best net fit in ``cap``: the
+    search then uses the time.
+    """
+    if not net_costs:
+        return 0.0
+    plan = plan_bagging(net_costs[: reserve.top_k], [], k=reserve.k, repeats=reserve.repeats, seconds=reserve.cap,
+                        refit=reserve.refit)
+    return 0.0 if plan.k == 1 else min(reserve.cap, plan.seconds / PLAN_SAFETY)

@@ -120,6 +120,9 @@ def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Worker processes on this machine."),
         click.option("--threads", type=click.IntRange(min=1), help="Torch threads per worker."),
         click.option("--valid-size", type=_fraction(False), default=0.15, show_default=True),
+        click.option("--cv-folds", type=click.IntRange(min=1), default=None,
+                     help="A trial's value is its mean over K folds of the training + validation rows "
+                          "(default: 5 below 2,000 such rows, else 1: the validation split)."),
         click.option("--test-size", type=_fraction(True), default=0.15, show_default=True),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
         click.option("--amp", is_flag=True, help="Mixed precision (bf16) on CUDA."),

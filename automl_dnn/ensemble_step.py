@@ -24,15 +24,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl_dnn import metrics
 from automl_dnn.config import NetConfig, describe
-from automl_dnn.bagging import (BAG_MODES, BaggedMember, NetToBag, bag_gbt, bag_net, default_folds, dev_data,
-                                dev_targets, make_folds, net_unit_seconds, repeats_for)
-from automl_dnn.budget import BagPlan, plan_bagging
+from automl_dnn.bagging import BAG_MODES, BaggedMember, NetToBag, bag_gbt, bag_net, dev_data, dev_targets
+from automl_dnn.budget import plan_bagging
 from automl_dnn.data import TargetEncoder, TargetTransform
 from automl_dnn.ensemble import blend, build_ensemble, choose_threshold, ensemble_loss, overfit_warning
 from automl_dnn.errors import AutoDNNError
 from automl_dnn.files import load_arrays, read_json
+from automl_dnn.folds import Folds, bagging_folds, make_folds
 from automl_dnn.gbt import BackgroundGBT, GBTMemberFit, fit_run_gbt, reload_source
 from automl_dnn.model import build_mlp
+from automl_dnn.objective import copy_seconds
 from automl_dnn.model_folder import GBTMember, NetMember, check_model_dir, save_model
 from automl_dnn.run_folder import RunDir, TrialArtifacts, find_trial, load_trial, trial_folder
 from automl_dnn.study import open_study
@@ -121,8 +122,8 @@ class Candidate:
     scaling: str = "standard"  # the preprocessing it reads (XGBoost: the one whose transform_for_gbt it uses)
     artifacts: TrialArtifacts | None = None  # a net's saved trial
     gbt: GBTMemberFit | None = None  # the XGBoost member
-    best_epoch: int | None = None  # a net trial's best epoch (0-based) and seconds per epoch: bagging plans with them
-    epoch_seconds: float | None = None
+    best_epoch: int | None = None  # a net trial's best epoch (0-based), and the seconds a copy of it takes
+    copy_seconds: float | None = None
     bag: BaggedMember | None = None  # after k-fold bagging: ``valid`` holds its OOF predictions
 
 
@@ -132,13 +133,14 @@ class Candidate:
 def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | BackgroundGBT = True,
                  gbt_trials: int = 10, seed: int = 0, time_budget: float | None = None,
                  threads: int | None = None, folds: int | None = 1, bag_mode: str = "bag",
-                 device: str = "auto") -> EnsembleReport:
+                 device: str = "auto", bagging_until: float | None = None) -> EnsembleReport:
     """Weight the best nets of a search (plus XGBoost) and export one model folder.
 
     ``gbt`` may be a ``BackgroundGBT`` started beside the search (``fit``): its model is used as it is.
     ``folds`` > 1 bags the best ``top_k`` nets and XGBoost first (``bagging``), and the members, weights
     and threshold are fitted on their out-of-fold predictions; None chooses k from the rows.
     ``bag_mode`` says what a bagged net exports: its fold models' average, or a refit on every row.
+    ``bagging_until`` (``time.monotonic()``) ends the nets' bagging before the time budget does.
     """
     if top_k < 1:
         raise AutoDNNError(f"top_k must be >= 1, got {top_k}")
@@ -159,6 +161,12 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     candidates = _matching_shapes(candidates, y_valid, y_test, notes)
     seconds: dict[str, float] = {}
 
+    t0 = time.monotonic()  # the nets are bagged first: in ``fit`` XGBoost may still be busy on its own cores
+    bag_deadline = deadline if bagging_until is None else min(bagging_until, deadline or math.inf)
+    bagged = _bag_nets(run, encoder, candidates, folds, bag_mode=bag_mode, top_k=top_k, seed=seed,
+                       deadline=bag_deadline, threads=threads, device=device, notes=notes)
+    seconds["bagging"] = time.monotonic() - t0
+
     t0 = time.monotonic()
     member = _gbt_member(run, spec, gbt, gbt_trials, seed, deadline, threads, notes)
     if member is not None:
@@ -166,12 +174,12 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
                                     valid=member.valid, test=member.test, scaling=member.preprocess, gbt=member))
     seconds["gbt"] = time.monotonic() - t0
 
-    t0 = time.monotonic()
-    bagged = _bagging(run, spec, encoder, candidates, folds, bag_mode=bag_mode, top_k=top_k, seed=seed,
-                      deadline=deadline, threads=threads, device=device, notes=notes)
     if bagged is not None:
-        candidates, y_valid, plan = bagged
-    seconds["bagging"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        candidates = bagged.nets + _bag_trees(run, encoder, candidates, bagged.folds, threads)
+        y_valid = bagged.y_dev
+        notes.append(_bagging_note(bagged, candidates, bag_mode))
+        seconds["bagging"] += time.monotonic() - t0
 
     t0 = time.monotonic()
     n_gbt = sum(c.kind == "xgboost" for c in candidates)
@@ -199,7 +207,8 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
                           loss=metrics.default_metric(task), members=report_rows, summary=summary,
                           warnings=warnings, notes=notes, model_dir=Path(model_dir), threshold=threshold,
                           has_test=len(y_test) > 0, seconds=seconds,
-                          folds=1 if bagged is None else plan.k, repeats=1 if bagged is None else plan.repeats)
+                          folds=1 if bagged is None else bagged.folds.k,
+                          repeats=1 if bagged is None else bagged.folds.repeats)
 
 
 def _gbt_member(run: RunDir, spec: dict[str, Any], gbt: bool | BackgroundGBT, gbt_trials: int, seed: int,
@@ -255,7 +264,7 @@ def _net_candidates(run: RunDir, spec: dict[str, Any], notes: list[str]) -> list
             valid=np.asarray(saved.predictions["valid"], dtype=np.float64),
             test=np.asarray(saved.predictions["test"], dtype=np.float64),
             scaling=settings.get("scaling", "standard"), artifacts=saved,
-            best_epoch=trial.user_attrs.get("best_epoch"), epoch_seconds=_seconds_per_epoch(trial),
+            best_epoch=trial.user_attrs.get("best_epoch"), copy_seconds=copy_seconds(trial),
         ))
     if not candidates:
         raise AutoDNNError(f"none of the {len(trials)} completed trials in {str(run.root)!r} has its artifacts; "
@@ -263,11 +272,6 @@ def _net_candidates(run: RunDir, spec: dict[str, Any], notes: list[str]) -> list
     if len(trials) > MAX_CANDIDATES:
         notes.append(f"considered the best {MAX_CANDIDATES} of {len(trials)} completed trials")
     return candidates
-
-
-def _seconds_per_epoch(trial: FrozenTrial) -> float | None:
-    seconds, epochs = trial.user_attrs.get("epoch_seconds"), trial.user_attrs.get("epochs_run")
-    return float(seconds) / int(epochs) if seconds is not None and epochs else None
 
 
 def _targets(run: RunDir, scaling: str, encoder: TargetEncoder) -> tuple[np.ndarray, np.ndarray]:
@@ -296,31 +300,30 @@ def _matching_shapes(candidates: list[Candidate], y_valid: np.ndarray, y_test: n
 # --- k-fold bagging -----------------------------------------------------------------------------
 
 
-def _bagging(run: RunDir, spec: dict[str, Any], encoder: TargetEncoder, candidates: list[Candidate],
-             folds: int | None, *, bag_mode: str, top_k: int, seed: int, deadline: float | None,
-             threads: int | None, device: str, notes: list[str]
-             ) -> tuple[list[Candidate], np.ndarray, BagPlan] | None:
-    """The bagged candidates and the development rows' targets, or None to stay on the validation split.
+@dataclass
+class _Bagged:
+    nets: list[Candidate]  # with their OOF predictions as ``valid``
+    y_dev: np.ndarray
+    folds: Folds
 
-    The best ``top_k`` nets (by validation) and XGBoost are bagged, as far as the time left allows
-    (``plan_bagging``); a member the deadline cuts off is left out, its finished folds kept on disk.
+
+def _bag_nets(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], folds: int | None, *, bag_mode: str,
+              top_k: int, seed: int, deadline: float | None, threads: int | None, device: str,
+              notes: list[str]) -> _Bagged | None:
+    """The best ``top_k`` nets (by validation), bagged as far as the time left allows (``plan_bagging``), or
+    None to stay on the validation split. A net the deadline cuts off is left out, its finished folds kept
+    on disk for a rerun.
     """
     nets = [c for c in candidates if c.kind == "net"]
     y_dev = dev_targets(run, encoder, nets[0].scaling)
-    k = default_folds(len(y_dev)) if folds is None else folds
+    k, repeats = bagging_folds(folds, len(y_dev))
     if k == 1:
-        return None
-    repeats = repeats_for(len(y_dev))
-    if len(y_dev) < 2 * k:
-        notes.append(f"no k-fold bagging: {len(y_dev)} training + validation rows are too few for {k} folds")
+        if folds is not None and folds > 1:
+            notes.append(f"no k-fold bagging: {len(y_dev)} training + validation rows are too few for {folds} folds")
         return None
     ranked = [c for c in nets if c.best_epoch is not None][:top_k]
-    trees = [c for c in candidates if c.kind == "xgboost" and c.gbt is not None and c.gbt.frames]
-    n_search_train = len(load_arrays(run.data_path(nets[0].scaling))["y_train"])
-    costs = [_net_cost(c, n_search_train, len(y_dev)) for c in ranked]
-    tree_costs = [_gbt_cost(c.gbt, len(y_dev)) for c in trees]
-    plan = plan_bagging(costs, tree_costs, k=k, repeats=repeats, refit=bag_mode == "refit",
-                        seconds=None if deadline is None else deadline - time.monotonic())
+    plan = plan_bagging([c.copy_seconds or 0.0 for c in ranked], [], k=k, repeats=repeats,
+                        refit=bag_mode == "refit", seconds=None if deadline is None else deadline - time.monotonic())
     if plan.note:
         notes.append(plan.note)
     if plan.k == 1 or plan.n_nets == 0:
@@ -329,15 +332,9 @@ def _bagging(run: RunDir, spec: dict[str, Any], encoder: TargetEncoder, candidat
     out_of_time = (lambda: False) if deadline is None else (lambda: time.monotonic() >= deadline)
     cache: dict[str, Any] = {}
     bagged: list[Candidate] = []
-    for c in trees[: plan.n_trees]:
-        assert c.gbt is not None
-        member = bag_gbt(run, c.gbt, fold_rows, encoder.task_, threads=threads, should_stop=out_of_time)
-        if member is not None:
-            bagged.append(dataclasses.replace(c, valid=member.oof, test=member.test, bag=member))
     for c in ranked[: plan.n_nets]:
         assert c.best_epoch is not None and c.trial is not None and c.artifacts is not None
-        to_bag = NetToBag(name=c.name, trial=c.trial, artifacts=c.artifacts, best_epoch=c.best_epoch,
-                          epoch_seconds=c.epoch_seconds or 0.0)
+        to_bag = NetToBag(name=c.name, trial=c.trial, artifacts=c.artifacts, best_epoch=c.best_epoch)
         member = bag_net(run, to_bag, fold_rows, encoder, mode=bag_mode, device=device, threads=threads,
                          cache=cache, should_stop=out_of_time)
         if member is None:
@@ -345,35 +342,40 @@ def _bagging(run: RunDir, spec: dict[str, Any], encoder: TargetEncoder, candidat
                          "for a rerun)")
             continue
         bagged.append(dataclasses.replace(c, valid=member.oof, test=member.test, bag=member))
-    if not any(c.kind == "net" for c in bagged):
+    if not bagged:
         notes.append("no k-fold bagging: the time budget ended before a net's folds were done")
         return None
-    reused = sum(c.bag.reused for c in bagged if c.bag is not None)
-    kinds = f"{sum(c.kind == 'net' for c in bagged)} nets" + (" and XGBoost" if any(c.kind == "xgboost" for c in bagged)
-                                                             else "")
-    rep = f", {plan.repeats} repeats" if plan.repeats > 1 else ""
-    notes.append(f"{plan.k}-fold bagging{rep} of {kinds}: members, weights and threshold fitted on out-of-fold "
-                 f"predictions of {len(y_dev)} rows; nets exported as {_MODE_WORDS[bag_mode]}"
-                 + (f" ({reused} fold models reused from an earlier run)" if reused else ""))
-    return bagged, y_dev, plan
+    return _Bagged(nets=bagged, y_dev=y_dev, folds=fold_rows)
+
+
+def _bag_trees(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], folds: Folds,
+               threads: int | None) -> list[Candidate]:
+    """XGBoost's OOF predictions on the nets' folds: from its thread in ``fit`` when it bagged the same
+    folds there, else its tuned trial boosted again per fold now (its time was kept by its tuning)."""
+    bagged = []
+    for c in candidates:
+        if c.kind != "xgboost" or c.gbt is None or not c.gbt.frames:
+            continue
+        member = c.gbt.bag
+        if member is None or member.folds != folds.fingerprint():
+            member = bag_gbt(run, c.gbt, folds, encoder.task_, threads=threads)
+        assert member is not None
+        bagged.append(dataclasses.replace(c, valid=member.oof, test=member.test, bag=member))
+    return bagged
+
+
+def _bagging_note(bagged: _Bagged, candidates: list[Candidate], bag_mode: str) -> str:
+    reused = sum(c.bag.reused for c in candidates if c.bag is not None)
+    n_nets = sum(c.kind == "net" for c in candidates)
+    kinds = f"{n_nets} net" + ("s" if n_nets > 1 else "")
+    kinds += " and XGBoost" if any(c.kind == "xgboost" for c in candidates) else ""
+    rep = f", {bagged.folds.repeats} repeats" if bagged.folds.repeats > 1 else ""
+    return (f"{bagged.folds.k}-fold bagging{rep} of {kinds}: members, weights and threshold fitted on out-of-fold "
+            f"predictions of {len(bagged.y_dev)} rows; nets exported as {_MODE_WORDS[bag_mode]}"
+            + (f" ({reused} fold models reused from an earlier run)" if reused else ""))
 
 
 _MODE_WORDS = {"bag": "the average of their fold models", "refit": "a refit on every training + validation row"}
-
-
-def _net_cost(c: Candidate, n_search_train: int, n_dev: int) -> float:
-    """Seconds of one copy of a net on the development rows (a fold's copy trains on a little fewer)."""
-    assert c.artifacts is not None and c.best_epoch is not None
-    max_epochs = int(c.artifacts.config["settings"]["train"]["max_epochs"])
-    return net_unit_seconds(c.epoch_seconds or 0.0, c.best_epoch, max_epochs, n_search_train, n_dev)
-
-
-def _gbt_cost(member: GBTMemberFit | None, n_dev: int) -> float:
-    """Seconds of one fold of XGBoost: its best tuning trial's, grown with the rows."""
-    if member is None or not member.result.trials:
-        return 0.0
-    best = min(member.result.trials, key=lambda t: t["valid_loss"])
-    return float(best["seconds"]) * n_dev / max(len(member.frames.get("train", ())), 1)
 
 
 # --- scores -------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import optuna
@@ -239,12 +239,16 @@ def _valid_loss(task: str, y_valid: np.ndarray, pred: np.ndarray) -> float:
 
 @contextmanager
 def _quiet_optuna() -> Iterator[None]:
+    """At most warnings from XGBoost's own study. In ``fit`` this runs in a thread beside the search, which
+    may have quietened Optuna further meanwhile: the verbosity is put back only if nobody changed it."""
     before = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet = max(before, optuna.logging.WARNING)
+    optuna.logging.set_verbosity(quiet)
     try:
         yield
     finally:
-        optuna.logging.set_verbosity(before)
+        if optuna.logging.get_verbosity() == quiet:
+            optuna.logging.set_verbosity(before)
 
 
 def fit_gbt(
@@ -370,6 +374,7 @@ def fit_gbt_holdout(
     time_budget: float | None = None,
     threads: int | None = None,
     stop: threading.Event | None = None,
+    reserve: float = 0.0,
 ) -> GBTResult:
     """Tune and early-stop XGBoost on a holdout of the rows ``X``, then refit on all of them.
 
@@ -392,7 +397,7 @@ def fit_gbt_holdout(
     result = fit_gbt(X.iloc[fit_idx].reset_index(drop=True), y_all[fit_idx],
                      X.iloc[stop_idx].reset_index(drop=True), y_all[stop_idx],
                      task=task, n_classes=n_classes, n_trials=n_trials, seed=seed, time_budget=time_budget,
-                     threads=threads, stop=stop, refit=True, reserve=more_grow)
+                     threads=threads, stop=stop, refit=True, reserve=more_grow + reserve)
     refit_all = result.final_booster is not None
     if refit_all:  # refit on all of X: the booster that predicts ``more``
         result.booster, result.final_booster, result.final_rows = result.final_booster, None, 0
@@ -424,6 +429,8 @@ class GBTMemberFit:
     # only: k-fold bagging trains the tuned booster again on folds of train + valid.
     frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
     labels: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    bag: Any = None  # bagging.BaggedMember: its out-of-fold predictions, when bagged in the thread
+    task: str = ""
 
     def describe(self) -> str:
         p = self.result.params
@@ -431,12 +438,14 @@ class GBTMemberFit:
 
 
 def fit_run_gbt(run: RunDir, dataset: Dataset, *, n_trials: int, seed: int, time_budget: float | None,
-                threads: int | None, notes: list[str], stop: threading.Event | None = None) -> GBTMemberFit:
+                threads: int | None, notes: list[str], stop: threading.Event | None = None,
+                reserve: float = 0.0) -> GBTMemberFit:
     """Train XGBoost on the run's own split of ``dataset``, with the run's preprocessing.
 
     Tuned and early-stopped on the validation split, as the nets are: the ensemble weights, fitted on
     that split, then see every member equally flattered. A split too small to tune on is kept unseen.
-    Either way the exported copy is refit on train + valid.
+    Either way the exported copy is refit on train + valid. ``reserve`` keeps time for that many more
+    fits of the best trial (k-fold bagging's) before the budget ends.
     """
     key = gbt_preprocess_key(run)
     pre = FeaturePreprocessor.from_dict(read_json(run.preprocess_path(key)))
@@ -448,7 +457,7 @@ def fit_run_gbt(run: RunDir, dataset: Dataset, *, n_trials: int, seed: int, time
     if encoder.task_ == "regression":
         y_train, y_valid = encoder.decode(y_train), encoder.decode(y_valid)
     common = dict(task=encoder.task_, n_classes=len(encoder.classes_), n_trials=n_trials, seed=seed,
-                  time_budget=time_budget, threads=threads, stop=stop)
+                  time_budget=time_budget, threads=threads, stop=stop, reserve=reserve)
     if len(y_valid) >= VALID_TUNING_MIN_ROWS:
         result = fit_gbt(frames["train"], y_train, frames["valid"], y_valid, refit=True, **common)
     else:
@@ -467,7 +476,7 @@ def fit_run_gbt(run: RunDir, dataset: Dataset, *, n_trials: int, seed: int, time
              else "not refit on training + validation (no time left, or stopped)")
     notes.append(f"XGBoost: {result.n_trials_run} trials in {result.seconds:.1f}s, {refit}")
     return GBTMemberFit(result=result, valid=pred("valid", result.booster), test=pred("test", result.exported_booster),
-                        preprocess=key, frames=frames,
+                        preprocess=key, frames=frames, task=encoder.task_,
                         labels={"train": _labels(y_train, encoder.task_, len(encoder.classes_)),
                                 "valid": _labels(y_valid, encoder.task_, len(encoder.classes_))})
 
@@ -508,8 +517,14 @@ class BackgroundGBT:
     search's ``on_prepared`` hook; ``result`` waits for it.
     """
 
-    def __init__(self, *, n_trials: int, seed: int = 0, threads: int | None = None) -> None:
+    def __init__(self, *, n_trials: int, seed: int = 0, threads: int | None = None,
+                 fits_after: Callable[[Dataset], float] | None = None,
+                 after: Callable[[RunDir, GBTMemberFit, Callable[[], bool]], None] | None = None) -> None:
+        """``after(run, member, stopped)`` runs in the thread once XGBoost is tuned (k-fold bagging's folds,
+        on XGBoost's own cores); ``fits_after(dataset)`` says how many fits of the best trial it makes, so
+        that the tuning keeps time for them."""
         self.n_trials, self.seed, self.threads = n_trials, seed, threads
+        self.fits_after, self.after = fits_after, after
         self.notes: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -525,9 +540,12 @@ class BackgroundGBT:
 
     def _run(self, spec: dict[str, Any], dataset: Dataset, budget: float | None) -> None:
         try:
-            self._member = fit_run_gbt(RunDir(Path(spec["run_dir"])), dataset, n_trials=self.n_trials,
-                                       seed=self.seed, time_budget=budget, threads=self.threads,
-                                       notes=self.notes, stop=self._stop)
+            run = RunDir(Path(spec["run_dir"]))
+            reserve = self.fits_after(dataset) if self.fits_after else 0.0
+            self._member = fit_run_gbt(run, dataset, n_trials=self.n_trials, seed=self.seed, time_budget=budget,
+                                       threads=self.threads, notes=self.notes, stop=self._stop, reserve=reserve)
+            if self.after is not None:
+                self.after(run, self._member, self._stop.is_set)
         except BaseException as exc:  # handed to the caller of result()
             self._error = exc
 

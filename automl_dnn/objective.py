@@ -15,13 +15,15 @@ from typing import Any, Callable
 import numpy as np
 import optuna
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from automl_dnn import metrics
+from automl_dnn.budget import BaggingReserve
 from automl_dnn.config import TrialSettings, describe
 from automl_dnn.data import FeaturePreprocessor, TargetEncoder, TargetTransform
 from automl_dnn.errors import AutoDNNError, first_line
 from automl_dnn.files import load_arrays, read_json
+from automl_dnn.folds import make_folds, scaled_epochs
 from automl_dnn.model import build_mlp, count_parameters, quantile_bins
 from automl_dnn.run_folder import RunDir, save_trial
 from automl_dnn.space import SearchSpace, settings_from_values, suggest
@@ -52,6 +54,17 @@ class WorkerContext:
     worker_index: int = 0
     amp: bool = False
     time_budget: float | None = None  # seconds of the whole search, when it has a time budget
+    bagging: BaggingReserve | None = None  # fit's k-fold bagging, which the search keeps time for
+
+
+class _StopAfter(Callback):
+    """Ends training after a fixed number of epochs, or when the search must stop."""
+
+    def __init__(self, epochs: int, should_stop: Callable[[], bool]) -> None:
+        self.epochs, self.should_stop = epochs, should_stop
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> bool:
+        return epoch + 1 >= self.epochs or self.should_stop()
 
 
 class TrialFailed(Exception):
@@ -74,6 +87,7 @@ class Objective:
         self._data: dict[str, dict[str, np.ndarray]] = {}
         self._preprocessors: dict[str, FeaturePreprocessor] = {}
         self.artifacts = Path(ctx.spec["artifacts"])
+        self.cv_folds = int(ctx.spec.get("cv_folds", 1))
         self.device = worker_device(ctx.device, ctx.worker_index)
 
     def data(self, scaling: str) -> dict[str, np.ndarray]:
@@ -121,11 +135,16 @@ class Objective:
 
         Large tables would otherwise spend the whole budget on one or two trials, and a 1cycle schedule
         laid over 100 epochs would be cut off at its peak learning rate; capped, it runs to its end.
-        Without a time budget nothing changes, so ``--n-trials`` searches stay deterministic.
+        Without a time budget nothing changes, so ``--n-trials`` searches stay deterministic. A
+        cross-validated trial trains k fold nets on (k-1)/k of the development rows and one final net.
         """
         if self.ctx.time_budget is None:
             return settings
         epoch = estimate_epoch_seconds(model, data, settings.train, task=self.task, device=self.device)
+        k = self.cv_folds
+        if k > 1:
+            n_dev = len(data.X_train) + len(data.X_valid)
+            epoch *= 1 + (k - 1) * n_dev / len(data.X_train)  # k folds of (k-1)/k * n_dev rows, + the final net
         cap = max(MIN_EPOCHS, int(self.ctx.time_budget / TRIALS_PER_BUDGET / max(epoch, 1e-6)))
         if cap >= settings.train.max_epochs:
             return settings
@@ -144,6 +163,47 @@ class Objective:
         trial.set_user_attr("label_smoothing_off", f"{smoothing:g} searched, 0 used: {self.metric} is not accuracy-like")
         return dataclasses.replace(settings, train=dataclasses.replace(settings.train, label_smoothing=0.0))
 
+    def _cross_validate(self, trial: optuna.Trial, settings: TrialSettings, data: dict[str, np.ndarray], d_out: int,
+                        reporter: EpochReporter) -> tuple[float, int]:
+        """Train one net per fold of the development rows, each early-stopped on its own out-of-fold rows
+        and reported to the pruner on the trial's one percent scale (a bad trial stops in its first fold).
+
+        Returns the mean of the folds' best values, and the epochs the trial's final net trains on the run's
+        training rows: the folds' mean best epoch, scaled to keep its number of optimizer steps.
+        """
+        X_dev = np.concatenate([data["X_train"], data["X_valid"]])
+        y_dev = np.concatenate([data["y_train"], data["y_valid"]])
+        folds = make_folds(y_dev, self.task, k=self.cv_folds, seed=self.ctx.seed)
+        pre = self._columns_of(settings.scaling)
+        values, best_epochs, trained_rows = [], [], []
+        for fold in range(folds.k):
+            rows, out = folds.rows(0, fold)
+            fold_settings, y_rows, y_out, target = target_inputs(settings, self.encoder, y_dev[rows], y_dev[out])
+            fold_settings, bins = embedding_inputs(fold_settings, pre, X_dev[rows])
+            torch.manual_seed(settings.train.seed + fold + 1)
+            net = build_mlp(fold_settings.net, d_in=X_dev.shape[1], d_out=d_out, bins=bins)
+            y_true = self.user_space(y_dev[out])
+            reporter.start_fold(fold)
+            result = train(net, TrainData(X_dev[rows], y_rows, X_dev[out], y_out), fold_settings.train, task=self.task,
+                           device=self.device, amp=self.ctx.amp, callbacks=[reporter], threads=self.ctx.threads,
+                           score_fn=lambda pred, y=y_true, t=target: metrics.as_loss(
+                               self.metric, metrics.score(self.metric, y, self.user_space(pred, t))))
+            if result.best_epoch is None or not math.isfinite(result.best_score):
+                raise TrialFailed(f"diverged in fold {fold + 1} of {folds.k}: the loss became NaN or infinite")
+            if result.status == "stopped":  # by the deadline or Ctrl-C: an unfinished trial, like a pruned one
+                reason = f"cut short in fold {fold + 1} of {folds.k} of its cross-validation (the search stopped)"
+                trial.set_user_attr("prune_reason", reason)
+                raise optuna.TrialPruned(reason)
+            values.append(reporter.sign * result.best_score)
+            best_epochs.append(result.best_epoch)
+            trained_rows.append(len(rows))
+        trial.set_user_attr("cv_values", [finite_or_none(v) for v in values])
+        trial.set_user_attr("cv_best_epochs", best_epochs)
+        mean_best = round(float(np.mean(best_epochs)))
+        _, epochs = scaled_epochs(mean_best, settings.train.max_epochs, int(np.mean(trained_rows)),
+                                  len(data["X_train"]))
+        return float(np.mean(values)), epochs
+
     def _run_trial(self, trial: optuna.Trial) -> float:
         self._check_slot(trial)
         settings = settings_from_values(suggest(trial, self.space), seed=self.ctx.seed * 100_003 + trial.number)
@@ -158,7 +218,14 @@ class Objective:
         train_data = TrainData(data["X_train"], y_train, data["X_valid"], y_valid_scaled)
         settings = self._fit_to_budget(trial, settings, model, train_data)
         y_valid = self.user_space(data["y_valid"])
-        reporter = EpochReporter(trial, self.metric, self.should_stop, max_epochs=settings.train.max_epochs)
+        reporter = EpochReporter(trial, self.metric, self.should_stop, max_epochs=settings.train.max_epochs,
+                                 n_folds=self.cv_folds)
+        cv_value = None
+        if self.cv_folds > 1:  # the value: k fold nets; the trial's net: a final one, for their mean best epoch
+            cv_value, epochs = self._cross_validate(trial, settings, data, d_out, reporter)
+            callbacks: list[Callback] = [_StopAfter(epochs, self.should_stop)]
+        else:
+            callbacks = [reporter]
         result = train(
             model,
             train_data,
@@ -166,10 +233,11 @@ class Objective:
             task=self.task,
             device=self.device,
             amp=self.ctx.amp,
-            callbacks=[reporter],
+            callbacks=callbacks,
             score_fn=lambda pred: metrics.as_loss(self.metric, metrics.score(self.metric, y_valid,
                                                                              self.user_space(pred, target))),
             threads=self.ctx.threads,
+            keep="best" if cv_value is None else "last",  # the final net of a CV trial never sees its valid rows choose
         )
         if result.best_epoch is None or not math.isfinite(result.best_score):
             raise TrialFailed(f"diverged: the loss became NaN or infinite at epoch {result.epochs_run}")
@@ -179,7 +247,7 @@ class Objective:
             if len(data["X_test"])
             else np.zeros((0,) + valid_pred.shape[1:])
         )
-        value = metrics.score(self.metric, y_valid, valid_pred)
+        value = metrics.score(self.metric, y_valid, valid_pred) if cv_value is None else cv_value
         scores = metrics.all_scores(self.task, y_valid, valid_pred)
         config = {"settings": settings.to_dict(), "d_in": data["X_train"].shape[1], "d_out": d_out, "task": self.task,
                   "trial_number": trial.number, "valid_scores": scores, "metric": self.metric}
@@ -195,7 +263,10 @@ class Objective:
         trial.set_user_attr("epoch_seconds", round(sum(h["seconds"] for h in result.history), 3))
         trial.set_user_attr("device", str(result.device))
         trial.set_user_attr("valid_scores", {k: finite_or_none(v) for k, v in scores.items()})
-        trial.set_user_attr("learning_curve", reporter.curve)
+        # A CV trial's curve is its final net's on the validation rows (the folds' epochs are in the reports).
+        curve = reporter.curve if cv_value is None else [finite_or_none(reporter.sign * h["score"])
+                                                         for h in result.history]
+        trial.set_user_attr("learning_curve", curve)
         trial.set_user_attr("train_loss_curve", [finite_or_none(h["train_loss"]) for h in result.history])
         if self.should_stop() and result.status == "stopped":
             trial.set_user_attr("cut_short", True)
@@ -216,6 +287,15 @@ def target_inputs(settings: TrialSettings, encoder: TargetEncoder, y_train: np.n
     target = TargetTransform(settings.target_transform).fit(encoder.decode(y_train))
     settings = dataclasses.replace(settings, target=target.to_dict())
     return settings, target.forward(encoder.decode(y_train)), target.forward(encoder.decode(y_valid)), target
+
+
+def copy_seconds(trial: FrozenTrial) -> float | None:
+    """Seconds a copy of a completed trial's net takes on other rows for the same steps (k-fold bagging):
+    its seconds per epoch times its best epoch count (fewer epochs of more rows, or more of fewer)."""
+    seconds, epochs, best = (trial.user_attrs.get(k) for k in ("epoch_seconds", "epochs_run", "best_epoch"))
+    if seconds is None or not epochs or best is None:
+        return None
+    return float(seconds) / int(epochs) * (int(best) + 1)
 
 
 def embedding_inputs(settings: TrialSettings, pre: FeaturePreprocessor, X_train: np.ndarray

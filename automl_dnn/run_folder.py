@@ -31,9 +31,11 @@ from safetensors.torch import load_file as load_tensors
 from safetensors.torch import save_file as save_tensors
 
 from automl_dnn import metrics
+from automl_dnn.budget import BaggingRequest
 from automl_dnn.data import Dataset, FeaturePreprocessor, load_dataset
-from automl_dnn.errors import StorageError
+from automl_dnn.errors import AutoDNNError, StorageError
 from automl_dnn.files import atomic_write, load_arrays, read_json, save_arrays, write_json
+from automl_dnn.folds import default_cv_folds
 from automl_dnn.paths import make_folder
 from automl_dnn.space import SearchSpace, load_space
 from automl_dnn.storage import check_storage_for_jobs, open_storage
@@ -69,6 +71,8 @@ class SearchOptions:
     pruner: str = "halving"  # study.PRUNERS
     seed: int = 0
     quiet: bool = False
+    cv_folds: int | None = None  # a trial's value is the mean over k folds; None: 5 below 2,000 rows, else 1
+    bagging: BaggingRequest | None = None  # fit: the time to keep for the k-fold bagging after the search
 
 
 class RunDir:
@@ -159,8 +163,16 @@ def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tup
                            valid_size=options.valid_size, test_size=options.test_size, seed=options.seed)
     metric = options.metric or metrics.default_metric(dataset.task)
     metrics.check_metric(metric, dataset.task)
+    n_dev = len(dataset.split["train"]) + len(dataset.split["valid"])
+    cv_folds = options.cv_folds
+    if cv_folds is None:  # a resumed search keeps what it was started with
+        cv_folds = run.read_spec().get("cv_folds", 1) if run.exists() else default_cv_folds(n_dev)
+    if cv_folds > 1 and n_dev < 2 * cv_folds:
+        raise AutoDNNError(f"{n_dev} training + validation rows are too few for --cv-folds {cv_folds}")
+    # Trial values of a cross-validated search are not comparable with a holdout's: a resume must keep it.
+    cv = (cv_folds,) if cv_folds > 1 else ()
     fingerprint = _fingerprint(dataset.fingerprint(), dataset.target, dataset.task, space.fingerprint(),
-                               options.valid_size, options.test_size, options.seed, metric)
+                               options.valid_size, options.test_size, options.seed, metric, *cv)
     spec = {
         "format": RUN_FORMAT,
         "run_dir": str(run.root.resolve()),
@@ -177,6 +189,7 @@ def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tup
         "fingerprint": fingerprint,
         "valid_size": options.valid_size,
         "test_size": options.test_size,
+        "cv_folds": cv_folds,
         "seed": options.seed,
         "storage": options.storage or run.default_storage(options.jobs),
         "study_name": options.study_name or run.root.resolve().name,
@@ -245,7 +258,8 @@ def _fingerprint(*parts: Any) -> str:
 
 
 def _what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
-    keys = ("data_fingerprint", "target", "task", "space_fingerprint", "valid_size", "test_size", "seed", "metric")
+    keys = ("data_fingerprint", "target", "task", "space_fingerprint", "valid_size", "test_size", "seed", "metric",
+            "cv_folds")
     names = {"data_fingerprint": "data", "space_fingerprint": "space"}
     changed = [names.get(k, k) for k in keys if old.get(k) != new.get(k)]
     return "different " + ", ".join(changed) if changed else "different settings"

@@ -14,8 +14,10 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
+from automl_dnn.budget import BaggingRequest, BaggingReserve
 from automl_dnn.data import Dataset
 from automl_dnn.errors import AutoDNNError
+from automl_dnn.folds import bagging_folds
 from automl_dnn.objective import WorkerContext
 from automl_dnn.run_folder import SearchOptions, prepare_run
 from automl_dnn.space import load_space
@@ -62,13 +64,14 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[dict[str, Any]]
     deadline = started + budget if budget is not None else None
     if on_prepared is not None:
         on_prepared(spec, dataset, deadline)
-    del dataset  # the trials read the encoded matrices of the run folder
     ctx = WorkerContext(
         run_dir=str(Path(options.out).resolve()), spec=spec, space=space, deadline=deadline,
         n_trials=options.n_trials, seed=options.seed, pruner=options.pruner, device=options.device,
         amp=options.amp, threads=options.threads, time_budget=budget,
         several_workers=options.jobs > 1 or not spec["storage"].startswith("sqlite"),
+        bagging=_bagging_reserve(options.bagging, dataset),
     )
+    del dataset  # the trials read the encoded matrices of the run folder
     study = open_study(spec, seed=options.seed, pruner=make_pruner(options.pruner),
                        several_workers=ctx.several_workers)
     enqueue_defaults(study, space)
@@ -91,6 +94,16 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[dict[str, Any]]
         if summary.n_pruned == 0:
             raise AutoDNNError("the time budget ended before any trial completed; give a larger --time-budget")
     return summary
+
+
+def _bagging_reserve(request: BaggingRequest | None, dataset: Dataset) -> BaggingReserve | None:
+    """``fit``'s bagging request resolved on the rows: None when the rows get no bagging."""
+    if request is None:
+        return None
+    k, repeats = bagging_folds(request.folds, len(dataset.split["train"]) + len(dataset.split["valid"]))
+    if k == 1:
+        return None
+    return BaggingReserve(cap=request.cap, k=k, repeats=repeats, top_k=request.top_k, refit=request.refit)
 
 
 def progress_of(study: optuna.Study, started: float, deadline: float | None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -23,7 +24,8 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from automl_dnn.objective import FINISHED, Objective, TrialFailed, WorkerContext
+from automl_dnn.budget import BaggingReserve, reserve_seconds
+from automl_dnn.objective import FINISHED, Objective, TrialFailed, WorkerContext, copy_seconds
 from automl_dnn.storage import reap_stale_trials
 from automl_dnn.study import make_pruner, open_study
 
@@ -124,6 +126,18 @@ def run_worker(ctx: WorkerContext, on_trial: Callable[[optuna.Study], None] | No
                 study.optimize(_releasing(objective, lock), n_trials=1, catch=(TrialFailed,),
                                callbacks=[lambda s, t: _after_trial(s, t, finished, on_trial)])
             failures_in_a_row = failures_in_a_row + 1 if finished == [TrialState.FAIL] else 0
+            if ctx.bagging is not None and ctx.deadline is not None:
+                stop.deadline = ctx.deadline - bagging_reserve(study, ctx.bagging)
+
+
+def bagging_reserve(study: optuna.Study, reserve: BaggingReserve) -> float:
+    """Seconds to end the search early by, so that ``fit``'s bagging of the best nets so far fits after it."""
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if t.value is not None and math.isfinite(t.value)]
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    trials.sort(key=lambda t: (sign * t.value, t.number))
+    costs = [c for c in (copy_seconds(t) for t in trials[: reserve.top_k]) if c is not None]
+    return reserve_seconds(costs, reserve)
 
 
 def _after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, finished: list[TrialState],

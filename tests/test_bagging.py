@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from automl_dnn import api, bagging, metrics
-from automl_dnn.bagging import Folds, make_folds, scaled_epochs
+from automl_dnn import folds as fold_rules
 from automl_dnn.budget import BagPlan, plan_bagging
 from automl_dnn.config import TrainConfig
 from automl_dnn.ensemble_step import ensemble_run
 from automl_dnn.errors import AutoDNNError
+from automl_dnn.folds import make_folds, scaled_epochs
 from automl_dnn.model_folder import read_spec
 from automl_dnn.run_folder import RunDir
 from automl_dnn.train import TrainData, train
@@ -74,9 +75,16 @@ def test_too_few_rows_for_the_folds_is_a_clear_error() -> None:
         make_folds(np.arange(6, dtype=float), "regression", k=5)
 
 
+def test_bagging_folds_resolve_the_request_on_the_rows() -> None:
+    assert fold_rules.bagging_folds(None, 800) == (5, fold_rules.TINY_REPEATS)
+    assert fold_rules.bagging_folds(None, 5_000) == (5, 1)
+    assert fold_rules.bagging_folds(3, 5_000) == (3, 1) and fold_rules.bagging_folds(1, 500) == (1, 1)
+    assert fold_rules.bagging_folds(5, 9) == (1, 1)  # too few rows for 5 folds: no bagging
+
+
 def test_default_folds_and_repeats_follow_the_rows() -> None:
-    assert bagging.default_folds(500) == 5 and bagging.default_folds(bagging.MAX_DEFAULT_BAGGED_ROWS + 1) == 1
-    assert bagging.repeats_for(999) == bagging.TINY_REPEATS and bagging.repeats_for(1000) == 1
+    assert fold_rules.default_folds(500) == 5 and fold_rules.default_folds(fold_rules.MAX_DEFAULT_BAGGED_ROWS + 1) == 1
+    assert fold_rules.repeats_for(999) == fold_rules.TINY_REPEATS and fold_rules.repeats_for(1000) == 1
 
 
 def test_a_fold_copy_keeps_the_trials_optimizer_steps() -> None:
@@ -141,13 +149,13 @@ def test_bagging_fits_on_oof_rows_and_exports_the_fold_models(tmp_path_factory: 
                                                                tmp_path: Path) -> None:
     run = copied("breast_cancer", tmp_path_factory, tmp_path)
     report = ensemble_run(run, model_dir=tmp_path / "model", folds=3, gbt_trials=1, threads=1, device="cpu")
-    assert report.folds == 3 and report.inner == "oof" and report.repeats == bagging.TINY_REPEATS
+    assert report.folds == 3 and report.inner == "oof" and report.repeats == fold_rules.TINY_REPEATS
     assert any(n.startswith("3-fold bagging, 3 repeats of 3 nets and XGBoost") for n in report.notes)
     y_dev = bagging.dev_targets(RunDir(run), _encoder(run), "standard")
     # every member's "valid" score is its out-of-fold score over all training + validation rows
     for row in report.members:
         folder = run / "bagging" / row.name
-        assert folder.is_dir() and len(list(folder.iterdir())) == 3 * bagging.TINY_REPEATS
+        assert folder.is_dir() and len(list(folder.iterdir())) == 3 * fold_rules.TINY_REPEATS
     spec = read_spec(tmp_path / "model")
     nets = [m for m in spec["members"] if m["kind"] == "net"]
     by_trial: dict[int, list[dict]] = {}
@@ -216,7 +224,7 @@ def test_a_rerun_reuses_the_folds_a_crash_left(tmp_path_factory: pytest.TempPath
     calls.clear()
     monkeypatch.setattr(bagging, "_train_and_save", lambda *a, **k: (calls.append(1), real(*a, **k)))
     report = ensemble_run(run, model_dir=tmp_path / "model", folds=3, gbt=False, threads=1, device="cpu", top_k=1)
-    repeats = bagging.TINY_REPEATS if len(bagging.dev_targets(RunDir(run), _encoder(run), "standard")) < 1000 else 1
+    repeats = fold_rules.TINY_REPEATS if len(bagging.dev_targets(RunDir(run), _encoder(run), "standard")) < 1000 else 1
     assert len(calls) == 3 * repeats - 2  # only the folds the crash did not finish
     assert any("2 fold models reused from an earlier run" in n for n in report.notes)
 
@@ -224,7 +232,7 @@ def test_a_rerun_reuses_the_folds_a_crash_left(tmp_path_factory: pytest.TempPath
 def test_the_bagging_falls_back_to_the_validation_split_when_no_fold_fits(
         tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = copied("diabetes", tmp_path_factory, tmp_path)
-    monkeypatch.setattr("automl_dnn.ensemble_step.net_unit_seconds", lambda *a: 1e6)  # a copy takes forever
+    monkeypatch.setattr("automl_dnn.ensemble_step.copy_seconds", lambda trial: 1e6)  # a copy takes forever
     report = ensemble_run(run, model_dir=tmp_path / "model", folds=5, gbt=False, threads=1, device="cpu",
                           time_budget=30)
     assert report.folds == 1 and report.inner == "valid"
@@ -292,4 +300,82 @@ def _net_to_bag(run: Path) -> bagging.NetToBag:
     best = _completed_trials(spec)[0]
     saved = load_trial(trial_folder(run / "artifacts", best.number))
     return bagging.NetToBag(name=f"net-{best.number:05d}", trial=best.number, artifacts=saved,
-                            best_epoch=best.user_attrs["best_epoch"], epoch_seconds=0.0)
+                            best_epoch=best.user_attrs["best_epoch"])
+
+
+# --- the search keeps time for the bagging --------------------------------------------------------
+
+
+def test_the_reserve_is_what_the_plan_of_the_best_nets_so_far_needs() -> None:
+    from automl_dnn.budget import BaggingReserve, reserve_seconds
+
+    reserve = BaggingReserve(cap=20.0, k=5, repeats=1, top_k=2, refit=False)
+    assert reserve_seconds([], reserve) == 0.0  # no net done yet: nothing kept
+    assert reserve_seconds([1.0, 1.0, 9.0], reserve) == pytest.approx(10.0 / 0.8)  # the best 2: 2 x 5 copies
+    assert reserve_seconds([3.0], reserve) == pytest.approx(15.0 / 0.8)  # 5 copies of 3 s, with the safety margin
+    assert reserve_seconds([3.5], reserve) == pytest.approx(4 * 3.5 / 0.8)  # 5 folds do not fit the cap: 4
+    assert reserve_seconds([30.0], reserve) == 0.0  # not even 2 folds fit the cap: the search keeps the time
+
+
+def test_a_fit_with_bagging_ends_the_search_early_by_the_measured_reserve(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from automl_dnn import workers
+
+    seen: list[float] = []
+    real = workers.bagging_reserve
+
+    def spy(study, reserve):
+        seconds = real(study, reserve)
+        seen.append(seconds)
+        return seconds
+
+    monkeypatch.setattr(workers, "bagging_reserve", spy)
+    monkeypatch.setattr(workers, "copy_seconds", lambda trial: 0.5)  # each copy of a net: half a second
+    summary, report = api.fit("builtin:wine", model_dir=tmp_path / "m", time_budget=3600, n_trials=2,
+                              space="quick", pruner="none", gbt=False, threads=1, seed=0, quiet=True,
+                              progress=False, cv_folds=1, folds=2, top_k=2)
+    # after each trial: 2 folds x 3 repeats (wine is tiny) x 0.5 s for each of the best nets so far
+    assert seen == [pytest.approx(3.0 / 0.8), pytest.approx(6.0 / 0.8)]
+    assert report.folds == 2 and summary.n_complete == 2
+
+
+def test_xgboost_bags_itself_in_its_thread_and_the_ensemble_reuses_it(tmp_path: Path) -> None:
+    summary, report = api.fit("builtin:breast_cancer", model_dir=tmp_path / "m", n_trials=2, space="quick",
+                              pruner="none", gbt_trials=1, threads=1, seed=0, quiet=True, progress=False,
+                              cv_folds=1, folds=3)
+    assert report.folds == 3 and any("and XGBoost" in n for n in report.notes)
+    xgb_folds = tmp_path / "m-run" / "bagging" / "xgboost"
+    assert len(list(xgb_folds.iterdir())) == 3 * fold_rules.TINY_REPEATS
+    assert not any("reused" in n for n in report.notes)  # the thread's folds are used as they are, not reread
+
+
+# --- cross-validated trials -----------------------------------------------------------------------
+
+
+def test_a_cross_validated_trial_is_the_mean_of_its_folds_and_reports_each_on_one_scale(tmp_path: Path) -> None:
+    from automl_dnn.study import open_study
+
+    api.search("builtin:breast_cancer", out=tmp_path / "run", n_trials=2, cv_folds=3, **SEARCH)
+    spec = RunDir(tmp_path / "run").read_spec()
+    assert spec["cv_folds"] == 3
+    for trial in open_study(spec, create=False).trials:
+        assert len(trial.user_attrs["cv_values"]) == 3
+        assert trial.value == pytest.approx(np.mean(trial.user_attrs["cv_values"]))
+        steps = sorted(trial.intermediate_values)
+        # three folds on one 1..100 scale: no step twice, and later folds report past the first one's third
+        assert len(steps) == len(set(steps)) and 1 <= steps[0] and steps[-1] <= 100 and steps[-1] > 67
+        # the trial's own net trains on the run's 397 training rows for the folds' mean best epoch (folds
+        # of 322 rows: the same optimizer steps), and keeps its last epoch
+        best = round(float(np.mean(trial.user_attrs["cv_best_epochs"])))
+        max_epochs = 20  # the quick space's
+        assert trial.user_attrs["epochs_run"] == trial.user_attrs["best_epoch"] + 1
+        assert trial.user_attrs["epochs_run"] == scaled_epochs(best, max_epochs, 322, 397)[1]
+
+
+def test_small_tables_cross_validate_by_default_and_a_resume_keeps_the_setting(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    api.search("builtin:breast_cancer", out=out, n_trials=1, **SEARCH)  # 483 development rows: CV by default
+    assert RunDir(out).read_spec()["cv_folds"] == fold_rules.SEARCH_CV_FOLDS
+    api.search("builtin:breast_cancer", out=out, n_trials=2, **SEARCH)  # resumed: same setting, one more trial
+    with pytest.raises(AutoDNNError, match="cv_folds"):
+        api.search("builtin:breast_cancer", out=out, n_trials=3, cv_folds=1, **SEARCH)

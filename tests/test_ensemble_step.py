@@ -331,7 +331,8 @@ def test_fit_gives_the_nets_and_xgboost_their_own_cores(tmp_path: Path, monkeypa
         api.fit("builtin:wine", model_dir=tmp_path / "m", time_budget=30, device="cpu")
     assert seen["search"]["threads"] == 4 and seen["gbt"]["threads"] == 4
     assert seen["gbt"]["n_trials"] == api.GBT_TRIALS_ON_BUDGET
-    assert seen["search"]["time_budget"] == pytest.approx(30 * budget.search_share(bagging=True))
+    assert seen["search"]["time_budget"] == pytest.approx(30 * (1 - budget.ENSEMBLE_SHARE))
+    assert seen["search"]["bagging"].cap == pytest.approx(30 * budget.BAGGING_SHARE)
     assert callable(seen["search"]["on_prepared"])
     seen.clear()
     with pytest.raises(AutoDNNError, match="stop here"):

@@ -22,7 +22,7 @@ BEGIN, END = "<!-- import-graph:begin -->", "<!-- import-graph:end -->"
 LAYERS = [
     "errors", "tasks", "budget", "paths", "files",
     "data.builtins", "data.reading", "data.target", "data.preprocessing", "data.dataset", "data",
-    "metrics", "config", "model", "optim", "train", "space",
+    "folds", "metrics", "config", "model", "optim", "train", "space",
     "storage", "run_folder", "study", "objective", "workers", "search",
     "gbt", "bagging", "ensemble", "model_folder", "ensemble_step", "predictor",
     "report", "api", "sklearn", "cli", "__main__", "__init__",

@@ -23,9 +23,10 @@ from automl_dnn.study import open_study
 from tests.conftest import POLL_LIMIT, TrialGate, free_port
 
 
-def _command(out: Path, space: Path, n_trials: int) -> list[str]:
+def _command(out: Path, space: Path, n_trials: int, cv_folds: int = 1) -> list[str]:
     return [sys.executable, "-m", "automl_dnn", "search", "builtin:breast_cancer", "--out", str(out),
-            "--space", str(space), "--n-trials", str(n_trials), "--pruner", "none", "--quiet"]
+            "--space", str(space), "--n-trials", str(n_trials), "--pruner", "none", "--cv-folds", str(cv_folds),
+            "--quiet"]
 
 
 def _states(out: Path) -> list[TrialState]:
@@ -100,6 +101,26 @@ def test_ctrl_c_finishes_the_running_trial_and_says_how_to_resume(tmp_path: Path
     study = open_study(RunDir(out).read_spec(), create=False)
     assert len(study.trials) == 2, "no trial started after Ctrl-C"
     assert study.trials[1].user_attrs["epochs_run"] == 1, "the interrupted trial stopped after its current epoch"
+
+
+def test_ctrl_c_in_a_cross_validated_trial_prunes_it_with_its_reason(tmp_path: Path, short_space: Path,
+                                                                     trial_gate: TrialGate) -> None:
+    """A trial whose folds are not all done has no value: it ends PRUNED (never RUNNING), saying where."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_command(out, short_space, 10, cv_folds=3), stderr=subprocess.PIPE, text=True,
+                            env=trial_gate.env(hold=1))
+    try:
+        trial_gate.wait_until_held(proc, 1)
+        proc.send_signal(signal.SIGINT)
+        trial_gate.release()
+        _, err = proc.communicate(timeout=POLL_LIMIT)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 130 and "Traceback" not in err
+    study = open_study(RunDir(out).read_spec(), create=False)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert study.trials[0].user_attrs["cv_values"] and len(study.trials[0].user_attrs["cv_values"]) == 3
+    assert study.trials[1].user_attrs["prune_reason"].startswith("cut short in fold 1 of 3")
 
 
 def test_ctrl_c_during_fit_stops_xgboost_and_exports_what_is_done(tmp_path: Path, short_space: Path,
