@@ -1,4 +1,4 @@
-"""automl-dnn with `fit --folds 1` (holdout): the k-fold bagging's alternative, measured beside the default.
+"""automl-dnn with `fit --folds 1` (holdout): one validation split for everything, as before k-fold bagging, measured beside the default.
 
 The same protocol as ``automl_dnn_cli.py`` (the whole CLI command is timed, start-up included); one row,
 ``automl-dnn-holdout``.
@@ -14,7 +14,7 @@ ROW = "automl-dnn-holdout"
 
 def main() -> None:
     args = c.parse_args()
-    _, fit_s, predict_s, pred, info = fit_and_predict(args, "--folds", "1")
+    _, fit_s, predict_s, pred, info = fit_and_predict(args, "--folds", "1", "--cv-folds", "1")
     c.write_result(args.out, {ROW: {"fit_s": fit_s, "predict_s": predict_s, "info": info}},
                    {ROW: to_frame(args.task, pred)}, ("automl-dnn", "torch", "xgboost", "optuna"))
 
