@@ -59,7 +59,7 @@ def plan_bagging(net_costs: list[float], tree_costs: list[float], *, k: int, rep
                            seconds=total)
     need = sum(tree_costs) * 2 + (net_costs[0] * (2 + refit) if net_costs else 0.0)
     return BagPlan(1, 1, 0, 0, f"no k-fold bagging: 2 folds of the best net need about {need:.0f}s and "
-                               f"{seconds:.0f}s are left; members and weights fitted on the validation split")
+                               f"{max(seconds, 0.0):.0f}s are left; members and weights fitted on the validation split")
 
 
 def _note(k: int, repeats: int, n_nets: int, asked_k: int, asked_repeats: int, n_asked: int,

@@ -40,6 +40,7 @@ class _AutoDNNBase(BaseEstimator):
         gbt_trials: int | None = None,
         folds: int | None = None,
         bag_mode: str = "bag",
+        cv_folds: int | None = None,
         valid_size: float = 0.15,
         test_size: float = 0.0,  # train on all given rows: the caller keeps its own test set
         seed: int = 0,
@@ -57,6 +58,7 @@ class _AutoDNNBase(BaseEstimator):
         self.gbt_trials = gbt_trials
         self.folds = folds
         self.bag_mode = bag_mode
+        self.cv_folds = cv_folds
         self.valid_size = valid_size
         self.test_size = test_size
         self.seed = seed
@@ -86,7 +88,7 @@ class _AutoDNNBase(BaseEstimator):
             summary, report = api.fit(
                 frame.assign(**{target_name: target}), model_dir=work / "model", out=work / "run", time_budget=self.time_budget,
                 top_k=self.top_k, gbt=self.gbt, gbt_trials=self.gbt_trials, folds=self.folds,
-                bag_mode=self.bag_mode, target=target_name, task=task,
+                bag_mode=self.bag_mode, cv_folds=self.cv_folds, target=target_name, task=task,
                 space=self.space, n_trials=self.n_trials, metric=self.metric, threads=self.threads,
                 valid_size=self.valid_size, test_size=self.test_size, device=self.device, seed=self.seed,
                 quiet=self.quiet,
@@ -112,6 +114,8 @@ class _AutoDNNBase(BaseEstimator):
             raise ValueError(f"gbt_trials must be >= 1 or None, got {self.gbt_trials!r}")
         if self.folds is not None and self.folds < 1:
             raise ValueError(f"folds must be >= 1 or None, got {self.folds!r}")
+        if self.cv_folds is not None and self.cv_folds < 1:
+            raise ValueError(f"cv_folds must be >= 1 or None, got {self.cv_folds!r}")
         if self.bag_mode not in ("bag", "refit"):
             raise ValueError(f"bag_mode must be 'bag' or 'refit', got {self.bag_mode!r}")
 
