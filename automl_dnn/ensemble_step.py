@@ -29,7 +29,7 @@ from automl_dnn.budget import plan_bagging
 from automl_dnn.data import TargetEncoder, TargetTransform
 from automl_dnn.ensemble import blend, build_ensemble, choose_threshold, ensemble_loss, overfit_warning
 from automl_dnn.errors import AutoDNNError
-from automl_dnn.files import load_arrays, read_json
+from automl_dnn.files import load_arrays, read_json, write_json
 from automl_dnn.folds import Folds, bagging_folds, make_folds
 from automl_dnn.gbt import BackgroundGBT, GBTMemberFit, fit_run_gbt, reload_source
 from automl_dnn.model import build_mlp
@@ -203,12 +203,25 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     t0 = time.monotonic()
     _export(run, spec, encoder, Path(model_dir), chosen, result.weights, threshold, report_rows, summary, notes)
     seconds["export"] = time.monotonic() - t0
-    return EnsembleReport(task=task, metric=metric, direction=metrics.direction(metric),
-                          loss=metrics.default_metric(task), members=report_rows, summary=summary,
-                          warnings=warnings, notes=notes, model_dir=Path(model_dir), threshold=threshold,
-                          has_test=len(y_test) > 0, seconds=seconds,
-                          folds=1 if bagged is None else bagged.folds.k,
-                          repeats=1 if bagged is None else bagged.folds.repeats)
+    report = EnsembleReport(task=task, metric=metric, direction=metrics.direction(metric),
+                            loss=metrics.default_metric(task), members=report_rows, summary=summary,
+                            warnings=warnings, notes=notes, model_dir=Path(model_dir), threshold=threshold,
+                            has_test=len(y_test) > 0, seconds=seconds,
+                            folds=1 if bagged is None else bagged.folds.k,
+                            repeats=1 if bagged is None else bagged.folds.repeats)
+    write_json(run.ensemble_path, _finite(report.to_dict()))  # the report page's leaderboard reads it
+    return report
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: a score that does not exist (no test split) is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _gbt_member(run: RunDir, spec: dict[str, Any], gbt: bool | BackgroundGBT, gbt_trials: int, seed: int,

@@ -7,6 +7,8 @@ RUN_DIR/
   preprocess/<scaling>.json    the fitted preprocessing (plain JSON)
   target.json              the fitted target encoder
   split.safetensors        row indices of each split in the source table
+  ensemble.json            the last ensemble step's report: every candidate, weights, scores, notes
+  bagging/<member>/<fold>/ k-fold bagging's fold models (weights, config, predictions), reused on a rerun
   source.parquet           a copy of an in-memory DataFrame that was searched (files are read in place)
   study.db                 the Optuna study (SQLite; a journal file or a database URL when several write)
   artifacts/trial-NNNNN/   per completed trial: weights.safetensors, config.json, predictions.safetensors
@@ -100,6 +102,11 @@ class RunDir:
     @property
     def target_path(self) -> Path:
         return self.root / "target.json"
+
+    @property
+    def ensemble_path(self) -> Path:
+        """The last ``ensemble`` step's report (every candidate, weights, scores, notes, seconds)."""
+        return self.root / "ensemble.json"
 
     @property
     def source_copy(self) -> Path:
