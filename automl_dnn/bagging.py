@@ -308,8 +308,11 @@ def gbt_in_thread(folds: int | None, *, seed: int, threads: int | None
         y_dev = np.concatenate([member.labels["train"], member.labels["valid"]])
         k, repeats = bagging_folds(folds, len(y_dev))
         if k > 1 and not stopped():
-            member.bag = bag_gbt(run, member, make_folds(y_dev, member.task, k=k, repeats=repeats, seed=seed),
-                                 member.task, threads=threads, should_stop=stopped)
+            try:
+                folds_ = make_folds(y_dev, member.task, k=k, repeats=repeats, seed=seed, groups=run.dev_groups())
+            except AutoDNNError:  # fewer groups than folds: the ensemble step says so
+                return
+            member.bag = bag_gbt(run, member, folds_, member.task, threads=threads, should_stop=stopped)
 
     return fits_after, after
 

@@ -341,7 +341,12 @@ def _bag_nets(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], 
         notes.append(plan.note)
     if plan.k == 1 or plan.n_nets == 0:
         return None
-    fold_rows = make_folds(y_dev, encoder.task_, k=plan.k, repeats=plan.repeats, seed=seed)
+    try:
+        fold_rows = make_folds(y_dev, encoder.task_, k=plan.k, repeats=plan.repeats, seed=seed,
+                               groups=run.dev_groups())
+    except AutoDNNError as exc:  # fewer groups than folds
+        notes.append(f"no k-fold bagging: {exc}")
+        return None
     out_of_time = (lambda: False) if deadline is None else (lambda: time.monotonic() >= deadline)
     cache: dict[str, Any] = {}
     bagged: list[Candidate] = []

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
 from automl_dnn.errors import AutoDNNError
 
@@ -39,19 +39,29 @@ class Folds:
         return hashlib.sha256(self.assignment.astype(np.int64).tobytes()).hexdigest()[:16]
 
 
-def make_folds(y: np.ndarray, task: str, *, k: int, repeats: int = 1, seed: int = 0) -> Folds:
-    """Seeded K-fold assignments: stratified for classification (when every class has k rows), shuffled."""
+def make_folds(y: np.ndarray, task: str, *, k: int, repeats: int = 1, seed: int = 0,
+               groups: np.ndarray | None = None) -> Folds:
+    """Seeded K-fold assignments: stratified for classification (when every class has k rows), shuffled;
+    with ``groups``, each group's rows are out of the same fold (``--groups``)."""
     if k < 2:
         raise ValueError(f"k-fold needs k >= 2, got {k=}")
     if len(y) < 2 * k:
         raise AutoDNNError(f"{len(y)} training + validation rows are too few for {k} folds; use --folds 1")
+    if groups is not None and len(np.unique(groups)) < k:
+        raise AutoDNNError(f"{len(np.unique(groups))} groups are too few for {k} folds; use fewer folds")
     stratify = task != "regression" and len(y) > 0 and np.bincount(np.asarray(y, dtype=np.int64)).min() >= k
     assignment = np.empty((repeats, len(y)), dtype=np.int64)
     for r in range(repeats):
-        splitter = (StratifiedKFold if stratify else KFold)(n_splits=k, shuffle=True, random_state=seed + r)
-        for fold, (_, out) in enumerate(splitter.split(np.zeros(len(y)), y)):
+        splitter = _splitter(stratify, groups is not None)(n_splits=k, shuffle=True, random_state=seed + r)
+        for fold, (_, out) in enumerate(splitter.split(np.zeros(len(y)), y, groups)):
             assignment[r, out] = fold
     return Folds(assignment=assignment, k=k)
+
+
+def _splitter(stratify: bool, grouped: bool) -> type:
+    if grouped:
+        return StratifiedGroupKFold if stratify else GroupKFold
+    return StratifiedKFold if stratify else KFold
 
 
 DEFAULT_FOLDS = 5

@@ -75,6 +75,7 @@ class SearchOptions:
     quiet: bool = False
     cv_folds: int | None = None  # a trial's value is the mean over k folds; None: 5 below 2,000 rows, else 1
     bagging: BaggingRequest | None = None  # fit: the time to keep for the k-fold bagging after the search
+    groups: str | None = None  # a column whose rows stay together in every split and fold (not a feature)
 
 
 class RunDir:
@@ -102,6 +103,13 @@ class RunDir:
     @property
     def target_path(self) -> Path:
         return self.root / "target.json"
+
+    def dev_groups(self) -> np.ndarray | None:
+        """The group codes of the development rows (train then valid), when the search had ``--groups``."""
+        split = load_arrays(self.split_path)
+        if "groups" not in split:
+            return None
+        return split["groups"][np.concatenate([split["train"], split["valid"]])]
 
     @property
     def ensemble_path(self) -> Path:
@@ -166,8 +174,12 @@ def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tup
     if options.artifacts is not None:
         make_folder(options.artifacts, "artifacts folder")
     space = space or load_space(options.space)
+    groups = options.groups
+    if groups is None and run.exists():  # a resumed search keeps its groups
+        groups = run.read_spec().get("groups")
     dataset = load_dataset(options.source, target=options.target, task=options.task,
-                           valid_size=options.valid_size, test_size=options.test_size, seed=options.seed)
+                           valid_size=options.valid_size, test_size=options.test_size, seed=options.seed,
+                           groups=groups)
     metric = options.metric or metrics.default_metric(dataset.task)
     metrics.check_metric(metric, dataset.task)
     n_dev = len(dataset.split["train"]) + len(dataset.split["valid"])
@@ -176,6 +188,12 @@ def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tup
         cv_folds = run.read_spec().get("cv_folds", 1) if run.exists() else default_cv_folds(n_dev)
     if cv_folds > 1 and n_dev < 2 * cv_folds:
         raise AutoDNNError(f"{n_dev} training + validation rows are too few for --cv-folds {cv_folds}")
+    if cv_folds > 1 and dataset.groups is not None:
+        n_groups = len(np.unique(dataset.groups[np.concatenate([dataset.split["train"], dataset.split["valid"]])]))
+        if n_groups < cv_folds and options.cv_folds is not None:
+            raise AutoDNNError(f"--cv-folds {cv_folds} needs {cv_folds} groups of {groups!r} in the training + "
+                               f"validation rows; they have {n_groups}")
+        cv_folds = cv_folds if n_groups >= cv_folds else 1
     # Trial values of a cross-validated search are not comparable with a holdout's: a resume must keep it.
     cv = (cv_folds,) if cv_folds > 1 else ()
     fingerprint = _fingerprint(dataset.fingerprint(), dataset.target, dataset.task, space.fingerprint(),
@@ -197,6 +215,7 @@ def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tup
         "valid_size": options.valid_size,
         "test_size": options.test_size,
         "cv_folds": cv_folds,
+        "groups": groups,
         "seed": options.seed,
         "storage": options.storage or run.default_storage(options.jobs),
         "study_name": options.study_name or run.root.resolve().name,
@@ -237,7 +256,10 @@ def _write_data(run: RunDir, dataset: Dataset, space: SearchSpace) -> list[str]:
     Returns the preprocessing's notes (dropped columns, coerced values, ...) for the run's summary.
     """
     notes: list[str] = []
-    save_arrays(run.split_path, {part: dataset.split[part].astype(np.int64) for part in PARTS})
+    split = {part: dataset.split[part].astype(np.int64) for part in PARTS}
+    if dataset.groups is not None:  # every row's group code: the folds keep a group on one side
+        split["groups"] = dataset.groups.astype(np.int64)
+    save_arrays(run.split_path, split)
     write_json(run.target_path, dataset.target_encoder.to_dict())
     for scaling in scalings_of(space):
         pre = FeaturePreprocessor().fit(dataset.frame("train"), scaling=scaling)

@@ -38,6 +38,7 @@ class Dataset:
     target_encoder: TargetEncoder
     split: dict[str, np.ndarray]
     notes: list[str] = field(default_factory=list)
+    groups: np.ndarray | None = None  # --groups: each row's group code (rows of a group never straddle a split)
 
     def _part(self, part: str) -> np.ndarray:
         if part not in self.split:
@@ -63,6 +64,8 @@ class Dataset:
         h.update("\0".join(f"{c}:{self.features[c].dtype}" for c in self.features.columns).encode())
         h.update(pd.util.hash_pandas_object(self.features, index=False).to_numpy().tobytes())
         h.update(np.ascontiguousarray(self.y).tobytes())
+        if self.groups is not None:
+            h.update(np.ascontiguousarray(self.groups).tobytes())
         return h.hexdigest()
 
 
@@ -150,8 +153,12 @@ def _split(y: pd.Series, task: str, valid_size: float, test_size: float, seed: i
 
 def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None = None,
                  task: str = "auto", valid_size: float = 0.15, test_size: float = 0.15,
-                 seed: int = 0) -> Dataset:
-    """Read the data, check and encode the target, and split the rows (seeded, reproducible)."""
+                 seed: int = 0, groups: str | None = None) -> Dataset:
+    """Read the data, check and encode the target, and split the rows (seeded, reproducible).
+
+    ``groups`` names a column whose rows belong together (a patient, a customer): it is no feature, and
+    every split and fold keeps a group's rows on one side, so scores measure new groups.
+    """
     if task not in ("auto", *TASKS):
         raise DataError(f"unknown task {task!r}; use auto, binary, multiclass or regression")
     _check_sizes(valid_size, test_size)
@@ -165,16 +172,61 @@ def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None
     if not keep.all():
         notes.append(f"dropped {int((~keep).sum())} rows with a missing target {target!r}")
     features = df.loc[keep].drop(columns=[target]).reset_index(drop=True)
+    codes = None
+    if groups is not None:
+        codes = _group_codes(features, groups, target)
+        features = features.drop(columns=[groups])
     if features.shape[1] == 0:
         raise DataError(f"the table has no feature columns besides the target {target!r}; add features")
     y = y_all[keep].reset_index(drop=True)
     task, rule = _choose_task(y, task, target, source)
     y = check_target(y, task).reset_index(drop=True)
     notes.append(f"task {task}: {rule}")
-    split = _split(y, task, valid_size, test_size, seed, notes)
+    if codes is None:
+        split = _split(y, task, valid_size, test_size, seed, notes)
+    else:
+        split = _group_split(codes, valid_size, test_size, seed, groups, notes)
     encoder = TargetEncoder().fit(y if task != "regression" else y.iloc[split["train"]], task)
     return Dataset(task=task, task_rule=rule, target=target, features=features, y=encoder.encode(y),
-                   target_encoder=encoder, split=split, notes=notes)
+                   target_encoder=encoder, split=split, notes=notes, groups=codes)
+
+
+def _group_codes(features: pd.DataFrame, column: str, target: str) -> np.ndarray:
+    """Each row's group as an integer code; a missing value is a group of its own."""
+    if column == target:
+        raise DataError(f"--groups {column!r} is the target; name the column that groups the rows")
+    if column not in features.columns:
+        raise DataError(f"--groups column {column!r} is not in the table; columns: "
+                        f"{_list_names(list(map(str, features.columns)))}")
+    codes, _ = pd.factorize(features[column], use_na_sentinel=False)
+    return codes.astype(np.int64)
+
+
+def _group_split(codes: np.ndarray, valid_size: float, test_size: float, seed: int, column: str,
+                 notes: list[str]) -> dict[str, np.ndarray]:
+    """Train/valid/test row indices with whole groups on each side (seeded; sizes are in groups)."""
+    from sklearn.model_selection import GroupShuffleSplit
+
+    n_groups = len(np.unique(codes))
+    parts = 3 if test_size > 0 else 2
+    if n_groups < parts:
+        raise DataError(f"--groups {column!r} has {n_groups} group(s); the train/valid/test split needs at least "
+                        f"{parts} groups")
+    idx = np.arange(len(codes), dtype=np.int64)
+
+    def cut(rows: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarray]:
+        splitter = GroupShuffleSplit(n_splits=1, test_size=size, random_state=seed)
+        keep, out = next(splitter.split(rows, groups=codes[rows]))
+        return rows[keep], rows[out]
+
+    rest, test = cut(idx, test_size) if test_size > 0 else (idx, idx[:0])
+    train, valid = cut(rest, valid_size / (1 - test_size))
+    if len(train) < 2:
+        raise DataError(f"--groups {column!r}: the split leaves {len(train)} training rows; add groups or lower "
+                        "valid_size/test_size")
+    notes.append(f"split {len(codes)} rows into train {len(train)} / valid {len(valid)} / test {len(test)} by "
+                 f"the {n_groups} groups of {column!r} (seed {seed})")
+    return {"train": np.sort(train), "valid": np.sort(valid), "test": np.sort(test)}
 
 
 def _choose_task(y: pd.Series, task: str, target: str, source: Any) -> tuple[str, str]:
