@@ -1,4 +1,4 @@
-"""The Python API behind every CLI command: search, ensemble, fit, predict, report, dashboard."""
+"""The Python API behind every CLI command: search, ensemble, fit, predict, report, importance, dashboard."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+import pandas as pd
 import torch
 
 from automl_dnn.bagging import BAG_MODES, gbt_in_thread
@@ -16,9 +17,12 @@ from automl_dnn.ensemble_step import EnsembleReport, ensemble_run
 from automl_dnn.errors import AutoDNNError
 from automl_dnn.paths import check_file_path, make_folder
 from automl_dnn.gbt import BackgroundGBT
+from automl_dnn.data import read_table
 from automl_dnn.predictor import Predictor, load_model
 from automl_dnn.predictor import predict_file as _predict_file
-from automl_dnn.report import dashboard_app, live_progress, write_html_report
+from automl_dnn.report import dashboard_app, live_progress
+from automl_dnn.report_page import write_report_page
+from automl_dnn.run_folder import RunDir
 from automl_dnn.search import OnPrepared, SearchOptions, SearchSummary, run_search
 
 #: XGBoost trials in ``fit``: with a time budget the budget ends its search, without one the count does.
@@ -142,13 +146,41 @@ def predict_file(model_dir: Path, data: Any, *, out: Path | None = None, mc_samp
     return _predict_file(Path(model_dir), data, out=Path(out) if out else None, mc_samples=mc_samples)
 
 
-def write_report(run_dir: Path, *, out: Path | None = None) -> Path:
-    """Write an HTML report of a run's study."""
+def write_report(run_dir: Path, *, out: Path | None = None, model_dir: Path | None = None, seed: int = 0) -> Path:
+    """Write the HTML report page of a run: summary, leaderboard, held-out behaviour, feature importance,
+    learning curves, uncertainty and the study. ``model_dir``: the model to describe (default: the one the
+    run's last ensemble step exported); ``out``: default RUN_DIR/report.html."""
     run_dir = Path(run_dir)
+    RunDir(run_dir).read_spec()  # not a run folder: refused before any folder is made
     out = Path(out) if out else run_dir / "report.html"
     check_file_path(out, "report path")
     make_folder(out.parent, "report folder")
-    return write_html_report(run_dir, out)
+    return write_report_page(run_dir, out, model_dir=Path(model_dir) if model_dir else None, seed=seed)
+
+
+#: The share of a ``fit --time-budget`` kept for the report page (its permutation importance and MC dropout
+#: run on at most 2,000 held-out rows), at most REPORT_MAX_SECONDS; the page shows what it took.
+REPORT_SHARE, REPORT_MAX_SECONDS = 0.05, 60.0
+
+
+def report_reserve(time_budget: float | None) -> float:
+    """Seconds of a fit's budget kept for writing its report page afterwards (0 without a budget)."""
+    return 0.0 if time_budget is None else min(REPORT_SHARE * time_budget, REPORT_MAX_SECONDS)
+
+
+def report_path_for(model_dir: Path) -> Path:
+    """Where ``fit`` writes its report page: beside the model folder, as MODEL-report.html."""
+    model_dir = Path(model_dir)
+    return model_dir.parent / f"{model_dir.name}-report.html"
+
+
+def feature_importance(model_dir: Path, data: Any, *, target: str | None = None, repeats: int = 3,
+                       max_rows: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Permutation importance of an exported model on a table (file, builtin:NAME or DataFrame) holding
+    the target column: one row per input column, most important first (see ``Predictor.feature_importance``)."""
+    predictor = load_model(Path(model_dir))
+    frame = data if isinstance(data, pd.DataFrame) else read_table(data)
+    return predictor.feature_importance(frame, target=target, repeats=repeats, max_rows=max_rows, seed=seed)
 
 
 def serve_dashboard(*, run_dir: Path | None = None, storage: str | None = None, host: str = "127.0.0.1",

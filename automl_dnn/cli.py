@@ -246,18 +246,32 @@ def ensemble(run_dir: Path, model_dir: Path | None, top_k: int, no_gbt: bool, gb
 @click.option("--no-gbt", is_flag=True)
 @click.option("--gbt-trials", type=click.IntRange(min=1),
               help="XGBoost trials at most (default: as many as --time-budget allows, else 10).")
+@click.option("--report/--no-report", "write_page", default=True, show_default=True,
+              help="Write the HTML report page beside the model, as MODEL-report.html.")
 @bagging_options
 @search_options
 def fit(data: str, model_dir: Path, out: Path | None, top_k: int, no_gbt: bool, gbt_trials: int | None,
-        folds: int | None, bag: bool, **options: Any) -> None:
+        write_page: bool, folds: int | None, bag: bool, **options: Any) -> None:
     """Search, ensemble and export in one go, within --time-budget seconds in total."""
     from automl_dnn import api
     from automl_dnn.report import print_ensemble_report, print_search_summary
 
+    page = api.report_path_for(model_dir)
+    if write_page:
+        check_file_path(page, "report page")  # before the search, not after
+        if options["time_budget"] is not None:  # the page's time comes out of the budget
+            options["time_budget"] -= api.report_reserve(options["time_budget"])
     summary, report = api.fit(data, model_dir=model_dir, out=out, top_k=top_k, gbt=not no_gbt,
                               gbt_trials=gbt_trials, folds=folds, bag_mode="bag" if bag else "refit", **options)
     print_search_summary(summary, quiet=options["quiet"])
     print_ensemble_report(report, quiet=options["quiet"])
+    if write_page:
+        try:
+            api.write_report(summary.run_dir, out=page, model_dir=model_dir, seed=options["seed"])
+        except AutoDNNError as exc:  # the model is written: a page that fails is a warning, not a failed fit
+            click.echo(f"warning: no report page: {_one_line(str(exc))}", err=True)
+        else:
+            click.echo(f"report written to {page}")
 
 
 @cli.command()
@@ -277,13 +291,34 @@ def predict(model_dir: Path, data: str, out: Path | None, mc_samples: int) -> No
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+              help="Model folder to describe (default: the one the run's last ensemble step exported).")
 @click.option("--out", "out", type=OutputFile(), help="HTML file (default: RUN_DIR/report.html).")
-def report(run_dir: Path, out: Path | None) -> None:
-    """Write an HTML report of a study: history, importances, intermediate values, best configs."""
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the permutation importance.")
+def report(run_dir: Path, model_dir: Path | None, out: Path | None, seed: int) -> None:
+    """Write one HTML page on a run: summary, leaderboard, held-out behaviour, feature importance, learning
+    curves, MC-dropout uncertainty and the study."""
     from automl_dnn import api
 
-    path = api.write_report(run_dir, out=out)
+    path = api.write_report(run_dir, out=out, model_dir=model_dir, seed=seed)
     click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("data")
+@click.option("--target", help="The column of true values (default: the model's target).")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Shuffles per column.")
+@click.option("--max-rows", type=click.IntRange(min=2), default=2000, show_default=True,
+              help="Rows used at most (a seeded sample).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def importance(model_dir: Path, data: str, target: str | None, repeats: int, max_rows: int, seed: int) -> None:
+    """Permutation importance of an exported model's input columns on DATA (which holds the target)."""
+    from automl_dnn import api
+    from automl_dnn.report import print_importance
+
+    print_importance(api.feature_importance(model_dir, data, target=target, repeats=repeats, max_rows=max_rows,
+                                            seed=seed))
 
 
 @cli.command()

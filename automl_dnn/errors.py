@@ -30,6 +30,10 @@ class ModelFormatError(AutoDNNError):
     """A model folder is incomplete, tampered with, or from a newer version."""
 
 
+class MismatchError(AutoDNNError):
+    """A model folder and a run folder (or a table) that do not belong together: other task, target or classes."""
+
+
 class PathError(AutoDNNError):
     """A path given for output cannot be used: it is a file, lies under a file, or is the input itself."""
 

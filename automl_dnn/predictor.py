@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,13 @@ import torch
 import xgboost as xgb
 from safetensors.torch import load as load_tensors
 
+from automl_dnn import metrics
 from automl_dnn.config import NetConfig
 from automl_dnn.data import NOTES_ATTR, FeaturePreprocessor, TargetEncoder, TargetTransform, parse_dates, read_table
 from automl_dnn.ensemble import blend
 from automl_dnn.errors import AutoDNNError, DataError, ModelFormatError, PathError, first_line
 from automl_dnn.files import atomic_write
+from automl_dnn.importance import permutation_importance
 from automl_dnn.paths import check_file_path, same_file
 from automl_dnn.gbt import predict_gbt
 from automl_dnn.model import build_mlp, fold_batchnorm
@@ -203,7 +206,54 @@ class Predictor:
             out.update({f"{name}_std": std[:, k] for k, name in enumerate(names)})
         return pd.DataFrame(out, index=index)
 
+    def feature_importance(self, df: Any, *, target: str | None = None, repeats: int = 3, max_rows: int = 2000,
+                           seed: int = 0) -> pd.DataFrame:
+        """Permutation importance of each input column on ``df`` (which holds the target column): the mean
+        drop of the model's metric over ``repeats`` shuffles, its std and each repeat; most important first.
+
+        At most ``max_rows`` rows (a seeded sample) are used; label metrics use the decision threshold.
+        """
+        frame, y = self._scored_rows(df, target or self.target)
+        predict_fn = self.predict if self.task == "regression" else self.predict_proba
+        return permutation_importance(predict_fn, frame, y, metric=self.metric or metrics.default_metric(self.task),
+                                      columns=self.required_columns, repeats=repeats, max_rows=max_rows,
+                                      seed=seed, threshold=self.threshold)
+
+    def member_seconds(self, df: Any) -> dict[str, float]:
+        """Seconds each member takes to predict ``df``, its preprocessing included, by member name
+        (``net-00012-fold1``, ``xgboost``): the leaderboard's predict times."""
+        notes: list[str] = []
+        frame = self._checked_frame(df, notes)
+        seconds = {}
+        for net in self._nets:
+            started = time.perf_counter()
+            self._net_output(net, self._pre[net.scaling].transform(frame, report=notes), 0)
+            seconds[net.name] = time.perf_counter() - started
+        if self._gbt is not None:
+            started = time.perf_counter()
+            self._gbt_output(frame, notes)
+            seconds["xgboost"] = time.perf_counter() - started
+        return seconds
+
     # -- internals ----------------------------------------------------------------------------
+
+    def _scored_rows(self, df: Any, target: str) -> tuple[pd.DataFrame, np.ndarray]:
+        """The feature columns and the target of the rows that have one: class indices, or values."""
+        if not isinstance(df, pd.DataFrame):
+            raise DataError(f"feature importance needs a DataFrame with the target column, got a {type(df).__name__}")
+        names = [str(c) for c in df.columns]
+        if target not in names:
+            raise DataError(f"the table has no target column {target!r}; pass target= with the name of the "
+                            "column that holds the true values")
+        column = df.columns[names.index(target)]
+        keep = df[column].notna().to_numpy()
+        frame = df.loc[keep].drop(columns=[column]).reset_index(drop=True)
+        if self.task == "regression":
+            y = pd.to_numeric(df[column][keep], errors="coerce").to_numpy(dtype=np.float64)
+            if not np.all(np.isfinite(y)):
+                raise DataError(f"target column {target!r} has values that are not numbers")
+            return frame, y
+        return frame, self._encoder.encode(df[column][keep].reset_index(drop=True))
 
     def _labels(self, proba: np.ndarray) -> np.ndarray:
         if self.task == "binary":

@@ -1,31 +1,32 @@
-"""What the user sees: the live search progress, summary tables, the HTML report and the dashboard."""
+"""What the user sees in the terminal: the live search progress, the summary tables, and the dashboard app.
+
+The HTML report page is ``report_page``. Tables fit 100 columns: one line per row, long settings cut
+with an ellipsis (the report page has them in full).
+"""
 
 from __future__ import annotations
 
-import html
-import json
 import math
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import optuna
-from optuna import visualization as vis
+import pandas as pd
 from optuna_dashboard import wsgi
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from automl_dnn.ensemble_step import EnsembleReport
-from automl_dnn.files import atomic_write
 from automl_dnn.run_folder import RunDir
 from automl_dnn.search import SearchSummary
 from automl_dnn.storage import open_storage
-from automl_dnn.study import open_study
 
 console = Console(stderr=True)
 out = Console()
+SETTINGS_WIDTH = 40  # the settings columns of the tables: the rest of a 100-column line
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -72,13 +73,15 @@ def print_search_summary(summary: SearchSummary, *, quiet: bool = False) -> None
         return
     for note in summary.notes:
         _note(f"note: {note}")
-    table = Table(title=f"Best trials of study {summary.study_name!r} ({summary.metric}, {summary.direction})")
+    table = Table(title=f"Best trials of study {summary.study_name!r} ({summary.metric}, {summary.direction})",
+                  box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
     for column in ("trial", summary.metric, "net", "optimizer", "schedule", "epochs"):
-        table.add_column(column, justify="right" if column in ("trial", summary.metric, "epochs") else "left")
+        table.add_column(column, justify="right" if column in ("trial", summary.metric, "epochs") else "left",
+                         no_wrap=True, overflow="ellipsis", max_width=SETTINGS_WIDTH if column == "net" else None)
     for row in summary.best:
         described = {"net": "", "optimizer": "", "schedule": "", **row.get("summary", {})}
-        table.add_row(str(row["number"]), _fmt(row["value"]), described["net"], described["optimizer"],
-                      described["schedule"], _fmt(row["epochs"]))
+        table.add_row(str(row["number"]), _fmt(row["value"]), Text(abbreviate(described["net"])),
+                      Text(described["optimizer"]), Text(abbreviate(described["schedule"])), _fmt(row["epochs"]))
     out.print(table)
     out.print(
         f"{summary.n_complete} complete, {summary.n_pruned} pruned, {summary.n_failed} failed trials "
@@ -87,7 +90,7 @@ def print_search_summary(summary: SearchSummary, *, quiet: bool = False) -> None
 
 
 def print_ensemble_report(report: EnsembleReport, *, quiet: bool = False) -> None:
-    """The members table and the best single / equal-weight / weighted ensemble rows."""
+    """One line per candidate and per summary row (best single, equal weights, the weighted ensemble)."""
     for note in getattr(report, "notes", []):
         _note(f"note: {note}")
     for warning in getattr(report, "warnings", []):
@@ -97,56 +100,61 @@ def print_ensemble_report(report: EnsembleReport, *, quiet: bool = False) -> Non
     if quiet:
         final = rows[-1] if rows else {}
         out.print(f"ensemble {inner} {_fmt(final.get('valid'))} test {_fmt(final.get('test'))}; "
-                  f"model {report.model_dir}")
+                  f"model {report.model_dir}", markup=False, highlight=False, soft_wrap=True)
         return
-    table = Table(title=f"Ensemble ({getattr(report, 'metric', '')})")
-    columns = list(rows[0].keys()) if rows else []
-    for column in columns:
-        table.add_column(inner if column == "valid" else column,
-                         justify="right" if column in ("valid", "test", "weight") else "left")
+    out.print(ensemble_table(rows, metric=getattr(report, "metric", ""), inner=inner))
+    out.print(f"model written to {report.model_dir}", markup=False, highlight=False, soft_wrap=True)
+
+
+def ensemble_table(rows: list[dict[str, Any]], *, metric: str, inner: str) -> Table:
+    """The ensemble's rows as a table that reads at 100 columns: settings abbreviated, never wrapped."""
+    table = Table(title=f"Ensemble ({metric}; {inner}: the scores the weights were fitted on)", box=box.SIMPLE_HEAD,
+                  title_justify="left", pad_edge=False)
+    table.add_column("model", no_wrap=True)
+    table.add_column("settings", no_wrap=True, overflow="ellipsis", max_width=SETTINGS_WIDTH)
+    for column in (inner, "test", "weight"):
+        table.add_column(column, justify="right", no_wrap=True)
     for row in rows:
-        table.add_row(*[_fmt(row.get(c)) for c in columns])
-    out.print(table)
-    out.print(f"model written to {report.model_dir}")
+        table.add_row(Text(_short_name(row["model"])), Text(abbreviate(row.get("details") or "", SETTINGS_WIDTH)),
+                      _fmt(row.get("valid")), _fmt(row.get("test")), _fmt(row.get("weight"), 3))
+    return table
 
 
-# --- HTML report ----------------------------------------------------------------------------------
+#: Shorter words for the settings column; the report page keeps the full text.
+ABBREVIATIONS = (("flat_cosine", "flatcos"), ("onecycle", "1cyc"), ("cosine", "cos"), ("alpha-drop", "adrop"),
+                 ("leaky_relu", "lrelu"), ("quantile", "quant"), ("momentum", "mom"), (" rounds", "r"),
+                 ("depth ", "d"), ("tabm k=", "tabm"), (", ", " "))
 
 
-def write_html_report(run_dir: Path, path: Path) -> Path:
-    """Optimization history, hyperparameter importances, intermediate values and the best configs."""
-    spec = RunDir(run_dir).read_spec()
-    study = open_study(spec, create=False)
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    sections = [f"<h1>automl-dnn study {html.escape(spec['study_name'])}</h1>",
-                f"<p>task {spec['task']}, metric {spec['metric']} ({spec['direction']}), "
-                f"{len(study.trials)} trials, {len(complete)} complete</p>"]
-    plots: list[tuple[str, Callable[[], Any]]] = [
-        ("Optimization history", lambda: vis.plot_optimization_history(study)),
-        ("Validation metric by percent of planned training", lambda: vis.plot_intermediate_values(study)),
-        ("Hyperparameter importances", lambda: vis.plot_param_importances(study)),
-    ]
-    first = True
-    for title, make in plots:
-        try:
-            with warnings.catch_warnings():  # importances on few trials warn once per parameter
-                warnings.simplefilter("ignore")
-                figure = make()
-        except Exception as exc:  # e.g. importances need >= 2 complete trials
-            sections.append(f"<h2>{title}</h2><p>not available: {html.escape(str(exc))}</p>")
-            continue
-        sections.append(f"<h2>{title}</h2>" + figure.to_html(full_html=False, include_plotlyjs=first))
-        first = False
-    best = sorted(complete, key=lambda t: t.value, reverse=spec["direction"] == "maximize")[:10]
-    rows = "".join(
-        f"<tr><td>{t.number}</td><td>{t.value:.6g}</td><td><code>{html.escape(json.dumps(t.params))}</code></td></tr>"
-        for t in best
-    )
-    sections.append(f"<h2>Best configs</h2><table border=1><tr><th>trial</th><th>{spec['metric']}</th>"
-                    f"<th>params</th></tr>{rows}</table>")
-    page = "<html><head><meta charset='utf-8'><title>automl-dnn report</title></head><body>" + "".join(sections) + "</body></html>"
-    atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
-    return path
+def abbreviate(text: str, width: int = SETTINGS_WIDTH) -> str:
+    """The settings in at most ``width`` characters: common words shortened, then cut with an ellipsis."""
+    for long, short in ABBREVIATIONS:
+        text = text.replace(long, short)
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+
+def _short_name(name: str) -> str:
+    """Summary rows' names, short: ``best single model (net-00012)`` -> ``best single (net-00012)``."""
+    return name.replace("best single model", "best single").replace("equal-weight average", "equal weights")
+
+
+def print_importance(table: pd.DataFrame, *, limit: int | None = None) -> None:
+    """Permutation importance: one line per column, most important first, with its spread."""
+    metric = table.attrs.get("metric", "score")
+    shown = table if limit is None else table.head(limit)
+    out.print(f"Permutation importance: the drop in {metric} when a column is shuffled ({table.attrs.get('rows', '?')} "
+              f"rows, {table.attrs.get('repeats', '?')} repeats; baseline {_fmt(table.attrs.get('baseline'))})",
+              markup=False, highlight=False, soft_wrap=True)
+    result = Table(box=box.SIMPLE_HEAD)
+    result.add_column("feature", no_wrap=True, overflow="ellipsis", max_width=40)
+    result.add_column("importance", justify="right")
+    result.add_column("std", justify="right")
+    for row in shown.itertuples():
+        result.add_row(Text(str(row.feature)), _fmt(float(row.importance)), _fmt(float(row.std)))
+    out.print(result)
+
+
+# --- dashboard ------------------------------------------------------------------------------------
 
 
 def dashboard_app(*, run_dir: Path | None, storage: str | None) -> Any:

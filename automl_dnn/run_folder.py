@@ -8,6 +8,7 @@ RUN_DIR/
   target.json              the fitted target encoder
   split.safetensors        row indices of each split in the source table
   ensemble.json            the last ensemble step's report: every candidate, weights, scores, notes
+  report.html              the report page (`automl-dnn report RUN`; `fit` writes MODEL-report.html instead)
   bagging/<member>/<fold>/ k-fold bagging's fold models (weights, config, predictions), reused on a rerun
   source.parquet           a copy of an in-memory DataFrame that was searched (files are read in place)
   study.db                 the Optuna study (SQLite; a journal file or a database URL when several write)

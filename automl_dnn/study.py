@@ -87,7 +87,18 @@ def open_study(spec: dict[str, Any], *, seed: int = 0, pruner: optuna.pruners.Ba
     if study.direction.name.lower() != spec["direction"]:
         raise StorageError(f"study {spec['study_name']!r} already exists with direction {study.direction.name.lower()}")
     _check_fingerprint(study, spec, create)
+    if create:
+        _name_the_metric(study, spec["metric"])
     return study
+
+
+def _name_the_metric(study: optuna.Study, metric: str) -> None:
+    """optuna-dashboard shows the objective by this name (else as "Objective 0"); set once, when missing."""
+    if study.metric_names == [metric]:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([metric])
 
 
 def _check_fingerprint(study: optuna.Study, spec: dict[str, Any], create: bool) -> None:

@@ -18,7 +18,7 @@ from automl_dnn.data import BUILTINS
 from automl_dnn.errors import DataError
 from tests.conftest import assert_one_line_error, invoke, lines_of, sha256
 
-SUBCOMMANDS = ("datasets", "search", "ensemble", "fit", "predict", "report", "dashboard")
+SUBCOMMANDS = ("datasets", "search", "ensemble", "fit", "predict", "report", "importance", "dashboard")
 
 
 @pytest.mark.parametrize("args", [["--help"], ["-h"], *([name, "--help"] for name in SUBCOMMANDS)],

@@ -24,8 +24,8 @@ LAYERS = [
     "data.builtins", "data.reading", "data.target", "data.preprocessing", "data.dataset", "data",
     "folds", "metrics", "config", "model", "optim", "train", "space",
     "storage", "run_folder", "study", "objective", "workers", "search",
-    "gbt", "bagging", "ensemble", "model_folder", "ensemble_step", "predictor",
-    "report", "api", "sklearn", "cli", "__main__", "__init__",
+    "gbt", "bagging", "ensemble", "model_folder", "ensemble_step", "importance", "predictor",
+    "report", "figures", "report_page", "api", "sklearn", "cli", "__main__", "__init__",
 ]
 
 
