@@ -55,6 +55,7 @@ class MemberRow:
     valid: float  # the selection metric on validation
     test: float  # ... and on test (NaN without a test split)
     weight: float  # 0 for a candidate the ensemble did not select
+    fit_seconds: float | None = None  # XGBoost's tuning + refit, plus a member's fold copies when bagged
 
 
 @dataclass
@@ -412,8 +413,15 @@ def _member_rows(candidates: list[Candidate], result: Any, metric: str, y_valid:
     weight_of = dict(zip(result.members, result.weights))
     return [MemberRow(name=c.name, kind=c.kind, trial=c.trial, description=c.description,
                       valid=_score(metric, y_valid, c.valid), test=_score(metric, y_test, c.test),
-                      weight=float(weight_of.get(i, 0.0)))
+                      weight=float(weight_of.get(i, 0.0)), fit_seconds=_fit_seconds(c))
             for i, c in enumerate(candidates)]
+
+
+def _fit_seconds(c: Candidate) -> float | None:
+    """Seconds spent fitting a candidate after its trial: XGBoost's whole search, and any bagging."""
+    seconds = c.gbt.result.seconds if c.gbt is not None else 0.0
+    seconds += c.bag.seconds if c.bag is not None else 0.0
+    return round(seconds, 3) if seconds else None
 
 
 def _summary_rows(candidates: list[Candidate], chosen: list[Candidate], weights: list[float], task: str,

@@ -353,6 +353,8 @@ def leaderboard_section(view: RunView, prediction: Prediction | None) -> Section
     for m in ensemble["members"]:
         trial = view.trials.get(m["trial"]) if m.get("trial") is not None else None
         fit_s = trial.user_attrs.get("train_seconds") if trial is not None else None
+        if m.get("fit_seconds") is not None:  # XGBoost's search, and the fold copies of a bagged member
+            fit_s = (fit_s or 0.0) + m["fit_seconds"]
         rows.append([m["name"], m["kind"], m["description"], m["valid"], m["test"], m["weight"], fit_s,
                      seconds.get(m["name"])])
     for s in ensemble["summary"]:
