@@ -39,9 +39,9 @@ from automl_dnn.files import load_arrays, read_json
 from automl_dnn.folds import Folds, bagging_folds, make_folds, scaled_epochs
 from automl_dnn.gbt import GBTMemberFit, predict_gbt, refit_booster
 from automl_dnn.model import build_mlp
-from automl_dnn.objective import embedding_inputs, target_inputs
+from automl_dnn.objective import StopAfter, embedding_inputs, target_inputs
 from automl_dnn.run_folder import RunDir, TrialArtifacts, load_trial, save_trial_folder
-from automl_dnn.train import Callback, TrainData, predict, train
+from automl_dnn.train import TrainData, predict, train
 
 BAG_MODES = ("bag", "refit")
 CHECK_ROWS = 64  # a net unit's predictions of these development rows are saved, to check its export
@@ -108,14 +108,6 @@ def dev_targets(run: RunDir, encoder: TargetEncoder, scaling: str) -> np.ndarray
 # --- nets ---------------------------------------------------------------------------------------
 
 
-class _StopAfter(Callback):
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> bool:
-        return epoch + 1 >= self.epochs
-
-
 def _unit_fingerprint(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -126,22 +118,6 @@ def _reusable(folder: Path, fingerprint: str) -> TrialArtifacts | None:
     except (OSError, ValueError, KeyError):
         return None
     return saved if saved.config.get("fingerprint") == fingerprint else None
-
-
-def train_net_unit(saved: TrialArtifacts, best_epoch: int, dev: DevData, pre: FeaturePreprocessor,
-                   encoder: TargetEncoder, *, rows: np.ndarray, predict_rows: np.ndarray | None, label: str,
-                   folder: Path, fingerprint: str, device: str, threads: int | None) -> NetUnit:
-    """Train one copy of a net trial on the development rows ``rows`` (fixed epochs, last weights kept),
-    save it, and return it; ``predict_rows`` (its OOF rows) and the test rows are predicted and saved.
-    A copy saved before with the same fingerprint is read back instead.
-    """
-    done = _reusable(folder, fingerprint)
-    if done is None:
-        _train_and_save(saved, best_epoch, dev, pre, encoder, rows=rows, predict_rows=predict_rows,
-                        folder=folder, fingerprint=fingerprint, device=device, threads=threads)
-        done = load_trial(folder)
-    return NetUnit(label=label, settings=done.config["settings"], d_in=int(done.config["d_in"]),
-                   d_out=int(done.config["d_out"]), folder=folder)
 
 
 def _train_and_save(saved: TrialArtifacts, best_epoch: int, dev: DevData, pre: FeaturePreprocessor,
@@ -159,7 +135,7 @@ def _train_and_save(saved: TrialArtifacts, best_epoch: int, dev: DevData, pre: F
     d_out = int(saved.config["d_out"])
     model = build_mlp(settings.net, d_in=dev.X.shape[1], d_out=d_out, bins=bins)
     result = train(model, TrainData(X_train, y_train, dev.X[watch], y_watch), settings.train, task=encoder.task_,
-                   device=device, callbacks=[_StopAfter(epochs)], threads=threads, keep="last")
+                   device=device, callbacks=[StopAfter(epochs)], threads=threads, keep="last")
     if result.best_epoch is None:
         raise AutoDNNError(f"a fold copy of trial {saved.config.get('trial_number')} diverged; "
                            "ensemble with --folds 1")
@@ -197,6 +173,55 @@ class NetToBag:
     best_epoch: int
 
 
+@dataclass
+class _FoldRun:
+    """The out-of-fold predictions of one member's fold models, and the saved folder of each fold."""
+
+    oof: np.ndarray
+    folders: list[Path]  # repeat 0's folds, in order
+    reused: int
+
+
+def _run_folds(run: RunDir, member: str, folds: Folds, base: dict[str, Any],
+               fit: Callable[[np.ndarray, np.ndarray, Path, str], None],
+               should_stop: Callable[[], bool]) -> _FoldRun | None:
+    """Fit every fold (``fit(train_rows, out_rows, folder, fingerprint)`` saves it) unless a copy with the
+    same fingerprint is saved already; sum the OOF predictions. None when ``should_stop`` turns true."""
+    oof_sum: np.ndarray | None = None
+    folders: list[Path] = []
+    reused = 0
+    for r in range(folds.repeats):
+        for f in range(folds.k):
+            if should_stop():
+                return None
+            train_rows, out_rows = folds.rows(r, f)
+            label = f"r{r}-f{f}"
+            folder = bag_folder(run, member) / label
+            fingerprint = _unit_fingerprint(**base, unit=label)
+            done = _reusable(folder, fingerprint)
+            if done is None:
+                fit(train_rows, out_rows, folder, fingerprint)
+                done = load_trial(folder)
+            else:
+                reused += 1
+            oof = done.predictions["oof"]
+            if oof_sum is None:
+                oof_sum = np.zeros((folds.n_rows, *oof.shape[1:]))
+            oof_sum[out_rows] += oof
+            if r == 0:
+                folders.append(folder)
+    assert oof_sum is not None
+    return _FoldRun(oof=oof_sum / folds.repeats, folders=folders, reused=reused)
+
+
+def _net_unit(folder: Path, label: str) -> tuple[NetUnit, np.ndarray]:
+    """A saved copy of a net and its test predictions."""
+    saved = load_trial(folder)
+    unit = NetUnit(label=label, settings=saved.config["settings"], d_in=int(saved.config["d_in"]),
+                   d_out=int(saved.config["d_out"]), folder=folder)
+    return unit, saved.predictions["test"]
+
+
 def bag_net(run: RunDir, net: NetToBag, folds: Folds, encoder: TargetEncoder, *, mode: str, device: str,
             threads: int | None, cache: dict[str, tuple[DevData, FeaturePreprocessor]],
             should_stop: Callable[[], bool] = lambda: False) -> BaggedMember | None:
@@ -211,43 +236,28 @@ def bag_net(run: RunDir, net: NetToBag, folds: Folds, encoder: TargetEncoder, *,
     dev, pre = cache[scaling]
     base = dict(member=net.name, trial_config=net.artifacts.config["settings"], best_epoch=net.best_epoch,
                 folds=folds.fingerprint(), seed_rows=dev.n_search_train)
-    oof_sum: np.ndarray | None = None
-    units: list[NetUnit] = []
-    tests: list[np.ndarray] = []
-    reused = 0
-    for r in range(folds.repeats):
-        for f in range(folds.k):
-            if should_stop():
-                return None
-            train_rows, out_rows = folds.rows(r, f)
-            label = f"r{r}-f{f}"
-            fingerprint = _unit_fingerprint(**base, unit=label)
-            folder = bag_folder(run, net.name) / label
-            was_done = _reusable(folder, fingerprint) is not None
-            unit = train_net_unit(net.artifacts, net.best_epoch, dev, pre, encoder, rows=train_rows,
-                                     predict_rows=out_rows, label=label, folder=folder, fingerprint=fingerprint,
-                                     device=device, threads=threads)
-            reused += was_done
-            saved = load_trial(folder).predictions
-            if oof_sum is None:
-                oof_sum = np.zeros((folds.n_rows, *saved["oof"].shape[1:]))
-            oof_sum[out_rows] += saved["oof"]
-            if r == 0:
-                units.append(unit)
-                tests.append(saved["test"])
-    assert oof_sum is not None
+
+    def fit(rows: np.ndarray, out: np.ndarray | None, folder: Path, fingerprint: str) -> None:
+        _train_and_save(net.artifacts, net.best_epoch, dev, pre, encoder, rows=rows, predict_rows=out,
+                        folder=folder, fingerprint=fingerprint, device=device, threads=threads)
+
+    done = _run_folds(run, net.name, folds, base, fit, should_stop)
+    if done is None:
+        return None
+    copies = [_net_unit(folder, folder.name) for folder in done.folders]
+    reused = done.reused
     if mode == "refit":
         if should_stop():
             return None
-        fingerprint = _unit_fingerprint(**base, unit="refit")
-        folder = bag_folder(run, net.name) / "refit"
-        reused += _reusable(folder, fingerprint) is not None
-        unit = train_net_unit(net.artifacts, net.best_epoch, dev, pre, encoder, rows=np.arange(folds.n_rows),
-                                 predict_rows=None, label="refit", folder=folder, fingerprint=fingerprint,
-                                 device=device, threads=threads)
-        units, tests = [unit], [load_trial(folder).predictions["test"]]
-    return BaggedMember(name=net.name, oof=oof_sum / folds.repeats, test=np.mean(tests, axis=0), units=units,
-                        seconds=time.monotonic() - started, reused=reused, folds=folds.fingerprint())
+        folder, fingerprint = bag_folder(run, net.name) / "refit", _unit_fingerprint(**base, unit="refit")
+        if _reusable(folder, fingerprint) is None:
+            fit(np.arange(folds.n_rows), None, folder, fingerprint)
+        else:
+            reused += 1
+        copies = [_net_unit(folder, "refit")]
+    return BaggedMember(name=net.name, oof=done.oof, test=np.mean([t for _, t in copies], axis=0),
+                        units=[u for u, _ in copies], seconds=time.monotonic() - started, reused=reused,
+                        folds=folds.fingerprint())
 
 
 def bag_gbt(run: RunDir, member: GBTMemberFit, folds: Folds, task: str, *, threads: int | None,
@@ -265,34 +275,20 @@ def bag_gbt(run: RunDir, member: GBTMemberFit, folds: Folds, task: str, *, threa
     result = member.result
     n_fit = len(member.frames["train"])
     base = dict(params=result.params, rounds=result.best_iteration + 1, folds=folds.fingerprint(), rows=n_fit)
-    oof_sum: np.ndarray | None = None
-    reused = 0
-    for r in range(folds.repeats):
-        for f in range(folds.k):
-            if should_stop():
-                return None
-            train_rows, out_rows = folds.rows(r, f)
-            folder = bag_folder(run, "xgboost") / f"r{r}-f{f}"
-            fingerprint = _unit_fingerprint(**base, unit=f"r{r}-f{f}")
-            done = _reusable(folder, fingerprint)
-            if done is None:
-                rounds = (result.best_iteration + 1) * len(train_rows) / n_fit
-                booster = refit_booster(result.params, [frames.iloc[train_rows]], [labels[train_rows]], rounds,
-                                        threads)
-                oof = np.asarray(predict_gbt(booster, frames.iloc[out_rows], task=task, categories=result.categories),
-                                 dtype=np.float64)
-                save_trial_folder(folder, state={}, config={"fingerprint": fingerprint, "rounds": round(rounds)},
-                                  predictions={"oof": oof})
-                done = load_trial(folder)
-            else:
-                reused += 1
-            oof = done.predictions["oof"]
-            if oof_sum is None:
-                oof_sum = np.zeros((folds.n_rows, *oof.shape[1:]))
-            oof_sum[out_rows] += oof
-    assert oof_sum is not None
-    return BaggedMember(name="xgboost", oof=oof_sum / folds.repeats, test=member.test,
-                        seconds=time.monotonic() - started, reused=reused, folds=folds.fingerprint())
+
+    def fit(rows: np.ndarray, out: np.ndarray, folder: Path, fingerprint: str) -> None:
+        rounds = (result.best_iteration + 1) * len(rows) / n_fit
+        booster = refit_booster(result.params, [frames.iloc[rows]], [labels[rows]], rounds, threads)
+        oof = np.asarray(predict_gbt(booster, frames.iloc[out], task=task, categories=result.categories),
+                         dtype=np.float64)
+        save_trial_folder(folder, state={}, config={"fingerprint": fingerprint, "rounds": round(rounds)},
+                          predictions={"oof": oof})
+
+    done = _run_folds(run, "xgboost", folds, base, fit, should_stop)
+    if done is None:
+        return None
+    return BaggedMember(name="xgboost", oof=done.oof, test=member.test, seconds=time.monotonic() - started,
+                        reused=done.reused, folds=folds.fingerprint())
 
 
 def gbt_in_thread(folds: int | None, *, seed: int, threads: int | None

@@ -57,10 +57,11 @@ class WorkerContext:
     bagging: BaggingReserve | None = None  # fit's k-fold bagging, which the search keeps time for
 
 
-class _StopAfter(Callback):
-    """Ends training after a fixed number of epochs, or when the search must stop."""
+class StopAfter(Callback):
+    """Ends training after a fixed number of epochs (a copy of a trial trained for its best epoch count),
+    or when ``should_stop`` says the search must stop."""
 
-    def __init__(self, epochs: int, should_stop: Callable[[], bool]) -> None:
+    def __init__(self, epochs: int, should_stop: Callable[[], bool] = lambda: False) -> None:
         self.epochs, self.should_stop = epochs, should_stop
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> bool:
@@ -223,7 +224,7 @@ class Objective:
         cv_value = None
         if self.cv_folds > 1:  # the value: k fold nets; the trial's net: a final one, for their mean best epoch
             cv_value, epochs = self._cross_validate(trial, settings, data, d_out, reporter)
-            callbacks: list[Callback] = [_StopAfter(epochs, self.should_stop)]
+            callbacks: list[Callback] = [StopAfter(epochs, self.should_stop)]
         else:
             callbacks = [reporter]
         result = train(
