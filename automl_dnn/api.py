@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from automl_dnn.bagging import BAG_MODES, gbt_in_thread
-from automl_dnn.budget import BAGGING_SHARE, ENSEMBLE_SHARE, BaggingRequest
+from automl_dnn.budget import BaggingRequest, plan_fit
 from automl_dnn.ensemble_step import EnsembleReport, ensemble_run
 from automl_dnn.errors import AutoDNNError
 from automl_dnn.paths import check_file_path, make_folder
@@ -57,7 +57,7 @@ def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gb
 
 def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: float | None = None,
         top_k: int = 5, gbt: bool = True, gbt_trials: int | None = None, folds: int | None = None,
-        bag_mode: str = "bag", ensemble_share: float | None = None,
+        bag_mode: str = "bag", ensemble_share: float | None = None, report_page: bool = False,
         **options: Any) -> tuple[SearchSummary, EnsembleReport]:
     """Search, ensemble and export within ``time_budget`` seconds in total.
 
@@ -66,7 +66,8 @@ def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: f
     a slice after the nets, and on a GPU machine the CPU would idle otherwise. The planner
     (``budget``) keeps the rest of the budget for the k-fold bagging (``folds``; None: 5 up to
     100,000 rows, then the validation split), the weights and the export; ``ensemble_share`` overrides
-    its share.
+    its share. ``report_page`` writes the report page beside the model (``report_path_for``) in the
+    budget's last share; a page that fails is a warning in the report's ``warnings``, not a failed fit.
     """
     started = time.time()
     model_dir = Path(model_dir)
@@ -76,8 +77,10 @@ def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: f
         raise AutoDNNError(f"--folds must be >= 1, got {folds}")
     if bag_mode not in BAG_MODES:
         raise AutoDNNError(f"bag mode must be one of {', '.join(BAG_MODES)}, got {bag_mode!r}")
-    share = 1.0 - (ENSEMBLE_SHARE if ensemble_share is None else ensemble_share)
-    search_budget = None if time_budget is None else time_budget * share
+    if report_page:
+        check_file_path(report_path_for(model_dir), "report page")  # before the search, not after
+    plan = None if time_budget is None else plan_fit(time_budget, report=report_page, ensemble_share=ensemble_share)
+    search_budget = None if plan is None else plan.search
     seed = options.get("seed", 0)
     background = None
     if gbt:
@@ -88,8 +91,8 @@ def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: f
         background = BackgroundGBT(n_trials=n_trials, seed=seed, threads=gbt_threads, fits_after=fits_after,
                                    after=after)
     # The nets' search ends early enough for their bagging, as its trials' measured times say (``budget``).
-    bagging = (BaggingRequest(cap=BAGGING_SHARE * time_budget, folds=folds, top_k=top_k, refit=bag_mode == "refit")
-               if time_budget is not None and folds != 1 else None)
+    bagging = (BaggingRequest(cap=plan.bagging_cap, folds=folds, top_k=top_k, refit=bag_mode == "refit")
+               if plan is not None and folds != 1 else None)
     try:
         summary = search(source, out=out, time_budget=search_budget, bagging=bagging,
                          on_prepared=background.start if background else None, **options)
@@ -100,14 +103,25 @@ def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: f
     if background is not None and summary.stopped_by == "interrupted":
         background.stop()
     now = time.time()
-    left = None if time_budget is None else max(1.0, time_budget - (now - started))
+    left = None if plan is None else max(1.0, plan.search + plan.ensemble - (now - started))
     # The nets bag until the search's own end (XGBoost bags in its thread meanwhile); the weights and
     # the export keep the last ENSEMBLE_SHARE.
     until = None if search_budget is None else time.monotonic() + max(0.0, started + search_budget - now)
     report = ensemble(out, model_dir=model_dir, top_k=top_k, gbt=background or False, seed=seed,
                       time_budget=left, threads=options.get("threads"), folds=folds, bag_mode=bag_mode,
                       device=options.get("device", "auto"), bagging_until=until)
+    if report_page:
+        _write_fit_page(summary, report, options.get("seed", 0))
     return summary, report
+
+
+def _write_fit_page(summary: SearchSummary, report: EnsembleReport, seed: int) -> None:
+    """The report page of a fit; the model is written by now, so a page that fails is only a warning."""
+    page = report_path_for(report.model_dir)
+    try:
+        report.page = write_report(summary.run_dir, out=page, model_dir=report.model_dir, seed=seed)
+    except AutoDNNError as exc:
+        report.warnings.append(f"no report page: {exc}")
 
 
 def split_cores(threads: int | None, device: str, jobs: int) -> tuple[int | None, int]:
@@ -156,16 +170,6 @@ def write_report(run_dir: Path, *, out: Path | None = None, model_dir: Path | No
     check_file_path(out, "report path")
     make_folder(out.parent, "report folder")
     return write_report_page(run_dir, out, model_dir=Path(model_dir) if model_dir else None, seed=seed)
-
-
-#: The share of a ``fit --time-budget`` kept for the report page (its permutation importance and MC dropout
-#: run on at most 2,000 held-out rows), at most REPORT_MAX_SECONDS; the page shows what it took.
-REPORT_SHARE, REPORT_MAX_SECONDS = 0.05, 60.0
-
-
-def report_reserve(time_budget: float | None) -> float:
-    """Seconds of a fit's budget kept for writing its report page afterwards (0 without a budget)."""
-    return 0.0 if time_budget is None else min(REPORT_SHARE * time_budget, REPORT_MAX_SECONDS)
 
 
 def report_path_for(model_dir: Path) -> Path:

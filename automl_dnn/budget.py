@@ -18,6 +18,35 @@ BAGGING_SHARE = 0.3
 #: The share of the seconds left that the bagging plans to use: its estimates come from trial times
 #: measured on a machine that may be busier now.
 PLAN_SAFETY = 0.8
+#: The share of a ``fit`` budget kept for its report page (permutation importance and MC dropout on at
+#: most 2,000 held-out rows), at most REPORT_MAX_SECONDS: ``benchmarks/report_cost.py`` measures it.
+REPORT_SHARE, REPORT_MAX_SECONDS = 0.05, 60.0
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """How ``fit --time-budget B`` splits B: ``search + ensemble + report == B``.
+
+    The search's share includes XGBoost (it trains beside the nets) and the nets' bagging: the search
+    ends early by what that bagging will take, at most ``bagging_cap`` seconds.
+    """
+
+    search: float
+    ensemble: float  # the weights and the export, after the search
+    report: float  # the report page, last
+    bagging_cap: float
+
+    @property
+    def total(self) -> float:
+        return self.search + self.ensemble + self.report
+
+
+def plan_fit(time_budget: float, *, report: bool = True, ensemble_share: float | None = None) -> FitPlan:
+    """The fit budget's split into its phases (``ensemble_share`` overrides ENSEMBLE_SHARE)."""
+    report_s = min(REPORT_SHARE * time_budget, REPORT_MAX_SECONDS) if report else 0.0
+    rest = time_budget - report_s
+    ensemble_s = rest * (ENSEMBLE_SHARE if ensemble_share is None else ensemble_share)
+    return FitPlan(search=rest - ensemble_s, ensemble=ensemble_s, report=report_s, bagging_cap=BAGGING_SHARE * rest)
 
 
 @dataclass(frozen=True)

@@ -256,22 +256,11 @@ def fit(data: str, model_dir: Path, out: Path | None, top_k: int, no_gbt: bool, 
     from automl_dnn import api
     from automl_dnn.report import print_ensemble_report, print_search_summary
 
-    page = api.report_path_for(model_dir)
-    if write_page:
-        check_file_path(page, "report page")  # before the search, not after
-        if options["time_budget"] is not None:  # the page's time comes out of the budget
-            options["time_budget"] -= api.report_reserve(options["time_budget"])
     summary, report = api.fit(data, model_dir=model_dir, out=out, top_k=top_k, gbt=not no_gbt,
-                              gbt_trials=gbt_trials, folds=folds, bag_mode="bag" if bag else "refit", **options)
+                              gbt_trials=gbt_trials, folds=folds, bag_mode="bag" if bag else "refit",
+                              report_page=write_page, **options)
     print_search_summary(summary, quiet=options["quiet"])
     print_ensemble_report(report, quiet=options["quiet"])
-    if write_page:
-        try:
-            api.write_report(summary.run_dir, out=page, model_dir=model_dir, seed=options["seed"])
-        except AutoDNNError as exc:  # the model is written: a page that fails is a warning, not a failed fit
-            click.echo(f"warning: no report page: {_one_line(str(exc))}", err=True)
-        else:
-            click.echo(f"report written to {page}")
 
 
 @cli.command()

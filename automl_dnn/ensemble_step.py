@@ -85,6 +85,7 @@ class EnsembleReport:
     seconds: dict[str, float] = field(default_factory=dict)  # gbt, bagging, weights, export
     folds: int = 1  # k of the k-fold bagging the weights were fitted with; 1: the validation split
     repeats: int = 1
+    page: Path | None = None  # the report page ``fit`` wrote, if any
 
     @property
     def inner(self) -> str:

@@ -101,9 +101,11 @@ def print_ensemble_report(report: EnsembleReport, *, quiet: bool = False) -> Non
         final = rows[-1] if rows else {}
         out.print(f"ensemble {inner} {_fmt(final.get('valid'))} test {_fmt(final.get('test'))}; "
                   f"model {report.model_dir}", markup=False, highlight=False, soft_wrap=True)
-        return
-    out.print(ensemble_table(rows, metric=getattr(report, "metric", ""), inner=inner))
-    out.print(f"model written to {report.model_dir}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        out.print(ensemble_table(rows, metric=getattr(report, "metric", ""), inner=inner))
+        out.print(f"model written to {report.model_dir}", markup=False, highlight=False, soft_wrap=True)
+    if getattr(report, "page", None) is not None:  # the last line names the page
+        out.print(f"report written to {report.page}", markup=False, highlight=False, soft_wrap=True)
 
 
 def ensemble_table(rows: list[dict[str, Any]], *, metric: str, inner: str) -> Table:

@@ -20,7 +20,8 @@ import plotly.graph_objects as go
 import pytest
 from rich.console import Console
 
-from automl_dnn import api, figures, report, report_page
+from automl_dnn import api
+from automl_dnn import budget as budget_module, figures, report, report_page
 from automl_dnn.errors import DataError, MismatchError
 from automl_dnn.files import load_arrays, read_json
 from automl_dnn.run_folder import RunDir
@@ -67,8 +68,8 @@ def binary_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     frame = planted_frame()
     api.fit(frame, target="y", model_dir=root / "model", out=root / "run",
             space=str(_space(root, DROPOUT_SPACE, "dropout")), n_trials=2, pruner="none", gbt_trials=1, threads=1,
-            folds=1, cv_folds=1, quiet=True, progress=False)
-    page = api.write_report(root / "run")
+            folds=1, cv_folds=1, quiet=True, progress=False, report_page=True)
+    page = api.report_path_for(root / "model")  # fit wrote it
     return SimpleNamespace(root=root, frame=frame, run=root / "run", model=root / "model", page=page,
                            html=page.read_text(encoding="utf-8"))
 
@@ -330,8 +331,12 @@ def test_bad_input_is_one_line(binary_run: SimpleNamespace, no_test_run: SimpleN
         api.write_report(no_test_run.run, model_dir=binary_run.model, out=tmp_path / "x.html")
 
 
-def test_fit_keeps_a_share_of_its_budget_for_the_page() -> None:
-    assert api.report_reserve(None) == 0.0
-    assert api.report_reserve(60.0) == pytest.approx(3.0)
-    assert api.report_reserve(10_000.0) == api.REPORT_MAX_SECONDS
+@pytest.mark.parametrize("budget", [10.0, 60.0, 3600.0, 10_000.0])
+@pytest.mark.parametrize("page", [True, False])
+def test_the_fit_plan_adds_up_to_the_budget_and_keeps_a_share_for_the_page(budget: float, page: bool) -> None:
+    plan = budget_module.plan_fit(budget, report=page)
+    assert plan.total == pytest.approx(budget)
+    assert plan.report == (min(budget_module.REPORT_SHARE * budget, budget_module.REPORT_MAX_SECONDS) if page else 0)
+    assert plan.ensemble == pytest.approx(budget_module.ENSEMBLE_SHARE * (budget - plan.report))
+    assert plan.bagging_cap < plan.search
     assert api.report_path_for(Path("models/m")) == Path("models/m-report.html")
