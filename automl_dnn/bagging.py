@@ -297,15 +297,17 @@ def gbt_in_thread(folds: int | None, *, seed: int, threads: int | None
     its own cores, on the folds the nets' bagging will use, while the nets still search."""
 
     def fits_after(dataset: Dataset) -> float:
-        k, repeats = bagging_folds(folds, len(dataset.split["train"]) + len(dataset.split["valid"]))
+        k, repeats = bagging_folds(folds, len(dataset.split["train"]) + len(dataset.split["valid"]),
+                                   ordered=dataset.order is not None)
         return 0.0 if k == 1 else float(k * repeats)
 
     def after(run: RunDir, member: GBTMemberFit, stopped: Callable[[], bool]) -> None:
         y_dev = np.concatenate([member.labels["train"], member.labels["valid"]])
-        k, repeats = bagging_folds(folds, len(y_dev))
+        keys = run.fold_keys()
+        k, repeats = bagging_folds(folds, len(y_dev), ordered=keys["order"] is not None)
         if k > 1 and not stopped():
             try:
-                folds_ = make_folds(y_dev, member.task, k=k, repeats=repeats, seed=seed, groups=run.dev_groups())
+                folds_ = make_folds(y_dev, member.task, k=k, repeats=repeats, seed=seed, **keys)
             except AutoDNNError:  # fewer groups than folds: the ensemble step says so
                 return
             member.bag = bag_gbt(run, member, folds_, member.task, threads=threads, should_stop=stopped)

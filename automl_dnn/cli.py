@@ -122,6 +122,8 @@ def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--valid-size", type=_fraction(False), default=0.15, show_default=True),
         click.option("--groups", help="A column whose rows belong together (a patient, a customer): not a feature; "
                                        "every split and fold keeps a group's rows on one side."),
+        click.option("--time-column", help="A column that orders the rows in time (a date): the test split is the "
+                                            "latest rows, validation the ones before, the folds are periods."),
         click.option("--cv-folds", type=click.IntRange(min=1), default=None,
                      help="A trial's value is its mean over K folds of the training + validation rows "
                           "(default: 5 below 2,000 such rows, else 1: the validation split)."),

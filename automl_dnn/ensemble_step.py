@@ -331,7 +331,8 @@ def _bag_nets(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], 
     """
     nets = [c for c in candidates if c.kind == "net"]
     y_dev = dev_targets(run, encoder, nets[0].scaling)
-    k, repeats = bagging_folds(folds, len(y_dev))
+    keys = run.fold_keys()
+    k, repeats = bagging_folds(folds, len(y_dev), ordered=keys["order"] is not None)
     if k == 1:
         if folds is not None and folds > 1:
             notes.append(f"no k-fold bagging: {len(y_dev)} training + validation rows are too few for {folds} folds")
@@ -344,8 +345,7 @@ def _bag_nets(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], 
     if plan.k == 1 or plan.n_nets == 0:
         return None
     try:
-        fold_rows = make_folds(y_dev, encoder.task_, k=plan.k, repeats=plan.repeats, seed=seed,
-                               groups=run.dev_groups())
+        fold_rows = make_folds(y_dev, encoder.task_, k=plan.k, repeats=plan.repeats, seed=seed, **keys)
     except AutoDNNError as exc:  # fewer groups than folds
         notes.append(f"no k-fold bagging: {exc}")
         return None

@@ -40,13 +40,16 @@ class Folds:
 
 
 def make_folds(y: np.ndarray, task: str, *, k: int, repeats: int = 1, seed: int = 0,
-               groups: np.ndarray | None = None) -> Folds:
+               groups: np.ndarray | None = None, order: np.ndarray | None = None) -> Folds:
     """Seeded K-fold assignments: stratified for classification (when every class has k rows), shuffled;
-    with ``groups``, each group's rows are out of the same fold (``--groups``)."""
+    with ``groups``, each group's rows are out of the same fold (``--groups``); with ``order`` (each row's
+    rank in time, ``--time-column``), contiguous blocks of time (``time_blocks``)."""
     if k < 2:
         raise ValueError(f"k-fold needs k >= 2, got {k=}")
     if len(y) < 2 * k:
         raise AutoDNNError(f"{len(y)} training + validation rows are too few for {k} folds; use --folds 1")
+    if order is not None:
+        return time_blocks(order, k)
     if groups is not None and len(np.unique(groups)) < k:
         raise AutoDNNError(f"{len(np.unique(groups))} groups are too few for {k} folds; use fewer folds")
     stratify = task != "regression" and len(y) > 0 and np.bincount(np.asarray(y, dtype=np.int64)).min() >= k
@@ -55,6 +58,17 @@ def make_folds(y: np.ndarray, task: str, *, k: int, repeats: int = 1, seed: int 
         splitter = _splitter(stratify, groups is not None)(n_splits=k, shuffle=True, random_state=seed + r)
         for fold, (_, out) in enumerate(splitter.split(np.zeros(len(y)), y, groups)):
             assignment[r, out] = fold
+    return Folds(assignment=assignment, k=k)
+
+
+def time_blocks(order: np.ndarray, k: int) -> Folds:
+    """K contiguous blocks of time, earliest first: a fold's out-of-fold rows are one period, so rows next
+    to each other in time (which leak into each other's predictions) stay on one side. Every row is out of
+    fold once, as the ensemble's out-of-fold fit needs; the honest forward-in-time score is the test split,
+    which holds the latest rows. One repeat: the blocks have no randomness to repeat over."""
+    assignment = np.empty((1, len(order)), dtype=np.int64)
+    for fold, rows in enumerate(np.array_split(np.argsort(order, kind="stable"), k)):
+        assignment[0, rows] = fold
     return Folds(assignment=assignment, k=k)
 
 
@@ -80,12 +94,13 @@ def repeats_for(n_dev_rows: int) -> int:
     return TINY_REPEATS if n_dev_rows < TINY_ROWS else 1
 
 
-def bagging_folds(requested: int | None, n_dev_rows: int) -> tuple[int, int]:
-    """(k, repeats) of the bagging for ``--folds`` (None: from the rows); (1, 1) means no bagging."""
+def bagging_folds(requested: int | None, n_dev_rows: int, *, ordered: bool = False) -> tuple[int, int]:
+    """(k, repeats) of the bagging for ``--folds`` (None: from the rows); (1, 1) means no bagging.
+    Time-ordered folds (``ordered``) are not repeated."""
     k = default_folds(n_dev_rows) if requested is None else requested
     if k > 1 and n_dev_rows < 2 * k:
         return 1, 1
-    return (k, repeats_for(n_dev_rows)) if k > 1 else (1, 1)
+    return (k, 1 if ordered else repeats_for(n_dev_rows)) if k > 1 else (1, 1)
 
 
 #: Cross-validated trials (``search --cv-folds``) by default below this many development rows: there one

@@ -174,7 +174,7 @@ class Objective:
         """
         X_dev = np.concatenate([data["X_train"], data["X_valid"]])
         y_dev = np.concatenate([data["y_train"], data["y_valid"]])
-        folds = make_folds(y_dev, self.task, k=self.cv_folds, seed=self.ctx.seed, groups=self.run.dev_groups())
+        folds = make_folds(y_dev, self.task, k=self.cv_folds, seed=self.ctx.seed, **self.run.fold_keys())
         pre = self._columns_of(settings.scaling)
         values, best_epochs, trained_rows = [], [], []
         for fold in range(folds.k):

@@ -77,6 +77,7 @@ class SearchOptions:
     cv_folds: int | None = None  # a trial's value is the mean over k folds; None: 5 below 2,000 rows, else 1
     bagging: BaggingRequest | None = None  # fit: the time to keep for the k-fold bagging after the search
     groups: str | None = None  # a column whose rows stay together in every split and fold (not a feature)
+    time_column: str | None = None  # a column that orders the rows in time: test = the latest, folds = periods
 
 
 class RunDir:
@@ -111,6 +112,17 @@ class RunDir:
         if "groups" not in split:
             return None
         return split["groups"][np.concatenate([split["train"], split["valid"]])]
+
+    def dev_time_order(self) -> np.ndarray | None:
+        """The time ranks of the development rows (train then valid), when the search had ``--time-column``."""
+        split = load_arrays(self.split_path)
+        if "time_order" not in split:
+            return None
+        return split["time_order"][np.concatenate([split["train"], split["valid"]])]
+
+    def fold_keys(self) -> dict[str, np.ndarray | None]:
+        """What ``make_folds`` keeps together (groups) or in order (time) for this run's development rows."""
+        return {"groups": self.dev_groups(), "order": self.dev_time_order()}
 
     @property
     def ensemble_path(self) -> Path:
@@ -175,12 +187,13 @@ def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tup
     if options.artifacts is not None:
         make_folder(options.artifacts, "artifacts folder")
     space = space or load_space(options.space)
-    groups = options.groups
-    if groups is None and run.exists():  # a resumed search keeps its groups
-        groups = run.read_spec().get("groups")
+    groups, time_column = options.groups, options.time_column
+    if run.exists():  # a resumed search keeps its groups and time column
+        groups = groups or run.read_spec().get("groups")
+        time_column = time_column or run.read_spec().get("time_column")
     dataset = load_dataset(options.source, target=options.target, task=options.task,
                            valid_size=options.valid_size, test_size=options.test_size, seed=options.seed,
-                           groups=groups)
+                           groups=groups, time_column=time_column)
     metric = options.metric or metrics.default_metric(dataset.task)
     metrics.check_metric(metric, dataset.task)
     n_dev = len(dataset.split["train"]) + len(dataset.split["valid"])
@@ -217,6 +230,7 @@ def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tup
         "test_size": options.test_size,
         "cv_folds": cv_folds,
         "groups": groups,
+        "time_column": time_column,
         "seed": options.seed,
         "storage": options.storage or run.default_storage(options.jobs),
         "study_name": options.study_name or run.root.resolve().name,
@@ -260,6 +274,8 @@ def _write_data(run: RunDir, dataset: Dataset, space: SearchSpace) -> list[str]:
     split = {part: dataset.split[part].astype(np.int64) for part in PARTS}
     if dataset.groups is not None:  # every row's group code: the folds keep a group on one side
         split["groups"] = dataset.groups.astype(np.int64)
+    if dataset.order is not None:  # every row's rank in time: the folds are periods
+        split["time_order"] = dataset.order.astype(np.int64)
     save_arrays(run.split_path, split)
     write_json(run.target_path, dataset.target_encoder.to_dict())
     for scaling in scalings_of(space):

@@ -100,7 +100,8 @@ def _bagging_reserve(request: BaggingRequest | None, dataset: Dataset) -> Baggin
     """``fit``'s bagging request resolved on the rows: None when the rows get no bagging."""
     if request is None:
         return None
-    k, repeats = bagging_folds(request.folds, len(dataset.split["train"]) + len(dataset.split["valid"]))
+    k, repeats = bagging_folds(request.folds, len(dataset.split["train"]) + len(dataset.split["valid"]),
+                               ordered=dataset.order is not None)
     if k == 1:
         return None
     return BaggingReserve(cap=request.cap, k=k, repeats=repeats, top_k=request.top_k, refit=request.refit)

@@ -39,6 +39,7 @@ class Dataset:
     split: dict[str, np.ndarray]
     notes: list[str] = field(default_factory=list)
     groups: np.ndarray | None = None  # --groups: each row's group code (rows of a group never straddle a split)
+    order: np.ndarray | None = None  # --time-column: each row's rank in time (the latest rows are the test split)
 
     def _part(self, part: str) -> np.ndarray:
         if part not in self.split:
@@ -66,6 +67,8 @@ class Dataset:
         h.update(np.ascontiguousarray(self.y).tobytes())
         if self.groups is not None:
             h.update(np.ascontiguousarray(self.groups).tobytes())
+        if self.order is not None:
+            h.update(b"time\0" + np.ascontiguousarray(self.order).tobytes())
         return h.hexdigest()
 
 
@@ -153,12 +156,16 @@ def _split(y: pd.Series, task: str, valid_size: float, test_size: float, seed: i
 
 def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None = None,
                  task: str = "auto", valid_size: float = 0.15, test_size: float = 0.15,
-                 seed: int = 0, groups: str | None = None) -> Dataset:
+                 seed: int = 0, groups: str | None = None, time_column: str | None = None) -> Dataset:
     """Read the data, check and encode the target, and split the rows (seeded, reproducible).
 
     ``groups`` names a column whose rows belong together (a patient, a customer): it is no feature, and
     every split and fold keeps a group's rows on one side, so scores measure new groups.
+    ``time_column`` orders the rows in time: the test split is the latest rows, validation the ones
+    before them, and the folds are blocks of time, so scores measure the future. It stays a feature.
     """
+    if groups is not None and time_column is not None:
+        raise DataError("--groups and --time-column cannot be combined; give one of them")
     if task not in ("auto", *TASKS):
         raise DataError(f"unknown task {task!r}; use auto, binary, multiclass or regression")
     _check_sizes(valid_size, test_size)
@@ -172,23 +179,70 @@ def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None
     if not keep.all():
         notes.append(f"dropped {int((~keep).sum())} rows with a missing target {target!r}")
     features = df.loc[keep].drop(columns=[target]).reset_index(drop=True)
-    codes = None
+    codes = order = None
     if groups is not None:
         codes = _group_codes(features, groups, target)
         features = features.drop(columns=[groups])
+    if time_column is not None:
+        order = _time_order(features, time_column, target)
     if features.shape[1] == 0:
         raise DataError(f"the table has no feature columns besides the target {target!r}; add features")
     y = y_all[keep].reset_index(drop=True)
     task, rule = _choose_task(y, task, target, source)
     y = check_target(y, task).reset_index(drop=True)
     notes.append(f"task {task}: {rule}")
-    if codes is None:
-        split = _split(y, task, valid_size, test_size, seed, notes)
-    else:
+    if codes is not None:
         split = _group_split(codes, valid_size, test_size, seed, groups, notes)
+    elif order is not None:
+        split = _time_split(order, valid_size, test_size, time_column, notes)
+    else:
+        split = _split(y, task, valid_size, test_size, seed, notes)
     encoder = TargetEncoder().fit(y if task != "regression" else y.iloc[split["train"]], task)
     return Dataset(task=task, task_rule=rule, target=target, features=features, y=encoder.encode(y),
-                   target_encoder=encoder, split=split, notes=notes, groups=codes)
+                   target_encoder=encoder, split=split, notes=notes, groups=codes, order=order)
+
+
+def _time_order(features: pd.DataFrame, column: str, target: str) -> np.ndarray:
+    """Each row's rank in time (ties keep the table's order); numbers, or anything pandas reads as a date."""
+    if column == target:
+        raise DataError(f"--time-column {column!r} is the target; name the column that orders the rows in time")
+    if column not in features.columns:
+        raise DataError(f"--time-column {column!r} is not in the table; columns: "
+                        f"{_list_names(list(map(str, features.columns)))}")
+    values = features[column]
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        keys = pd.to_numeric(values, errors="coerce").astype("float64")
+    else:
+        import warnings
+
+        with warnings.catch_warnings():  # "could not infer format": a mixed column is parsed cell by cell
+            warnings.simplefilter("ignore")
+            stamps = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
+        keys = (stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)  # NaT: NaN
+    missing = int(keys.isna().sum())
+    if missing:
+        raise DataError(f"--time-column {column!r} has {missing} rows with a missing or unreadable time; "
+                        "fill or drop them")
+    ranks = np.empty(len(keys), dtype=np.int64)
+    ranks[np.argsort(keys.to_numpy(), kind="stable")] = np.arange(len(keys))
+    return ranks
+
+
+def _time_split(order: np.ndarray, valid_size: float, test_size: float, column: str,
+                notes: list[str]) -> dict[str, np.ndarray]:
+    """Train (earliest) / valid / test (latest) row indices, cut in time order."""
+    n = len(order)
+    n_test = math.ceil(test_size * n) if test_size > 0 else 0
+    n_valid = math.ceil(valid_size * n)
+    n_train = n - n_test - n_valid
+    if n < MIN_ROWS or n_train < 2:
+        raise DataError(f"too few rows: {n} rows with a target leave {n_train} for training; add rows or lower "
+                        "valid_size/test_size")
+    by_time = np.argsort(order, kind="stable")
+    train, valid, test = by_time[:n_train], by_time[n_train:n_train + n_valid], by_time[n_train + n_valid:]
+    notes.append(f"split {n} rows in time order of {column!r} into train {n_train} (earliest) / valid {n_valid} / "
+                 f"test {n_test} (latest)")
+    return {"train": np.sort(train), "valid": np.sort(valid), "test": np.sort(test)}
 
 
 def _group_codes(features: pd.DataFrame, column: str, target: str) -> np.ndarray:
