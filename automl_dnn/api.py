@@ -43,16 +43,17 @@ def search(source: Any, *, out: Path, progress: bool | None = None,
 def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gbt: bool | BackgroundGBT = True,
              gbt_trials: int = 10, seed: int = 0, time_budget: float | None = None,
              threads: int | None = None, folds: int | None = 1, bag_mode: str = "bag",
-             device: str = "auto", bagging_until: float | None = None) -> EnsembleReport:
+             device: str = "auto", bagging_until: float | None = None, jobs: int = 1) -> EnsembleReport:
     """Ensemble the best nets of a finished search (plus XGBoost) and export one model folder.
 
     ``folds`` > 1 bags the members first and fits the ensemble on their out-of-fold predictions (None:
-    chosen from the rows); ``bag_mode`` is what a bagged net exports ("bag": its fold models, "refit").
+    chosen from the rows); ``bag_mode`` is what a bagged net exports ("bag": its fold models, "refit");
+    ``jobs`` worker processes train the nets' fold copies side by side.
     """
     run_dir = Path(run_dir)
     return ensemble_run(run_dir, model_dir=Path(model_dir) if model_dir else run_dir / "model", top_k=top_k,
                         gbt=gbt, gbt_trials=gbt_trials, seed=seed, time_budget=time_budget, threads=threads,
-                        folds=folds, bag_mode=bag_mode, device=device, bagging_until=bagging_until)
+                        folds=folds, bag_mode=bag_mode, device=device, bagging_until=bagging_until, jobs=jobs)
 
 
 def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: float | None = None,
@@ -109,7 +110,7 @@ def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: f
     until = None if search_budget is None else time.monotonic() + max(0.0, started + search_budget - now)
     report = ensemble(out, model_dir=model_dir, top_k=top_k, gbt=background or False, seed=seed,
                       time_budget=left, threads=options.get("threads"), folds=folds, bag_mode=bag_mode,
-                      device=options.get("device", "auto"), bagging_until=until)
+                      device=options.get("device", "auto"), bagging_until=until, jobs=options.get("jobs", 1))
     if report_page:
         _write_fit_page(summary, report, options.get("seed", 0))
     return summary, report

@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import multiprocessing as mp
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +41,7 @@ from automl_dnn.files import load_arrays, read_json
 from automl_dnn.folds import Folds, bagging_folds, make_folds, scaled_epochs
 from automl_dnn.gbt import GBTMemberFit, predict_gbt, refit_booster
 from automl_dnn.model import build_mlp
-from automl_dnn.objective import StopAfter, embedding_inputs, target_inputs
+from automl_dnn.objective import StopAfter, embedding_inputs, target_inputs, worker_device
 from automl_dnn.run_folder import RunDir, TrialArtifacts, load_trial, save_trial_folder
 from automl_dnn.train import TrainData, predict, train
 
@@ -156,7 +158,7 @@ def _train_and_save(saved: TrialArtifacts, best_epoch: int, dev: DevData, pre: F
     config = {"settings": settings.to_dict(), "d_in": int(dev.X.shape[1]), "d_out": d_out,
               "trial_number": saved.config.get("trial_number"), "fingerprint": fingerprint,
               "epochs": epochs, "planned_epochs": planned, "train_rows": len(rows),
-              "seconds": round(result.train_seconds, 3)}
+              "seconds": round(result.train_seconds, 3), "pid": os.getpid()}
     save_trial_folder(folder, state=model.state_dict(), config=config, predictions=predictions)
 
 
@@ -182,36 +184,60 @@ class _FoldRun:
     reused: int
 
 
-def _run_folds(run: RunDir, member: str, folds: Folds, base: dict[str, Any],
-               fit: Callable[[np.ndarray, np.ndarray, Path, str], None],
-               should_stop: Callable[[], bool]) -> _FoldRun | None:
-    """Fit every fold (``fit(train_rows, out_rows, folder, fingerprint)`` saves it) unless a copy with the
-    same fingerprint is saved already; sum the OOF predictions. None when ``should_stop`` turns true."""
-    oof_sum: np.ndarray | None = None
-    folders: list[Path] = []
-    reused = 0
+@dataclass(frozen=True)
+class Unit:
+    """One copy to train: its training rows, the rows it predicts out of fold (None: a refit), where it goes."""
+
+    rows: np.ndarray
+    out: np.ndarray | None
+    folder: Path
+    fingerprint: str
+
+
+def _sequentially(fit: Callable[[Unit], None], should_stop: Callable[[], bool]) -> Callable[[list[Unit]], bool]:
+    """Train the units one after the other in this process; False when ``should_stop`` cut them short."""
+    def train_all(units: list[Unit]) -> bool:
+        for unit in units:
+            if should_stop():
+                return False
+            fit(unit)
+        return True
+    return train_all
+
+
+def _units(run: RunDir, member: str, folds: Folds, base: dict[str, Any], *, refit: bool = False) -> list[Unit]:
+    units = []
     for r in range(folds.repeats):
         for f in range(folds.k):
-            if should_stop():
-                return None
             train_rows, out_rows = folds.rows(r, f)
             label = f"r{r}-f{f}"
-            folder = bag_folder(run, member) / label
-            fingerprint = _unit_fingerprint(**base, unit=label)
-            done = _reusable(folder, fingerprint)
-            if done is None:
-                fit(train_rows, out_rows, folder, fingerprint)
-                done = load_trial(folder)
-            else:
-                reused += 1
-            oof = done.predictions["oof"]
-            if oof_sum is None:
-                oof_sum = np.zeros((folds.n_rows, *oof.shape[1:]))
-            oof_sum[out_rows] += oof
-            if r == 0:
-                folders.append(folder)
+            units.append(Unit(train_rows, out_rows, bag_folder(run, member) / label,
+                              _unit_fingerprint(**base, unit=label)))
+    if refit:
+        units.append(Unit(np.arange(folds.n_rows), None, bag_folder(run, member) / "refit",
+                          _unit_fingerprint(**base, unit="refit")))
+    return units
+
+
+def _run_folds(run: RunDir, member: str, folds: Folds, base: dict[str, Any],
+               train_all: Callable[[list[Unit]], bool], *, refit: bool = False) -> _FoldRun | None:
+    """Train every copy (``train_all`` saves each) unless one with the same fingerprint is saved already;
+    sum the OOF predictions. None when ``train_all`` was cut short (what it finished stays saved)."""
+    units = _units(run, member, folds, base, refit=refit)
+    missing = [unit for unit in units if _reusable(unit.folder, unit.fingerprint) is None]
+    if missing and not train_all(missing):
+        return None
+    oof_sum: np.ndarray | None = None
+    for unit in units:
+        if unit.out is None:
+            continue
+        oof = load_trial(unit.folder).predictions["oof"]
+        if oof_sum is None:
+            oof_sum = np.zeros((folds.n_rows, *oof.shape[1:]))
+        oof_sum[unit.out] += oof
     assert oof_sum is not None
-    return _FoldRun(oof=oof_sum / folds.repeats, folders=folders, reused=reused)
+    return _FoldRun(oof=oof_sum / folds.repeats, folders=[u.folder for u in units[: folds.k]],
+                    reused=len(units) - len(missing))
 
 
 def _net_unit(folder: Path, label: str) -> tuple[NetUnit, np.ndarray]:
@@ -222,42 +248,109 @@ def _net_unit(folder: Path, label: str) -> tuple[NetUnit, np.ndarray]:
     return unit, saved.predictions["test"]
 
 
+def _dev_and_columns(run: RunDir, scaling: str, cache: dict[str, tuple[DevData, FeaturePreprocessor]]
+                     ) -> tuple[DevData, FeaturePreprocessor]:
+    if scaling not in cache:
+        cache[scaling] = (dev_data(run, scaling), FeaturePreprocessor.from_dict(read_json(run.preprocess_path(scaling))))
+    return cache[scaling]
+
+
 def bag_net(run: RunDir, net: NetToBag, folds: Folds, encoder: TargetEncoder, *, mode: str, device: str,
             threads: int | None, cache: dict[str, tuple[DevData, FeaturePreprocessor]],
-            should_stop: Callable[[], bool] = lambda: False) -> BaggedMember | None:
+            should_stop: Callable[[], bool] = lambda: False, pool: FoldPool | None = None) -> BaggedMember | None:
     """Every fold copy of one net trial (and its refit), its OOF predictions and its exported form.
 
-    None when ``should_stop`` turns true before it is done (the folds done so far stay saved).
+    ``pool`` trains the copies side by side in worker processes (``--jobs``), else they train here.
+    None when ``should_stop`` turns true before it is done (the copies done so far stay saved).
     """
     started = time.monotonic()
     scaling = net.artifacts.config["settings"].get("scaling", "standard")
-    if scaling not in cache:
-        cache[scaling] = (dev_data(run, scaling), FeaturePreprocessor.from_dict(read_json(run.preprocess_path(scaling))))
-    dev, pre = cache[scaling]
+    dev, pre = _dev_and_columns(run, scaling, cache)
     base = dict(member=net.name, trial_config=net.artifacts.config["settings"], best_epoch=net.best_epoch,
                 folds=folds.fingerprint(), seed_rows=dev.n_search_train)
 
-    def fit(rows: np.ndarray, out: np.ndarray | None, folder: Path, fingerprint: str) -> None:
-        _train_and_save(net.artifacts, net.best_epoch, dev, pre, encoder, rows=rows, predict_rows=out,
-                        folder=folder, fingerprint=fingerprint, device=device, threads=threads)
+    def fit(unit: Unit) -> None:
+        _train_and_save(net.artifacts, net.best_epoch, dev, pre, encoder, rows=unit.rows, predict_rows=unit.out,
+                        folder=unit.folder, fingerprint=unit.fingerprint, device=device, threads=threads)
 
-    done = _run_folds(run, net.name, folds, base, fit, should_stop)
+    if pool is None:
+        train_all = _sequentially(fit, should_stop)
+    else:
+        def train_all(units: list[Unit]) -> bool:
+            return pool.train([_NetJob(str(run.root), str(net.artifacts.folder), net.best_epoch, scaling, unit)
+                               for unit in units], should_stop)
+
+    done = _run_folds(run, net.name, folds, base, train_all, refit=mode == "refit")
     if done is None:
         return None
-    copies = [_net_unit(folder, folder.name) for folder in done.folders]
-    reused = done.reused
-    if mode == "refit":
-        if should_stop():
-            return None
-        folder, fingerprint = bag_folder(run, net.name) / "refit", _unit_fingerprint(**base, unit="refit")
-        if _reusable(folder, fingerprint) is None:
-            fit(np.arange(folds.n_rows), None, folder, fingerprint)
-        else:
-            reused += 1
-        copies = [_net_unit(folder, "refit")]
+    copies = ([_net_unit(bag_folder(run, net.name) / "refit", "refit")] if mode == "refit"
+              else [_net_unit(folder, folder.name) for folder in done.folders])
     return BaggedMember(name=net.name, oof=done.oof, test=np.mean([t for _, t in copies], axis=0),
-                        units=[u for u, _ in copies], seconds=time.monotonic() - started, reused=reused,
+                        units=[u for u, _ in copies], seconds=time.monotonic() - started, reused=done.reused,
                         folds=folds.fingerprint())
+
+
+@dataclass(frozen=True)
+class _NetJob:
+    """A fold copy of a net for a worker process: plain values, so it pickles to a spawned process."""
+
+    run_root: str
+    trial_folder: str
+    best_epoch: int
+    scaling: str
+    unit: Unit
+
+
+_WORKER_CACHE: dict[str, tuple[DevData, FeaturePreprocessor]] = {}
+
+
+def _train_job(job: _NetJob, device: str, threads: int | None) -> None:
+    """A worker process's part: read what the copy needs (the data once per process) and train it."""
+    run = RunDir(Path(job.run_root))
+    dev, pre = _dev_and_columns(run, job.scaling, _WORKER_CACHE)
+    encoder = TargetEncoder.from_dict(read_json(run.target_path))
+    unit = job.unit
+    _train_and_save(load_trial(Path(job.trial_folder)), job.best_epoch, dev, pre, encoder, rows=unit.rows,
+                    predict_rows=unit.out, folder=unit.folder, fingerprint=unit.fingerprint, device=device,
+                    threads=threads)
+
+
+class FoldPool:
+    """``--jobs`` worker processes that train fold copies side by side (spawned, as the search's workers
+    are: torch is not fork-safe). Each copy is saved by the worker that trained it, as it finishes, so a
+    stop (the deadline, Ctrl-C) loses only the copies in training; their rerun trains just those."""
+
+    POLL_SECONDS = 0.2
+
+    def __init__(self, jobs: int, *, device: str, threads: int | None) -> None:
+        self.jobs, self.device, self.threads = jobs, device, threads
+        self._pool = mp.get_context("spawn").Pool(jobs)
+
+    def train(self, jobs: list[_NetJob], should_stop: Callable[[], bool]) -> bool:
+        """Train every job; False (the rest abandoned) when ``should_stop`` turns true first."""
+        pending = [self._pool.apply_async(_train_job, (job, worker_device(self.device, i % self.jobs), self.threads))
+                   for i, job in enumerate(jobs)]
+        for result in pending:
+            while not result.ready():
+                if should_stop():
+                    self.close(cancel=True)
+                    return False
+                result.wait(self.POLL_SECONDS)
+            result.get()  # a worker's error (a diverged copy) is raised here, as it would be in this process
+        return True
+
+    def close(self, *, cancel: bool = False) -> None:
+        if cancel:
+            self._pool.terminate()
+        else:
+            self._pool.close()
+        self._pool.join()
+
+    def __enter__(self) -> FoldPool:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close(cancel=exc[0] is not None)
 
 
 def bag_gbt(run: RunDir, member: GBTMemberFit, folds: Folds, task: str, *, threads: int | None,
@@ -276,15 +369,15 @@ def bag_gbt(run: RunDir, member: GBTMemberFit, folds: Folds, task: str, *, threa
     n_fit = len(member.frames["train"])
     base = dict(params=result.params, rounds=result.best_iteration + 1, folds=folds.fingerprint(), rows=n_fit)
 
-    def fit(rows: np.ndarray, out: np.ndarray, folder: Path, fingerprint: str) -> None:
-        rounds = (result.best_iteration + 1) * len(rows) / n_fit
-        booster = refit_booster(result.params, [frames.iloc[rows]], [labels[rows]], rounds, threads)
-        oof = np.asarray(predict_gbt(booster, frames.iloc[out], task=task, categories=result.categories),
+    def fit(unit: Unit) -> None:
+        rounds = (result.best_iteration + 1) * len(unit.rows) / n_fit
+        booster = refit_booster(result.params, [frames.iloc[unit.rows]], [labels[unit.rows]], rounds, threads)
+        oof = np.asarray(predict_gbt(booster, frames.iloc[unit.out], task=task, categories=result.categories),
                          dtype=np.float64)
-        save_trial_folder(folder, state={}, config={"fingerprint": fingerprint, "rounds": round(rounds)},
+        save_trial_folder(unit.folder, state={}, config={"fingerprint": unit.fingerprint, "rounds": round(rounds)},
                           predictions={"oof": oof})
 
-    done = _run_folds(run, "xgboost", folds, base, fit, should_stop)
+    done = _run_folds(run, "xgboost", folds, base, _sequentially(fit, should_stop))
     if done is None:
         return None
     return BaggedMember(name="xgboost", oof=done.oof, test=member.test, seconds=time.monotonic() - started,
@@ -319,5 +412,5 @@ def bag_folder(run: RunDir, member: str) -> Path:
     return run.root / "bagging" / member
 
 
-__all__ = ["BAG_MODES", "BaggedMember", "DevData", "NetToBag", "NetUnit", "bag_gbt", "bag_net", "dev_data",
+__all__ = ["BAG_MODES", "BaggedMember", "DevData", "FoldPool", "NetToBag", "NetUnit", "bag_gbt", "bag_net", "dev_data",
            "dev_targets", "gbt_in_thread"]

@@ -62,16 +62,17 @@ class BagPlan:
 
 
 def plan_bagging(net_costs: list[float], tree_costs: list[float], *, k: int, repeats: int = 1,
-                 seconds: float | None, refit: bool = False) -> BagPlan:
+                 seconds: float | None, refit: bool = False, workers: int = 1) -> BagPlan:
     """The most bagging that fits in ``seconds`` (None: no limit): all of it if it fits; else fewer nets
     (best first), then fewer repeats, then fewer folds; k = 1 (the validation split) if not even the
     best net fits 2 folds.
 
     ``net_costs`` are the seconds of one copy of each net, best first; ``tree_costs`` of one XGBoost fold.
-    A refit adds one more copy per net.
+    A refit adds one more copy per net. ``workers`` processes train the nets' copies side by side (``--jobs``).
     """
     if seconds is None:
         return BagPlan(k, repeats, len(net_costs), len(tree_costs))
+    net_costs = [cost / workers for cost in net_costs]
     budget = PLAN_SAFETY * max(seconds, 0.0)
     options = [(k, r) for r in range(repeats, 0, -1)] + [(kk, 1) for kk in range(k - 1, 1, -1)]
     for kk, rr in options:
@@ -123,6 +124,7 @@ class BaggingReserve:
     repeats: int
     top_k: int
     refit: bool
+    workers: int = 1  # processes that train the copies side by side (--jobs)
 
 
 def reserve_seconds(net_costs: list[float], reserve: BaggingReserve) -> float:
@@ -135,5 +137,5 @@ def reserve_seconds(net_costs: list[float], reserve: BaggingReserve) -> float:
     if not net_costs:
         return 0.0
     plan = plan_bagging(net_costs[: reserve.top_k], [], k=reserve.k, repeats=reserve.repeats, seconds=reserve.cap,
-                        refit=reserve.refit)
+                        refit=reserve.refit, workers=reserve.workers)
     return 0.0 if plan.k == 1 else min(reserve.cap, plan.seconds / PLAN_SAFETY)

@@ -228,15 +228,17 @@ def bagging_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the bagged nets train.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes that train the nets' fold copies side by side.")
 @click.option("--quiet", is_flag=True)
 def ensemble(run_dir: Path, model_dir: Path | None, top_k: int, no_gbt: bool, gbt_trials: int, folds: int | None,
-             bag: bool, seed: int, device: str, quiet: bool) -> None:
+             bag: bool, seed: int, device: str, jobs: int, quiet: bool) -> None:
     """Ensemble the best nets of a search with XGBoost and export one model."""
     from automl_dnn import api
     from automl_dnn.report import print_ensemble_report
 
     report = api.ensemble(run_dir, model_dir=model_dir, top_k=top_k, gbt=not no_gbt, gbt_trials=gbt_trials,
-                          seed=seed, folds=folds, bag_mode="bag" if bag else "refit", device=device)
+                          seed=seed, folds=folds, bag_mode="bag" if bag else "refit", device=device, jobs=jobs)
     print_ensemble_report(report, quiet=quiet)
 
 

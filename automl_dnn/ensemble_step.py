@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
 from automl_dnn import metrics
 from automl_dnn.config import NetConfig, describe
-from automl_dnn.bagging import BAG_MODES, BaggedMember, NetToBag, bag_gbt, bag_net, dev_data, dev_targets
+from automl_dnn.bagging import (BAG_MODES, BaggedMember, FoldPool, NetToBag, bag_gbt, bag_net, dev_data,
+                                dev_targets)
 from automl_dnn.budget import plan_bagging
 from automl_dnn.data import TargetEncoder, TargetTransform
 from automl_dnn.ensemble import blend, build_ensemble, choose_threshold, ensemble_loss, overfit_warning
@@ -135,7 +138,7 @@ class Candidate:
 def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | BackgroundGBT = True,
                  gbt_trials: int = 10, seed: int = 0, time_budget: float | None = None,
                  threads: int | None = None, folds: int | None = 1, bag_mode: str = "bag",
-                 device: str = "auto", bagging_until: float | None = None) -> EnsembleReport:
+                 device: str = "auto", bagging_until: float | None = None, jobs: int = 1) -> EnsembleReport:
     """Weight the best nets of a search (plus XGBoost) and export one model folder.
 
     ``gbt`` may be a ``BackgroundGBT`` started beside the search (``fit``): its model is used as it is.
@@ -143,7 +146,10 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     and threshold are fitted on their out-of-fold predictions; None chooses k from the rows.
     ``bag_mode`` says what a bagged net exports: its fold models' average, or a refit on every row.
     ``bagging_until`` (``time.monotonic()``) ends the nets' bagging before the time budget does.
+    ``jobs`` > 1 trains the nets' fold copies side by side in that many worker processes.
     """
+    if jobs < 1:
+        raise AutoDNNError(f"--jobs must be >= 1, got {jobs}")
     if top_k < 1:
         raise AutoDNNError(f"top_k must be >= 1, got {top_k}")
     if folds is not None and folds < 1:
@@ -166,7 +172,7 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     t0 = time.monotonic()  # the nets are bagged first: in ``fit`` XGBoost may still be busy on its own cores
     bag_deadline = deadline if bagging_until is None else min(bagging_until, deadline or math.inf)
     bagged = _bag_nets(run, encoder, candidates, folds, bag_mode=bag_mode, top_k=top_k, seed=seed,
-                       deadline=bag_deadline, threads=threads, device=device, notes=notes)
+                       deadline=bag_deadline, threads=threads, device=device, notes=notes, jobs=jobs)
     seconds["bagging"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -324,10 +330,10 @@ class _Bagged:
 
 def _bag_nets(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], folds: int | None, *, bag_mode: str,
               top_k: int, seed: int, deadline: float | None, threads: int | None, device: str,
-              notes: list[str]) -> _Bagged | None:
+              notes: list[str], jobs: int = 1) -> _Bagged | None:
     """The best ``top_k`` nets (by validation), bagged as far as the time left allows (``plan_bagging``), or
     None to stay on the validation split. A net the deadline cuts off is left out, its finished folds kept
-    on disk for a rerun.
+    on disk for a rerun. ``jobs`` worker processes train the fold copies side by side.
     """
     nets = [c for c in candidates if c.kind == "net"]
     y_dev = dev_targets(run, encoder, nets[0].scaling)
@@ -339,7 +345,8 @@ def _bag_nets(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], 
         return None
     ranked = [c for c in nets if c.best_epoch is not None][:top_k]
     plan = plan_bagging([c.copy_seconds or 0.0 for c in ranked], [], k=k, repeats=repeats,
-                        refit=bag_mode == "refit", seconds=None if deadline is None else deadline - time.monotonic())
+                        refit=bag_mode == "refit", seconds=None if deadline is None else deadline - time.monotonic(),
+                        workers=jobs)
     if plan.note:
         notes.append(plan.note)
     if plan.k == 1 or plan.n_nets == 0:
@@ -352,20 +359,33 @@ def _bag_nets(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], 
     out_of_time = (lambda: False) if deadline is None else (lambda: time.monotonic() >= deadline)
     cache: dict[str, Any] = {}
     bagged: list[Candidate] = []
-    for c in ranked[: plan.n_nets]:
-        assert c.best_epoch is not None and c.trial is not None and c.artifacts is not None
-        to_bag = NetToBag(name=c.name, trial=c.trial, artifacts=c.artifacts, best_epoch=c.best_epoch)
-        member = bag_net(run, to_bag, fold_rows, encoder, mode=bag_mode, device=device, threads=threads,
-                         cache=cache, should_stop=out_of_time)
-        if member is None:
-            notes.append(f"{c.name} left out of the bagging: the time budget ended (its finished folds are kept "
-                         "for a rerun)")
-            continue
-        bagged.append(dataclasses.replace(c, valid=member.oof, test=member.test, bag=member))
+    with _fold_pool(jobs, device, threads) as pool:
+        for i, c in enumerate(ranked[: plan.n_nets]):
+            assert c.best_epoch is not None and c.trial is not None and c.artifacts is not None
+            to_bag = NetToBag(name=c.name, trial=c.trial, artifacts=c.artifacts, best_epoch=c.best_epoch)
+            member = bag_net(run, to_bag, fold_rows, encoder, mode=bag_mode, device=device, threads=threads,
+                             cache=cache, should_stop=out_of_time, pool=pool)
+            if member is None:
+                left = ", ".join(x.name for x in ranked[i: plan.n_nets])
+                notes.append(f"{left} left out of the bagging: the time budget ended (finished folds are kept for "
+                             "a rerun)")
+                break
+            bagged.append(dataclasses.replace(c, valid=member.oof, test=member.test, bag=member))
     if not bagged:
         notes.append("no k-fold bagging: the time budget ended before a net's folds were done")
         return None
     return _Bagged(nets=bagged, y_dev=y_dev, folds=fold_rows)
+
+
+@contextmanager
+def _fold_pool(jobs: int, device: str, threads: int | None) -> Iterator[FoldPool | None]:
+    """``jobs`` > 1: worker processes for the fold copies, each with its share of the cores."""
+    if jobs <= 1:
+        yield None
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    with FoldPool(jobs, device=device, threads=threads or max(1, cores // jobs)) as pool:
+        yield pool
 
 
 def _bag_trees(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], folds: Folds,

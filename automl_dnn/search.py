@@ -69,7 +69,7 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[dict[str, Any]]
         n_trials=options.n_trials, seed=options.seed, pruner=options.pruner, device=options.device,
         amp=options.amp, threads=options.threads, time_budget=budget,
         several_workers=options.jobs > 1 or not spec["storage"].startswith("sqlite"),
-        bagging=_bagging_reserve(options.bagging, dataset),
+        bagging=_bagging_reserve(options.bagging, dataset, options.jobs),
     )
     del dataset  # the trials read the encoded matrices of the run folder
     study = open_study(spec, seed=options.seed, pruner=make_pruner(options.pruner),
@@ -96,7 +96,7 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[dict[str, Any]]
     return summary
 
 
-def _bagging_reserve(request: BaggingRequest | None, dataset: Dataset) -> BaggingReserve | None:
+def _bagging_reserve(request: BaggingRequest | None, dataset: Dataset, jobs: int) -> BaggingReserve | None:
     """``fit``'s bagging request resolved on the rows: None when the rows get no bagging."""
     if request is None:
         return None
@@ -104,7 +104,8 @@ def _bagging_reserve(request: BaggingRequest | None, dataset: Dataset) -> Baggin
                                ordered=dataset.order is not None)
     if k == 1:
         return None
-    return BaggingReserve(cap=request.cap, k=k, repeats=repeats, top_k=request.top_k, refit=request.refit)
+    return BaggingReserve(cap=request.cap, k=k, repeats=repeats, top_k=request.top_k, refit=request.refit,
+                          workers=jobs)
 
 
 def progress_of(study: optuna.Study, started: float, deadline: float | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ Searches are bounded by trial counts (space "quick", no pruner, one torch thread
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -123,6 +124,12 @@ def test_a_refit_costs_one_more_copy_per_net() -> None:
     assert plan_bagging([1.0], [], k=5, seconds=5.9 / 0.8, refit=True).k < 5
 
 
+def test_workers_that_train_side_by_side_fit_more_copies_in_the_same_time() -> None:
+    costs = [1.0, 1.0, 1.0]  # 5 folds of one net: 5 s of one worker, 2.5 s of two
+    assert plan_bagging(costs, [], k=5, seconds=8.0).n_nets == 1
+    assert plan_bagging(costs, [], k=5, seconds=8.0, workers=2).n_nets == 2
+
+
 # --- training a fold copy -----------------------------------------------------------------------
 
 
@@ -227,6 +234,39 @@ def test_a_rerun_reuses_the_folds_a_crash_left(tmp_path_factory: pytest.TempPath
     repeats = fold_rules.TINY_REPEATS if len(bagging.dev_targets(RunDir(run), _encoder(run), "standard")) < 1000 else 1
     assert len(calls) == 3 * repeats - 2  # only the folds the crash did not finish
     assert any("2 fold models reused from an earlier run" in n for n in report.notes)
+
+
+def test_jobs_spread_the_fold_copies_over_worker_processes_with_the_same_oof(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    run = copied("diabetes", tmp_path_factory, tmp_path)
+    rd, encoder = RunDir(run), _encoder(run)
+    folds = make_folds(bagging.dev_targets(rd, encoder, "standard"), "regression", k=4)
+    net = _net_to_bag(run)
+    with bagging.FoldPool(2, device="cpu", threads=1) as pool:
+        spread = bagging.bag_net(rd, net, folds, encoder, mode="refit", device="cpu", threads=1, cache={}, pool=pool)
+    assert spread is not None and spread.reused == 0
+    pids = {bagging.load_trial(run / "bagging" / net.name / label).config["pid"]
+            for label in ("r0-f0", "r0-f1", "r0-f2", "r0-f3", "refit")}
+    assert len(pids) == 2 and os.getpid() not in pids  # both workers trained, the parent none
+    shutil.rmtree(run / "bagging")
+    here = bagging.bag_net(rd, net, folds, encoder, mode="refit", device="cpu", threads=1, cache={})
+    assert here is not None
+    np.testing.assert_allclose(spread.oof, here.oof, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(spread.test, here.test, rtol=1e-4, atol=1e-4)
+
+
+def test_a_stopped_pool_abandons_its_copies_and_keeps_the_finished_ones(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    run = copied("diabetes", tmp_path_factory, tmp_path)
+    rd, encoder = RunDir(run), _encoder(run)
+    folds = make_folds(bagging.dev_targets(rd, encoder, "standard"), "regression", k=3)
+    net = _net_to_bag(run)
+    with bagging.FoldPool(1, device="cpu", threads=1) as pool:
+        stopped = bagging.bag_net(rd, net, folds, encoder, mode="bag", device="cpu", threads=1, cache={},
+                                  pool=pool, should_stop=lambda: (run / "bagging" / net.name / "r0-f0").exists())
+    assert stopped is None
+    done = bagging.bag_net(rd, net, folds, encoder, mode="bag", device="cpu", threads=1, cache={})
+    assert done is not None and done.reused >= 1
 
 
 def test_the_bagging_falls_back_to_the_validation_split_when_no_fold_fits(
