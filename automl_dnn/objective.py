@@ -22,10 +22,12 @@ from automl_dnn.budget import BaggingReserve
 from automl_dnn.config import TrialSettings, describe
 from automl_dnn.data import FeaturePreprocessor, TargetEncoder, TargetTransform
 from automl_dnn.errors import AutoDNNError, first_line
-from automl_dnn.files import load_arrays, read_json
+from automl_dnn.files import read_json
 from automl_dnn.folds import make_folds, scaled_epochs
+from automl_dnn.memory_guard import check_trial_memory
 from automl_dnn.model import build_mlp, count_parameters, quantile_bins
 from automl_dnn.run_folder import RunDir, save_trial
+from automl_dnn.search_rows import trial_data
 from automl_dnn.space import SearchSpace, settings_from_values, suggest
 from automl_dnn.storage import Lease
 from automl_dnn.train import Callback, TrainData, estimate_epoch_seconds, predict, train
@@ -92,8 +94,10 @@ class Objective:
         self.device = worker_device(ctx.device, ctx.worker_index)
 
     def data(self, scaling: str) -> dict[str, np.ndarray]:
+        """The trial's arrays of one scaling (issue 13: only the search's sampled training rows, and one
+        scaling held at a time: on a large table every scaling's matrices would not fit beside each other)."""
         if scaling not in self._data:
-            self._data[scaling] = load_arrays(self.run.data_path(scaling))
+            self._data = {scaling: trial_data(self.run, scaling)}
         return self._data[scaling]
 
     def _columns_of(self, scaling: str) -> FeaturePreprocessor:
@@ -213,12 +217,16 @@ class Objective:
         d_out = len(self.encoder.classes_) if self.task == "multiclass" else 1
         torch.manual_seed(settings.train.seed)  # the initial weights too must follow the seed
         settings, bins = embedding_inputs(settings, self._columns_of(settings.scaling), data["X_train"])
+        too_big = check_trial_memory(settings, data, d_out=d_out, device=self.device, cv_folds=self.cv_folds)
+        if too_big:  # fail with the reason before allocating, rather than be killed by the kernel
+            raise TrialFailed(too_big)
         model = build_mlp(settings.net, d_in=data["X_train"].shape[1], d_out=d_out, bins=bins)
-        settings, y_train, y_valid_scaled, target = target_inputs(settings, self.encoder, data["y_train"],
-                                                                  data["y_valid"])
-        train_data = TrainData(data["X_train"], y_train, data["X_valid"], y_valid_scaled)
+        # Issue 13: on a sampled search each epoch scores the watched validation rows; the value, all of them.
+        X_watch, y_watch = data.get("X_watch", data["X_valid"]), data.get("y_watch", data["y_valid"])
+        settings, y_train, y_watch_scaled, target = target_inputs(settings, self.encoder, data["y_train"], y_watch)
+        train_data = TrainData(data["X_train"], y_train, X_watch, y_watch_scaled)
         settings = self._fit_to_budget(trial, settings, model, train_data)
-        y_valid = self.user_space(data["y_valid"])
+        y_valid, y_watch = self.user_space(data["y_valid"]), self.user_space(y_watch)
         reporter = EpochReporter(trial, self.metric, self.should_stop, max_epochs=settings.train.max_epochs,
                                  n_folds=self.cv_folds)
         cv_value = None
@@ -235,7 +243,7 @@ class Objective:
             device=self.device,
             amp=self.ctx.amp,
             callbacks=callbacks,
-            score_fn=lambda pred: metrics.as_loss(self.metric, metrics.score(self.metric, y_valid,
+            score_fn=lambda pred: metrics.as_loss(self.metric, metrics.score(self.metric, y_watch,
                                                                              self.user_space(pred, target))),
             threads=self.ctx.threads,
             keep="best" if cv_value is None else "last",  # the final net of a CV trial never sees its valid rows choose
@@ -413,3 +421,60 @@ def failure_reason(exc: BaseException) -> str:
     if "out of memory" in text.lower() or isinstance(exc, MemoryError):
         return f"out of memory: {text or type(exc).__name__}"
     return f"{type(exc).__name__}: {text}"[:500]
+
+
+# --- large tables (issue 13): what an epoch of the search's nets costs per row ----------------------
+
+PROBE_NETS = 4  # the space's first (enqueued) trials, topped up with random draws of the space
+PROBE_ROWS = 2048  # training rows a probe net steps through: enough for a full batch of any size searched
+
+
+def probe_row_seconds(run: RunDir, spec: dict[str, Any], space: SearchSpace, *, device: str, threads: int | None,
+                      seed: int = 0) -> float:
+    """The mean seconds per training row of an epoch of the nets the search will try first.
+
+    Each net takes a few real optimizer steps (``train.estimate_epoch_seconds``) on the first PROBE_ROWS
+    training rows of its scaling, in the search's device and threads; ``search_rows.decide`` sizes the
+    trials' sample of the rows from it. 0 when no net could be built (then every row is used).
+    """
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "a new study created" line for a throwaway study
+    try:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    for params in space.enqueue[:PROBE_NETS]:
+        study.enqueue_trial(params, skip_if_exists=True)
+    task, dev = spec["task"], worker_device(device, 0)
+    d_out = len(spec.get("classes") or []) if task == "multiclass" else 1
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    costs = []
+    try:
+        for _ in range(PROBE_NETS):
+            settings = settings_from_values(suggest(study.ask(), space), seed=seed)
+            try:
+                costs.append(_probe(run, settings, task=task, d_out=d_out, device=dev))
+            except (RuntimeError, ValueError, MemoryError):  # a net this run cannot build says nothing about cost
+                continue
+    finally:
+        torch.set_num_threads(previous)
+    return float(np.mean(costs)) if costs else 0.0
+
+
+def _probe(run: RunDir, settings: TrialSettings, *, task: str, d_out: int, device: str) -> float:
+    """Seconds per training row of one epoch of ``settings``' net (its forward, backward and step)."""
+    from safetensors import safe_open
+
+    with safe_open(str(run.data_path(settings.scaling)), framework="np") as f:
+        X, y = f.get_slice("X_train")[0:PROBE_ROWS], f.get_slice("y_train")[0:PROBE_ROWS]
+    pre = FeaturePreprocessor.from_dict(read_json(run.preprocess_path(settings.scaling)))
+    torch.manual_seed(settings.train.seed)
+    settings, bins = embedding_inputs(settings, pre, X)
+    model = build_mlp(settings.net, d_in=X.shape[1], d_out=d_out, bins=bins)
+    batch = max(2, min(settings.train.batch_size, len(X)))
+    epoch = estimate_epoch_seconds(model, TrainData(X, y, X[:batch], y[:batch]), settings.train, task=task,
+                                   device=device)
+    steps = math.ceil(len(X) / batch) + 1 / 3  # the probe's validation term is one forward-only batch
+    return epoch / steps / batch

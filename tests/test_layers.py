@@ -22,8 +22,8 @@ BEGIN, END = "<!-- import-graph:begin -->", "<!-- import-graph:end -->"
 LAYERS = [
     "errors", "tasks", "budget", "paths", "files",
     "data.builtins", "data.reading", "data.target", "data.preprocessing", "data.dataset", "data",
-    "folds", "metrics", "config", "model", "optim", "train", "space",
-    "storage", "run_folder", "study", "objective", "workers", "search",
+    "folds", "metrics", "config", "model", "optim", "memory_guard", "train", "space",
+    "storage", "run_folder", "search_rows", "study", "objective", "workers", "search",
     "gbt", "bagging", "ensemble", "model_folder", "ensemble_step", "importance", "predictor",
     "report", "figures", "report_page", "api", "sklearn", "cli", "__main__", "__init__",
 ]
