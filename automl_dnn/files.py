@@ -1,6 +1,7 @@
 """Files the tool writes: atomic writes, JSON and safetensors arrays.
 
-Every file is written to a temporary name and renamed, so a crash never leaves half a file behind.
+Every file is written to a temporary name and renamed, so a crash never leaves half a file behind,
+and a full disk (``errors.disk_full_as_error``) is one ``DiskFullError`` naming the file, the old file intact.
 Arrays are safetensors (no pickle).
 """
 
@@ -15,19 +16,25 @@ from typing import Any, Callable
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from automl_dnn.errors import disk_full_as_error
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` then rename ``tmp`` over ``path``: readers see the old file or the new one."""
+    """Call ``write(tmp)`` then rename ``tmp`` over ``path``: readers see the old file or the new one.
+
+    A full disk raises ``DiskFullError`` naming ``path``; the temporary file is removed, the old file kept.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with disk_full_as_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            write(Path(tmp))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -51,8 +58,12 @@ def _jsonable(value: Any) -> Any:
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Save numpy arrays as safetensors (no pickle), atomically."""
-    clean = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-    atomic_write(path, lambda tmp: save_file(clean, str(tmp)))
+    atomic_write(path, lambda tmp: write_arrays(tmp, arrays))
+
+
+def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Save numpy arrays as safetensors in place: for a file of a temporary folder renamed into place whole."""
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:

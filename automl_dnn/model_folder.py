@@ -9,9 +9,10 @@ MODEL_DIR/
 ```
 
 Nothing is pickled. A folder is written beside its target and swapped in, so a half-written folder
-never replaces a good one. ``read_verified`` checks the format version and every file's sha256 before
-anything is parsed, and hands back the very bytes it hashed (no gap for a swap in between);
-``predictor.load_model`` builds the ``Predictor`` from them.
+never replaces a good one (a full disk midway is one ``DiskFullError``; the old folder stays, byte for
+byte). ``read_verified`` checks the format version and every file's sha256 before anything is parsed,
+and hands back the very bytes it hashed (no gap for a swap in between); ``predictor.load_model`` builds
+the ``Predictor`` from them.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 from safetensors.torch import save as save_tensors
 
-from automl_dnn.errors import ModelFormatError, PathError
+from automl_dnn.errors import ModelFormatError, PathError, disk_full_as_error
 from automl_dnn.paths import check_folder_path, make_folder
 
 FORMAT_NAME = "automl-dnn-model"
@@ -138,19 +139,21 @@ def write_model_folder(model_dir: Path, files: dict[str, bytes]) -> Path:
     """Write ``files`` into a temporary sibling folder, then swap it in for ``model_dir``.
 
     Refuses to replace a non-empty folder that is not a model folder (no model.json), so a mistyped
-    ``--model .`` never wipes a project.
+    ``--model .`` never wipes a project. A full disk raises ``DiskFullError``: the temporary folder is
+    removed and ``model_dir`` keeps the model it held.
     """
     model_dir = Path(model_dir)
     check_model_dir(model_dir)
-    make_folder(model_dir, "model folder")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.tmp-", dir=model_dir.parent))
-    try:
-        for name, data in files.items():
-            (tmp / name).write_bytes(data)
-        _swap_in(tmp, model_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with disk_full_as_error(f"the model folder {model_dir}"):
+        make_folder(model_dir, "model folder")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.tmp-", dir=model_dir.parent))
+        try:
+            for name, data in files.items():
+                (tmp / name).write_bytes(data)
+            _swap_in(tmp, model_dir)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return model_dir
 
 

@@ -15,7 +15,8 @@ RUN_DIR/
   artifacts/trial-NNNNN/   per completed trial: weights.safetensors, config.json, predictions.safetensors
 ```
 Every file is written to a temporary name and renamed (``files.atomic_write``), so a crash never
-leaves half a file behind; a trial's artifacts folder is renamed into place whole.
+leaves half a file behind; a trial's artifacts folder is renamed into place whole. A full disk is one
+``DiskFullError`` naming what was being written; what was there before stays as it was.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from safetensors.torch import save_file as save_tensors
 from automl_dnn import metrics
 from automl_dnn.budget import BaggingRequest
 from automl_dnn.data import Dataset, FeaturePreprocessor, load_dataset
-from automl_dnn.errors import AutoDNNError, StorageError
-from automl_dnn.files import atomic_write, load_arrays, read_json, save_arrays, write_json
+from automl_dnn.errors import AutoDNNError, StorageError, disk_full_as_error, is_disk_full
+from automl_dnn.files import atomic_write, load_arrays, read_json, save_arrays, write_arrays, write_json
 from automl_dnn.folds import default_cv_folds
 from automl_dnn.paths import make_folder
 from automl_dnn.space import SearchSpace, load_space
@@ -318,7 +319,9 @@ def _keep_source(source: Any, run: RunDir) -> str:
     path = run.source_copy.resolve()
     try:
         atomic_write(path, lambda tmp: source.to_parquet(tmp, index=False))
-    except Exception:  # e.g. an object column mixing types, which Parquet cannot hold
+    except Exception as exc:  # e.g. an object column mixing types, which Parquet cannot hold
+        if is_disk_full(exc):  # not a table Parquet refuses: recording "<DataFrame>" would lose it for good
+            raise
         return "<DataFrame>"
     return str(path)
 
@@ -356,19 +359,23 @@ def save_trial(artifacts: Path, number: int, *, state: dict[str, Any], config: d
 
 def save_trial_folder(final: Path, *, state: dict[str, Any], config: dict[str, Any],
                       predictions: dict[str, np.ndarray]) -> Path:
-    """``save_trial`` into any folder (the bagging phase's fold models have the same three files)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        save_tensors({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / WEIGHTS_FILE))
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=float), encoding="utf-8")
-        save_arrays(tmp / PREDICTIONS_FILE, predictions)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    """``save_trial`` into any folder (the bagging phase's fold models have the same three files).
+
+    A full disk raises ``DiskFullError`` naming ``final``, with the temporary folder removed.
+    """
+    with disk_full_as_error(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        try:
+            save_tensors({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / WEIGHTS_FILE))
+            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=float), encoding="utf-8")
+            write_arrays(tmp / PREDICTIONS_FILE, predictions)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

@@ -16,10 +16,11 @@ from optuna.trial import TrialState
 
 from automl_dnn.budget import BaggingRequest, BaggingReserve
 from automl_dnn.data import Dataset
-from automl_dnn.errors import AutoDNNError
+from automl_dnn.errors import AutoDNNError, disk_full_as_error
 from automl_dnn.folds import bagging_folds
-from automl_dnn.objective import WorkerContext
-from automl_dnn.run_folder import SearchOptions, prepare_run
+from automl_dnn.objective import WorkerContext, probe_row_seconds
+from automl_dnn.run_folder import RunDir, SearchOptions, prepare_run
+from automl_dnn.search_rows import decide as decide_search_rows
 from automl_dnn.space import load_space
 from automl_dnn.storage import reap_stale_trials, redact
 from automl_dnn.study import enqueue_defaults, make_pruner, open_study
@@ -54,7 +55,14 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[dict[str, Any]]
 
     ``on_prepared(spec, dataset, deadline)`` is called once the run folder holds the split and the
     preprocessing, before the first trial: ``fit`` starts XGBoost there, on the data already read.
+    A full disk (run files, artifacts, or the study's own database) stops it with one ``DiskFullError``.
     """
+    with disk_full_as_error(f"the run folder {options.out} or its study"):
+        return _run_search(options, on_progress, on_prepared)
+
+
+def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], None] | None,
+                on_prepared: OnPrepared | None) -> SearchSummary:
     started = time.time()
     budget = options.time_budget
     if budget is None and options.n_trials is None:
@@ -74,6 +82,12 @@ def run_search(options: SearchOptions, *, on_progress: Callable[[dict[str, Any]]
     del dataset  # the trials read the encoded matrices of the run folder
     study = open_study(spec, seed=options.seed, pruner=make_pruner(options.pruner),
                        several_workers=ctx.several_workers)
+    # Issue 13: on a large table the trials train on a seeded sample of the rows, sized from measured epoch costs.
+    run = RunDir(Path(ctx.run_dir))
+    decide_search_rows(run, spec, deadline=deadline, budget=budget, seed=options.seed,
+                       resumed=bool(study.get_trials(deepcopy=False)),
+                       row_seconds=lambda: probe_row_seconds(run, spec, space, device=options.device,
+                                                             threads=options.threads, seed=options.seed))
     enqueue_defaults(study, space)
     reap_stale_trials(study)
     stop = StopFlag(deadline)

@@ -12,7 +12,7 @@ import optuna
 
 from automl_dnn.errors import AutoDNNError, StorageError, first_line
 from automl_dnn.space import SearchSpace
-from automl_dnn.storage import open_storage, redact
+from automl_dnn.storage import open_study_storage, redact
 
 PRUNERS = ("halving", "hyperband", "median", "none")
 DEFAULT_PRUNER = "halving"
@@ -67,7 +67,7 @@ def open_study(spec: dict[str, Any], *, seed: int = 0, pruner: optuna.pruners.Ba
     """Open (or create) the run's study with a seeded TPE sampler and ``pruner`` (none: read-only use)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     kwargs = {
-        "storage": open_storage(spec["storage"]),
+        "storage": open_study_storage(spec["storage"]),  # waits out a database restart
         "study_name": spec["study_name"],
         "sampler": make_sampler(seed, several_workers=several_workers),
         "pruner": pruner or optuna.pruners.NopPruner(),

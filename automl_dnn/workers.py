@@ -25,11 +25,14 @@ import torch
 from optuna.trial import TrialState
 
 from automl_dnn.budget import BaggingReserve, reserve_seconds
+from automl_dnn.errors import DiskFullError, StorageError, is_disk_full
 from automl_dnn.objective import FINISHED, Objective, TrialFailed, WorkerContext, copy_seconds
-from automl_dnn.storage import reap_stale_trials
+from automl_dnn.storage import reap_stale_trials, redact, storage_errors_surface
 from automl_dnn.study import make_pruner, open_study
 
 MAX_FAILURES_IN_A_ROW = 10
+DISK_FULL_EXIT = 28  # a spawned worker's exit status when the disk filled up (ENOSPC); the parent says it once
+STORAGE_LOST_EXIT = 3  # a spawned worker's exit status when the study's database stayed unreachable; likewise
 
 
 class StopFlag:
@@ -123,8 +126,9 @@ def run_worker(ctx: WorkerContext, on_trial: Callable[[optuna.Study], None] | No
                     break
                 # The objective releases the slot lock as soon as its trial is RUNNING in the storage.
                 finished: list[TrialState] = []
-                study.optimize(_releasing(objective, lock), n_trials=1, catch=(TrialFailed,),
-                               callbacks=[lambda s, t: _after_trial(s, t, finished, on_trial)])
+                with storage_errors_surface():
+                    study.optimize(_releasing(objective, lock), n_trials=1, catch=(TrialFailed,),
+                                   callbacks=[lambda s, t: _after_trial(s, t, finished, on_trial)])
             failures_in_a_row = failures_in_a_row + 1 if finished == [TrialState.FAIL] else 0
             if ctx.bagging is not None and ctx.deadline is not None:
                 stop.deadline = ctx.deadline - bagging_reserve(study, ctx.bagging)
@@ -145,6 +149,18 @@ def _after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, finished:
     finished.append(trial.state)
     if on_trial:
         on_trial(study)
+    stop_on_disk_full(trial)
+
+
+def stop_on_disk_full(trial: optuna.trial.FrozenTrial) -> None:
+    """A trial that failed for a full disk stops the search with its reason: every next trial would fail alike."""
+    reason = str(trial.user_attrs.get("fail_reason", "")) if trial.state == TrialState.FAIL else ""
+    if not is_disk_full(reason):
+        return
+    message = reason.removeprefix(f"{DiskFullError.__name__}: ")
+    if not message.startswith("disk "):  # a raw OSError's text: say it the usual way
+        raise DiskFullError.writing(f"the files of trial {trial.number}")
+    raise DiskFullError(message)
 
 
 def _releasing(objective: Objective, lock: TrialSlotLock) -> Callable[[optuna.Trial], float]:
@@ -158,7 +174,19 @@ def _releasing(objective: Objective, lock: TrialSlotLock) -> Callable[[optuna.Tr
 def _worker_process(ctx: WorkerContext) -> None:
     """Entry point of a spawned worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into a stop file
-    run_worker(ctx, stop=FileStop(Path(ctx.run_dir) / ".stop", ctx.deadline))
+    stop_file = Path(ctx.run_dir) / ".stop"
+    try:
+        run_worker(ctx, stop=FileStop(stop_file, ctx.deadline))
+    except Exception as exc:
+        if isinstance(exc, StorageError):  # it said "note: storage ... unreachable"; the parent says the error
+            raise SystemExit(STORAGE_LOST_EXIT) from None
+        if not is_disk_full(exc):
+            raise
+        try:  # the other workers stop too (an empty file needs no free blocks on most file systems)
+            stop_file.touch()
+        except OSError:
+            pass
+        raise SystemExit(DISK_FULL_EXIT) from None  # no traceback per worker: the parent says it once
 
 
 def run_processes(ctx: WorkerContext, jobs: int, stop: StopFlag, progress: Callable[[optuna.Study], None] | None,
@@ -185,3 +213,10 @@ def run_processes(ctx: WorkerContext, jobs: int, stop: StopFlag, progress: Calla
             w.join()
         stop_file.unlink(missing_ok=True)
     reap_stale_trials(study)
+    if any(w.exitcode == STORAGE_LOST_EXIT for w in workers):
+        raise StorageError(f"a worker stopped: the study's storage stayed unreachable ({redact(ctx.spec['storage'])}); "
+                           "the finished trials are kept in it: run the same command again")
+    if any(w.exitcode == DISK_FULL_EXIT for w in workers):
+        for trial in reversed(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))):
+            stop_on_disk_full(trial)  # the exact file, when the trial could record it
+        raise DiskFullError.writing(f"the run folder {ctx.run_dir} or its study")

@@ -1,8 +1,9 @@
-"""A throw-away PostgreSQL server on loopback for the distributed-search test.
+"""A throw-away PostgreSQL server on loopback for the distributed-search tests.
 
 PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` user (``runuser``).
-Outside CI the test skips when no server binaries are installed; with CI=true it must run
-(``.ci/postgres.sh`` installs them).
+Outside CI the tests skip when no server binaries are installed; with CI=true they must run
+(``.ci/postgres.sh`` installs them). The database-fault tests stop and start the same server
+(same folder, same port) through ``PostgresServer``.
 """
 
 from __future__ import annotations
@@ -26,30 +27,57 @@ def _bindir() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
+class PostgresServer:
+    """One server in a temporary folder, on a fixed loopback port, that a test may stop and start again."""
+
+    def __init__(self, bindir: Path, root: Path) -> None:
+        self.bindir, self.root, self.port = bindir, root, free_port()
+        self.data = root / "data"
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *cmd: str, check: bool = True) -> None:
+        subprocess.run([*self.as_user, *cmd], check=check, capture_output=True, cwd=self.root)
+
+    def init(self) -> None:
+        if self.as_user:
+            shutil.chown(self.root, "postgres", "postgres")
+        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def start(self) -> None:
+        """Start and wait until it accepts connections."""
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"),
+                  "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop: ``fast`` ends every session (clients see "terminating connection due to administrator
+        command"), ``immediate`` is a crash of the server."""
+        pg_ctl = str(self.bindir / "pg_ctl")
+        self._run(pg_ctl, "-D", str(self.data), "-m", mode, "-w", "stop", check=mode != "immediate")
+
+
 @contextmanager
-def postgres_server() -> Iterator[str]:
-    """Start a server in a temporary folder; yield its SQLAlchemy URL; stop and delete it afterwards."""
+def postgres(start: bool = True) -> Iterator[PostgresServer]:
+    """A new server (started unless ``start=False``); stopped and deleted afterwards."""
     bindir = _bindir()
     if bindir is None:
         if os.environ.get("CI") == "true":
             pytest.fail("PostgreSQL server binaries are missing in CI (.ci/postgres.sh should install them)")
         pytest.skip("no PostgreSQL server installed (apt-get install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="automl-dnn-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", free_port()
-
-    def run(*cmd: str) -> None:
-        subprocess.run([*as_user, *cmd], check=True, capture_output=True, cwd=root)
-
-    run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
+    server = PostgresServer(bindir, Path(tempfile.mkdtemp(prefix="automl-dnn-pg-")))
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        server.init()
+        if start:
+            server.start()
+        yield server
     finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, cwd=root)
-        shutil.rmtree(root, ignore_errors=True)
+        server.stop("immediate")
+        shutil.rmtree(server.root, ignore_errors=True)
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Start a server in a temporary folder; yield its SQLAlchemy URL; stop and delete it afterwards."""
+    with postgres() as server:
+        yield server.url

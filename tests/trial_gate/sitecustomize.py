@@ -12,7 +12,7 @@ It wraps ``optuna.trial.Trial.report``, which the search calls with every epoch'
   trial of its own at the same time, so every one of the N workers gets at least one trial.
 * ``AUTOML_DNN_TEST_GATE_HOLD=K`` (a hold): the first report of trial number K writes ``held-K`` (its
   pid) and waits until the test writes ``release``: the test then signals a process known to be in the
-  middle of a trial.
+  middle of a trial. ``K1,K2,...`` holds each of those trials (in whichever workers run them).
 
 Every wait ends after ``LIMIT`` seconds whatever happens, so a broken build fails the test's own
 assertions instead of hanging.
@@ -34,8 +34,8 @@ def _install(folder: str) -> None:
     gate = Path(folder)
     parties = int(os.environ.get("AUTOML_DNN_TEST_GATE_PARTIES", "0"))
     hold = os.environ.get("AUTOML_DNN_TEST_GATE_HOLD")
-    hold_trial = int(hold) if hold else None
-    state = {"arrived": False, "held": False}
+    hold_trials = {int(k) for k in hold.split(",")} if hold else set()
+    state: dict = {"arrived": False, "held": set()}
 
     def wait_for(condition) -> None:
         deadline = time.monotonic() + LIMIT
@@ -47,8 +47,8 @@ def _install(folder: str) -> None:
             state["arrived"] = True
             (gate / f"arrived-{os.getpid()}").touch()
             wait_for(lambda: len(list(gate.glob("arrived-*"))) >= parties)
-        if hold_trial is not None and number == hold_trial and not state["held"]:
-            state["held"] = True
+        if number in hold_trials and number not in state["held"]:
+            state["held"].add(number)
             (gate / f"held-{number}").write_text(str(os.getpid()))
             wait_for((gate / "release").exists)
 
