@@ -111,6 +111,7 @@ def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: f
     report = ensemble(out, model_dir=model_dir, top_k=top_k, gbt=background or False, seed=seed,
                       time_budget=left, threads=options.get("threads"), folds=folds, bag_mode=bag_mode,
                       device=options.get("device", "auto"), bagging_until=until, jobs=options.get("jobs", 1))
+    background = None  # issue 13: XGBoost's frames (0.4 GB at 1M rows) go before the page reads the table again
     if report_page:
         _write_fit_page(summary, report, options.get("seed", 0))
     return summary, report

@@ -37,12 +37,13 @@ import torch
 from automl_dnn.config import TrialSettings
 from automl_dnn.data import Dataset, FeaturePreprocessor, TargetEncoder, TargetTransform
 from automl_dnn.errors import AutoDNNError
-from automl_dnn.files import load_arrays, read_json
+from automl_dnn.files import read_json
 from automl_dnn.folds import Folds, bagging_folds, make_folds, scaled_epochs
 from automl_dnn.gbt import GBTMemberFit, predict_gbt, refit_booster
 from automl_dnn.model import build_mlp
 from automl_dnn.objective import StopAfter, embedding_inputs, target_inputs, worker_device
 from automl_dnn.run_folder import RunDir, TrialArtifacts, load_trial, save_trial_folder
+from automl_dnn.search_rows import n_search_train, read_rows
 from automl_dnn.train import TrainData, predict, train
 
 BAG_MODES = ("bag", "refit")
@@ -95,15 +96,30 @@ class DevData:
 
 
 def dev_data(run: RunDir, scaling: str) -> DevData:
-    data = load_arrays(run.data_path(scaling))
-    return DevData(X=np.concatenate([data["X_train"], data["X_valid"]]),
-                   y=np.concatenate([data["y_train"], data["y_valid"]]), X_test=data["X_test"],
-                   n_search_train=len(data["X_train"]))
+    """Issue 13: the training and validation matrices are read straight into one array (no second copy of
+    either, nor of the file); ``n_search_train`` is the search's sample of the training rows, if it had one."""
+    path = run.data_path(scaling)
+    y_train, y_valid = read_rows(path, "y_train"), read_rows(path, "y_valid")
+    X_test = read_rows(path, "X_test")
+    X = np.empty((len(y_train) + len(y_valid), X_test.shape[1]), dtype=X_test.dtype)
+    read_rows(path, "X_train", out=X[: len(y_train)])
+    read_rows(path, "X_valid", out=X[len(y_train):])
+    return DevData(X=X, y=np.concatenate([y_train, y_valid]), X_test=X_test,
+                   n_search_train=n_search_train(run, len(y_train)))
+
+
+def dev_rows(run: RunDir, scaling: str, rows: np.ndarray) -> np.ndarray:
+    """Development rows (sorted positions in train then valid) of one scaling, read without the matrices."""
+    path = run.data_path(scaling)
+    n_train = len(read_rows(path, "y_train"))
+    first, second = rows[rows < n_train], rows[rows >= n_train] - n_train
+    return np.concatenate([read_rows(path, "X_train", first), read_rows(path, "X_valid", second)])
 
 
 def dev_targets(run: RunDir, encoder: TargetEncoder, scaling: str) -> np.ndarray:
     """The development rows' targets as the metrics want them (class indices, values on the original scale)."""
-    y = dev_data(run, scaling).y
+    path = run.data_path(scaling)  # issue 13: the targets only, not a concatenated copy of the matrices
+    y = np.concatenate([read_rows(path, "y_train"), read_rows(path, "y_valid")])
     return encoder.decode(y) if encoder.task_ == "regression" else y.astype(np.int64)
 
 
@@ -129,7 +145,7 @@ def _train_and_save(saved: TrialArtifacts, best_epoch: int, dev: DevData, pre: F
     planned, epochs = scaled_epochs(best_epoch, settings.train.max_epochs, dev.n_search_train, len(rows))
     settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, max_epochs=planned,
                                                                        patience=planned + 1))
-    X_train = dev.X[rows]
+    X_train = dev.X if np.array_equal(rows, np.arange(len(dev.X))) else dev.X[rows]  # every row (a refit): no copy
     watch = predict_rows if predict_rows is not None and len(predict_rows) else rows[: min(len(rows), 256)]
     settings, y_train, y_watch, target = target_inputs(settings, encoder, dev.y[rows], dev.y[watch])
     settings, bins = embedding_inputs(settings, pre, X_train)
@@ -353,6 +369,29 @@ class FoldPool:
         self.close(cancel=exc[0] is not None)
 
 
+def refit_net(run: RunDir, net: NetToBag, encoder: TargetEncoder, *, device: str, threads: int | None,
+              cache: dict[str, tuple[DevData, FeaturePreprocessor]]) -> BaggedMember:
+    """Issue 13: a net of a search on a sample of the rows, trained again on every development row.
+
+    The copy keeps its trial's optimizer steps and schedule (``scaled_epochs``: fewer epochs of more rows),
+    like a fold copy; the ensemble keeps fitting its weights on the trial's validation predictions (as it
+    does for XGBoost's refit copy), and the copy is what is exported and scored on the test rows.
+    """
+    started = time.monotonic()
+    scaling = net.artifacts.config["settings"].get("scaling", "standard")
+    dev, pre = _dev_and_columns(run, scaling, cache)
+    folder = bag_folder(run, net.name) / "refit"
+    fingerprint = _unit_fingerprint(member=net.name, trial_config=net.artifacts.config["settings"],
+                                    best_epoch=net.best_epoch, seed_rows=dev.n_search_train, unit="refit-all")
+    reused = _reusable(folder, fingerprint) is not None
+    if not reused:
+        _train_and_save(net.artifacts, net.best_epoch, dev, pre, encoder, rows=np.arange(len(dev.X)), predict_rows=None,
+                        folder=folder, fingerprint=fingerprint, device=device, threads=threads)
+    unit, test = _net_unit(folder, "refit")
+    return BaggedMember(name=net.name, oof=np.zeros(0), test=test, units=[unit], seconds=time.monotonic() - started,
+                        reused=int(reused))
+
+
 def bag_gbt(run: RunDir, member: GBTMemberFit, folds: Folds, task: str, *, threads: int | None,
             should_stop: Callable[[], bool] = lambda: False) -> BaggedMember | None:
     """OOF predictions of the tuned XGBoost: its parameters and rounds, boosted again on each fold.
@@ -413,4 +452,4 @@ def bag_folder(run: RunDir, member: str) -> Path:
 
 
 __all__ = ["BAG_MODES", "BaggedMember", "DevData", "FoldPool", "NetToBag", "NetUnit", "bag_gbt", "bag_net", "dev_data",
-           "dev_targets", "gbt_in_thread"]
+           "dev_rows", "dev_targets", "gbt_in_thread", "refit_net"]

@@ -138,4 +138,75 @@ def reserve_seconds(net_costs: list[float], reserve: BaggingReserve) -> float:
         return 0.0
     plan = plan_bagging(net_costs[: reserve.top_k], [], k=reserve.k, repeats=reserve.repeats, seconds=reserve.cap,
                         refit=reserve.refit, workers=reserve.workers)
-    return 0.0 if plan.k == 1 else min(reserve.cap, plan.seconds / PLAN_SAFETY)
+    return 0.0 if plan.n_nets == 0 else min(reserve.cap, plan.seconds / PLAN_SAFETY)  # k = 1: refit copies only
+
+
+# --- large tables (issue 13): the training rows of the search's trials ------------------------------
+
+#: A search on a sample of the training rows is sized so that SEARCH_TRIALS trials of SEARCH_EPOCHS epochs
+#: each fit its time (the objective's TRIALS_PER_BUDGET and MIN_EPOCHS: a trial's share of the budget and
+#: the fewest epochs it trains), at the seconds per row that the search's first nets measured.
+SEARCH_TRIALS, SEARCH_EPOCHS = 8, 5
+#: Rows below which a search never samples (a sample this small would say little about the table), and the
+#: share of the training rows above which it uses them all.
+MIN_SEARCH_ROWS, FULL_SEARCH_SHARE = 10_000, 0.9
+#: Validation rows each epoch of a sampled search scores (early stopping, pruning): the trial's value is
+#: still its score on every validation row, measured once at its end.
+WATCH_ROWS = 25_000
+
+
+@dataclass(frozen=True)
+class SearchRows:
+    """The training rows the trials train on (``train`` of ``n_train``), the validation rows each epoch scores
+    (``watch`` of ``n_valid``), and the one-line note saying so (None: every row)."""
+
+    train: int
+    n_train: int
+    watch: int
+    n_valid: int
+    note: str | None = None
+
+    @property
+    def sampled(self) -> bool:
+        return self.train < self.n_train or self.watch < self.n_valid
+
+
+def plan_search_rows(n_train: int, n_valid: int, n_test: int, *, row_seconds: float, seconds: float,
+                     budget: float | None = None) -> SearchRows:
+    """How many training rows the trials can train on so that SEARCH_TRIALS trials fit in ``seconds``.
+
+    ``row_seconds`` is the measured seconds of one training step per row (an epoch of ``m`` rows costs
+    ``m * row_seconds``; predicting a row, forward only, about a third of that). One trial trains
+    SEARCH_EPOCHS epochs of ``m`` rows, scores ``w`` watched validation rows after each epoch, and at its
+    end predicts every validation and test row (the ensemble needs them):
+
+        SEARCH_EPOCHS * (m + w / 3) + (n_valid + n_test) / 3  <=  seconds / SEARCH_TRIALS / row_seconds
+
+    Every row when that allows 90 % of them or more; never fewer than MIN_SEARCH_ROWS. ``budget`` (the
+    search's whole budget) only words the note.
+    """
+    if n_train <= MIN_SEARCH_ROWS or row_seconds <= 0:
+        return SearchRows(n_train, n_train, n_valid, n_valid)
+    watch = min(n_valid, WATCH_ROWS)
+    steps = max(seconds, 0.0) / SEARCH_TRIALS / row_seconds - (n_valid + n_test) / 3
+    rows = int(max(MIN_SEARCH_ROWS, steps / SEARCH_EPOCHS - watch / 3))
+    if rows >= FULL_SEARCH_SHARE * n_train:
+        full_watch = steps / SEARCH_EPOCHS - n_train - n_valid / 3 >= 0
+        return SearchRows(n_train, n_train, n_valid if full_watch else watch, n_valid,
+                          None if full_watch else _watch_note(watch, n_valid, budget or seconds))
+    rows = min(_three_digits(rows), n_train)
+    watched = f" (each epoch scored on {watch:,} of the {n_valid:,} validation rows)" if watch < n_valid else ""
+    return SearchRows(rows, n_train, watch, n_valid,
+                      f"the search trains its nets on {rows:,} of the {n_train:,} training rows{watched} to fit the "
+                      f"{budget or seconds:.0f}s budget; the final models train on every row")
+
+
+def _watch_note(watch: int, n_valid: int, seconds: float) -> str:
+    return (f"each epoch of the search scores {watch:,} of the {n_valid:,} validation rows to fit the {seconds:.0f}s "
+            "budget; a trial's value is its score on all of them")
+
+
+def _three_digits(n: int) -> int:
+    """``n`` rounded down to three significant digits (69,880 -> 69,800): a sample size reads as one."""
+    unit = 10 ** max(0, len(str(n)) - 3)
+    return n // unit * unit

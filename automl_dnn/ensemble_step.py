@@ -26,25 +26,30 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl_dnn import metrics
 from automl_dnn.config import NetConfig, describe
-from automl_dnn.bagging import (BAG_MODES, BaggedMember, FoldPool, NetToBag, bag_gbt, bag_net, dev_data,
-                                dev_targets)
-from automl_dnn.budget import plan_bagging
+from automl_dnn.bagging import (BAG_MODES, BaggedMember, FoldPool, NetToBag, bag_gbt, bag_net, dev_rows,
+                                dev_targets, refit_net)
+from automl_dnn.budget import PLAN_SAFETY, plan_bagging
 from automl_dnn.data import TargetEncoder, TargetTransform
 from automl_dnn.ensemble import blend, build_ensemble, choose_threshold, ensemble_loss, overfit_warning
 from automl_dnn.errors import AutoDNNError
-from automl_dnn.files import load_arrays, read_json, write_json
+from automl_dnn.files import read_json, write_json
 from automl_dnn.folds import Folds, bagging_folds, make_folds
 from automl_dnn.gbt import BackgroundGBT, GBTMemberFit, fit_run_gbt, reload_source
 from automl_dnn.model import build_mlp
 from automl_dnn.objective import copy_seconds
 from automl_dnn.model_folder import GBTMember, NetMember, check_model_dir, save_model
 from automl_dnn.run_folder import RunDir, TrialArtifacts, find_trial, load_trial, trial_folder
+from automl_dnn.search_rows import read_rows, sample_sizes
 from automl_dnn.study import open_study
 from automl_dnn.train import predict
 
 MAX_CANDIDATES = 30  # the best nets considered; more only slow the greedy selection down
 GBT_SHARE = 0.8  # of the time left when XGBoost starts; the rest is for weights and export
 REPRODUCE_TOL = 1e-3  # a rebuilt net must match its saved validation predictions this closely
+REPRODUCE_ROWS = 4096  # ... on its first this many validation rows
+#: Issue 13: the refits after a sampled search may use the ensemble step's time but this share of it, kept for the
+#: weights and the export (which no longer wait for XGBoost: its thread ends with the search).
+REFIT_EXPORT_SHARE = 0.25
 
 
 @dataclass
@@ -173,6 +178,10 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     bag_deadline = deadline if bagging_until is None else min(bagging_until, deadline or math.inf)
     bagged = _bag_nets(run, encoder, candidates, folds, bag_mode=bag_mode, top_k=top_k, seed=seed,
                        deadline=bag_deadline, threads=threads, device=device, notes=notes, jobs=jobs)
+    if bagged is None:  # issue 13: after a search on a sample of the rows, its best nets again on every row
+        refit_until = None if deadline is None else deadline - REFIT_EXPORT_SHARE * (deadline - time.monotonic())
+        candidates = _refit_sampled(run, encoder, candidates, top_k=top_k, deadline=refit_until, threads=threads,
+                                    device=device, notes=notes)
     seconds["bagging"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -297,7 +306,8 @@ def _net_candidates(run: RunDir, spec: dict[str, Any], notes: list[str]) -> list
 
 def _targets(run: RunDir, scaling: str, encoder: TargetEncoder) -> tuple[np.ndarray, np.ndarray]:
     """Validation and test targets as the metrics want them: class indices, or values on the original scale."""
-    data = load_arrays(run.data_path(scaling))
+    path = run.data_path(scaling)  # issue 13: the two target arrays only, not the matrices beside them
+    data = {key: read_rows(path, key) for key in ("y_valid", "y_test")}
     if encoder.task_ == "regression":
         return encoder.decode(data["y_valid"]), encoder.decode(data["y_test"])
     return data["y_valid"].astype(np.int64), data["y_test"].astype(np.int64)
@@ -386,6 +396,40 @@ def _fold_pool(jobs: int, device: str, threads: int | None) -> Iterator[FoldPool
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     with FoldPool(jobs, device=device, threads=threads or max(1, cores // jobs)) as pool:
         yield pool
+
+
+def _refit_sampled(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], *, top_k: int,
+                   deadline: float | None, threads: int | None, device: str, notes: list[str]) -> list[Candidate]:
+    """Issue 13: the best ``top_k`` nets of a search that trained on a sample of the rows, refit on every
+    development row as far as the time left allows (``plan_bagging``, one copy each, best first); their
+    weights are still fitted on their trials' validation predictions, the refit copies are exported and
+    scored. A net left out keeps its trial's weights, and a note says so."""
+    sizes = sample_sizes(run)
+    if sizes is None or sizes["sample"] >= sizes["train"]:  # the trials trained on every training row
+        return candidates
+    sample = sizes["sample"]
+    ranked = [c for c in candidates if c.kind == "net" and c.best_epoch is not None][:top_k]
+    left = None if deadline is None else deadline - time.monotonic()
+    # the whole time left (no PLAN_SAFETY): REFIT_EXPORT_SHARE of the step's time is kept back already
+    plan = plan_bagging([c.copy_seconds or 0.0 for c in ranked], [], k=1, seconds=None if left is None else left / PLAN_SAFETY)
+    cache: dict[str, Any] = {}
+    refit: dict[str, Candidate] = {}
+    for c in ranked[: plan.n_nets]:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        assert c.best_epoch is not None and c.trial is not None and c.artifacts is not None
+        to_refit = NetToBag(name=c.name, trial=c.trial, artifacts=c.artifacts, best_epoch=c.best_epoch)
+        member = refit_net(run, to_refit, encoder, device=device, threads=threads, cache=cache)
+        refit[c.name] = dataclasses.replace(c, test=member.test, bag=member)
+    kept = [c.name for c in ranked if c.name not in refit]
+    if refit:
+        notes.append(f"{', '.join(refit)} refit on every training + validation row (the search trained on "
+                     f"{sample:,}); weights fitted on the searched nets' validation predictions")
+    if kept:
+        need = sum(c.copy_seconds or 0.0 for c in ranked if c.name in kept)
+        notes.append(f"{', '.join(kept)} exported as searched, on {sample:,} training rows: a refit on every row "
+                     f"needs about {need:.0f}s{'' if left is None else f' and {max(left, 0):.0f}s were left'}")
+    return [refit.get(c.name, c) for c in candidates]
 
 
 def _bag_trees(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], folds: Folds,
@@ -491,7 +535,9 @@ def _export(run: RunDir, spec: dict[str, Any], encoder: TargetEncoder, model_dir
             nets.extend(_bagged_members(run, c, encoder, w, scores))
         elif c.kind == "net":
             if c.scaling not in X_valid:
-                X_valid[c.scaling] = load_arrays(run.data_path(c.scaling))["X_valid"]
+                # issue 13: the first REPRODUCE_ROWS validation rows only (150,000 at 1M rows: ~30 s a wide net)
+                X_valid[c.scaling] = read_rows(run.data_path(c.scaling), "X_valid",
+                                               np.arange(min(len(c.valid), REPRODUCE_ROWS)))
             nets.append(_net_member(c, X_valid[c.scaling], encoder, w, scores))
         else:
             assert c.gbt is not None
@@ -512,8 +558,8 @@ def _net_member(c: Candidate, X_valid: np.ndarray, encoder: TargetEncoder, weigh
     assert c.artifacts is not None and c.trial is not None
     config = c.artifacts.config
     state = c.artifacts.weights()
-    _check_reproduces(config["settings"], int(config["d_in"]), int(config["d_out"]), state, X_valid, c.valid,
-                      encoder, f"trial {c.trial}", c.artifacts.folder)
+    _check_reproduces(config["settings"], int(config["d_in"]), int(config["d_out"]), state, X_valid,
+                      c.valid[: len(X_valid)], encoder, f"trial {c.trial}", c.artifacts.folder)
     return NetMember(trial=c.trial, settings=config["settings"], d_in=int(config["d_in"]),
                      d_out=int(config["d_out"]), state=state, weight=weight, scores=scores)
 
@@ -522,12 +568,12 @@ def _bagged_members(run: RunDir, c: Candidate, encoder: TargetEncoder, weight: f
                     scores: dict[str, float]) -> list[NetMember]:
     """A bagged net's exported copies (its fold models, or its refit), sharing its weight equally."""
     assert c.bag is not None and c.trial is not None
-    X_dev = dev_data(run, c.scaling).X
     members = []
     for i, unit in enumerate(c.bag.units):
         state = unit.state()
         rows, saved = unit.check()
-        _check_reproduces(unit.settings, unit.d_in, unit.d_out, state, X_dev[rows], saved, encoder,
+        X_check = dev_rows(run, c.scaling, rows)  # issue 13: the few checked rows, not the development matrix
+        _check_reproduces(unit.settings, unit.d_in, unit.d_out, state, X_check, saved, encoder,
                           f"the {unit.label} copy of trial {c.trial}", unit.folder)
         part = "refit" if unit.label == "refit" else f"fold{i + 1}"
         members.append(NetMember(trial=c.trial, settings=unit.settings, d_in=unit.d_in, d_out=unit.d_out,

@@ -33,7 +33,7 @@ import xgboost as xgb
 from sklearn.model_selection import train_test_split
 
 from automl_dnn import metrics
-from automl_dnn.data import Dataset, FeaturePreprocessor, load_dataset
+from automl_dnn.data import Dataset, FeaturePreprocessor, load_dataset, release_table_memory
 from automl_dnn.errors import AutoDNNError, DataError
 from automl_dnn.files import load_arrays, read_json
 from automl_dnn.run_folder import RunDir
@@ -437,6 +437,31 @@ class GBTMemberFit:
         return f"eta {p['eta']:.3g}, depth {p['max_depth']}, {self.result.best_iteration + 1} rounds"
 
 
+@dataclass
+class GBTInputs:
+    """What XGBoost trains on, made from a run's table: once made, the table itself is not needed any more."""
+
+    frames: dict[str, pd.DataFrame]  # train, valid, test: transform_for_gbt of the run's split
+    y_train: np.ndarray  # class indices, or values on the original scale
+    y_valid: np.ndarray
+    encoder: Any  # the run's TargetEncoder
+    preprocess: str  # the run's preprocessing that made the frames
+
+
+def gbt_inputs(run: RunDir, dataset: Dataset) -> GBTInputs:
+    """XGBoost's frames of each part of the run's split, each read from the table by its rows (issue 13: no
+    copy of a part's raw frame; the numbers of a part in one float32 block)."""
+    key = gbt_preprocess_key(run)
+    pre = FeaturePreprocessor.from_dict(read_json(run.preprocess_path(key)))
+    split = {k: np.asarray(v, dtype=np.int64) for k, v in load_arrays(run.split_path).items()}
+    frames = {part: pre.transform_for_gbt(dataset.features, rows=split[part]) for part in ("train", "valid", "test")}
+    encoder = dataset.target_encoder
+    y_train, y_valid = dataset.y[split["train"]], dataset.y[split["valid"]]
+    if encoder.task_ == "regression":
+        y_train, y_valid = encoder.decode(y_train), encoder.decode(y_valid)
+    return GBTInputs(frames=frames, y_train=y_train, y_valid=y_valid, encoder=encoder, preprocess=key)
+
+
 def fit_run_gbt(run: RunDir, dataset: Dataset, *, n_trials: int, seed: int, time_budget: float | None,
                 threads: int | None, notes: list[str], stop: threading.Event | None = None,
                 reserve: float = 0.0) -> GBTMemberFit:
@@ -447,15 +472,15 @@ def fit_run_gbt(run: RunDir, dataset: Dataset, *, n_trials: int, seed: int, time
     Either way the exported copy is refit on train + valid. ``reserve`` keeps time for that many more
     fits of the best trial (k-fold bagging's) before the budget ends.
     """
-    key = gbt_preprocess_key(run)
-    pre = FeaturePreprocessor.from_dict(read_json(run.preprocess_path(key)))
-    split = {k: np.asarray(v, dtype=np.int64) for k, v in load_arrays(run.split_path).items()}
-    frames = {part: pre.transform_for_gbt(dataset.features.iloc[split[part]].reset_index(drop=True))
-              for part in ("train", "valid", "test")}
-    encoder = dataset.target_encoder
-    y_train, y_valid = dataset.y[split["train"]], dataset.y[split["valid"]]
-    if encoder.task_ == "regression":
-        y_train, y_valid = encoder.decode(y_train), encoder.decode(y_valid)
+    return fit_gbt_inputs(gbt_inputs(run, dataset), n_trials=n_trials, seed=seed, time_budget=time_budget,
+                          threads=threads, notes=notes, stop=stop, reserve=reserve)
+
+
+def fit_gbt_inputs(inputs: GBTInputs, *, n_trials: int, seed: int, time_budget: float | None, threads: int | None,
+                   notes: list[str], stop: threading.Event | None = None, reserve: float = 0.0) -> GBTMemberFit:
+    """``fit_run_gbt`` on inputs made already (``gbt_inputs``)."""
+    frames, encoder, key = inputs.frames, inputs.encoder, inputs.preprocess
+    y_train, y_valid = inputs.y_train, inputs.y_valid
     common = dict(task=encoder.task_, n_classes=len(encoder.classes_), n_trials=n_trials, seed=seed,
                   time_budget=time_budget, threads=threads, stop=stop, reserve=reserve)
     if len(y_valid) >= VALID_TUNING_MIN_ROWS:
@@ -529,22 +554,28 @@ class BackgroundGBT:
         self.notes: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._dataset: Dataset | None = None
         self._member: GBTMemberFit | None = None
         self._error: BaseException | None = None
 
     def start(self, spec: dict[str, Any], dataset: Dataset, deadline: float | None) -> None:
         """Start searching on the prepared run ``spec`` and its ``dataset``, until ``deadline`` (``time.time()``)."""
         budget = None if deadline is None else max(1.0, deadline - time.time())
-        self._thread = threading.Thread(target=self._run, args=(spec, dataset, budget), name="automl-dnn-xgboost",
-                                        daemon=True)
+        self._dataset = dataset  # not a thread argument: the thread would hold the table until it ends
+        self._thread = threading.Thread(target=self._run, args=(spec, budget), name="automl-dnn-xgboost", daemon=True)
         self._thread.start()
 
-    def _run(self, spec: dict[str, Any], dataset: Dataset, budget: float | None) -> None:
+    def _run(self, spec: dict[str, Any], budget: float | None) -> None:
         try:
             run = RunDir(Path(spec["run_dir"]))
+            dataset, self._dataset = self._dataset, None
             reserve = self.fits_after(dataset) if self.fits_after else 0.0
-            self._member = fit_run_gbt(run, dataset, n_trials=self.n_trials, seed=self.seed, time_budget=budget,
-                                       threads=self.threads, notes=self.notes, stop=self._stop, reserve=reserve)
+            inputs = gbt_inputs(run, dataset)
+            del dataset  # issue 13: the table (1 GB at 1M x 100) goes once XGBoost's own frames are made
+            release_table_memory()
+            self._member = fit_gbt_inputs(inputs, n_trials=self.n_trials, seed=self.seed, time_budget=budget,
+                                          threads=self.threads, notes=self.notes, stop=self._stop, reserve=reserve)
+            del inputs
             if self.after is not None:
                 self.after(run, self._member, self._stop.is_set)
         except BaseException as exc:  # handed to the caller of result()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -27,7 +28,7 @@ from automl_dnn.folds import make_folds, scaled_epochs
 from automl_dnn.memory_guard import check_trial_memory
 from automl_dnn.model import build_mlp, count_parameters, quantile_bins
 from automl_dnn.run_folder import RunDir, save_trial
-from automl_dnn.search_rows import trial_data
+from automl_dnn.search_rows import refit_seconds, sample_sizes, trial_data
 from automl_dnn.space import SearchSpace, settings_from_values, suggest
 from automl_dnn.storage import Lease
 from automl_dnn.train import Callback, TrainData, estimate_epoch_seconds, predict, train
@@ -150,6 +151,11 @@ class Objective:
         if k > 1:
             n_dev = len(data.X_train) + len(data.X_valid)
             epoch *= 1 + (k - 1) * n_dev / len(data.X_train)  # k folds of (k-1)/k * n_dev rows, + the final net
+        left = None if self.ctx.deadline is None else self.ctx.deadline - time.time()
+        if left is not None and epoch > left:  # issue 13: on a large table one epoch can outlast the search
+            reason = f"not started: an epoch takes about {epoch:.0f}s and the search ends in {max(left, 0):.0f}s"
+            trial.set_user_attr("prune_reason", reason)
+            raise optuna.TrialPruned(reason)
         cap = max(MIN_EPOCHS, int(self.ctx.time_budget / TRIALS_PER_BUDGET / max(epoch, 1e-6)))
         if cap >= settings.train.max_epochs:
             return settings
@@ -270,6 +276,12 @@ class Objective:
         trial.set_user_attr("n_params", count_parameters(model))
         trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
         trial.set_user_attr("epoch_seconds", round(sum(h["seconds"] for h in result.history), 3))
+        sizes = sample_sizes(self.run)
+        if sizes is not None and sizes["sample"] < sizes["train"] and result.best_epoch is not None:
+            # issue 13: what its copy on every row costs, for the planner (at least one pass over every row)
+            trial.set_user_attr("refit_seconds", round(refit_seconds(
+                sum(h["seconds"] for h in result.history), result.epochs_run, result.best_epoch,
+                settings.train.max_epochs, sizes), 3))
         trial.set_user_attr("device", str(result.device))
         trial.set_user_attr("valid_scores", {k: finite_or_none(v) for k, v in scores.items()})
         # A CV trial's curve is its final net's on the validation rows (the folds' epochs are in the reports).
@@ -300,7 +312,10 @@ def target_inputs(settings: TrialSettings, encoder: TargetEncoder, y_train: np.n
 
 def copy_seconds(trial: FrozenTrial) -> float | None:
     """Seconds a copy of a completed trial's net takes on other rows for the same steps (k-fold bagging):
-    its seconds per epoch times its best epoch count (fewer epochs of more rows, or more of fewer)."""
+    its seconds per epoch times its best epoch count (fewer epochs of more rows, or more of fewer). A trial of
+    a search on a sample of the rows recorded what its copy on every row costs (issue 13: at least one pass)."""
+    if trial.user_attrs.get("refit_seconds") is not None:
+        return float(trial.user_attrs["refit_seconds"])
     seconds, epochs, best = (trial.user_attrs.get(k) for k in ("epoch_seconds", "epochs_run", "best_epoch"))
     if seconds is None or not epochs or best is None:
         return None
@@ -321,9 +336,12 @@ def embedding_inputs(settings: TrialSettings, pre: FeaturePreprocessor, X_train:
     if net.num_embedding != "none":
         columns = [c for c in pre.continuous_features_ if np.ptp(X_train[:, c]) > 0]
         if net.num_embedding == "ple" and columns:
-            rows = torch.as_tensor(X_train[:, columns])
-            if len(rows) > BIN_ROWS:  # torch.quantile's input limit; quantiles need no more rows
-                rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:BIN_ROWS]]
+            if len(X_train) > BIN_ROWS:  # torch.quantile's input limit; quantiles need no more rows
+                # the sampled rows first, then their columns: no copy of the whole matrix's columns (issue 13)
+                sample = torch.randperm(len(X_train), generator=torch.Generator().manual_seed(0))[:BIN_ROWS].numpy()
+                rows = torch.as_tensor(X_train[sample[:, None], columns])
+            else:
+                rows = torch.as_tensor(X_train[:, columns])
             bins = quantile_bins(rows, net.ple_bins)
         net = dataclasses.replace(net, embedded_columns=columns,
                                   bin_counts=None if bins is None else [len(b) - 1 for b in bins])
@@ -468,7 +486,8 @@ def _probe(run: RunDir, settings: TrialSettings, *, task: str, d_out: int, devic
     from safetensors import safe_open
 
     with safe_open(str(run.data_path(settings.scaling)), framework="np") as f:
-        X, y = f.get_slice("X_train")[0:PROBE_ROWS], f.get_slice("y_train")[0:PROBE_ROWS]
+        n = min(PROBE_ROWS, f.get_slice("y_train").get_shape()[0])  # safetensors refuses a slice past the end
+        X, y = f.get_slice("X_train")[0:n], f.get_slice("y_train")[0:n]
     pre = FeaturePreprocessor.from_dict(read_json(run.preprocess_path(settings.scaling)))
     torch.manual_seed(settings.train.seed)
     settings, bins = embedding_inputs(settings, pre, X)

@@ -21,7 +21,8 @@ from safetensors.torch import load as load_tensors
 
 from automl_dnn import metrics
 from automl_dnn.config import NetConfig
-from automl_dnn.data import NOTES_ATTR, FeaturePreprocessor, TargetEncoder, TargetTransform, parse_dates, read_table
+from automl_dnn.data import (NOTES_ATTR, FeaturePreprocessor, TargetEncoder, TargetTransform, merge_counted_notes,
+                             parse_dates, read_table)
 from automl_dnn.ensemble import blend
 from automl_dnn.errors import AutoDNNError, DataError, ModelFormatError, PathError, first_line
 from automl_dnn.files import atomic_write
@@ -30,10 +31,11 @@ from automl_dnn.paths import check_file_path, same_file
 from automl_dnn.gbt import predict_gbt
 from automl_dnn.model import build_mlp, fold_batchnorm
 from automl_dnn.model_folder import read_verified
-from automl_dnn.train import predict
+from automl_dnn.train import EVAL_BATCH_SIZE, predict
 
 MC_SEED = 0  # MC-dropout passes are seeded, so the same input gives the same mean and std
 FOLD_RTOL, FOLD_ATOL = 1e-4, 1e-5  # a folded net must match its original this closely, else it is not used
+PREDICT_CHUNK_ROWS = 12 * EVAL_BATCH_SIZE  # rows predicted at a time (98,304): bounded memory on a large table
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -265,9 +267,24 @@ class Predictor:
         """The weighted mean of the members, and with MC dropout the std of the weighted sum of their passes.
 
         Members' passes are independent, so Var(sum w_i X_i) = sum w_i^2 Var(X_i); XGBoost adds no variance.
+        Rows are predicted PREDICT_CHUNK_ROWS at a time (issue 13), so the encoded matrices, XGBoost's frame
+        and the members' outputs of a large table never exist for all its rows at once; a chunk is a whole
+        number of evaluation batches, so the nets see the batches they would see unchunked.
         """
         notes: list[str] = []
         frame = self._checked_frame(df, notes)
+        chunks = []
+        for start in range(0, len(frame), PREDICT_CHUNK_ROWS):
+            chunk_notes: list[str] = []  # one line per column and chunk, however many members report it
+            chunks.append(self._predict_chunk(frame.iloc[start:start + PREDICT_CHUNK_ROWS], mc_samples, chunk_notes))
+            notes.extend(dict.fromkeys(chunk_notes))
+        self.notes = merge_counted_notes(notes)  # the chunks' counts added up
+        if len(chunks) == 1:
+            return chunks[0]
+        return np.concatenate([m for m, _ in chunks]), np.concatenate([s for _, s in chunks])
+
+    def _predict_chunk(self, frame: pd.DataFrame, mc_samples: int, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``_predict`` of one chunk of checked rows."""
         means, variances = [], []
         matrices: dict[str, np.ndarray] = {}
         for net in self._nets:
@@ -281,7 +298,6 @@ class Predictor:
             variances.append(np.zeros_like(means[-1]))
         mean = blend(means, self._weights) if len(means) > 1 else means[0]
         var = np.tensordot(self._weights**2, np.stack(variances), axes=1)
-        self.notes = list(dict.fromkeys(notes))
         return mean, np.sqrt(var)
 
     def _net_output(self, net: _Net, X: np.ndarray, mc_samples: int) -> tuple[np.ndarray, np.ndarray]:

@@ -36,8 +36,14 @@ from automl_dnn.run_folder import PARTS, RunDir
 from automl_dnn.study import open_study
 
 IMPORTANCE_ROWS, IMPORTANCE_REPEATS = 2000, 3
+#: Shuffled cells (rows x input columns) at most: a table wider than 20 columns shuffles fewer rows, at least
+#: IMPORTANCE_MIN_ROWS (issue 13: 100 columns x 2,000 rows x 3 repeats through a TabM net took 80 s).
+IMPORTANCE_CELLS, IMPORTANCE_MIN_ROWS = 40_000, 300
 MC_SAMPLES, MC_ROWS, MC_BINS = 20, 2000, 10
 CALIBRATION_BINS = 10
+#: Held-out rows the page predicts at most, a seeded sample beyond (issue 13: a large table's 150,000 test rows,
+#: predicted by the model and again by each member, took minutes); its figures show 5,000 points a trace.
+REPORT_ROWS = 20_000
 MAX_CLASS_CURVES = 10  # ROC / PR curves of at most this many classes (the most frequent)
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -56,6 +62,7 @@ class HeldOut:
     frame: pd.DataFrame
     y: np.ndarray
     labels: np.ndarray
+    of: int = 0  # the part's rows, when ``frame`` is a sample of them (REPORT_ROWS)
 
 
 @dataclass
@@ -179,9 +186,12 @@ def _held_out(run: RunDir, spec: dict[str, Any], missing: list[str]) -> HeldOut 
     split = load_arrays(run.split_path)
     part = "test" if len(split["test"]) else "valid"
     rows = split[part].astype(np.int64)
+    of = len(rows)
+    if of > REPORT_ROWS:  # issue 13: a large table's page predicts a sample (twice: the model, then each member)
+        rows = np.sort(np.random.default_rng(spec["seed"]).choice(rows, REPORT_ROWS, replace=False))
     y = dataset.y[rows]
     return HeldOut(part=part, frame=dataset.features.iloc[rows].reset_index(drop=True), y=y,
-                   labels=dataset.target_encoder.decode(y))
+                   labels=dataset.target_encoder.decode(y), of=of if of > len(rows) else 0)
 
 
 # --- summary ----------------------------------------------------------------------------------
@@ -430,7 +440,8 @@ def _held_out_text(view: RunView, prediction: Prediction) -> str:
              "the validation split (there is no test split; the ensemble's weights, and after k-fold bagging its "
              "members, were fitted on these rows, so this view is optimistic)")
     threshold = f"; decision threshold {predictor.threshold:.3f}" if predictor.threshold is not None else ""
-    return (f"<p>The exported model on {len(held.y):,} rows of {where}: {shown}{threshold}. "
+    sample = f" (a seeded sample of its {held.of:,})" if held.of else ""
+    return (f"<p>The exported model on {len(held.y):,} rows of {where}{sample}: {shown}{threshold}. "
             f"Model folder: <code>{html.escape(str(view.model_dir))}</code>.</p>")
 
 
@@ -492,8 +503,10 @@ def importance_section(view: RunView, seed: int) -> Section:
     if predictor is None or held is None:
         section.parts.append("<p class='missing'>Not available: no model or no held-out rows (see the summary).</p>")
         return section
+    # issue 13: a wide table shuffles fewer rows, so the page's cost stays about that of 20 columns x 2,000 rows
+    rows = max(IMPORTANCE_MIN_ROWS, min(IMPORTANCE_ROWS, IMPORTANCE_CELLS // max(1, len(predictor.required_columns))))
     table = predictor.feature_importance(held.frame.assign(**{predictor.target: held.labels}), target=predictor.target,
-                                         repeats=IMPORTANCE_REPEATS, max_rows=IMPORTANCE_ROWS, seed=seed)
+                                         repeats=IMPORTANCE_REPEATS, max_rows=rows, seed=seed)
     view.seconds["importance"] = table.attrs["seconds"]
     metric = table.attrs["metric"]
     section.parts.append(f"<p>Permutation importance of the exported model on {table.attrs['rows']:,} "

@@ -279,11 +279,13 @@ def _write_data(run: RunDir, dataset: Dataset, space: SearchSpace) -> list[str]:
         split["time_order"] = dataset.order.astype(np.int64)
     save_arrays(run.split_path, split)
     write_json(run.target_path, dataset.target_encoder.to_dict())
-    for scaling in scalings_of(space):
-        pre = FeaturePreprocessor().fit(dataset.frame("train"), scaling=scaling)
+    # Issue 13: the columns are typed once for every scaling, and each part is read from the table by
+    # its rows, a column at a time (no copy of the part's frame, no float32 copy of the matrix).
+    preprocessors = FeaturePreprocessor.fit_scalings(dataset.features, scalings_of(space), rows=dataset.split["train"])
+    for scaling, pre in preprocessors.items():
         arrays = {}
         for part in PARTS:
-            arrays[f"X_{part}"] = pre.transform(dataset.frame(part)).astype(np.float32)
+            arrays[f"X_{part}"] = pre.transform(dataset.features, rows=dataset.split[part])
             arrays[f"y_{part}"] = dataset.labels(part)
         save_arrays(run.data_path(scaling), arrays)
         write_json(run.preprocess_path(scaling), pre.to_dict())

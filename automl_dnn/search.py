@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from automl_dnn.budget import BaggingRequest, BaggingReserve
-from automl_dnn.data import Dataset
+from automl_dnn.data import Dataset, release_table_memory
 from automl_dnn.errors import AutoDNNError, disk_full_as_error
 from automl_dnn.folds import bagging_folds
 from automl_dnn.objective import WorkerContext, probe_row_seconds
@@ -80,14 +80,18 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
         bagging=_bagging_reserve(options.bagging, dataset, options.jobs),
     )
     del dataset  # the trials read the encoded matrices of the run folder
+    release_table_memory()  # issue 13: unless XGBoost's thread still holds the table, its memory goes back now
     study = open_study(spec, seed=options.seed, pruner=make_pruner(options.pruner),
                        several_workers=ctx.several_workers)
     # Issue 13: on a large table the trials train on a seeded sample of the rows, sized from measured epoch costs.
     run = RunDir(Path(ctx.run_dir))
-    decide_search_rows(run, spec, deadline=deadline, budget=budget, seed=options.seed,
-                       resumed=bool(study.get_trials(deepcopy=False)),
-                       row_seconds=lambda: probe_row_seconds(run, spec, space, device=options.device,
-                                                             threads=options.threads, seed=options.seed))
+    rows = decide_search_rows(run, spec, deadline=deadline, budget=budget, seed=options.seed,
+                              resumed=bool(study.get_trials(deepcopy=False)),
+                              row_seconds=lambda: probe_row_seconds(run, spec, space, device=options.device,
+                                                                    threads=options.threads, seed=options.seed))
+    if rows is not None and rows.train < rows.n_train and ctx.bagging is None and options.bagging is not None:
+        # no k-fold bagging on these rows: keep time for refitting the best nets on every row instead (one copy each)
+        ctx.bagging = BaggingReserve(cap=options.bagging.cap, k=1, repeats=1, top_k=options.bagging.top_k, refit=False)
     enqueue_defaults(study, space)
     reap_stale_trials(study)
     stop = StopFlag(deadline)

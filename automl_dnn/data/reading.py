@@ -12,6 +12,7 @@ import csv
 import gzip
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 SUPPORTED_FORMATS = ".csv, .tsv, .txt, .parquet, .pq, and gzip-compressed text (.csv.gz, .tsv.gz, ...)"
 NOTES_ATTR = "automl_dnn_notes"  # DataFrame.attrs key carrying read_table's notes to load_dataset
+PARQUET_BUFFER = 1 << 20  # bytes read at a time from a Parquet file (pre-buffering off: see _read_parquet)
 
 
 def read_table(source: str | os.PathLike) -> pd.DataFrame:
@@ -48,6 +50,17 @@ def read_table(source: str | os.PathLike) -> pd.DataFrame:
         raise DataError(f"data file '{path}' has column names but no rows; add data rows to it")
     df.attrs[NOTES_ATTR] = notes
     return df
+
+
+def release_table_memory() -> None:
+    """Hand the memory of freed Parquet tables back to the system (call once the table's frame is gone).
+
+    Arrow's allocator keeps what it freed for reuse: without this a dropped 1M x 100 frame (~1 GB)
+    stays in the process's resident memory for good. Nothing to do when no Parquet file was read.
+    """
+    pyarrow = sys.modules.get("pyarrow")
+    if pyarrow is not None:
+        pyarrow.default_memory_pool().release_unused()
 
 
 def _check_file(path: Path) -> str:
@@ -96,16 +109,25 @@ def duplicate_note(names: list[str]) -> list[str]:
 
 
 def _read_parquet(path: Path, notes: list[str]) -> pd.DataFrame:
+    """The table with one copy of the data in memory, not three.
+
+    ``pre_buffer=False`` decodes column chunk by column chunk instead of first loading the whole
+    (compressed) file (1M x 100: 1.7 GB -> 1.0 GB peak); ``split_blocks`` + ``self_destruct`` hand
+    each column's Arrow buffer to pandas (numbers without a copy) instead of consolidating them into
+    one 2-D block beside the Arrow table (twice the table).
+    """
     import pyarrow.parquet as pq
 
-    try:
-        table = pq.ParquetFile(path).read()  # the dataset API refuses duplicate column names
+    try:  # the dataset API refuses duplicate column names
+        table = pq.ParquetFile(path, pre_buffer=False, buffer_size=PARQUET_BUFFER).read()
     except Exception as exc:  # pyarrow raises several types for damaged files
         raise DataError(f"could not read '{path}' as Parquet ({first_line(exc)}); "
                         f"check that it is a Parquet file") from None
     names = [str(n) for n in table.column_names]
     notes.extend(duplicate_note(names))
-    df = table.rename_columns(dedupe(names)).to_pandas()
+    table = table.rename_columns(dedupe(names))
+    df = table.to_pandas(split_blocks=True, self_destruct=True)
+    del table  # self_destruct: the Arrow buffers go as their columns are converted
     if not isinstance(df.index, pd.RangeIndex):
         df = df.reset_index()  # an index saved by pandas is data too
     return df
