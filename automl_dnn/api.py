@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +23,7 @@ from automl_dnn.report import dashboard_app, live_progress
 from automl_dnn.report_page import write_report_page
 from automl_dnn.run_folder import RunDir
 from automl_dnn.search import OnPrepared, SearchOptions, SearchSummary, run_search
+from automl_dnn.workers import available_cores
 
 #: XGBoost trials in ``fit``: with a time budget the budget ends its search, without one the count does.
 GBT_TRIALS_ON_BUDGET = 200
@@ -139,13 +139,6 @@ def split_cores(threads: int | None, device: str, jobs: int) -> tuple[int | None
         return threads, max(1, cores - jobs * threads)
     gbt_threads = max(1, cores // 2)
     return max(1, (cores - gbt_threads) // jobs), gbt_threads
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity, e.g. under taskset or a container's cpuset)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def _cuda_available() -> bool:

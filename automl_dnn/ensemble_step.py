@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from automl_dnn.model_folder import GBTMember, NetMember, check_model_dir, save_
 from automl_dnn.run_folder import RunDir, TrialArtifacts, find_trial, load_trial, trial_folder
 from automl_dnn.search_rows import read_rows, sample_sizes
 from automl_dnn.study import open_study
+from automl_dnn.workers import available_cores
 from automl_dnn.train import predict
 
 MAX_CANDIDATES = 30  # the best nets considered; more only slow the greedy selection down
@@ -393,8 +393,7 @@ def _fold_pool(jobs: int, device: str, threads: int | None) -> Iterator[FoldPool
     if jobs <= 1:
         yield None
         return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    with FoldPool(jobs, device=device, threads=threads or max(1, cores // jobs)) as pool:
+    with FoldPool(jobs, device=device, threads=threads or max(1, available_cores() // jobs)) as pool:
         yield pool
 
 

@@ -220,3 +220,10 @@ def run_processes(ctx: WorkerContext, jobs: int, stop: StopFlag, progress: Calla
         for trial in reversed(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))):
             stop_on_disk_full(trial)  # the exact file, when the trial could record it
         raise DiskFullError.writing(f"the run folder {ctx.run_dir} or its study")
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, e.g. under taskset or a container's cpuset)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)

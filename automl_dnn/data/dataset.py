@@ -119,12 +119,8 @@ def _check_sizes(valid_size: float, test_size: float) -> None:
                         f"got {valid_size} + {test_size}")
 
 
-def _split(y: pd.Series, task: str, valid_size: float, test_size: float, seed: int,
-           notes: list[str]) -> dict[str, np.ndarray]:
-    """Seeded train/valid/test row indices, stratified for classification when every class allows it."""
-    from sklearn.model_selection import train_test_split
-
-    n = len(y)
+def _part_sizes(n: int, valid_size: float, test_size: float) -> tuple[int, int, int]:
+    """(train, valid, test) row counts of a split of ``n`` rows; too few training rows is the user's error."""
     n_test = math.ceil(test_size * n) if test_size > 0 else 0
     n_valid = math.ceil(valid_size * n)
     n_train = n - n_test - n_valid
@@ -132,6 +128,16 @@ def _split(y: pd.Series, task: str, valid_size: float, test_size: float, seed: i
         raise DataError(f"too few rows: {n} rows with a target leave {n_train} for training "
                         f"(valid_size={valid_size}, test_size={test_size}); need at least {MIN_ROWS} "
                         f"rows and 2 training rows, so add rows or lower valid_size/test_size")
+    return n_train, n_valid, n_test
+
+
+def _split(y: pd.Series, task: str, valid_size: float, test_size: float, seed: int,
+           notes: list[str]) -> dict[str, np.ndarray]:
+    """Seeded train/valid/test row indices, stratified for classification when every class allows it."""
+    from sklearn.model_selection import train_test_split
+
+    n = len(y)
+    n_train, n_valid, n_test = _part_sizes(n, valid_size, test_size)
     idx = np.arange(n, dtype=np.int64)
     labels = y.to_numpy() if task != "regression" else None
     stratified = [labels is not None]
@@ -232,12 +238,7 @@ def _time_split(order: np.ndarray, valid_size: float, test_size: float, column: 
                 notes: list[str]) -> dict[str, np.ndarray]:
     """Train (earliest) / valid / test (latest) row indices, cut in time order."""
     n = len(order)
-    n_test = math.ceil(test_size * n) if test_size > 0 else 0
-    n_valid = math.ceil(valid_size * n)
-    n_train = n - n_test - n_valid
-    if n < MIN_ROWS or n_train < 2:
-        raise DataError(f"too few rows: {n} rows with a target leave {n_train} for training; add rows or lower "
-                        "valid_size/test_size")
+    n_train, n_valid, n_test = _part_sizes(n, valid_size, test_size)
     by_time = np.argsort(order, kind="stable")
     train, valid, test = by_time[:n_train], by_time[n_train:n_train + n_valid], by_time[n_train + n_valid:]
     notes.append(f"split {n} rows in time order of {column!r} into train {n_train} (earliest) / valid {n_valid} / "
