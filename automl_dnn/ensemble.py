@@ -272,10 +272,11 @@ def _finite_loss(task: str, y: np.ndarray, pred: np.ndarray) -> bool:
 
 
 def overfit_warning(valid_gain: float, test_gain: float, *, min_ratio: float = 0.25,
-                    min_gain: float = 1e-9) -> str | None:
+                    min_gain: float = 1e-9, inner: str = "validation") -> str | None:
     """A one-line warning when the ensemble's validation gain over the best single model does not carry to test.
 
-    Gains are loss reductions (positive = the ensemble is better). Warns when the ensemble gained on
+    Gains are loss reductions (positive = the ensemble is better); ``inner`` names the predictions the
+    weights were fitted on ("validation", or "out-of-fold" after bagging). Warns when the ensemble gained on
     validation but gains nothing on test, or less than ``min_ratio`` of its validation gain; None when
     there is nothing to compare (no validation gain, or a non-finite gain such as an empty test split).
     """
@@ -285,8 +286,8 @@ def overfit_warning(valid_gain: float, test_gain: float, *, min_ratio: float = 0
         return None
     on_test = f"only by {test_gain:.4g} on test" if test_gain > 0 else f"not at all on test (gain {test_gain:.4g})"
     return (
-        f"the ensemble beat the best single model by {valid_gain:.4g} in validation loss but {on_test}: "
-        "its members and weights overfit the validation split"
+        f"the ensemble beat the best single model by {valid_gain:.4g} in {inner} loss but {on_test}: "
+        f"its members and weights overfit the {inner} predictions"
     )
 
 

@@ -214,7 +214,8 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
         notes.append(note)
     report_rows = _member_rows(candidates, result, metric, y_valid, y_test)
     summary = _summary_rows(candidates, chosen, result.weights, task, metric, y_valid, y_test, threshold)
-    warnings = _warnings(task, result, candidates, chosen, y_test)
+    warnings = _warnings(task, result, candidates, chosen, y_test,
+                         inner="validation" if bagged is None else "out-of-fold")
     seconds["weights"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -508,13 +509,13 @@ def _summary_rows(candidates: list[Candidate], chosen: list[Candidate], weights:
 
 
 def _warnings(task: str, result: Any, candidates: list[Candidate], chosen: list[Candidate],
-              y_test: np.ndarray) -> list[str]:
+              y_test: np.ndarray, *, inner: str) -> list[str]:
     if not len(y_test):
         return []
     best = candidates[result.best_single]
     ensemble_test = _blend(chosen, result.weights, "test")
     test_gain = ensemble_loss(task, y_test, best.test) - ensemble_loss(task, y_test, ensemble_test)
-    warning = overfit_warning(result.valid_gain, test_gain)
+    warning = overfit_warning(result.valid_gain, test_gain, inner=inner)
     return [warning] if warning else []
 
 

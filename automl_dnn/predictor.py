@@ -245,8 +245,8 @@ class Predictor:
             raise DataError(f"feature importance needs a DataFrame with the target column, got a {type(df).__name__}")
         names = [str(c) for c in df.columns]
         if target not in names:
-            raise DataError(f"the table has no target column {target!r}; pass target= with the name of the "
-                            "column that holds the true values")
+            raise DataError(f"the table has no target column {target!r}; name the column that holds "
+                            "the true values (target= in Python, --target on the command line)")
         column = df.columns[names.index(target)]
         keep = df[column].notna().to_numpy()
         frame = df.loc[keep].drop(columns=[column]).reset_index(drop=True)

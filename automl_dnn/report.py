@@ -7,6 +7,7 @@ with an ellipsis (the report page has them in full).
 from __future__ import annotations
 
 import math
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -24,8 +25,19 @@ from automl_dnn.run_folder import RunDir
 from automl_dnn.search import SearchSummary
 from automl_dnn.storage import open_storage
 
-console = Console(stderr=True)
-out = Console()
+PIPED_WIDTH = 100  # columns when the output is not a terminal (a log file), unless COLUMNS says otherwise
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """Rich's console, 100 columns wide when piped: rich's own 80 would cut every score in the tables to "0.…"."""
+    made = Console(stderr=stderr)
+    if not made.is_terminal and "COLUMNS" not in os.environ:
+        made.width = PIPED_WIDTH
+    return made
+
+
+console = _console(stderr=True)
+out = _console()
 SETTINGS_WIDTH = 40  # the settings columns of the tables: the rest of a 100-column line
 
 

@@ -164,7 +164,9 @@ def test_overfit_warning(valid_gain: float, test_gain: float, warns: bool) -> No
     message = overfit_warning(valid_gain, test_gain)
     assert (message is not None) == warns
     if message is not None:
-        assert "\n" not in message and "overfit" in message
+        assert "\n" not in message and "overfit the validation predictions" in message
+        bagged = overfit_warning(valid_gain, test_gain, inner="out-of-fold")
+        assert bagged is not None and "in out-of-fold loss" in bagged and "overfit the out-of-fold" in bagged
 
 
 def test_selection_near_duplicate_adds_nothing(binary_preds: dict[str, np.ndarray]) -> None:

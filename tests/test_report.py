@@ -340,3 +340,12 @@ def test_the_fit_plan_adds_up_to_the_budget_and_keeps_a_share_for_the_page(budge
     assert plan.ensemble == pytest.approx(budget_module.ENSEMBLE_SHARE * (budget - plan.report))
     assert plan.bagging_cap < plan.search
     assert api.report_path_for(Path("models/m")) == Path("models/m-report.html")
+
+
+def test_piped_output_is_100_columns_wide_unless_columns_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich gives a pipe 80 columns, where every score in the member tables is cut to "0.…"."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr("sys.stdout", io.StringIO())  # not a terminal
+    assert report._console().width == report.PIPED_WIDTH == 100
+    monkeypatch.setenv("COLUMNS", "132")
+    assert report._console().width == 132
