@@ -281,8 +281,14 @@ def _trial_seconds(trial: FrozenTrial) -> float:
     return 0.0
 
 
+# What the ensemble step's timings are: in ``fit`` XGBoost trains in a thread beside the search, so the
+# step's "gbt" is only the wait for that thread (often 0), not XGBoost's fit time (the leaderboard's).
+SECONDS_LABELS = {"gbt": "wait for XGBoost"}
+
+
 def _seconds_text(seconds: dict[str, float]) -> str:
-    return ", ".join(f"{k} {_duration(v)}" for k, v in seconds.items() if v is not None) or "-"
+    return ", ".join(f"{SECONDS_LABELS.get(k, k)} {_duration(v)}" for k, v in seconds.items()
+                     if v is not None) or "-"
 
 
 def _duration(seconds: float) -> str:
