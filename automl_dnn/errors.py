@@ -48,6 +48,9 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     return lines[0].strip()[:limit] if lines else type(exc).__name__
 
 
+PG_DISK_FULL = "53100"  # PostgreSQL's SQLSTATE disk_full (class 53, insufficient resources)
+
+
 class DiskFullError(AutoDNNError):
     """A write failed for lack of space or quota: what was written before stays intact, a rerun continues."""
 
@@ -64,15 +67,18 @@ def is_disk_full(exc: BaseException | str | None) -> bool:
     """Whether an error (or a recorded failure reason) says the disk is full or over quota.
 
     Matches ENOSPC and EDQUOT, and the texts of the libraries that drop the errno on the way: safetensors
-    ("os error 28"), SQLite ("database or disk is full"), PostgreSQL ("No space left on device").
+    ("os error 28"), SQLite ("database or disk is full"), PostgreSQL ("No space left on device", "could not
+    extend file", and SQLSTATE 53100 disk_full: psycopg2's ``pgcode``, psycopg's ``sqlstate``).
     """
     if isinstance(exc, str):
         text = exc.lower()
         codes = (errno.ENOSPC, errno.EDQUOT)
         return any(s in text for s in ("disk full while writing", "no space left on device", "disk quota exceeded",
-                                        "database or disk is full", *(f"os error {c})" for c in codes)))
+                                        "database or disk is full", "could not extend file",
+                                        *(f"os error {c})" for c in codes)))
     return any(isinstance(e, DiskFullError) or getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
-               or getattr(e, "sqlite_errorname", None) == "SQLITE_FULL" or is_disk_full(str(e))
+               or getattr(e, "sqlite_errorname", None) == "SQLITE_FULL"
+               or PG_DISK_FULL in (getattr(e, "pgcode", None), getattr(e, "sqlstate", None)) or is_disk_full(str(e))
                for e in _chain(exc))
 
 

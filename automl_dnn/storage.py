@@ -12,6 +12,7 @@ import copy
 import importlib.util
 import os
 import random
+import re
 import socket
 import sys
 import threading
@@ -21,7 +22,7 @@ from collections.abc import Container, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar, cast
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -30,7 +31,7 @@ from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
-from automl_dnn.errors import StorageError, first_line
+from automl_dnn.errors import AutoDNNError, DiskFullError, StorageError, first_line, is_disk_full
 
 HEARTBEAT_SECONDS = 10.0
 STALE_AFTER_SECONDS = 120.0  # a lease older than this (from another host) marks its trial as dead
@@ -49,16 +50,41 @@ def check_storage_for_jobs(url: str, jobs: int) -> None:
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """Open an Optuna storage from a URL: ``sqlite:///``, ``postgresql://``, ``mysql://``, ``journal:///path``."""
-    if url.startswith("journal://") or url.endswith((".journal", ".log")):
-        path = url.split("journal://", 1)[1] if url.startswith("journal://") else url
-        path = path[1:] if path.startswith("//") else path
-        try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
-        except (ValueError, OSError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
-            raise StorageError(f"{path!r} is not an Optuna journal file ({type(exc).__name__}); "
-                               "give a new file name or an existing journal") from None
+    """Open an Optuna storage from a URL: ``sqlite:///``, ``postgresql://``, ``mysql://``, ``journal:///path``.
+
+    A database server that does not answer is an error at once here (a mistyped URL is told in one line);
+    ``open_study_storage`` is the open that waits for a server that is down.
+    """
+    if _is_journal(url):
+        return _open_journal(_journal_path(url))
+    with _open_errors(url):
+        return _open_rdb(url)
+
+
+def _is_journal(url: str) -> bool:
+    return url.startswith("journal://") or url.endswith((".journal", ".log"))
+
+
+def _journal_path(url: str) -> str:
+    path = url.split("journal://", 1)[1] if url.startswith("journal://") else url
+    return path[1:] if path.startswith("//") else path
+
+
+def _open_journal(path: str) -> optuna.storages.JournalStorage:
+    """A journal file storage, its torn last line (an append cut short by a full disk) cut off first."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        repair_torn_journal(path)
+        return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    except (ValueError, OSError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        if is_disk_full(exc):  # no room even for the journal's lock file
+            raise DiskFullError.writing(path, exc) from None
+        raise StorageError(f"{path!r} is not an Optuna journal file ({type(exc).__name__}); "
+                           "give a new file name or an existing journal") from None
+
+
+def _open_rdb(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage on a database; a bad URL is a ``StorageError``, the driver's errors pass unchanged."""
     scheme = url.split(":", 1)[0].split("+", 1)[0]
     if scheme not in ("sqlite", "postgresql", "postgres", "mysql", "oracle", "mssql"):
         raise StorageError(
@@ -70,13 +96,80 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         engine_kwargs = {"connect_args": {"timeout": 60}}
     elif scheme in ("postgresql", "postgres") and url.split(":", 1)[0].partition("+")[2] in ("", "psycopg", "psycopg2"):
         engine_kwargs["connect_args"] = {k: v for k, v in PG_CONNECT_ARGS.items() if f"{k}=" not in url}
+    return _retry_racing_creation(lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs))
+
+
+@contextmanager
+def _open_errors(url: str) -> Iterator[None]:
+    """Any failure to open a database storage as one line (the project's own errors pass unchanged)."""
     try:
-        return _retry_racing_creation(lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs))
+        yield
+    except AutoDNNError:
+        raise
     except ModuleNotFoundError as exc:
-        raise StorageError(f"storage URL {redact(url)} needs the Python package {exc.name!r}: "
-                           "pip install 'automl-dnn[postgres]'") from None
+        raise StorageError(f"storage URL {redact(_with_installed_driver(url))} needs the Python package "
+                           f"{exc.name!r}: pip install 'automl-dnn[postgres]'") from None
     except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot use this storage"
-        raise StorageError(f"cannot open storage {redact(url)}: {first_line(exc)}") from None
+        raise StorageError(f"cannot open storage {redact(_with_installed_driver(url))}: {first_line(exc)}") from None
+
+
+# --- a journal file whose last append was cut short -------------------------------------------------
+
+_JOURNAL_LINE = re.compile(rb'\{\s*"op_code"\s*:')  # how every line of an Optuna journal starts
+
+
+def repair_torn_journal(path: str) -> int:
+    """Cut off a partial last line (no newline) of a journal file; return how many bytes were cut.
+
+    A full disk can stop an append midway. Optuna reads past such a line, but its next append is glued
+    onto it: that log is lost, the append fails, and the lines after it make the file unreadable. Only
+    the bytes after the last newline go; the complete lines are never touched. The journal's own lock is
+    held, so an append in progress in another worker is never taken for a torn one. A file that does not
+    begin like a journal is left alone (opening it then fails with its own one line).
+    """
+    if not _ends_torn(path):
+        return 0
+    lock = JournalFileOpenLock(path)
+    lock.acquire()
+    try:
+        keep = _end_of_last_line(path)
+        size = os.path.getsize(path)
+        if keep == size:
+            return 0  # an append that was in progress, now complete
+        os.truncate(path, keep)
+    finally:
+        lock.release()
+    print(f"note: journal {path} ended in a partial line (an append cut short, e.g. by a full disk); "
+          f"cut off those {size - keep} bytes, every complete line before them is kept",
+          file=sys.stderr, flush=True)
+    return size - keep
+
+
+def _ends_torn(path: str) -> bool:
+    """Whether ``path`` is a journal (by its first bytes) whose last byte is not a newline."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if not _JOURNAL_LINE.match(head):
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
+
+
+def _end_of_last_line(path: str, chunk: int = 1 << 16) -> int:
+    """The offset just after the file's last newline (0 when it has none), read backwards in chunks."""
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - chunk)
+            f.seek(start)
+            found = f.read(end - start).rfind(b"\n")
+            if found >= 0:
+                return start + found + 1
+            end = start
+    return 0
 
 
 def _retry_racing_creation(open_: Callable[[], Any], attempts: int = 6) -> Any:
@@ -190,6 +283,9 @@ _LOST_PHRASES = ("server closed the connection", "connection refused", "terminat
 _CONNECT_PHRASES = ("connection refused", "could not connect", "the database system is", "not accepting connections",
                     "can't connect")
 _CONNECTION_TYPES = ("OperationalError", "InterfaceError", "DisconnectionError")
+# A server that answered no to this URL: its user, password or database is wrong, which no wait mends.
+_REFUSED_FOR_GOOD = ("password authentication failed", "no pg_hba.conf entry", "does not exist",
+                     "access denied for user", "unknown database")
 
 
 def retry_seconds() -> float:
@@ -204,12 +300,14 @@ def retry_seconds() -> float:
 def open_study_storage(url: str) -> optuna.storages.BaseStorage:
     """The storage a study runs on: Optuna's cache over an RDB storage, and retries where there is a server.
 
-    SQLite and journal files are local files: no connection to lose, so nothing to wait for.
+    The open itself is retried within the same window as every later call: a worker that starts while its
+    database server restarts waits for it too. SQLite and journal files are local files: no connection
+    to lose, so nothing to wait for.
     """
-    storage = optuna.storages.get_storage(open_storage(url))
-    if url.startswith("sqlite") or isinstance(storage, optuna.storages.JournalStorage):
-        return storage
-    return RetryingStorage(storage, name=redact(url))
+    if _is_journal(url) or url.startswith("sqlite"):
+        return optuna.storages.get_storage(open_storage(url))
+    with _open_errors(url):
+        return RetryingStorage.opening(lambda: optuna.storages.get_storage(_open_rdb(url)), name=redact(url))
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -236,10 +334,14 @@ def _says_lost(exc: BaseException) -> bool:
 def is_connection_error(exc: BaseException) -> bool:
     """Whether ``exc`` says the database connection was lost or refused: worth waiting for.
 
-    SQLite's "operational" errors (no such table, disk I/O) are about its file, never a connection.
+    SQLite's "operational" errors (no such table, disk I/O) are about its file, never a connection. A
+    server whose disk is full (SQLSTATE 53100) answers: waiting would not free space, so it is no outage.
+    Nor is a server that refuses this user or database: a wrong URL does not mend itself.
     """
     chain = _chain(exc)
-    if any(type(e).__module__.startswith("sqlite3") for e in chain):
+    if any(type(e).__module__.startswith("sqlite3") for e in chain) or is_disk_full(exc):
+        return False
+    if any(p in str(e).lower() for e in chain for p in _REFUSED_FOR_GOOD):
         return False
     return any(_says_lost(e) for e in chain)
 
@@ -292,6 +394,15 @@ class RetryingStorage(optuna.storages.BaseStorage):
         self._gave_up = False
         self.back_at = 0.0  # time.time() when the database answered again after the last outage
 
+    @classmethod
+    def opening(cls, open_: Callable[[], optuna.storages.BaseStorage], *, name: str,
+                window: float | None = None) -> RetryingStorage:
+        """Open the inner storage within the retry window too: a server that is down when a worker starts
+        is waited for like one that goes down later (one note line, then a one-line ``StorageError``)."""
+        storage = cls(cast(optuna.storages.BaseStorage, None), name=name, window=window)
+        storage._inner = storage._call(lambda _: open_())
+        return storage
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         del state["_lock"]
@@ -310,6 +421,8 @@ class RetryingStorage(optuna.storages.BaseStorage):
             try:
                 result = attempt(committed)
             except Exception as exc:
+                if is_disk_full(exc):  # the server's disk: one line now, not 120 s of retries
+                    raise DiskFullError.writing(f"the study in {self._name}", exc) from exc
                 if not is_connection_error(exc):
                     raise
                 committed = committed or _may_have_committed(exc)

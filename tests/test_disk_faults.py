@@ -16,14 +16,18 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterator
 
+import optuna
 import pytest
+from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState
 
 import automl_dnn.run_folder as run_folder
+import automl_dnn.storage as storage_module
 from automl_dnn.errors import DiskFullError, disk_full_error, is_disk_full
 from automl_dnn.files import atomic_write, write_json
 from automl_dnn.model_folder import write_model_folder
 from automl_dnn.run_folder import RunDir
+from automl_dnn.storage import RetryingStorage, is_connection_error
 from automl_dnn.study import open_study
 from tests.conftest import POLL_LIMIT, TrialGate, assert_one_line_error, invoke, toy_frame
 
@@ -303,3 +307,54 @@ def test_what_counts_as_a_full_disk() -> None:
             raise sqlite_full
     except sqlite3.OperationalError as exc:
         assert disk_full_error(exc, "the study") is inner, "the exact file an inner write named wins"
+
+
+# --- a database server whose disk is full --------------------------------------------------------------
+
+
+def _server_disk_full_errors() -> list[BaseException]:
+    """What SQLAlchemy raises for PostgreSQL's disk_full: by SQLSTATE (psycopg's ``sqlstate``, psycopg2's
+    ``pgcode``), and by the server's words alone."""
+    from sqlalchemy.exc import OperationalError
+
+    psycopg = pytest.importorskip("psycopg")
+    words = 'could not extend file "base/16384/16385": No space left on device'
+    by_psycopg = OperationalError("INSERT INTO trial_values ...", {}, psycopg.errors.DiskFull(words))
+    psycopg2_like = type("OperationalError", (Exception,), {"pgcode": "53100"})("could not write to file")
+    by_psycopg2 = OperationalError("UPDATE trials ...", {}, psycopg2_like)
+    by_words = OperationalError("INSERT INTO trials ...", {}, Exception('could not extend file "base/1/2"'))
+    return [by_psycopg, by_psycopg2, by_words]
+
+
+def test_a_server_disk_full_is_a_disk_full_error_not_an_outage() -> None:
+    errors = _server_disk_full_errors()
+    assert all(is_disk_full(e) and not is_connection_error(e) for e in errors)
+    from sqlalchemy.exc import OperationalError
+
+    out_of_memory = type("OperationalError", (Exception,), {"pgcode": "53200"})("out of memory")
+    assert not is_disk_full(OperationalError("SELECT 1", {}, out_of_memory)), "only 53100 is a full disk"
+
+
+def test_a_server_disk_full_stops_at_once_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The storage call that meets it is tried once, with no retry sleep and no outage note."""
+    sleeps: list[float] = []
+    monkeypatch.setattr(storage_module.time, "sleep", sleeps.append)
+    for error in _server_disk_full_errors():
+        calls: list[int] = []
+
+        class FullServer(InMemoryStorage):
+            def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
+                calls.append(step)
+                if len(calls) > 1:  # a retry: end it here (not a connection error) rather than wait the window
+                    raise AssertionError("retried")
+                raise error
+
+        study = optuna.create_study(storage=RetryingStorage(FullServer(), name="postgresql://db", window=30))
+        trial = study.ask()
+        with pytest.raises(DiskFullError) as raised:
+            trial.report(0.5, step=1)
+        assert str(raised.value) == ("disk full while writing the study in postgresql://db: "
+                                     "free space and rerun the same command")
+        assert calls == [1], "tried once: no retry"
+    assert sleeps == [] and "note:" not in capsys.readouterr().err

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,9 +22,11 @@ from optuna.storages import InMemoryStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+import automl_dnn.storage as storage_module
 from automl_dnn.errors import StorageError
 from automl_dnn.storage import (CREATE_TOKEN, RETRY_SECONDS_VARIABLE, RetryingStorage, _may_have_committed,
                                 is_connection_error, reap_stale_trials)
+from automl_dnn.study import open_study
 from tests.conftest import POLL_LIMIT, TrialGate
 from tests.postgres import postgres, postgres_server
 
@@ -160,6 +163,11 @@ def test_connection_errors_are_told_from_other_errors() -> None:
     assert not _may_have_committed(ConnectionRefusedError("connection refused")), "nothing commits while connecting"
     assert not is_connection_error(sqlite3.OperationalError("no such table: trials")), "a file's error is no outage"
     assert not is_connection_error(ValueError("bad value")) and not is_connection_error(KeyError("study"))
+    refused = [psycopg.OperationalError('connection failed: FATAL:  password authentication failed for user "a"'),
+               psycopg.OperationalError('connection failed: FATAL:  database "nosuch" does not exist')]
+    assert not any(is_connection_error(OperationalError(None, None, e)) for e in refused), "a wrong URL is no outage"
+    full = OperationalError("INSERT INTO trials", {}, psycopg.errors.DiskFull("could not extend file: No space left"))
+    assert not is_connection_error(full), "a full disk is no outage (tests/test_disk_faults.py: one line at once)"
 
 
 def _search(url: str, out: Path, space: Path, n_trials: int) -> list[str]:
@@ -249,3 +257,82 @@ def test_a_postgres_server_gone_for_good_is_a_one_line_error(tmp_path: Path, sho
         study, after = _finished(server.url)
         assert list(before) == [0] and after == before, "the trial finished before the server went is kept"
         assert reap_stale_trials(study) == [1], "the interrupted trial is failed by the next worker, not left RUNNING"
+
+
+# --- a server that is down when a worker starts --------------------------------------------------------
+
+
+def test_opening_is_retried_like_any_later_call(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """An open that meets a refused connection 3 times is tried a 4th time; a wrong URL is tried once."""
+    monkeypatch.setattr(storage_module.time, "sleep", lambda seconds: None)
+    opens: list[int] = []
+
+    def open_after_three_refusals() -> InMemoryStorage:
+        opens.append(len(opens))
+        if len(opens) <= 3:
+            raise ConnectionRefusedError("connection refused")
+        return InMemoryStorage()
+
+    storage = RetryingStorage.opening(open_after_three_refusals, name="db", window=30)
+    assert len(opens) == 4 and storage.back_at > 0, "opened on the 4th try; leases get a fresh window"
+    assert optuna.create_study(storage=storage).ask().number == 0
+    assert capsys.readouterr().err.count("note: storage db unreachable (connection refused)") == 1
+
+    refusals: list[int] = []
+
+    def wrong_password() -> InMemoryStorage:
+        refusals.append(1)
+        raise ConnectionError('FATAL:  password authentication failed for user "a"')
+
+    with pytest.raises(ConnectionError):
+        RetryingStorage.opening(wrong_password, name="db", window=30)
+    assert refusals == [1], "no wait for a URL that the server refuses"
+
+
+def _spec(url: str) -> dict[str, Any]:
+    return {"storage": url, "study_name": "shared", "direction": "minimize", "fingerprint": "f", "task": "regression",
+            "metric": "rmse"}
+
+
+def _counting_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count the tries to open a database storage."""
+    tries: list[str] = []
+    real = storage_module._open_rdb
+
+    def open_rdb(url: str) -> optuna.storages.RDBStorage:
+        tries.append(url)
+        return real(url)
+
+    monkeypatch.setattr(storage_module, "_open_rdb", open_rdb)
+    return tries
+
+
+def test_opening_a_study_while_the_server_is_down_waits_for_it(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The study is opened while the server is down; the server starts after a few failed tries."""
+    monkeypatch.setenv(RETRY_SECONDS_VARIABLE, "60")
+    tries = _counting_opens(monkeypatch)
+    with postgres(start=False) as server, ThreadPoolExecutor(1) as pool:
+        opening = pool.submit(open_study, _spec(server.url))
+        _wait_for(lambda: len(tries) >= 3 or opening.done(), [], "three tries to open")
+        assert not opening.done(), "the open waits for the server"
+        server.start()
+        study = opening.result(timeout=POLL_LIMIT)
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+        _, finished = _finished(server.url)
+    assert [state for state, _, _ in finished.values()] == [TrialState.COMPLETE] * 2
+    err = capsys.readouterr().err
+    assert err.count("note: storage") == 1 and "unreachable" in err and "Traceback" not in err, err
+
+
+def test_a_server_down_at_open_past_the_window_is_one_storage_error(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(RETRY_SECONDS_VARIABLE, "1")
+    tries = _counting_opens(monkeypatch)
+    with postgres(start=False) as server:
+        with pytest.raises(StorageError, match=r"unreachable for 1 s \(.*Connection refused") as raised:
+            open_study(_spec(server.url))
+    assert "\n" not in str(raised.value) and "run the same command again" in str(raised.value)
+    assert len(tries) >= 2, "it was retried before giving up"
+    assert capsys.readouterr().err.count("note: storage") == 1
