@@ -33,8 +33,13 @@ from automl_dnn.space import SearchSpace, settings_from_values, suggest
 from automl_dnn.storage import Lease
 from automl_dnn.train import Callback, TrainData, estimate_epoch_seconds, predict, train
 
-TRIALS_PER_BUDGET = 8  # on a time budget, epochs are capped so that a trial takes about budget / 8
+TRIALS_PER_BUDGET = 8  # on a time budget, epochs are capped so that a trial takes about budget / 8 ...
+SHORT_BUDGET_TRIALS = 4  # ... but on a short budget up to budget / 4, as long as that is at most
+SHORT_TRIAL_SECONDS = 30.0  # this many seconds (trial_share)
 MIN_EPOCHS = 5
+# A trial whose MIN_EPOCHS take more than this many times its share is not started once a trial has
+# completed: one such net (a wide TabM with k = 8 on 2 cores) can eat half of a short search.
+SLOW_TRIAL_FACTOR = 2.0
 BIN_ROWS = 200_000  # PLE's quantile bins are computed on at most this many training rows (seeded sample)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ACCURACY_LIKE_METRICS = ("accuracy", "balanced_accuracy")  # the only metrics label smoothing may serve
@@ -156,7 +161,13 @@ class Objective:
             reason = f"not started: an epoch takes about {epoch:.0f}s and the search ends in {max(left, 0):.0f}s"
             trial.set_user_attr("prune_reason", reason)
             raise optuna.TrialPruned(reason)
-        cap = max(MIN_EPOCHS, int(self.ctx.time_budget / TRIALS_PER_BUDGET / max(epoch, 1e-6)))
+        share = trial_share(self.ctx.time_budget)
+        if MIN_EPOCHS * epoch > SLOW_TRIAL_FACTOR * share and _has_complete_trial(trial):
+            reason = (f"not started: {MIN_EPOCHS} epochs take about {MIN_EPOCHS * epoch:.0f}s, more than "
+                      f"{SLOW_TRIAL_FACTOR:g}x a trial's share of the budget ({share:.0f}s)")
+            trial.set_user_attr("prune_reason", reason)
+            raise optuna.TrialPruned(reason)
+        cap = max(MIN_EPOCHS, int(share / max(epoch, 1e-6)))
         if cap >= settings.train.max_epochs:
             return settings
         patience = min(settings.train.patience, max(3, cap // 4))
@@ -294,6 +305,21 @@ class Objective:
         return value
 
 
+def trial_share(time_budget: float) -> float:
+    """A trial's seconds on a time budget of the search.
+
+    budget / TRIALS_PER_BUDGET keeps room for a search, but on a short budget that is too few epochs for
+    any net to learn (60 s: 7.5 s, five epochs of a TabM on 15,000 rows on 2 cores), so a short budget
+    gives each trial up to budget / SHORT_BUDGET_TRIALS, capped at SHORT_TRIAL_SECONDS: fewer trials
+    that finish their schedules, rather than many that are all undertrained.
+    """
+    return max(time_budget / TRIALS_PER_BUDGET, min(time_budget / SHORT_BUDGET_TRIALS, SHORT_TRIAL_SECONDS))
+
+
+def _has_complete_trial(trial: optuna.Trial) -> bool:
+    return bool(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
 def target_inputs(settings: TrialSettings, encoder: TargetEncoder, y_train: np.ndarray, y_valid: np.ndarray
                   ) -> tuple[TrialSettings, np.ndarray, np.ndarray, TargetTransform | None]:
     """The training and validation targets on the trial's own scale, and its fitted target transform.
@@ -391,7 +417,10 @@ class EpochReporter(Callback):
     than 100 planned epochs) only the first is reported: the steps strictly increase. A trial that has
     done all its planned training (step 100) is never pruned: that saves nothing and loses its net.
     ``learning_curve`` (``curve``) keeps one value per epoch. A cross-validated trial reports its folds
-    on the same scale: one reporter, ``n_folds``, and ``start_fold(f)`` before training fold f.
+    on the same scale: one reporter, ``n_folds``, and ``start_fold(f)`` before training fold f. What it
+    reports is then the running estimate of its final value (the mean of the folds' best values): the
+    finished folds' bests and the current fold's best so far, so a rung inside fold 2 compares trials by
+    fold 1's result and fold 2's progress, not by one early epoch of a freshly initialised fold net.
     """
 
     def __init__(self, trial: optuna.Trial, metric: str, should_stop: Callable[[], bool], *, max_epochs: int,
@@ -402,24 +431,39 @@ class EpochReporter(Callback):
         self.curve: list[float | None] = []
         self.epoch_seconds = 0.0
         self.last_step = 0
+        self.fold_bests: list[float] = []  # lower-is-better best of each finished fold
+        self.fold_best = math.inf  # of the current fold so far
 
     def start_fold(self, fold: int) -> None:
         """The next epochs belong to fold `fold` (0-based); their steps continue after the earlier folds'."""
         if not 0 <= fold < self.n_folds:
             raise ValueError(f"fold must be in 0..{self.n_folds - 1}, got {fold=}")
+        if fold != self.fold:
+            self.fold_bests.append(self.fold_best)
+            self.fold_best = math.inf
         self.fold = fold
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> bool:
         value = self.sign * logs["score"]  # the trainer's score is the metric made lower-is-better
         self.curve.append(finite_or_none(value))
         self.epoch_seconds += float(logs.get("seconds", 0.0))
+        if math.isfinite(value):  # every epoch counts for the fold's best, reported or not
+            self.fold_best = min(self.fold_best, logs["score"])
         step = epoch_step(epoch, self.max_epochs, fold=self.fold, n_folds=self.n_folds)
         if math.isfinite(value) and step > self.last_step:
             self.last_step = step
+            value = self._estimate(value)
             self.trial.report(value, step)
             if step < 100 and self.trial.should_prune():
                 self._prune(epoch, step, value)
         return self.should_stop()
+
+    def _estimate(self, value: float) -> float:
+        """The value reported for this epoch: the epoch's own, or a CV trial's running mean of fold bests."""
+        if self.n_folds == 1:
+            return value
+        finished = [b for b in self.fold_bests if math.isfinite(b)]
+        return self.sign * float(np.mean([*finished, self.fold_best]))
 
     def _prune(self, epoch: int, step: int, value: float) -> None:
         where = f"{step}% of the planned training (epoch {epoch + 1} of {self.max_epochs}"

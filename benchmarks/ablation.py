@@ -6,6 +6,8 @@ fixed outer split, scored on its test part with the table's primary metric (ROC-
 One seed per cell: differences of a few thousandths are within the run-to-run noise.
 
     .venv/bin/python benchmarks/ablation.py --budget 60
+    .venv/bin/python benchmarks/ablation.py --budget 60 --datasets vehicle,letter --metric accuracy \
+        --variants "full recipe,- label smoothing"
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ def no_weight_averaging(space: dict[str, Any]) -> None:
     _fix(space, "weight_averaging", "none", ("ema_decay",))
 
 
+def no_label_smoothing(space: dict[str, Any]) -> None:
+    _fix(space, "label_smoothing", 0.0)
+
+
 def no_portfolio(space: dict[str, Any]) -> None:
     space["enqueue"] = [t for t in space["enqueue"] if t.get("activation") == "elu"]  # the old practical default
 
@@ -65,6 +71,8 @@ VARIANTS: dict[str, Callable[[dict[str, Any]], None] | None] = {
     "- TabM (k = 1)": no_tabm,
     "- weight averaging": no_weight_averaging,
     "- portfolio (old first trial)": no_portfolio,
+    # label smoothing serves only accuracy-like metrics: run this row with --metric accuracy
+    "- label smoothing": no_label_smoothing,
 }
 
 
@@ -81,14 +89,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=60.0)
     parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated row names")
+    parser.add_argument("--metric", default=None, help="the search's metric (default: the task's own)")
     args = parser.parse_args()
     wanted = args.datasets.split(",")
-    results: dict[str, dict[str, float]] = {v: {} for v in VARIANTS}
+    chosen = {v: VARIANTS[v] for v in args.variants.split(",")}
+    results: dict[str, dict[str, float]] = {v: {} for v in chosen}
     with tempfile.TemporaryDirectory() as tmp:
         for ds in [d for d in manifest() if d["name"] in wanted]:
             train_file, test_file, _ = split(ds)
             train, test = pd.read_parquet(train_file), pd.read_parquet(test_file)
-            for variant, change in VARIANTS.items():
+            for variant, change in chosen.items():
                 space = copy.deepcopy(yaml.safe_load(DEFAULT.read_text()))
                 if change is not None:
                     change(space)
@@ -97,7 +108,7 @@ def main() -> None:
                 out = Path(tmp) / path.stem
                 api.fit(train, target=ds["target"], task=ds["task"], model_dir=out / "model", out=out / "run",
                         space=str(path), time_budget=args.budget, gbt=False, test_size=0.0, seed=0, quiet=True,
-                        progress=False)
+                        progress=False, metric=args.metric)
                 model = api.load(out / "model")
                 value = primary(ds["task"], test[ds["target"]], model, test.drop(columns=[ds["target"]]))
                 results[variant][ds["name"]] = value

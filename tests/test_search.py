@@ -201,10 +201,18 @@ def test_reporter_skips_a_non_finite_score_and_reports_the_next_epoch_at_its_own
     assert reported == {25: 1.0, 75: 3.0, 100: 4.0}
 
 
-def test_reporter_folds_continue_the_scale() -> None:
-    reporter, reported = _reports(max_epochs=2, n_epochs=2, n_folds=2)
-    assert reported == {25: 1.0, 50: 2.0, 75: 3.0, 100: 4.0}
-    assert len(reporter.curve) == 4
+def test_reporter_folds_continue_the_scale_and_report_the_running_mean_of_fold_bests() -> None:
+    """A CV trial reports what its value will be so far: the finished folds' bests and the current fold's
+    best so far, averaged, so a rung inside fold 2 is not decided by one epoch of a fresh fold net."""
+    reporter, reported = _reports(max_epochs=2, n_epochs=2, n_folds=2)  # scores 1, 2 | 3, 4
+    assert reported == {25: 1.0, 50: 1.0, 75: 2.0, 100: 2.0}  # fold bests 1 and 3: mean 2 = the trial's value
+    assert reporter.curve == [1.0, 2.0, 3.0, 4.0]  # the curve keeps every epoch's own score
+    _, reported = _reports(max_epochs=3, n_epochs=3, n_folds=2, scores=[5.0, 2.0, 4.0, 9.0, 6.0, 1.0])
+    assert reported == {17: 5.0, 34: 2.0, 50: 2.0, 67: 5.5, 84: 4.0, 100: 1.5}
+    # more epochs than steps: an unreported epoch still counts for its fold's best
+    _, reported = _reports(max_epochs=150, n_epochs=150, n_folds=2,
+                           scores=[1.0] + [0.5] + [2.0] * 148 + [3.0] * 150)
+    assert reported[1] == 1.0 and reported[51] == (0.5 + 3.0) / 2
     with pytest.raises(ValueError, match="fold"):
         reporter.start_fold(2)
 
@@ -384,6 +392,31 @@ def test_a_time_budget_caps_the_epochs_so_trials_fit(tmp_path: Path, ranged_spac
         assert trial.user_attrs["epochs_run"] <= 5
         # reported at the percent of the trial's own (capped) 5 epochs, not of the space's 6
         assert sorted(trial.intermediate_values) == [20 * (e + 1) for e in range(trial.user_attrs["epochs_run"])]
+
+
+def test_a_short_budget_gives_each_trial_a_larger_share() -> None:
+    from automl_dnn.objective import trial_share
+
+    assert trial_share(60.0) == 15.0  # budget / 4: budget / 8 = 7.5 s is too few epochs for any net
+    assert trial_share(200.0) == 30.0  # budget / 4 capped at 30 s, still above budget / 8 = 25 s
+    assert trial_share(300.0) == 37.5 and trial_share(3600.0) == 450.0  # budget / 8
+
+
+def test_a_trial_too_slow_for_its_share_is_not_started_once_one_has_completed(
+        tmp_path: Path, ranged_space: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first trial runs whatever its cost (something must complete); a later one whose 5 epochs
+    would take more than twice its share (3600 s / 8 = 450 s) is pruned before it trains."""
+    import automl_dnn.train as train_module
+
+    epoch_seconds = iter([1.0, 1000.0, 100.0])
+    patch_everywhere(monkeypatch, train_module, "estimate_epoch_seconds", lambda *a, **k: next(epoch_seconds))
+    _search(tmp_path / "run", ranged_space, n_trials=3, time_budget=3600.0, pruner="none")
+    trials = sorted(_study(tmp_path / "run").trials, key=lambda t: t.number)
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
+    assert trials[1].user_attrs["prune_reason"] == ("not started: 5 epochs take about 5000s, more than 2x a "
+                                                    "trial's share of the budget (450s)")
+    assert "epochs_run" not in trials[1].user_attrs
+    assert trials[2].user_attrs["max_epochs_for_budget"] == 5  # 500 s for 5 epochs: within 2x, so it runs
 
 
 def test_opening_a_storage_retries_while_another_worker_creates_the_tables() -> None:

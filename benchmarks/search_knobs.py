@@ -1,0 +1,106 @@
+"""Chooses the search's budget knobs (a trial's share of a short budget, the slow-trial guard, the
+pruner) from nets-only fits inside the benchmark's training parts, over several seeds.
+
+Each variant patches module constants of ``automl_dnn`` and runs one nets-only ``fit --time-budget B``
+per dataset and seed on 80 % of the training part of ``quality.py``'s outer split (the inner split's
+``random_state`` is the seed), scored with the table's primary metric on the other 20 %; the test parts
+the quality table is judged on are never read. Variants are interleaved per dataset and seed, so machine
+load hits them alike. Prints each cell as the mean over seeds, and the mean rank.
+
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablation import primary  # noqa: E402
+from quality import manifest, split  # noqa: E402
+
+from automl_dnn import api, objective  # noqa: E402
+
+DATASETS = ("adult", "california_housing", "phoneme", "vehicle")
+# name -> {module attribute: value}; "inf" disables the slow-trial guard.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "share budget/8, no guard (session 5)": {"SHORT_BUDGET_TRIALS": 8, "SLOW_TRIAL_FACTOR": float("inf")},
+    "share budget/8 + slow guard": {"SHORT_BUDGET_TRIALS": 8, "SLOW_TRIAL_FACTOR": 2.0},
+    "short-budget share (<= budget/4, 30 s) + slow guard": {"SHORT_BUDGET_TRIALS": 4, "SLOW_TRIAL_FACTOR": 2.0},
+}
+
+
+def inner_split(frame: pd.DataFrame, ds: dict[str, Any], seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from sklearn.model_selection import train_test_split
+
+    stratify = frame[ds["target"]] if ds["task"] != "regression" else None
+    return train_test_split(frame, test_size=0.2, random_state=seed, stratify=stratify)
+
+
+def run_variant(knobs: dict[str, Any], ds: dict[str, Any], inner: pd.DataFrame, holdout: pd.DataFrame,
+                budget: float, seed: int, folder: Path) -> float:
+    saved = {name: getattr(objective, name) for name in knobs}
+    try:
+        for name, value in knobs.items():
+            setattr(objective, name, value)
+        api.fit(inner, target=ds["target"], task=ds["task"], model_dir=folder / "model", out=folder / "run",
+                time_budget=budget, gbt=False, test_size=0.0, seed=seed, quiet=True, progress=False, report_page=False)
+    finally:
+        for name, value in saved.items():
+            setattr(objective, name, value)
+    return primary(ds["task"], holdout[ds["target"]], api.load(folder / "model"), holdout.drop(columns=[ds["target"]]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=60.0)
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    datasets = [ds for ds in manifest() if ds["name"] in args.datasets.split(",")]
+    cells: dict[str, dict[str, list[float]]] = {v: {ds["name"]: [] for ds in datasets} for v in VARIANTS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for ds in datasets:
+            train_file, _, _ = split(ds)  # the training part only
+            frame = pd.read_parquet(train_file)
+            for seed in seeds:
+                inner, holdout = inner_split(frame, ds, seed)
+                for i, (name, knobs) in enumerate(VARIANTS.items()):
+                    folder = Path(tmp) / f"{ds['name']}-{seed}-{i}"
+                    value = run_variant(knobs, ds, inner, holdout, args.budget, seed, folder)
+                    cells[name][ds["name"]].append(value)
+                    print(f"{ds['name']} seed {seed} | {name}: {value:.4f}", flush=True)
+    report(cells, datasets)
+
+
+def report(cells: dict[str, dict[str, list[float]]], datasets: list[dict[str, Any]]) -> None:
+    names = [ds["name"] for ds in datasets]
+    means = {v: {d: statistics.mean(vals) for d, vals in per.items()} for v, per in cells.items()}
+    ranks: dict[str, list[int]] = {v: [] for v in cells}
+    for ds in datasets:
+        sign = 1.0 if ds["task"] == "regression" else -1.0  # RMSE down, ROC-AUC / accuracy up
+        for rank, v in enumerate(sorted(cells, key=lambda v: sign * means[v][ds["name"]]), start=1):
+            ranks[v].append(rank)
+    print("command: " + " ".join(shlex.quote(a) for a in [".venv/bin/python", "benchmarks/search_knobs.py",
+                                                          *sys.argv[1:]]))
+    print("| variant | " + " | ".join(names) + " | mean rank |")
+    print("|---|" + "---|" * (len(names) + 1))
+    for v in sorted(cells, key=lambda v: statistics.mean(ranks[v])):
+        row = " | ".join(f"{_fmt(means[v][d])} ({r})" for d, r in zip(names, ranks[v]))
+        print(f"| {v} | {row} | {statistics.mean(ranks[v]):.2f} |")
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}"
+
+
+if __name__ == "__main__":
+    main()
