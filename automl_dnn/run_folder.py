@@ -42,7 +42,7 @@ from automl_dnn.files import atomic_write, load_arrays, read_json, save_arrays, 
 from automl_dnn.folds import default_cv_folds
 from automl_dnn.paths import make_folder
 from automl_dnn.space import SearchSpace, load_space
-from automl_dnn.storage import check_storage_for_jobs, open_storage
+from automl_dnn.storage import check_storage_for_jobs, open_storage, open_study_storage
 
 RUN_FORMAT = 1
 PARTS = ("train", "valid", "test")
@@ -238,10 +238,14 @@ def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tup
         "artifacts": str(Path(options.artifacts).resolve()) if options.artifacts else str(run.root.resolve() / "artifacts"),
         "notes": list(dataset.notes),
     }
+    resumed = run.exists() and run.read_spec()["storage"]
     if run.exists():
         _keep_recorded(run.read_spec(), spec, options, run)
     check_storage_for_jobs(spec["storage"], options.jobs)
-    open_storage(spec["storage"])  # a URL that cannot be opened is never recorded in run.json
+    if spec["storage"] == resumed:  # a URL that worked before: wait for its server like any later call
+        open_study_storage(spec["storage"])
+    else:  # a URL that cannot be opened is never recorded in run.json: a mistyped host is told at once
+        open_storage(spec["storage"])
     expected = [run.split_path, run.target_path] + [run.data_path(s) for s in scalings_of(space)]
     if not all(path.exists() for path in expected):
         notes = _write_data(run, dataset, space)

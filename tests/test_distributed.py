@@ -336,3 +336,26 @@ def test_a_server_down_at_open_past_the_window_is_one_storage_error(
     assert "\n" not in str(raised.value) and "run the same command again" in str(raised.value)
     assert len(tries) >= 2, "it was retried before giving up"
     assert capsys.readouterr().err.count("note: storage") == 1
+
+
+def test_a_resumed_search_waits_for_its_server_a_new_one_is_told_at_once(
+        tmp_path: Path, tiny_space: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run folder's recorded storage worked before: its open retries (the window's one-line error);
+    a new run's storage that cannot be opened is one line at once, and never recorded."""
+    from automl_dnn import api
+
+    monkeypatch.setenv(RETRY_SECONDS_VARIABLE, "1")
+    with postgres() as server:
+        search = dict(space=str(tiny_space), storage=server.url, study_name="shared", quiet=True, cv_folds=1,
+                      pruner="none")
+        api.search("builtin:breast_cancer", out=tmp_path / "run", n_trials=1, **search)
+        server.stop()
+        with pytest.raises(StorageError, match=r"unreachable for 1 s"):
+            api.search("builtin:breast_cancer", out=tmp_path / "run", n_trials=2, **search)
+        with pytest.raises(StorageError, match=r"^cannot open storage"):
+            api.search("builtin:breast_cancer", out=tmp_path / "new", n_trials=1, **search)
+        assert not (tmp_path / "new" / "run.json").exists()
+        server.start()
+        api.search("builtin:breast_cancer", out=tmp_path / "run", n_trials=2, **search)  # resumes: one more trial
+        _, finished = _finished(server.url)
+    assert [state for state, _, _ in finished.values()] == [TrialState.COMPLETE] * 2
