@@ -178,10 +178,10 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     bag_deadline = deadline if bagging_until is None else min(bagging_until, deadline or math.inf)
     bagged = _bag_nets(run, encoder, candidates, folds, bag_mode=bag_mode, top_k=top_k, seed=seed,
                        deadline=bag_deadline, threads=threads, device=device, notes=notes, jobs=jobs)
-    if bagged is None:  # issue 13: after a search on a sample of the rows, its best nets again on every row
+    if bagged is None:  # not bagged: the best nets again on every training + validation row, as time allows
         refit_until = None if deadline is None else deadline - REFIT_EXPORT_SHARE * (deadline - time.monotonic())
-        candidates = _refit_sampled(run, encoder, candidates, top_k=top_k, deadline=refit_until, threads=threads,
-                                    device=device, notes=notes)
+        candidates = _refit_unbagged(run, encoder, candidates, top_k=top_k, deadline=refit_until, threads=threads,
+                                     device=device, notes=notes)
     seconds["bagging"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -398,16 +398,17 @@ def _fold_pool(jobs: int, device: str, threads: int | None) -> Iterator[FoldPool
         yield pool
 
 
-def _refit_sampled(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], *, top_k: int,
-                   deadline: float | None, threads: int | None, device: str, notes: list[str]) -> list[Candidate]:
-    """Issue 13: the best ``top_k`` nets of a search that trained on a sample of the rows, refit on every
-    development row as far as the time left allows (``plan_bagging``, one copy each, best first); their
-    weights are still fitted on their trials' validation predictions, the refit copies are exported and
-    scored. A net left out keeps its trial's weights, and a note says so."""
+def _refit_unbagged(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], *, top_k: int,
+                    deadline: float | None, threads: int | None, device: str, notes: list[str]) -> list[Candidate]:
+    """The best ``top_k`` nets, when they are not bagged, refit on every development row as far as the time
+    left allows (``plan_bagging``, one copy each, best first), as XGBoost's exported copy is: their trials
+    trained on the training rows only (issue 13: on a sample of them). Their weights are still fitted on
+    their trials' validation predictions; the refit copies are exported and scored. A net left out keeps
+    its trial's weights, and a note says so."""
     sizes = sample_sizes(run)
-    if sizes is None or sizes["sample"] >= sizes["train"]:  # the trials trained on every training row
-        return candidates
-    sample = sizes["sample"]
+    sample = None if sizes is None or sizes["sample"] >= sizes["train"] else sizes["sample"]
+    trained = "" if sample is None else f" (the search trained on {sample:,})"
+    as_searched = "the training rows" if sample is None else f"{sample:,} training rows"
     ranked = [c for c in candidates if c.kind == "net" and c.best_epoch is not None][:top_k]
     left = None if deadline is None else deadline - time.monotonic()
     # the whole time left (no PLAN_SAFETY): REFIT_EXPORT_SHARE of the step's time is kept back already
@@ -423,11 +424,11 @@ def _refit_sampled(run: RunDir, encoder: TargetEncoder, candidates: list[Candida
         refit[c.name] = dataclasses.replace(c, test=member.test, bag=member)
     kept = [c.name for c in ranked if c.name not in refit]
     if refit:
-        notes.append(f"{', '.join(refit)} refit on every training + validation row (the search trained on "
-                     f"{sample:,}); weights fitted on the searched nets' validation predictions")
+        notes.append(f"{', '.join(refit)} refit on every training + validation row{trained}; weights fitted on "
+                     "the searched nets' validation predictions")
     if kept:
         need = sum(c.copy_seconds or 0.0 for c in ranked if c.name in kept)
-        notes.append(f"{', '.join(kept)} exported as searched, on {sample:,} training rows: a refit on every row "
+        notes.append(f"{', '.join(kept)} exported as searched, on {as_searched}: a refit on every row "
                      f"needs about {need:.0f}s{'' if left is None else f' and {max(left, 0):.0f}s were left'}")
     return [refit.get(c.name, c) for c in candidates]
 

@@ -104,8 +104,10 @@ def test_report_rows_feed_the_printer(tmp_path_factory: pytest.TempPathFactory) 
 def test_model_members_match_the_report(tmp_path_factory: pytest.TempPathFactory) -> None:
     model, report = ensembled("diabetes", tmp_path_factory)
     spec = json.loads((model / "model.json").read_text())
+    # not bagged: the chosen nets are exported as their refit on every training + validation row
     assert {m["name"]: m["weight"] for m in spec["members"]} == pytest.approx(
-        {row.name: row.weight for row in report.selected})
+        {row.name + ("-refit" if row.kind == "net" else ""): row.weight for row in report.selected})
+    assert any("refit on every training + validation row; weights fitted on" in n for n in report.notes)
     assert spec["threshold"] is None and spec["task"] == "regression"
 
 

@@ -371,13 +371,14 @@ def test_round_trip_reproduces_the_ensemble_test_score(name: str, tmp_path_facto
 
 def test_round_trip_equals_the_saved_net_predictions(tmp_path_factory: pytest.TempPathFactory,
                                                      tmp_path: Path) -> None:
-    """Nets only: the exported model's test probabilities are the weighted blend of the saved ones."""
+    """Nets only: the exported model's test probabilities are the weighted blend of the saved ones (not
+    bagged, each chosen net is exported as its refit on every training + validation row)."""
     run = searched("digits", tmp_path_factory)
     ensemble_run(run, model_dir=tmp_path / "m", gbt=False)
     spec = json.loads((tmp_path / "m" / "model.json").read_text())
-    artifacts = Path(RunDir(run).read_spec()["artifacts"])
-    saved = [load_arrays(artifacts / f"trial-{m['trial']:05d}" / "predictions.safetensors")["test"]
-             for m in spec["members"]]
+    assert all(m["name"].endswith("-refit") for m in spec["members"])
+    saved = [load_arrays(RunDir(run).root / "bagging" / f"net-{m['trial']:05d}" / "refit" / "predictions.safetensors")
+             ["test"] for m in spec["members"]]
     expected = blend(saved, [m["weight"] for m in spec["members"]])
     frame, _, _ = _test_part(run)
     np.testing.assert_allclose(load_model(tmp_path / "m").predict_proba(frame), expected, rtol=1e-4, atol=1e-6)
