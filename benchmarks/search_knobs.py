@@ -1,13 +1,15 @@
 """Chooses the search's budget knobs (a trial's share of a short budget, the slow-trial guard, the
-pruner) from nets-only fits inside the benchmark's training parts, over several seeds.
+workers of a nets-only fit) from nets-only fits inside the benchmark's training parts, over several seeds.
 
-Each variant patches module constants of ``automl_dnn`` and runs one nets-only ``fit --time-budget B``
+Each variant patches module constants of ``automl_dnn.objective`` (in this process: a ``jobs > 1`` variant's
+workers do not see them) and/or passes ``api.fit`` options, and runs one nets-only ``fit --time-budget B``
 per dataset and seed on 80 % of the training part of ``quality.py``'s outer split (the inner split's
 ``random_state`` is the seed), scored with the table's primary metric on the other 20 %; the test parts
 the quality table is judged on are never read. Variants are interleaved per dataset and seed, so machine
 load hits them alike. Prints each cell as the mean over seeds, and the mean rank.
 
-    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment share
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment jobs
 """
 
 from __future__ import annotations
@@ -29,11 +31,21 @@ from quality import manifest, split  # noqa: E402
 from automl_dnn import api, objective  # noqa: E402
 
 DATASETS = ("adult", "california_housing", "phoneme", "vehicle")
-# name -> {module attribute: value}; "inf" disables the slow-trial guard.
-VARIANTS: dict[str, dict[str, Any]] = {
-    "share budget/8, no guard (session 5)": {"SHORT_BUDGET_TRIALS": 8, "SLOW_TRIAL_FACTOR": float("inf")},
-    "share budget/8 + slow guard": {"SHORT_BUDGET_TRIALS": 8, "SLOW_TRIAL_FACTOR": 2.0},
-    "short-budget share (<= budget/4, 30 s) + slow guard": {"SHORT_BUDGET_TRIALS": 4, "SLOW_TRIAL_FACTOR": 2.0},
+# experiment -> variant -> {"objective": {module attribute: value}, "fit": {api.fit option: value}};
+# a slow-trial factor of inf disables that guard.
+EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
+    "share": {
+        "share budget/8, no guard (session 5)": {"objective": {"SHORT_BUDGET_TRIALS": 8,
+                                                               "SLOW_TRIAL_FACTOR": float("inf")}},
+        "share budget/8 + slow guard": {"objective": {"SHORT_BUDGET_TRIALS": 8, "SLOW_TRIAL_FACTOR": 2.0}},
+        "short-budget share (<= budget/4, 30 s) + slow guard": {"objective": {"SHORT_BUDGET_TRIALS": 4,
+                                                                              "SLOW_TRIAL_FACTOR": 2.0}},
+    },
+    # the nets alone on 2 cores: one worker with 2 torch threads, or 2 workers with one thread each
+    "jobs": {
+        "1 worker x 2 threads": {"fit": {"jobs": 1}},
+        "2 workers x 1 thread": {"fit": {"jobs": 2, "threads": 1}},
+    },
 }
 
 
@@ -44,14 +56,16 @@ def inner_split(frame: pd.DataFrame, ds: dict[str, Any], seed: int) -> tuple[pd.
     return train_test_split(frame, test_size=0.2, random_state=seed, stratify=stratify)
 
 
-def run_variant(knobs: dict[str, Any], ds: dict[str, Any], inner: pd.DataFrame, holdout: pd.DataFrame,
+def run_variant(variant: dict[str, dict[str, Any]], ds: dict[str, Any], inner: pd.DataFrame, holdout: pd.DataFrame,
                 budget: float, seed: int, folder: Path) -> float:
+    knobs = variant.get("objective", {})
     saved = {name: getattr(objective, name) for name in knobs}
     try:
         for name, value in knobs.items():
             setattr(objective, name, value)
         api.fit(inner, target=ds["target"], task=ds["task"], model_dir=folder / "model", out=folder / "run",
-                time_budget=budget, gbt=False, test_size=0.0, seed=seed, quiet=True, progress=False, report_page=False)
+                time_budget=budget, gbt=False, test_size=0.0, seed=seed, quiet=True, progress=False,
+                report_page=False, **variant.get("fit", {}))
     finally:
         for name, value in saved.items():
             setattr(objective, name, value)
@@ -63,19 +77,21 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=60.0)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--experiment", default="share", choices=list(EXPERIMENTS))
     args = parser.parse_args()
+    variants = EXPERIMENTS[args.experiment]
     seeds = [int(s) for s in args.seeds.split(",")]
     datasets = [ds for ds in manifest() if ds["name"] in args.datasets.split(",")]
-    cells: dict[str, dict[str, list[float]]] = {v: {ds["name"]: [] for ds in datasets} for v in VARIANTS}
+    cells: dict[str, dict[str, list[float]]] = {v: {ds["name"]: [] for ds in datasets} for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for ds in datasets:
             train_file, _, _ = split(ds)  # the training part only
             frame = pd.read_parquet(train_file)
             for seed in seeds:
                 inner, holdout = inner_split(frame, ds, seed)
-                for i, (name, knobs) in enumerate(VARIANTS.items()):
+                for i, (name, variant) in enumerate(variants.items()):
                     folder = Path(tmp) / f"{ds['name']}-{seed}-{i}"
-                    value = run_variant(knobs, ds, inner, holdout, args.budget, seed, folder)
+                    value = run_variant(variant, ds, inner, holdout, args.budget, seed, folder)
                     cells[name][ds["name"]].append(value)
                     print(f"{ds['name']} seed {seed} | {name}: {value:.4f}", flush=True)
     report(cells, datasets)
