@@ -113,15 +113,17 @@ def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: f
                       device=options.get("device", "auto"), bagging_until=until, jobs=options.get("jobs", 1))
     background = None  # issue 13: XGBoost's frames (0.4 GB at 1M rows) go before the page reads the table again
     if report_page:
-        _write_fit_page(summary, report, options.get("seed", 0))
+        _write_fit_page(summary, report, options.get("seed", 0), None if plan is None else plan.report)
     return summary, report
 
 
-def _write_fit_page(summary: SearchSummary, report: EnsembleReport, seed: int) -> None:
-    """The report page of a fit; the model is written by now, so a page that fails is only a warning."""
+def _write_fit_page(summary: SearchSummary, report: EnsembleReport, seed: int, seconds: float | None) -> None:
+    """The report page of a fit, in its share of the budget; the model is written by now, so a page that
+    fails is only a warning."""
     page = report_path_for(report.model_dir)
     try:
-        report.page = write_report(summary.run_dir, out=page, model_dir=report.model_dir, seed=seed)
+        report.page = write_report(summary.run_dir, out=page, model_dir=report.model_dir, seed=seed,
+                                   time_budget=seconds)
     except AutoDNNError as exc:
         report.warnings.append(f"no report page: {exc}")
 
@@ -155,16 +157,19 @@ def predict_file(model_dir: Path, data: Any, *, out: Path | None = None, mc_samp
     return _predict_file(Path(model_dir), data, out=Path(out) if out else None, mc_samples=mc_samples)
 
 
-def write_report(run_dir: Path, *, out: Path | None = None, model_dir: Path | None = None, seed: int = 0) -> Path:
+def write_report(run_dir: Path, *, out: Path | None = None, model_dir: Path | None = None, seed: int = 0,
+                 time_budget: float | None = None) -> Path:
     """Write the HTML report page of a run: summary, leaderboard, held-out behaviour, feature importance,
     learning curves, uncertainty and the study. ``model_dir``: the model to describe (default: the one the
-    run's last ensemble step exported); ``out``: default RUN_DIR/report.html."""
+    run's last ensemble step exported); ``out``: default RUN_DIR/report.html; ``time_budget``: seconds the
+    page may take (its permutation importance shuffles fewer rows to fit them; None: no limit)."""
     run_dir = Path(run_dir)
     RunDir(run_dir).read_spec()  # not a run folder: refused before any folder is made
     out = Path(out) if out else run_dir / "report.html"
     check_file_path(out, "report path")
     make_folder(out.parent, "report folder")
-    return write_report_page(run_dir, out, model_dir=Path(model_dir) if model_dir else None, seed=seed)
+    return write_report_page(run_dir, out, model_dir=Path(model_dir) if model_dir else None, seed=seed,
+                             time_budget=time_budget)
 
 
 def report_path_for(model_dir: Path) -> Path:

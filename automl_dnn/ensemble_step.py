@@ -185,6 +185,8 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     seconds["bagging"] = time.monotonic() - t0
 
     t0 = time.monotonic()
+    if bagged is None and isinstance(gbt, BackgroundGBT):
+        gbt.skip_after()  # the nets are not bagged: XGBoost's fold copies in its thread would serve nothing
     member = _gbt_member(run, spec, gbt, gbt_trials, seed, deadline, threads, notes)
     if member is not None:
         candidates.append(Candidate(name="xgboost", kind="xgboost", trial=None, description=member.describe(),

@@ -545,14 +545,17 @@ class BackgroundGBT:
 
     def __init__(self, *, n_trials: int, seed: int = 0, threads: int | None = None,
                  fits_after: Callable[[Dataset], float] | None = None,
-                 after: Callable[[RunDir, GBTMemberFit, Callable[[], bool]], None] | None = None) -> None:
-        """``after(run, member, stopped)`` runs in the thread once XGBoost is tuned (k-fold bagging's folds,
-        on XGBoost's own cores); ``fits_after(dataset)`` says how many fits of the best trial it makes, so
-        that the tuning keeps time for them."""
+                 after: Callable[[RunDir, GBTMemberFit, Callable[[], bool], float | None], None] | None = None
+                 ) -> None:
+        """``after(run, member, stopped, deadline)`` runs in the thread once XGBoost is tuned (k-fold bagging's
+        folds, on XGBoost's own cores) and must end by ``deadline`` (``time.monotonic()``, None: no limit);
+        ``fits_after(dataset)`` says how many fits of the best trial it makes, so that the tuning keeps time
+        for them."""
         self.n_trials, self.seed, self.threads = n_trials, seed, threads
         self.fits_after, self.after = fits_after, after
         self.notes: list[str] = []
         self._stop = threading.Event()
+        self._skip_after = threading.Event()  # the nets were not bagged: XGBoost's folds would serve nothing
         self._thread: threading.Thread | None = None
         self._dataset: Dataset | None = None
         self._member: GBTMemberFit | None = None
@@ -566,6 +569,7 @@ class BackgroundGBT:
         self._thread.start()
 
     def _run(self, spec: dict[str, Any], budget: float | None) -> None:
+        deadline = None if budget is None else time.monotonic() + budget
         try:
             run = RunDir(Path(spec["run_dir"]))
             dataset, self._dataset = self._dataset, None
@@ -577,13 +581,17 @@ class BackgroundGBT:
                                           threads=self.threads, notes=self.notes, stop=self._stop, reserve=reserve)
             del inputs
             if self.after is not None:
-                self.after(run, self._member, self._stop.is_set)
+                self.after(run, self._member, lambda: self._stop.is_set() or self._skip_after.is_set(), deadline)
         except BaseException as exc:  # handed to the caller of result()
             self._error = exc
 
     def stop(self) -> None:
         """Stop boosting now (Ctrl-C, a failed search); result() then returns what is done, unrefitted."""
         self._stop.set()
+
+    def skip_after(self) -> None:
+        """Skip (or stop, between two fits) the work ``after`` does: the caller no longer needs it."""
+        self._skip_after.set()
 
     def result(self) -> GBTMemberFit | None:
         """The fitted member once the thread is done; None if it never started."""

@@ -39,6 +39,10 @@ IMPORTANCE_ROWS, IMPORTANCE_REPEATS = 2000, 3
 #: Shuffled cells (rows x input columns) at most: a table wider than 20 columns shuffles fewer rows, at least
 #: IMPORTANCE_MIN_ROWS (issue 13: 100 columns x 2,000 rows x 3 repeats through a TabM net took 80 s).
 IMPORTANCE_CELLS, IMPORTANCE_MIN_ROWS = 40_000, 300
+#: On a time budget (``fit``'s report share), the importance gets this share of the page's time left, at the
+#: held-out prediction's measured rows per second, and shuffles at least IMPORTANCE_FLOOR_ROWS rows (a
+#: 60 s fit of letter: 26 classes, a TabM member, 2,000 rows took 30 s of a 3 s share).
+IMPORTANCE_TIME_SHARE, IMPORTANCE_FLOOR_ROWS = 0.6, 100
 MC_SAMPLES, MC_ROWS, MC_BINS = 20, 2000, 10
 CALIBRATION_BINS = 10
 #: Held-out rows the page predicts at most, a seeded sample beyond (issue 13: a large table's 150,000 test rows,
@@ -81,18 +85,22 @@ class RunView:
     held_out: HeldOut | None
     missing: list[str] = field(default_factory=list)  # why a part of the page is left out
     seconds: dict[str, float] = field(default_factory=dict)  # what building the page cost
+    deadline: float | None = None  # time.perf_counter() by which the page should be done (fit's report share)
 
 
 # --- the page ---------------------------------------------------------------------------------
 
 
-def write_report_page(run_dir: Path, path: Path, *, model_dir: Path | None = None, seed: int = 0) -> Path:
-    """Write the report page of ``run_dir`` (with ``model_dir``, else the model its ensemble.json names)."""
+def write_report_page(run_dir: Path, path: Path, *, model_dir: Path | None = None, seed: int = 0,
+                      time_budget: float | None = None) -> Path:
+    """Write the report page of ``run_dir`` (with ``model_dir``, else the model its ensemble.json names);
+    on a ``time_budget`` its permutation importance shuffles as many rows as fit the time left."""
     started = time.perf_counter()
     view = read_run(Path(run_dir), model_dir)
+    view.deadline = None if time_budget is None else started + time_budget
     prediction = _predict_held_out(view)
     body = [leaderboard_section(view, prediction), behaviour_section(view, prediction),
-            importance_section(view, seed), learning_curves_section(view), uncertainty_section(view),
+            importance_section(view, seed, prediction), learning_curves_section(view), uncertainty_section(view),
             study_section(view)]
     view.seconds["page"] = time.perf_counter() - started
     page = render_page(view, [summary_section(view)] + body)
@@ -503,14 +511,26 @@ def _calibration_what(classes: list[str]) -> str:
 # --- feature importance -----------------------------------------------------------------------
 
 
-def importance_section(view: RunView, seed: int) -> Section:
+def importance_rows_in_time(seconds_left: float, rows_per_second: float, n_columns: int) -> int:
+    """The rows whose IMPORTANCE_REPEATS shuffles of every column (and one unshuffled pass) the model
+    predicts in IMPORTANCE_TIME_SHARE of the page's time left, at least IMPORTANCE_FLOOR_ROWS."""
+    predictions = IMPORTANCE_REPEATS * n_columns + 1
+    fit = IMPORTANCE_TIME_SHARE * max(seconds_left, 0.0) * rows_per_second / predictions
+    return max(IMPORTANCE_FLOOR_ROWS, int(fit))
+
+
+def importance_section(view: RunView, seed: int, prediction: Prediction | None = None) -> Section:
     section = Section("importance", "Feature importance")
     predictor, held = view.predictor, view.held_out
     if predictor is None or held is None:
         section.parts.append("<p class='missing'>Not available: no model or no held-out rows (see the summary).</p>")
         return section
     # issue 13: a wide table shuffles fewer rows, so the page's cost stays about that of 20 columns x 2,000 rows
-    rows = max(IMPORTANCE_MIN_ROWS, min(IMPORTANCE_ROWS, IMPORTANCE_CELLS // max(1, len(predictor.required_columns))))
+    n_columns = max(1, len(predictor.required_columns))
+    rows = max(IMPORTANCE_MIN_ROWS, min(IMPORTANCE_ROWS, IMPORTANCE_CELLS // n_columns))
+    if view.deadline is not None and prediction is not None and prediction.seconds > 0:
+        rows = min(rows, importance_rows_in_time(view.deadline - time.perf_counter(),
+                                                 len(held.frame) / prediction.seconds, n_columns))
     table = predictor.feature_importance(held.frame.assign(**{predictor.target: held.labels}), target=predictor.target,
                                          repeats=IMPORTANCE_REPEATS, max_rows=rows, seed=seed)
     view.seconds["importance"] = table.attrs["seconds"]

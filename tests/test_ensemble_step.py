@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -265,6 +266,37 @@ def test_background_gbt_trains_beside_the_search_and_exports_its_refit_copy(tmp_
     spec = json.loads((tmp_path / "m" / "model.json").read_text())
     exported = next(m for m in spec["members"] if m["kind"] == "xgboost")
     assert exported["best_iteration"] + 1 == round(train_rounds * grow) > train_rounds
+
+
+def test_xgboost_bags_its_folds_in_its_thread_only_while_they_fit_before_the_deadline(tmp_path: Path) -> None:
+    """A fold is started only if its estimate (the best trial's seconds, scaled to the fold's rows) ends by
+    the deadline, and not at all once the nets are known not to be bagged (``skip_after``)."""
+    from automl_dnn.bagging import gbt_fold_seconds, gbt_in_thread
+
+    seen: list[tuple[bool, float | None]] = []
+    background = BackgroundGBT(n_trials=1, seed=0, threads=1,
+                               after=lambda run, member, stopped, deadline: seen.append((stopped(), deadline)))
+    started = time.monotonic()
+    api.search("builtin:breast_cancer", out=tmp_path / "run", n_trials=1,
+               on_prepared=lambda spec, data, _: background.start(spec, data, time.time() + 3600), **SEARCH)
+    member = background.result()
+    assert member is not None and len(seen) == 1
+    assert seen[0][0] is False and seen[0][1] == pytest.approx(started + 3600, abs=60)  # its deadline, monotonic
+    background.skip_after()
+    assert background._skip_after.is_set()
+
+    # the fold estimate: the best trial's seconds x (fold rows / training rows)^2
+    member.result.trials = [{"valid_loss": 0.5, "seconds": 4.0}, {"valid_loss": 0.2, "seconds": 2.0}]
+    n_train, n_valid = len(member.labels["train"]), len(member.labels["valid"])
+    fold_rows = 4 / 5 * (n_train + n_valid)
+    assert gbt_fold_seconds(member, 5) == pytest.approx(2.0 * (fold_rows / n_train) ** 2)
+    _, after = gbt_in_thread(5, seed=0, threads=1)
+    after(RunDir(tmp_path / "run"), member, lambda: False, time.monotonic() + 1.0)  # 2.x s a fold: none starts
+    assert member.bag is None and not (tmp_path / "run" / "bagging").exists()
+    after(RunDir(tmp_path / "run"), member, lambda: True, None)  # stopped: none starts either
+    assert member.bag is None
+    after(RunDir(tmp_path / "run"), member, lambda: False, None)  # no deadline: all 5 folds
+    assert member.bag is not None and member.bag.oof.shape[0] == n_train + n_valid
 
 
 def test_background_gbt_hands_its_error_to_the_ensemble_step(tmp_path: Path) -> None:

@@ -349,3 +349,21 @@ def test_piped_output_is_100_columns_wide_unless_columns_says_otherwise(monkeypa
     assert report._console().width == report.PIPED_WIDTH == 100
     monkeypatch.setenv("COLUMNS", "132")
     assert report._console().width == 132
+
+
+def test_on_a_time_budget_the_importance_shuffles_the_rows_that_fit() -> None:
+    """fit's report share: at 1,000 rows/s, 10 s left and 20 columns, 0.6 x 10 x 1,000 / 61 predictions = 98
+    rows, raised to the floor of 100; with more time the rows grow, and nothing left still gives the floor."""
+    assert report_page.importance_rows_in_time(10.0, 1_000.0, 20) == report_page.IMPORTANCE_FLOOR_ROWS == 100
+    assert report_page.importance_rows_in_time(100.0, 1_000.0, 20) == int(0.6 * 100 * 1_000 / 61) == 983
+    assert report_page.importance_rows_in_time(-5.0, 1_000.0, 20) == 100
+
+
+def test_a_page_out_of_time_shuffles_only_the_floor_of_rows(binary_run: SimpleNamespace, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_page, "IMPORTANCE_FLOOR_ROWS", 10)
+    rows_used = re.compile(r"Permutation importance of the exported model on ([\d,]+) test rows")
+    unlimited = api.write_report(binary_run.run, out=tmp_path / "all.html").read_text()
+    out_of_time = api.write_report(binary_run.run, out=tmp_path / "page.html", time_budget=1e-6).read_text()
+    assert int(rows_used.search(unlimited).group(1)) == 90  # every test row (600 x 0.15)
+    assert int(rows_used.search(out_of_time).group(1)) == 10
