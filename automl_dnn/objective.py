@@ -40,6 +40,10 @@ MIN_EPOCHS = 5
 # A trial whose MIN_EPOCHS take more than this many times its share is not started once a trial has
 # completed: one such net (a wide TabM with k = 8 on 2 cores) can eat half of a short search.
 SLOW_TRIAL_FACTOR = 2.0
+# Whether the pruner may stop the space's enqueued first trials (its portfolio): their schedules differ
+# (flat-then-cosine with EMA starts slow, a TabM converges in few epochs), so an early rung misjudges them.
+# They still report, and set the bar at each rung for the trials after them.
+PRUNE_PORTFOLIO = True
 BIN_ROWS = 200_000  # PLE's quantile bins are computed on at most this many training rows (seeded sample)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ACCURACY_LIKE_METRICS = ("accuracy", "balanced_accuracy")  # the only metrics label smoothing may serve
@@ -432,6 +436,7 @@ class EpochReporter(Callback):
         self.epoch_seconds = 0.0
         self.last_step = 0
         self.fold_bests: list[float] = []  # lower-is-better best of each finished fold
+        self.protected = not PRUNE_PORTFOLIO and _is_enqueued(trial)
         self.fold_best = math.inf  # of the current fold so far
 
     def start_fold(self, fold: int) -> None:
@@ -454,7 +459,8 @@ class EpochReporter(Callback):
             self.last_step = step
             value = self._estimate(value)
             self.trial.report(value, step)
-            if step < 100 and self.trial.should_prune():
+            # should_prune records the value at a rung, so a protected trial still sets the bar there
+            if step < 100 and self.trial.should_prune() and not self.protected:
                 self._prune(epoch, step, value)
         return self.should_stop()
 
@@ -472,6 +478,12 @@ class EpochReporter(Callback):
         self.trial.set_user_attr("learning_curve", self.curve)
         self.trial.set_user_attr("epoch_seconds", round(self.epoch_seconds, 3))
         raise optuna.TrialPruned(f"{self.metric}={value:.5g} at {where}")
+
+
+def _is_enqueued(trial: optuna.Trial) -> bool:
+    """Whether the trial is one of the enqueued first trials (Optuna marks them with their fixed params)."""
+    frozen = next((t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number), None)
+    return frozen is not None and "fixed_params" in frozen.system_attrs
 
 
 def finite_or_none(value: float | None) -> float | None:

@@ -41,6 +41,10 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "short-budget share (<= budget/4, 30 s) + slow guard": {"objective": {"SHORT_BUDGET_TRIALS": 4,
                                                                               "SLOW_TRIAL_FACTOR": 2.0}},
     },
+    "portfolio": {
+        "portfolio pruned like any trial (session 5)": {"objective": {"PRUNE_PORTFOLIO": True}},
+        "portfolio never pruned": {"objective": {"PRUNE_PORTFOLIO": False}},
+    },
     # the nets alone on 2 cores: one worker with 2 torch threads, or 2 workers with one thread each
     "jobs": {
         "1 worker x 2 threads": {"fit": {"jobs": 1}},

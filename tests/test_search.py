@@ -241,6 +241,34 @@ def test_halving_prunes_at_the_warm_up_percent_and_never_a_finished_trial() -> N
     assert finished.trials[-1].intermediate_values == {100: 9.0}
 
 
+@pytest.mark.parametrize("prune_portfolio", [True, False])
+def test_an_enqueued_trial_is_pruned_only_if_the_portfolio_may_be(prune_portfolio: bool,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A protected portfolio trial still reports at the rung (it sets the bar for later trials), and goes on."""
+    import automl_dnn.objective as objective
+
+    monkeypatch.setattr(objective, "PRUNE_PORTFOLIO", prune_portfolio)
+    study = optuna.create_study(pruner=make_pruner("halving"))
+    trial = study.ask()
+    for epoch in range(8):
+        EpochReporter(trial, "logloss", lambda: False, max_epochs=8).on_epoch_end(epoch, {"score": 0.1})
+    study.tell(trial, 0.1)
+    study.enqueue_trial({})  # a portfolio trial (no parameters in this study)
+    enqueued = study.ask()
+    reporter = EpochReporter(enqueued, "logloss", lambda: False, max_epochs=8)
+    reporter.on_epoch_end(0, {"score": 9.0})
+    if prune_portfolio:
+        with pytest.raises(optuna.TrialPruned):
+            reporter.on_epoch_end(1, {"score": 9.0})
+    else:
+        reporter.on_epoch_end(1, {"score": 9.0})  # 25 %: worse than the first trial, and kept
+        assert study.trials[-1].system_attrs["completed_rung_0"] == 9.0
+    later = study.ask()  # not enqueued: pruned whatever the setting
+    with pytest.raises(optuna.TrialPruned):
+        for epoch in range(2):
+            EpochReporter(later, "logloss", lambda: False, max_epochs=8).on_epoch_end(epoch, {"score": 5.0})
+
+
 @pytest.mark.parametrize("name", ["halving", "hyperband", "median", "none"])
 def test_every_pruner_works_on_the_percent_scale(name: str) -> None:
     pruner = make_pruner(name)
