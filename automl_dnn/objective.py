@@ -436,8 +436,8 @@ class EpochReporter(Callback):
         self.epoch_seconds = 0.0
         self.last_step = 0
         self.fold_bests: list[float] = []  # lower-is-better best of each finished fold
-        self.protected = not PRUNE_PORTFOLIO and _is_enqueued(trial)
         self.fold_best = math.inf  # of the current fold so far
+        self.protected = not PRUNE_PORTFOLIO and _is_enqueued(trial)  # reports, but is never pruned
 
     def start_fold(self, fold: int) -> None:
         """The next epochs belong to fold `fold` (0-based); their steps continue after the earlier folds'."""
