@@ -43,7 +43,7 @@ SLOW_TRIAL_FACTOR = 2.0
 # Whether the pruner may stop the space's enqueued first trials (its portfolio): their schedules differ
 # (flat-then-cosine with EMA starts slow, a TabM converges in few epochs), so an early rung misjudges them.
 # They still report, and set the bar at each rung for the trials after them.
-PRUNE_PORTFOLIO = True
+PRUNE_PORTFOLIO = False
 BIN_ROWS = 200_000  # PLE's quantile bins are computed on at most this many training rows (seeded sample)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ACCURACY_LIKE_METRICS = ("accuracy", "balanced_accuracy")  # the only metrics label smoothing may serve
