@@ -263,3 +263,41 @@ def test_a_search_on_a_sample_trains_its_nets_on_it_and_refits_them_on_every_row
     model = api.load(tmp_path / "model")
     frame = read_table(table.path)
     assert model.predict_proba(frame).shape == (len(frame), 2)
+
+
+SAMPLED_GUARD_SPACE = """
+name: sampled-guard
+params:
+  n_layers: 2
+  d_hidden: {choices: [8, 1024]}
+  optimizer: adam
+  lr: 0.01
+  schedule: none
+  batch_size: 64
+  max_epochs: 2
+  patience: 2
+enqueue:
+  - {d_hidden: 1024}
+  - {d_hidden: 8}
+"""
+
+
+def test_a_sampled_search_fails_a_trial_bigger_than_its_memory_plan(table: object, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a table too big for the budget a trial may take the table's float32 size (the floor here: 1 MB)."""
+    from automl_dnn import memory_guard
+    from optuna.trial import TrialState
+
+    from automl_dnn.study import open_study
+
+    monkeypatch.setattr(memory_guard, "SAMPLED_TRIAL_FLOOR", 1_000_000)  # the 2,000 x ~25 table is ~0.2 MB
+    monkeypatch.setenv(memory_guard.ENV_LIMIT, "1TB")  # the machine's own room is not what refuses it
+    space = tmp_path / "guard.yaml"
+    space.write_text(SAMPLED_GUARD_SPACE)
+    run = _sampled_run(table, tmp_path / "run", space)
+    api.search(table.path, out=run.root, target="y", space=str(space), n_trials=2, cv_folds=1, pruner="none",
+               quiet=True, progress=False)
+    trials = open_study(run.read_spec(), create=False).trials
+    assert {t.params["d_hidden"]: t.state for t in trials} == {1024: TrialState.FAIL, 8: TrialState.COMPLETE}
+    for trial in (t for t in trials if t.state == TrialState.FAIL):
+        assert trial.user_attrs["fail_reason"].endswith("1 MB allowed (the memory plan of a sampled search); not run")
