@@ -306,6 +306,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=600.0, help="--fit's --time-budget")
     parser.add_argument("--baseline-budget", type=float, default=60.0,
                         help="--time-budget of the baseline fit on 1,000 rows (its memory does not grow with time)")
+    parser.add_argument("--reuse-curve", action="store_true",
+                        help="take the sizes already in --work's curve.json from it instead of measuring them again")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # the child process: one table
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -314,8 +316,12 @@ def main() -> None:
         return
     rows = [int(r) for r in args.rows.split(",")]
     model = predict_model(args.work)
-    curve = {}
+    saved = args.work / "curve.json"
+    curve = ({int(n): v for n, v in json.loads(saved.read_text()).items()}
+             if args.reuse_curve and saved.exists() else {})
     for n in rows:
+        if n in curve:
+            continue
         path = table_for(n, args.work)
         result = subprocess.run([sys.executable, __file__, "--work", str(args.work), "--measure", str(path)],
                                 capture_output=True, text=True)
