@@ -301,15 +301,15 @@ def score(task: str, y_true: pd.Series, pred: pd.DataFrame, classes: list[Any]) 
     return out
 
 
-def cache_file(row: str, dataset: str, budget: float) -> Path:
-    return CACHE / "results" / f"{row}__{dataset}__{budget:g}.json"
+def cache_file(row: str, dataset: str, budget: float, seed: int = 0) -> Path:
+    return CACHE / "results" / f"{row}__{dataset}__{budget:g}{f'__s{seed}' if seed else ''}.json"
 
 
-def cache_key(name: str, split_hash: str, budget: float, with_package: bool = True) -> str:
+def cache_key(name: str, split_hash: str, budget: float, with_package: bool = True, seed: int = 0) -> str:
     system = SYSTEMS[name]
     runner_hash = files_hash([RUNNERS / f for f in (system.runner, "_common.py", *system.deps)])
     parts = [HARNESS_VERSION, name, split_hash, f"{budget:g}", runner_hash, ENVS[system.env].spec(),
-             json.dumps(RUN_ENV)]
+             json.dumps(RUN_ENV)] + ([f"seed {seed}"] if seed else [])
     if system.tracks_package and with_package:
         parts.append(package_hash())
     return sha(*parts)
@@ -319,19 +319,19 @@ def overrun_limit(budget: float) -> float:
     return budget * 1.25 + 10
 
 
-def run_system(name: str, ds: dict[str, Any], budget: float) -> None:
-    """Run one system on one dataset and cache one JSON per result row (errors too)."""
+def run_system(name: str, ds: dict[str, Any], budget: float, seed: int = 0) -> None:
+    """Run one system on one dataset (with its own ``seed``) and cache one JSON per result row (errors too)."""
     system = SYSTEMS[name]
     train_file, test_file, split_hash = split(ds)
-    key = cache_key(name, split_hash, budget)  # computed now: the package may have changed since the start
-    base = {"system": name, "dataset": ds["name"], "task": ds["task"], "budget": budget, "key": key,
-            "key_base": cache_key(name, split_hash, budget, with_package=False),
+    key = cache_key(name, split_hash, budget, seed=seed)  # computed now: the package may have changed since the start
+    base = {"system": name, "dataset": ds["name"], "task": ds["task"], "budget": budget, "key": key, "seed": seed,
+            "key_base": cache_key(name, split_hash, budget, with_package=False, seed=seed),
             "package_hash": package_hash() if system.tracks_package else None,
             "when": time.strftime("%Y-%m-%d %H:%M:%S")}
 
     def save_all(records: dict[str, dict[str, Any]]) -> None:
         for row in system.rows:
-            path = cache_file(row, ds["name"], budget)
+            path = cache_file(row, ds["name"], budget, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(dict(base, row=row, **records[row]), indent=1, default=str))
 
@@ -341,16 +341,16 @@ def run_system(name: str, ds: dict[str, Any], budget: float) -> None:
         save_all({row: {"status": "error", "error": str(exc)[-1500:]} for row in system.rows})
         log(f"{name} on {ds['name']}: {str(exc).splitlines()[0]}")
         return
-    work = CACHE / "work" / name / f"{ds['name']}-{budget:g}"
+    work = CACHE / "work" / name / f"{ds['name']}-{budget:g}{f'-s{seed}' if seed else ''}"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    logfile = CACHE / "logs" / f"{name}__{ds['name']}__{budget:g}.log"
+    logfile = CACHE / "logs" / f"{name}__{ds['name']}__{budget:g}{f'__s{seed}' if seed else ''}.log"
     logfile.parent.mkdir(parents=True, exist_ok=True)
     args = ["--train", str(train_file), "--test", str(test_file), "--task", ds["task"], "--target", ds["target"],
-            "--budget", f"{budget:g}", "--out", str(work)]
+            "--budget", f"{budget:g}", "--out", str(work), "--seed", str(seed)]
     hard_limit = budget * 3 + 600
-    log(f"{name} on {ds['name']} (budget {budget:g} s) ...")
+    log(f"{name} on {ds['name']} (budget {budget:g} s{f', seed {seed}' if seed else ''}) ...")
     proc = run_runner(python, system.runner, args, hard_limit, logfile)
     result_file = work / "result.json"
     if proc["returncode"] != 0 or not result_file.exists():
@@ -390,24 +390,45 @@ def run_system(name: str, ds: dict[str, Any], budget: float) -> None:
 # --- the table ----------------------------------------------------------------------------------
 
 
-def load_results(datasets: list[dict[str, Any]], systems: list[str], budget: float
+def load_results(datasets: list[dict[str, Any]], systems: list[str], budget: float, seeds: tuple[int, ...] = (0,)
                  ) -> dict[tuple[str, str], dict[str, Any]]:
     """Cached records with the current keys: (row, dataset) -> record. automl-dnn's records made with an
-    older source of the package are kept too (``stale``: marked in the table) until they are rerun."""
+    older source of the package are kept too (``stale``: marked in the table) until they are rerun. The
+    automl-dnn rows of several ``seeds`` are averaged (``merge_seeds``); the other systems run seed 0."""
     out = {}
     for ds in datasets:
         _, _, split_hash = split(ds)
         for name in systems:
-            key, key_base = cache_key(name, split_hash, budget), cache_key(name, split_hash, budget, False)
-            for row in SYSTEMS[name].rows:
-                path = cache_file(row, ds["name"], budget)
-                if path.exists():
-                    rec = json.loads(path.read_text())
-                    if rec.get("key") == key:
-                        out[(row, ds["name"])] = rec
-                    elif SYSTEMS[name].tracks_package and rec.get("key_base") == key_base:
-                        out[(row, ds["name"])] = dict(rec, stale=True)
+            found: dict[str, list[dict[str, Any]]] = {}
+            for seed in seeds if SYSTEMS[name].tracks_package else (0,):
+                key = cache_key(name, split_hash, budget, seed=seed)
+                key_base = cache_key(name, split_hash, budget, False, seed=seed)
+                for row in SYSTEMS[name].rows:
+                    path = cache_file(row, ds["name"], budget, seed)
+                    if path.exists():
+                        rec = json.loads(path.read_text())
+                        if rec.get("key") == key:
+                            found.setdefault(row, []).append(rec)
+                        elif SYSTEMS[name].tracks_package and rec.get("key_base") == key_base:
+                            found.setdefault(row, []).append(dict(rec, stale=True))
+            for row, recs in found.items():
+                out[(row, ds["name"])] = merge_seeds(recs)
     return out
+
+
+def merge_seeds(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record for the runs of several seeds: each metric's mean (``sd``: their standard deviations), the
+    longest fit, the first seed's details; an error if any seed failed."""
+    if len(recs) == 1:
+        return recs[0]
+    failed = [r for r in recs if r["status"] != "ok"]
+    if failed:
+        return failed[0]
+    metrics = {m: float(np.mean([r["metrics"][m] for r in recs])) for m in recs[0]["metrics"]}
+    sd = {m: float(np.std([r["metrics"][m] for r in recs], ddof=1)) for m in recs[0]["metrics"]}
+    return dict(recs[0], metrics=metrics, sd=sd, seeds=[r.get("seed", 0) for r in recs],
+                fit_s=max(r["fit_s"] for r in recs), predict_s=float(np.mean([r["predict_s"] for r in recs])),
+                overrun=any(r.get("overrun") for r in recs), stale=any(r.get("stale") for r in recs))
 
 
 def average_ranks(datasets: list[dict[str, Any]], rows: list[str], results: dict) -> dict[str, tuple[float, int]]:
@@ -471,6 +492,8 @@ def table(datasets: list[dict[str, Any]], systems: list[str], budget: float, res
                 text = fmt(vals[r])
                 if vals[r] == best:
                     text = f"**{text}**"
+                if "sd" in rec:
+                    text += f" ± {fmt(rec['sd'].get(metric))} ({len(rec['seeds'])} seeds)"
                 cells.append(text + (" †" if rec.get("overrun") else "") + (" ‡" if rec.get("stale") else ""))
         lines.append(f"| {ds['name']} | {ds['task']} | {metric} | " + " | ".join(cells) + " |")
     ranks = average_ranks(datasets, rows, results)
@@ -566,6 +589,8 @@ def main() -> None:
     parser.add_argument("--systems", help=f"comma-separated, from: {', '.join(SYSTEMS)} (default: all)")
     parser.add_argument("--datasets", help="comma-separated manifest names (default: all)")
     parser.add_argument("--budget", type=float, default=60.0, help="seconds per system and dataset (default 60)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds of the automl-dnn systems (their rows: "
+                        "the mean; the split and the other systems stay at seed 0)")
     parser.add_argument("--table-only", action="store_true", help="run nothing; print the table from the cache")
     parser.add_argument("--force", action="store_true", help="rerun the selected pairs even if cached")
     parser.add_argument("--retry-failed", action="store_true", help="rerun pairs cached as errors, retry "
@@ -600,19 +625,21 @@ def main() -> None:
                 log(str(exc))
         return
 
+    seeds = tuple(int(s) for s in args.seeds.split(","))
     if not args.table_only:
         for name in systems:  # one system at a time, dataset after dataset
-            for ds in datasets:
-                key = cache_key(name, split(ds)[2], args.budget)
-                recs = [cache_file(r, ds["name"], args.budget) for r in SYSTEMS[name].rows]
-                cached = [json.loads(p.read_text()) for p in recs if p.exists()]
-                fresh = len(cached) == len(recs) and all(c.get("key") == key for c in cached)
-                failed = any(c.get("status") != "ok" for c in cached)
-                if fresh and not args.force and not (failed and args.retry_failed):
-                    continue
-                run_system(name, ds, args.budget)
+            for seed in seeds if SYSTEMS[name].tracks_package else (0,):
+                for ds in datasets:
+                    key = cache_key(name, split(ds)[2], args.budget, seed=seed)
+                    recs = [cache_file(r, ds["name"], args.budget, seed) for r in SYSTEMS[name].rows]
+                    cached = [json.loads(p.read_text()) for p in recs if p.exists()]
+                    fresh = len(cached) == len(recs) and all(c.get("key") == key for c in cached)
+                    failed = any(c.get("status") != "ok" for c in cached)
+                    if fresh and not args.force and not (failed and args.retry_failed):
+                        continue
+                    run_system(name, ds, args.budget, seed)
 
-    results = load_results(datasets, systems, args.budget)
+    results = load_results(datasets, systems, args.budget, seeds)
     text = table(datasets, systems, args.budget, results)
     print(text)
     if not args.no_write:

@@ -36,6 +36,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--target", required=True)
     parser.add_argument("--budget", type=float, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0, help="the system's own seed (the split stays the same)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     return args

@@ -102,7 +102,7 @@ def fit_and_predict(args: Any, *flags: str) -> tuple[Path, float, float, pd.Data
     fit_start = dt.datetime.now()
     fit_s = run([str(BIN), "fit", str(args.train), "--target", args.target, "--task", args.task,
                  "--model", str(model), "--out", str(run_dir), "--time-budget", str(args.budget),
-                 "--test-size", "0", "--seed", "0", *flags, "--quiet"], args.out / "fit.log")
+                 "--test-size", "0", "--seed", str(args.seed), *flags, "--quiet"], args.out / "fit.log")
     fit_end = dt.datetime.now()
     predict_s, pred = predict(model, test_file, args.out / "pred.csv", args.out / "predict.log")
     notes = json.loads((model / "model.json").read_text()).get("notes", [])
