@@ -38,10 +38,6 @@ OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmspro
 EVAL_ROWS = 8192  # train.EVAL_BATCH_SIZE: evaluation's batch (a test keeps the two equal)
 BACKWARD_FACTOR = 2.5  # a training row's peak / what its forward pass keeps (measured on the CPU: 1.6 to 2.5)
 ROW_BYTES = 24  # per training/validation row beside its features: the int64 target, its float copy, the permutation
-# On a table too big for the budget (the search trains on a sample) a trial may take at most the float32
-# size of the whole encoded table, and never less than this: the fit already holds that matrix ~2.5 times
-# (XGBoost's frames and matrix, the trial's arrays), so the process stays within ~4x of it (issue 13).
-SAMPLED_TRIAL_FLOOR = 512 * 10**6
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
 MEMINFO = Path("/proc/meminfo")
@@ -323,29 +319,19 @@ def _device(device: str | torch.device) -> torch.device:
 # --------------------------------------------------------------------------- the check
 
 
-def sampled_trial_allowance(table_rows: int, columns: int) -> tuple[int, str]:
-    """What a trial of a sampled search may take: the float32 size of the encoded table, at least the floor."""
-    return max(SAMPLED_TRIAL_FLOOR, FLOAT * table_rows * columns), "the memory plan of a sampled search"
-
-
 def check_trial_memory(settings: TrialSettings, data: Mapping[str, np.ndarray], *, d_out: int, device: str,
-                       cv_folds: int = 1, available: tuple[int, str] | None = None,
-                       allowance: tuple[int, str] | None = None) -> str | None:
+                       cv_folds: int = 1, available: tuple[int, str] | None = None) -> str | None:
     """Why the trial cannot fit in memory (the search fails it with this reason before building its net),
     or None when it fits or the available memory is unknown.
 
-    ``data`` holds the run's ``X_train`` and ``X_valid``; ``available`` replaces ``available_memory(device)``;
-    ``allowance`` (bytes, where it comes from) caps it further (``sampled_trial_allowance``).
+    ``data`` holds the run's ``X_train`` and ``X_valid``; ``available`` replaces ``available_memory(device)``.
     """
     on_cpu = _device(device).type != "cuda"
     estimate = estimate_trial_memory(settings, d_in=data["X_train"].shape[1], d_out=d_out,
                                      n_train=len(data["X_train"]), n_valid=len(data["X_valid"]), on_cpu=on_cpu,
                                      cv_folds=cv_folds)
     available = available if available is not None else available_memory(device)
-    needs = f"needs ~{human_bytes(estimate.total)} ({estimate.describe()})"
-    if allowance is not None and on_cpu and estimate.total > allowance[0] and (
-            available is None or allowance[0] < USABLE_FRACTION * available[0]):
-        return f"too big for memory: {needs}, {human_bytes(allowance[0])} allowed ({allowance[1]}); not run"
     if available is None or estimate.total <= USABLE_FRACTION * available[0]:
         return None
-    return f"too big for memory: {needs}, {human_bytes(available[0])} available ({available[1]}); not run"
+    return (f"too big for memory: needs ~{human_bytes(estimate.total)} ({estimate.describe()}), "
+            f"{human_bytes(available[0])} available ({available[1]}); not run")

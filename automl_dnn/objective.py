@@ -25,7 +25,7 @@ from automl_dnn.data import FeaturePreprocessor, TargetEncoder, TargetTransform
 from automl_dnn.errors import AutoDNNError, first_line
 from automl_dnn.files import read_json
 from automl_dnn.folds import make_folds, scaled_epochs
-from automl_dnn.memory_guard import check_trial_memory, sampled_trial_allowance
+from automl_dnn.memory_guard import check_trial_memory
 from automl_dnn.model import build_mlp, count_parameters, quantile_bins
 from automl_dnn.run_folder import RunDir, save_trial
 from automl_dnn.search_rows import refit_seconds, sample_sizes, trial_data
@@ -115,13 +115,6 @@ class Objective:
         if scaling not in self._preprocessors:
             self._preprocessors[scaling] = FeaturePreprocessor.from_dict(read_json(self.run.preprocess_path(scaling)))
         return self._preprocessors[scaling]
-
-    def _memory_allowance(self, columns: int) -> tuple[int, str] | None:
-        """A sampled search (a table too big for the budget) holds each trial to the table's float32 size."""
-        sizes = sample_sizes(self.run)  # the split file's header only
-        if sizes is None or sizes["sample"] >= sizes["train"]:
-            return None
-        return sampled_trial_allowance(sizes["train"] + sizes["valid"] + sizes["test"], columns)
 
     def user_space(self, pred: np.ndarray, target: TargetTransform | None = None) -> np.ndarray:
         """Predictions as the user sees them: probabilities, or values on the original scale."""
@@ -245,8 +238,7 @@ class Objective:
         d_out = len(self.encoder.classes_) if self.task == "multiclass" else 1
         torch.manual_seed(settings.train.seed)  # the initial weights too must follow the seed
         settings, bins = embedding_inputs(settings, self._columns_of(settings.scaling), data["X_train"])
-        too_big = check_trial_memory(settings, data, d_out=d_out, device=self.device, cv_folds=self.cv_folds,
-                                     allowance=self._memory_allowance(data["X_train"].shape[1]))
+        too_big = check_trial_memory(settings, data, d_out=d_out, device=self.device, cv_folds=self.cv_folds)
         if too_big:  # fail with the reason before allocating, rather than be killed by the kernel
             raise TrialFailed(too_big)
         model = build_mlp(settings.net, d_in=data["X_train"].shape[1], d_out=d_out, bins=bins)

@@ -203,24 +203,6 @@ def test_check_gives_the_reason_only_when_the_trial_does_not_fit() -> None:
     assert guard.check_trial_memory(big, data, d_out=1, device="cpu", available=(10**12, "test")) is None
 
 
-def test_a_sampled_search_holds_a_trial_to_the_tables_float32_size() -> None:
-    import numpy as np
-
-    assert guard.sampled_trial_allowance(1_000_000, 200)[0] == 4 * 1_000_000 * 200  # 800 MB: the table's size
-    assert guard.sampled_trial_allowance(1_000, 100)[0] == guard.SAMPLED_TRIAL_FLOOR  # a small table: the floor
-    data = {"X_train": np.zeros((400, 30), np.float32), "X_valid": np.zeros((100, 30), np.float32)}
-    big = _settings({"n_layers": 4, "d_hidden": 2048}, batch_size=256)  # ~200 MB: weights, Adam, activations
-    needs = guard.estimate_trial_memory(big, d_in=30, d_out=1, n_train=400, n_valid=100).total
-    plenty = (10**12, "test")
-    tight = (needs // 2, "plan")
-    reason = guard.check_trial_memory(big, data, d_out=1, device="cpu", available=plenty, allowance=tight)
-    assert reason is not None and reason.endswith(f"{guard.human_bytes(needs // 2)} allowed (plan); not run")
-    assert guard.check_trial_memory(big, data, d_out=1, device="cpu", available=plenty, allowance=(needs, "p")) is None
-    # the machine's own limit still applies when it is the tighter one, and a GPU's memory is not the process's
-    assert guard.check_trial_memory(big, data, d_out=1, device="cpu", available=(needs // 4, "test"),
-                                    allowance=(needs, "p")).endswith("available (test); not run")
-
-
 # --------------------------------------------------------------------------- in a search
 
 GUARDED_SPACE = """
