@@ -267,7 +267,10 @@ def _net_unit(folder: Path, label: str) -> tuple[NetUnit, np.ndarray]:
 
 def _dev_and_columns(run: RunDir, scaling: str, cache: dict[str, tuple[DevData, FeaturePreprocessor]]
                      ) -> tuple[DevData, FeaturePreprocessor]:
+    """One scaling's development rows at a time (issue 13: at 1M rows each is ~470 MB; the refit of the
+    nets of two scalings held both)."""
     if scaling not in cache:
+        cache.clear()
         cache[scaling] = (dev_data(run, scaling), FeaturePreprocessor.from_dict(read_json(run.preprocess_path(scaling))))
     return cache[scaling]
 

@@ -36,6 +36,7 @@ FLOAT = 4  # bytes: weights, activations and features are float32
 OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1,
                    "adam": 2, "adamax": 2, "nadam": 2, "adamw": 2}
 EVAL_ROWS = 8192  # train.EVAL_BATCH_SIZE: evaluation's batch (a test keeps the two equal)
+EVAL_MAX_FLOATS = 2**25  # train.EVAL_MAX_FLOATS: fewer evaluation rows a batch when a module's output is wide
 BACKWARD_FACTOR = 2.5  # a training row's peak / what its forward pass keeps (measured on the CPU: 1.6 to 2.5)
 ROW_BYTES = 24  # per training/validation row beside its features: the int64 target, its float copy, the permutation
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -135,6 +136,19 @@ def activation_scalars_per_row(net: NetConfig, *, d_in: int, d_out: int) -> floa
     return BACKWARD_FACTOR * (floats + 2 * k * d_out) + 2 * _embedding_stage(net, d_in)
 
 
+def eval_rows(net: NetConfig, *, d_in: int, d_out: int, n_rows: int) -> int:
+    """Rows of one evaluation batch, as ``train.eval_batch_size`` measures it: at most EVAL_ROWS, and fewer
+    when the widest module output per row (PLE's encoding, PLR's periodic features, the embedded row, TabM's
+    k copies of it or of a hidden layer) would make one batch's output larger than EVAL_MAX_FLOATS."""
+    numeric, d_embedded = len(embedded_columns(net, d_in)), _embedding_parameters(net, d_in)[1]
+    per_column = {"plr": 2 * net.plr_frequencies, "ple": _max_bins(net)}.get(net.num_embedding, 0)
+    k = net.k_ensemble
+    embedded = d_embedded if numeric or categorical_columns(net) else 0  # no embedding module: no such output
+    members = k * max([d_embedded, *hidden_widths(net), d_out]) if k > 1 else max([*hidden_widths(net), d_out])
+    widest = max(embedded, numeric * per_column, members)
+    return max(1, min(EVAL_ROWS, n_rows, EVAL_MAX_FLOATS // widest))
+
+
 def eval_scalars_per_row(net: NetConfig, *, d_in: int, d_out: int) -> float:
     """Floats one evaluation row needs: no autograd, so only the widest step's tensors at once (a numeric
     embedding's per-column work, or 4 layer widths: input, output, BatchNorm's and the activation's
@@ -167,8 +181,8 @@ def estimate_trial_memory(settings: TrialSettings, *, d_in: int, d_out: int, n_t
     - gradients = 4 B x P; optimizer = 4 B x P x (S + 1 when S > 0: the foreach step's temporaries);
     - activations = 4 B x max(B x ``activation_scalars_per_row`` (B = the batch size, at most the
       training rows; TabM's k members and the numeric embeddings' widths are in the per-row count),
-      min(8192, validation rows (SWA: also the training rows its BatchNorm refresh reads)) x
-      ``eval_scalars_per_row``);
+      ``eval_rows`` (at most 8192, fewer for wide nets; validation rows, SWA: also the training rows its
+      BatchNorm refresh reads) x ``eval_scalars_per_row``);
     - data = (n_train + n_valid) x (4 B x d_in + 24 B) (features, targets, the epoch's permutation):
       on a GPU the tensors the trainer copies there; on the CPU the loaded arrays are already in use, so
       this stands for the copies the trial makes (SWA's shuffled rows, target transforms); a
@@ -182,7 +196,8 @@ def estimate_trial_memory(settings: TrialSettings, *, d_in: int, d_out: int, n_t
     copies = 1 + (train.weight_averaging != "none") + 2 * on_cpu + (cv_folds > 1)
     state = OPTIMIZER_STATE.get(train.optimizer, 2)
     batch = max(1, min(train.batch_size, n_train))
-    rows = min(EVAL_ROWS, max(n_valid, n_train if train.weight_averaging == "swa" else 0, 1))
+    rows = eval_rows(net, d_in=d_in, d_out=d_out,
+                     n_rows=max(n_valid, n_train if train.weight_averaging == "swa" else 0, 1))
     activations = max(batch * activation_scalars_per_row(net, d_in=d_in, d_out=d_out),
                       rows * eval_scalars_per_row(net, d_in=d_in, d_out=d_out))
     data = (n_train + n_valid) * (FLOAT * d_in + ROW_BYTES) * (1 + 2 * (cv_folds > 1))

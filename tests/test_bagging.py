@@ -419,3 +419,16 @@ def test_small_tables_cross_validate_by_default_and_a_resume_keeps_the_setting(t
     api.search("builtin:breast_cancer", out=out, n_trials=2, **SEARCH)  # resumed: same setting, one more trial
     with pytest.raises(AutoDNNError, match="cv_folds"):
         api.search("builtin:breast_cancer", out=out, n_trials=3, cv_folds=1, **SEARCH)
+
+
+def test_the_development_rows_of_one_scaling_are_held_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Issue 13: at 1M rows each scaling's development matrix is ~470 MB; a refit of nets of two scalings
+    must not hold both."""
+    rd = RunDir(searched("breast_cancer", tmp_path_factory))
+    scalings = rd.preprocess_keys()
+    assert len(scalings) >= 2, scalings
+    cache: dict = {}
+    first, _ = bagging._dev_and_columns(rd, scalings[0], cache)
+    assert bagging._dev_and_columns(rd, scalings[0], cache)[0] is first  # kept while it is asked for
+    bagging._dev_and_columns(rd, scalings[1], cache)
+    assert list(cache) == [scalings[1]]

@@ -17,6 +17,7 @@ from automl_dnn.model import build_mlp, count_parameters
 from automl_dnn.optim import OPTIMIZERS, make_optimizer
 from automl_dnn.run_folder import RunDir
 from automl_dnn.study import open_study
+from automl_dnn import train as train_module
 from automl_dnn.train import EVAL_BATCH_SIZE
 
 NETS = {
@@ -76,6 +77,20 @@ def test_optimizer_memory_is_its_state_plus_the_step_temporaries() -> None:
 
 def test_the_evaluation_batch_is_the_trainers() -> None:
     assert guard.EVAL_ROWS == EVAL_BATCH_SIZE
+    assert guard.EVAL_MAX_FLOATS == train_module.EVAL_MAX_FLOATS
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_the_evaluation_rows_of_a_wide_net_are_those_the_trainer_measures(name: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the float cap low enough to bind, the guard's rows a batch are the trainer's (measured on the net)."""
+    monkeypatch.setattr(train_module, "EVAL_MAX_FLOATS", 2**12)
+    monkeypatch.setattr(guard, "EVAL_MAX_FLOATS", 2**12)
+    net = NetConfig(**NETS[name])
+    model = build_mlp(net, d_in=7, d_out=3)
+    X = torch.randn(50, 7)
+    X[:, 5:7] = torch.randint(0, 4, (50, 2)).float()  # level codes, for the nets with categorical columns
+    assert guard.eval_rows(net, d_in=7, d_out=3, n_rows=10**6) == train_module.eval_batch_size(model, X)
 
 
 def test_activations_grow_with_the_batch_the_tabm_members_and_the_embeddings() -> None:
