@@ -404,6 +404,8 @@ def bag_gbt(run: RunDir, member: GBTMemberFit, folds: Folds, task: str, *, threa
     copy's.
     """
     started = time.monotonic()
+    if "train" not in member.frames:  # spilled by a fit that planned no folds (gbt.fit_gbt_inputs)
+        return None
     frames = pd.concat([member.frames["train"], member.frames["valid"]], ignore_index=True)
     labels = np.concatenate([member.labels["train"], member.labels["valid"]])
     if len(frames) != folds.n_rows:

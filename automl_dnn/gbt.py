@@ -45,6 +45,9 @@ REFIT_MARGIN = 1.25  # fit_gbt(refit=True) keeps this many times the refit's est
 #: XGBoost is tuned on the validation split from this many rows; on fewer, its search would overfit them
 #: (breast_cancer, 86 rows: validation log-loss 0.0045, test 0.244) and win all the ensemble weight.
 VALID_TUNING_MIN_ROWS = 500
+# Issue 13: a training frame larger than this is written to the run folder once XGBoost's own matrix holds
+# its rows, and read back only for the refit on train + valid (280 MB at 1M x 100 that would sit idle).
+SPILL_BYTES = 64 * 2**20
 
 # The first trial: strong, well-known defaults (a smaller eta than XGBoost's 0.3, rows and columns
 # subsampled). alpha's search range is log-scaled, so "no L1" is its lower bound, 1e-8.
@@ -266,6 +269,7 @@ def fit_gbt(
     stop: threading.Event | None = None,
     refit: bool = False,
     reserve: float = 0.0,
+    spill: Path | None = None,
 ) -> GBTResult:
     """Tune XGBoost briefly on the validation split and return the best trimmed booster.
 
@@ -280,7 +284,9 @@ def fit_gbt(
     ``booster``'s validation predictions. The trials keep time for it (``REFIT_MARGIN`` times the
     estimate from the best trial's own seconds) unless it no longer fits at all; then the trials use the
     whole budget and ``booster`` is all there is. ``reserve`` keeps time for a later fit of the caller's
-    in the same way, as a multiple of the best trial's seconds.
+    in the same way, as a multiple of the best trial's seconds. With ``spill`` (a file path; the caller
+    must hold no other reference to ``X_train``), the training frame is written there once the matrix is
+    made and read back for the refit only; the file is removed at the end.
     """
     if task not in _OBJECTIVE:
         raise ValueError(f"task must be one of {sorted(_OBJECTIVE)}, got {task!r}")
@@ -307,37 +313,55 @@ def fit_gbt(
 
     grow = (len(X_train) + len(X_valid)) / len(X_train)
     refit_factor = (grow if refit else 0.0) + reserve
-    best: tuple[float, xgb.Booster, dict[str, Any], int, float] | None = None
-    trials: list[dict[str, Any]] = []
-    with _quiet_optuna():
-        study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
-        study.enqueue_trial(DEFAULT_PARAMS)
-        for number in range(max(n_trials, 1)):
-            trial_deadline = _trial_deadline(deadline, None if best is None else refit_factor * best[4])
-            if number > 0 and (_stopped(stop) or (trial_deadline is not None and time.monotonic() >= trial_deadline)):
-                break
-            trial = study.ask(space)
-            params = {**base, **trial.params}
-            t0 = time.monotonic()
-            booster, best_it = _train_one(params, dtrain, dvalid, deadline if number == 0 else trial_deadline,
-                                          min_rounds=MIN_FIRST_ROUNDS if number == 0 else 0, stop=stop)
-            seconds = time.monotonic() - t0
-            loss = _valid_loss(task, y_va, predict_gbt(booster, X_valid, task=task))
-            study.tell(trial, loss if math.isfinite(loss) else math.inf)
-            trials.append({"params": dict(trial.params), "valid_loss": loss, "best_iteration": best_it,
-                           "seconds": seconds})
-            if best is None or loss < best[0]:
-                best = (loss, booster, params, best_it, seconds)
+    n_train = len(X_train)
+    if spill is None:
+        train_frame: Callable[[], pd.DataFrame] = lambda: X_train  # noqa: E731
+    else:
+        train_frame = _spill_frame(X_train, spill)
+        del X_train  # XGBoost's matrix holds the rows now; the frame comes back for the refit only
+    try:
+        best: tuple[float, xgb.Booster, dict[str, Any], int, float] | None = None
+        trials: list[dict[str, Any]] = []
+        with _quiet_optuna():
+            study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+            study.enqueue_trial(DEFAULT_PARAMS)
+            for number in range(max(n_trials, 1)):
+                trial_deadline = _trial_deadline(deadline, None if best is None else refit_factor * best[4])
+                if number > 0 and (_stopped(stop) or (trial_deadline is not None and time.monotonic() >= trial_deadline)):
+                    break
+                trial = study.ask(space)
+                params = {**base, **trial.params}
+                t0 = time.monotonic()
+                booster, best_it = _train_one(params, dtrain, dvalid, deadline if number == 0 else trial_deadline,
+                                              min_rounds=MIN_FIRST_ROUNDS if number == 0 else 0, stop=stop)
+                seconds = time.monotonic() - t0
+                loss = _valid_loss(task, y_va, predict_gbt(booster, X_valid, task=task))
+                study.tell(trial, loss if math.isfinite(loss) else math.inf)
+                trials.append({"params": dict(trial.params), "valid_loss": loss, "best_iteration": best_it,
+                               "seconds": seconds})
+                if best is None or loss < best[0]:
+                    best = (loss, booster, params, best_it, seconds)
 
-    assert best is not None  # trial 0 always runs
-    loss, booster, params, best_it, best_seconds = best
-    result = GBTResult(booster=booster, params=params, best_iteration=best_it, valid_loss=loss,
-                       n_trials_run=len(trials), seconds=0.0, categories=categories, trials=trials)
-    if refit and not _stopped(stop) and (deadline is None or time.monotonic() + grow * best_seconds <= deadline):
-        result.final_booster = refit_booster(params, [X_train, X_valid], [y_tr, y_va], (best_it + 1) * grow, threads)
-        result.final_rows = len(X_train) + len(X_valid)
+        assert best is not None  # trial 0 always runs
+        loss, booster, params, best_it, best_seconds = best
+        result = GBTResult(booster=booster, params=params, best_iteration=best_it, valid_loss=loss,
+                           n_trials_run=len(trials), seconds=0.0, categories=categories, trials=trials)
+        if refit and not _stopped(stop) and (deadline is None or time.monotonic() + grow * best_seconds <= deadline):
+            result.final_booster = refit_booster(params, [train_frame(), X_valid], [y_tr, y_va], (best_it + 1) * grow,
+                                                 threads)
+            result.final_rows = n_train + len(X_valid)
+    finally:
+        if spill is not None:
+            spill.unlink(missing_ok=True)
     result.seconds = time.monotonic() - start
     return result
+
+
+def _spill_frame(frame: pd.DataFrame, path: Path) -> Callable[[], pd.DataFrame]:
+    """Write ``frame`` to ``path`` (Arrow keeps float32 and the categories as they are); return its reader."""
+    plain = isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1
+    (frame if plain else frame.reset_index(drop=True)).to_feather(path)
+    return lambda: pd.read_feather(path)
 
 
 def refit_booster(params: dict[str, Any], frames: list[pd.DataFrame], labels: list[np.ndarray], rounds: float,
@@ -477,14 +501,21 @@ def fit_run_gbt(run: RunDir, dataset: Dataset, *, n_trials: int, seed: int, time
 
 
 def fit_gbt_inputs(inputs: GBTInputs, *, n_trials: int, seed: int, time_budget: float | None, threads: int | None,
-                   notes: list[str], stop: threading.Event | None = None, reserve: float = 0.0) -> GBTMemberFit:
-    """``fit_run_gbt`` on inputs made already (``gbt_inputs``)."""
+                   notes: list[str], stop: threading.Event | None = None, reserve: float = 0.0,
+                   spill: Path | None = None) -> GBTMemberFit:
+    """``fit_run_gbt`` on inputs made already (``gbt_inputs``). With ``spill`` (a file path) a training frame
+    over SPILL_BYTES leaves ``inputs`` for that file while XGBoost boosts (``fit_gbt``): no k-fold bagging
+    may need it afterwards."""
     frames, encoder, key = inputs.frames, inputs.encoder, inputs.preprocess
     y_train, y_valid = inputs.y_train, inputs.y_valid
     common = dict(task=encoder.task_, n_classes=len(encoder.classes_), n_trials=n_trials, seed=seed,
                   time_budget=time_budget, threads=threads, stop=stop, reserve=reserve)
     if len(y_valid) >= VALID_TUNING_MIN_ROWS:
-        result = fit_gbt(frames["train"], y_train, frames["valid"], y_valid, refit=True, **common)
+        if spill is not None and frames["train"].memory_usage(deep=False).sum() > SPILL_BYTES:
+            # the only reference goes to fit_gbt, which drops it once its matrix is made
+            result = fit_gbt(frames.pop("train"), y_train, frames["valid"], y_valid, refit=True, spill=spill, **common)
+        else:
+            result = fit_gbt(frames["train"], y_train, frames["valid"], y_valid, refit=True, **common)
     else:
         result = fit_gbt_holdout(frames["train"], y_train, more=(frames["valid"], y_valid), **common)
         notes.append(f"XGBoost tuned on a holdout of the training rows: {len(y_valid)} validation rows are "
@@ -577,8 +608,11 @@ class BackgroundGBT:
             inputs = gbt_inputs(run, dataset)
             del dataset  # issue 13: the table (1 GB at 1M x 100) goes once XGBoost's own frames are made
             release_table_memory()
+            # no XGBoost folds after (reserve 0): its training frame may wait on disk for the refit
+            spill = run.root / "xgboost-train.feather" if reserve == 0 else None
             self._member = fit_gbt_inputs(inputs, n_trials=self.n_trials, seed=self.seed, time_budget=budget,
-                                          threads=self.threads, notes=self.notes, stop=self._stop, reserve=reserve)
+                                          threads=self.threads, notes=self.notes, stop=self._stop, reserve=reserve,
+                                          spill=spill)
             del inputs
             if self.after is not None:
                 self.after(run, self._member, lambda: self._stop.is_set() or self._skip_after.is_set(), deadline)

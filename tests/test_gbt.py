@@ -220,3 +220,44 @@ def test_holdout_fit_keeps_the_extra_rows_unseen_and_refits_with_them_for_export
     seen = predict_gbt(result.final_booster, X_valid, task="binary", categories=result.categories)
     unseen = predict_gbt(result.booster, X_valid, task="binary", categories=result.categories)
     assert metrics.score("logloss", y_valid, seen) < metrics.score("logloss", y_valid, unseen)
+
+
+def test_a_spilled_training_frame_refits_the_same_booster_and_its_file_goes(binary_data, tmp_path: Path) -> None:
+    """Issue 13: the frame waits on disk (float32, categories with an unused level) while XGBoost boosts."""
+    X_train, y_train, X_valid, y_valid = binary_data
+    X_train = X_train.astype({c: np.float32 for c in X_train.columns if c != "color"}).set_axis(
+        np.arange(len(X_train)) + 7)  # not a plain index: written without it
+    common = dict(task="binary", n_classes=2, n_trials=2, seed=0, threads=1, refit=True)
+    kept = fit_gbt(X_train, y_train, X_valid, y_valid, **common)
+    spill = tmp_path / "train.feather"
+    spilled = fit_gbt(X_train.copy(), y_train, X_valid, y_valid, spill=spill, **common)
+    assert not spill.exists()
+    assert spilled.final_rows == kept.final_rows == len(X_train) + len(X_valid)
+    for booster in ("booster", "final_booster"):
+        np.testing.assert_array_equal(
+            predict_gbt(getattr(spilled, booster), X_valid, task="binary", categories=spilled.categories),
+            predict_gbt(getattr(kept, booster), X_valid, task="binary", categories=kept.categories))
+
+
+def test_fit_inputs_spills_only_a_large_frame_and_drops_it(binary_data, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from automl_dnn import gbt
+    from automl_dnn.data import TargetEncoder
+
+    X_train, y_train, X_valid, y_valid = binary_data
+    encoder = TargetEncoder().fit(pd.Series(np.concatenate([y_train, y_valid])), "binary")
+
+    def inputs() -> gbt.GBTInputs:
+        frames = {"train": X_train.copy(), "valid": X_valid, "test": X_valid.iloc[:0]}
+        return gbt.GBTInputs(frames=frames, y_train=y_train, y_valid=y_valid, encoder=encoder, preprocess="standard")
+
+    monkeypatch.setattr(gbt, "VALID_TUNING_MIN_ROWS", 10)
+    small = gbt.fit_gbt_inputs(inputs(), n_trials=1, seed=0, time_budget=None, threads=1, notes=[],
+                               spill=tmp_path / "a.feather")
+    assert "train" in small.frames  # under SPILL_BYTES: kept in memory (k-fold bagging may read it)
+    monkeypatch.setattr(gbt, "SPILL_BYTES", 0)
+    made = inputs()
+    large = gbt.fit_gbt_inputs(made, n_trials=1, seed=0, time_budget=None, threads=1, notes=[],
+                               spill=tmp_path / "b.feather")
+    assert "train" not in made.frames and "train" not in large.frames
+    assert large.result.final_booster is not None and not (tmp_path / "b.feather").exists()
