@@ -339,11 +339,11 @@ def check_trial_memory(settings: TrialSettings, data: Mapping[str, np.ndarray], 
     """Why the trial cannot fit in memory (the search fails it with this reason before building its net),
     or None when it fits or the available memory is unknown.
 
-    ``data`` holds the run's ``X_train`` and ``X_valid``; ``available`` replaces ``available_memory(device)``.
+    ``data`` holds the run's ``X_train`` and ``y_valid``; ``available`` replaces ``available_memory(device)``.
     """
     on_cpu = _device(device).type != "cuda"
     estimate = estimate_trial_memory(settings, d_in=data["X_train"].shape[1], d_out=d_out,
-                                     n_train=len(data["X_train"]), n_valid=len(data["X_valid"]), on_cpu=on_cpu,
+                                     n_train=len(data["X_train"]), n_valid=len(data["y_valid"]), on_cpu=on_cpu,
                                      cv_folds=cv_folds)
     available = available if available is not None else available_memory(device)
     if available is None or estimate.total <= USABLE_FRACTION * available[0]:

@@ -243,7 +243,8 @@ class Objective:
             raise TrialFailed(too_big)
         model = build_mlp(settings.net, d_in=data["X_train"].shape[1], d_out=d_out, bins=bins)
         # Issue 13: on a sampled search each epoch scores the watched validation rows; the value, all of them.
-        X_watch, y_watch = data.get("X_watch", data["X_valid"]), data.get("y_watch", data["y_valid"])
+        X_watch = data["X_watch"] if "X_watch" in data else data["X_valid"]  # (X_valid may be read from disk)
+        y_watch = data.get("y_watch", data["y_valid"])
         settings, y_train, y_watch_scaled, target = target_inputs(settings, self.encoder, data["y_train"], y_watch)
         train_data = TrainData(data["X_train"], y_train, X_watch, y_watch_scaled)
         settings = self._fit_to_budget(trial, settings, model, train_data)
@@ -274,7 +275,7 @@ class Objective:
         valid_pred = self.user_space(predict(model, data["X_valid"], task=self.task, device=self.device), target)
         test_pred = (
             self.user_space(predict(model, data["X_test"], task=self.task, device=self.device), target)
-            if len(data["X_test"])
+            if len(data["y_test"])
             else np.zeros((0,) + valid_pred.shape[1:])
         )
         value = metrics.score(self.metric, y_valid, valid_pred) if cv_value is None else cv_value

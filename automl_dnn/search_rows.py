@@ -103,19 +103,36 @@ def n_search_train(run: RunDir, n_train: int) -> int:
     return n_train if train is None else len(train)
 
 
-def trial_data(run: RunDir, scaling: str) -> dict[str, np.ndarray]:
+class TrialArrays(dict):
+    """A trial's arrays. On a sampled search ``X_valid`` and ``X_test`` are not held: each access reads them
+    from the run folder (issue 13: 140 MB at 1M rows that a trial needs only at its end)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], path: Path | None = None, lazy: tuple[str, ...] = ()) -> None:
+        super().__init__(arrays)
+        self.path, self.lazy = path, lazy
+
+    def __missing__(self, key: str) -> np.ndarray:
+        if key in self.lazy and self.path is not None:
+            return read_rows(self.path, key)
+        raise KeyError(key)
+
+
+def trial_data(run: RunDir, scaling: str) -> TrialArrays:
     """What a trial reads of one scaling: the sampled training rows, every validation and test row, and the
-    watched validation rows (``X_watch``, ``y_watch``) when each epoch scores a sample of them."""
+    watched validation rows (``X_watch``, ``y_watch``) when each epoch scores a sample of them. On a sampled
+    search the validation and test matrices are read when asked for, not held."""
     path = run.data_path(scaling)
     train, watch = search_sample(run)
+    lazy = () if train is None else ("X_valid", "X_test")
     with safe_open(str(path), framework="np") as f:
-        keys = [k for k in f.keys() if not k.endswith("_train")]
+        keys = [k for k in f.keys() if not k.endswith("_train") and k not in lazy]
         data = {k: f.get_tensor(k) for k in keys}
         for key in ("X_train", "y_train"):
             data[key] = f.get_tensor(key) if train is None else _take_rows(f.get_slice(key), train)
-    if watch is not None and len(watch) < len(data["y_valid"]):
-        data["X_watch"], data["y_watch"] = data["X_valid"][watch], data["y_valid"][watch]
-    return data
+        if watch is not None and len(watch) < len(data["y_valid"]):
+            data["X_watch"] = _take_rows(f.get_slice("X_valid"), np.asarray(watch))
+            data["y_watch"] = data["y_valid"][watch]
+    return TrialArrays(data, path, lazy)
 
 
 def decide(run: RunDir, spec: dict[str, Any], *, row_seconds: Callable[[], float], deadline: float | None,

@@ -213,7 +213,10 @@ def test_trials_read_the_sample_and_every_validation_row(table: object, tmp_path
     np.testing.assert_array_equal(data["X_train"], full["X_train"][train])
     np.testing.assert_array_equal(data["y_train"], full["y_train"][train])
     np.testing.assert_array_equal(data["X_valid"], full["X_valid"])
+    np.testing.assert_array_equal(data["X_test"], full["X_test"])
+    assert not {"X_valid", "X_test"} & set(data.keys()), "read from the file when asked for, not held"
     np.testing.assert_array_equal(data["X_watch"], full["X_valid"][watch])
+    assert set(search_rows.trial_data(RunDir(tmp_path / "run"), "standard")) == set(data)
     assert search_rows.n_search_train(run, len(full["X_train"])) == 600
     again = search_rows.decide(run, json.loads(run.spec_path.read_text()), row_seconds=lambda: 1.0, deadline=None,
                                budget=None, seed=0, resumed=True)

@@ -209,7 +209,7 @@ def test_a_gpu_counts_its_free_memory_and_this_process_cache(monkeypatch: pytest
 def test_check_gives_the_reason_only_when_the_trial_does_not_fit() -> None:
     import numpy as np
 
-    data = {"X_train": np.zeros((400, 30), np.float32), "X_valid": np.zeros((100, 30), np.float32)}
+    data = {"X_train": np.zeros((400, 30), np.float32), "y_valid": np.zeros(100, np.int64)}
     big = _settings({"n_layers": 4, "d_hidden": 2048}, batch_size=256)
     reason = guard.check_trial_memory(big, data, d_out=1, device="cpu", available=(50_000_000, "test"))
     assert reason is not None and reason.startswith("too big for memory: needs ~")
