@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from automl_dnn.config import TrialSettings
-from automl_dnn.data import Dataset, FeaturePreprocessor, TargetEncoder, TargetTransform
+from automl_dnn.data import Dataset, FeaturePreprocessor, TargetEncoder
 from automl_dnn.errors import AutoDNNError
 from automl_dnn.files import read_json
 from automl_dnn.folds import Folds, bagging_folds, make_folds, scaled_epochs

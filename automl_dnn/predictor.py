@@ -6,7 +6,6 @@ unfolded net); MC dropout always runs the unfolded net, since folding across dro
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass

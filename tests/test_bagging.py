@@ -6,7 +6,6 @@ Searches are bounded by trial counts (space "quick", no pruner, one torch thread
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from automl_dnn import api, bagging, metrics
+from automl_dnn import api, bagging
 from automl_dnn import folds as fold_rules
 from automl_dnn.budget import BagPlan, plan_bagging
 from automl_dnn.config import TrainConfig
