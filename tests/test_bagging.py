@@ -112,10 +112,12 @@ def test_the_plan_drops_nets_then_repeats_then_folds_to_fit_the_time_left() -> N
     repeats = plan_bagging(costs, trees, k=5, repeats=3, seconds=20.0)  # 16 s usable: 2 repeats (5 + 10)
     assert (repeats.k, repeats.repeats, repeats.n_nets) == (5, 2, 1)
     assert "5 folds x 2 repeats instead of 5 folds x 3 repeats" in repeats.note
-    folds = plan_bagging(costs, trees, k=5, seconds=4.0)  # 3.2 s usable: 2 folds of one net (1 + 2)
-    assert (folds.k, folds.n_nets) == (2, 1) and "2 folds instead of 5" in folds.note
-    none = plan_bagging(costs, trees, k=5, seconds=1.0)
-    assert none.k == 1 and none.note.startswith("no k-fold bagging")
+    folds = plan_bagging(costs, trees, k=5, seconds=6.0)  # 4.8 s usable: 3 folds of one net (1.5 + 3)
+    assert (folds.k, folds.n_nets) == (3, 1) and "3 folds instead of 5" in folds.note
+    # 3.2 s would fit 2 folds of one net (1 + 2), but a 2-fold copy sees half the rows: no bagging
+    none = plan_bagging(costs, trees, k=5, seconds=4.0)
+    assert none.k == 1 and none.note.startswith("no k-fold bagging: 3 folds of the best net need about 4s")
+    assert plan_bagging(costs, trees, k=2, seconds=4.0).k == 2  # 2 folds asked for: 2 folds
 
 
 def test_a_refit_costs_one_more_copy_per_net() -> None:
@@ -275,7 +277,7 @@ def test_the_bagging_falls_back_to_the_validation_split_when_no_fold_fits(
     report = ensemble_run(run, model_dir=tmp_path / "model", folds=5, gbt=False, threads=1, device="cpu",
                           time_budget=30)
     assert report.folds == 1 and report.inner == "valid"
-    assert any(n.startswith("no k-fold bagging: 2 folds of the best net need about") for n in report.notes)
+    assert any(n.startswith("no k-fold bagging: 3 folds of the best net need about") for n in report.notes)
     assert not (run / "bagging").exists()
 
 
@@ -353,7 +355,7 @@ def test_the_reserve_is_what_the_plan_of_the_best_nets_so_far_needs() -> None:
     assert reserve_seconds([1.0, 1.0, 9.0], reserve) == pytest.approx(10.0 / 0.8)  # the best 2: 2 x 5 copies
     assert reserve_seconds([3.0], reserve) == pytest.approx(15.0 / 0.8)  # 5 copies of 3 s, with the safety margin
     assert reserve_seconds([3.5], reserve) == pytest.approx(4 * 3.5 / 0.8)  # 5 folds do not fit the cap: 4
-    assert reserve_seconds([30.0], reserve) == 0.0  # not even 2 folds fit the cap: the search keeps the time
+    assert reserve_seconds([30.0], reserve) == 0.0  # not even 3 folds fit the cap: the search keeps the time
 
 
 def test_a_fit_with_bagging_ends_the_search_early_by_the_measured_reserve(tmp_path: Path,
