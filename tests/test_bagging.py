@@ -355,7 +355,9 @@ def test_the_reserve_is_what_the_plan_of_the_best_nets_so_far_needs() -> None:
     assert reserve_seconds([1.0, 1.0, 9.0], reserve) == pytest.approx(10.0 / 0.8)  # the best 2: 2 x 5 copies
     assert reserve_seconds([3.0], reserve) == pytest.approx(15.0 / 0.8)  # 5 copies of 3 s, with the safety margin
     assert reserve_seconds([3.5], reserve) == pytest.approx(4 * 3.5 / 0.8)  # 5 folds do not fit the cap: 4
-    assert reserve_seconds([30.0], reserve) == 0.0  # not even 3 folds fit the cap: the search keeps the time
+    # 3 folds of 12 s do not fit the cap (16 s usable), one refit copy does: the time for it is kept
+    assert reserve_seconds([12.0, 10.0], reserve) == pytest.approx(12.0 / 0.8)
+    assert reserve_seconds([30.0], reserve) == 0.0  # not even one copy fits the cap: the search keeps the time
 
 
 def test_a_fit_with_bagging_ends_the_search_early_by_the_measured_reserve(tmp_path: Path,
