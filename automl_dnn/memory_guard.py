@@ -36,7 +36,7 @@ FLOAT = 4  # bytes: weights, activations and features are float32
 OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1,
                    "adam": 2, "adamax": 2, "nadam": 2, "adamw": 2}
 EVAL_ROWS = 8192  # train.EVAL_BATCH_SIZE: evaluation's batch (a test keeps the two equal)
-EVAL_MAX_FLOATS = 2**25  # train.EVAL_MAX_FLOATS: fewer evaluation rows a batch when a module's output is wide
+EVAL_MAX_FLOATS = 2**23  # train.EVAL_MAX_FLOATS: fewer evaluation rows a batch when a module's output is wide
 BACKWARD_FACTOR = 2.5  # a training row's peak / what its forward pass keeps (measured on the CPU: 1.6 to 2.5)
 ROW_BYTES = 24  # per training/validation row beside its features: the int64 target, its float copy, the permutation
 CGROUP_ROOT = Path("/sys/fs/cgroup")

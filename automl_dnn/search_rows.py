@@ -43,24 +43,26 @@ def sample_positions(n: int, m: int, seed: int) -> np.ndarray:
 def read_rows(path: Path, key: str, rows: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Array ``key`` of a safetensors file, only its ``rows`` (sorted positions; None: all), read
     CHUNK_ROWS rows at a time: a sample of a large matrix without loading the matrix. ``out``: the array
-    to read into (e.g. a slice of a larger one), instead of a new one."""
+    to read into (e.g. a slice of a larger one), instead of a new one.
+
+    The file is opened for each chunk: safetensors maps it into memory, and every page read stays in the
+    process's resident memory until the file is closed (at 1M rows a whole matrix, ~400 MB, on top of the
+    copy being made)."""
     with safe_open(str(path), framework="np") as f:
         if rows is None and out is None:
             return f.get_tensor(key)
         view = f.get_slice(key)
-        return _take_rows(view, np.arange(view.get_shape()[0]) if rows is None else rows, out)
-
-
-def _take_rows(view: Any, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    shape = view.get_shape()
+        shape, dtype = view.get_shape(), view[0:1].dtype
+    rows = np.arange(shape[0]) if rows is None else rows
     if out is None:
-        out = np.empty((len(rows), *shape[1:]), dtype=view[0:1].dtype)
+        out = np.empty((len(rows), *shape[1:]), dtype=dtype)
     start = 0
     for lo in range(0, shape[0], CHUNK_ROWS):
         hi = min(lo + CHUNK_ROWS, shape[0])  # safetensors refuses a slice past the end
         stop = int(np.searchsorted(rows, hi))
         if stop > start:
-            out[start:stop] = view[lo:hi][rows[start:stop] - lo]
+            with safe_open(str(path), framework="np") as f:
+                out[start:stop] = f.get_slice(key)[lo:hi][rows[start:stop] - lo]
         start = stop
     return out
 
@@ -126,12 +128,12 @@ def trial_data(run: RunDir, scaling: str) -> TrialArrays:
     lazy = () if train is None else ("X_valid", "X_test")
     with safe_open(str(path), framework="np") as f:
         keys = [k for k in f.keys() if not k.endswith("_train") and k not in lazy]
-        data = {k: f.get_tensor(k) for k in keys}
-        for key in ("X_train", "y_train"):
-            data[key] = f.get_tensor(key) if train is None else _take_rows(f.get_slice(key), train)
-        if watch is not None and len(watch) < len(data["y_valid"]):
-            data["X_watch"] = _take_rows(f.get_slice("X_valid"), np.asarray(watch))
-            data["y_watch"] = data["y_valid"][watch]
+    data = {k: read_rows(path, k) for k in keys}
+    for key in ("X_train", "y_train"):
+        data[key] = read_rows(path, key, train)
+    if watch is not None and len(watch) < len(data["y_valid"]):
+        data["X_watch"] = read_rows(path, "X_valid", np.asarray(watch))
+        data["y_watch"] = data["y_valid"][watch]
     return TrialArrays(data, path, lazy)
 
 
