@@ -430,6 +430,7 @@ def _refit_unbagged(run: RunDir, encoder: TargetEncoder, candidates: list[Candid
                      "the searched nets' validation predictions")
     if kept:
         need = sum(c.copy_seconds or 0.0 for c in ranked if c.name in kept)
+        left = None if deadline is None else deadline - time.monotonic()  # after the refits made
         notes.append(f"{', '.join(kept)} exported as searched, on {as_searched}: a refit on every row "
                      f"needs about {need:.0f}s{'' if left is None else f' and {max(left, 0):.0f}s were left'}")
     return [refit.get(c.name, c) for c in candidates]
@@ -446,7 +447,8 @@ def _bag_trees(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate],
         member = c.gbt.bag
         if member is None or member.folds != folds.fingerprint():
             member = bag_gbt(run, c.gbt, folds, encoder.task_, threads=threads)
-        assert member is not None
+        if member is None:  # its training frame went to disk: a fit that planned no folds (gbt.fit_gbt_inputs)
+            continue
         bagged.append(dataclasses.replace(c, valid=member.oof, test=member.test, bag=member))
     return bagged
 
