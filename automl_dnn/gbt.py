@@ -48,6 +48,9 @@ VALID_TUNING_MIN_ROWS = 500
 # Issue 13: a training frame larger than this is written to the run folder once XGBoost's own matrix holds
 # its rows, and read back only for the refit on train + valid (280 MB at 1M x 100 that would sit idle).
 SPILL_BYTES = 64 * 2**20
+# Rows predicted at a time: the aligned copy of a frame and XGBoost's matrix of it are made per chunk (at
+# 150,000 rows x 100 columns ~250 MB at once; ~55 MB a chunk).
+PREDICT_CHUNK_ROWS = 32_768
 
 # The first trial: strong, well-known defaults (a smaller eta than XGBoost's 0.3, rows and columns
 # subsampled). alpha's search range is log-scaled, so "no L1" is its lower bound, 1e-8.
@@ -221,9 +224,13 @@ def predict_gbt(
     whose category order differs: XGBoost matches categories by code, not by value.
     """
     X = _check_frame(X, "X")
-    if categories:
-        X = align_categories(X, categories)
-    pred = booster.predict(xgb.DMatrix(X, enable_categorical=True))
+    chunks = []
+    for lo in range(0, max(len(X), 1), PREDICT_CHUNK_ROWS):  # issue 13: one chunk's copy and matrix at a time
+        part = X.iloc[lo:lo + PREDICT_CHUNK_ROWS]
+        if categories:
+            part = align_categories(part, categories)
+        chunks.append(booster.predict(xgb.DMatrix(part, enable_categorical=True)))
+    pred = np.concatenate(chunks)
     if task == "binary":
         p1 = pred.astype(np.float64).reshape(-1)
         return np.column_stack([1.0 - p1, p1])

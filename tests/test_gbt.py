@@ -261,3 +261,15 @@ def test_fit_inputs_spills_only_a_large_frame_and_drops_it(binary_data, tmp_path
                                spill=tmp_path / "b.feather")
     assert "train" not in made.frames and "train" not in large.frames
     assert large.result.final_booster is not None and not (tmp_path / "b.feather").exists()
+
+
+def test_prediction_in_chunks_is_the_whole_frames(binary_data, binary_result: GBTResult,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from automl_dnn import gbt
+
+    _, _, X_valid, _ = binary_data
+    whole = predict_gbt(binary_result.booster, X_valid, task="binary", categories=binary_result.categories)
+    monkeypatch.setattr(gbt, "PREDICT_CHUNK_ROWS", 7)  # chunks of 7 rows, the last one shorter
+    chunked = predict_gbt(binary_result.booster, X_valid, task="binary", categories=binary_result.categories)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6)
+    assert predict_gbt(binary_result.booster, X_valid.iloc[:0], task="binary").shape == (0, 2)
