@@ -12,6 +12,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Evaluation's batch (no backward pass, so much larger than training's), and the most float32 values
+#: (32 MB) one activation of an evaluation batch may hold: a wide net gets fewer rows a batch (issue 13:
+#: TabM k = 8 over 100 embedded columns holds ~13,000 floats a row; PLR's cos, sin and their concatenation
+#: live at once, so 128 MB a tensor made a 1M-row refit's predictions 300-500 MB; ~600 such rows a batch
+#: still leave the per-batch overhead negligible). Here so that the trainer and the memory guard share them.
+EVAL_BATCH_SIZE = 8192
+EVAL_MAX_FLOATS = 2**23
+
 
 @dataclass
 class NetConfig:

@@ -24,7 +24,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from automl_dnn.config import NetConfig, TrialSettings
+from automl_dnn.config import EVAL_BATCH_SIZE, EVAL_MAX_FLOATS, NetConfig, TrialSettings
 from automl_dnn.errors import AutoDNNError
 from automl_dnn.model import categorical_columns, embedded_columns, hidden_widths
 
@@ -35,8 +35,7 @@ FLOAT = 4  # bytes: weights, activations and features are float32
 # exp_inf), Adagrad's sum, RMSProp's square_avg, SGD's momentum buffer. An unknown name counts as Adam.
 OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1,
                    "adam": 2, "adamax": 2, "nadam": 2, "adamw": 2}
-EVAL_ROWS = 8192  # train.EVAL_BATCH_SIZE: evaluation's batch (a test keeps the two equal)
-EVAL_MAX_FLOATS = 2**23  # train.EVAL_MAX_FLOATS: fewer evaluation rows a batch when a module's output is wide
+EVAL_ROWS = EVAL_BATCH_SIZE  # the trainer's evaluation batch, and its cap on a wide net's rows (EVAL_MAX_FLOATS)
 BACKWARD_FACTOR = 2.5  # a training row's peak / what its forward pass keeps (measured on the CPU: 1.6 to 2.5)
 ROW_BYTES = 24  # per training/validation row beside its features: the int64 target, its float copy, the permutation
 CGROUP_ROOT = Path("/sys/fs/cgroup")

@@ -106,8 +106,9 @@ def n_search_train(run: RunDir, n_train: int) -> int:
 
 
 class TrialArrays(dict):
-    """A trial's arrays. On a sampled search ``X_valid`` and ``X_test`` are not held: each access reads them
-    from the run folder (issue 13: 140 MB at 1M rows that a trial needs only at its end)."""
+    """A trial's arrays. On a sampled search ``X_test`` (and ``X_valid``, when the epochs score a sample of
+    it) is not held: each access reads it from the run folder (issue 13: 140 MB at 1M rows that a trial needs
+    only at its end)."""
 
     def __init__(self, arrays: dict[str, np.ndarray], path: Path | None = None, lazy: tuple[str, ...] = ()) -> None:
         super().__init__(arrays)
@@ -122,16 +123,20 @@ class TrialArrays(dict):
 def trial_data(run: RunDir, scaling: str) -> TrialArrays:
     """What a trial reads of one scaling: the sampled training rows, every validation and test row, and the
     watched validation rows (``X_watch``, ``y_watch``) when each epoch scores a sample of them. On a sampled
-    search the validation and test matrices are read when asked for, not held."""
+    search the test matrix, and the validation matrix when it is watched through a sample, are read when
+    asked for, not held."""
     path = run.data_path(scaling)
     train, watch = search_sample(run)
-    lazy = () if train is None else ("X_valid", "X_test")
     with safe_open(str(path), framework="np") as f:
-        keys = [k for k in f.keys() if not k.endswith("_train") and k not in lazy]
-    data = {k: read_rows(path, k) for k in keys}
+        keys = [k for k in f.keys() if not k.endswith("_train")]
+        n_valid = f.get_slice("y_valid").get_shape()[0]
+    watched = watch is not None and len(watch) < n_valid
+    # X_valid is read at the trial's end only when the epochs score a sample of it; else they need it all along
+    lazy = () if train is None else ("X_valid", "X_test") if watched else ("X_test",)
+    data = {k: read_rows(path, k) for k in keys if k not in lazy}
     for key in ("X_train", "y_train"):
         data[key] = read_rows(path, key, train)
-    if watch is not None and len(watch) < len(data["y_valid"]):
+    if watched:
         data["X_watch"] = read_rows(path, "X_valid", np.asarray(watch))
         data["y_watch"] = data["y_valid"][watch]
     return TrialArrays(data, path, lazy)

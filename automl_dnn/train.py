@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from automl_dnn.config import TrainConfig
+from automl_dnn.config import EVAL_BATCH_SIZE, EVAL_MAX_FLOATS, TrainConfig
 from automl_dnn.model import count_parameters
 from automl_dnn.optim import Schedule, make_optimizer, set_lr, set_momentum
 from automl_dnn.tasks import TASKS
@@ -38,12 +38,6 @@ CLIP_KINDS = ("none", "value", "norm")
 WEIGHT_AVERAGING = ("none", "ema", "swa")
 EMA_WARMUP = 10  # ema's decay is min(ema_decay, (1 + n) / (EMA_WARMUP + n)) after n updates
 STATUSES = ("completed", "early_stopped", "diverged", "stopped")
-EVAL_BATCH_SIZE = 8192  # evaluation has no backward pass, so it can use much larger batches
-#: The most float32 values (32 MB) one activation of an evaluation batch may hold: a wide net gets fewer rows
-#: than EVAL_BATCH_SIZE a batch (issue 13: TabM k = 8 over 100 embedded columns holds ~13,000 floats a row;
-#: PLR's cos, sin and their concatenation live at once, so 128 MB a tensor made a 1M-row refit's
-#: predictions 300-500 MB). ~600 such rows a batch still leave the per-batch overhead negligible.
-EVAL_MAX_FLOATS = 2**23
 TRIM_STEPS = 16  # optimizer steps between two hand-backs of freed heap memory (``trim_heap``): measured, no slower
 
 

@@ -390,6 +390,11 @@ def run_system(name: str, ds: dict[str, Any], budget: float, seed: int = 0) -> N
 # --- the table ----------------------------------------------------------------------------------
 
 
+def system_seeds(name: str, seeds: tuple[int, ...]) -> tuple[int, ...]:
+    """The seeds a system runs: automl-dnn's all of ``seeds``, the other systems seed 0 only."""
+    return seeds if SYSTEMS[name].tracks_package else (0,)
+
+
 def load_results(datasets: list[dict[str, Any]], systems: list[str], budget: float, seeds: tuple[int, ...] = (0,)
                  ) -> dict[tuple[str, str], dict[str, Any]]:
     """Cached records with the current keys: (row, dataset) -> record. automl-dnn's records made with an
@@ -400,7 +405,7 @@ def load_results(datasets: list[dict[str, Any]], systems: list[str], budget: flo
         _, _, split_hash = split(ds)
         for name in systems:
             found: dict[str, list[dict[str, Any]]] = {}
-            for seed in seeds if SYSTEMS[name].tracks_package else (0,):
+            for seed in system_seeds(name, seeds):
                 key = cache_key(name, split_hash, budget, seed=seed)
                 key_base = cache_key(name, split_hash, budget, False, seed=seed)
                 for row in SYSTEMS[name].rows:
@@ -628,7 +633,7 @@ def main() -> None:
     seeds = tuple(int(s) for s in args.seeds.split(","))
     if not args.table_only:
         for name in systems:  # one system at a time, dataset after dataset
-            for seed in seeds if SYSTEMS[name].tracks_package else (0,):
+            for seed in system_seeds(name, seeds):
                 for ds in datasets:
                     key = cache_key(name, split(ds)[2], args.budget, seed=seed)
                     recs = [cache_file(r, ds["name"], args.budget, seed) for r in SYSTEMS[name].rows]
