@@ -694,6 +694,25 @@ def test_gbt_levels_capped_at_the_most_frequent(monkeypatch):
     assert any("XGBoost keeps the 3 most frequent of its 4 values" in n for n in pre.notes_)
 
 
+def test_gbt_levels_fit_a_one_byte_bin_index_in_a_big_table(monkeypatch):
+    """Issue 13: past GBT_NARROW_CELLS training cells XGBoost keeps GBT_BYTE_LEVELS levels; the nets all."""
+    from automl_dnn.data import preprocessing
+
+    monkeypatch.setattr(preprocessing, "GBT_BYTE_LEVELS", 3)
+    train = pd.DataFrame({"c": list("aaaabbbccd") * 3, "x": np.arange(30.0) % 4})  # 30 rows x 2 columns
+    monkeypatch.setattr(preprocessing, "GBT_NARROW_CELLS", 61)
+    small = FeaturePreprocessor(min_frequency=1).fit(train)
+    assert small.columns_[0]["gbt_levels"] == ["a", "b", "c", "d"]
+    monkeypatch.setattr(preprocessing, "GBT_NARROW_CELLS", 60)
+    big = FeaturePreprocessor(min_frequency=1).fit(train)
+    assert big.columns_[0]["gbt_levels"] == ["a", "b", "c"]
+    assert big.columns_[0]["levels"] == small.columns_[0]["levels"]  # the nets' levels are not narrowed
+    assert big.transform_for_gbt(train)["c"].isna().sum() == 3  # the 3 rows of 'd'
+    assert any("XGBoost keeps the 3 most frequent of its 4 values in a table this big" in n for n in big.notes_)
+    again = FeaturePreprocessor.from_dict(big.to_dict())
+    assert again.transform_for_gbt(train)["c"].isna().sum() == 3
+
+
 # ---------------------------------------------------------------------------------------------
 # continuous features (for numeric embeddings)
 

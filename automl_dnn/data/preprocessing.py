@@ -40,7 +40,8 @@ Quantiles are numpy's linear interpolation (the default of ``np.quantile``, as p
 XGBoost (``transform_for_gbt``) reads categories natively, so it gets its own levels per column,
 ``gbt_levels`` in the JSON: every level seen in training (the ``GBT_MAX_LEVELS`` = 10,000 most frequent
 at most), with no ``min_frequency`` and no ``__rare__`` folding; values outside them (unseen, or beyond
-the cap) are missing. A column spec saved without ``gbt_levels`` (before format version 2) keeps the
+the cap) are missing. In a table of ``GBT_NARROW_CELLS`` (2**24) training cells or more, the cap is
+``GBT_BYTE_LEVELS`` (256), so that XGBoost's histogram index stays one byte per cell. A column spec saved without ``gbt_levels`` (before format version 2) keeps the
 one-hot levels there, as it always did.
 
 ``continuous_features_`` lists the output columns of ``transform`` that hold a number or a date part
@@ -71,6 +72,11 @@ SCALINGS = ("standard", "quantile", "robust", "none")
 CODE_MAX_LEVELS = 10_000  # a column of level codes keeps at most this many (the most frequent) levels
 SMOOTH_CLIP = 3.0  # robust scaling's smooth clip bound: f(z) = z / sqrt(1 + (z / 3)^2) (RealMLP-TD)
 GBT_MAX_LEVELS = 10_000  # levels per column kept for XGBoost's native categoricals (most frequent first)
+# XGBoost's histogram index takes one byte per cell while every column has at most 256 bins; one column
+# with more widens the whole index (at 1M x 100, 434 MB instead of 132). A table at least this many
+# cells big keeps at most GBT_BYTE_LEVELS levels per column for XGBoost (the nets keep every level).
+GBT_BYTE_LEVELS = 256
+GBT_NARROW_CELLS = 2**24  # 64 MiB of float32
 FORMAT_NAME = "automl_dnn.FeaturePreprocessor"
 #: 2 adds ``robust`` scaling and ``gbt_levels``; an older reader would ignore both and predict
 #: differently, so it must refuse the file. Version 1 files still load (without ``gbt_levels``).
@@ -479,16 +485,28 @@ class FeaturePreprocessor:
         return spec
 
     @staticmethod
-    def _gbt_levels(counts: pd.Series) -> list[str]:
-        """XGBoost's levels: every training level (sorted), the GBT_MAX_LEVELS most frequent at most.
+    def _gbt_levels(counts: pd.Series, cap: int | None = None) -> list[str]:
+        """XGBoost's levels: every training level (sorted), the ``cap`` (GBT_MAX_LEVELS) most frequent at most.
 
         No min_frequency here: XGBoost's own knobs (max_cat_to_onehot, min_child_weight, lambda on the
         sort key G / (H + lambda) of its partition splits) decide what a rare level is worth.
         """
-        if len(counts) <= GBT_MAX_LEVELS:
+        cap = GBT_MAX_LEVELS if cap is None else cap
+        if len(counts) <= cap:
             return sorted(str(lvl) for lvl in counts.index)
         ranked = sorted(((int(c), str(lvl)) for lvl, c in counts.items()), key=lambda t: (-t[0], t[1]))
-        return sorted(lvl for _, lvl in ranked[:GBT_MAX_LEVELS])
+        return sorted(lvl for _, lvl in ranked[:cap])
+
+    def _narrow_gbt_levels(self, n: int) -> None:
+        """In a big table, XGBoost's levels per column fit its one-byte bin index (GBT_BYTE_LEVELS)."""
+        if n * len(self._gbt_names()) < GBT_NARROW_CELLS:
+            return
+        for spec in self.columns_:
+            if spec["kind"] == "categorical" and len(spec.get("gbt_levels", ())) > GBT_BYTE_LEVELS:
+                spec["gbt_levels"] = self._gbt_levels(spec["counts"], GBT_BYTE_LEVELS)
+                self.notes_.append(f"column {spec['name']!r}: XGBoost keeps the {GBT_BYTE_LEVELS} most frequent "
+                                   f"of its {len(spec['counts'])} values in a table this big (its bin index "
+                                   "stays one byte per cell); the others are missing for it, the nets keep them")
 
     def _set_levels(self, spec: dict, cap: int) -> None:
         """Frequent levels (sorted), then __rare__ and __missing__ when needed."""
@@ -503,6 +521,7 @@ class FeaturePreprocessor:
 
     def _guard_fit_memory(self, n: int) -> None:
         """Lower the category cap (down to 8) before refusing a matrix too big for memory."""
+        self._narrow_gbt_levels(n)
         cap = self.max_categories
         while n * self.n_features_ * 4 > self.max_bytes and cap > 8:
             cap = max(8, cap // 2)
