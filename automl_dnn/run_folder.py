@@ -39,7 +39,7 @@ from automl_dnn.budget import BaggingRequest
 from automl_dnn.data import Dataset, FeaturePreprocessor, load_dataset
 from automl_dnn.errors import AutoDNNError, StorageError, disk_full_as_error, is_disk_full
 from automl_dnn.files import atomic_write, load_arrays, read_json, save_arrays, write_arrays, write_json
-from automl_dnn.folds import default_cv_folds
+from automl_dnn.folds import default_cv_folds, make_folds
 from automl_dnn.paths import make_folder
 from automl_dnn.space import SearchSpace, load_space
 from automl_dnn.storage import check_storage_for_jobs, open_storage, open_study_storage
@@ -209,6 +209,7 @@ def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tup
             raise AutoDNNError(f"--cv-folds {cv_folds} needs {cv_folds} groups of {groups!r} in the training + "
                                f"validation rows; they have {n_groups}")
         cv_folds = cv_folds if n_groups >= cv_folds else 1
+    _check_metric_defined(metric, dataset, cv_folds, options.seed)
     # Trial values of a cross-validated search are not comparable with a holdout's: a resume must keep it.
     cv = (cv_folds,) if cv_folds > 1 else ()
     fingerprint = _fingerprint(dataset.fingerprint(), dataset.target, dataset.task, space.fingerprint(),
@@ -252,6 +253,28 @@ def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tup
         spec["notes"] = list(dict.fromkeys(list(dataset.notes) + notes))
     write_json(run.spec_path, spec)
     return spec, dataset
+
+
+def _check_metric_defined(metric: str, dataset: Dataset, cv_folds: int, seed: int) -> None:
+    """ROC-AUC needs two classes in every part a trial is scored on; without them every trial would fail."""
+    if metric != "roc_auc":
+        return
+    dev = np.concatenate([dataset.split["train"], dataset.split["valid"]])
+    y_dev = np.asarray(dataset.y[dev], dtype=np.int64)
+    if cv_folds > 1:
+        keys = {"groups": None if dataset.groups is None else dataset.groups[dev],
+                "order": None if dataset.order is None else dataset.order[dev]}
+        folds = make_folds(y_dev, dataset.task, k=cv_folds, seed=seed, **keys)
+        parts, where = [y_dev[folds.rows(0, f)[1]] for f in range(folds.k)], f"a fold of the {cv_folds}-fold cross-validation"
+    else:
+        parts, where = [np.asarray(dataset.y[dataset.split["valid"]])], "the validation split"
+    if all(len(np.unique(part)) >= 2 for part in parts):
+        return
+    counts = np.bincount(y_dev, minlength=len(dataset.target_encoder.classes_))
+    rarest = dataset.target_encoder.classes_[int(np.argmin(counts))]
+    raise AutoDNNError(f"--metric roc_auc cannot score {where}: it holds one class only (class {rarest!r} has "
+                       f"{counts.min()} of the {len(dev)} training + validation rows); use --metric logloss, "
+                       "or add rows of that class")
 
 
 def _keep_recorded(old: dict[str, Any], spec: dict[str, Any], options: SearchOptions, run: RunDir) -> None:

@@ -96,6 +96,10 @@ TARGETS = [
     ("regression metric for classes", ["yes", "no"] * 20, ["--metric", "rmse"], ["metric", "rmse"]),
     ("no training rows left", ["yes", "no"] * 20, ["--valid-size", "0.5", "--test-size", "0.5"],
      ["valid_size + test_size"]),
+    ("roc_auc on a validation split of one class", ["no"] * 39 + ["yes"], ["--metric", "roc_auc", "--cv-folds", "1"],
+     ["--metric roc_auc cannot score the validation split", "class 'yes' has 1 of the 34", "--metric logloss"]),
+    ("roc_auc on a fold of one class", ["no"] * 38 + ["yes"] * 2, ["--metric", "roc_auc", "--cv-folds", "3"],
+     ["--metric roc_auc cannot score a fold of the 3-fold cross-validation", "class 'yes' has 2"]),
 ]
 
 

@@ -274,13 +274,30 @@ def test_split_sizes_determinism_stratification():
     assert ds.frame("valid")["x"].tolist() == df["x"].iloc[ds.split["valid"]].tolist()
 
 
-def test_split_small_class_falls_back_and_test_size_zero():
+def test_split_keeps_a_rare_class_in_training_and_test_size_zero():
     df = pd.DataFrame({"x": np.arange(40.0) % 3, "y": ["a"] * 39 + ["b"]})
     ds = load_dataset(df, target="y", test_size=0)
     assert len(ds.split["test"]) == 0 and ds.split["test"].dtype == np.int64
     assert len(ds.split["train"]) + len(ds.split["valid"]) == 40
-    assert any("not stratified" in n for n in ds.notes)
+    assert 39 in ds.split["train"]  # the one 'b' row: a random split could leave the class unlearned
+    assert any("1 rows of classes with fewer rows than splits all stay in training" in n for n in ds.notes)
     assert ds.labels("test").shape == (0,)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_split_with_a_test_part_keeps_every_class_of_two_rows_in_training(seed):
+    df = pd.DataFrame({"x": np.arange(60.0) % 5, "y": ["a"] * 56 + ["b", "b", "c", "c"]})
+    ds = load_dataset(df, target="y", seed=seed)
+    assert set(ds.labels("train").tolist()) == {0, 1, 2}
+    assert {len(v) for v in ds.split.values()} == {42, 9}  # sizes as asked; the 'a' rows stratified
+    assert not any("not stratified" in n for n in ds.notes)
+
+
+def test_split_falls_back_to_random_when_a_part_has_fewer_rows_than_classes():
+    df = pd.DataFrame({"x": np.arange(40.0), "y": [f"k{i % 10}" for i in range(40)]})  # 10 classes of 4 rows
+    ds = load_dataset(df, target="y", valid_size=0.05, test_size=0.05)  # 2 rows each
+    assert any("not stratified" in n for n in ds.notes)
+    assert sorted(np.concatenate(list(ds.split.values())).tolist()) == list(range(40))
 
 
 def test_load_dataset_drops_missing_target_rows_and_regression_uses_train_stats():

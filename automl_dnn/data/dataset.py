@@ -151,13 +151,26 @@ def _split(y: pd.Series, task: str, valid_size: float, test_size: float, seed: i
                 notes.append(f"the {what} split is not stratified: some class has too few rows")
         return train_test_split(rows, test_size=size, random_state=seed)
 
+    pinned = _rare_class_rows(labels, parts=3 if n_test else 2) if labels is not None else idx[:0]
+    if len(pinned) and n - len(pinned) - n_test - n_valid >= 1:  # else: split them like any row
+        notes.append(f"{len(pinned)} rows of classes with fewer rows than splits all stay in training, "
+                     "so that every class is learned (no score measures those classes)")
+        idx = np.setdiff1d(idx, pinned)
+    else:
+        pinned = idx[:0]
     rest, test = cut(idx, n_test, "test") if n_test else (idx, idx[:0])
     train, valid = cut(rest, n_valid, "validation")
-    split = {"train": np.sort(train), "valid": np.sort(valid), "test": np.sort(test)}
+    split = {"train": np.sort(np.concatenate([train, pinned])), "valid": np.sort(valid), "test": np.sort(test)}
     how = "stratified" if stratified[0] else "random"
     notes.append(f"split {n} rows into train {len(train)} / valid {len(valid)} / test {len(test)} "
                  f"({how}, seed {seed})")
     return {k: v.astype(np.int64) for k, v in split.items()}
+
+
+def _rare_class_rows(labels: np.ndarray, parts: int) -> np.ndarray:
+    """Rows of the classes with fewer rows than ``parts``: a random split could leave a class out of training."""
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return np.flatnonzero(counts[inverse] < parts).astype(np.int64)
 
 
 def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None = None,
