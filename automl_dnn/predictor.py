@@ -331,9 +331,13 @@ class Predictor:
             df = df.set_axis(names, axis=1)
         missing = [c for c in self.required_columns if c not in names]
         if missing:
-            s = "s" if len(missing) > 1 else ""
-            raise DataError(f"input is missing column{s} {', '.join(repr(c) for c in missing[:10])} used in "
-                            "training; add it to the table")
+            s, them = ("s", "them") if len(missing) > 1 else ("", "it")
+            by_case = {c.casefold(): c for c in names}
+            near = [f"{by_case[c.casefold()]!r}" for c in missing if c.casefold() in by_case]
+            hint = f" (the input has {', '.join(near[:5])}: names are case-sensitive)" if near else ""
+            more = f", ... ({len(missing)} in all)" if len(missing) > 10 else ""
+            raise DataError(f"input is missing column{s} {', '.join(repr(c) for c in missing[:10])}{more} used in "
+                            f"training; add {them} to the table{hint}")
         known = {item["name"] for item in self.input_schema}
         extra = [c for c in names if c not in known]
         if extra:

@@ -298,7 +298,9 @@ def test_ensemble_without_a_completed_trial(tmp_path: Path, tiny_space: Path) ->
 
 
 PREDICT_INPUTS = [
-    ("missing column", lambda f: f.drop(columns="b"), ["missing column 'b'"]),
+    ("missing column", lambda f: f.drop(columns="b"), ["missing column 'b'", "add it"]),
+    ("columns named in another case", lambda f: f.rename(columns={"a": "A", "b": "B"}),
+     ["missing columns 'a', 'b'", "add them", "the input has 'A', 'B': names are case-sensitive"]),
     ("numbers that cannot be read", lambda f: f.assign(a=["n/a?", "x", "y", "z", "w"]), ["'a'", "numbers"]),
     ("dates that cannot be read", lambda f: f.assign(d=["soon", "later", "x", "y", "z"]), ["'d'", "dates"]),
     ("empty table", lambda f: f.head(0), ["no rows"]),
