@@ -122,6 +122,27 @@ def test_diverging_trials_fail_with_reason_and_all_failing_is_a_clear_error(tmp_
     assert all(t.state == TrialState.FAIL and "diverged" in t.user_attrs["fail_reason"] for t in study.trials)
 
 
+def _pruning_worker(expire: bool):
+    """A stand-in for the search's worker: one trial, pruned (cut short when ``expire`` passes the deadline)."""
+    def run_worker(ctx, *, on_trial, stop, study):
+        trial = study.ask()
+        if expire:
+            stop.deadline = time.time() - 1.0
+        study.tell(trial, state=TrialState.PRUNED)
+    return run_worker
+
+
+def test_a_budget_that_ends_with_only_cut_short_trials_is_a_clear_error(tmp_path: Path, ranged_space: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("automl_dnn.search.run_worker", _pruning_worker(expire=True))
+    with pytest.raises(AutoDNNError, match=r"time budget ended before any trial completed \(1 cut short\)"):
+        api.search("builtin:breast_cancer", out=tmp_path / "run", space=str(ranged_space), time_budget=600,
+                   cv_folds=1, quiet=True)
+    monkeypatch.setattr("automl_dnn.search.run_worker", _pruning_worker(expire=False))
+    summary = _search(tmp_path / "run2", ranged_space, n_trials=1)  # pruned within --n-trials: no error
+    assert (summary.n_complete, summary.n_pruned) == (0, 1)
+
+
 def test_stale_trials_are_failed_not_left_running(tmp_path: Path) -> None:
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = optuna.create_study(storage=storage, study_name="s")
