@@ -215,7 +215,7 @@ class Objective:
                            score_fn=lambda pred, y=y_true, t=target: metrics.as_loss(
                                self.metric, metrics.score(self.metric, y, self.user_space(pred, t))))
             if result.best_epoch is None or not math.isfinite(result.best_score):
-                raise TrialFailed(f"diverged in fold {fold + 1} of {folds.k}: the loss became NaN or infinite")
+                raise TrialFailed(f"{_why_not_finite(result, self.metric)} in fold {fold + 1} of {folds.k}")
             if result.status == "stopped":  # by the deadline or Ctrl-C: an unfinished trial, like a pruned one
                 reason = f"cut short in fold {fold + 1} of {folds.k} of its cross-validation (the search stopped)"
                 trial.set_user_attr("prune_reason", reason)
@@ -271,7 +271,7 @@ class Objective:
             keep="best" if cv_value is None else "last",  # the final net of a CV trial never sees its valid rows choose
         )
         if result.best_epoch is None or not math.isfinite(result.best_score):
-            raise TrialFailed(f"diverged: the loss became NaN or infinite at epoch {result.epochs_run}")
+            raise TrialFailed(f"{_why_not_finite(result, self.metric)} at epoch {result.epochs_run}")
         valid_pred = self.user_space(predict(model, data["X_valid"], task=self.task, device=self.device), target)
         test_pred = (
             self.user_space(predict(model, data["X_test"], task=self.task, device=self.device), target)
@@ -554,3 +554,12 @@ def _probe(run: RunDir, settings: TrialSettings, *, task: str, d_out: int, devic
                                    device=device)
     steps = math.ceil(len(X) / batch) + 1 / 3  # the probe's validation term is one forward-only batch
     return epoch / steps / batch
+
+
+def _why_not_finite(result: Any, metric: str) -> str:
+    """A failed trial's reason: the net diverged, or only its score is undefined on the rows it is judged on."""
+    last = result.history[-1] if result.history else {}
+    losses = [last.get("train_loss", math.nan), last.get("valid_loss", math.nan)]
+    if all(math.isfinite(v) for v in losses):
+        return f"its validation {metric} is undefined (NaN) on these rows"
+    return "diverged: the loss became NaN or infinite"

@@ -500,3 +500,15 @@ def test_label_smoothing_is_used_only_for_accuracy_like_metrics(tmp_path: Path, 
         assert trial.user_attrs["label_smoothing_off"] == f"0.1 searched, 0 used: {metric} is not accuracy-like"
     else:
         assert "label_smoothing_off" not in trial.user_attrs
+
+
+def test_a_failed_trial_says_whether_the_net_diverged_or_only_its_score_was_undefined() -> None:
+    from types import SimpleNamespace
+
+    from automl_dnn.objective import _why_not_finite
+
+    undefined = SimpleNamespace(history=[{"train_loss": 0.5, "valid_loss": 0.6, "score": math.nan}])
+    assert _why_not_finite(undefined, "roc_auc") == "its validation roc_auc is undefined (NaN) on these rows"
+    diverged = SimpleNamespace(history=[{"train_loss": math.inf, "valid_loss": math.nan, "score": math.nan}])
+    assert _why_not_finite(diverged, "roc_auc").startswith("diverged")
+    assert _why_not_finite(SimpleNamespace(history=[]), "logloss").startswith("diverged")
