@@ -265,7 +265,8 @@ def _check_metric_defined(metric: str, dataset: Dataset, cv_folds: int, seed: in
         keys = {"groups": None if dataset.groups is None else dataset.groups[dev],
                 "order": None if dataset.order is None else dataset.order[dev]}
         folds = make_folds(y_dev, dataset.task, k=cv_folds, seed=seed, **keys)
-        parts, where = [y_dev[folds.rows(0, f)[1]] for f in range(folds.k)], f"a fold of the {cv_folds}-fold cross-validation"
+        parts = [y_dev[folds.rows(0, f)[1]] for f in range(folds.k)]
+        where = f"a fold of the {cv_folds}-fold cross-validation"
     else:
         parts, where = [np.asarray(dataset.y[dataset.split["valid"]])], "the validation split"
     if all(len(np.unique(part)) >= 2 for part in parts):

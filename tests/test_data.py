@@ -281,6 +281,7 @@ def test_split_keeps_a_rare_class_in_training_and_test_size_zero():
     assert len(ds.split["train"]) + len(ds.split["valid"]) == 40
     assert 39 in ds.split["train"]  # the one 'b' row: a random split could leave the class unlearned
     assert any("1 rows of classes with fewer rows than splits all stay in training" in n for n in ds.notes)
+    assert any(f"into train {len(ds.split['train'])} / valid" in n for n in ds.notes)  # the 'b' row counted
     assert ds.labels("test").shape == (0,)
 
 

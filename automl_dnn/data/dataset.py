@@ -162,14 +162,14 @@ def _split(y: pd.Series, task: str, valid_size: float, test_size: float, seed: i
     train, valid = cut(rest, n_valid, "validation")
     split = {"train": np.sort(np.concatenate([train, pinned])), "valid": np.sort(valid), "test": np.sort(test)}
     how = "stratified" if stratified[0] else "random"
-    notes.append(f"split {n} rows into train {len(train)} / valid {len(valid)} / test {len(test)} "
+    notes.append(f"split {n} rows into train {len(split['train'])} / valid {len(valid)} / test {len(test)} "
                  f"({how}, seed {seed})")
     return {k: v.astype(np.int64) for k, v in split.items()}
 
 
 def _rare_class_rows(labels: np.ndarray, parts: int) -> np.ndarray:
     """Rows of the classes with fewer rows than ``parts``: a random split could leave a class out of training."""
-    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     return np.flatnonzero(counts[inverse] < parts).astype(np.int64)
 
 

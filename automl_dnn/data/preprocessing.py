@@ -41,8 +41,8 @@ XGBoost (``transform_for_gbt``) reads categories natively, so it gets its own le
 ``gbt_levels`` in the JSON: every level seen in training (the ``GBT_MAX_LEVELS`` = 10,000 most frequent
 at most), with no ``min_frequency`` and no ``__rare__`` folding; values outside them (unseen, or beyond
 the cap) are missing. In a table of ``GBT_NARROW_CELLS`` (2**24) training cells or more, the cap is
-``GBT_BYTE_LEVELS`` (256), so that XGBoost's histogram index stays one byte per cell. A column spec saved without ``gbt_levels`` (before format version 2) keeps the
-one-hot levels there, as it always did.
+``GBT_BYTE_LEVELS`` (256), so that XGBoost's histogram index stays one byte per cell. A column spec
+saved without ``gbt_levels`` (before format version 2) keeps the one-hot levels there, as it always did.
 
 ``continuous_features_`` lists the output columns of ``transform`` that hold a number or a date part
 (not missing indicators, not one-hot levels), for numeric embeddings inside the net.
