@@ -66,18 +66,19 @@ class BagPlan:
 
 
 def plan_bagging(net_costs: list[float], tree_costs: list[float], *, k: int, repeats: int = 1,
-                 seconds: float | None, refit: bool = False, workers: int = 1) -> BagPlan:
+                 seconds: float | None, refit: bool = False, workers: int = 1, safety: float = PLAN_SAFETY) -> BagPlan:
     """The most bagging that fits in ``seconds`` (None: no limit): all of it if it fits; else fewer nets
     (best first), then fewer repeats, then fewer folds down to MIN_CUT_FOLDS (or the ``k`` asked for, if
     fewer); k = 1 (the validation split) if not even the best net fits that.
 
     ``net_costs`` are the seconds of one copy of each net, best first; ``tree_costs`` of one XGBoost fold.
     A refit adds one more copy per net. ``workers`` processes train the nets' copies side by side (``--jobs``).
+    The plan uses ``safety`` (PLAN_SAFETY) of ``seconds``.
     """
     if seconds is None:
         return BagPlan(k, repeats, len(net_costs), len(tree_costs))
     net_costs = [cost / workers for cost in net_costs]
-    budget = PLAN_SAFETY * max(seconds, 0.0)
+    budget = safety * max(seconds, 0.0)
     fewest = min(k, MIN_CUT_FOLDS)
     options = [(k, r) for r in range(repeats, 0, -1)] + [(kk, 1) for kk in range(k - 1, fewest - 1, -1)]
     for kk, rr in options:

@@ -281,6 +281,18 @@ def test_the_bagging_falls_back_to_the_validation_split_when_no_fold_fits(
     assert not (run / "bagging").exists()
 
 
+def test_the_bagging_the_search_kept_time_for_is_not_refused_by_a_second_margin(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """3 folds of 12 s fit in the ~40 s left, though not in PLAN_SAFETY (0.8) of it: the search's reservation
+    already had that margin (adult at 300 s: 65 s needed, 80 s left, and the time went unused)."""
+    run = copied("diabetes", tmp_path_factory, tmp_path)
+    monkeypatch.setattr("automl_dnn.ensemble_step.copy_seconds", lambda trial: 12.0)
+    report = ensemble_run(run, model_dir=tmp_path / "model", folds=5, gbt=False, threads=1, device="cpu",
+                          time_budget=40, top_k=1)
+    assert report.folds == 3 and report.inner == "oof"
+    assert any(n.startswith("bagging cut to fit the") and "3 folds instead of 5 folds" in n for n in report.notes)
+
+
 def test_with_accuracy_the_reported_test_score_is_that_of_the_labels_predict_writes(
         tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     from automl_dnn.data import read_table
