@@ -80,7 +80,8 @@ def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: f
         raise AutoDNNError(f"bag mode must be one of {', '.join(BAG_MODES)}, got {bag_mode!r}")
     if report_page:
         check_file_path(report_path_for(model_dir), "report page")  # before the search, not after
-    plan = None if time_budget is None else plan_fit(time_budget, report=report_page, ensemble_share=ensemble_share)
+    plan = None if time_budget is None else plan_fit(time_budget, report=report_page, ensemble_share=ensemble_share,
+                                                     gbt=bool(gbt))
     search_budget = None if plan is None else plan.search
     seed = options.get("seed", 0)
     background = None

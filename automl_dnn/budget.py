@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Share of a ``fit`` budget kept after the search for the weights and the export (XGBoost trains beside
-#: the search, not after it).
+#: the search, not after it: the step waits for its last fold copies and refit).
 ENSEMBLE_SHARE = 0.1
+#: The same for a fit without XGBoost (``--no-gbt``), where nothing is left to wait for: the weights and the
+#: export took 2-3 s, and at 300 s the nets-only fits ended 44-65 s before their budget (docs/benchmarks.md).
+#: At least ENSEMBLE_MIN_SECONDS (within ENSEMBLE_SHARE).
+NETS_ONLY_ENSEMBLE_SHARE, ENSEMBLE_MIN_SECONDS = 0.03, 5.0
 #: The most of a ``fit`` budget the nets' search gives up for their k-fold bagging: it ends early by what
 #: the bagging of its best nets so far will take (``reserve_seconds``), as measured in their trials.
 BAGGING_SHARE = 0.3
@@ -45,11 +49,18 @@ class FitPlan:
         return self.search + self.ensemble + self.report
 
 
-def plan_fit(time_budget: float, *, report: bool = True, ensemble_share: float | None = None) -> FitPlan:
-    """The fit budget's split into its phases (``ensemble_share`` overrides ENSEMBLE_SHARE)."""
+def plan_fit(time_budget: float, *, report: bool = True, ensemble_share: float | None = None,
+             gbt: bool = True) -> FitPlan:
+    """The fit budget's split into its phases (``ensemble_share`` overrides ENSEMBLE_SHARE, or without
+    XGBoost NETS_ONLY_ENSEMBLE_SHARE)."""
     report_s = min(REPORT_SHARE * time_budget, REPORT_MAX_SECONDS) if report else 0.0
     rest = time_budget - report_s
-    ensemble_s = rest * (ENSEMBLE_SHARE if ensemble_share is None else ensemble_share)
+    if ensemble_share is not None:
+        ensemble_s = rest * ensemble_share
+    elif gbt:
+        ensemble_s = rest * ENSEMBLE_SHARE
+    else:
+        ensemble_s = max(rest * NETS_ONLY_ENSEMBLE_SHARE, min(ENSEMBLE_MIN_SECONDS, rest * ENSEMBLE_SHARE))
     return FitPlan(search=rest - ensemble_s, ensemble=ensemble_s, report=report_s, bagging_cap=BAGGING_SHARE * rest)
 
 

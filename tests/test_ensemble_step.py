@@ -372,6 +372,10 @@ def test_fit_gives_the_nets_and_xgboost_their_own_cores(tmp_path: Path, monkeypa
     with pytest.raises(AutoDNNError, match="stop here"):
         api.fit("builtin:wine", model_dir=tmp_path / "m", n_trials=2, gbt=False, device="cpu")
     assert "gbt" not in seen and seen["search"]["on_prepared"] is None and "threads" not in seen["search"]
+    seen.clear()
+    with pytest.raises(AutoDNNError, match="stop here"):
+        api.fit("builtin:wine", model_dir=tmp_path / "m", time_budget=300, gbt=False, device="cpu")
+    assert seen["search"]["time_budget"] == pytest.approx(300 * (1 - budget.NETS_ONLY_ENSEMBLE_SHARE))
 
 
 def test_fit_reads_the_data_and_the_space_once(tmp_path: Path, tiny_space: Path,
