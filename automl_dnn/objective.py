@@ -31,7 +31,7 @@ from automl_dnn.run_folder import RunDir, save_trial
 from automl_dnn.search_rows import refit_seconds, sample_sizes, trial_data
 from automl_dnn.space import SearchSpace, settings_from_values, suggest
 from automl_dnn.storage import Lease
-from automl_dnn.train import Callback, TrainData, estimate_epoch_seconds, predict, train
+from automl_dnn.train import Callback, TrainData, TrainResult, estimate_epoch_seconds, predict, train
 
 TRIALS_PER_BUDGET = 8  # on a time budget, epochs are capped so that a trial takes about budget / 8 ...
 SHORT_BUDGET_TRIALS = 4  # ... but on a short budget up to budget / 4, as long as that is at most
@@ -556,7 +556,7 @@ def _probe(run: RunDir, settings: TrialSettings, *, task: str, d_out: int, devic
     return epoch / steps / batch
 
 
-def _why_not_finite(result: Any, metric: str) -> str:
+def _why_not_finite(result: TrainResult, metric: str) -> str:
     """A failed trial's reason: the net diverged, or only its score is undefined on the rows it is judged on."""
     last = result.history[-1] if result.history else {}
     losses = [last.get("train_loss", math.nan), last.get("valid_loss", math.nan)]

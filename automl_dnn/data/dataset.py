@@ -152,12 +152,12 @@ def _split(y: pd.Series, task: str, valid_size: float, test_size: float, seed: i
         return train_test_split(rows, test_size=size, random_state=seed)
 
     pinned = _rare_class_rows(labels, parts=3 if n_test else 2) if labels is not None else idx[:0]
-    if len(pinned) and n - len(pinned) - n_test - n_valid >= 1:  # else: split them like any row
+    if n - len(pinned) - n_test - n_valid < 1:  # no training row would be left: split them like any row
+        pinned = idx[:0]
+    if len(pinned):
         notes.append(f"{len(pinned)} rows of classes with fewer rows than splits all stay in training, "
                      "so that every class is learned (no score measures those classes)")
         idx = np.setdiff1d(idx, pinned)
-    else:
-        pinned = idx[:0]
     rest, test = cut(idx, n_test, "test") if n_test else (idx, idx[:0])
     train, valid = cut(rest, n_valid, "validation")
     split = {"train": np.sort(np.concatenate([train, pinned])), "valid": np.sort(valid), "test": np.sort(test)}
