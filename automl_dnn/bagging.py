@@ -34,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import safe_open
 
 from automl_dnn.config import TrialSettings
 from automl_dnn.data import Dataset, FeaturePreprocessor, TargetEncoder
@@ -45,7 +46,7 @@ from automl_dnn.model import build_mlp
 from automl_dnn.objective import StopAfter, embedding_inputs, target_inputs, worker_device
 from automl_dnn.run_folder import RunDir, TrialArtifacts, load_trial, save_trial_folder
 from automl_dnn.search_rows import n_search_train, read_rows
-from automl_dnn.train import TrainData, predict, train
+from automl_dnn.train import StoredRows, TrainData, predict, train
 
 BAG_MODES = ("bag", "refit")
 CHECK_ROWS = 64  # a net unit's predictions of these development rows are saved, to check its export
@@ -90,10 +91,13 @@ class BaggedMember:
 class DevData:
     """One scaling's development rows (train then valid, as the run saved them) and test rows, encoded."""
 
-    X: np.ndarray
+    X: np.ndarray | StoredRows
     y: np.ndarray  # class indices, or the run's standardized target
-    X_test: np.ndarray
+    X_test: np.ndarray | StoredRows
     n_search_train: int  # rows the search trained its nets on
+
+    def rows(self, positions: np.ndarray) -> np.ndarray:
+        return self.X.take(positions) if isinstance(self.X, StoredRows) else self.X[positions]
 
 
 def dev_data(run: RunDir, scaling: str) -> DevData:
@@ -105,6 +109,20 @@ def dev_data(run: RunDir, scaling: str) -> DevData:
     X = np.empty((len(y_train) + len(y_valid), X_test.shape[1]), dtype=X_test.dtype)
     read_rows(path, "X_train", out=X[: len(y_train)])
     read_rows(path, "X_valid", out=X[len(y_train):])
+    return DevData(X=X, y=np.concatenate([y_train, y_valid]), X_test=X_test,
+                   n_search_train=n_search_train(run, len(y_train)))
+
+
+def stored_dev_data(run: RunDir, scaling: str) -> DevData:
+    """``dev_data`` with the matrices left in the file, read a group of batches at a time by the trainer and a
+    chunk at a time for the predictions (issue 13: the refit on 850,000 rows held a 472 MB matrix while
+    XGBoost still boosted beside it)."""
+    path = run.data_path(scaling)
+    y_train, y_valid = read_rows(path, "y_train"), read_rows(path, "y_valid")
+    with safe_open(str(path), framework="np") as f:
+        n_test, d = f.get_slice("X_test").get_shape()
+    X = StoredRows(lambda rows: dev_rows(run, scaling, rows), len(y_train) + len(y_valid), d)
+    X_test = StoredRows(lambda rows: read_rows(path, "X_test", rows), n_test, d)
     return DevData(X=X, y=np.concatenate([y_train, y_valid]), X_test=X_test,
                    n_search_train=n_search_train(run, len(y_train)))
 
@@ -146,32 +164,34 @@ def _train_and_save(saved: TrialArtifacts, best_epoch: int, dev: DevData, pre: F
     planned, epochs = scaled_epochs(best_epoch, settings.train.max_epochs, dev.n_search_train, len(rows))
     settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, max_epochs=planned,
                                                                        patience=planned + 1))
-    X_train = dev.X if np.array_equal(rows, np.arange(len(dev.X))) else dev.X[rows]  # every row (a refit): no copy
+    X_train = dev.X if np.array_equal(rows, np.arange(len(dev.X))) else dev.rows(rows)  # every row (a refit): no copy
     watch = predict_rows if predict_rows is not None and len(predict_rows) else rows[: min(len(rows), 256)]
     settings, y_train, y_watch, target = target_inputs(settings, encoder, dev.y[rows], dev.y[watch])
     settings, bins = embedding_inputs(settings, pre, X_train)
     torch.manual_seed(settings.train.seed)
     d_out = int(saved.config["d_out"])
     model = build_mlp(settings.net, d_in=dev.X.shape[1], d_out=d_out, bins=bins)
-    result = train(model, TrainData(X_train, y_train, dev.X[watch], y_watch), settings.train, task=encoder.task_,
+    result = train(model, TrainData(X_train, y_train, dev.rows(watch), y_watch), settings.train, task=encoder.task_,
                    device=device, callbacks=[StopAfter(epochs)], threads=threads, keep="last")
     if result.best_epoch is None:
         raise AutoDNNError(f"a fold copy of trial {saved.config.get('trial_number')} diverged; "
                            "ensemble with --folds 1")
 
-    def user(X: np.ndarray) -> np.ndarray:
+    def user(X: np.ndarray | StoredRows) -> np.ndarray:
         if len(X) == 0:  # no test split (--test-size 0): probabilities have one column per class
             width = () if encoder.task_ == "regression" else (len(encoder.classes_),)
             return np.zeros((0, *width))
+        if isinstance(X, StoredRows):
+            return np.concatenate([user(chunk) for chunk in X.chunks()])
         pred = np.asarray(predict(model, X, task=encoder.task_, device=device), dtype=np.float64)
         if encoder.task_ != "regression":
             return pred
         return target.inverse(pred) if target is not None else encoder.decode(pred).astype(np.float64)
 
     check_rows = np.arange(min(CHECK_ROWS, len(dev.X)))
-    predictions = {"test": user(dev.X_test), "check": user(dev.X[check_rows]), "check_rows": check_rows}
+    predictions = {"test": user(dev.X_test), "check": user(dev.rows(check_rows)), "check_rows": check_rows}
     if predict_rows is not None:
-        predictions["oof"] = user(dev.X[predict_rows])
+        predictions["oof"] = user(dev.rows(predict_rows))
     config = {"settings": settings.to_dict(), "d_in": int(dev.X.shape[1]), "d_out": d_out,
               "trial_number": saved.config.get("trial_number"), "fingerprint": fingerprint,
               "epochs": epochs, "planned_epochs": planned, "train_rows": len(rows),
@@ -373,17 +393,18 @@ class FoldPool:
         self.close(cancel=exc[0] is not None)
 
 
-def refit_net(run: RunDir, net: NetToBag, encoder: TargetEncoder, *, device: str, threads: int | None,
-              cache: dict[str, tuple[DevData, FeaturePreprocessor]]) -> BaggedMember:
+def refit_net(run: RunDir, net: NetToBag, encoder: TargetEncoder, *, device: str, threads: int | None) -> BaggedMember:
     """Issue 13: a net of a search on a sample of the rows, trained again on every development row.
 
     The copy keeps its trial's optimizer steps and schedule (``scaled_epochs``: fewer epochs of more rows),
     like a fold copy; the ensemble keeps fitting its weights on the trial's validation predictions (as it
-    does for XGBoost's refit copy), and the copy is what is exported and scored on the test rows.
+    does for XGBoost's refit copy), and the copy is what is exported and scored on the test rows. Its rows
+    stay in the run's data file (``stored_dev_data``): it may train beside XGBoost's last trial.
     """
     started = time.monotonic()
     scaling = net.artifacts.config["settings"].get("scaling", "standard")
-    dev, pre = _dev_and_columns(run, scaling, cache)
+    dev = stored_dev_data(run, scaling)
+    pre = FeaturePreprocessor.from_dict(read_json(run.preprocess_path(scaling)))
     folder = bag_folder(run, net.name) / "refit"
     fingerprint = _unit_fingerprint(member=net.name, trial_config=net.artifacts.config["settings"],
                                     best_epoch=net.best_epoch, seed_rows=dev.n_search_train, unit="refit-all")
@@ -476,4 +497,4 @@ def bag_folder(run: RunDir, member: str) -> Path:
 
 
 __all__ = ["BAG_MODES", "BaggedMember", "DevData", "FoldPool", "NetToBag", "NetUnit", "bag_gbt", "bag_net", "dev_data",
-           "dev_rows", "dev_targets", "gbt_in_thread", "refit_net"]
+           "dev_rows", "dev_targets", "gbt_in_thread", "refit_net", "stored_dev_data"]

@@ -422,14 +422,13 @@ def _refit_unbagged(run: RunDir, encoder: TargetEncoder, candidates: list[Candid
     left = None if deadline is None else deadline - time.monotonic()
     # the whole time left (no PLAN_SAFETY): REFIT_EXPORT_SHARE of the step's time is kept back already
     plan = plan_bagging([c.copy_seconds or 0.0 for c in ranked], [], k=1, seconds=None if left is None else left / PLAN_SAFETY)
-    cache: dict[str, Any] = {}
     refit: dict[str, Candidate] = {}
     for c in ranked[: plan.n_nets]:
         if deadline is not None and time.monotonic() >= deadline:
             break
         assert c.best_epoch is not None and c.trial is not None and c.artifacts is not None
         to_refit = NetToBag(name=c.name, trial=c.trial, artifacts=c.artifacts, best_epoch=c.best_epoch)
-        member = refit_net(run, to_refit, encoder, device=device, threads=threads, cache=cache)
+        member = refit_net(run, to_refit, encoder, device=device, threads=threads)
         refit[c.name] = dataclasses.replace(c, test=member.test, bag=member)
     kept = [c.name for c in ranked if c.name not in refit]
     if refit:

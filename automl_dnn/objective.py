@@ -31,7 +31,8 @@ from automl_dnn.run_folder import RunDir, save_trial
 from automl_dnn.search_rows import refit_seconds, sample_sizes, trial_data
 from automl_dnn.space import SearchSpace, settings_from_values, suggest
 from automl_dnn.storage import Lease
-from automl_dnn.train import Callback, TrainData, TrainResult, estimate_epoch_seconds, predict, train
+from automl_dnn.train import (Callback, StoredRows, TrainData, TrainResult, estimate_epoch_seconds, head_rows, predict,
+                              train)
 
 TRIALS_PER_BUDGET = 8  # on a time budget, epochs are capped so that a trial takes about budget / 8 ...
 SHORT_BUDGET_TRIALS = 4  # ... but on a short budget up to budget / 4, as long as that is at most
@@ -353,7 +354,17 @@ def copy_seconds(trial: FrozenTrial) -> float | None:
     return float(seconds) / int(epochs) * (int(best) + 1)
 
 
-def embedding_inputs(settings: TrialSettings, pre: FeaturePreprocessor, X_train: np.ndarray
+def _column_spread(X: np.ndarray | StoredRows, columns: list[int]) -> np.ndarray:
+    """max - min of each of ``columns``; of stored rows, one chunk at a time."""
+    if not isinstance(X, StoredRows):
+        return np.array([np.ptp(X[:, c]) for c in columns], dtype=np.float64)  # a view a column: no copy
+    low, high = np.full(len(columns), np.inf), np.full(len(columns), -np.inf)
+    for chunk in X.chunks():
+        low, high = np.minimum(low, chunk[:, columns].min(axis=0)), np.maximum(high, chunk[:, columns].max(axis=0))
+    return high - low
+
+
+def embedding_inputs(settings: TrialSettings, pre: FeaturePreprocessor, X_train: np.ndarray | StoredRows
                      ) -> tuple[TrialSettings, list[torch.Tensor] | None]:
     """Point the embeddings at their columns of ``pre``'s encoding: level codes always, a numeric embedding
     at the continuous columns (PLE with quantile bins of the training rows ``X_train``).
@@ -365,14 +376,16 @@ def embedding_inputs(settings: TrialSettings, pre: FeaturePreprocessor, X_train:
                               categorical_cardinalities=[n for _, n in codes] or None)
     bins = None
     if net.num_embedding != "none":
-        columns = [c for c in pre.continuous_features_ if np.ptp(X_train[:, c]) > 0]
+        spread = _column_spread(X_train, pre.continuous_features_)
+        columns = [c for c, s in zip(pre.continuous_features_, spread, strict=True) if s > 0]
         if net.num_embedding == "ple" and columns:
             if len(X_train) > BIN_ROWS:  # torch.quantile's input limit; quantiles need no more rows
                 # the sampled rows first, then their columns: no copy of the whole matrix's columns (issue 13)
                 sample = torch.randperm(len(X_train), generator=torch.Generator().manual_seed(0))[:BIN_ROWS].numpy()
-                rows = torch.as_tensor(X_train[sample[:, None], columns])
+                picked = X_train.take(sample) if isinstance(X_train, StoredRows) else X_train[sample]
+                rows = torch.as_tensor(picked[:, columns])
             else:
-                rows = torch.as_tensor(X_train[:, columns])
+                rows = torch.as_tensor(head_rows(X_train, len(X_train))[:, columns])
             bins = quantile_bins(rows, net.ple_bins)
         net = dataclasses.replace(net, embedded_columns=columns,
                                   bin_counts=None if bins is None else [len(b) - 1 for b in bins])

@@ -1,7 +1,9 @@
 """The training loop (techniques.md §4-7) and ``predict`` with MC dropout.
 
 The whole dataset lives as tensors on the device; each epoch draws a seeded permutation and slices
-mini-batches from it (no DataLoader: for tabular data its per-batch Python cost dominates). The loop
+mini-batches from it (no DataLoader: for tabular data its per-batch Python cost dominates). A refit on
+every row of a large table leaves its rows in the run's file instead (``StoredRows``): the same batches,
+read a group at a time. The loop
 reads straight down and only *notifies* callbacks; early stopping, the NaN stop, clipping, max-norm,
 L1/L2, label smoothing, weight averaging and the lr schedule are small, separately tested steps.
 Per-batch work avoids host syncs (no ``.item()`` per batch); losses are summed on the device and read
@@ -39,13 +41,58 @@ WEIGHT_AVERAGING = ("none", "ema", "swa")
 EMA_WARMUP = 10  # ema's decay is min(ema_decay, (1 + n) / (EMA_WARMUP + n)) after n updates
 STATUSES = ("completed", "early_stopped", "diverged", "stopped")
 TRIM_STEPS = 16  # optimizer steps between two hand-backs of freed heap memory (``trim_heap``): measured, no slower
+STREAM_ROWS = 65_536  # rows of ``StoredRows`` read at a time: whole mini-batches, ~36 MB at 140 columns
+
+
+@dataclass(frozen=True)
+class StoredRows:
+    """Training rows left in a file and read a few mini-batches at a time.
+
+    Issue 13: a net refit on every development row of a 1M-row table held its 472 MB matrix beside
+    XGBoost's boosting. ``read`` returns the rows at sorted positions; the trainer asks for each group of
+    batches of its permutation, so the batches are the ones an in-memory matrix would give.
+    """
+
+    read: Callable[[np.ndarray], np.ndarray]
+    n_rows: int
+    n_features: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_rows, self.n_features)
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The rows at ``rows``, in that order (read sorted, then put back in order)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        return np.asarray(self.read(rows[order]), dtype=np.float32)[back]
+
+    def chunks(self, size: int = STREAM_ROWS) -> Iterator[np.ndarray]:
+        """Every row, in order, ``size`` rows at a time."""
+        for lo in range(0, self.n_rows, size):
+            yield self.take(np.arange(lo, min(lo + size, self.n_rows)))
+
+
+def head_rows(X: np.ndarray | StoredRows, n: int) -> np.ndarray:
+    """The first ``n`` rows of an array or of stored rows."""
+    return X.take(np.arange(min(n, len(X)))) if isinstance(X, StoredRows) else X[:n]
 
 
 @dataclass
 class TrainData:
-    """Encoded arrays: float32 features; int64 class indices or float32 standardized targets."""
+    """Encoded arrays: float32 features; int64 class indices or float32 standardized targets.
+    ``X_train`` may be ``StoredRows``: read from a file a group of batches at a time."""
 
-    X_train: np.ndarray
+    X_train: np.ndarray | StoredRows
     y_train: np.ndarray
     X_valid: np.ndarray
     y_valid: np.ndarray
@@ -175,6 +222,18 @@ def _batch_bounds(n: int, batch_size: int, drop_singleton: bool) -> list[tuple[i
     if drop_singleton and bounds == [(0, 1)]:
         raise ValueError("BatchNorm needs at least 2 training rows per batch, got 1 training row")
     return bounds
+
+
+def _groups(bounds: list[tuple[int, int]], rows: int) -> Iterator[list[tuple[int, int]]]:
+    """Consecutive batches in groups of about ``rows`` rows (at least one batch each)."""
+    group: list[tuple[int, int]] = []
+    for bound in bounds:
+        group.append(bound)
+        if bound[1] - group[0][0] >= rows:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 # --------------------------------------------------------------------------- loss and outputs
@@ -392,13 +451,16 @@ class _Trainer:
     ) -> None:
         self.model, self.config, self.task, self.device, self.keep = model, config, task, device, keep
         self.amp_ctx = lambda: _autocast(device, amp)
-        self.X_train = torch.as_tensor(np.asarray(data.X_train, dtype=np.float32), device=device)
+        self.stored = data.X_train if isinstance(data.X_train, StoredRows) else None
+        self.X_train = (None if self.stored is not None
+                        else torch.as_tensor(np.asarray(data.X_train, dtype=np.float32), device=device))
+        self.n_train = len(data.X_train)
         self.X_valid = torch.as_tensor(np.asarray(data.X_valid, dtype=np.float32), device=device)
         n_out = _n_outputs(model, self.X_valid, task)
         self.eval_batch = eval_batch_size(model, self.X_valid)
         self.y_train, self.w_train = self._targets(data.y_train, data.y_train, n_out)
         self.y_valid, self.w_valid = self._targets(data.y_valid, data.y_train, n_out)
-        self.bounds = _batch_bounds(len(self.X_train), config.batch_size, _has_batchnorm(model))
+        self.bounds = _batch_bounds(self.n_train, config.batch_size, _has_batchnorm(model))
         self.batch_sizes = torch.tensor([e - s for s, e in self.bounds], dtype=torch.float32, device=device)
         self.optimizer = make_optimizer(config.optimizer, model, config)
         self.schedule = Schedule(config, total_steps=config.max_epochs * len(self.bounds))
@@ -462,12 +524,25 @@ class _Trainer:
         for w in self.weights:
             w.renorm_(p=2, dim=0, maxnorm=self.config.max_norm)
 
+    def _rows(self, perm: torch.Tensor, bounds: list[tuple[int, int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Each batch's positions in ``perm`` and its feature rows: slices of the in-memory matrix, or of one
+        group of batches read from ``StoredRows`` at a time (the same rows either way)."""
+        if self.stored is None:
+            for start, end in bounds:
+                idx = perm[start:end]
+                yield idx, self.X_train.index_select(0, idx)
+            return
+        for group in _groups(bounds, STREAM_ROWS):
+            first, last = group[0][0], group[-1][1]
+            rows = torch.as_tensor(self.stored.take(perm[first:last].cpu().numpy()), device=self.device)
+            for start, end in group:
+                yield perm[start:end], rows[start - first:end - first]
+
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-        perm = torch.randperm(len(self.X_train), generator=self.generator).to(self.device)
-        for start, end in self.bounds:
-            idx = perm[start:end]
+        perm = torch.randperm(self.n_train, generator=self.generator).to(self.device)
+        for idx, xb in self._rows(perm, self.bounds):
             w = None if self.w_train is None else self.w_train.index_select(0, idx)
-            yield self.X_train.index_select(0, idx), self.y_train.index_select(0, idx), w
+            yield xb, self.y_train.index_select(0, idx), w
 
     def train_epoch(self, epoch: int, step: int) -> float:
         """One pass over the training set; returns the mean data loss (one host sync)."""
@@ -504,10 +579,10 @@ class _Trainer:
         if self.averager is None or self.averager.kind != "swa" or epoch < self.averaging_start:
             return
         self.averager.update()
-        order = torch.randperm(len(self.X_train), generator=torch.Generator().manual_seed(self.config.seed))
-        rows = self.X_train.index_select(0, order.to(self.device))
-        bounds = _batch_bounds(len(rows), EVAL_BATCH_SIZE, drop_singleton=True)
-        self.averager.refresh_batchnorm([rows[s:e] for s, e in bounds])
+        order = torch.randperm(self.n_train, generator=torch.Generator().manual_seed(self.config.seed))
+        bounds = _batch_bounds(self.n_train, EVAL_BATCH_SIZE, drop_singleton=True)
+        # one batch at a time: a permuted copy of every row was a second training matrix (issue 13)
+        self.averager.refresh_batchnorm(xb for _, xb in self._rows(order.to(self.device), bounds))
 
     def evaluated_model(self) -> nn.Module:
         """The net that is evaluated and kept: the averaged weights once averaging has started."""
@@ -638,7 +713,7 @@ def estimate_epoch_seconds(model: nn.Module, data: TrainData, config: TrainConfi
     probe = copy.deepcopy(model).to(dev).train()
     optimizer = torch.optim.SGD(probe.parameters(), lr=0.0)
     batch = max(2, min(config.batch_size, len(data.X_train)))
-    X = torch.as_tensor(data.X_train[:batch], device=dev)
+    X = torch.as_tensor(head_rows(data.X_train, batch), device=dev)
     dtype = torch.float32 if task in ("binary", "regression") else torch.int64
     y = torch.as_tensor(data.y_train[:batch], device=dev).to(dtype)
 

@@ -6,6 +6,7 @@ Searches are bounded by trial counts (space "quick", no pruner, one torch thread
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 from pathlib import Path
@@ -197,6 +198,22 @@ def test_an_oof_prediction_comes_from_the_fold_that_never_saw_the_row(tmp_path_f
         assert (saved.config["planned_epochs"], saved.config["epochs"]) == (planned, epochs)
     np.testing.assert_allclose(member.test, np.mean([bagging.load_trial(u.folder).predictions["test"]
                                                      for u in member.units], axis=0))
+
+
+def test_a_refit_reads_its_rows_from_the_file_and_trains_the_net_the_matrix_would(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13: the refit of a sampled search's net trains beside XGBoost's last trial, so it holds no
+    development matrix (472 MB at 1M rows); its net is the one a refit from the matrix trains."""
+    run = copied("diabetes", tmp_path_factory, tmp_path)
+    rd, net, encoder = RunDir(run), _net_to_bag(run), _encoder(run)
+    folds = make_folds(bagging.dev_targets(rd, encoder, "standard"), "regression", k=2)
+    from_matrix = bagging.bag_net(rd, net, folds, encoder, mode="refit", device="cpu", threads=1, cache={})
+    assert from_matrix is not None and [u.label for u in from_matrix.units] == ["refit"]
+    monkeypatch.setattr(bagging, "dev_data", lambda *a: pytest.fail("the refit loaded the development matrix"))
+    monkeypatch.setattr(importlib.import_module("automl_dnn.train"), "STREAM_ROWS", 50)  # several reads an epoch
+    from_file = bagging.refit_net(rd, net, encoder, device="cpu", threads=1)
+    assert bagging.load_trial(from_file.units[0].folder).config["train_rows"] == folds.n_rows
+    np.testing.assert_allclose(from_file.test, from_matrix.test, rtol=1e-5, atol=1e-6)
 
 
 def test_refit_exports_one_copy_trained_on_every_row(tmp_path_factory: pytest.TempPathFactory,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Any
 
@@ -14,6 +15,7 @@ from automl_dnn.model import NetConfig, build_mlp
 from automl_dnn.optim import onecycle_lr, onecycle_momentum, piecewise_lr
 from automl_dnn.train import (
     Callback,
+    StoredRows,
     TrainConfig,
     TrainData,
     WeightAverager,
@@ -25,6 +27,8 @@ from automl_dnn.train import (
     predict,
     train,
 )
+
+train_module = importlib.import_module("automl_dnn.train")
 
 
 
@@ -746,3 +750,50 @@ def test_label_smoothing_caps_the_confidence_of_a_trained_net() -> None:
 
     assert top_probability(0.0) > 0.99
     assert 0.85 < top_probability(0.2) < 0.93  # near 1 - 0.2/2 = 0.9
+
+
+# --------------------------------------------------------------------------- rows left in a file
+
+
+class _CountedRows:
+    """A matrix behind ``StoredRows``'s read: counts how many rows each read asked for."""
+
+    def __init__(self, X: np.ndarray) -> None:
+        self.X, self.reads = X, []
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        assert np.all(np.diff(rows) >= 0), "StoredRows reads sorted positions"
+        self.reads.append(len(rows))
+        return self.X[rows].copy()
+
+
+@pytest.mark.parametrize("averaging", ["none", "swa"])
+def test_stored_rows_train_the_same_net_as_the_matrix_a_group_of_batches_at_a_time(
+        averaging: str, binary_split: TrainData, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13: a refit on 850,000 rows reads its rows from the run's file instead of holding them; the batches
+    (and SWA's BatchNorm pass) are the in-memory matrix's, read 100 rows (two batches of 64 ... ) at a time."""
+    monkeypatch.setattr(train_module, "STREAM_ROWS", 100)
+    config = _cfg(weight_averaging=averaging, max_epochs=4, patience=50)
+    torch.manual_seed(0)
+    in_memory = _net(8, batchnorm="input")
+    torch.manual_seed(0)
+    from_file = _net(8, batchnorm="input")
+    expected = train(in_memory, binary_split, config, task="binary", keep="last")
+    source = _CountedRows(binary_split.X_train)
+    stored = TrainData(StoredRows(source, *binary_split.X_train.shape), binary_split.y_train,
+                       binary_split.X_valid, binary_split.y_valid)
+    got = train(from_file, stored, config, task="binary", keep="last")
+    assert [r["train_loss"] for r in got.history] == [r["train_loss"] for r in expected.history]
+    for (name, a), b in zip(in_memory.state_dict().items(), from_file.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    # training reads a group of batches (100 rows + at most one batch of 64) at a time; SWA's BatchNorm pass
+    # reads one evaluation batch (8,192 rows, here every row) after each averaged epoch (the last half: 2, 3)
+    assert [n for n in source.reads if n > 100 + 63] == ([] if averaging == "none" else [300, 300])
+    assert sum(n for n in source.reads if n <= 100 + 63) == 4 * 300
+
+
+def test_stored_rows_take_rows_in_the_order_asked() -> None:
+    X = np.arange(20, dtype=np.float32).reshape(10, 2)
+    stored = StoredRows(lambda rows: X[rows], 10, 2)
+    np.testing.assert_array_equal(stored.take(np.array([7, 2, 9, 2])), X[[7, 2, 9, 2]])
+    np.testing.assert_array_equal(np.concatenate(list(stored.chunks(4))), X)
