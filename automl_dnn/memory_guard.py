@@ -41,6 +41,7 @@ ROW_BYTES = 24  # per training/validation row beside its features: the int64 tar
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
 MEMINFO = Path("/proc/meminfo")
+LARGE_TABLE_TRIAL_FLOOR = 512 * 2**20  # bytes: ``large_table_allowance`` never asks a trial for less
 NO_LIMIT = 2**60  # cgroup v1 writes "no limit" as a huge number (about 2**63)
 UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12,
          "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -333,17 +334,34 @@ def _device(device: str | torch.device) -> torch.device:
 # --------------------------------------------------------------------------- the check
 
 
+def large_table_allowance(n_rows: int, d_in: int) -> int:
+    """What one trial may hold in a search on a sample of a large table: the size of the whole encoded
+    table, at least ``LARGE_TABLE_TRIAL_FLOOR``.
+
+    Issue 13: the fit of such a table stays within 4x its float32 matrix only if no trial alone takes
+    more than one matrix (a TabM k = 8 trial with batches of 1,024 rows added ~600 MB beside XGBoost's
+    matrix at 1M x 100)."""
+    return max(LARGE_TABLE_TRIAL_FLOOR, n_rows * d_in * FLOAT)
+
+
 def check_trial_memory(settings: TrialSettings, data: Mapping[str, np.ndarray], *, d_out: int, device: str,
-                       cv_folds: int = 1, available: tuple[int, str] | None = None) -> str | None:
+                       cv_folds: int = 1, available: tuple[int, str] | None = None,
+                       allowance: int | None = None) -> str | None:
     """Why the trial cannot fit in memory (the search fails it with this reason before building its net),
     or None when it fits or the available memory is unknown.
 
     ``data`` holds the run's ``X_train`` and ``y_valid``; ``available`` replaces ``available_memory(device)``.
+    ``allowance``: the bytes a trial may take in a large table whatever the machine has
+    (``large_table_allowance``; on the CPU, where the fit's own memory is).
     """
     on_cpu = _device(device).type != "cuda"
     estimate = estimate_trial_memory(settings, d_in=data["X_train"].shape[1], d_out=d_out,
                                      n_train=len(data["X_train"]), n_valid=len(data["y_valid"]), on_cpu=on_cpu,
                                      cv_folds=cv_folds)
+    if allowance is not None and on_cpu and estimate.total > allowance:
+        return (f"too big for a table this large: needs ~{human_bytes(estimate.total)} ({estimate.describe()}), "
+                f"a trial may take ~{human_bytes(allowance)} here (the encoded table's size: the fit stays within "
+                "4x the table); not run")
     available = available if available is not None else available_memory(device)
     if available is None or estimate.total <= USABLE_FRACTION * available[0]:
         return None

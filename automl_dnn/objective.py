@@ -25,7 +25,7 @@ from automl_dnn.data import FeaturePreprocessor, TargetEncoder, TargetTransform
 from automl_dnn.errors import AutoDNNError, first_line
 from automl_dnn.files import read_json
 from automl_dnn.folds import make_folds, scaled_epochs
-from automl_dnn.memory_guard import check_trial_memory
+from automl_dnn.memory_guard import check_trial_memory, large_table_allowance
 from automl_dnn.model import build_mlp, count_parameters, quantile_bins
 from automl_dnn.run_folder import RunDir, save_trial
 from automl_dnn.search_rows import refit_seconds, sample_sizes, trial_data
@@ -110,6 +110,14 @@ class Objective:
         if scaling not in self._data:
             self._data = {scaling: trial_data(self.run, scaling)}
         return self._data[scaling]
+
+    def _large_table_allowance(self, d_in: int) -> int | None:
+        """A search on a sample of its training rows is one of a large table: its trials' memory is bounded
+        by the table's size (``large_table_allowance``); None otherwise."""
+        sizes = sample_sizes(self.run)
+        if sizes is None or sizes["sample"] >= sizes["train"]:
+            return None
+        return large_table_allowance(sizes["train"] + sizes["valid"] + sizes["test"], d_in)
 
     def _columns_of(self, scaling: str) -> FeaturePreprocessor:
         """The run's fitted preprocessing of this scaling: which encoded columns hold what."""
@@ -239,7 +247,8 @@ class Objective:
         d_out = len(self.encoder.classes_) if self.task == "multiclass" else 1
         torch.manual_seed(settings.train.seed)  # the initial weights too must follow the seed
         settings, bins = embedding_inputs(settings, self._columns_of(settings.scaling), data["X_train"])
-        too_big = check_trial_memory(settings, data, d_out=d_out, device=self.device, cv_folds=self.cv_folds)
+        too_big = check_trial_memory(settings, data, d_out=d_out, device=self.device, cv_folds=self.cv_folds,
+                                     allowance=self._large_table_allowance(data["X_train"].shape[1]))
         if too_big:  # fail with the reason before allocating, rather than be killed by the kernel
             raise TrialFailed(too_big)
         model = build_mlp(settings.net, d_in=data["X_train"].shape[1], d_out=d_out, bins=bins)

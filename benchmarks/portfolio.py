@@ -86,27 +86,47 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 }
 
 
-def candidate_space(folder: Path) -> Path:
+def _plr(**changes: Any) -> dict[str, Any]:
+    return {**CANDIDATES["MLP-PLR (quantile, PLR, EMA)"], **changes}
+
+
+#: ``--candidates plr``: the MLP-PLR trial with its periodic embedding's frequency scale and width varied
+#: (Gorishniy et al. 2022 tune sigma over [0.01, 100]; the portfolio's 0.05 was never compared with others)
+PLR_VARIANTS: dict[str, dict[str, Any]] = {
+    "MLP-PLR sigma 0.05 (the portfolio's)": _plr(),
+    "sigma 0.01": _plr(plr_sigma=0.01),
+    "sigma 0.2": _plr(plr_sigma=0.2),
+    "sigma 1": _plr(plr_sigma=1.0),
+    "sigma 5": _plr(plr_sigma=5.0),
+    "sigma 1, d_embedding 32": _plr(plr_sigma=1.0, d_embedding=32),
+    "sigma 1, standard scaling": _plr(plr_sigma=1.0, scaling="standard"),
+    "sigma 1, robust scaling": _plr(plr_sigma=1.0, scaling="robust"),
+}
+CANDIDATE_SETS = {"portfolio": CANDIDATES, "plr": PLR_VARIANTS}
+
+
+def candidate_space(folder: Path, candidates: dict[str, dict[str, Any]] = CANDIDATES) -> Path:
     """The default space with the candidates as its enqueued trials (validated like any space)."""
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "search_spaces" / "default.yaml").read_text())
-    raw["enqueue"] = list(CANDIDATES.values())
+    raw["enqueue"] = list(candidates.values())
     path = folder / "portfolio.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     load_space(str(path))
     return path
 
 
-def run_dataset(ds: dict[str, Any], space: Path, budget: float, folder: Path) -> list[float]:
+def run_dataset(ds: dict[str, Any], space: Path, budget: float, folder: Path, n_trials: int = len(CANDIDATES)
+                ) -> list[float]:
     train_file, _, _ = split(ds)  # the training part only
     frame = pd.read_parquet(train_file)
     out = folder / ds["name"]
-    api.search(frame, out=out, target=ds["target"], task=ds["task"], space=str(space), n_trials=len(CANDIDATES),
+    api.search(frame, out=out, target=ds["target"], task=ds["task"], space=str(space), n_trials=n_trials,
                time_budget=budget, pruner="none", valid_size=0.2, test_size=0.0, seed=0, quiet=True,
                progress=False)
     spec = RunDir(out).read_spec()
     trials = sorted(open_study(spec, create=False).trials, key=lambda t: t.number)
     sign = 1.0 if spec["direction"] == "minimize" else -1.0
-    return [sign * t.value if t.value is not None else float("inf") for t in trials[: len(CANDIDATES)]]
+    return [sign * t.value if t.value is not None else float("inf") for t in trials[:n_trials]]
 
 
 TABM = "TabM-like (k=8, PLE, AdamW)"
@@ -171,18 +191,21 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=160.0, help="seconds of the search a candidate is a trial of")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--orders", action="store_true", help="score whole portfolios by a nets-only fit each")
+    parser.add_argument("--candidates", choices=sorted(CANDIDATE_SETS), default="portfolio",
+                        help="which configurations to compare: the portfolio's candidates, or PLR's variants")
     args = parser.parse_args()
     wanted = args.datasets.split(",")
     datasets = [ds for ds in manifest() if ds["name"] in wanted]
     if args.orders:
         run_orders(datasets, args.budget)
         return
-    names = list(CANDIDATES)
+    candidates = CANDIDATE_SETS[args.candidates]
+    names = list(candidates)
     losses: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        space = candidate_space(Path(tmp))
+        space = candidate_space(Path(tmp), candidates)
         for ds in datasets:
-            losses[ds["name"]] = run_dataset(ds, space, args.budget, Path(tmp))
+            losses[ds["name"]] = run_dataset(ds, space, args.budget, Path(tmp), len(candidates))
             print(f"{ds['name']}: " + ", ".join(f"{v:.4g}" for v in losses[ds["name"]]), flush=True)
     ranks = {n: [] for n in names}
     for values in losses.values():

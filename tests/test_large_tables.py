@@ -16,13 +16,15 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 import pytest
+from optuna.trial import TrialState
 
-from automl_dnn import api, predictor as predictor_module, search_rows
+from automl_dnn import api, memory_guard, predictor as predictor_module, search_rows
 from automl_dnn.budget import MIN_SEARCH_ROWS, WATCH_ROWS, plan_search_rows
 from automl_dnn.data import FeaturePreprocessor, read_table
 from automl_dnn.data import merge_counted_notes
 from automl_dnn.files import load_arrays
 from automl_dnn.run_folder import RunDir, SearchOptions, prepare_run
+from automl_dnn.study import open_study
 from tests.conftest import TINY_SPACE, invoke
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,6 +223,56 @@ def test_trials_read_the_sample_and_every_validation_row(table: object, tmp_path
     again = search_rows.decide(run, json.loads(run.spec_path.read_text()), row_seconds=lambda: 1.0, deadline=None,
                                budget=None, seed=0, resumed=True)
     assert (again.train, again.watch) == (600, 200)  # a resumed search keeps its sample
+
+
+GUARDED_SPACE = """
+name: guarded
+params:
+  n_layers: 4
+  d_hidden: {choices: [8, 2048]}
+  optimizer: adam
+  lr: 0.01
+  schedule: none
+  batch_size: 64
+  max_epochs: 2
+  patience: 2
+enqueue:
+  - {d_hidden: 2048}
+  - {d_hidden: 8}
+"""
+
+
+def test_a_trial_bigger_than_a_large_table_fails_with_its_reason_and_the_search_goes_on(
+        table: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13: in a search on a sample of a large table a trial may take the table's size in memory, whatever
+    the machine has (at 1M x 100 a TabM k = 8 trial of 1,024-row batches took the fit over 4x the table)."""
+    space = tmp_path / "guarded.yaml"
+    space.write_text(GUARDED_SPACE)
+    run = _sampled_run(table, tmp_path / "run", space)
+    monkeypatch.setattr(memory_guard, "LARGE_TABLE_TRIAL_FLOOR", 20 * 2**20)  # the 2,000-row table is ~200 kB
+    summary = api.search(table.path, out=run.root, target="y", space=str(space), n_trials=2, cv_folds=1,
+                         pruner="none", quiet=True, progress=False)
+    assert summary.n_complete == 2 and summary.n_failed >= 1  # a failed trial does not count to --n-trials
+    study = open_study(run.read_spec(), create=False)
+    assert {t.params["d_hidden"] for t in study.trials if t.state == TrialState.COMPLETE} == {8}
+    for trial in study.get_trials(states=(TrialState.FAIL,)):
+        assert trial.params["d_hidden"] == 2048
+        assert trial.user_attrs["fail_reason"].startswith("too big for a table this large: needs ~")
+        assert "a trial may take ~21 MB here" in trial.user_attrs["fail_reason"]
+
+
+def test_the_allowance_is_the_encoded_table_or_the_floor_and_only_on_the_cpu() -> None:
+    assert memory_guard.large_table_allowance(2_000_000, 118) == 944_000_000
+    assert memory_guard.large_table_allowance(1_000, 118) == memory_guard.LARGE_TABLE_TRIAL_FLOOR
+    from automl_dnn.space import settings_from_values
+
+    settings = settings_from_values({"n_layers": 2, "d_hidden": 512, "batch_size": 256})
+    data = {"X_train": np.zeros((1000, 10), np.float32), "y_valid": np.zeros(100)}
+    reason = memory_guard.check_trial_memory(settings, data, d_out=1, device="cpu", allowance=1000,
+                                             available=(10**12, "test"))
+    assert reason is not None and reason.startswith("too big for a table this large")
+    assert memory_guard.check_trial_memory(settings, data, d_out=1, device="cpu", allowance=10**9,
+                                           available=(10**12, "test")) is None
 
 
 # --- fit, export, predict ----------------------------------------------------------------------
