@@ -140,6 +140,8 @@ def _check_embedding(config: NetConfig, d_in: int) -> None:
         raise ValueError(f"ple_bins must be an int >= 2, got {config.ple_bins!r}")
     if not config.plr_sigma > 0:
         raise ValueError(f"plr_sigma must be > 0, got {config.plr_sigma!r}")
+    if config.plr_sigma_max != 0 and not config.plr_sigma_max > config.plr_sigma:
+        raise ValueError(f"plr_sigma_max must be 0 or > plr_sigma, got {config.plr_sigma_max!r}")
     columns = embedded_columns(config, d_in)
     if any(not _is_int(c) or not 0 <= c < d_in for c in columns) or len(set(columns)) != len(columns):
         raise ValueError(f"embedded_columns must be distinct column indices below d_in={d_in}, got {columns}")
@@ -283,11 +285,24 @@ def _known_or_reserved(codes: torch.Tensor, n: int) -> torch.Tensor:
 
 def _numeric_embedding(config: NetConfig, n_columns: int, bins: list[torch.Tensor] | None) -> nn.Module:
     if config.num_embedding == "plr":
-        return rtdl.PeriodicEmbeddings(n_columns, config.d_embedding, n_frequencies=config.plr_frequencies,
-                                       frequency_init_scale=config.plr_sigma, lite=False)
+        plr = rtdl.PeriodicEmbeddings(n_columns, config.d_embedding, n_frequencies=config.plr_frequencies,
+                                      frequency_init_scale=config.plr_sigma, lite=False)
+        if config.plr_sigma_max > config.plr_sigma:
+            spread_frequencies(plr.periodic.weight, config.plr_sigma, config.plr_sigma_max)
+        return plr
     bins = bins if bins is not None else placeholder_bins(config, n_columns)
     with _single_bins_allowed():
         return rtdl.PiecewiseLinearEmbeddings(bins, config.d_embedding, activation=False, version="B")
+
+
+@torch.no_grad()
+def spread_frequencies(weight: torch.Tensor, low: float, high: float) -> None:
+    """PLR's frequencies (columns x frequencies), frequency j drawn from N(0, sigma_j^2), truncated at 3
+    sigma_j as rtdl does, with sigma_j geometric from ``low`` to ``high``: the best single sigma differs by
+    100x between tables (docs/benchmarks.md), and the linear layer after it can pick the scales it needs."""
+    sigmas = torch.logspace(math.log10(low), math.log10(high), weight.shape[1])
+    for j, sigma in enumerate(sigmas.tolist()):
+        nn.init.trunc_normal_(weight[:, j], 0.0, sigma, a=-3 * sigma, b=3 * sigma)
 
 
 def categorical_columns(config: NetConfig) -> list[int]:

@@ -102,13 +102,22 @@ PLR_VARIANTS: dict[str, dict[str, Any]] = {
     "sigma 1, standard scaling": _plr(plr_sigma=1.0, scaling="standard"),
     "sigma 1, robust scaling": _plr(plr_sigma=1.0, scaling="robust"),
 }
-CANDIDATE_SETS = {"portfolio": CANDIDATES, "plr": PLR_VARIANTS}
+#: ``--candidates plr-spread``: PLR's frequencies initialised at several scales at once (``plr_sigma_max``)
+PLR_SPREAD: dict[str, dict[str, Any]] = {
+    "MLP-PLR sigma 0.05 (the portfolio's)": _plr(),
+    "sigmas 0.05 to 5": _plr(plr_sigma=0.05, plr_sigma_max=5.0),
+    "sigmas 0.01 to 10": _plr(plr_sigma=0.01, plr_sigma_max=10.0),
+    "sigmas 0.1 to 3": _plr(plr_sigma=0.1, plr_sigma_max=3.0),
+}
+CANDIDATE_SETS = {"portfolio": CANDIDATES, "plr": PLR_VARIANTS, "plr-spread": PLR_SPREAD}
 
 
 def candidate_space(folder: Path, candidates: dict[str, dict[str, Any]] = CANDIDATES) -> Path:
     """The default space with the candidates as its enqueued trials (validated like any space)."""
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "search_spaces" / "default.yaml").read_text())
     raw["enqueue"] = list(candidates.values())
+    for key in {k for c in candidates.values() for k in c} - set(raw["params"]):  # a knob the space lacks
+        raw["params"][key] = {"choices": sorted({c.get(key, 0.0) for c in candidates.values()} | {0.0})}
     path = folder / "portfolio.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     load_space(str(path))
