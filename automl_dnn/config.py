@@ -47,8 +47,8 @@ class NetConfig:
     d_embedding: int = 16  # width of each embedded column
     plr_frequencies: int = 48  # PLR: frequencies per column
     plr_sigma: float = 0.01  # PLR: scale of the initial frequencies (the important knob)
-    # PLR: > plr_sigma spreads the frequencies' initial scales geometrically from plr_sigma to this, one per
-    # frequency, so that one net starts with both slow and fast ones (0: every frequency at plr_sigma)
+    # PLR: above plr_sigma, the frequencies' initial scales spread geometrically from plr_sigma to this, one
+    # per frequency, so that one net starts with both slow and fast ones (0: every frequency at plr_sigma)
     plr_sigma_max: float = 0.0
     ple_bins: int = 48  # PLE: at most this many quantile bins per column
     # Set from the training data by the search, never by a space: the input columns to embed (the

@@ -140,8 +140,8 @@ def _check_embedding(config: NetConfig, d_in: int) -> None:
         raise ValueError(f"ple_bins must be an int >= 2, got {config.ple_bins!r}")
     if not config.plr_sigma > 0:
         raise ValueError(f"plr_sigma must be > 0, got {config.plr_sigma!r}")
-    if config.plr_sigma_max != 0 and not config.plr_sigma_max > config.plr_sigma:
-        raise ValueError(f"plr_sigma_max must be 0 or > plr_sigma, got {config.plr_sigma_max!r}")
+    if config.plr_sigma_max != 0 and not config.plr_sigma_max >= config.plr_sigma:
+        raise ValueError(f"plr_sigma_max must be 0 or >= plr_sigma, got {config.plr_sigma_max!r}")
     columns = embedded_columns(config, d_in)
     if any(not _is_int(c) or not 0 <= c < d_in for c in columns) or len(set(columns)) != len(columns):
         raise ValueError(f"embedded_columns must be distinct column indices below d_in={d_in}, got {columns}")

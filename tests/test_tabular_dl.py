@@ -6,6 +6,8 @@ TabM promises, and the round trip a saved net needs: rebuilt from its config, th
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tabm
@@ -51,6 +53,22 @@ def test_embeddings_apply_to_the_given_columns_and_pass_the_others() -> None:
     delta = net.embed(y) - net.embed(x)
     torch.testing.assert_close(delta[:, :10], torch.zeros(3, 10))
     torch.testing.assert_close(delta[:, 10], torch.ones(3))
+
+
+def test_plr_frequencies_spread_from_plr_sigma_to_plr_sigma_max() -> None:
+    """plr_sigma_max: frequency j of every column starts from N(0, sigma_j^2), sigma_j geometric from
+    plr_sigma (j = 0) to plr_sigma_max (the last); without it every frequency starts at plr_sigma."""
+    config = NetConfig(n_layers=1, d_hidden=8, num_embedding="plr", plr_frequencies=3, plr_sigma=0.01,
+                       plr_sigma_max=1.0, embedded_columns=list(range(4000)))
+    weight = build_mlp(config, d_in=4000, d_out=1).embed.num_embed.periodic.weight  # (columns, frequencies)
+    spread = weight.std(dim=0) / torch.tensor([0.01, 0.1, 1.0])
+    torch.testing.assert_close(spread, torch.full((3,), 0.986), atol=0.04, rtol=0)  # 3-sigma truncation
+    assert weight.abs().max(dim=0).values.le(torch.tensor([0.03, 0.3, 3.0]) + 1e-6).all()
+    single = build_mlp(dataclasses.replace(config, plr_sigma_max=0.0), d_in=4000, d_out=1)
+    stds = single.embed.num_embed.periodic.weight.std(dim=0)
+    torch.testing.assert_close(stds, torch.full((3,), 0.00986), atol=4e-4, rtol=0)
+    with pytest.raises(ValueError, match="plr_sigma_max must be 0 or >= plr_sigma"):
+        build_mlp(dataclasses.replace(config, plr_sigma_max=0.005), d_in=4000, d_out=1)
 
 
 @pytest.mark.parametrize("kind", ["plr", "ple"])
