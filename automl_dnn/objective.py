@@ -391,8 +391,9 @@ def embedding_inputs(settings: TrialSettings, pre: FeaturePreprocessor, X_train:
             if len(X_train) > BIN_ROWS:  # torch.quantile's input limit; quantiles need no more rows
                 # the sampled rows first, then their columns: no copy of the whole matrix's columns (issue 13)
                 sample = torch.randperm(len(X_train), generator=torch.Generator().manual_seed(0))[:BIN_ROWS].numpy()
-                picked = X_train.take(sample) if isinstance(X_train, StoredRows) else X_train[sample]
-                rows = torch.as_tensor(picked[:, columns])
+                picked = (X_train.take(np.sort(sample))[:, columns] if isinstance(X_train, StoredRows)
+                          else X_train[sample[:, None], columns])
+                rows = torch.as_tensor(picked)
             else:
                 rows = torch.as_tensor(head_rows(X_train, len(X_train))[:, columns])
             bins = quantile_bins(rows, net.ple_bins)

@@ -254,3 +254,25 @@ def test_an_unseen_category_at_predict_time_through_the_whole_tool(tmp_path) -> 
     proba = model.predict_proba(new)
     assert proba.shape == (4, 2) and np.all(np.isfinite(proba))
     np.testing.assert_array_equal(proba[1], proba[2])  # two unseen cities share the reserved code
+
+
+def test_embedding_inputs_of_stored_rows_are_those_of_the_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refit reads its rows from the file (``StoredRows``): its embedded columns (a constant one passed
+    through) and its PLE bins, from a sample of the rows above BIN_ROWS, are those of the matrix."""
+    from types import SimpleNamespace
+
+    from automl_dnn import objective
+    from automl_dnn.space import settings_from_values
+    from automl_dnn.train import StoredRows
+
+    monkeypatch.setattr(objective, "BIN_ROWS", 50)
+    X = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+    X[:, 3] = 1.0
+    pre = SimpleNamespace(continuous_features_=[0, 1, 3], categorical_features_=[])
+    settings = settings_from_values({"num_embedding": "ple", "ple_bins": 8})
+    from_matrix, bins = objective.embedding_inputs(settings, pre, X)
+    from_file, stored_bins = objective.embedding_inputs(settings, pre, StoredRows(lambda rows: X[rows], 300, 4))
+    assert from_matrix.net.embedded_columns == from_file.net.embedded_columns == [0, 1]
+    assert from_matrix == from_file
+    for a, b in zip(bins, stored_bins, strict=True):
+        torch.testing.assert_close(a, b)
