@@ -3,9 +3,9 @@
 The whole dataset lives as tensors on the device; each epoch draws a seeded permutation and slices
 mini-batches from it (no DataLoader: for tabular data its per-batch Python cost dominates). A refit on
 every row of a large table leaves its rows in the run's file instead (``StoredRows``): the same batches,
-read a group at a time. The loop
-reads straight down and only *notifies* callbacks; early stopping, the NaN stop, clipping, max-norm,
-L1/L2, label smoothing, weight averaging and the lr schedule are small, separately tested steps.
+read a group at a time. The loop reads straight down and only *notifies* callbacks; early stopping, the
+NaN stop, clipping, max-norm, L1/L2, label smoothing, weight averaging and the lr schedule are small,
+separately tested steps.
 Per-batch work avoids host syncs (no ``.item()`` per batch); losses are summed on the device and read
 once per epoch. The schedule's phases decide when patience starts counting (after 1cycle's warm-up or
 flat_cosine's flat part) and when weight averaging starts; once it has, the averaged net is the one
