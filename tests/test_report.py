@@ -366,6 +366,10 @@ def test_on_a_time_budget_the_importance_shuffles_the_rows_that_fit() -> None:
     assert report_page.importance_rows_in_time(10.0, 1_000.0, 20) == report_page.IMPORTANCE_FLOOR_ROWS == 100
     assert report_page.importance_rows_in_time(100.0, 1_000.0, 20) == int(0.6 * 100 * 1_000 / 61) == 983
     assert report_page.importance_rows_in_time(-5.0, 1_000.0, 20) == 100
+    # the floor of 3 shuffles does not fit: one shuffle a column, and the rows one shuffle affords
+    assert report_page.importance_plan(100.0, 1_000.0, 20) == (983, 3)
+    assert report_page.importance_plan(10.0, 1_000.0, 20) == (int(0.6 * 10 * 1_000 / 21), 1) == (285, 1)
+    assert report_page.importance_plan(1.0, 1_000.0, 20) == (100, 1)
 
 
 def test_a_page_out_of_time_shuffles_only_the_floor_of_rows(binary_run: SimpleNamespace, tmp_path: Path,
@@ -376,3 +380,4 @@ def test_a_page_out_of_time_shuffles_only_the_floor_of_rows(binary_run: SimpleNa
     out_of_time = api.write_report(binary_run.run, out=tmp_path / "page.html", time_budget=1e-6).read_text()
     assert int(rows_used.search(unlimited).group(1)) == 90  # every test row (600 x 0.15)
     assert int(rows_used.search(out_of_time).group(1)) == 10
+    assert "test rows, 3 shuffles per column" in unlimited and "test rows, 1 shuffle per column" in out_of_time
