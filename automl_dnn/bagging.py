@@ -21,6 +21,7 @@ of what it was trained on, so a rerun after a crash reuses the folds that are do
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -121,7 +122,7 @@ def stored_dev_data(run: RunDir, scaling: str) -> DevData:
     y_train, y_valid = read_rows(path, "y_train"), read_rows(path, "y_valid")
     with safe_open(str(path), framework="np") as f:
         n_test, d = f.get_slice("X_test").get_shape()
-    X = StoredRows(lambda rows: dev_rows(run, scaling, rows), len(y_train) + len(y_valid), d)
+    X = StoredRows(functools.partial(_read_dev_rows, path, len(y_train)), len(y_train) + len(y_valid), d)
     X_test = StoredRows(lambda rows: read_rows(path, "X_test", rows), n_test, d)
     return DevData(X=X, y=np.concatenate([y_train, y_valid]), X_test=X_test,
                    n_search_train=n_search_train(run, len(y_train)))
@@ -130,7 +131,10 @@ def stored_dev_data(run: RunDir, scaling: str) -> DevData:
 def dev_rows(run: RunDir, scaling: str, rows: np.ndarray) -> np.ndarray:
     """Development rows (sorted positions in train then valid) of one scaling, read without the matrices."""
     path = run.data_path(scaling)
-    n_train = len(read_rows(path, "y_train"))
+    return _read_dev_rows(path, len(read_rows(path, "y_train")), rows)
+
+
+def _read_dev_rows(path: Path, n_train: int, rows: np.ndarray) -> np.ndarray:
     first, second = rows[rows < n_train], rows[rows >= n_train] - n_train
     return np.concatenate([read_rows(path, "X_train", first), read_rows(path, "X_valid", second)])
 

@@ -35,6 +35,25 @@ def _one_torch_thread():
     yield
     torch.set_num_threads(previous)
 
+#: A net too big for a small memory limit, then a tiny one, twice (the memory guard's tests).
+GUARDED_SPACE = """
+name: guarded
+params:
+  n_layers: 4
+  d_hidden: {choices: [8, 2048]}
+  optimizer: adam
+  lr: 0.01
+  schedule: none
+  batch_size: 64
+  max_epochs: 2
+  patience: 2
+enqueue:
+  - {d_hidden: 2048}
+  - {d_hidden: 8}
+  - {d_hidden: 2048}
+  - {d_hidden: 8}
+"""
+
 TINY_SPACE = """\
 name: tiny
 params:

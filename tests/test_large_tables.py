@@ -25,7 +25,7 @@ from automl_dnn.data import merge_counted_notes
 from automl_dnn.files import load_arrays
 from automl_dnn.run_folder import RunDir, SearchOptions, prepare_run
 from automl_dnn.study import open_study
-from tests.conftest import TINY_SPACE, invoke
+from tests.conftest import GUARDED_SPACE, TINY_SPACE, invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -223,23 +223,6 @@ def test_trials_read_the_sample_and_every_validation_row(table: object, tmp_path
     again = search_rows.decide(run, json.loads(run.spec_path.read_text()), row_seconds=lambda: 1.0, deadline=None,
                                budget=None, seed=0, resumed=True)
     assert (again.train, again.watch) == (600, 200)  # a resumed search keeps its sample
-
-
-GUARDED_SPACE = """
-name: guarded
-params:
-  n_layers: 4
-  d_hidden: {choices: [8, 2048]}
-  optimizer: adam
-  lr: 0.01
-  schedule: none
-  batch_size: 64
-  max_epochs: 2
-  patience: 2
-enqueue:
-  - {d_hidden: 2048}
-  - {d_hidden: 8}
-"""
 
 
 def test_a_trial_bigger_than_a_large_table_fails_with_its_reason_and_the_search_goes_on(

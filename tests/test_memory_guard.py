@@ -19,6 +19,7 @@ from automl_dnn.run_folder import RunDir
 from automl_dnn.study import open_study
 from automl_dnn import train as train_module
 from automl_dnn.train import EVAL_BATCH_SIZE
+from tests.conftest import GUARDED_SPACE
 
 NETS = {
     "plain": {},
@@ -219,25 +220,6 @@ def test_check_gives_the_reason_only_when_the_trial_does_not_fit() -> None:
 
 
 # --------------------------------------------------------------------------- in a search
-
-GUARDED_SPACE = """
-name: guarded
-params:
-  n_layers: 4
-  d_hidden: {choices: [8, 2048]}
-  optimizer: adam
-  lr: 0.01
-  schedule: none
-  batch_size: 64
-  max_epochs: 2
-  patience: 2
-enqueue:
-  - {d_hidden: 2048}
-  - {d_hidden: 8}
-  - {d_hidden: 2048}
-  - {d_hidden: 8}
-"""
-
 
 def test_a_too_big_trial_fails_before_building_its_net_and_the_search_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
