@@ -1,7 +1,7 @@
 """Chooses the search's budget knobs (a trial's share of a short budget, the slow-trial guard, the
 workers of a nets-only fit) from nets-only fits inside the benchmark's training parts, over several seeds.
 
-Each variant patches module constants of ``automl_dnn.objective`` (in this process: a ``jobs > 1`` variant's
+Each variant patches module constants (of ``automl_dnn.objective``, or any named in ``patch``; in this process: a ``jobs > 1`` variant's
 workers do not see them) and/or passes ``api.fit`` options, and runs one nets-only ``fit --time-budget B``
 per dataset and seed on 80 % of the training part of ``quality.py``'s outer split (the inner split's
 ``random_state`` is the seed), scored with the table's primary metric on the other 20 %; the test parts
@@ -11,11 +11,14 @@ load hits them alike. Prints each cell as the mean over seeds, and the mean rank
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment share
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment jobs
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment short-share
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment sample \
+        --datasets adult,california_housing,diamonds,letter
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import shlex
 import statistics
 import sys
@@ -29,10 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation import primary  # noqa: E402
 from quality import manifest, split  # noqa: E402
 
-from automl_dnn import api, objective  # noqa: E402
+from automl_dnn import api  # noqa: E402
 
 DATASETS = ("adult", "california_housing", "phoneme", "vehicle")
-# experiment -> variant -> {"objective": {module attribute: value}, "fit": {api.fit option: value}};
+# experiment -> variant -> {"objective": {module attribute: value}, "fit": {api.fit option: value},
+# "patch": {"package.module.ATTRIBUTE": value}};
 # a slow-trial factor of inf disables that guard.
 EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     "share": {
@@ -52,6 +56,12 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "share <= budget/4 (session 6)": {"objective": {"SHORT_BUDGET_TRIALS": 4}},
         "share <= budget/2": {"objective": {"SHORT_BUDGET_TRIALS": 2}},
     },
+    # a search on a sample of the training rows (sized for 8 trials of 5 epochs) or on every row: at 60 s the
+    # refit on every row that a sample asks for does not fit, and the nets were exported as trained on the sample
+    "sample": {
+        "sampled search (session 5)": {},
+        "every row": {"patch": {"automl_dnn.search_rows.MIN_SEARCH_ROWS": 10**9}},
+    },
     # the nets alone on 2 cores: one worker with 2 torch threads, or 2 workers with one thread each
     "jobs": {
         "1 worker x 2 threads": {"fit": {"jobs": 1}},
@@ -69,17 +79,18 @@ def inner_split(frame: pd.DataFrame, ds: dict[str, Any], seed: int) -> tuple[pd.
 
 def run_variant(variant: dict[str, dict[str, Any]], ds: dict[str, Any], inner: pd.DataFrame, holdout: pd.DataFrame,
                 budget: float, seed: int, folder: Path) -> float:
-    knobs = variant.get("objective", {})
-    saved = {name: getattr(objective, name) for name in knobs}
+    knobs = {("automl_dnn.objective", name): value for name, value in variant.get("objective", {}).items()}
+    knobs.update({tuple(path.rsplit(".", 1)): value for path, value in variant.get("patch", {}).items()})
+    saved = {(module, name): getattr(importlib.import_module(module), name) for module, name in knobs}
     try:
-        for name, value in knobs.items():
-            setattr(objective, name, value)
+        for (module, name), value in knobs.items():
+            setattr(importlib.import_module(module), name, value)
         api.fit(inner, target=ds["target"], task=ds["task"], model_dir=folder / "model", out=folder / "run",
                 time_budget=budget, gbt=False, test_size=0.0, seed=seed, quiet=True, progress=False,
                 report_page=False, **variant.get("fit", {}))
     finally:
-        for name, value in saved.items():
-            setattr(objective, name, value)
+        for (module, name), value in saved.items():
+            setattr(importlib.import_module(module), name, value)
     return primary(ds["task"], holdout[ds["target"]], api.load(folder / "model"), holdout.drop(columns=[ds["target"]]))
 
 
