@@ -163,11 +163,29 @@ def reserve_seconds(net_costs: list[float], reserve: BaggingReserve) -> float:
     return 0.0 if plan.n_nets == 0 else min(reserve.cap, plan.seconds / PLAN_SAFETY)  # k = 1: refit copies only
 
 
+# --- a trial's share of the search ------------------------------------------------------------------
+
+#: On a time budget a trial's epochs are capped so that it takes about budget / TRIALS_PER_BUDGET, but on
+#: a short budget up to budget / SHORT_BUDGET_TRIALS, as long as that is at most SHORT_TRIAL_SECONDS.
+TRIALS_PER_BUDGET, SHORT_BUDGET_TRIALS, SHORT_TRIAL_SECONDS = 8, 4, 30.0
+
+
+def trial_share(time_budget: float) -> float:
+    """A trial's seconds on a time budget of the search.
+
+    budget / TRIALS_PER_BUDGET keeps room for a search, but on a short budget that is too few epochs for
+    any net to learn (60 s: 7.5 s, five epochs of a TabM on 15,000 rows on 2 cores), so a short budget
+    gives each trial up to budget / SHORT_BUDGET_TRIALS, capped at SHORT_TRIAL_SECONDS: fewer trials
+    that finish their schedules, rather than many that are all undertrained.
+    """
+    return max(time_budget / TRIALS_PER_BUDGET, min(time_budget / SHORT_BUDGET_TRIALS, SHORT_TRIAL_SECONDS))
+
+
 # --- large tables (issue 13): the training rows of the search's trials ------------------------------
 
-#: A search on a sample of the training rows is sized so that SEARCH_TRIALS trials of SEARCH_EPOCHS epochs
-#: each fit its time (the objective's TRIALS_PER_BUDGET and MIN_EPOCHS: a trial's share of the budget and
-#: the fewest epochs it trains), at the seconds per row that the search's first nets measured.
+#: A search on a sample of the training rows is sized so that a trial of SEARCH_EPOCHS epochs (the
+#: objective's MIN_EPOCHS, the fewest a trial trains) fits its share of the budget (``trial_share``), at the
+#: seconds per row that the search's first nets measured; without a budget, in 1/SEARCH_TRIALS of the time.
 SEARCH_TRIALS, SEARCH_EPOCHS = 8, 5
 #: Rows below which a search never samples (a sample this small would say little about the table), and the
 #: share of the training rows above which it uses them all.
@@ -195,22 +213,28 @@ class SearchRows:
 
 def plan_search_rows(n_train: int, n_valid: int, n_test: int, *, row_seconds: float, seconds: float,
                      budget: float | None = None) -> SearchRows:
-    """How many training rows the trials can train on so that SEARCH_TRIALS trials fit in ``seconds``.
+    """How many training rows the trials can train on so that a trial fits its share of the budget.
 
     ``row_seconds`` is the measured seconds of one training step per row (an epoch of ``m`` rows costs
     ``m * row_seconds``; predicting a row, forward only, about a third of that). One trial trains
     SEARCH_EPOCHS epochs of ``m`` rows, scores ``w`` watched validation rows after each epoch, and at its
-    end predicts every validation and test row (the ensemble needs them):
+    end predicts every validation and test row (the ensemble needs them), in the seconds the objective
+    gives it: ``trial_share(budget)`` of the ``seconds`` left, or 1/SEARCH_TRIALS of them without a budget:
 
-        SEARCH_EPOCHS * (m + w / 3) + (n_valid + n_test) / 3  <=  seconds / SEARCH_TRIALS / row_seconds
+        SEARCH_EPOCHS * (m + w / 3) + (n_valid + n_test) / 3  <=  trial seconds / row_seconds
 
-    Every row when that allows 90 % of them or more; never fewer than MIN_SEARCH_ROWS. ``budget`` (the
-    search's whole budget) only words the note.
+    Every row when that allows 90 % of them or more; never fewer than MIN_SEARCH_ROWS. Sized from the
+    trial's share, not from 8 trials in the time left: on a short budget the objective gives a trial up to
+    a quarter of it, and at 60 s a 36,679-row table was searched on a 16,600-row sample sized for trials of
+    6.5 s that were given 15 s; no refit on every row fitted the time left, so the nets it exported had
+    seen 45 % of the rows (docs/benchmarks.md, "The search's rows on a short budget").
     """
     if n_train <= MIN_SEARCH_ROWS or row_seconds <= 0:
         return SearchRows(n_train, n_train, n_valid, n_valid)
     watch = min(n_valid, WATCH_ROWS)
-    steps = max(seconds, 0.0) / SEARCH_TRIALS / row_seconds - (n_valid + n_test) / 3
+    left = max(seconds, 0.0)
+    trial_seconds = min(left, trial_share(budget)) if budget else left / SEARCH_TRIALS
+    steps = trial_seconds / row_seconds - (n_valid + n_test) / 3
     rows = int(max(MIN_SEARCH_ROWS, steps / SEARCH_EPOCHS - watch / 3))
     if rows >= FULL_SEARCH_SHARE * n_train:
         full_watch = steps / SEARCH_EPOCHS - n_train - n_valid / 3 >= 0

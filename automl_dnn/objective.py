@@ -19,7 +19,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from automl_dnn import metrics
-from automl_dnn.budget import BaggingReserve
+from automl_dnn.budget import BaggingReserve, trial_share
 from automl_dnn.config import TrialSettings, describe
 from automl_dnn.data import FeaturePreprocessor, TargetEncoder, TargetTransform
 from automl_dnn.errors import AutoDNNError, first_line
@@ -34,9 +34,6 @@ from automl_dnn.storage import Lease
 from automl_dnn.train import (Callback, StoredRows, TrainData, TrainResult, estimate_epoch_seconds, head_rows, predict,
                               train)
 
-TRIALS_PER_BUDGET = 8  # on a time budget, epochs are capped so that a trial takes about budget / 8 ...
-SHORT_BUDGET_TRIALS = 4  # ... but on a short budget up to budget / 4, as long as that is at most
-SHORT_TRIAL_SECONDS = 30.0  # this many seconds (trial_share)
 MIN_EPOCHS = 5
 # A trial whose MIN_EPOCHS take more than this many times its share is not started once a trial has
 # completed: one such net (a wide TabM with k = 8 on 2 cores) can eat half of a short search.
@@ -155,7 +152,7 @@ class Objective:
             raise TrialFailed(f"not run: the study already has its {self.ctx.n_trials} trials")
 
     def _fit_to_budget(self, trial: optuna.Trial, settings: TrialSettings, model: Any, data: Any) -> TrialSettings:
-        """On a time budget, cap the epochs so that one trial takes about 1/TRIALS_PER_BUDGET of it.
+        """On a time budget, cap the epochs so that one trial takes about its share of it (``budget.trial_share``).
 
         Large tables would otherwise spend the whole budget on one or two trials, and a 1cycle schedule
         laid over 100 epochs would be cut off at its peak learning rate; capped, it runs to its end.
@@ -318,17 +315,6 @@ class Objective:
         if self.should_stop() and result.status == "stopped":
             trial.set_user_attr("cut_short", True)
         return value
-
-
-def trial_share(time_budget: float) -> float:
-    """A trial's seconds on a time budget of the search.
-
-    budget / TRIALS_PER_BUDGET keeps room for a search, but on a short budget that is too few epochs for
-    any net to learn (60 s: 7.5 s, five epochs of a TabM on 15,000 rows on 2 cores), so a short budget
-    gives each trial up to budget / SHORT_BUDGET_TRIALS, capped at SHORT_TRIAL_SECONDS: fewer trials
-    that finish their schedules, rather than many that are all undertrained.
-    """
-    return max(time_budget / TRIALS_PER_BUDGET, min(time_budget / SHORT_BUDGET_TRIALS, SHORT_TRIAL_SECONDS))
 
 
 def _has_complete_trial(trial: optuna.Trial) -> bool:

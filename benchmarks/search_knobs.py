@@ -1,12 +1,12 @@
 """Chooses the search's budget knobs (a trial's share of a short budget, the slow-trial guard, the
 workers of a nets-only fit) from nets-only fits inside the benchmark's training parts, over several seeds.
 
-Each variant patches module constants (of ``automl_dnn.objective``, or any named in ``patch``; in this process: a ``jobs > 1`` variant's
-workers do not see them) and/or passes ``api.fit`` options, and runs one nets-only ``fit --time-budget B``
-per dataset and seed on 80 % of the training part of ``quality.py``'s outer split (the inner split's
-``random_state`` is the seed), scored with the table's primary metric on the other 20 %; the test parts
-the quality table is judged on are never read. Variants are interleaved per dataset and seed, so machine
-load hits them alike. Prints each cell as the mean over seeds, and the mean rank.
+Each variant patches module constants (of ``automl_dnn.objective``, or any named in ``patch``; in this
+process: a ``jobs > 1`` variant's workers do not see them) and/or passes ``api.fit`` options, and runs one
+nets-only ``fit --time-budget B`` per dataset and seed on 80 % of the training part of ``quality.py``'s
+outer split (the inner split's ``random_state`` is the seed), scored with the table's primary metric on the
+other 20 %; the test parts the quality table is judged on are never read. Variants are interleaved per
+dataset and seed, so machine load hits them alike. Prints each cell as the mean over seeds, and the mean rank.
 
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment share
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment jobs
@@ -35,16 +35,25 @@ from quality import manifest, split  # noqa: E402
 from automl_dnn import api  # noqa: E402
 
 DATASETS = ("adult", "california_housing", "phoneme", "vehicle")
+
+
+def _plan_for_8_trials(*args: Any, budget: float | None = None, **kwargs: Any) -> Any:
+    """Session 5's sample: sized so that 8 trials fit in the time left, whatever a trial's share."""
+    from automl_dnn.budget import plan_search_rows
+
+    return plan_search_rows(*args, **kwargs)
+
 # experiment -> variant -> {"objective": {module attribute: value}, "fit": {api.fit option: value},
 # "patch": {"package.module.ATTRIBUTE": value}};
 # a slow-trial factor of inf disables that guard.
 EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     "share": {
-        "share budget/8, no guard (session 5)": {"objective": {"SHORT_BUDGET_TRIALS": 8,
-                                                               "SLOW_TRIAL_FACTOR": float("inf")}},
-        "share budget/8 + slow guard": {"objective": {"SHORT_BUDGET_TRIALS": 8, "SLOW_TRIAL_FACTOR": 2.0}},
-        "short-budget share (<= budget/4, 30 s) + slow guard": {"objective": {"SHORT_BUDGET_TRIALS": 4,
-                                                                              "SLOW_TRIAL_FACTOR": 2.0}},
+        "share budget/8, no guard (session 5)": {"patch": {"automl_dnn.budget.SHORT_BUDGET_TRIALS": 8},
+                                                 "objective": {"SLOW_TRIAL_FACTOR": float("inf")}},
+        "share budget/8 + slow guard": {"patch": {"automl_dnn.budget.SHORT_BUDGET_TRIALS": 8},
+                                        "objective": {"SLOW_TRIAL_FACTOR": 2.0}},
+        "short-budget share (<= budget/4, 30 s) + slow guard": {"patch": {"automl_dnn.budget.SHORT_BUDGET_TRIALS": 4},
+                                                                "objective": {"SLOW_TRIAL_FACTOR": 2.0}},
     },
     "portfolio": {
         "portfolio pruned like any trial (session 5)": {"objective": {"PRUNE_PORTFOLIO": True}},
@@ -53,13 +62,14 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     # fewer, longer trials on a short budget: the first (TabM-like) net trained alone for 72 s beat the
     # search's best on california_housing by 10 %
     "short-share": {
-        "share <= budget/4 (session 6)": {"objective": {"SHORT_BUDGET_TRIALS": 4}},
-        "share <= budget/2": {"objective": {"SHORT_BUDGET_TRIALS": 2}},
+        "share <= budget/4 (session 6)": {"patch": {"automl_dnn.budget.SHORT_BUDGET_TRIALS": 4}},
+        "share <= budget/2": {"patch": {"automl_dnn.budget.SHORT_BUDGET_TRIALS": 2}},
     },
     # a search on a sample of the training rows (sized for 8 trials of 5 epochs) or on every row: at 60 s the
     # refit on every row that a sample asks for does not fit, and the nets were exported as trained on the sample
     "sample": {
-        "sampled search (session 5)": {},
+        "sampled search (session 5)": {"patch": {"automl_dnn.search_rows.plan_search_rows": _plan_for_8_trials}},
+        "sample sized to a trial's share (session 10)": {},
         "every row": {"patch": {"automl_dnn.search_rows.MIN_SEARCH_ROWS": 10**9}},
     },
     # the nets alone on 2 cores: one worker with 2 torch threads, or 2 workers with one thread each

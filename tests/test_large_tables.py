@@ -19,7 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from automl_dnn import api, memory_guard, predictor as predictor_module, search_rows
-from automl_dnn.budget import MIN_SEARCH_ROWS, WATCH_ROWS, plan_search_rows
+from automl_dnn.budget import MIN_SEARCH_ROWS, WATCH_ROWS, plan_search_rows, trial_share
 from automl_dnn.data import FeaturePreprocessor, read_table
 from automl_dnn.data import merge_counted_notes
 from automl_dnn.files import load_arrays
@@ -164,7 +164,8 @@ def test_small_tables_search_on_every_row() -> None:
 def test_a_large_table_searches_on_a_sample_sized_by_the_measured_cost() -> None:
     plan = plan_search_rows(700_000, 150_000, 150_000, row_seconds=112e-6, seconds=440, budget=513)
     assert plan.sampled and plan.watch == WATCH_ROWS
-    steps = 440 / 8 / 112e-6 - 300_000 / 3  # 8 trials of 5 epochs, every validation and test row predicted
+    # a trial's share of the 513 s budget (513 / 8), 5 epochs, every validation and test row predicted
+    steps = 513 / 8 / 112e-6 - 300_000 / 3
     assert plan.train == pytest.approx(steps / 5 - WATCH_ROWS / 3, rel=0.01)
     assert plan.note == (f"the search trains its nets on {plan.train:,} of the 700,000 training rows (each epoch "
                          "scored on 25,000 of the 150,000 validation rows) to fit the 513s budget; the final models "
@@ -173,6 +174,21 @@ def test_a_large_table_searches_on_a_sample_sized_by_the_measured_cost() -> None
     assert MIN_SEARCH_ROWS <= slower.train < plan.train
     hopeless = plan_search_rows(700_000, 150_000, 150_000, row_seconds=1.0, seconds=10)
     assert hopeless.train == MIN_SEARCH_ROWS
+    no_budget = plan_search_rows(700_000, 150_000, 150_000, row_seconds=112e-6, seconds=440)
+    assert no_budget.train == pytest.approx((440 / 8 / 112e-6 - 300_000 / 3) / 5 - WATCH_ROWS / 3, rel=0.01)
+
+
+def test_a_short_budget_sizes_the_sample_for_the_trials_it_runs() -> None:
+    """At 60 s a trial gets a quarter of the budget (trial_share), so a mid-size table is searched on every
+    row; sized for 8 trials in the time left, the search took a 16,600-row sample of diamonds' 36,679."""
+    assert trial_share(52.0) == 13.0
+    plan = plan_search_rows(36_679, 6_473, 0, row_seconds=65e-6, seconds=52.0, budget=52.0)
+    assert not plan.sampled and plan.note is None
+    sampled = plan_search_rows(36_679, 6_473, 0, row_seconds=65e-6, seconds=52.0)  # 52 s / 8 per trial
+    assert sampled.sampled and sampled.train < 20_000
+    # a trial's share is never more than the time left
+    late = plan_search_rows(36_679, 6_473, 0, row_seconds=65e-6, seconds=10.0, budget=52.0)
+    assert late.train == pytest.approx((10.0 / 65e-6 - 6_473 / 3) / 5 - 6_473 / 3, rel=0.01)
 
 
 def test_rows_are_read_a_chunk_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -444,7 +444,7 @@ def test_a_time_budget_caps_the_epochs_so_trials_fit(tmp_path: Path, ranged_spac
 
 
 def test_a_short_budget_gives_each_trial_a_larger_share() -> None:
-    from automl_dnn.objective import trial_share
+    from automl_dnn.budget import trial_share
 
     assert trial_share(60.0) == 15.0  # budget / 4: budget / 8 = 7.5 s is too few epochs for any net
     assert trial_share(200.0) == 30.0  # budget / 4 capped at 30 s, still above budget / 8 = 25 s
