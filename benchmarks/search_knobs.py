@@ -13,6 +13,8 @@ dataset and seed, so machine load hits them alike. Prints each cell as the mean 
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment short-share
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment sample \
         --datasets adult,california_housing,diamonds,letter
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment defer \
+        --datasets adult,california_housing,diamonds,phoneme
 """
 
 from __future__ import annotations
@@ -71,6 +73,12 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "sampled search (session 5)": {"patch": {"automl_dnn.search_rows.plan_search_rows": _plan_for_8_trials}},
         "sample sized to a trial's share (session 10)": {},
         "every row": {"patch": {"automl_dnn.search_rows.MIN_SEARCH_ROWS": 10**9}},
+    },
+    # an enqueued first trial whose 5 epochs exceed its share (the TabM-like k = 8 on 2 cores) run first, as
+    # enqueued, or behind the other first trials
+    "defer": {
+        "portfolio in its order (session 3)": {"objective": {"DEFER_SLOW_PORTFOLIO": False}},
+        "slow first trials deferred": {"objective": {"DEFER_SLOW_PORTFOLIO": True}},
     },
     # the nets alone on 2 cores: one worker with 2 torch threads, or 2 workers with one thread each
     "jobs": {

@@ -468,6 +468,37 @@ def test_a_trial_too_slow_for_its_share_is_not_started_once_one_has_completed(
     assert trials[2].user_attrs["max_epochs_for_budget"] == 5  # 500 s for 5 epochs: within 2x, so it runs
 
 
+def test_a_first_trial_too_slow_for_its_share_goes_behind_the_other_first_trials(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An enqueued trial whose 5 epochs exceed its share (450 s) while another enqueued trial waits is
+    pruned before it trains and enqueued again at the back; then it runs, once, whatever its cost."""
+    import automl_dnn.train as train_module
+
+    space = tmp_path / "two-first.yaml"
+    space.write_text(RANGED_SPACE + "  - {n_layers: 2, d_hidden: 8, activation: relu, lr: 0.002}\n")
+    epoch_seconds = iter([100.0, 1.0, 100.0])  # 500 s for 5 epochs: over the share, under twice it
+    patch_everywhere(monkeypatch, train_module, "estimate_epoch_seconds", lambda *a, **k: next(epoch_seconds))
+    _search(tmp_path / "run", space, n_trials=3, time_budget=3600.0, pruner="none")
+    trials = sorted(_study(tmp_path / "run").trials, key=lambda t: t.number)
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert trials[0].user_attrs["prune_reason"] == ("deferred behind the other first trials: 5 epochs take about "
+                                                    "500s, more than a trial's share of the budget (450s)")
+    assert "epochs_run" not in trials[0].user_attrs
+    assert trials[1].params == {"n_layers": 2, "d_hidden": 8, "activation": "relu", "lr": 0.002}
+    assert trials[2].params == trials[0].params and trials[2].user_attrs["deferred_from"] == 0
+    assert trials[2].user_attrs["max_epochs_for_budget"] == 5
+
+
+def test_a_lone_slow_first_trial_is_not_deferred(tmp_path: Path, ranged_space: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import automl_dnn.train as train_module
+
+    patch_everywhere(monkeypatch, train_module, "estimate_epoch_seconds", lambda *a, **k: 100.0)
+    _search(tmp_path / "run", ranged_space, n_trials=1, time_budget=3600.0, pruner="none")
+    (trial,) = _study(tmp_path / "run").trials
+    assert trial.state == TrialState.COMPLETE and "deferred_from" not in trial.user_attrs
+
+
 def test_opening_a_storage_retries_while_another_worker_creates_the_tables() -> None:
     calls = []
 
