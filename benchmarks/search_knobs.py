@@ -15,6 +15,8 @@ dataset and seed, so machine load hits them alike. Prints each cell as the mean 
         --datasets adult,california_housing,diamonds,letter
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment defer \
         --datasets adult,california_housing,diamonds,phoneme
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment plr-sigma \
+        --datasets adult,california_housing,diamonds,phoneme
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def _plan_for_8_trials(*args: Any, budget: float | None = None, **kwargs: Any) -
     return plan_search_rows(*args, **kwargs)
 
 # experiment -> variant -> {"objective": {module attribute: value}, "fit": {api.fit option: value},
-# "patch": {"package.module.ATTRIBUTE": value}};
+# "patch": {"package.module.ATTRIBUTE": value}, "enqueue": {index: {param: value}}: the default space with
+# these values in its enqueued first trials};
 # a slow-trial factor of inf disables that guard.
 EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     "share": {
@@ -80,6 +83,12 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "portfolio in its order (session 3)": {"objective": {"DEFER_SLOW_PORTFOLIO": False}},
         "slow first trials deferred": {"objective": {"DEFER_SLOW_PORTFOLIO": True}},
     },
+    # the portfolio's MLP-PLR trial (its second) with one frequency scale, or scales spread from 0.01 to 10: the
+    # best single scale differs by 100x between tables (docs/benchmarks.md, "PLR's frequency scale")
+    "plr-sigma": {
+        "MLP-PLR σ 0.05 (session 3)": {},
+        "MLP-PLR σ 0.01 to 10": {"enqueue": {1: {"plr_sigma": 0.01, "plr_sigma_max": 10.0}}},
+    },
     # the nets alone on 2 cores: one worker with 2 torch threads, or 2 workers with one thread each
     "jobs": {
         "1 worker x 2 threads": {"fit": {"jobs": 1}},
@@ -103,13 +112,31 @@ def run_variant(variant: dict[str, dict[str, Any]], ds: dict[str, Any], inner: p
     try:
         for (module, name), value in knobs.items():
             setattr(importlib.import_module(module), name, value)
+        options = dict(variant.get("fit", {}))
+        if "enqueue" in variant:
+            options["space"] = str(_space_with(variant["enqueue"], folder))
         api.fit(inner, target=ds["target"], task=ds["task"], model_dir=folder / "model", out=folder / "run",
                 time_budget=budget, gbt=False, test_size=0.0, seed=seed, quiet=True, progress=False,
-                report_page=False, **variant.get("fit", {}))
+                report_page=False, **options)
     finally:
         for (module, name), value in saved.items():
             setattr(importlib.import_module(module), name, value)
     return primary(ds["task"], holdout[ds["target"]], api.load(folder / "model"), holdout.drop(columns=[ds["target"]]))
+
+
+def _space_with(changes: dict[int, dict[str, Any]], folder: Path) -> Path:
+    """The default space as a file in ``folder``, its enqueued trial ``i`` updated with ``changes[i]``."""
+    from importlib import resources
+
+    import yaml
+
+    raw = yaml.safe_load((resources.files("automl_dnn.search_spaces") / "default.yaml").read_text())
+    for index, values in changes.items():
+        raw["enqueue"][index].update(values)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "space.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
 
 
 def main() -> None:
