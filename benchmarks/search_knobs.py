@@ -86,8 +86,8 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     # the portfolio's MLP-PLR trial (its second) with one frequency scale, or scales spread from 0.01 to 10: the
     # best single scale differs by 100x between tables (docs/benchmarks.md, "PLR's frequency scale")
     "plr-sigma": {
-        "MLP-PLR σ 0.05 (session 3)": {},
-        "MLP-PLR σ 0.01 to 10": {"enqueue": {1: {"plr_sigma": 0.01, "plr_sigma_max": 10.0}}},
+        "MLP-PLR σ 0.05 (session 3)": {"enqueue": {1: {"plr_sigma": 0.05, "plr_sigma_max": 0.0}}},
+        "MLP-PLR σ 0.01 to 10 (session 10)": {},
     },
     # the nets alone on 2 cores: one worker with 2 torch threads, or 2 workers with one thread each
     "jobs": {
