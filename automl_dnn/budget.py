@@ -26,6 +26,9 @@ PLAN_SAFETY = 0.8
 # 300 s on adult 2 folds of the best net alone (0.9116 ROC-AUC) lost to the 60 s fit's holdout ensemble
 # (0.9139). With less time the nets' ensemble stays on the validation split, its nets refit on every row.
 MIN_CUT_FOLDS = 3
+# ... and keeps at least this many members (nets, and XGBoost), or as many as there are: fewer, and the
+# ensemble stays on the validation split with all its members.
+MIN_CUT_MEMBERS = 1
 #: The share of a ``fit`` budget kept for its report page (permutation importance and MC dropout on at
 #: most 2,000 held-out rows), at most REPORT_MAX_SECONDS: ``benchmarks/report_cost.py`` measures it.
 REPORT_SHARE, REPORT_MAX_SECONDS = 0.05, 60.0
@@ -101,7 +104,7 @@ def plan_bagging(net_costs: list[float], tree_costs: list[float], *, k: int, rep
                 break
             total += cost * (units + refit)
             n_nets += 1
-        if n_nets:
+        if n_nets and n_nets + len(tree_costs) >= min(MIN_CUT_MEMBERS, len(net_costs) + len(tree_costs)):
             return BagPlan(kk, rr, n_nets, len(tree_costs), _note(kk, rr, n_nets, k, repeats, len(net_costs), seconds),
                            seconds=total)
     need = sum(tree_costs) * fewest + (net_costs[0] * (fewest + refit) if net_costs else 0.0)

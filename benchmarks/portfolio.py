@@ -104,7 +104,7 @@ PLR_VARIANTS: dict[str, dict[str, Any]] = {
 }
 #: ``--candidates plr-spread``: PLR's frequencies initialised at several scales at once (``plr_sigma_max``)
 PLR_SPREAD: dict[str, dict[str, Any]] = {
-    "MLP-PLR sigma 0.05 (the portfolio's)": _plr(),
+    "MLP-PLR sigma 0.05 (session 3's portfolio)": _plr(),
     "sigmas 0.05 to 5": _plr(plr_sigma=0.05, plr_sigma_max=5.0),
     "sigmas 0.01 to 10": _plr(plr_sigma=0.01, plr_sigma_max=10.0),
     "sigmas 0.1 to 3": _plr(plr_sigma=0.1, plr_sigma_max=3.0),
@@ -118,6 +118,10 @@ def candidate_space(folder: Path, candidates: dict[str, dict[str, Any]] = CANDID
     raw["enqueue"] = list(candidates.values())
     for key in {k for c in candidates.values() for k in c} - set(raw["params"]):  # a knob the space lacks
         raw["params"][key] = {"choices": sorted({c.get(key, 0.0) for c in candidates.values()} | {0.0})}
+    for key, param in raw["params"].items():  # a value the space's choices lack (plr_sigma_max 3 or 5)
+        if isinstance(param, dict) and "choices" in param:
+            extra = [c[key] for c in candidates.values() if key in c and c[key] not in param["choices"]]
+            param["choices"] = list(param["choices"]) + sorted(set(extra))
     path = folder / "portfolio.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     load_space(str(path))

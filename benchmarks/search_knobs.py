@@ -17,6 +17,8 @@ dataset and seed, so machine load hits them alike. Prints each cell as the mean 
         --datasets adult,california_housing,diamonds,phoneme
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment plr-sigma \
         --datasets adult,california_housing,diamonds,phoneme
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment cut-members \
+        --datasets bank_marketing,german_credit,phoneme,wine_quality_white
 """
 
 from __future__ import annotations
@@ -88,6 +90,12 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     "plr-sigma": {
         "MLP-PLR σ 0.05 (session 3)": {"enqueue": {1: {"plr_sigma": 0.05, "plr_sigma_max": 0.0}}},
         "MLP-PLR σ 0.01 to 10 (session 10)": {},
+    },
+    # a bagging cut to fit the time left (at 60 s on bank_marketing and phoneme: 3 folds of the best net alone)
+    # or, below 2 members, the ensemble of the search's nets on the validation split
+    "cut-members": {
+        "a cut keeps 1 member or more (session 7)": {"patch": {"automl_dnn.budget.MIN_CUT_MEMBERS": 1}},
+        "a cut keeps 2 members or more": {"patch": {"automl_dnn.budget.MIN_CUT_MEMBERS": 2}},
     },
     # the nets alone on 2 cores: one worker with 2 torch threads, or 2 workers with one thread each
     "jobs": {
