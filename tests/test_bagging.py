@@ -121,6 +121,19 @@ def test_the_plan_drops_nets_then_repeats_then_folds_to_fit_the_time_left() -> N
     assert plan_bagging(costs, trees, k=2, seconds=4.0).k == 2  # 2 folds asked for: 2 folds
 
 
+def test_a_cut_keeps_the_fewest_members_asked_for_or_no_bagging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MIN_CUT_MEMBERS = 1 (the default) takes 3 folds of the best net alone; at 2 that plan is refused, but
+    one net with XGBoost is two members, and a lone net is all there is."""
+    import automl_dnn.budget as budget
+
+    assert plan_bagging([1.0, 1.0, 1.0], [], k=5, seconds=5.0).n_nets == 1  # 4 s usable: 3 folds of one net
+    monkeypatch.setattr(budget, "MIN_CUT_MEMBERS", 2)
+    refused = plan_bagging([1.0, 1.0, 1.0], [], k=5, seconds=5.0)
+    assert refused.k == 1 and refused.note.startswith("no k-fold bagging")
+    assert plan_bagging([1.0, 1.0, 1.0], [0.1], k=5, seconds=5.0).n_nets == 1  # + XGBoost: 2 members
+    assert plan_bagging([1.0], [], k=5, seconds=5.0).n_nets == 1  # a lone net
+
+
 def test_a_refit_costs_one_more_copy_per_net() -> None:
     assert plan_bagging([1.0], [], k=5, seconds=6.9 / 0.8).n_nets == 1
     assert plan_bagging([1.0], [], k=5, seconds=5.9 / 0.8, refit=True).k < 5
