@@ -174,13 +174,12 @@ class Objective:
             reason = f"not started: an epoch takes about {epoch:.0f}s and the search ends in {max(left, 0):.0f}s"
             trial.set_user_attr("prune_reason", reason)
             raise optuna.TrialPruned(reason)
-        share = trial_share(self.ctx.time_budget)
-        if DEFER_SLOW_PORTFOLIO and MIN_EPOCHS * epoch > share:
-            self._defer_if_others_wait(trial, f"{MIN_EPOCHS} epochs take about {MIN_EPOCHS * epoch:.0f}s, more than "
-                                              f"a trial's share of the budget ({share:.0f}s)")
-        if MIN_EPOCHS * epoch > SLOW_TRIAL_FACTOR * share and _has_complete_trial(trial):
-            reason = (f"not started: {MIN_EPOCHS} epochs take about {MIN_EPOCHS * epoch:.0f}s, more than "
-                      f"{SLOW_TRIAL_FACTOR:g}x a trial's share of the budget ({share:.0f}s)")
+        share, fewest = trial_share(self.ctx.time_budget), MIN_EPOCHS * epoch
+        takes = f"{MIN_EPOCHS} epochs take about {fewest:.0f}s, more than"
+        if DEFER_SLOW_PORTFOLIO and fewest > share:
+            self._defer_if_others_wait(trial, f"{takes} a trial's share of the budget ({share:.0f}s)")
+        if fewest > SLOW_TRIAL_FACTOR * share and _has_complete_trial(trial):
+            reason = f"not started: {takes} {SLOW_TRIAL_FACTOR:g}x a trial's share of the budget ({share:.0f}s)"
             trial.set_user_attr("prune_reason", reason)
             raise optuna.TrialPruned(reason)
         cap = max(MIN_EPOCHS, int(share / max(epoch, 1e-6)))
@@ -199,11 +198,11 @@ class Objective:
         4 epochs and the worst value, and the cheaper first trials behind it ran short of time. Deferred once:
         it runs after the others, if time is left; the record it leaves is pruned, with the reason.
         """
-        frozen = trial.study.get_trials(deepcopy=False)
-        mine = next(t for t in frozen if t.number == trial.number)
-        if "fixed_params" not in mine.system_attrs or "deferred_from" in mine.user_attrs:
+        mine = _frozen(trial)
+        if mine is None or "fixed_params" not in mine.system_attrs or "deferred_from" in mine.user_attrs:
             return
-        if not any(t.state == TrialState.WAITING and "deferred_from" not in t.user_attrs for t in frozen):
+        waiting = trial.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if not any("deferred_from" not in t.user_attrs for t in waiting):
             return
         trial.study.enqueue_trial(mine.system_attrs["fixed_params"], user_attrs={"deferred_from": trial.number},
                                   skip_if_exists=False)
@@ -516,9 +515,14 @@ class EpochReporter(Callback):
         raise optuna.TrialPruned(f"{self.metric}={value:.5g} at {where}")
 
 
+def _frozen(trial: optuna.Trial) -> FrozenTrial | None:
+    """The running trial's stored record: its system attributes (an enqueued trial's fixed params) and user ones."""
+    return next((t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number), None)
+
+
 def _is_enqueued(trial: optuna.Trial) -> bool:
     """Whether the trial is one of the enqueued first trials (Optuna marks them with their fixed params)."""
-    frozen = next((t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number), None)
+    frozen = _frozen(trial)
     return frozen is not None and "fixed_params" in frozen.system_attrs
 
 

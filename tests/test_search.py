@@ -451,16 +451,22 @@ def test_a_short_budget_gives_each_trial_a_larger_share() -> None:
     assert trial_share(300.0) == 37.5 and trial_share(3600.0) == 450.0  # budget / 8
 
 
+def _search_with_epoch_seconds(tmp_path: Path, space: Path, monkeypatch: pytest.MonkeyPatch,
+                               epoch_seconds: list[float]) -> list[optuna.trial.FrozenTrial]:
+    """A 3600 s search (a trial's share: 450 s) of one trial per probed epoch time, in order; its trials."""
+    import automl_dnn.train as train_module
+
+    times = iter(epoch_seconds)
+    patch_everywhere(monkeypatch, train_module, "estimate_epoch_seconds", lambda *a, **k: next(times))
+    _search(tmp_path / "run", space, n_trials=len(epoch_seconds), time_budget=3600.0, pruner="none")
+    return sorted(_study(tmp_path / "run").trials, key=lambda t: t.number)
+
+
 def test_a_trial_too_slow_for_its_share_is_not_started_once_one_has_completed(
         tmp_path: Path, ranged_space: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first trial runs whatever its cost (something must complete); a later one whose 5 epochs
     would take more than twice its share (3600 s / 8 = 450 s) is pruned before it trains."""
-    import automl_dnn.train as train_module
-
-    epoch_seconds = iter([1.0, 1000.0, 100.0])
-    patch_everywhere(monkeypatch, train_module, "estimate_epoch_seconds", lambda *a, **k: next(epoch_seconds))
-    _search(tmp_path / "run", ranged_space, n_trials=3, time_budget=3600.0, pruner="none")
-    trials = sorted(_study(tmp_path / "run").trials, key=lambda t: t.number)
+    trials = _search_with_epoch_seconds(tmp_path, ranged_space, monkeypatch, [1.0, 1000.0, 100.0])
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
     assert trials[1].user_attrs["prune_reason"] == ("not started: 5 epochs take about 5000s, more than 2x a "
                                                     "trial's share of the budget (450s)")
@@ -472,14 +478,10 @@ def test_a_first_trial_too_slow_for_its_share_goes_behind_the_other_first_trials
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An enqueued trial whose 5 epochs exceed its share (450 s) while another enqueued trial waits is
     pruned before it trains and enqueued again at the back; then it runs, once, whatever its cost."""
-    import automl_dnn.train as train_module
-
     space = tmp_path / "two-first.yaml"
     space.write_text(RANGED_SPACE + "  - {n_layers: 2, d_hidden: 8, activation: relu, lr: 0.002}\n")
-    epoch_seconds = iter([100.0, 1.0, 100.0])  # 500 s for 5 epochs: over the share, under twice it
-    patch_everywhere(monkeypatch, train_module, "estimate_epoch_seconds", lambda *a, **k: next(epoch_seconds))
-    _search(tmp_path / "run", space, n_trials=3, time_budget=3600.0, pruner="none")
-    trials = sorted(_study(tmp_path / "run").trials, key=lambda t: t.number)
+    # 500 s for 5 epochs: over the share, under twice it
+    trials = _search_with_epoch_seconds(tmp_path, space, monkeypatch, [100.0, 1.0, 100.0])
     assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.COMPLETE]
     assert trials[0].user_attrs["prune_reason"] == ("deferred behind the other first trials: 5 epochs take about "
                                                     "500s, more than a trial's share of the budget (450s)")
@@ -491,11 +493,7 @@ def test_a_first_trial_too_slow_for_its_share_goes_behind_the_other_first_trials
 
 def test_a_lone_slow_first_trial_is_not_deferred(tmp_path: Path, ranged_space: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import automl_dnn.train as train_module
-
-    patch_everywhere(monkeypatch, train_module, "estimate_epoch_seconds", lambda *a, **k: 100.0)
-    _search(tmp_path / "run", ranged_space, n_trials=1, time_budget=3600.0, pruner="none")
-    (trial,) = _study(tmp_path / "run").trials
+    (trial,) = _search_with_epoch_seconds(tmp_path, ranged_space, monkeypatch, [100.0])
     assert trial.state == TrialState.COMPLETE and "deferred_from" not in trial.user_attrs
 
 
