@@ -10,6 +10,7 @@ from torch import nn
 
 from automl_dnn.model import (
     ACTIVATIONS,
+    ByteMaskDropout,
     NetConfig,
     build_mlp,
     count_parameters,
@@ -123,7 +124,7 @@ def test_batchnorm_before_has_no_bias_and_order() -> None:
 def test_batchnorm_after_order() -> None:
     net = build_mlp(NetConfig(n_layers=2, batchnorm="after", dropout=0.1), d_in=5, d_out=1)
     for block in (net.hidden0, net.hidden1):
-        assert [type(m) for m in block.children()] == [nn.Linear, nn.ELU, nn.BatchNorm1d, nn.Dropout]
+        assert [type(m) for m in block.children()] == [nn.Linear, nn.ELU, nn.BatchNorm1d, ByteMaskDropout]
         assert block.linear.bias is not None
 
 
@@ -219,12 +220,40 @@ def test_alpha_dropout_with_selu() -> None:
 
 def test_dropout_placement() -> None:
     all_net = build_mlp(NetConfig(n_layers=3, dropout=0.2), d_in=4, d_out=1)
-    assert len(_dropouts(all_net)) == 3 and all(type(d) is nn.Dropout for d in _dropouts(all_net))
+    assert len(_dropouts(all_net)) == 3 and all(type(d) is ByteMaskDropout for d in _dropouts(all_net))
     last_net = build_mlp(NetConfig(n_layers=3, dropout=0.2, dropout_placement="last"), d_in=4, d_out=1)
     assert len(_dropouts(last_net)) == 1
     assert isinstance(last_net.hidden2.dropout, nn.Dropout)
     assert not hasattr(last_net.hidden0, "dropout") and not hasattr(last_net.hidden1, "dropout")
     assert _dropouts(build_mlp(NetConfig(n_layers=3, dropout=0.0), d_in=4, d_out=1)) == []
+
+
+def test_byte_mask_dropout_drops_its_rate_and_keeps_the_mean() -> None:
+    torch.manual_seed(0)
+    drop = ByteMaskDropout(0.1)  # 26 of 256 byte values
+    x = torch.ones(200_000, requires_grad=True)
+    y = drop(x)
+    zeros = (y == 0).float().mean().item()
+    assert abs(zeros - 26 / 256) < 0.003
+    assert torch.allclose(torch.unique(y), torch.tensor([0.0, 256 / 230]))
+    assert abs(y.mean().item() - 1.0) < 0.005  # the kept values make up for the dropped ones
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient passes where the value did, scaled alike
+
+
+def test_byte_mask_dropout_is_the_identity_in_eval_and_seeded_in_training() -> None:
+    drop = ByteMaskDropout(0.3)
+    x = torch.randn(64, 8, 32)
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    drop.train()
+    torch.manual_seed(5)
+    first = drop(x)
+    torch.manual_seed(5)
+    assert torch.equal(drop(x), first) and first.shape == x.shape
+    assert not torch.equal(drop(x), first)  # a new mask each call
+    tiny = ByteMaskDropout(0.001)  # below 1/256: PyTorch's own dropout, at the exact rate
+    assert abs((tiny(torch.ones(400_000)) == 0).float().mean().item() - 0.001) < 0.0003
 
 
 # --------------------------------------------------------------------------- validation

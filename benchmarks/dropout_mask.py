@@ -1,0 +1,74 @@
+"""Epochs per second of the project's nets with ``ByteMaskDropout`` against the same nets with ``nn.Dropout``.
+
+Same data (UCI adult, one-hot + standardized, as ``trainer_throughput.py``), same initial weights, the
+project's ``train`` with AdamW, batch 256, no early stop; the two dropouts alternate so that machine
+noise hits both alike, and the median over repeats is reported. Nets: the default space's portfolio
+shapes (2x256 and 3x256 ReLU MLPs, the 3x256 TabM with k = 8), dropout 0.1 after every hidden layer.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/dropout_mask.py --epochs 3 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from automl_dnn.model import ByteMaskDropout, NetConfig, build_mlp
+from automl_dnn.train import TrainConfig, TrainData, train
+from trainer_throughput import load_adult
+
+NETS = {
+    "2x256 MLP": dict(n_layers=2, d_hidden=256),
+    "3x256 MLP": dict(n_layers=3, d_hidden=256),
+    "3x256 TabM k=8": dict(n_layers=3, d_hidden=256, k_ensemble=8),
+}
+
+
+def with_torch_dropout(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` with PyTorch's own dropout modules in place of the byte-mask ones."""
+    net = copy.deepcopy(net)
+    for module in net.modules():
+        for name, child in module.named_children():
+            if isinstance(child, ByteMaskDropout):
+                setattr(module, name, nn.Dropout(child.p))
+    return net
+
+
+def epochs_per_second(net: nn.Module, data: TrainData, epochs: int) -> float:
+    config = TrainConfig(optimizer="adamw", lr=1e-3, schedule="none", batch_size=256, max_epochs=epochs,
+                         patience=10**9)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    result = train(copy.deepcopy(net), data, config, task="binary", device="cpu")
+    assert result.epochs_run == epochs, result.status
+    return epochs / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    data = load_adult()
+    print(f"adult: train {data.X_train.shape}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for label, shape in NETS.items():
+        torch.manual_seed(0)
+        ours = build_mlp(NetConfig(activation="relu", init="he_uniform", dropout=0.1, **shape),
+                         d_in=data.X_train.shape[1], d_out=1)
+        theirs = with_torch_dropout(ours)
+        epochs_per_second(ours, data, 1)  # warm-up
+        fast, plain = [], []
+        for _ in range(args.repeats):
+            fast.append(epochs_per_second(ours, data, args.epochs))
+            plain.append(epochs_per_second(theirs, data, args.epochs))
+        f, p = statistics.median(fast), statistics.median(plain)
+        print(f"{label}: byte mask {f:.2f} epochs/s, nn.Dropout {p:.2f} epochs/s, ratio {f / p:.2f}")
+
+
+if __name__ == "__main__":
+    main()
