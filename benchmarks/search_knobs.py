@@ -49,6 +49,18 @@ def _plan_for_8_trials(*args: Any, budget: float | None = None, **kwargs: Any) -
 
     return plan_search_rows(*args, **kwargs)
 
+def _torch_dropout(config: Any) -> Any:
+    """Session 10's dropout modules: PyTorch's own, one 32-bit draw per element on the CPU."""
+    from torch import nn
+
+    return nn.AlphaDropout(config.dropout) if config.dropout_kind == "alpha" else nn.Dropout(config.dropout)
+
+
+def _per_tensor_loop(optimizer: Any, params: Any, **hparams: Any) -> Any:
+    """Session 10's optimizer steps: PyTorch's CPU default, a Python loop over the tensors."""
+    return optimizer(params, foreach=False, **hparams)
+
+
 # experiment -> variant -> {"objective": {module attribute: value}, "fit": {api.fit option: value},
 # "patch": {"package.module.ATTRIBUTE": value}, "enqueue": {index: {param: value}}: the default space with
 # these values in its enqueued first trials};
@@ -96,6 +108,13 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     "cut-members": {
         "a cut keeps 1 member or more (session 7)": {"patch": {"automl_dnn.budget.MIN_CUT_MEMBERS": 1}},
         "a cut keeps 2 members or more": {"patch": {"automl_dnn.budget.MIN_CUT_MEMBERS": 2}},
+    },
+    # the same search with cheaper steps (docs/benchmarks.md, "Cheaper training steps on the CPU"): more epochs
+    # in each trial's share of the budget
+    "kernels": {
+        "PyTorch's CPU dropout and optimizer loop (session 10)": {
+            "patch": {"automl_dnn.model._dropout": _torch_dropout, "automl_dnn.optim._fused": _per_tensor_loop}},
+        "byte-mask dropout, fused optimizer steps": {},
     },
     # the nets alone on 2 cores: one worker with 2 torch threads, or 2 workers with one thread each
     "jobs": {

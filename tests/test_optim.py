@@ -67,6 +67,35 @@ def test_make_optimizer_hyperparameters(name: str) -> None:
             assert group.get("weight_decay", 0.0) == 0.0
 
 
+FUSED_ON_CPU = {"sgd", "momentum", "nesterov", "adagrad", "adam", "adamw"}
+
+
+@pytest.mark.parametrize("name", list(OPT_CASES))
+def test_optimizers_take_their_fused_or_multi_tensor_kernel_and_step_as_the_plain_loop(name: str) -> None:
+    cls, expected = OPT_CASES[name]
+    config = TrainConfig(lr=0.05, momentum=0.8, rho=0.7, beta1=0.85, beta2=0.99, weight_decay=0.1)
+    fast_net, plain_net = _net(), _net()
+    fast = make_optimizer(name, fast_net, config)
+    assert fast.defaults["fused" if name in FUSED_ON_CPU else "foreach"] is True
+    groups = [{**g, "params": list(plain_net.parameters())[:0]} for g in fast.param_groups]  # same hyperparameters
+    plain_params = dict(plain_net.named_parameters())
+    index = {id(p): n for n, p in fast_net.named_parameters()}
+    for group, source in zip(groups, fast.param_groups):
+        group["params"] = [plain_params[index[id(p)]] for p in source["params"]]
+        for key in ("fused", "foreach"):
+            group.pop(key, None)
+    plain = cls(groups, foreach=False)
+    torch.manual_seed(1)
+    for _ in range(3):
+        for a, b in zip(fast_net.parameters(), plain_net.parameters()):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        fast.step()
+        plain.step()
+    for a, b in zip(fast_net.parameters(), plain_net.parameters()):
+        torch.testing.assert_close(a, b)
+
+
 def test_unknown_optimizer_lists_valid_names() -> None:
     with pytest.raises(ValueError, match="unknown optimizer 'lion'.*sgd, momentum, nesterov"):
         make_optimizer("lion", _net(), TrainConfig())

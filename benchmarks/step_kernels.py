@@ -1,11 +1,13 @@
-"""Epochs per second of the project's nets with ``ByteMaskDropout`` against the same nets with ``nn.Dropout``.
+"""Epochs per second of the project's nets with its step kernels against PyTorch's CPU defaults.
 
-Same data (UCI adult, one-hot + standardized, as ``trainer_throughput.py``), same initial weights, the
-project's ``train`` with AdamW, batch 256, no early stop; the two dropouts alternate so that machine
-noise hits both alike, and the median over repeats is reported. Nets: the default space's portfolio
-shapes (2x256 and 3x256 ReLU MLPs, the 3x256 TabM with k = 8), dropout 0.1 after every hidden layer.
+Three variants of each net: PyTorch's defaults (``nn.Dropout``, the optimizer's per-tensor Python loop),
+the project's ``ByteMaskDropout`` alone, and it with the fused optimizer step (``optim._fused``). Same
+data (UCI adult, one-hot + standardized, as ``trainer_throughput.py``), same initial weights, the
+project's ``train`` with AdamW, batch 256, no early stop; the variants alternate so that machine noise
+hits them alike, and the median over repeats is reported. Nets: the default space's portfolio shapes
+(2x256 and 3x256 ReLU MLPs, the 3x256 TabM with k = 8), dropout 0.1 after every hidden layer.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/dropout_mask.py --epochs 3 --repeats 3
+    PYTHONPATH=. .venv/bin/python benchmarks/step_kernels.py --epochs 3 --repeats 3
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import argparse
 import copy
 import statistics
 import time
+from unittest import mock
 
 import torch
 from torch import nn
 
+from automl_dnn import optim
 from automl_dnn.model import ByteMaskDropout, NetConfig, build_mlp
 from automl_dnn.train import TrainConfig, TrainData, train
 from trainer_throughput import load_adult
@@ -39,7 +43,14 @@ def with_torch_dropout(net: nn.Module) -> nn.Module:
     return net
 
 
-def epochs_per_second(net: nn.Module, data: TrainData, epochs: int) -> float:
+def _per_tensor_loop(optimizer: type, params: list, **hparams: object) -> torch.optim.Optimizer:
+    return optimizer(params, foreach=False, **hparams)
+
+
+def epochs_per_second(net: nn.Module, data: TrainData, epochs: int, *, fused: bool = True) -> float:
+    if not fused:
+        with mock.patch.object(optim, "_fused", _per_tensor_loop):
+            return epochs_per_second(net, data, epochs)
     config = TrainConfig(optimizer="adamw", lr=1e-3, schedule="none", batch_size=256, max_epochs=epochs,
                          patience=10**9)
     torch.manual_seed(0)
@@ -62,12 +73,14 @@ def main() -> None:
                          d_in=data.X_train.shape[1], d_out=1)
         theirs = with_torch_dropout(ours)
         epochs_per_second(ours, data, 1)  # warm-up
-        fast, plain = [], []
+        runs: dict[str, list[float]] = {"pytorch": [], "byte mask": [], "byte mask + fused": []}
         for _ in range(args.repeats):
-            fast.append(epochs_per_second(ours, data, args.epochs))
-            plain.append(epochs_per_second(theirs, data, args.epochs))
-        f, p = statistics.median(fast), statistics.median(plain)
-        print(f"{label}: byte mask {f:.2f} epochs/s, nn.Dropout {p:.2f} epochs/s, ratio {f / p:.2f}")
+            runs["pytorch"].append(epochs_per_second(theirs, data, args.epochs, fused=False))
+            runs["byte mask"].append(epochs_per_second(ours, data, args.epochs, fused=False))
+            runs["byte mask + fused"].append(epochs_per_second(ours, data, args.epochs))
+        base = statistics.median(runs["pytorch"])
+        cells = ", ".join(f"{name} {statistics.median(r):.2f} ({statistics.median(r) / base:.2f}x)" for name, r in runs.items())
+        print(f"{label} (epochs/s): {cells}")
 
 
 if __name__ == "__main__":
