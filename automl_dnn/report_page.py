@@ -43,6 +43,10 @@ IMPORTANCE_CELLS, IMPORTANCE_MIN_ROWS = 40_000, 300
 #: held-out prediction's measured rows per second, and shuffles at least IMPORTANCE_FLOOR_ROWS rows (a
 #: 60 s fit of letter: 26 classes, a TabM member, 2,000 rows took 30 s of a 3 s share).
 IMPORTANCE_TIME_SHARE, IMPORTANCE_FLOOR_ROWS = 0.6, 100
+#: ... unless even one shuffle of that floor would take more than IMPORTANCE_SKIP_FACTOR x the page's time left
+#: and more than IMPORTANCE_SKIP_SECONDS: then the page says so and skips it (a 60 s fit of a 1,000-row table
+#: of 100 columns, its ensemble a bagged TabM, spent 8.1 s of a 3 s page on 100 rows x 1 shuffle).
+IMPORTANCE_SKIP_FACTOR, IMPORTANCE_SKIP_SECONDS = 2.0, 3.0
 MC_SAMPLES, MC_ROWS, MC_BINS = 20, 2000, 10
 CALIBRATION_BINS = 10
 #: Held-out rows the page predicts at most, a seeded sample beyond (issue 13: a large table's 150,000 test rows,
@@ -530,6 +534,14 @@ def importance_plan(seconds_left: float, rows_per_second: float, n_columns: int)
     return importance_rows_in_time(seconds_left, rows_per_second, n_columns, repeats=1), 1
 
 
+def floor_seconds_over(seconds_left: float, rows_per_second: float, n_columns: int) -> float | None:
+    """The seconds one shuffle of IMPORTANCE_FLOOR_ROWS would take, when that is too long to spend on a time
+    budget (IMPORTANCE_SKIP_FACTOR x the time left, and IMPORTANCE_SKIP_SECONDS); else None."""
+    seconds = IMPORTANCE_FLOOR_ROWS * (n_columns + 1) / rows_per_second
+    too_long = seconds > IMPORTANCE_SKIP_FACTOR * max(seconds_left, 0.0) and seconds > IMPORTANCE_SKIP_SECONDS
+    return seconds if too_long else None
+
+
 def importance_section(view: RunView, seed: int, prediction: Prediction | None = None) -> Section:
     section = Section("importance", "Feature importance")
     predictor, held = view.predictor, view.held_out
@@ -540,8 +552,16 @@ def importance_section(view: RunView, seed: int, prediction: Prediction | None =
     n_columns = max(1, len(predictor.required_columns))
     rows, repeats = max(IMPORTANCE_MIN_ROWS, min(IMPORTANCE_ROWS, IMPORTANCE_CELLS // n_columns)), IMPORTANCE_REPEATS
     if view.deadline is not None and prediction is not None and prediction.seconds > 0:
-        in_time, repeats = importance_plan(view.deadline - time.perf_counter(), len(held.frame) / prediction.seconds,
-                                           n_columns)
+        seconds_left, rows_per_second = view.deadline - time.perf_counter(), len(held.frame) / prediction.seconds
+        over = floor_seconds_over(seconds_left, rows_per_second, n_columns)
+        if over is not None:
+            section.parts.append(
+                f"<p class='missing'>Not computed within the fit's budget: one shuffle of {n_columns} columns on "
+                f"{IMPORTANCE_FLOOR_ROWS} rows would take about {_duration(over)} and "
+                f"{_duration(max(seconds_left, 0.0))} were left; <code>automl-dnn report</code> on the run folder "
+                "computes it without a budget.</p>")
+            return section
+        in_time, repeats = importance_plan(seconds_left, rows_per_second, n_columns)
         rows = min(rows, in_time)
     table = predictor.feature_importance(held.frame.assign(**{predictor.target: held.labels}), target=predictor.target,
                                          repeats=repeats, max_rows=rows, seed=seed)

@@ -63,7 +63,7 @@ def _per_tensor_loop(optimizer: Any, params: Any, **hparams: Any) -> Any:
 
 # experiment -> variant -> {"objective": {module attribute: value}, "fit": {api.fit option: value},
 # "patch": {"package.module.ATTRIBUTE": value}, "enqueue": {index: {param: value}}: the default space with
-# these values in its enqueued first trials};
+# these values in its enqueued first trials, "space": {param: entry}: the default space with these entries};
 # a slow-trial factor of inf disables that guard.
 EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     "share": {
@@ -116,6 +116,18 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
             "patch": {"automl_dnn.model._dropout": _torch_dropout, "automl_dnn.optim._fused": _per_tensor_loop}},
         "byte-mask dropout, fused optimizer steps": {},
     },
+    # a trial's planned epochs at most 100 (its schedule stretched over them) or 25: at 60 s on adult every first
+    # trial's best epoch came early (4 of 41 run, 11 of 55, 4 of 9) and its validation loss then rose
+    "max-epochs": {
+        "at most 100 epochs (session 1)": {},
+        "at most 25 epochs": {"space": {"max_epochs": 25}},
+    },
+    # flat_cosine's flat phase as planned, or ended when 4 of its epochs bring no better score (the cosine then
+    # planned again from there, train.anneal_if_stalled)
+    "stall": {
+        "flat phase as planned (session 3)": {"space": {"stall_patience": 0}},
+        "flat phase ends after 4 epochs without a better score": {"space": {"stall_patience": 4}},
+    },
     # the nets alone on 2 cores: one worker with 2 torch threads, or 2 workers with one thread each
     "jobs": {
         "1 worker x 2 threads": {"fit": {"jobs": 1}},
@@ -140,8 +152,8 @@ def run_variant(variant: dict[str, dict[str, Any]], ds: dict[str, Any], inner: p
         for (module, name), value in knobs.items():
             setattr(importlib.import_module(module), name, value)
         options = dict(variant.get("fit", {}))
-        if "enqueue" in variant:
-            options["space"] = str(_space_with(variant["enqueue"], folder))
+        if "enqueue" in variant or "space" in variant:
+            options["space"] = str(_space_with(variant.get("enqueue", {}), folder, variant.get("space", {})))
         api.fit(inner, target=ds["target"], task=ds["task"], model_dir=folder / "model", out=folder / "run",
                 time_budget=budget, gbt=False, test_size=0.0, seed=seed, quiet=True, progress=False,
                 report_page=False, **options)
@@ -151,8 +163,9 @@ def run_variant(variant: dict[str, dict[str, Any]], ds: dict[str, Any], inner: p
     return primary(ds["task"], holdout[ds["target"]], api.load(folder / "model"), holdout.drop(columns=[ds["target"]]))
 
 
-def _space_with(changes: dict[int, dict[str, Any]], folder: Path) -> Path:
-    """The default space as a file in ``folder``, its enqueued trial ``i`` updated with ``changes[i]``."""
+def _space_with(changes: dict[int, dict[str, Any]], folder: Path, params: dict[str, Any] | None = None) -> Path:
+    """The default space as a file in ``folder``, its enqueued trial ``i`` updated with ``changes[i]`` and its
+    parameters' entries replaced by ``params``."""
     from importlib import resources
 
     import yaml
@@ -160,6 +173,7 @@ def _space_with(changes: dict[int, dict[str, Any]], folder: Path) -> Path:
     raw = yaml.safe_load((resources.files("automl_dnn.search_spaces") / "default.yaml").read_text())
     for index, values in changes.items():
         raw["enqueue"][index].update(values)
+    raw["params"].update(params or {})
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "space.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

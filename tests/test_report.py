@@ -372,6 +372,24 @@ def test_on_a_time_budget_the_importance_shuffles_the_rows_that_fit() -> None:
     assert report_page.importance_plan(1.0, 1_000.0, 20) == (100, 1)
 
 
+def test_on_a_time_budget_a_floor_far_too_slow_is_skipped() -> None:
+    """One shuffle of 100 rows x 100 columns at 1,250 rows/s: 101 predictions x 100 rows / 1,250 = 8.1 s."""
+    assert report_page.floor_seconds_over(2.0, 1_250.0, 100) == pytest.approx(8.08)
+    assert report_page.floor_seconds_over(5.0, 1_250.0, 100) is None  # within twice the time left
+    assert report_page.floor_seconds_over(0.5, 5_000.0, 100) is None  # 2 s: too little to skip for
+    assert report_page.floor_seconds_over(-1.0, 1_250.0, 100) == pytest.approx(8.08)
+
+
+def test_a_page_far_out_of_time_says_why_it_has_no_importance(binary_run: SimpleNamespace, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_page, "IMPORTANCE_SKIP_SECONDS", 0.0)
+    page = api.write_report(binary_run.run, out=tmp_path / "page.html", time_budget=1e-6).read_text()
+    assert "Not computed within the fit's budget: one shuffle of" in page
+    assert "Permutation importance of the exported model" not in page
+    assert "Permutation importance of the exported model" in api.write_report(binary_run.run,
+                                                                              out=tmp_path / "all.html").read_text()
+
+
 def test_a_page_out_of_time_shuffles_only_the_floor_of_rows(binary_run: SimpleNamespace, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(report_page, "IMPORTANCE_FLOOR_ROWS", 10)
