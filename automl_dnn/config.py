@@ -88,9 +88,6 @@ class TrainConfig:
     exp_frac: float | None = None
     piecewise_fracs: list[float] | None = None
     flat_fraction: float = 0.5  # flat_cosine: lr for this fraction of the steps, then a cosine to 0
-    # flat_cosine: after this many epochs of its flat phase without a better score, the flat phase ends there
-    # and the schedule is planned again, flat_fraction of a shorter run (train.py); 0 keeps the planned one
-    stall_patience: int = 0
     weight_averaging: str = "none"  # none|ema|swa, over the annealing phase (techniques.md §7)
     ema_decay: float = 0.999  # ema: the per-step decay (warmed up as min(decay, (1 + n) / (10 + n)))
     label_smoothing: float = 0.0  # classification only; the search uses it only for accuracy-like metrics

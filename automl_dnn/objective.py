@@ -321,8 +321,6 @@ class Objective:
         trial.set_user_attr("summary", describe(settings))
         trial.set_user_attr("epochs_run", result.epochs_run)
         trial.set_user_attr("best_epoch", result.best_epoch)
-        if result.annealed_from is not None:  # its flat phase stalled and ended early (train.anneal_if_stalled)
-            trial.set_user_attr("annealed_from_epoch", result.annealed_from)
         trial.set_user_attr("n_params", count_parameters(model))
         trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
         trial.set_user_attr("epoch_seconds", round(sum(h["seconds"] for h in result.history), 3))

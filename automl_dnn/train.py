@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import math
 import numbers
 import time
@@ -138,7 +137,6 @@ class TrainResult:
     n_params: int
     best_valid_pred: np.ndarray | None = None
     best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-    annealed_from: int | None = None  # the epoch flat_cosine's flat phase ended at when it stalled (stall_patience)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -470,7 +468,6 @@ class _Trainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.generator = torch.Generator().manual_seed(config.seed)
         self.lr = float("nan")
-        self.epochs, self.annealed_from = config.max_epochs, None
         self.patience_start = self.schedule.patience_start_epoch()
         self.averaging_start = self.schedule.averaging_start_epoch()
         self.averager = (None if config.weight_averaging == "none"
@@ -630,7 +627,6 @@ class _Trainer:
                     best = _Best()
                 best.update(epoch, score, valid_loss, valid_pred, self.evaluated_model())
                 self.schedule.update(valid_loss)
-                self.anneal_if_stalled(epoch, best.epoch)
                 elapsed = time.perf_counter() - start
                 logs = {**row, "valid_pred": valid_pred, "elapsed": elapsed, "best_epoch": best.epoch,
                         "best_score": best.score}
@@ -640,8 +636,6 @@ class _Trainer:
                 if self.keep == "best" and patience_exhausted(epoch, best.epoch, self.config.patience,
                                                               self.patience_start):
                     status = "early_stopped"
-                    break
-                if epoch + 1 >= self.epochs:  # the schedule was planned again, shorter (``anneal_if_stalled``)
                     break
         finally:
             if best.state is not None:
@@ -659,31 +653,7 @@ class _Trainer:
             n_params=count_parameters(self.model),
             best_valid_pred=best.valid_pred,
             best_state=best.state,
-            annealed_from=self.annealed_from,
         )
-
-    def anneal_if_stalled(self, epoch: int, best_epoch: int | None) -> None:
-        """End flat_cosine's flat phase after ``epoch`` when ``stall_patience`` of its epochs brought no better
-        score: the schedule is planned again as flat_cosine over (epoch + 1) / flat_fraction epochs, so its
-        cosine starts now and takes as long, relative to the flat phase, as planned.
-
-        A flat phase sized from a time budget can be many times what a table needs: at 60 s on adult the
-        MLP-PLR trial planned 61 epochs, scored best at its 5th and overfit for 36 more, never annealing.
-        Early stopping still waits for the cosine (techniques.md §7). Not with ``keep="last"``: no
-        validation score may steer that run.
-        """
-        c = self.config
-        if (c.schedule != "flat_cosine" or c.stall_patience <= 0 or self.keep != "best" or best_epoch is None
-                or self.annealed_from is not None or epoch + 1 >= self.patience_start
-                or epoch - best_epoch < c.stall_patience):
-            return
-        epochs = min(self.epochs, math.ceil((epoch + 1) / c.flat_fraction - 1e-9))
-        if epochs <= epoch + 1:
-            return
-        self.epochs, self.annealed_from = epochs, epoch + 1
-        self.schedule = Schedule(dataclasses.replace(c, max_epochs=epochs), total_steps=epochs * len(self.bounds))
-        self.patience_start = self.schedule.patience_start_epoch()
-        self.averaging_start = self.schedule.averaging_start_epoch()
 
 
 def train(

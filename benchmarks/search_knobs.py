@@ -116,18 +116,6 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
             "patch": {"automl_dnn.model._dropout": _torch_dropout, "automl_dnn.optim._fused": _per_tensor_loop}},
         "byte-mask dropout, fused optimizer steps": {},
     },
-    # a trial's planned epochs at most 100 (its schedule stretched over them) or 25: at 60 s on adult every first
-    # trial's best epoch came early (4 of 41 run, 11 of 55, 4 of 9) and its validation loss then rose
-    "max-epochs": {
-        "at most 100 epochs (session 1)": {},
-        "at most 25 epochs": {"space": {"max_epochs": 25}},
-    },
-    # flat_cosine's flat phase as planned, or ended when 4 of its epochs bring no better score (the cosine then
-    # planned again from there, train.anneal_if_stalled)
-    "stall": {
-        "flat phase as planned (session 3)": {"space": {"stall_patience": 0}},
-        "flat phase ends after 4 epochs without a better score": {"space": {"stall_patience": 4}},
-    },
     # the nets alone on 2 cores: one worker with 2 torch threads, or 2 workers with one thread each
     "jobs": {
         "1 worker x 2 threads": {"fit": {"jobs": 1}},

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from automl_dnn.model import NetConfig, build_mlp
-from automl_dnn.optim import flat_cosine_lr, onecycle_lr, onecycle_momentum, piecewise_lr
+from automl_dnn.optim import onecycle_lr, onecycle_momentum, piecewise_lr
 from automl_dnn.train import (
     Callback,
     StoredRows,
@@ -603,31 +603,6 @@ def test_early_stopping_waits_for_the_end_of_the_warm_up(schedule: str, epochs_r
     config = _cfg(schedule=schedule, flat_fraction=0.5, patience=2, max_epochs=20, batch_size=150)
     result = train(_net(8), binary_split, config, task="binary", score_fn=scores)
     assert (result.status, result.best_epoch, result.epochs_run) == ("early_stopped", 0, epochs_run)
-
-
-def test_a_flat_phase_that_stalls_ends_and_the_cosine_is_planned_again(binary_split: TrainData) -> None:
-    """Best at epoch 1, stall_patience 2: after epoch 3 the flat phase ends; flat_cosine is planned again over
-    (3 + 1) / 0.5 = 8 epochs instead of 40, and every epoch's lr is that plan's."""
-    scores = ScriptedScore([1.0, 0.5] + [0.9] * 38)
-    config = _cfg(schedule="flat_cosine", optimizer="adamw", flat_fraction=0.5, stall_patience=2, patience=100,
-                  max_epochs=40, batch_size=150)
-    result = train(_net(8), binary_split, config, task="binary", score_fn=scores)
-    steps = math.ceil(len(binary_split.X_train) / 150)
-    assert (result.annealed_from, result.epochs_run, result.status, result.best_epoch) == (4, 8, "completed", 1)
-    lrs = [row["lr"] for row in result.history]
-    expected = [flat_cosine_lr((e + 1) * steps - 1, lr0=0.01, total_steps=8 * steps, flat_fraction=0.5) for e in range(8)]
-    assert lrs == pytest.approx(expected)
-    assert lrs[3] == 0.01 and lrs[-1] < 0.001  # flat to the stall, annealed to the end
-
-
-@pytest.mark.parametrize(("stall_patience", "keep"), [(0, "best"), (2, "last")])
-def test_a_flat_phase_runs_as_planned_without_stall_patience_or_when_keeping_the_last_epoch(
-        stall_patience: int, keep: str, binary_split: TrainData) -> None:
-    config = _cfg(schedule="flat_cosine", optimizer="adamw", flat_fraction=0.5, stall_patience=stall_patience,
-                  patience=100, max_epochs=12, batch_size=150)
-    result = train(_net(8), binary_split, config, task="binary", score_fn=ScriptedScore([1.0, 0.5] + [0.9] * 10),
-                   keep=keep)
-    assert (result.annealed_from, result.epochs_run) == (None, 12)
 
 
 # --------------------------------------------------------------------------- the recipe: weight averaging
