@@ -245,7 +245,7 @@ class ByteMaskDropout(nn.Dropout):
     """``nn.Dropout`` whose mask, on the CPU, is drawn one random byte per element.
 
     PyTorch's CPU dropout draws one 32-bit random number per element, and that took a third of a TabM
-    trial's training time on 2 cores (docs/benchmarks.md, "Dropout's mask from random bytes"); eight
+    trial's training time on 2 cores (docs/benchmarks.md, "Cheaper training steps on the CPU"); eight
     elements per 64-bit draw make the mask about 3x cheaper. The rate is then a multiple of 1/256
     (0.1 -> 0.1016), the kept values scaled by the exact inverse of their share. GPUs keep PyTorch's
     fused kernel, as do rates below 1/256.

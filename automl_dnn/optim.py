@@ -36,8 +36,9 @@ def _fused(optimizer: type[torch.optim.Optimizer], params: list[dict[str, Any]],
     """``optimizer`` with its fused kernel, else its multi-tensor one.
 
     On the CPU PyTorch's default is a Python loop over the tensors: a step of AdamW over the portfolio's
-    2x256 PLR net took 431 us, fused 103 us (docs/benchmarks.md, "Fused optimizer steps"). Fused kernels
-    exist from PyTorch 2.4, and Adagrad's only on the CPU; where one is refused, the multi-tensor one.
+    2x256 PLR net took 431 us, fused 103 us (docs/benchmarks.md, "Cheaper training steps on the CPU").
+    Fused kernels exist from PyTorch 2.4, and Adagrad's only on the CPU; where one is refused, the
+    multi-tensor one.
     """
     try:
         return optimizer(params, fused=True, **hparams)
