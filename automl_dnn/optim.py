@@ -32,18 +32,35 @@ ONECYCLE_MOMENTUM = (0.95, 0.85)  # (high, low): momentum moves opposite to the 
 # --------------------------------------------------------------------------- optimizers
 
 
-def _fused(optimizer: type[torch.optim.Optimizer], params: list[dict[str, Any]], **hparams: Any) -> torch.optim.Optimizer:
-    """``optimizer`` with its fused kernel, else its multi-tensor one.
+#: Optimizers with a fused kernel, by device: PyTorch's fused Adam, AdamW and SGD run on CUDA and (from
+#: PyTorch 2.4) on the CPU, Adagrad's on the CPU only. PyTorch checks a parameter's device at the first
+#: step, not when the optimizer is made, so the choice is made here from the parameters themselves.
+FUSED_KERNELS: dict[str, tuple[type[torch.optim.Optimizer], ...]] = {
+    "cpu": (torch.optim.SGD, torch.optim.Adagrad, torch.optim.Adam, torch.optim.AdamW),
+    "cuda": (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW),
+}
+FUSED_ON_CPU_SINCE = "2.4"
+
+
+def step_kernel(optimizer: type[torch.optim.Optimizer], params: list[dict[str, Any]]) -> dict[str, bool]:
+    """``{"fused": True}`` when every parameter is a float tensor on one device with ``optimizer``'s fused
+    kernel, else ``{"foreach": True}`` (the multi-tensor kernel, which every optimizer here has).
 
     On the CPU PyTorch's default is a Python loop over the tensors: a step of AdamW over the portfolio's
     2x256 PLR net took 431 us, fused 103 us (docs/benchmarks.md, "Cheaper training steps on the CPU").
-    Fused kernels exist from PyTorch 2.4, and Adagrad's only on the CPU; where one is refused, the
-    multi-tensor one.
     """
-    try:
-        return optimizer(params, fused=True, **hparams)
-    except (RuntimeError, ValueError, TypeError):
-        return optimizer(params, foreach=True, **hparams)
+    tensors = [p for group in params for p in group["params"]]
+    devices = {p.device.type for p in tensors}
+    device = devices.pop() if len(devices) == 1 else None
+    fused = (device is not None and optimizer in FUSED_KERNELS.get(device, ())
+             and all(p.is_floating_point() for p in tensors)
+             and (device != "cpu" or torch.torch_version.TorchVersion(torch.__version__) >= FUSED_ON_CPU_SINCE))
+    return {"fused": True} if fused else {"foreach": True}
+
+
+def _fused(optimizer: type[torch.optim.Optimizer], params: list[dict[str, Any]], **hparams: Any) -> torch.optim.Optimizer:
+    """``optimizer`` with the fastest kernel ``step_kernel`` allows."""
+    return optimizer(params, **step_kernel(optimizer, params), **hparams)
 
 
 def _sgd(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
@@ -64,7 +81,7 @@ def _adagrad(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimi
 
 def _rmsprop(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
     # Plain RMSProp of techniques.md §5 (no momentum term); rho is torch's `alpha`.
-    return torch.optim.RMSprop(params, lr=c.lr, alpha=c.rho, momentum=0.0, foreach=True)
+    return _fused(torch.optim.RMSprop, params, lr=c.lr, alpha=c.rho, momentum=0.0)
 
 
 def _adam(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
@@ -72,11 +89,11 @@ def _adam(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer
 
 
 def _adamax(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adamax(params, lr=c.lr, betas=(c.beta1, c.beta2), foreach=True)
+    return _fused(torch.optim.Adamax, params, lr=c.lr, betas=(c.beta1, c.beta2))
 
 
 def _nadam(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.NAdam(params, lr=c.lr, betas=(c.beta1, c.beta2), foreach=True)
+    return _fused(torch.optim.NAdam, params, lr=c.lr, betas=(c.beta1, c.beta2))
 
 
 def _adamw(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
+from automl_dnn import optim
 from automl_dnn.model import NetConfig, build_mlp
 from automl_dnn.optim import (
     OPTIMIZERS,
@@ -94,6 +96,31 @@ def test_optimizers_take_their_fused_or_multi_tensor_kernel_and_step_as_the_plai
         plain.step()
     for a, b in zip(fast_net.parameters(), plain_net.parameters()):
         torch.testing.assert_close(a, b)
+
+
+class _OnDevice:
+    """A parameter as ``step_kernel`` sees it: its device's type and whether it is a float tensor."""
+
+    def __init__(self, device: str, floating: bool = True) -> None:
+        self.device, self.floating = SimpleNamespace(type=device), floating
+
+    def is_floating_point(self) -> bool:
+        return self.floating
+
+
+@pytest.mark.parametrize(("optimizer", "devices", "floating", "kernel"), [
+    (torch.optim.AdamW, ["cuda", "cuda"], True, "fused"),
+    (torch.optim.Adagrad, ["cuda"], True, "foreach"),  # Adagrad's fused kernel is the CPU's only
+    (torch.optim.Adagrad, ["cpu"], True, "fused"),
+    (torch.optim.NAdam, ["cpu"], True, "foreach"),  # no fused kernel
+    (torch.optim.Adam, ["cpu", "cuda"], True, "foreach"),  # one device or none
+    (torch.optim.SGD, ["mps"], True, "foreach"),
+    (torch.optim.SGD, ["cpu"], False, "foreach"),
+])
+def test_the_fused_kernel_is_chosen_from_the_parameters_devices(optimizer: type, devices: list[str], floating: bool,
+                                                               kernel: str) -> None:
+    params = [{"params": [_OnDevice(d, floating) for d in devices]}]
+    assert optim.step_kernel(optimizer, params) == {kernel: True}
 
 
 def test_unknown_optimizer_lists_valid_names() -> None:
