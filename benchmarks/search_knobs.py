@@ -116,6 +116,13 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
             "patch": {"automl_dnn.model._dropout": _torch_dropout, "automl_dnn.optim._fused": _per_tensor_loop}},
         "byte-mask dropout, fused optimizer steps": {},
     },
+    # the portfolio's three one-net first trials (MLP-PLR, ELU 1cycle, RealMLP-like) on batches of 256 or 512 rows:
+    # on 2 cores a step's fixed cost is a large part of a 2x256 net's, and at 60 s diamonds' nets are all still
+    # improving when their share ends
+    "batch": {
+        "batch 256 (session 3)": {},
+        "batch 512": {"enqueue": {1: {"batch_size": 512}, 2: {"batch_size": 512}, 3: {"batch_size": 512}}},
+    },
     # the nets alone on 2 cores: one worker with 2 torch threads, or 2 workers with one thread each
     "jobs": {
         "1 worker x 2 threads": {"fit": {"jobs": 1}},
