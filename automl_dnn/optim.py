@@ -39,7 +39,7 @@ FUSED_KERNELS: dict[str, tuple[type[torch.optim.Optimizer], ...]] = {
     "cpu": (torch.optim.SGD, torch.optim.Adagrad, torch.optim.Adam, torch.optim.AdamW),
     "cuda": (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW),
 }
-FUSED_ON_CPU_SINCE = "2.4"
+FUSED_ON_CPU = torch.torch_version.TorchVersion(torch.__version__) >= "2.4"
 
 
 def step_kernel(optimizer: type[torch.optim.Optimizer], params: list[dict[str, Any]]) -> dict[str, bool]:
@@ -54,51 +54,51 @@ def step_kernel(optimizer: type[torch.optim.Optimizer], params: list[dict[str, A
     device = devices.pop() if len(devices) == 1 else None
     fused = (device is not None and optimizer in FUSED_KERNELS.get(device, ())
              and all(p.is_floating_point() for p in tensors)
-             and (device != "cpu" or torch.torch_version.TorchVersion(torch.__version__) >= FUSED_ON_CPU_SINCE))
+             and (device != "cpu" or FUSED_ON_CPU))
     return {"fused": True} if fused else {"foreach": True}
 
 
-def _fused(optimizer: type[torch.optim.Optimizer], params: list[dict[str, Any]], **hparams: Any) -> torch.optim.Optimizer:
+def _fastest(optimizer: type[torch.optim.Optimizer], params: list[dict[str, Any]], **hparams: Any) -> torch.optim.Optimizer:
     """``optimizer`` with the fastest kernel ``step_kernel`` allows."""
     return optimizer(params, **step_kernel(optimizer, params), **hparams)
 
 
 def _sgd(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
-    return _fused(torch.optim.SGD, params, lr=c.lr, momentum=0.0)
+    return _fastest(torch.optim.SGD, params, lr=c.lr, momentum=0.0)
 
 
 def _momentum(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
-    return _fused(torch.optim.SGD, params, lr=c.lr, momentum=c.momentum)
+    return _fastest(torch.optim.SGD, params, lr=c.lr, momentum=c.momentum)
 
 
 def _nesterov(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
-    return _fused(torch.optim.SGD, params, lr=c.lr, momentum=c.momentum, nesterov=True)
+    return _fastest(torch.optim.SGD, params, lr=c.lr, momentum=c.momentum, nesterov=True)
 
 
 def _adagrad(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
-    return _fused(torch.optim.Adagrad, params, lr=c.lr)
+    return _fastest(torch.optim.Adagrad, params, lr=c.lr)
 
 
 def _rmsprop(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
     # Plain RMSProp of techniques.md §5 (no momentum term); rho is torch's `alpha`.
-    return _fused(torch.optim.RMSprop, params, lr=c.lr, alpha=c.rho, momentum=0.0)
+    return _fastest(torch.optim.RMSprop, params, lr=c.lr, alpha=c.rho, momentum=0.0)
 
 
 def _adam(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
-    return _fused(torch.optim.Adam, params, lr=c.lr, betas=(c.beta1, c.beta2))
+    return _fastest(torch.optim.Adam, params, lr=c.lr, betas=(c.beta1, c.beta2))
 
 
 def _adamax(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
-    return _fused(torch.optim.Adamax, params, lr=c.lr, betas=(c.beta1, c.beta2))
+    return _fastest(torch.optim.Adamax, params, lr=c.lr, betas=(c.beta1, c.beta2))
 
 
 def _nadam(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
-    return _fused(torch.optim.NAdam, params, lr=c.lr, betas=(c.beta1, c.beta2))
+    return _fastest(torch.optim.NAdam, params, lr=c.lr, betas=(c.beta1, c.beta2))
 
 
 def _adamw(params: list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
     # weight_decay is set per group by split_decay_groups (matrices only); 0.0 here is the fallback.
-    return _fused(torch.optim.AdamW, params, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=0.0)
+    return _fastest(torch.optim.AdamW, params, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=0.0)
 
 
 OPTIMIZERS: dict[str, Callable[[list[dict[str, Any]], TrainConfig], torch.optim.Optimizer]] = {

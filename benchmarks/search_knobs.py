@@ -37,6 +37,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation import primary  # noqa: E402
 from quality import manifest, split  # noqa: E402
+from step_kernels import per_tensor_loop, torch_dropout  # noqa: E402
 
 from automl_dnn import api  # noqa: E402
 
@@ -49,21 +50,9 @@ def _plan_for_8_trials(*args: Any, budget: float | None = None, **kwargs: Any) -
 
     return plan_search_rows(*args, **kwargs)
 
-def _torch_dropout(config: Any) -> Any:
-    """Session 10's dropout modules: PyTorch's own, one 32-bit draw per element on the CPU."""
-    from torch import nn
-
-    return nn.AlphaDropout(config.dropout) if config.dropout_kind == "alpha" else nn.Dropout(config.dropout)
-
-
-def _per_tensor_loop(optimizer: Any, params: Any, **hparams: Any) -> Any:
-    """Session 10's optimizer steps: PyTorch's CPU default, a Python loop over the tensors."""
-    return optimizer(params, foreach=False, **hparams)
-
-
 # experiment -> variant -> {"objective": {module attribute: value}, "fit": {api.fit option: value},
 # "patch": {"package.module.ATTRIBUTE": value}, "enqueue": {index: {param: value}}: the default space with
-# these values in its enqueued first trials, "space": {param: entry}: the default space with these entries};
+# these values in its enqueued first trials};
 # a slow-trial factor of inf disables that guard.
 EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     "share": {
@@ -113,7 +102,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     # in each trial's share of the budget
     "kernels": {
         "PyTorch's CPU dropout and optimizer loop (session 10)": {
-            "patch": {"automl_dnn.model._dropout": _torch_dropout, "automl_dnn.optim._fused": _per_tensor_loop}},
+            "patch": {"automl_dnn.model._dropout": torch_dropout, "automl_dnn.optim._fastest": per_tensor_loop}},
         "byte-mask dropout, fused optimizer steps": {},
     },
     # the portfolio's three one-net first trials (MLP-PLR, ELU 1cycle, RealMLP-like) on batches of 256 or 512 rows:
@@ -147,8 +136,8 @@ def run_variant(variant: dict[str, dict[str, Any]], ds: dict[str, Any], inner: p
         for (module, name), value in knobs.items():
             setattr(importlib.import_module(module), name, value)
         options = dict(variant.get("fit", {}))
-        if "enqueue" in variant or "space" in variant:
-            options["space"] = str(_space_with(variant.get("enqueue", {}), folder, variant.get("space", {})))
+        if "enqueue" in variant:
+            options["space"] = str(_space_with(variant["enqueue"], folder))
         api.fit(inner, target=ds["target"], task=ds["task"], model_dir=folder / "model", out=folder / "run",
                 time_budget=budget, gbt=False, test_size=0.0, seed=seed, quiet=True, progress=False,
                 report_page=False, **options)
@@ -158,9 +147,8 @@ def run_variant(variant: dict[str, dict[str, Any]], ds: dict[str, Any], inner: p
     return primary(ds["task"], holdout[ds["target"]], api.load(folder / "model"), holdout.drop(columns=[ds["target"]]))
 
 
-def _space_with(changes: dict[int, dict[str, Any]], folder: Path, params: dict[str, Any] | None = None) -> Path:
-    """The default space as a file in ``folder``, its enqueued trial ``i`` updated with ``changes[i]`` and its
-    parameters' entries replaced by ``params``."""
+def _space_with(changes: dict[int, dict[str, Any]], folder: Path) -> Path:
+    """The default space as a file in ``folder``, its enqueued trial ``i`` updated with ``changes[i]``."""
     from importlib import resources
 
     import yaml
@@ -168,7 +156,6 @@ def _space_with(changes: dict[int, dict[str, Any]], folder: Path, params: dict[s
     raw = yaml.safe_load((resources.files("automl_dnn.search_spaces") / "default.yaml").read_text())
     for index, values in changes.items():
         raw["enqueue"][index].update(values)
-    raw["params"].update(params or {})
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "space.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

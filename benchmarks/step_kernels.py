@@ -1,7 +1,7 @@
 """Epochs per second of the project's nets with its step kernels against PyTorch's CPU defaults.
 
 Three variants of each net: PyTorch's defaults (``nn.Dropout``, the optimizer's per-tensor Python loop),
-the project's ``ByteMaskDropout`` alone, and it with the fused optimizer step (``optim._fused``). Same
+the project's ``ByteMaskDropout`` alone, and it with the fused optimizer step (``optim._fastest``). Same
 data (UCI adult, one-hot + standardized, as ``trainer_throughput.py``), same initial weights, the
 project's ``train`` with AdamW, batch 256, no early stop; the variants alternate so that machine noise
 hits them alike, and the median over repeats is reported. Nets: the default space's portfolio shapes
@@ -21,8 +21,8 @@ from unittest import mock
 import torch
 from torch import nn
 
-from automl_dnn import optim
-from automl_dnn.model import ByteMaskDropout, NetConfig, build_mlp
+from automl_dnn import model, optim
+from automl_dnn.model import NetConfig, build_mlp
 from automl_dnn.train import TrainConfig, TrainData, train
 from trainer_throughput import load_adult
 
@@ -33,23 +33,24 @@ NETS = {
 }
 
 
-def with_torch_dropout(net: nn.Module) -> nn.Module:
-    """A copy of ``net`` with PyTorch's own dropout modules in place of the byte-mask ones."""
-    net = copy.deepcopy(net)
-    for module in net.modules():
-        for name, child in module.named_children():
-            if isinstance(child, ByteMaskDropout):
-                setattr(module, name, nn.Dropout(child.p))
-    return net
+def torch_dropout(config: NetConfig) -> nn.Module:
+    """Session 10's dropout modules (``model._dropout``): PyTorch's own, one 32-bit draw per element on the CPU."""
+    return nn.AlphaDropout(config.dropout) if config.dropout_kind == "alpha" else nn.Dropout(config.dropout)
 
 
-def _per_tensor_loop(optimizer: type, params: list, **hparams: object) -> torch.optim.Optimizer:
+def per_tensor_loop(optimizer: type, params: list, **hparams: object) -> torch.optim.Optimizer:
+    """Session 10's optimizer steps (``optim._fastest``): PyTorch's CPU default, a Python loop over the tensors."""
     return optimizer(params, foreach=False, **hparams)
+
+
+def build(shape: dict, d_in: int) -> nn.Module:
+    torch.manual_seed(0)
+    return build_mlp(NetConfig(activation="relu", init="he_uniform", dropout=0.1, **shape), d_in=d_in, d_out=1)
 
 
 def epochs_per_second(net: nn.Module, data: TrainData, epochs: int, *, fused: bool = True) -> float:
     if not fused:
-        with mock.patch.object(optim, "_fused", _per_tensor_loop):
+        with mock.patch.object(optim, "_fastest", per_tensor_loop):
             return epochs_per_second(net, data, epochs)
     config = TrainConfig(optimizer="adamw", lr=1e-3, schedule="none", batch_size=256, max_epochs=epochs,
                          patience=10**9)
@@ -68,10 +69,9 @@ def main() -> None:
     data = load_adult()
     print(f"adult: train {data.X_train.shape}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     for label, shape in NETS.items():
-        torch.manual_seed(0)
-        ours = build_mlp(NetConfig(activation="relu", init="he_uniform", dropout=0.1, **shape),
-                         d_in=data.X_train.shape[1], d_out=1)
-        theirs = with_torch_dropout(ours)
+        ours = build(shape, data.X_train.shape[1])
+        with mock.patch.object(model, "_dropout", torch_dropout):  # the same weights: dropout has none
+            theirs = build(shape, data.X_train.shape[1])
         epochs_per_second(ours, data, 1)  # warm-up
         runs: dict[str, list[float]] = {"pytorch": [], "byte mask": [], "byte mask + fused": []}
         for _ in range(args.repeats):
