@@ -283,13 +283,14 @@ def outputs_to_pred(out: torch.Tensor, task: str) -> torch.Tensor:
     return torch.softmax(out, dim=1)
 
 
-def _forward_batched(
-    model: nn.Module, X: torch.Tensor, batch_size: int, amp_ctx: Callable[[], Any]
-) -> torch.Tensor:
-    """The model's outputs on X, in large batches, without autograd (freed activations handed back each batch)."""
+def _forward_batched(model: nn.Module, X: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The model's outputs on X, in large batches, without autograd (freed activations handed back each batch).
+
+    Always in full precision, as ``predict`` computes them: the validation predictions that choose the
+    trial's epoch and the ensemble's weights are those of the exported model."""
     starts = range(0, max(len(X), 1), batch_size)  # an empty X still gives a (0, d_out) output
     outputs = []
-    with torch.no_grad(), amp_ctx():
+    with torch.no_grad():
         for i in starts:
             outputs.append(model(X[i : i + batch_size]).float())
             if len(starts) > 1:
@@ -594,7 +595,7 @@ class _Trainer:
         """Validation loss (no penalties, no dropout, no label smoothing) and the `predict`-style predictions."""
         model = self.evaluated_model()
         model.eval()
-        out = _forward_batched(model, self.X_valid, self.eval_batch, self.amp_ctx)
+        out = _forward_batched(model, self.X_valid, self.eval_batch)
         valid_loss = float(data_loss(out, self.y_valid, self.w_valid, self.task))
         return valid_loss, outputs_to_pred(out, self.task).cpu().numpy()
 
@@ -770,7 +771,7 @@ def predict(
     dropouts = _dropout_modules(model) if mc_samples > 0 else []
     try:
         if not dropouts:
-            out = _forward_batched(model, X_t, batch_size, contextlib.nullcontext)
+            out = _forward_batched(model, X_t, batch_size)
             pred = outputs_to_pred(out, task).cpu().numpy()
             return (pred, np.zeros_like(pred)) if mc_samples > 0 else pred
         for m in dropouts:
