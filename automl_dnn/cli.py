@@ -129,7 +129,9 @@ def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
                           "(default: 5 below 2,000 such rows, else 1: the validation split)."),
         click.option("--test-size", type=_fraction(True), default=0.15, show_default=True),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
-        click.option("--amp", is_flag=True, help="Mixed precision (bf16) on CUDA."),
+        click.option("--amp/--no-amp", default=None,
+                     help="bf16 autocast in the training steps (validation and predictions stay float32). "
+                          "Default: on for a CPU with native bf16 (AVX512-BF16, AMX), off on CUDA."),
         click.option("--pruner", type=click.Choice(["halving", "hyperband", "median", "none"]), default="halving",
                      show_default=True, help="Prunes on the percent of each trial's planned training done."),
         click.option("--seed", type=int, default=0, show_default=True),

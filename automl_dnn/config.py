@@ -103,6 +103,9 @@ class TrainConfig:
     patience: int = 10  # early stopping
     class_weight: bool = False  # weight classes by inverse frequency (imbalanced classification)
     seed: int = 0
+    # bf16 autocast in the training steps, on a device that computes bf16 natively (train.native_bf16); set by
+    # the search from --amp and the trial's device, not searched, so a net's refits train as its trial did
+    amp: bool = False
 
 
 @dataclass(frozen=True)

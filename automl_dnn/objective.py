@@ -65,7 +65,7 @@ class WorkerContext:
     threads: int | None
     several_workers: bool
     worker_index: int = 0
-    amp: bool = False
+    amp: bool | None = None  # bf16 autocast in training (trial_amp); None: the device's default
     time_budget: float | None = None  # seconds of the whole search, when it has a time budget
     bagging: BaggingReserve | None = None  # fit's k-fold bagging, which the search keeps time for
 
@@ -242,7 +242,7 @@ class Objective:
             y_true = self.user_space(y_dev[out])
             reporter.start_fold(fold)
             result = train(net, TrainData(X_dev[rows], y_rows, X_dev[out], y_out), fold_settings.train, task=self.task,
-                           device=self.device, amp=self.ctx.amp, callbacks=[reporter], threads=self.ctx.threads,
+                           device=self.device, callbacks=[reporter], threads=self.ctx.threads,
                            score_fn=lambda pred, y=y_true, t=target: metrics.as_loss(
                                self.metric, metrics.score(self.metric, y, self.user_space(pred, t))))
             if result.best_epoch is None or not math.isfinite(result.best_score):
@@ -264,7 +264,7 @@ class Objective:
     def _run_trial(self, trial: optuna.Trial) -> float:
         self._check_slot(trial)
         settings = settings_from_values(suggest(trial, self.space), seed=self.ctx.seed * 100_003 + trial.number)
-        settings = self._label_smoothing(trial, settings)
+        settings = with_amp(self._label_smoothing(trial, settings), self.ctx.amp, self.device)
         data = self.data(settings.scaling)
         d_out = len(self.encoder.classes_) if self.task == "multiclass" else 1
         torch.manual_seed(settings.train.seed)  # the initial weights too must follow the seed
@@ -295,7 +295,6 @@ class Objective:
             settings.train,
             task=self.task,
             device=self.device,
-            amp=self.ctx.amp,
             callbacks=callbacks,
             score_fn=lambda pred: metrics.as_loss(self.metric, metrics.score(self.metric, y_watch,
                                                                              self.user_space(pred, target))),
@@ -411,6 +410,14 @@ def embedding_inputs(settings: TrialSettings, pre: FeaturePreprocessor, X_train:
         net = dataclasses.replace(net, embedded_columns=columns,
                                   bin_counts=None if bins is None else [len(b) - 1 for b in bins])
     return dataclasses.replace(settings, net=net), bins
+
+
+def with_amp(settings: TrialSettings, amp: bool | None, device: str) -> TrialSettings:
+    """The trial's training precision, kept in its settings so that its refits train alike: ``--amp`` /
+    ``--no-amp`` as given; by default bf16 autocast on a CPU (used only where its bf16 is native:
+    ``train.native_bf16``; docs/benchmarks.md, "bf16 training steps on the CPU") and float32 on CUDA."""
+    on = torch.device(device).type == "cpu" if amp is None else amp
+    return dataclasses.replace(settings, train=dataclasses.replace(settings.train, amp=on))
 
 
 def worker_device(device: str, worker_index: int) -> str:
@@ -544,7 +551,7 @@ PROBE_ROWS = 2048  # training rows a probe net steps through: enough for a full 
 
 
 def probe_row_seconds(run: RunDir, spec: dict[str, Any], space: SearchSpace, *, device: str, threads: int | None,
-                      seed: int = 0) -> float:
+                      seed: int = 0, amp: bool | None = None) -> float:
     """The mean seconds per training row of an epoch of the nets the search will try first.
 
     Each net takes a few real optimizer steps (``train.estimate_epoch_seconds``) on the first PROBE_ROWS
@@ -567,7 +574,7 @@ def probe_row_seconds(run: RunDir, spec: dict[str, Any], space: SearchSpace, *, 
     costs = []
     try:
         for _ in range(PROBE_NETS):
-            settings = settings_from_values(suggest(study.ask(), space), seed=seed)
+            settings = with_amp(settings_from_values(suggest(study.ask(), space), seed=seed), amp, dev)
             try:
                 costs.append(_probe(run, settings, task=task, d_out=d_out, device=dev))
             except (RuntimeError, ValueError, MemoryError):  # a net this run cannot build says nothing about cost

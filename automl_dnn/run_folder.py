@@ -71,7 +71,7 @@ class SearchOptions:
     valid_size: float = 0.15
     test_size: float = 0.15
     device: str = "auto"
-    amp: bool = False  # bf16 autocast on CUDA
+    amp: bool | None = None  # bf16 autocast in training (objective.with_amp); None: on a CPU with native bf16
     pruner: str = "halving"  # study.PRUNERS
     seed: int = 0
     quiet: bool = False

@@ -88,7 +88,8 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
     rows = decide_search_rows(run, spec, deadline=deadline, budget=budget, seed=options.seed,
                               resumed=bool(study.get_trials(deepcopy=False)),
                               row_seconds=lambda: probe_row_seconds(run, spec, space, device=options.device,
-                                                                    threads=options.threads, seed=options.seed))
+                                                                    threads=options.threads, seed=options.seed,
+                                                                    amp=options.amp))
     if rows is not None and rows.train < rows.n_train and ctx.bagging is None and options.bagging is not None:
         # no k-fold bagging on these rows: keep time for refitting the best nets on every row instead (one copy each)
         ctx.bagging = BaggingReserve(cap=options.bagging.cap, k=1, repeats=1, top_k=options.bagging.top_k, refit=False)

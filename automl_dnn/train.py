@@ -154,10 +154,21 @@ def _model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast can speed up this device's matmuls: a CUDA GPU with bf16, or a CPU with
+    AVX512-BF16 or AMX (elsewhere a CPU emulates bf16, slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch >= 2.3; absent: no native bf16
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA (no GradScaler needed with bf16); a no-op elsewhere."""
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    """bf16 autocast (no GradScaler needed with bf16) where the device has it natively; else a no-op."""
+    if amp and native_bf16(device):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -447,11 +458,11 @@ class _Trainer:
     """One training run; `run()` is the loop, the other methods its steps."""
 
     def __init__(
-        self, model: nn.Module, data: TrainData, config: TrainConfig, task: str, device: torch.device, amp: bool,
+        self, model: nn.Module, data: TrainData, config: TrainConfig, task: str, device: torch.device,
         keep: str = "best",
     ) -> None:
         self.model, self.config, self.task, self.device, self.keep = model, config, task, device, keep
-        self.amp_ctx = lambda: _autocast(device, amp)
+        self.amp_ctx = lambda: _autocast(device, config.amp)
         self.stored = data.X_train if isinstance(data.X_train, StoredRows) else None
         self.X_train = (None if self.stored is not None
                         else torch.as_tensor(np.asarray(data.X_train, dtype=np.float32), device=device))
@@ -557,7 +568,7 @@ class _Trainer:
             if per_batch:
                 self._set_lr(step)
             with self.amp_ctx():
-                out = self.model(xb)
+                out = self.model(xb).float()  # the loss in float32 (a no-op without autocast)
             loss = data_loss(out, yb, wb, self.task, label_smoothing=self.smoothing)
             penalty = self._penalty()
             self.optimizer.zero_grad(set_to_none=True)
@@ -664,7 +675,6 @@ def train(
     *,
     task: str,
     device: str = "auto",
-    amp: bool = False,
     callbacks: Sequence[Callback] = (),
     score_fn: Callable[[np.ndarray], float] | None = None,
     threads: int | None = None,
@@ -679,7 +689,8 @@ def train(
     score = score_fn(valid_pred) if given, else the validation loss. On NaN/inf the run ends with
     status "diverged" (no exception). At the end the model holds the best epoch's weights, stays on
     `device` and is in eval mode. `threads` sets torch's intra-op threads for this call only. A CPU run
-    is reproducible: the same model init, data and config give the same history.
+    is reproducible: the same model init, data and config give the same history. ``config.amp`` trains in
+    bf16 autocast where the device computes bf16 natively; validation scores are always in float32.
     """
     _check_task(task)
     _check_config(config)
@@ -694,7 +705,7 @@ def train(
     try:
         torch.manual_seed(config.seed)  # dropout / RReLU masks; the permutation has its own generator
         model.to(dev)
-        return _Trainer(model, data, config, task, dev, amp, keep).run(callbacks, score_fn)
+        return _Trainer(model, data, config, task, dev, keep).run(callbacks, score_fn)
     finally:
         if threads is not None:
             torch.set_num_threads(previous_threads)
@@ -720,7 +731,9 @@ def estimate_epoch_seconds(model: nn.Module, data: TrainData, config: TrainConfi
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        data_loss(probe(X), y, None, task).backward()
+        with _autocast(dev, config.amp):
+            out = probe(X).float()
+        data_loss(out, y, None, task).backward()
         optimizer.step()
 
     step()  # warm-up: first calls allocate

@@ -17,8 +17,9 @@ from safetensors.numpy import load_file
 
 from automl_dnn import api
 from automl_dnn.errors import AutoDNNError, StorageError
-from automl_dnn.objective import EpochReporter, epoch_step, progress_step, worker_device
+from automl_dnn.objective import EpochReporter, epoch_step, progress_step, with_amp, worker_device
 from automl_dnn.run_folder import RunDir
+from automl_dnn.space import settings_from_values
 from automl_dnn.study import DEFAULT_PRUNER, PRUNERS, make_pruner, make_sampler, open_study
 from automl_dnn.workers import StopFlag
 from automl_dnn.storage import _retry_racing_creation, open_storage, reap_stale_trials
@@ -85,6 +86,15 @@ def test_trial_count_artifacts_and_user_attrs(finished_run: Path) -> None:
         expected = [math.ceil(100 * (e + 1) / 6) for e in range(trial.user_attrs["epochs_run"])]
         assert sorted(trial.intermediate_values) == expected
     assert not list(Path(finished_run, "artifacts").glob(".*")), "no temporary folder is left behind"
+
+
+def test_trials_train_in_bf16_autocast_on_a_cpu_by_default_and_keep_it_in_their_settings(finished_run: Path) -> None:
+    for trial in _study(finished_run).get_trials(states=(TrialState.COMPLETE,)):
+        config = json.loads((Path(trial.user_attrs["artifacts"]) / "config.json").read_text())
+        assert config["settings"]["train"]["amp"] is True  # what its refits and fold copies train with
+    settings = settings_from_values({})
+    assert [with_amp(settings, amp, device).train.amp for amp, device in
+            ((None, "cpu"), (None, "cuda:0"), (False, "cpu"), (True, "cuda:1"))] == [True, False, False, True]
 
 
 def test_resume_keeps_trials_and_counts_to_the_new_total(finished_run: Path, ranged_space: Path) -> None:

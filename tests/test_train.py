@@ -264,7 +264,7 @@ def test_class_weight_raises_minority_probabilities() -> None:
 def test_onecycle_sets_lr_and_beta1_every_batch(binary_split: TrainData) -> None:
     model = _net(8)
     config = TrainConfig(optimizer="nadam", lr=0.01, schedule="onecycle", batch_size=64, max_epochs=4)
-    trainer = _Trainer(model, binary_split, config, "binary", torch.device("cpu"), amp=False)
+    trainer = _Trainer(model, binary_split, config, "binary", torch.device("cpu"))
     n_batches = len(trainer.bounds)  # 300 rows / 64 -> 5
     total = 4 * n_batches
     for epoch in range(2):
@@ -462,11 +462,43 @@ def test_same_seed_same_history(binary_split: TrainData) -> None:
     assert first != _history(binary_split, seed=8)
 
 
-def test_amp_is_a_noop_on_cpu(binary_split: TrainData) -> None:
+def _linear_dtypes(model: nn.Module) -> list[tuple[bool, torch.dtype]]:
+    """(training?, output dtype) of every call of the net's first Linear layer."""
+    seen: list[tuple[bool, torch.dtype]] = []
+    first = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    first.register_forward_hook(lambda module, args, out: seen.append((module.training, out.dtype)))
+    return seen
+
+
+def test_amp_trains_in_bf16_and_validates_in_float32_where_bf16_is_native(
+        binary_split: TrainData, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train_module, "native_bf16", lambda device: device.type == "cpu")
     model = _net(8, dropout=0.2)
-    result = train(model, binary_split, _cfg(batch_size=32, seed=7), task="binary", amp=True, device="cpu")
+    seen = _linear_dtypes(model)
+    result = train(model, binary_split, _cfg(batch_size=32, seed=7, max_epochs=2, amp=True), task="binary", device="cpu")
+    assert {dtype for training, dtype in seen if training} == {torch.bfloat16}
+    assert {dtype for training, dtype in seen if not training} == {torch.float32}  # the scores predict computes
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the weights stay float32
+    assert [row["valid_loss"] for row in result.history] != [row["valid_loss"] for row in
+                                                              _history(binary_split, seed=7, max_epochs=2)]
+
+
+def test_amp_is_a_noop_where_bf16_is_not_native(binary_split: TrainData, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train_module, "native_bf16", lambda device: False)
+    model = _net(8, dropout=0.2)
+    result = train(model, binary_split, _cfg(batch_size=32, seed=7, amp=True), task="binary", device="cpu")
     without_seconds = [{k: v for k, v in row.items() if k != "seconds"} for row in result.history]
     assert without_seconds == _history(binary_split, seed=7)
+
+
+def test_the_epoch_estimate_steps_in_the_trained_precision(binary_split: TrainData,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train_module, "native_bf16", lambda device: True)
+    for amp, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        model = _net(8)
+        seen = _linear_dtypes(model)  # the estimate steps a copy: the hook is copied with it
+        train_module.estimate_epoch_seconds(model, binary_split, _cfg(amp=amp), task="binary", device="cpu")
+        assert {d for _, d in seen} == {dtype}
 
 
 def test_threads_apply_to_the_call_only(binary_split: TrainData) -> None:
