@@ -165,3 +165,12 @@ def test_ensemble_and_report_on_a_finished_run(fitted: SimpleNamespace, tmp_path
     result = invoke("report", fitted.run, "--out", html)
     assert result.exit_code == 0, result.output
     assert html.is_file() and f"wrote {html}" in result.output
+
+
+@pytest.mark.parametrize(("flag", "amp"), [("--no-amp", False), ("--amp", True)])
+def test_amp_flags_reach_the_trials_settings(tmp_path: Path, tiny_space: Path, flag: str, amp: bool) -> None:
+    result = invoke("search", "builtin:breast_cancer", "--out", tmp_path / "run", "--space", tiny_space,
+                    "--n-trials", 1, flag, "--quiet")
+    assert result.exit_code == 0, result.output
+    (config,) = (tmp_path / "run" / "artifacts").glob("*/config.json")
+    assert json.loads(config.read_text())["settings"]["train"]["amp"] is amp
