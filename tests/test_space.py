@@ -233,7 +233,7 @@ def test_the_default_space_starts_from_its_portfolio() -> None:
     space = load_space("default")
     first = [settings_from_values(suggest(optuna.trial.FixedTrial(values), space)) for values in space.enqueue]
     assert [(s.net.k_ensemble, s.net.num_embedding, s.scaling) for s in first] == [
-        (8, "ple", "quantile"), (1, "plr", "quantile"), (1, "none", "standard"), (1, "plr", "robust")]
+        (4, "ple", "quantile"), (1, "plr", "quantile"), (1, "none", "standard"), (1, "plr", "robust")]
     default = first[2]
     assert (default.train.optimizer, default.train.schedule, default.net.activation, default.net.init) == (
         "nadam", "onecycle", "elu", "he_normal")
