@@ -65,7 +65,7 @@ class WorkerContext:
     threads: int | None
     several_workers: bool
     worker_index: int = 0
-    amp: bool | None = None  # bf16 autocast in training (trial_amp); None: the device's default
+    amp: bool | None = None  # bf16 autocast in training (with_amp); None: the device's default
     time_budget: float | None = None  # seconds of the whole search, when it has a time budget
     bagging: BaggingReserve | None = None  # fit's k-fold bagging, which the search keeps time for
 

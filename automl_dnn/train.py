@@ -165,11 +165,12 @@ def native_bf16(device: torch.device) -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
-def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast (no GradScaler needed with bf16) where the device has it natively; else a no-op."""
+def _autocast(device: torch.device, amp: bool) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    """A factory of bf16 autocast contexts (no GradScaler needed with bf16) if ``amp`` and the device has bf16
+    natively, else of no-ops: the device is asked once, not every step."""
     if amp and native_bf16(device):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
 
 
 def _check_task(task: str) -> None:
@@ -462,7 +463,7 @@ class _Trainer:
         keep: str = "best",
     ) -> None:
         self.model, self.config, self.task, self.device, self.keep = model, config, task, device, keep
-        self.amp_ctx = lambda: _autocast(device, config.amp)
+        self.amp_ctx = _autocast(device, config.amp)
         self.stored = data.X_train if isinstance(data.X_train, StoredRows) else None
         self.X_train = (None if self.stored is not None
                         else torch.as_tensor(np.asarray(data.X_train, dtype=np.float32), device=device))
@@ -729,9 +730,11 @@ def estimate_epoch_seconds(model: nn.Module, data: TrainData, config: TrainConfi
     dtype = torch.float32 if task in ("binary", "regression") else torch.int64
     y = torch.as_tensor(data.y_train[:batch], device=dev).to(dtype)
 
+    autocast = _autocast(dev, config.amp)
+
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(dev, config.amp):
+        with autocast():
             out = probe(X).float()
         data_loss(out, y, None, task).backward()
         optimizer.step()

@@ -50,15 +50,6 @@ def _plan_for_8_trials(*args: Any, budget: float | None = None, **kwargs: Any) -
 
     return plan_search_rows(*args, **kwargs)
 
-def _cpu_bf16_autocast(device: Any, amp: Any) -> Any:
-    """Stand-in: bf16 autocast in every training step on the CPU (evaluation keeps its own context)."""
-    import contextlib
-
-    import torch
-
-    if device.type == "cpu" or amp:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 # experiment -> variant -> {"objective": {module attribute: value}, "fit": {api.fit option: value},
 # "patch": {"package.module.ATTRIBUTE": value}, "enqueue": {index: {param: value}}: the default space with
@@ -124,8 +115,8 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     },
     # bf16 autocast in the training steps on a CPU with native bf16 dot products (AVX512-BF16): TabM's steps 1.4x
     "bf16": {
-        "float32 (session 11)": {},
-        "bf16 autocast": {"patch": {"automl_dnn.train._autocast": _cpu_bf16_autocast}},
+        "float32 (session 11)": {"fit": {"amp": False}},
+        "bf16 autocast": {"fit": {"amp": True}},
     },
     # the portfolio's TabM-like first trial (k = 8) 3x256 or 3x128: alone in its 15 s share on california_housing
     # a 3x128 net trains 35 epochs to 45,182 validation RMSE, the 3x256 one 12 to 47,289
