@@ -4,9 +4,10 @@ Four variants of each net: PyTorch's defaults (``nn.Dropout``, the optimizer's p
 the project's ``ByteMaskDropout`` alone, it with the fused optimizer step (``optim._fastest``), and that
 with bf16 autocast in the steps (``TrainConfig.amp``; only where the CPU's bf16 is native, else it runs in
 float32: the first line says which). Same data (UCI adult, one-hot + standardized, as
-``trainer_throughput.py``), same initial weights, the project's ``train`` with AdamW, batch 256, no early stop; the variants alternate so that machine noise
-hits them alike, and the median over repeats is reported. Nets: the default space's portfolio shapes
-(2x256 and 3x256 ReLU MLPs, the 3x256 TabM with k = 8), dropout 0.1 after every hidden layer.
+``trainer_throughput.py``), same initial weights, the project's ``train`` with AdamW, batch 256, no early
+stop; the variants alternate so that machine noise hits them alike, and the median over repeats is
+reported. Nets: 2x256 and 3x256 ReLU MLPs and a 3x256 TabM with k = 8 (the portfolio's shapes until
+session 12), dropout 0.1 after every hidden layer.
 
     PYTHONPATH=. .venv/bin/python benchmarks/step_kernels.py --epochs 3 --repeats 3
 """
