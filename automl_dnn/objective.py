@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -89,11 +88,13 @@ class Objective:
     """Builds the trial's net, trains it reporting each epoch to the pruner, and stores its artifacts.
 
     ``should_stop`` is read after every epoch (Ctrl-C, the deadline): the trial ends there and keeps
-    its best epoch.
+    its best epoch. ``seconds_left`` says when the search stops (None: no deadline), which the bagging's
+    reserve moves earlier than ``ctx.deadline``.
     """
 
-    def __init__(self, ctx: WorkerContext, should_stop: Callable[[], bool]) -> None:
-        self.ctx, self.should_stop = ctx, should_stop
+    def __init__(self, ctx: WorkerContext, should_stop: Callable[[], bool],
+                 seconds_left: Callable[[], float | None] = lambda: None) -> None:
+        self.ctx, self.should_stop, self.seconds_left = ctx, should_stop, seconds_left
         self.run = RunDir(Path(ctx.run_dir))
         self.space = ctx.space
         self.task, self.metric = ctx.spec["task"], ctx.spec["metric"]
@@ -169,11 +170,7 @@ class Objective:
         if k > 1:
             n_dev = len(data.X_train) + len(data.X_valid)
             epoch *= 1 + (k - 1) * n_dev / len(data.X_train)  # k folds of (k-1)/k * n_dev rows, + the final net
-        left = None if self.ctx.deadline is None else self.ctx.deadline - time.time()
-        if left is not None and epoch > left:  # issue 13: on a large table one epoch can outlast the search
-            reason = f"not started: an epoch takes about {epoch:.0f}s and the search ends in {max(left, 0):.0f}s"
-            trial.set_user_attr("prune_reason", reason)
-            raise optuna.TrialPruned(reason)
+        self._start_if_it_can_learn(trial, epoch)
         share, fewest = trial_share(self.ctx.time_budget), MIN_EPOCHS * epoch
         takes = f"{MIN_EPOCHS} epochs take about {fewest:.0f}s, more than"
         if DEFER_SLOW_PORTFOLIO and fewest > share:
@@ -189,6 +186,22 @@ class Objective:
         trial.set_user_attr("max_epochs_for_budget", cap)
         return dataclasses.replace(settings, train=dataclasses.replace(settings.train, max_epochs=cap,
                                                                        patience=patience))
+
+    def _start_if_it_can_learn(self, trial: optuna.Trial, epoch: float) -> None:
+        """Prune before training a trial the search's end would cut below MIN_EPOCHS (an epoch or two score far
+        below the others; the bagging gets the time instead), or, while none has completed, below one epoch
+        (issue 13: on a large table one epoch can outlast the search)."""
+        left = self.seconds_left()
+        if left is None:
+            return
+        fewest = MIN_EPOCHS if _has_complete_trial(trial) else 1
+        if fewest * epoch <= left:
+            return
+        takes = f"{MIN_EPOCHS} epochs take about {fewest * epoch:.0f}s" if fewest > 1 else \
+            f"an epoch takes about {epoch:.0f}s"
+        reason = f"not started: {takes} and the search ends in {max(left, 0):.0f}s"
+        trial.set_user_attr("prune_reason", reason)
+        raise optuna.TrialPruned(reason)
 
     @staticmethod
     def _defer_if_others_wait(trial: optuna.Trial, why: str) -> None:

@@ -19,6 +19,8 @@ dataset and seed, so machine load hits them alike. Prints each cell as the mean 
         --datasets adult,california_housing,diamonds,phoneme
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment cut-members \
         --datasets bank_marketing,german_credit,phoneme,wine_quality_white
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment tail \
+        --datasets adult,california_housing,diamonds,phoneme
 """
 
 from __future__ import annotations
@@ -42,6 +44,18 @@ from step_kernels import per_tensor_loop, torch_dropout  # noqa: E402
 from automl_dnn import api  # noqa: E402
 
 DATASETS = ("adult", "california_housing", "phoneme", "vehicle")
+
+
+def _one_epoch_before_the_end(self: Any, trial: Any, epoch: float) -> None:
+    """Session 12's start rule: a trial starts if one epoch fits before the search's end without the bagging's
+    reserve (a TabM trial started 7 s before the end of adult's 60 s search trained 1 epoch)."""
+    import time
+
+    import optuna
+
+    left = None if self.ctx.deadline is None else self.ctx.deadline - time.time()
+    if left is not None and epoch > left:
+        raise optuna.TrialPruned(f"not started: an epoch takes about {epoch:.0f}s")
 
 
 def _plan_for_8_trials(*args: Any, budget: float | None = None, **kwargs: Any) -> Any:
@@ -130,6 +144,14 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "TabM-like k = 8 (session 3)": {},
         "TabM-like k = 4": {"enqueue": {0: {"k_ensemble": 4}}},
     },
+    # the search's last trial: started if one epoch fits before the search's end (the bagging's reserve
+    # aside), or only if MIN_EPOCHS fit before the end the bagging moves (the rest goes to the bagging)
+    "tail": {
+        "one epoch before the end (session 12)": {
+            "patch": {"automl_dnn.objective.Objective._start_if_it_can_learn": _one_epoch_before_the_end,
+                      "automl_dnn.workers.too_late_for_a_trial": lambda study, seconds_left: False}},
+        "MIN_EPOCHS before the bagging": {},
+    },
     # the nets alone on 2 cores: one worker with 2 torch threads, or 2 workers with one thread each
     "jobs": {
         "1 worker x 2 threads": {"fit": {"jobs": 1}},
@@ -149,10 +171,10 @@ def run_variant(variant: dict[str, dict[str, Any]], ds: dict[str, Any], inner: p
                 budget: float, seed: int, folder: Path) -> float:
     knobs = {("automl_dnn.objective", name): value for name, value in variant.get("objective", {}).items()}
     knobs.update({tuple(path.rsplit(".", 1)): value for path, value in variant.get("patch", {}).items()})
-    saved = {(module, name): getattr(importlib.import_module(module), name) for module, name in knobs}
+    saved = {(owner, name): getattr(_owner(owner), name) for owner, name in knobs}
     try:
-        for (module, name), value in knobs.items():
-            setattr(importlib.import_module(module), name, value)
+        for (owner, name), value in knobs.items():
+            setattr(_owner(owner), name, value)
         options = dict(variant.get("fit", {}))
         if "enqueue" in variant:
             options["space"] = str(_space_with(variant["enqueue"], folder))
@@ -160,9 +182,18 @@ def run_variant(variant: dict[str, dict[str, Any]], ds: dict[str, Any], inner: p
                 time_budget=budget, gbt=False, test_size=0.0, seed=seed, quiet=True, progress=False,
                 report_page=False, **options)
     finally:
-        for (module, name), value in saved.items():
-            setattr(importlib.import_module(module), name, value)
+        for (owner, name), value in saved.items():
+            setattr(_owner(owner), name, value)
     return primary(ds["task"], holdout[ds["target"]], api.load(folder / "model"), holdout.drop(columns=[ds["target"]]))
+
+
+def _owner(path: str) -> Any:
+    """The module or class a patched attribute lives in: "automl_dnn.objective" or "automl_dnn.objective.Objective"."""
+    module, _, attribute = path.rpartition(".")
+    try:
+        return importlib.import_module(path)
+    except ModuleNotFoundError:
+        return getattr(importlib.import_module(module), attribute)
 
 
 def _space_with(changes: dict[int, dict[str, Any]], folder: Path) -> Path:

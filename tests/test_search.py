@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -476,12 +477,42 @@ def test_a_trial_too_slow_for_its_share_is_not_started_once_one_has_completed(
         tmp_path: Path, ranged_space: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first trial runs whatever its cost (something must complete); a later one whose 5 epochs
     would take more than twice its share (3600 s / 8 = 450 s) is pruned before it trains."""
-    trials = _search_with_epoch_seconds(tmp_path, ranged_space, monkeypatch, [1.0, 1000.0, 100.0])
+    trials = _search_with_epoch_seconds(tmp_path, ranged_space, monkeypatch, [1.0, 600.0, 100.0])
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
-    assert trials[1].user_attrs["prune_reason"] == ("not started: 5 epochs take about 5000s, more than 2x a "
+    assert trials[1].user_attrs["prune_reason"] == ("not started: 5 epochs take about 3000s, more than 2x a "
                                                     "trial's share of the budget (450s)")
     assert "epochs_run" not in trials[1].user_attrs
     assert trials[2].user_attrs["max_epochs_for_budget"] == 5  # 500 s for 5 epochs: within 2x, so it runs
+
+
+def test_a_trial_the_search_end_would_cut_below_its_fewest_epochs_is_not_started(
+        tmp_path: Path, ranged_space: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before any trial completes, one epoch must fit before the end (3600 s); after, MIN_EPOCHS (5) must."""
+    trials = _search_with_epoch_seconds(tmp_path, ranged_space, monkeypatch, [4000.0, 1.0, 800.0, 100.0])
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.PRUNED,
+                                         TrialState.COMPLETE]
+    assert re.fullmatch(r"not started: an epoch takes about 4000s and the search ends in 3[56]\d\ds",
+                        trials[0].user_attrs["prune_reason"])
+    assert re.fullmatch(r"not started: 5 epochs take about 4000s and the search ends in 3[56]\d\ds",
+                        trials[2].user_attrs["prune_reason"])
+    assert "epochs_run" not in trials[2].user_attrs
+    assert trials[3].user_attrs["max_epochs_for_budget"] == 5  # 500 s for 5 epochs fits: it runs
+
+
+def _complete_trial(epoch_seconds: float, epochs_run: int) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(value=0.5, user_attrs={"epoch_seconds": epoch_seconds, "epochs_run": epochs_run})
+
+
+def test_the_worker_stops_once_even_the_fastest_net_could_not_train_its_fewest_epochs() -> None:
+    from automl_dnn.workers import too_late_for_a_trial
+
+    study = optuna.create_study()
+    assert not too_late_for_a_trial(study, 0.1)  # nothing measured yet: the first trial must run
+    study.add_trial(_complete_trial(epoch_seconds=30.0, epochs_run=10))  # 3 s an epoch
+    study.add_trial(_complete_trial(epoch_seconds=20.0, epochs_run=20))  # 1 s an epoch: the fastest
+    assert too_late_for_a_trial(study, 4.9)  # 5 epochs x 1 s
+    assert not too_late_for_a_trial(study, 5.0)
+    assert not too_late_for_a_trial(study, None)  # no deadline (--n-trials)
 
 
 def test_a_first_trial_too_slow_for_its_share_goes_behind_the_other_first_trials(
