@@ -31,6 +31,9 @@ MIN_CUT_FOLDS = 3
 # ... and keeps at least this many members (nets, and XGBoost), or as many as there are: fewer, and the
 # ensemble stays on the validation split with all its members.
 MIN_CUT_MEMBERS = 1
+# Whether a cut keeps members before folds: of the plans that fit, the one with the most nets (then the most
+# folds), rather than the most folds (then the most nets).
+MEMBERS_BEFORE_FOLDS = False
 #: The share of a ``fit`` budget kept for its report page (permutation importance and MC dropout on at
 #: most 2,000 held-out rows), at most REPORT_MAX_SECONDS: ``benchmarks/report_cost.py`` measures it.
 REPORT_SHARE, REPORT_MAX_SECONDS = 0.05, 60.0
@@ -97,6 +100,7 @@ def plan_bagging(net_costs: list[float], tree_costs: list[float], *, k: int, rep
     budget = safety * max(seconds, 0.0)
     fewest = min(k, MIN_CUT_FOLDS)
     options = [(k, r) for r in range(repeats, 0, -1)] + [(kk, 1) for kk in range(k - 1, fewest - 1, -1)]
+    fitting = []
     for kk, rr in options:
         units = kk * rr
         total = sum(tree_costs) * units
@@ -107,8 +111,12 @@ def plan_bagging(net_costs: list[float], tree_costs: list[float], *, k: int, rep
             total += cost * (units + refit)
             n_nets += 1
         if n_nets and n_nets + len(tree_costs) >= min(MIN_CUT_MEMBERS, len(net_costs) + len(tree_costs)):
-            return BagPlan(kk, rr, n_nets, len(tree_costs), _note(kk, rr, n_nets, k, repeats, len(net_costs), seconds),
-                           seconds=total)
+            fitting.append(BagPlan(kk, rr, n_nets, len(tree_costs),
+                                   _note(kk, rr, n_nets, k, repeats, len(net_costs), seconds), seconds=total))
+            if not MEMBERS_BEFORE_FOLDS:
+                break
+    if fitting:
+        return max(fitting, key=lambda plan: plan.n_nets)  # the first of the most nets: the most folds
     need = sum(tree_costs) * fewest + (net_costs[0] * (fewest + refit) if net_costs else 0.0)
     return BagPlan(1, 1, 0, 0, f"no k-fold bagging: {fewest} folds of the best net need about {need:.0f}s and "
                                f"{max(seconds, 0.0):.0f}s are left; members and weights fitted on the validation split")

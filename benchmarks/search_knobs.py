@@ -144,6 +144,19 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "TabM-like k = 8 (session 3)": {},
         "TabM-like k = 4": {"enqueue": {0: {"k_ensemble": 4}}},
     },
+    # the portfolio's MLP-PLR trial (its second) flat for half its epochs or a quarter: in 60 s fits it was best
+    # at epoch 3 of 43 (adult), 11 of 44 (diamonds), 13 of 62 (california_housing), so patience, which waits
+    # for the annealing, let it train 60-70 % of its time past its best
+    "plr-flat": {
+        "MLP-PLR flat half (session 3)": {},
+        "MLP-PLR flat a quarter": {"enqueue": {1: {"flat_fraction": 0.25}}},
+    },
+    # a bagging cut to fit the time left: of the plans that fit, the most folds (at 60 s on vehicle 5 folds of
+    # the best net alone) or the most nets (3 folds of 2 nets, if they fit)
+    "cut-order": {
+        "folds before members (session 7)": {"patch": {"automl_dnn.budget.MEMBERS_BEFORE_FOLDS": False}},
+        "members before folds": {"patch": {"automl_dnn.budget.MEMBERS_BEFORE_FOLDS": True}},
+    },
     # the search's last trial: started if one epoch fits before the search's end (the bagging's reserve
     # aside), or only if MIN_EPOCHS fit before the end the bagging moves (the rest goes to the bagging)
     "tail": {
