@@ -134,6 +134,19 @@ def test_a_cut_keeps_the_fewest_members_asked_for_or_no_bagging(monkeypatch: pyt
     assert plan_bagging([1.0], [], k=5, seconds=5.0).n_nets == 1  # a lone net
 
 
+@pytest.mark.parametrize("members_first, plan", [(False, (5, 1, 1)), (True, (3, 1, 2))])
+def test_a_cut_keeps_folds_or_members_first(monkeypatch: pytest.MonkeyPatch, members_first: bool,
+                                            plan: tuple[int, int, int]) -> None:
+    """7 s usable: 5 folds of the best net alone (5 s) or 3 folds of the best two (6 s), not 5 folds of two."""
+    import automl_dnn.budget as budget
+
+    monkeypatch.setattr(budget, "MEMBERS_BEFORE_FOLDS", members_first)
+    cut = plan_bagging([1.0, 1.0, 1.0], [], k=5, seconds=7.0 / budget.PLAN_SAFETY)
+    assert (cut.k, cut.repeats, cut.n_nets) == plan
+    whole = plan_bagging([1.0, 1.0, 1.0], [], k=5, seconds=15.0 / budget.PLAN_SAFETY)
+    assert (whole.k, whole.n_nets, whole.note) == (5, 3, None)  # all of it fits: no cut either way
+
+
 def test_a_refit_costs_one_more_copy_per_net() -> None:
     assert plan_bagging([1.0], [], k=5, seconds=6.9 / 0.8).n_nets == 1
     assert plan_bagging([1.0], [], k=5, seconds=5.9 / 0.8, refit=True).k < 5
