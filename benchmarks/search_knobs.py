@@ -21,6 +21,10 @@ dataset and seed, so machine load hits them alike. Prints each cell as the mean 
         --datasets bank_marketing,german_credit,phoneme,wine_quality_white
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment tail \
         --datasets adult,california_housing,diamonds,phoneme
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment plr-flat \
+        --datasets adult,california_housing,diamonds,phoneme
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment cut-order \
+        --datasets adult,phoneme,wine_quality_white,vehicle
 """
 
 from __future__ import annotations
