@@ -21,7 +21,7 @@ from safetensors.torch import load as load_tensors
 from automl_dnn import metrics
 from automl_dnn.config import NetConfig
 from automl_dnn.data import (NOTES_ATTR, FeaturePreprocessor, TargetEncoder, TargetTransform, merge_counted_notes,
-                             parse_dates, read_table)
+                             parse_dates, read_numbers, read_table)
 from automl_dnn.ensemble import blend
 from automl_dnn.errors import AutoDNNError, DataError, ModelFormatError, PathError, first_line
 from automl_dnn.files import atomic_write
@@ -371,14 +371,16 @@ class Predictor:
                 continue
             if spec["kind"] == "date" and pd.api.types.is_datetime64_any_dtype(s):
                 continue
-            present = s[s.notna() & (s.astype(str).str.strip() != "")]
+            reading = spec.get("text") or {}
+            markers = {m.casefold() for m in reading.get("missing", [])} | {""}
+            present = s[s.notna() & ~s.astype(str).str.strip().str.casefold().isin(markers)]
             if len(present) == 0:
                 continue
             if spec["kind"] == "numeric":
-                readable = pd.to_numeric(present.astype(object), errors="coerce").notna().any()
+                readable = not np.isnan(read_numbers(present.reset_index(drop=True), reading)[0]).all()
                 what = "numbers"
             else:
-                readable = parse_dates(present.reset_index(drop=True))[0].notna().any()
+                readable = parse_dates(present.reset_index(drop=True), reading)[0].notna().any()
                 what = "dates"
             if not readable:
                 raise DataError(f"column {spec['name']!r} was {what} in training but none of its values can be "

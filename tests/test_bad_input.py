@@ -362,7 +362,7 @@ def _frame_with(kind: str) -> pd.DataFrame:
         frame.loc[::9, "a"] = np.inf
         frame.loc[::13, "b"] = -np.inf
     elif kind == "mixed-type column":
-        frame["m"] = [str(i % 4) if i % 3 else "none" for i in range(len(frame))]
+        frame["m"] = [str(i % 4) if i % 3 else "many" for i in range(len(frame))]
     elif kind == "missing target":
         frame.loc[::10, "y"] = np.nan
     elif kind == "thousands of levels":

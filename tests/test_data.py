@@ -478,6 +478,57 @@ def test_dates_unreadable_at_transform(messy):
     assert np.isfinite(X).all()
 
 
+def _day_first_dates(n: int = 120) -> pd.DataFrame:
+    days = pd.date_range("2021-01-01", periods=n, freq="3D")
+    return pd.DataFrame({"when": days.strftime("%d/%m/%Y"), "x": np.arange(n) % 7})
+
+
+def test_day_first_dates_read_alike_in_any_batch():
+    """dd/mm/yyyy: the format is chosen once in training, so a row reads the same alone or beside others
+    (pandas alone guesses from a batch's first cell: '05/07/2021' is 7 May alone, 5 July after '25/12/2021')."""
+    frame = _day_first_dates()  # its first cells have a day <= 12: month first would read them too
+    pre = FeaturePreprocessor().fit(frame)
+    spec = next(c for c in pre.columns_ if c["name"] == "when")
+    assert spec["text"] == {"format": "%d/%m/%Y", "dayfirst": True}
+    assert any("day before month" in n for n in pre.notes_)
+    month = pre.feature_names_.index("when__month")
+    raw = pre.from_dict(pre.to_dict())  # the reading survives the JSON round trip
+    alone = raw.transform(pd.DataFrame({"when": ["05/07/2021"], "x": [1]}))[:, month]
+    beside = raw.transform(pd.DataFrame({"when": ["25/12/2021", "05/07/2021"], "x": [1, 1]}))[1:, month]
+    july = raw.transform(pd.DataFrame({"when": ["2021-07-05"], "x": [1]}))[:, month]  # ISO: no ambiguity
+    assert alone == pytest.approx(beside) and alone == pytest.approx(july)
+
+
+def test_month_first_dates_stay_month_first():
+    frame = pd.DataFrame({"when": pd.date_range("2021-01-01", periods=120, freq="3D").strftime("%m/%d/%Y"),
+                          "x": np.arange(120) % 7})
+    spec = next(c for c in FeaturePreprocessor().fit(frame).columns_ if c["name"] == "when")
+    assert spec["text"] == {"format": "%m/%d/%Y", "dayfirst": False}
+
+
+def test_numbers_with_thousands_and_question_marks():
+    """'12,345.67' and a '?' for missing (UCI files) are numbers, not 64 capped categories."""
+    amounts = [f"{v:,.2f}" for v in np.linspace(100, 90_000, 200)]
+    amounts[::20] = ["?"] * 10
+    frame = pd.DataFrame({"amount": amounts, "q": [str(i) if i % 10 else "?" for i in range(200)]})
+    pre = FeaturePreprocessor().fit(frame)
+    specs = {c["name"]: c for c in pre.columns_}
+    assert specs["amount"]["kind"] == "numeric" and specs["amount"]["text"] == {"thousands": True, "missing": ["?"]}
+    assert specs["q"]["kind"] == "numeric" and specs["q"]["text"] == {"missing": ["?"]}
+    assert any("10 cells written '?' read as missing" in n and "commas" in n for n in pre.notes_)
+    report: list[str] = []
+    raw = pre.transform_for_gbt(pd.DataFrame({"amount": ["1,234.5", "?", "n/a?"], "q": ["7", "?", "3"]}), report)
+    assert raw["amount"].iloc[0] == pytest.approx(1234.5) and np.isnan(raw["amount"].iloc[1:]).all()
+    assert raw["q"].tolist()[0] == 7 and np.isnan(raw["q"].iloc[1])
+    assert report == ["column 'amount': 1 values could not be read as numbers and were treated as missing"]
+
+
+def test_a_column_of_missing_markers_is_dropped():
+    pre = FeaturePreprocessor().fit(pd.DataFrame({"m": ["?"] * 50, "x": np.arange(50) % 3}))
+    assert [c["name"] for c in pre.columns_] == ["x"]
+    assert any("'m'" in n and "written '?'" in n for n in pre.notes_)
+
+
 def test_transform_for_gbt(messy):
     pre = FeaturePreprocessor().fit(messy.iloc[:150])
     gbt = pre.transform_for_gbt(messy.iloc[150:])
@@ -620,8 +671,8 @@ def test_from_dict_refuses_unknown_scaling_and_version(messy):
     d = FeaturePreprocessor().fit(messy).to_dict()
     with pytest.raises(AutoDNNError, match="scaling 'fancy'"):
         FeaturePreprocessor.from_dict(dict(d, scaling="fancy"))
-    with pytest.raises(AutoDNNError, match="version 3"):
-        FeaturePreprocessor.from_dict(dict(d, version=3))
+    with pytest.raises(AutoDNNError, match="version 4"):
+        FeaturePreprocessor.from_dict(dict(d, version=4))
     with pytest.raises(ValueError, match="'robust'"):
         FeaturePreprocessor().fit(messy, scaling="minmax")
 

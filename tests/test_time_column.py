@@ -38,6 +38,15 @@ def test_the_latest_rows_are_the_test_split_and_the_column_stays_a_feature() -> 
     assert any("in time order of 'day'" in note for note in data.notes)
 
 
+def test_day_first_dates_order_rows_by_one_format() -> None:
+    """dd/mm/yyyy read cell by cell puts 05/07 (5 July) in May beside 25/12; one format for the column."""
+    frame = dated_frame()
+    day = pd.to_datetime(frame["day"])
+    frame["day"] = day.dt.strftime("%d/%m/%Y")
+    data = load_dataset(frame, target="y", time_column="day", seed=3)
+    assert np.array_equal(np.argsort(data.order), np.argsort(day.to_numpy(), kind="stable"))
+
+
 def test_numbers_order_rows_too() -> None:
     frame = toy_frame(50)
     frame["t"] = np.arange(50)[::-1] * 0.5

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from automl_dnn.data.builtins import builtin_info, is_builtin
-from automl_dnn.data.preprocessing import FeaturePreprocessor
+from automl_dnn.data.preprocessing import FeaturePreprocessor, date_reading, parse_dates
 from automl_dnn.data.reading import NOTES_ATTR, dedupe, duplicate_note, read_table
 from automl_dnn.data.target import TargetEncoder, check_target, infer_task
 from automl_dnn.errors import DataError
@@ -231,13 +231,9 @@ def _time_order(features: pd.DataFrame, column: str, target: str) -> np.ndarray:
     values = features[column]
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         keys = pd.to_numeric(values, errors="coerce").astype("float64")
-    else:
-        import warnings
-
-        with warnings.catch_warnings():  # "could not infer format": a mixed column is parsed cell by cell
-            warnings.simplefilter("ignore")
-            stamps = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
-        keys = (stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)  # NaT: NaN
+    else:  # one format for the whole column, as the preprocessor reads dates (05/07 day first beside 25/12)
+        stamps, _ = parse_dates(values, date_reading(values))
+        keys = (stamps - pd.Timestamp(0)) / pd.Timedelta(seconds=1)  # NaT: NaN
     missing = int(keys.isna().sum())
     if missing:
         raise DataError(f"--time-column {column!r} has {missing} rows with a missing or unreadable time; "

@@ -6,8 +6,10 @@
   ``NAME__missing`` indicator column (only for columns with missing values in training); then
   ``standard`` (mean/std), ``quantile`` (to a standard normal through stored quantiles), ``robust``
   (below) or ``none``;
-- text: mostly numbers (>= 95 %) -> numbers; mostly dates (>= 90 % of cells, each holding digits like
-  a date) -> dates; otherwise categories;
+- text: mostly numbers (>= 95 % of the cells not written as a missing marker such as '?', commas between
+  digit groups as in 12,345.67 allowed) -> numbers; mostly dates (>= 90 % of cells, each holding digits
+  like a date) -> dates, read with one format chosen in training (day or month first) so that every
+  batch reads a cell alike; otherwise categories. How a text column was read is stored (``text``);
 - dates -> ``NAME__year``, ``__month``, ``__day``, ``__day_of_week``, ``__day_of_year`` (and ``__hour``
   when times are not all midnight), parts constant in training left out, plus ``NAME__missing``;
   each part is scaled like a number;
@@ -58,6 +60,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 
 from automl_dnn.data.target import to_scalar
 from automl_dnn.errors import DataError, ModelFormatError
@@ -80,20 +83,68 @@ GBT_NARROW_CELLS = 2**24  # 64 MiB of float32
 FORMAT_NAME = "automl_dnn.FeaturePreprocessor"
 #: 2 adds ``robust`` scaling and ``gbt_levels``; an older reader would ignore both and predict
 #: differently, so it must refuse the file. Version 1 files still load (without ``gbt_levels``).
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: 3 adds a text column's ``text`` reading (a date format, '?' as missing, 12,345 numbers).
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 _DATE_LIKE = re.compile(r"\d{4}|\d{1,2}[-/.]\d{1,2}")
+DATE_FORMAT_SAMPLE = 200  # distinct date texts whose guessed formats are tried on the whole column
+_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d*)?$")  # 12,345.67: commas between groups of three digits
+#: cells that stand for a missing value in a column of numbers (read_csv already takes NA, NaN, null, ...)
+MISSING_MARKERS = frozenset({"?", "??", "-", "--", ".", "*", "n/a", "na", "n.a.", "none", "missing", "unknown"})
 
 
-def _as_float(s: pd.Series) -> tuple[np.ndarray, int]:
-    """The cells as float64 with NaN for missing; also how many non-missing cells were unreadable."""
+def read_numbers(s: pd.Series, reading: dict | None = None) -> tuple[np.ndarray, int]:
+    """The cells as float64 with NaN for missing; also how many non-missing cells were unreadable.
+
+    ``reading``: how a column of number texts was read in training (``_number_reading``), applied the same
+    way to every batch."""
     if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
         return s.to_numpy(dtype="float64", na_value=np.nan), 0
     if pd.api.types.is_timedelta64_dtype(s):
         return s.dt.total_seconds().to_numpy(dtype="float64", na_value=np.nan), 0
+    if reading:
+        codes, texts = _text_levels(s)
+        nums, marker = _numbers_from_texts(texts, reading)
+        bad = np.append(np.array([t is not None for t in texts], dtype=bool) & np.isnan(nums) & ~marker, False)
+        return np.append(nums, np.nan)[codes], int(bad[codes].sum())
     num = pd.to_numeric(s.astype(object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     return num, int(s.notna().sum() - np.isfinite(num).sum() - np.isinf(num).sum())
+
+
+def _numbers_from_texts(texts: list[str | None], reading: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct texts as numbers by a column's reading, NaN where unreadable; and which are missing markers."""
+    markers = {m.casefold() for m in reading.get("missing", [])}
+    is_marker = np.array([t is not None and t.casefold() in markers for t in texts], dtype=bool)
+    cells = [t.replace(",", "") if t is not None and reading.get("thousands") and _THOUSANDS.match(t) else t
+             for t in texts]
+    nums = pd.to_numeric(pd.Series(cells, dtype=object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return np.where(is_marker, np.nan, nums), is_marker
+
+
+def _number_note(reading: dict, n_marked: int, frac_num: float) -> str:
+    """What a column of number texts holds, and what reading it needed ('?' as missing, 12,345.67)."""
+    how = [f"{n_marked} cells written {' or '.join(map(repr, reading['missing']))} read as missing"] \
+        if reading.get("missing") else []
+    if reading.get("thousands"):
+        how.append("commas between digit groups dropped")
+    return f"{frac_num:.1%} of {'the rest' if n_marked else 'it'} are numbers" + (f" ({'; '.join(how)})" if how else "")
+
+
+def _number_reading(texts: list[str | None]) -> dict:
+    """How to read a text column as numbers: ``thousands`` when some cells write 12,345.67 (a comma between
+    groups of three digits), ``missing`` the markers such as '?' that stand for a missing cell (UCI files
+    write '?'). Empty when plain parsing is all a column needs."""
+    plain = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    rest = [t for t, x in zip(texts, plain) if t is not None and np.isnan(x)]
+    reading: dict[str, Any] = {}
+    if any(_THOUSANDS.match(t) for t in rest):
+        reading["thousands"] = True
+        rest = [t for t in rest if not _THOUSANDS.match(t)]
+    markers = sorted({t for t in rest if t.casefold() in MISSING_MARKERS})
+    if markers:
+        reading["missing"] = markers
+    return reading
 
 
 def _text_levels(s: pd.Series) -> tuple[np.ndarray, list[str | None]]:
@@ -113,31 +164,65 @@ def _level_text(v: Any) -> str | None:
     return text or None
 
 
-def parse_dates(s: pd.Series) -> tuple[pd.Series, int]:
+def parse_dates(s: pd.Series, reading: dict | None = None) -> tuple[pd.Series, int]:
     """Cells as naive UTC datetimes (NaT if missing/unreadable), and how many were unreadable.
 
-    Public so that checks outside fitting read dates exactly as the preprocessor does.
+    ``reading`` (``date_reading``: a format and whether the day comes first) makes every batch read alike:
+    without it pandas guesses the format from a batch's first cell, so '05/07/2021' would be 5 July beside
+    '25/12/2021' and 7 May alone. Public so that checks outside fitting read dates as the preprocessor does.
     """
     if pd.api.types.is_datetime64_any_dtype(s):
         out = pd.to_datetime(s, utc=True).dt.tz_localize(None)
         return out.reset_index(drop=True), 0
     codes, texts = _text_levels(s)
-    parsed = _parse_date_texts(texts).to_numpy()
+    parsed = _parse_date_texts(texts, reading).to_numpy()
     out = pd.Series(np.append(parsed, np.array(["NaT"], dtype=parsed.dtype))[codes])  # code -1 -> NaT
     n_bad = int(((codes >= 0) & out.isna().to_numpy()).sum())
     return out, n_bad
 
 
-def _parse_date_texts(texts: list[str | None]) -> pd.DatetimeIndex:
-    """Parse distinct texts: the fast inferred format first, then per element for the leftovers."""
+def date_reading(s: pd.Series) -> dict:
+    """The one format a column of date texts is read with: of the formats pandas guesses for a sample of
+    its cells, month or day first, the one that reads the most of them (ties: month first, pandas'
+    default). Whether the day comes first also steers the cells that format does not read."""
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return {}
+    cand = [t for t in _text_levels(s)[1] if _date_like(t)]
+    sample = cand[:: max(1, len(cand) // DATE_FORMAT_SAMPLE)][:DATE_FORMAT_SAMPLE]
+    guesses: dict[str, int] = {}
+    best, best_read = None, 0
+    with warnings.catch_warnings():  # "Parsing dates in %d/%m/%Y format when dayfirst=False": asked for
+        warnings.simplefilter("ignore")
+        for text in sample:
+            for dayfirst in (False, True):
+                fmt = guess_datetime_format(text, dayfirst=dayfirst)
+                if fmt is not None:
+                    guesses[fmt] = guesses.get(fmt, 0) + 1
+        for fmt in sorted(guesses, key=guesses.__getitem__, reverse=True)[:4]:
+            read = int(pd.to_datetime(pd.Series(cand, dtype=object), format=fmt, errors="coerce", utc=True)
+                       .notna().sum())
+            if read > best_read:
+                best, best_read = fmt, read
+    if best is None:
+        return {}
+    day, month = best.find("%d"), best.find("%m")
+    return {"format": best, "dayfirst": bool(0 <= day < month)}
+
+
+def _parse_date_texts(texts: list[str | None], reading: dict | None = None) -> pd.DatetimeIndex:
+    """Parse distinct texts: by the stored format (else the format pandas infers), then the leftovers as
+    ISO 8601, then per element, day first where the format says so."""
+    reading = reading or {}
     cand = pd.Series([t if _date_like(t) else None for t in texts], dtype=object)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fast = pd.to_datetime(cand, errors="coerce", utc=True)
-        retry = fast.isna() & cand.notna()
-        if retry.any():
-            slow = pd.to_datetime(cand[retry], format="mixed", errors="coerce", utc=True)
-            fast = fast.where(~retry, slow)
+        fast = pd.to_datetime(cand, errors="coerce", utc=True, format=reading.get("format"))
+        for fallback in ("ISO8601", "mixed"):  # ISO first: dateutil reads 2021-07-05 day first as 7 May
+            retry = fast.isna() & cand.notna()
+            if retry.any():
+                slow = pd.to_datetime(cand[retry], format=fallback, errors="coerce", utc=True,
+                                      dayfirst=bool(reading.get("dayfirst")))
+                fast = fast.where(~retry, slow)
     return pd.DatetimeIndex(fast).tz_localize(None)
 
 
@@ -377,19 +462,25 @@ class FeaturePreprocessor:
         if n_present == 0:
             self._drop(name, "all values are missing")
             return None
-        nums = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(dtype="float64")
-        is_num = ~np.isnan(nums) & present
-        frac_num = is_num[codes[codes >= 0]].sum() / n_present
+        reading = _number_reading(texts)
+        nums, marker = _numbers_from_texts(texts, reading)
+        counted = codes[codes >= 0]
+        n_numbers = int((~np.isnan(nums) & present)[counted].sum())
+        n_marked = int(marker[counted].sum())
+        if n_marked == n_present:
+            self._drop(name, f"all values are missing (written {', '.join(map(repr, reading['missing']))})")
+            return None
+        frac_num = n_numbers / (n_present - n_marked)
         if frac_num >= 0.95:
-            rest = "" if frac_num == 1 else " (the other cells as missing)"
-            self.notes_.append(f"column {name!r} holds text but {frac_num:.1%} of it are numbers; "
-                               f"read it as numbers{rest}")
-            return self._fit_numeric(name, s, source="text")
+            self.notes_.append(f"column {name!r} holds text but {_number_note(reading, n_marked, frac_num)}; "
+                               f"read it as numbers{'' if frac_num == 1 else ' (the other cells as missing)'}")
+            return self._fit_numeric(name, s, source="text", reading=reading)
         looks_dated = np.array([_date_like(t) for t in texts], dtype=bool)
         if looks_dated[codes[codes >= 0]].sum() >= 0.9 * n_present:
-            dates, _ = parse_dates(s)
+            reading = date_reading(s)
+            dates, _ = parse_dates(s, reading)
             if dates.notna().sum() >= 0.9 * n_present:
-                return self._fit_date(name, s, dates)
+                return self._fit_date(name, s, dates, reading)
         if n_present == len(s) >= ID_MIN_ROWS and len(set(texts)) == len(s):
             self._drop(name, "every value is different (looks like a key or free text)")
             return None
@@ -398,8 +489,8 @@ class FeaturePreprocessor:
                                f"treated as categories")
         return self._fit_categorical(name, s)
 
-    def _fit_numeric(self, name: str, s: pd.Series, source: str) -> dict | None:
-        x, _ = _as_float(s)
+    def _fit_numeric(self, name: str, s: pd.Series, source: str, reading: dict | None = None) -> dict | None:
+        x, _ = read_numbers(s, reading)
         n_inf = int(np.isinf(x).sum())
         if n_inf:
             self.notes_.append(f"column {name!r}: {n_inf} infinite values treated as missing")
@@ -415,8 +506,10 @@ class FeaturePreprocessor:
         if not has_missing and self._looks_like_id(observed):
             self._drop(name, "integers that are all different and sorted or fill a range (looks like a row ID)")
             return None
-        return self._stats(observed, {"name": name, "kind": "numeric", "source": source,
-                                      "missing_indicator": has_missing})
+        spec = {"name": name, "kind": "numeric", "source": source, "missing_indicator": has_missing}
+        if reading:
+            spec["text"] = reading
+        return self._stats(observed, spec)
 
     @staticmethod
     def _looks_like_id(x: np.ndarray) -> bool:
@@ -428,7 +521,8 @@ class FeaturePreprocessor:
         fills_range = (x.max() - x.min() + 1) <= 2 * n
         return is_sorted or fills_range
 
-    def _fit_date(self, name: str, s: pd.Series, dates: pd.Series | None = None) -> dict | None:
+    def _fit_date(self, name: str, s: pd.Series, dates: pd.Series | None = None,
+                  reading: dict | None = None) -> dict | None:
         if dates is None:
             dates, _ = parse_dates(s)
         n_bad = int(dates.isna().sum() - s.isna().sum())
@@ -453,7 +547,10 @@ class FeaturePreprocessor:
         extra = f"; {n_bad} unreadable dates treated as missing" if n_bad else ""
         self.notes_.append(f"column {name!r} read as dates -> {kept}"
                            f"{' + missing indicator' if has_missing else ''}{extra}")
-        return {"name": name, "kind": "date", "parts": parts, "missing_indicator": has_missing}
+        if reading and reading.get("dayfirst"):
+            self.notes_[-1] += f" (day before month: {reading['format']})"
+        spec = {"name": name, "kind": "date", "parts": parts, "missing_indicator": has_missing}
+        return {**spec, "text": reading} if reading else spec
 
     def _fit_categorical(self, name: str, s: pd.Series) -> dict | None:
         codes, texts = _text_levels(s)
@@ -667,7 +764,7 @@ class FeaturePreprocessor:
         and the rows whose cell is missing."""
         name = spec["name"]
         if spec["kind"] == "numeric":
-            x, n_bad = _as_float(s)
+            x, n_bad = read_numbers(s, spec.get("text"))
             n_inf = int(np.isinf(x).sum())
             if n_bad:
                 report.append(f"column {name!r}: {n_bad} values could not be read as numbers "
@@ -676,7 +773,7 @@ class FeaturePreprocessor:
                 report.append(f"column {name!r}: {n_inf} infinite values were treated as missing")
                 x = np.where(np.isinf(x), np.nan, x)
             return [(x, spec["stats"])], np.isnan(x)
-        dates, n_bad = parse_dates(s)
+        dates, n_bad = parse_dates(s, spec.get("text"))
         if n_bad:
             report.append(f"column {name!r}: {n_bad} values could not be read as dates "
                           f"and were treated as missing")
