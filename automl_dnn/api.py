@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +22,7 @@ from automl_dnn.predictor import Predictor, load_model
 from automl_dnn.predictor import predict_file as _predict_file
 from automl_dnn.report import dashboard_app, live_progress
 from automl_dnn.report_page import write_report_page
-from automl_dnn.run_folder import RunDir
+from automl_dnn.run_folder import RunDir, check_time_budget
 from automl_dnn.search import OnPrepared, SearchOptions, SearchSummary, run_search
 from automl_dnn.workers import available_cores
 
@@ -73,11 +74,28 @@ def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: f
     started = time.time()
     model_dir = Path(model_dir)
     out = Path(out) if out else model_dir.parent / f"{model_dir.name}-run"
-    make_folder(model_dir, "model folder")  # refuse a bad model path before the search, not after
+    check_time_budget(time_budget)
     if folds is not None and folds < 1:
         raise AutoDNNError(f"--folds must be >= 1, got {folds}")
     if bag_mode not in BAG_MODES:
         raise AutoDNNError(f"bag mode must be one of {', '.join(BAG_MODES)}, got {bag_mode!r}")
+    fields = {f.name for f in dataclasses.fields(SearchOptions)}
+    SearchOptions(source=source, out=out, **{k: v for k, v in options.items() if k in fields})  # its checks, early
+    made = not model_dir.exists()
+    make_folder(model_dir, "model folder")  # refuse a bad model path before the search, not after
+    try:
+        return _fit(source, model_dir=model_dir, out=out, started=started, time_budget=time_budget, top_k=top_k,
+                    gbt=gbt, gbt_trials=gbt_trials, folds=folds, bag_mode=bag_mode, ensemble_share=ensemble_share,
+                    report_page=report_page, **options)
+    except BaseException:
+        if made and model_dir.is_dir() and not any(model_dir.iterdir()):
+            model_dir.rmdir()  # a failed fit leaves no empty model folder behind (its run folder stays)
+        raise
+
+
+def _fit(source: Any, *, model_dir: Path, out: Path, started: float, time_budget: float | None, top_k: int,
+         gbt: bool, gbt_trials: int | None, folds: int | None, bag_mode: str, ensemble_share: float | None,
+         report_page: bool, **options: Any) -> tuple[SearchSummary, EnsembleReport]:
     if report_page:
         check_file_path(report_path_for(model_dir), "report page")  # before the search, not after
     plan = None if time_budget is None else plan_fit(time_budget, report=report_page, ensemble_share=ensemble_share,

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 import shutil
 import tempfile
@@ -79,6 +81,23 @@ class SearchOptions:
     bagging: BaggingRequest | None = None  # fit: the time to keep for the k-fold bagging after the search
     groups: str | None = None  # a column whose rows stay together in every split and fold (not a feature)
     time_column: str | None = None  # a column that orders the rows in time: test = the latest, folds = periods
+
+    def __post_init__(self) -> None:
+        """The checks the CLI's option types make, for callers of the Python API: one line, before any work."""
+        check_time_budget(self.time_budget)
+        for name, value, least in (("n_trials", self.n_trials, 1), ("jobs", self.jobs, 1),
+                                   ("threads", self.threads, 1), ("cv_folds", self.cv_folds, 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                                      or value < least):
+                raise AutoDNNError(f"{name} must be a whole number >= {least}, got {value!r}")
+
+
+def check_time_budget(seconds: Any) -> None:
+    """A time budget is None or a finite number of seconds > 0."""
+    if seconds is None:
+        return
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not 0 < float(seconds) < math.inf:
+        raise AutoDNNError(f"time_budget must be a number of seconds > 0, got {seconds!r}")
 
 
 class RunDir:

@@ -282,6 +282,31 @@ def test_api_fit_checks_the_model_folder_before_searching(tmp_path: Path, tiny_s
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("options, needle", [
+    ({"n_trials": 0}, "n_trials must be a whole number >= 1, got 0"),
+    ({"n_trials": 2.5}, "n_trials must be a whole number"),
+    ({"time_budget": -1.0}, "time_budget must be a number of seconds > 0"),
+    ({"time_budget": float("nan"), "n_trials": 1}, "time_budget must be a number of seconds > 0"),
+    ({"jobs": 0, "n_trials": 1}, "jobs must be a whole number >= 1"),
+    ({"folds": 0, "n_trials": 1}, "--folds must be >= 1"),
+])
+def test_api_fit_checks_its_options_before_making_folders(tmp_path: Path, options: dict, needle: str) -> None:
+    """What the CLI's option types refuse, the API refuses too: one line, and no folder left behind."""
+    with pytest.raises(AutoDNNError, match=needle):
+        api.fit(toy_frame(40), model_dir=tmp_path / "model", target="y", gbt=False, quiet=True, **options)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_table_whose_every_feature_is_dropped_stops_before_searching(tmp_path: Path, tiny_space: Path) -> None:
+    frame = pd.DataFrame({"id": np.arange(60), "c": 1, "y": np.arange(60) % 2})
+    result = _search(tmp_path, tiny_space, _csv(tmp_path, frame))
+    assert_one_line_error(result, "no usable feature column, every one was dropped: 'id': integers")
+    assert "'c': constant" in result.output
+    with pytest.raises(AutoDNNError, match="no usable feature column"):
+        api.fit(frame, model_dir=tmp_path / "model", target="y", gbt=False, quiet=True, n_trials=1)
+    assert not (tmp_path / "model").exists()  # the failed fit leaves no empty model folder
+
+
 # --- ensemble and predict ------------------------------------------------------------------------------
 
 

@@ -529,6 +529,14 @@ def test_a_column_of_missing_markers_is_dropped():
     assert any("'m'" in n and "written '?'" in n for n in pre.notes_)
 
 
+def test_nested_columns_are_dropped_with_a_note():
+    frame = pd.DataFrame({"lst": [[1, 2]] * 30, "rec": [{"a": 1}] * 30, "x": np.arange(30) % 4, "y": np.arange(30) % 2})
+    data = load_dataset(frame, target="y")
+    assert list(data.features.columns) == ["x"]
+    assert sum("holds lists" in n or "hold lists" in n for n in data.notes) == 2
+    assert len(data.fingerprint()) == 64
+
+
 def test_transform_for_gbt(messy):
     pre = FeaturePreprocessor().fit(messy.iloc[:150])
     gbt = pre.transform_for_gbt(messy.iloc[150:])

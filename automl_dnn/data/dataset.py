@@ -72,6 +72,9 @@ class Dataset:
         return h.hexdigest()
 
 
+_NESTED = (list, tuple, dict, set, np.ndarray)
+
+
 def _frame_from_source(source: Any, notes: list[str]) -> pd.DataFrame:
     """A copy with unique column names, so the user's frame is never modified."""
     if isinstance(source, pd.DataFrame):
@@ -85,6 +88,18 @@ def _frame_from_source(source: Any, notes: list[str]) -> pd.DataFrame:
     df = read_table(source)
     notes.extend(df.attrs.get(NOTES_ATTR, []))
     return df.reset_index(drop=True)
+
+
+def _without_nested_columns(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Drop columns whose cells hold lists, arrays or dicts (Parquet's nested types): no model reads them,
+    and they cannot be hashed or compared."""
+    nested = [c for c in df.columns if df[c].dtype == object
+              and pd.api.types.infer_dtype(df[c], skipna=True) in ("mixed", "unknown-array")
+              and any(isinstance(v, _NESTED) for v in df[c].dropna())]
+    for name in nested:
+        notes.append(f"dropped column {name!r}: its cells hold lists, arrays or records, not values; "
+                     "flatten it into columns to use it")
+    return df.drop(columns=nested) if nested else df
 
 
 def _resolve_target(df: pd.DataFrame, target: str | None, source: Any) -> str:
@@ -189,7 +204,7 @@ def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None
         raise DataError(f"unknown task {task!r}; use auto, binary, multiclass or regression")
     _check_sizes(valid_size, test_size)
     notes: list[str] = []
-    df = _frame_from_source(source, notes)
+    df = _without_nested_columns(_frame_from_source(source, notes), notes)
     target = _resolve_target(df, target, source)
     y_all = df[target]
     keep = y_all.notna().to_numpy()

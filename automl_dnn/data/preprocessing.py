@@ -302,6 +302,13 @@ def _apply_scaling(x: np.ndarray, stats: dict, scaling: str) -> np.ndarray:
     return x
 
 
+def _no_feature_left(dropped: list[dict]) -> str:
+    """One line on why nothing is left to learn from: each dropped column with its reason."""
+    why = "; ".join(f"{d['name']!r}: {d['reason']}" for d in dropped[:5])
+    more = f"; and {len(dropped) - 5} more" if len(dropped) > 5 else ""
+    return f"no usable feature column, every one was dropped: {why}{more}"
+
+
 def _unseen_note(name: str, n: int) -> str:
     """One wording for both paths (the nets: all zeros; XGBoost: missing), so a prediction's notes,
     which drop repeats, show one line per column."""
@@ -384,6 +391,8 @@ class FeaturePreprocessor:
             spec = self._fit_column(name, _take(df[col], rows))
             if spec is not None:
                 self.columns_.append(spec)
+        if not self.columns_:
+            raise DataError(_no_feature_left(self.dropped_))
         used = {c["name"] for c in self.columns_}
         for item in self.input_schema_:
             item["used"] = item["name"] in used
