@@ -452,7 +452,10 @@ def _bag_trees(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate],
             continue
         member = c.gbt.bag
         if member is None or member.folds != folds.fingerprint():
+            thread = member
             member = bag_gbt(run, c.gbt, folds, encoder.task_, threads=threads)
+            if member is not None and thread is not None:  # what it reads back, its thread saved in this fit
+                member = dataclasses.replace(member, reused=thread.reused)
         if member is None:  # its training frame went to disk: a fit that planned no folds (gbt.fit_gbt_inputs)
             continue
         bagged.append(dataclasses.replace(c, valid=member.oof, test=member.test, bag=member))

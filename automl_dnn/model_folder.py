@@ -226,7 +226,8 @@ def read_verified(model_dir: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
 def read_spec(model_dir: Path) -> dict[str, Any]:
     """model.json, checked for its format name and version."""
     if not model_dir.is_dir():
-        raise ModelFormatError(f"model folder {str(model_dir)!r} not found; pass a folder written by "
+        what = "is a file, not a folder" if model_dir.exists() else "not found"
+        raise ModelFormatError(f"model folder {str(model_dir)!r} {what}; pass a folder written by "
                                "`automl-dnn fit` or `automl-dnn ensemble`")
     path = model_dir / MODEL_JSON
     if not path.is_file():

@@ -30,6 +30,7 @@ from automl_dnn.paths import check_file_path, same_file
 from automl_dnn.gbt import predict_gbt
 from automl_dnn.model import build_mlp, fold_batchnorm
 from automl_dnn.model_folder import read_verified
+from automl_dnn.tasks import TASKS
 from automl_dnn.train import EVAL_BATCH_SIZE, predict
 
 MC_SEED = 0  # MC-dropout passes are seeded, so the same input gives the same mean and std
@@ -65,11 +66,30 @@ def load_model(model_dir: Path) -> Predictor:
     spec, blobs = read_verified(model_dir)
     try:
         return _build_predictor(spec, blobs, model_dir)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise ModelFormatError(f"model.json in {str(model_dir)!r} is incomplete or invalid ({exc!r}); "
                                "re-export the model") from None
 
+def _check_task_fields(spec: dict[str, Any]) -> None:
+    """The fields predictions are read through agree with each other, so a damaged model.json fails here
+    in one line and not at predict time (a threshold that is no number), or silently (one class)."""
+    task = spec["task"]
+    if task not in TASKS or spec["target_encoder"]["task"] != task:
+        raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)} or not the target encoder's")
+    classes = spec.get("classes")
+    if task != "regression":
+        if not isinstance(classes, list) or len(classes) < 2 or (task == "binary") != (len(classes) == 2):
+            raise ValueError(f"a {task} model needs {'2' if task == 'binary' else '3 or more'} classes, got {classes!r}")
+        if classes != spec["target_encoder"]["classes"]:
+            raise ValueError("classes differ from the target encoder's")
+    threshold = spec.get("threshold")
+    if threshold is not None and not (task == "binary" and isinstance(threshold, (int, float))
+                                      and 0 < float(threshold) < 1):
+        raise ValueError(f"threshold {threshold!r} is not a probability of a binary model")
+
+
 def _build_predictor(spec: dict[str, Any], blobs: dict[str, bytes], model_dir: Path) -> Predictor:
+    _check_task_fields(spec)
     preprocessors = {k: FeaturePreprocessor.from_dict(v) for k, v in spec["preprocessors"].items()}
     encoder = TargetEncoder.from_dict(spec["target_encoder"])
     nets, gbt = [], None
@@ -252,7 +272,9 @@ class Predictor:
         if self.task == "regression":
             y = pd.to_numeric(df[column][keep], errors="coerce").to_numpy(dtype=np.float64)
             if not np.all(np.isfinite(y)):
-                raise DataError(f"target column {target!r} has values that are not numbers")
+                what = "infinite" if np.isinf(y).any() and not np.isnan(y).any() else "not numbers"
+                raise DataError(f"target column {target!r} has {int((~np.isfinite(y)).sum())} values that are "
+                                f"{what}; fix or drop those rows")
             return frame, y
         return frame, self._encoder.encode(df[column][keep].reset_index(drop=True))
 

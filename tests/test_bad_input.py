@@ -362,7 +362,14 @@ def _tampered(fitted: SimpleNamespace, tmp_path: Path, how: str) -> Path:
         (model / "model.json").write_text(json.dumps(spec))
     elif how == "broken model.json":
         (model / "model.json").write_text("{not json")
+    elif how in FIELD_EDITS:
+        (model / "model.json").write_text(json.dumps({**spec, **FIELD_EDITS[how]}))
     return model
+
+
+#: hand edits of model.json's fields that must fail at load in one line, not at predict time or silently
+FIELD_EDITS = {"unknown task": {"task": "banana"}, "no preprocessors": {"preprocessors": None},
+               "threshold not a number": {"threshold": "x"}, "one class": {"classes": [0]}}
 
 
 @pytest.mark.parametrize("how, needles", [
@@ -370,7 +377,11 @@ def _tampered(fitted: SimpleNamespace, tmp_path: Path, how: str) -> Path:
     ("changed file", ["sha256"]),
     ("newer format", ["newer", "upgrade"]),
     ("broken model.json", ["not valid JSON"]),
-], ids=["missing file", "changed file", "newer format", "broken model.json"])
+    ("unknown task", ["invalid", "'banana'"]),
+    ("no preprocessors", ["invalid"]),
+    ("threshold not a number", ["invalid", "threshold 'x'"]),
+    ("one class", ["invalid", "2 classes"]),
+], ids=["missing file", "changed file", "newer format", "broken model.json", *FIELD_EDITS])
 def test_damaged_model_folder(how: str, needles: list[str], tmp_path: Path, fitted: SimpleNamespace) -> None:
     model = _tampered(fitted, tmp_path, how)
     assert_one_line_error(invoke("predict", model, fitted.data), *needles)
