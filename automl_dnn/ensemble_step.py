@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl_dnn import metrics
 from automl_dnn.config import NetConfig, describe
-from automl_dnn.bagging import (BAG_MODES, BaggedMember, FoldPool, NetToBag, bag_gbt, bag_net, dev_rows,
+from automl_dnn.bagging import (BAG_MODES, BaggedMember, FoldPool, NetToBag, bag_gbt, bag_net, dev_rows, gbt_fold_seconds,
                                 dev_targets, refit_net)
 from automl_dnn.budget import PLAN_SAFETY, plan_bagging
 from automl_dnn.data import TargetEncoder, TargetTransform
@@ -195,7 +195,7 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
 
     if bagged is not None:
         t0 = time.monotonic()
-        candidates = bagged.nets + _bag_trees(run, encoder, candidates, bagged.folds, threads)
+        candidates = bagged.nets + _bag_trees(run, encoder, candidates, bagged.folds, threads, deadline, notes)
         y_valid = bagged.y_dev
         notes.append(_bagging_note(bagged, candidates, bag_mode))
         seconds["bagging"] += time.monotonic() - t0
@@ -443,20 +443,27 @@ def _refit_unbagged(run: RunDir, encoder: TargetEncoder, candidates: list[Candid
 
 
 def _bag_trees(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], folds: Folds,
-               threads: int | None) -> list[Candidate]:
+               threads: int | None, deadline: float | None, notes: list[str]) -> list[Candidate]:
     """XGBoost's OOF predictions on the nets' folds: from its thread in ``fit`` when it bagged the same
-    folds there, else its tuned trial boosted again per fold now (its time was kept by its tuning)."""
+    folds there, else its tuned trial boosted again per fold now, each fold started only if it can end by
+    the deadline (a wide table's tuning can leave no time for its folds: 10 fold copies of a second each
+    took a 15 s fit to 27 s). Cut short, XGBoost is left out of the bagged ensemble."""
     bagged = []
     for c in candidates:
         if c.kind != "xgboost" or c.gbt is None or not c.gbt.frames:
             continue
         member = c.gbt.bag
         if member is None or member.folds != folds.fingerprint():
-            thread = member
-            member = bag_gbt(run, c.gbt, folds, encoder.task_, threads=threads)
+            thread, fold = member, gbt_fold_seconds(c.gbt, folds.k)
+            out_of_time = (lambda: False) if deadline is None else (lambda: time.monotonic() + fold > deadline)
+            member = bag_gbt(run, c.gbt, folds, encoder.task_, threads=threads, should_stop=out_of_time)
+            if member is None and "train" in c.gbt.frames:
+                notes.append(f"XGBoost left out of the bagged ensemble: its {folds.k * folds.repeats} fold copies "
+                             f"need about {fold:.1f}s each, more than the time left (finished ones are kept for a "
+                             "rerun)")
             if member is not None and thread is not None:  # what it reads back, its thread saved in this fit
                 member = dataclasses.replace(member, reused=thread.reused)
-        if member is None:  # its training frame went to disk: a fit that planned no folds (gbt.fit_gbt_inputs)
+        if member is None:  # out of time, or its training frame went to disk (a fit that planned no folds)
             continue
         bagged.append(dataclasses.replace(c, valid=member.oof, test=member.test, bag=member))
     return bagged

@@ -299,6 +299,19 @@ def test_xgboost_bags_its_folds_in_its_thread_only_while_they_fit_before_the_dea
     assert member.bag is not None and member.bag.oof.shape[0] == n_train + n_valid
 
 
+def test_xgboost_folds_that_cannot_end_by_the_deadline_leave_it_out_of_the_bagged_ensemble(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its thread bagged nothing (here: it never tries), and a fold would outlast the ensemble step's time:
+    no fold is started and XGBoost is left out, with a note, instead of overrunning the budget."""
+    background = BackgroundGBT(n_trials=1, seed=0, threads=1, after=lambda *args: None)
+    api.search("builtin:breast_cancer", out=tmp_path / "run", n_trials=1, on_prepared=background.start, **SEARCH)
+    monkeypatch.setattr("automl_dnn.ensemble_step.gbt_fold_seconds", lambda member, k: 1e6)
+    report = ensemble_run(tmp_path / "run", model_dir=tmp_path / "m", gbt=background, time_budget=600, folds=3)
+    assert report.folds == 3 and not any(row.kind == "xgboost" for row in report.members)
+    assert any("XGBoost left out of the bagged ensemble" in n for n in report.notes)
+    assert not (tmp_path / "run" / "bagging" / "xgboost").exists()
+
+
 def test_background_gbt_hands_its_error_to_the_ensemble_step(tmp_path: Path) -> None:
     background = BackgroundGBT(n_trials=1)
     background.start({"run_dir": str(tmp_path / "not-a-run")}, None, None)  # the run folder fails first
