@@ -25,6 +25,8 @@ dataset and seed, so machine load hits them alike. Prints each cell as the mean 
         --datasets adult,california_housing,diamonds,phoneme
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment cut-order \
         --datasets adult,phoneme,wine_quality_white,vehicle
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1,2,3 --experiment refit \
+        --datasets california_housing,diamonds
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ def _one_epoch_before_the_end(self: Any, trial: Any, epoch: float) -> None:
     left = None if self.ctx.deadline is None else self.ctx.deadline - time.time()
     if left is not None and epoch > left:
         raise optuna.TrialPruned(f"not started: an epoch takes about {epoch:.0f}s")
+
+
+def _as_searched(run: Any, encoder: Any, candidates: list[Any], **kwargs: Any) -> list[Any]:
+    """The unbagged nets exported as their trials trained them, with no refit on every row."""
+    kwargs["notes"].append("nets exported as searched (the refit switched off by search_knobs)")
+    return candidates
 
 
 def _plan_for_8_trials(*args: Any, budget: float | None = None, **kwargs: Any) -> Any:
@@ -160,6 +168,12 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     "cut-order": {
         "folds before members (session 7)": {"patch": {"automl_dnn.budget.MEMBERS_BEFORE_FOLDS": False}},
         "members before folds": {"patch": {"automl_dnn.budget.MEMBERS_BEFORE_FOLDS": True}},
+    },
+    # when the nets are not bagged: the best refit on every development row as time allows (issue 13), or
+    # every net exported as its trial trained it (its checkpoint chosen on the validation split)
+    "refit": {
+        "refit the unbagged nets (issue 13)": {},
+        "export them as searched": {"patch": {"automl_dnn.ensemble_step._refit_unbagged": _as_searched}},
     },
     # the search's last trial: started if one epoch fits before the search's end (the bagging's reserve
     # aside), or only if MIN_EPOCHS fit before the end the bagging moves (the rest goes to the bagging)
