@@ -88,7 +88,8 @@ FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 
 _DATE_LIKE = re.compile(r"\d{4}|\d{1,2}[-/.]\d{1,2}")
-DATE_FORMAT_SAMPLE = 200  # distinct date texts whose guessed formats are tried on the whole column
+DATE_FORMAT_SAMPLE = 200  # distinct date texts whose formats pandas guesses, month and day first
+DATE_FORMAT_PROBE = 5_000  # distinct date texts each guessed format is tried on (a day > 12 shows day first)
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d*)?$")  # 12,345.67: commas between groups of three digits
 #: cells that stand for a missing value in a column of numbers (read_csv already takes NA, NaN, null, ...)
 MISSING_MARKERS = frozenset({"?", "??", "-", "--", ".", "*", "n/a", "na", "n.a.", "none", "missing", "unknown"})
@@ -188,7 +189,8 @@ def date_reading(s: pd.Series) -> dict:
     if pd.api.types.is_datetime64_any_dtype(s):
         return {}
     cand = [t for t in _text_levels(s)[1] if _date_like(t)]
-    sample = cand[:: max(1, len(cand) // DATE_FORMAT_SAMPLE)][:DATE_FORMAT_SAMPLE]
+    probe = pd.Series(cand[:: max(1, len(cand) // DATE_FORMAT_PROBE)], dtype=object)  # spread over the column
+    sample = probe.iloc[:: max(1, len(probe) // DATE_FORMAT_SAMPLE)][:DATE_FORMAT_SAMPLE]
     guesses: dict[str, int] = {}
     best, best_read = None, 0
     with warnings.catch_warnings():  # "Parsing dates in %d/%m/%Y format when dayfirst=False": asked for
@@ -199,8 +201,7 @@ def date_reading(s: pd.Series) -> dict:
                 if fmt is not None:
                     guesses[fmt] = guesses.get(fmt, 0) + 1
         for fmt in sorted(guesses, key=guesses.__getitem__, reverse=True)[:4]:
-            read = int(pd.to_datetime(pd.Series(cand, dtype=object), format=fmt, errors="coerce", utc=True)
-                       .notna().sum())
+            read = int(pd.to_datetime(probe, format=fmt, errors="coerce", utc=True).notna().sum())
             if read > best_read:
                 best, best_read = fmt, read
     if best is None:
