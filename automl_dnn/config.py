@@ -91,6 +91,7 @@ class TrainConfig:
     weight_averaging: str = "none"  # none|ema|swa, over the annealing phase (techniques.md §7)
     ema_decay: float = 0.999  # ema: the per-step decay (warmed up as min(decay, (1 + n) / (10 + n)))
     label_smoothing: float = 0.0  # classification only; the search uses it only for accuracy-like metrics
+    regression_loss: str = "mse"  # mse|huber|l1, regression only; the search uses huber and l1 only for MAE
     plateau_factor: float = 0.5
     plateau_patience: int = 5
     clip: str = "none"  # none|value|norm
@@ -145,6 +146,7 @@ def describe(settings: dict[str, Any] | TrialSettings) -> dict[str, str]:
               f"y {settings.target_transform}" if settings.target is not None else ""]
     return {
         "net": " ".join([f"{net.n_layers}x{net.d_hidden}", net.activation] + [e for e in extras if e]),
-        "optimizer": f"{train.optimizer} {train.lr:.2g}",
+        "optimizer": f"{train.optimizer} {train.lr:.2g}" + (f", {train.regression_loss} loss"
+                                                             if train.regression_loss != "mse" else ""),
         "schedule": train.schedule,
     }

@@ -233,6 +233,15 @@ class Objective:
         trial.set_user_attr("label_smoothing_off", f"{smoothing:g} searched, 0 used: {self.metric} is not accuracy-like")
         return dataclasses.replace(settings, train=dataclasses.replace(settings.train, label_smoothing=0.0))
 
+    def _regression_loss(self, trial: optuna.Trial, settings: TrialSettings) -> TrialSettings:
+        """Huber or L1 only where the metric is MAE: they fit the median, which MAE rewards and RMSE and R2
+        punish; for those the trial trains with MSE (the mean), and says so."""
+        loss = settings.train.regression_loss
+        if self.task != "regression" or loss == "mse" or self.metric == "mae":
+            return settings
+        trial.set_user_attr("regression_loss_off", f"{loss} searched, mse used: {self.metric} is not mae")
+        return dataclasses.replace(settings, train=dataclasses.replace(settings.train, regression_loss="mse"))
+
     def _cross_validate(self, trial: optuna.Trial, settings: TrialSettings, data: dict[str, np.ndarray], d_out: int,
                         reporter: EpochReporter) -> tuple[float, int]:
         """Train one net per fold of the development rows, each early-stopped on its own out-of-fold rows
@@ -277,7 +286,8 @@ class Objective:
     def _run_trial(self, trial: optuna.Trial) -> float:
         self._check_slot(trial)
         settings = settings_from_values(suggest(trial, self.space), seed=self.ctx.seed * 100_003 + trial.number)
-        settings = with_amp(self._label_smoothing(trial, settings), self.ctx.amp, self.device)
+        settings = with_amp(self._regression_loss(trial, self._label_smoothing(trial, settings)), self.ctx.amp,
+                            self.device)
         data = self.data(settings.scaling)
         d_out = len(self.encoder.classes_) if self.task == "multiclass" else 1
         torch.manual_seed(settings.train.seed)  # the initial weights too must follow the seed

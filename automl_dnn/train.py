@@ -38,6 +38,8 @@ from automl_dnn.tasks import TASKS
 
 CLIP_KINDS = ("none", "value", "norm")
 WEIGHT_AVERAGING = ("none", "ema", "swa")
+#: the regression losses a trial may train with (``data_loss``); Huber's delta is 1 standardized unit
+REGRESSION_LOSSES = {"mse": F.mse_loss, "huber": F.huber_loss, "l1": F.l1_loss}
 EMA_WARMUP = 10  # ema's decay is min(ema_decay, (1 + n) / (EMA_WARMUP + n)) after n updates
 STATUSES = ("completed", "early_stopped", "diverged", "stopped")
 TRIM_STEPS = 16  # optimizer steps between two hand-backs of freed heap memory (``trim_heap``): measured, no slower
@@ -203,6 +205,8 @@ def _check_config(c: TrainConfig) -> None:
         raise ValueError(f"unknown weight_averaging {c.weight_averaging!r}; valid: {', '.join(WEIGHT_AVERAGING)}")
     if not 0.0 < c.ema_decay < 1.0:
         raise ValueError(f"ema_decay must be in (0, 1), got ema_decay={c.ema_decay!r}")
+    if c.regression_loss not in REGRESSION_LOSSES:
+        raise ValueError(f"unknown regression_loss {c.regression_loss!r}; valid: {', '.join(REGRESSION_LOSSES)}")
     if not 0.0 <= c.label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got label_smoothing={c.label_smoothing!r}")
 
@@ -252,12 +256,14 @@ def _groups(bounds: list[tuple[int, int]], rows: int) -> Iterator[list[tuple[int
 
 
 def data_loss(out: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, task: str, *,
-              label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean loss of the task (BCE-with-logits, cross-entropy, MSE), weighted per row if `weight`.
+              label_smoothing: float = 0.0, regression_loss: str = "mse") -> torch.Tensor:
+    """Mean loss of the task (BCE-with-logits, cross-entropy; MSE, Huber or L1), weighted per row if `weight`.
 
     Outputs of k ensemble members ``(B, k, d)`` (TabM) give the mean of the members' losses.
     ``label_smoothing`` = eps (classification only; regression ignores it) trains against softened
     targets: binary y(1 - eps) + eps/2, multiclass PyTorch's (1 - eps) one-hot + eps/K (techniques.md §7).
+    ``regression_loss``: the mean minimizes MSE, the median L1 (so L1 suits an MAE metric); Huber with
+    delta 1 is quadratic within one standard deviation of the (standardized) target and L1 beyond it.
     """
     out = out.float()
     if out.dim() == 3:
@@ -265,7 +271,7 @@ def data_loss(out: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, t
         out, y = out.reshape(-1, out.shape[-1]), y.repeat_interleave(k)
         weight = None if weight is None else weight.repeat_interleave(k)
     if task == "regression":
-        return F.mse_loss(out.view(-1), y)
+        return REGRESSION_LOSSES[regression_loss](out.view(-1), y)
     reduction = "mean" if weight is None else "none"
     if task == "binary":
         target = y if not label_smoothing else y * (1.0 - label_smoothing) + 0.5 * label_smoothing
@@ -570,7 +576,8 @@ class _Trainer:
                 self._set_lr(step)
             with self.amp_ctx():
                 out = self.model(xb).float()  # the loss in float32 (a no-op without autocast)
-            loss = data_loss(out, yb, wb, self.task, label_smoothing=self.smoothing)
+            loss = data_loss(out, yb, wb, self.task, label_smoothing=self.smoothing,
+                             regression_loss=self.config.regression_loss)
             penalty = self._penalty()
             self.optimizer.zero_grad(set_to_none=True)
             (loss if penalty is None else loss + penalty).backward()
@@ -608,7 +615,8 @@ class _Trainer:
         model = self.evaluated_model()
         model.eval()
         out = _forward_batched(model, self.X_valid, self.eval_batch)
-        valid_loss = float(data_loss(out, self.y_valid, self.w_valid, self.task))
+        valid_loss = float(data_loss(out, self.y_valid, self.w_valid, self.task,
+                                     regression_loss=self.config.regression_loss))
         return valid_loss, outputs_to_pred(out, self.task).cpu().numpy()
 
     def run(

@@ -27,6 +27,10 @@ dataset and seed, so machine load hits them alike. Prints each cell as the mean 
         --datasets adult,phoneme,wine_quality_white,vehicle
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1,2,3 --experiment refit \
         --datasets california_housing,diamonds
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment copy-schedule \
+        --datasets adult,california_housing,diamonds,phoneme
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment mae-loss --metric mae \
+        --datasets california_housing,diamonds,wine_quality_white
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,6 +73,14 @@ def _as_searched(run: Any, encoder: Any, candidates: list[Any], **kwargs: Any) -
     """The unbagged nets exported as their trials trained them, with no refit on every row."""
     kwargs["notes"].append("nets exported as searched (the refit switched off by search_knobs)")
     return candidates
+
+
+def _schedule_ends_with_the_copy(best_epoch: int, max_epochs: int, n_search_train: int, n_train: int) -> tuple[int, int]:
+    """A fold copy or refit whose schedule runs its whole course in the epochs it trains (it anneals)."""
+    from automl_dnn.folds import scaled_epochs
+
+    _, epochs = scaled_epochs(best_epoch, max_epochs, n_search_train, n_train)
+    return epochs, epochs
 
 
 def _plan_for_8_trials(*args: Any, budget: float | None = None, **kwargs: Any) -> Any:
@@ -175,6 +188,18 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "refit the unbagged nets (issue 13)": {},
         "export them as searched": {"patch": {"automl_dnn.ensemble_step._refit_unbagged": _as_searched}},
     },
+    # a fold copy (or refit) keeps its trial's schedule and stops where the trial was best (a flat_cosine net
+    # best in its flat phase stops at full learning rate), or its schedule ends where it stops
+    "copy-schedule": {
+        "copies stop mid-schedule (session 4)": {},
+        "copies anneal by their last epoch": {"patch": {"automl_dnn.bagging.scaled_epochs": _schedule_ends_with_the_copy}},
+    },
+    # an MAE study (--metric mae): the portfolio's nets trained with Huber (the default space), L1 or MSE
+    "mae-loss": {
+        "Huber portfolio": {},
+        "L1 portfolio": {"enqueue": {i: {"regression_loss": "l1"} for i in range(4)}},
+        "MSE portfolio (before session 14)": {"enqueue": {i: {"regression_loss": "mse"} for i in range(4)}},
+    },
     # the search's last trial: started if one epoch fits before the search's end (the bagging's reserve
     # aside), or only if MIN_EPOCHS fit before the end the bagging moves (the rest goes to the bagging)
     "tail": {
@@ -199,14 +224,14 @@ def inner_split(frame: pd.DataFrame, ds: dict[str, Any], seed: int) -> tuple[pd.
 
 
 def run_variant(variant: dict[str, dict[str, Any]], ds: dict[str, Any], inner: pd.DataFrame, holdout: pd.DataFrame,
-                budget: float, seed: int, folder: Path) -> float:
+                budget: float, seed: int, folder: Path, metric: str | None = None) -> float:
     knobs = {("automl_dnn.objective", name): value for name, value in variant.get("objective", {}).items()}
     knobs.update({tuple(path.rsplit(".", 1)): value for path, value in variant.get("patch", {}).items()})
     saved = {(owner, name): getattr(_owner(owner), name) for owner, name in knobs}
     try:
         for (owner, name), value in knobs.items():
             setattr(_owner(owner), name, value)
-        options = dict(variant.get("fit", {}))
+        options = dict(variant.get("fit", {}), **({"metric": metric} if metric else {}))
         if "enqueue" in variant:
             options["space"] = str(_space_with(variant["enqueue"], folder))
         api.fit(inner, target=ds["target"], task=ds["task"], model_dir=folder / "model", out=folder / "run",
@@ -215,7 +240,10 @@ def run_variant(variant: dict[str, dict[str, Any]], ds: dict[str, Any], inner: p
     finally:
         for (owner, name), value in saved.items():
             setattr(_owner(owner), name, value)
-    return primary(ds["task"], holdout[ds["target"]], api.load(folder / "model"), holdout.drop(columns=[ds["target"]]))
+    model, X, y = api.load(folder / "model"), holdout.drop(columns=[ds["target"]]), holdout[ds["target"]]
+    if metric == "mae":
+        return float(np.mean(np.abs(y.to_numpy(float) - model.predict(X))))
+    return primary(ds["task"], y, model, X)
 
 
 def _owner(path: str) -> Any:
@@ -248,6 +276,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--experiment", default="share", choices=list(EXPERIMENTS))
+    parser.add_argument("--metric", default=None, choices=["mae"],
+                        help="the search's metric, also scored on the holdout (default: the task's own)")
     args = parser.parse_args()
     variants = EXPERIMENTS[args.experiment]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -261,7 +291,7 @@ def main() -> None:
                 inner, holdout = inner_split(frame, ds, seed)
                 for i, (name, variant) in enumerate(variants.items()):
                     folder = Path(tmp) / f"{ds['name']}-{seed}-{i}"
-                    value = run_variant(variant, ds, inner, holdout, args.budget, seed, folder)
+                    value = run_variant(variant, ds, inner, holdout, args.budget, seed, folder, args.metric)
                     cells[name][ds["name"]].append(value)
                     print(f"{ds['name']} seed {seed} | {name}: {value:.4f}", flush=True)
     report(cells, datasets)

@@ -552,6 +552,22 @@ def test_opening_a_storage_retries_while_another_worker_creates_the_tables() -> 
         _retry_racing_creation(lambda: (_ for _ in ()).throw(RuntimeError("password authentication failed")))
 
 
+@pytest.mark.parametrize(("metric", "used"), [("mae", "l1"), ("rmse", "mse"), ("r2", "mse")])
+def test_an_l1_loss_is_used_only_for_mae(tmp_path: Path, metric: str, used: str) -> None:
+    """L1 fits the median, which MAE rewards and RMSE punishes: searched either way, used only for MAE."""
+    space = tmp_path / "l1.yaml"
+    space.write_text(TINY_SPACE + "  regression_loss: {choices: [l1]}\n")
+    _search(tmp_path / "run", space, n_trials=1, metric=metric, pruner="none", source="builtin:diabetes")
+    trial = _study(tmp_path / "run").trials[0]
+    assert trial.params == {"regression_loss": "l1"}
+    config = json.loads((Path(trial.user_attrs["artifacts"]) / "config.json").read_text())
+    assert config["settings"]["train"]["regression_loss"] == used  # what the net was trained with
+    if used == "mse":
+        assert trial.user_attrs["regression_loss_off"] == f"l1 searched, mse used: {metric} is not mae"
+    else:
+        assert "regression_loss_off" not in trial.user_attrs and "l1 loss" in trial.user_attrs["summary"]["optimizer"]
+
+
 SMOOTHED_SPACE = TINY_SPACE + "  label_smoothing: {choices: [0.1]}\n"
 
 

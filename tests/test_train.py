@@ -683,7 +683,7 @@ def test_ema_follows_the_warmed_up_decay() -> None:
 
 def test_bad_weight_averaging_is_refused(binary_split: TrainData) -> None:
     for kwargs, match in [({"weight_averaging": "polyak"}, "none, ema, swa"), ({"ema_decay": 1.0}, "ema_decay"),
-                          ({"label_smoothing": 1.0}, "label_smoothing")]:
+                          ({"label_smoothing": 1.0}, "label_smoothing"), ({"regression_loss": "huberish"}, "mse, huber, l1")]:
         with pytest.raises(ValueError, match=match):
             train(_net(8), binary_split, _cfg(**kwargs), task="binary")
 
@@ -763,6 +763,33 @@ def test_multiclass_label_smoothing_is_cross_entropy_with_smoothed_one_hots() ->
 def test_label_smoothing_leaves_regression_alone() -> None:
     out, y = torch.tensor([[0.5], [1.5]]), torch.tensor([0.0, 1.0])
     assert data_loss(out, y, None, "regression", label_smoothing=0.2) == data_loss(out, y, None, "regression")
+
+
+def test_regression_losses_at_known_residuals() -> None:
+    """Residuals 0, 1 and 3: MSE (0 + 1 + 9) / 3; L1 (0 + 1 + 3) / 3; Huber (delta 1) (0 + 0.5 + 2.5) / 3;
+    TabM's members (B, k, 1) give the mean over members and rows alike."""
+    out, y = torch.tensor([[0.0], [0.0], [3.0]]), torch.tensor([0.0, 1.0, 0.0])
+    for loss, expected in (("mse", 10 / 3), ("l1", 4 / 3), ("huber", 1.0)):
+        assert float(data_loss(out, y, None, "regression", regression_loss=loss)) == pytest.approx(expected)
+        members = torch.stack([out, out + 1.0], dim=1)  # (3, 2, 1): the second member's residuals 1, 0, 4
+        second = {"mse": 17 / 3, "l1": 5 / 3, "huber": (0.5 + 0 + 3.5) / 3}[loss]
+        assert float(data_loss(members, y, None, "regression", regression_loss=loss)) == pytest.approx(
+            (expected + second) / 2)
+
+
+def test_an_l1_net_fits_the_median_where_mse_fits_the_mean() -> None:
+    """A constant net (one bias) on targets 0, 0, 0, 10: L1 drives it to the median (0), MSE to the mean (2.5)."""
+    X = np.zeros((400, 1), dtype=np.float32)
+    y = np.tile(np.array([0.0, 0.0, 0.0, 10.0], dtype=np.float32), 100)
+    fitted = {}
+    for loss in ("mse", "l1"):
+        torch.manual_seed(0)
+        net = nn.Linear(1, 1)
+        config = TrainConfig(optimizer="adam", lr=0.05, schedule="none", max_epochs=60, batch_size=400,
+                             regression_loss=loss, patience=100)
+        train(net, TrainData(X, y, X[:4], y[:4]), config, task="regression", device="cpu")
+        fitted[loss] = float(net.bias.detach())
+    assert fitted["mse"] == pytest.approx(2.5, abs=0.1) and abs(fitted["l1"]) < 0.1
 
 
 def test_label_smoothing_caps_the_confidence_of_a_trained_net() -> None:
