@@ -25,8 +25,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl_dnn import metrics
 from automl_dnn.config import NetConfig, describe
-from automl_dnn.bagging import (BAG_MODES, BaggedMember, FoldPool, NetToBag, bag_gbt, bag_net, dev_rows, gbt_fold_seconds,
-                                dev_targets, refit_net)
+from automl_dnn.bagging import (BAG_MODES, BaggedMember, FoldPool, NetToBag, bag_gbt, bag_net, dev_rows,
+                                dev_targets, gbt_fold_seconds, refit_net)
 from automl_dnn.budget import PLAN_SAFETY, plan_bagging
 from automl_dnn.data import TargetEncoder, TargetTransform
 from automl_dnn.ensemble import blend, build_ensemble, choose_threshold, ensemble_loss, overfit_warning

@@ -79,7 +79,8 @@ def _check_task_fields(spec: dict[str, Any]) -> None:
     classes = spec.get("classes")
     if task != "regression":
         if not isinstance(classes, list) or len(classes) < 2 or (task == "binary") != (len(classes) == 2):
-            raise ValueError(f"a {task} model needs {'2' if task == 'binary' else '3 or more'} classes, got {classes!r}")
+            needs = "2" if task == "binary" else "3 or more"
+            raise ValueError(f"a {task} model needs {needs} classes, got {classes!r}")
         if classes != spec["target_encoder"]["classes"]:
             raise ValueError("classes differ from the target encoder's")
     threshold = spec.get("threshold")
