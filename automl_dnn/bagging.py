@@ -472,8 +472,7 @@ def gbt_in_thread(folds: int | None, *, seed: int, threads: int | None
         y_dev = np.concatenate([member.labels["train"], member.labels["valid"]])
         keys = run.fold_keys()
         k, repeats = bagging_folds(folds, len(y_dev), ordered=keys["order"] is not None)
-        fold = gbt_fold_seconds(member, k)
-        out_of_time = (lambda: stopped() or (deadline is not None and time.monotonic() + fold > deadline))
+        out_of_time = gbt_out_of_time(member, k, deadline, stopped)
         if k > 1 and not out_of_time():
             try:
                 folds_ = make_folds(y_dev, member.task, k=k, repeats=repeats, seed=seed, **keys)
@@ -496,9 +495,17 @@ def gbt_fold_seconds(member: GBTMemberFit, k: int) -> float:
     return float(best["seconds"]) * (rows / max(n_train, 1)) ** 2
 
 
+def gbt_out_of_time(member: GBTMemberFit, k: int, deadline: float | None,
+                    stopped: Callable[[], bool] = lambda: False) -> Callable[[], bool]:
+    """``bag_gbt``'s ``should_stop``: true once ``stopped`` says so, or a further fold copy (``gbt_fold_seconds``)
+    could not end by the deadline."""
+    fold = gbt_fold_seconds(member, k)
+    return lambda: stopped() or (deadline is not None and time.monotonic() + fold > deadline)
+
+
 def bag_folder(run: RunDir, member: str) -> Path:
     return run.root / "bagging" / member
 
 
 __all__ = ["BAG_MODES", "BaggedMember", "DevData", "FoldPool", "NetToBag", "NetUnit", "bag_gbt", "bag_net", "dev_data",
-           "dev_rows", "dev_targets", "gbt_in_thread", "refit_net", "stored_dev_data"]
+           "dev_rows", "dev_targets", "gbt_in_thread", "gbt_out_of_time", "refit_net", "stored_dev_data"]

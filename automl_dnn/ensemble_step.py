@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from automl_dnn import metrics
 from automl_dnn.config import NetConfig, describe
 from automl_dnn.bagging import (BAG_MODES, BaggedMember, FoldPool, NetToBag, bag_gbt, bag_net, dev_rows,
-                                dev_targets, gbt_fold_seconds, refit_net)
+                                dev_targets, gbt_fold_seconds, gbt_out_of_time, refit_net)
 from automl_dnn.budget import PLAN_SAFETY, plan_bagging
 from automl_dnn.data import TargetEncoder, TargetTransform
 from automl_dnn.ensemble import blend, build_ensemble, choose_threshold, ensemble_loss, overfit_warning
@@ -454,13 +454,13 @@ def _bag_trees(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate],
             continue
         member = c.gbt.bag
         if member is None or member.folds != folds.fingerprint():
-            thread, fold = member, gbt_fold_seconds(c.gbt, folds.k)
-            out_of_time = (lambda: False) if deadline is None else (lambda: time.monotonic() + fold > deadline)
-            member = bag_gbt(run, c.gbt, folds, encoder.task_, threads=threads, should_stop=out_of_time)
+            thread = member
+            member = bag_gbt(run, c.gbt, folds, encoder.task_, threads=threads,
+                             should_stop=gbt_out_of_time(c.gbt, folds.k, deadline))
             if member is None and "train" in c.gbt.frames:
                 notes.append(f"XGBoost left out of the bagged ensemble: its {folds.k * folds.repeats} fold copies "
-                             f"need about {fold:.1f}s each, more than the time left (finished ones are kept for a "
-                             "rerun)")
+                             f"need about {gbt_fold_seconds(c.gbt, folds.k):.1f}s each, more than the time left "
+                             "(finished ones are kept for a rerun)")
             if member is not None and thread is not None:  # what it reads back, its thread saved in this fit
                 member = dataclasses.replace(member, reused=thread.reused)
         if member is None:  # out of time, or its training frame went to disk (a fit that planned no folds)

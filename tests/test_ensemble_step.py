@@ -305,7 +305,7 @@ def test_xgboost_folds_that_cannot_end_by_the_deadline_leave_it_out_of_the_bagge
     no fold is started and XGBoost is left out, with a note, instead of overrunning the budget."""
     background = BackgroundGBT(n_trials=1, seed=0, threads=1, after=lambda *args: None)
     api.search("builtin:breast_cancer", out=tmp_path / "run", n_trials=1, on_prepared=background.start, **SEARCH)
-    monkeypatch.setattr("automl_dnn.ensemble_step.gbt_fold_seconds", lambda member, k: 1e6)
+    monkeypatch.setattr("automl_dnn.bagging.gbt_fold_seconds", lambda member, k: 1e6)
     report = ensemble_run(tmp_path / "run", model_dir=tmp_path / "m", gbt=background, time_budget=600, folds=3)
     assert report.folds == 3 and not any(row.kind == "xgboost" for row in report.members)
     assert any("XGBoost left out of the bagged ensemble" in n for n in report.notes)

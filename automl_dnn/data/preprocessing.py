@@ -186,9 +186,12 @@ def date_reading(s: pd.Series) -> dict:
     """The one format a column of date texts is read with: of the formats pandas guesses for a sample of
     its cells, month or day first, the one that reads the most of them (ties: month first, pandas'
     default). Whether the day comes first also steers the cells that format does not read."""
-    if pd.api.types.is_datetime64_any_dtype(s):
-        return {}
-    cand = [t for t in _text_levels(s)[1] if _date_like(t)]
+    return {} if pd.api.types.is_datetime64_any_dtype(s) else _date_reading_of(_text_levels(s)[1])
+
+
+def _date_reading_of(texts: list[str | None]) -> dict:
+    """``date_reading`` of a column's distinct texts."""
+    cand = [t for t in texts if _date_like(t)]
     probe = pd.Series(cand[:: max(1, len(cand) // DATE_FORMAT_PROBE)], dtype=object)  # spread over the column
     sample = probe.iloc[:: max(1, len(probe) // DATE_FORMAT_SAMPLE)][:DATE_FORMAT_SAMPLE]
     guesses: dict[str, int] = {}
@@ -487,7 +490,7 @@ class FeaturePreprocessor:
             return self._fit_numeric(name, s, source="text", reading=reading)
         looks_dated = np.array([_date_like(t) for t in texts], dtype=bool)
         if looks_dated[codes[codes >= 0]].sum() >= 0.9 * n_present:
-            reading = date_reading(s)
+            reading = _date_reading_of(texts)  # the distinct texts this column was factorized into above
             dates, _ = parse_dates(s, reading)
             if dates.notna().sum() >= 0.9 * n_present:
                 return self._fit_date(name, s, dates, reading)
