@@ -171,7 +171,7 @@ def _train_and_save(saved: TrialArtifacts, best_epoch: int, dev: DevData, pre: F
     X_train = dev.X if np.array_equal(rows, np.arange(len(dev.X))) else dev.rows(rows)  # every row (a refit): no copy
     watch = predict_rows if predict_rows is not None and len(predict_rows) else rows[: min(len(rows), 256)]
     settings, y_train, y_watch, target = target_inputs(settings, encoder, dev.y[rows], dev.y[watch])
-    settings, bins = embedding_inputs(settings, pre, X_train)
+    settings, bins = embedding_inputs(settings, pre, X_train, dev.y[rows])
     torch.manual_seed(settings.train.seed)
     d_out = int(saved.config["d_out"])
     model = build_mlp(settings.net, d_in=dev.X.shape[1], d_out=d_out, bins=bins)

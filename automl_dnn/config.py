@@ -50,7 +50,10 @@ class NetConfig:
     # PLR: above plr_sigma, the frequencies' initial scales spread geometrically from plr_sigma to this, one
     # per frequency, so that one net starts with both slow and fast ones (0: every frequency at plr_sigma)
     plr_sigma_max: float = 0.0
-    ple_bins: int = 48  # PLE: at most this many quantile bins per column
+    ple_bins: int = 48  # PLE: at most this many bins per column
+    # PLE's bin edges: quantiles of the training rows, or a decision tree's splits of each column against the
+    # training target (target-aware bins, Gorishniy et al. 2022 §3.2.2)
+    ple_binning: str = "quantile"
     # Set from the training data by the search, never by a space: the input columns to embed (the
     # continuous ones; None: all) and, for PLE, the number of bins of each (the bin edges are buffers in
     # the weights, so a saved net is rebuilt from this config and then loaded).

@@ -68,6 +68,8 @@ BATCHNORM_PLACEMENTS = ("none", "input", "before", "after")
 DROPOUT_KINDS = ("standard", "alpha")
 DROPOUT_PLACEMENTS = ("all", "last")
 NUM_EMBEDDINGS = ("none", "plr", "ple")
+PLE_BINNINGS = ("quantile", "tree")
+TREE_BIN_MIN_LEAF = 64  # rtdl's example; the PLE paper tunes it between 1 and 128
 
 # Named inits as (scale, mode) of variance scaling: variance = scale / fan_mode (techniques.md §1).
 _NAMED_INITS = {"glorot": (1.0, "fan_avg"), "he": (2.0, "fan_in"), "lecun": (1.0, "fan_in")}
@@ -138,6 +140,7 @@ def _check_embedding(config: NetConfig, d_in: int) -> None:
             raise ValueError(f"{name} must be an int >= 1, got {getattr(config, name)!r}")
     if not _is_int(config.ple_bins) or config.ple_bins < 2:
         raise ValueError(f"ple_bins must be an int >= 2, got {config.ple_bins!r}")
+    _check_choice("ple_binning", config.ple_binning, PLE_BINNINGS)
     if not config.plr_sigma > 0:
         raise ValueError(f"plr_sigma must be > 0, got {config.plr_sigma!r}")
     if config.plr_sigma_max != 0 and not config.plr_sigma_max >= config.plr_sigma:
@@ -348,6 +351,20 @@ def quantile_bins(X: torch.Tensor, n_bins: int) -> list[torch.Tensor]:
     """
     with _single_bins_allowed():
         return rtdl.compute_bins(X.float(), n_bins=max(2, min(n_bins, len(X) - 1)))
+
+
+def tree_bins(X: torch.Tensor, y: torch.Tensor, n_bins: int, *, regression: bool) -> list[torch.Tensor]:
+    """Target-aware bin edges: the split points of a decision tree of at most ``n_bins`` leaves fitted on each
+    column alone against the training target (rtdl's ``compute_bins`` with trees), plus the column's range.
+
+    Leaves of at least ``TREE_BIN_MIN_LEAF`` rows (an eighth of a small table) keep a bin from fitting noise.
+    ``y`` is the run's encoded target: class indices, or a standardized value, so that the impurity floor
+    means the same on every table.
+    """
+    leaf = max(1, min(TREE_BIN_MIN_LEAF, len(X) // 8))
+    with _single_bins_allowed():
+        return rtdl.compute_bins(X.float(), n_bins=max(2, min(n_bins, len(X) - 1)), y=y, regression=regression,
+                                 tree_kwargs={"min_samples_leaf": leaf, "min_impurity_decrease": 1e-4})
 
 
 @contextlib.contextmanager

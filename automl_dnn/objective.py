@@ -19,13 +19,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl_dnn import metrics
 from automl_dnn.budget import BaggingReserve, trial_share
-from automl_dnn.config import TrialSettings, describe
+from automl_dnn.config import NetConfig, TrialSettings, describe
 from automl_dnn.data import FeaturePreprocessor, TargetEncoder, TargetTransform
 from automl_dnn.errors import AutoDNNError, first_line
 from automl_dnn.files import read_json
 from automl_dnn.folds import make_folds, scaled_epochs
 from automl_dnn.memory_guard import check_trial_memory, large_table_allowance
-from automl_dnn.model import build_mlp, count_parameters, quantile_bins
+from automl_dnn.model import build_mlp, count_parameters, quantile_bins, tree_bins
 from automl_dnn.run_folder import RunDir, save_trial
 from automl_dnn.search_rows import refit_seconds, sample_sizes, trial_data
 from automl_dnn.space import SearchSpace, settings_from_values, suggest
@@ -45,6 +45,7 @@ PRUNE_PORTFOLIO = False
 # other first trials still waiting (Objective._defer_if_others_wait).
 DEFER_SLOW_PORTFOLIO = True
 BIN_ROWS = 200_000  # PLE's quantile bins are computed on at most this many training rows (seeded sample)
+TREE_BIN_ROWS = 20_000  # its tree bins on at most this many (a tree a column: 20 regression columns ~0.5 s)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ACCURACY_LIKE_METRICS = ("accuracy", "balanced_accuracy")  # the only metrics label smoothing may serve
 
@@ -258,7 +259,7 @@ class Objective:
         for fold in range(folds.k):
             rows, out = folds.rows(0, fold)
             fold_settings, y_rows, y_out, target = target_inputs(settings, self.encoder, y_dev[rows], y_dev[out])
-            fold_settings, bins = embedding_inputs(fold_settings, pre, X_dev[rows])
+            fold_settings, bins = embedding_inputs(fold_settings, pre, X_dev[rows], y_dev[rows])
             torch.manual_seed(settings.train.seed + fold + 1)
             net = build_mlp(fold_settings.net, d_in=X_dev.shape[1], d_out=d_out, bins=bins)
             y_true = self.user_space(y_dev[out])
@@ -291,7 +292,8 @@ class Objective:
         data = self.data(settings.scaling)
         d_out = len(self.encoder.classes_) if self.task == "multiclass" else 1
         torch.manual_seed(settings.train.seed)  # the initial weights too must follow the seed
-        settings, bins = embedding_inputs(settings, self._columns_of(settings.scaling), data["X_train"])
+        settings, bins = embedding_inputs(settings, self._columns_of(settings.scaling), data["X_train"],
+                                          data["y_train"])
         too_big = check_trial_memory(settings, data, d_out=d_out, device=self.device, cv_folds=self.cv_folds,
                                      allowance=self._large_table_allowance(data["X_train"].shape[1]))
         if too_big:  # fail with the reason before allocating, rather than be killed by the kernel
@@ -406,10 +408,11 @@ def _column_spread(X: np.ndarray | StoredRows, columns: list[int]) -> np.ndarray
     return high - low
 
 
-def embedding_inputs(settings: TrialSettings, pre: FeaturePreprocessor, X_train: np.ndarray | StoredRows
-                     ) -> tuple[TrialSettings, list[torch.Tensor] | None]:
+def embedding_inputs(settings: TrialSettings, pre: FeaturePreprocessor, X_train: np.ndarray | StoredRows,
+                     y_train: np.ndarray) -> tuple[TrialSettings, list[torch.Tensor] | None]:
     """Point the embeddings at their columns of ``pre``'s encoding: level codes always, a numeric embedding
-    at the continuous columns (PLE with quantile bins of the training rows ``X_train``).
+    at the continuous columns (PLE with bins of the training rows ``X_train``: their quantiles, or a tree's
+    splits against their encoded targets ``y_train``).
 
     Columns constant in the training rows are passed through (a bin needs two distinct edges).
     """
@@ -421,18 +424,28 @@ def embedding_inputs(settings: TrialSettings, pre: FeaturePreprocessor, X_train:
         spread = _column_spread(X_train, pre.continuous_features_)
         columns = [c for c, s in zip(pre.continuous_features_, spread, strict=True) if s > 0]
         if net.num_embedding == "ple" and columns:
-            if len(X_train) > BIN_ROWS:  # torch.quantile's input limit; quantiles need no more rows
-                # the sampled rows first, then their columns: no copy of the whole matrix's columns (issue 13)
-                sample = torch.randperm(len(X_train), generator=torch.Generator().manual_seed(0))[:BIN_ROWS].numpy()
-                picked = (X_train.take(np.sort(sample))[:, columns] if isinstance(X_train, StoredRows)
-                          else X_train[sample[:, None], columns])
-                rows = torch.as_tensor(picked)
-            else:
-                rows = torch.as_tensor(head_rows(X_train, len(X_train))[:, columns])
-            bins = quantile_bins(rows, net.ple_bins)
+            bins = _ple_bins(net, X_train, y_train, columns)
         net = dataclasses.replace(net, embedded_columns=columns,
                                   bin_counts=None if bins is None else [len(b) - 1 for b in bins])
     return dataclasses.replace(settings, net=net), bins
+
+
+def _ple_bins(net: NetConfig, X_train: np.ndarray | StoredRows, y_train: np.ndarray, columns: list[int]
+              ) -> list[torch.Tensor]:
+    tree = net.ple_binning == "tree"
+    limit = TREE_BIN_ROWS if tree else BIN_ROWS  # torch.quantile's input limit; a tree's time
+    if len(X_train) > limit:  # bins need no more rows than a seeded sample
+        # the sampled rows first, then their columns: no copy of the whole matrix's columns (issue 13)
+        sample = np.sort(torch.randperm(len(X_train), generator=torch.Generator().manual_seed(0))[:limit].numpy())
+        picked = (X_train.take(sample)[:, columns] if isinstance(X_train, StoredRows)
+                  else X_train[sample[:, None], columns])
+        rows, y = torch.as_tensor(picked), np.asarray(y_train)[sample]
+    else:
+        rows, y = torch.as_tensor(head_rows(X_train, len(X_train))[:, columns]), np.asarray(y_train)
+    if not tree:
+        return quantile_bins(rows, net.ple_bins)
+    regression = not np.issubdtype(y.dtype, np.integer)
+    return tree_bins(rows, torch.as_tensor(y), net.ple_bins, regression=regression)
 
 
 def with_amp(settings: TrialSettings, amp: bool | None, device: str) -> TrialSettings:
@@ -616,7 +629,7 @@ def _probe(run: RunDir, settings: TrialSettings, *, task: str, d_out: int, devic
         X, y = f.get_slice("X_train")[0:n], f.get_slice("y_train")[0:n]
     pre = FeaturePreprocessor.from_dict(read_json(run.preprocess_path(settings.scaling)))
     torch.manual_seed(settings.train.seed)
-    settings, bins = embedding_inputs(settings, pre, X)
+    settings, bins = embedding_inputs(settings, pre, X, y)
     model = build_mlp(settings.net, d_in=X.shape[1], d_out=d_out, bins=bins)
     batch = max(2, min(settings.train.batch_size, len(X)))
     epoch = estimate_epoch_seconds(model, TrainData(X, y, X[:batch], y[:batch]), settings.train, task=task,

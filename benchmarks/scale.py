@@ -172,7 +172,7 @@ def measure(table: Path, work: Path, model: Path) -> dict[str, Any]:
         def epoch(settings: Any = settings) -> float:
             data = trial_data(run, settings.scaling)
             settings, bins = objective.embedding_inputs(settings, objective.FeaturePreprocessor.from_dict(
-                json.loads(run.preprocess_path(settings.scaling).read_text())), data["X_train"])
+                json.loads(run.preprocess_path(settings.scaling).read_text())), data["X_train"], data["y_train"])
             net = build_mlp(settings.net, d_in=data["X_train"].shape[1], d_out=1, bins=bins)
             train = TrainData(data["X_train"], data["y_train"], data["X_valid"], data["y_valid"])
             return estimate_epoch_seconds(net, train, settings.train, task="binary", probe_steps=20)

@@ -208,6 +208,11 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
                       "automl_dnn.workers.too_late_for_a_trial": lambda study, seconds_left: False}},
         "MIN_EPOCHS before the bagging": {},
     },
+    # the TabM-like first trial's PLE bins: quantiles of the training rows, or a tree's splits against the target
+    "ple-tree": {
+        "quantile bins (session 3)": {"enqueue": {0: {"ple_binning": "quantile"}}},
+        "tree bins": {"enqueue": {0: {"ple_binning": "tree"}}},
+    },
     # the nets alone on 2 cores: one worker with 2 torch threads, or 2 workers with one thread each
     "jobs": {
         "1 worker x 2 threads": {"fit": {"jobs": 1}},

@@ -14,7 +14,7 @@ import tabm
 import torch
 
 from automl_dnn.config import NetConfig, TrainConfig
-from automl_dnn.model import build_mlp, quantile_bins
+from automl_dnn.model import build_mlp, quantile_bins, tree_bins
 from automl_dnn.train import TrainData, data_loss, penalized_weights, predict, train
 
 
@@ -41,6 +41,18 @@ def test_quantile_bins_come_from_the_training_rows() -> None:
     X = torch.arange(101, dtype=torch.float32)[:, None]  # 0..100: quartiles at 0, 25, 50, 75, 100
     (edges,) = quantile_bins(X, n_bins=4)
     torch.testing.assert_close(edges, torch.tensor([0.0, 25.0, 50.0, 75.0, 100.0]))
+
+
+def test_tree_bins_split_where_the_target_changes() -> None:
+    """Target-aware bins: a column whose class flips at 29.5 gets an edge there, which quartiles miss; with
+    two leaves allowed, that is the only edge inside the column's range."""
+    X = torch.arange(1000, dtype=torch.float32)[:, None] / 10  # 0.0 .. 99.9
+    flips = (X[:, 0] >= 29.5).long()
+    (edges,) = tree_bins(X, flips, n_bins=2, regression=False)
+    torch.testing.assert_close(edges, torch.tensor([0.0, 29.45, 99.9]))
+    steps = torch.where(X[:, 0] < 70.0, 0.0, 3.0) + torch.where(X[:, 0] < 10.0, -1.0, 0.0)
+    (edges,) = tree_bins(X, steps, n_bins=3, regression=True)
+    torch.testing.assert_close(edges, torch.tensor([0.0, 9.95, 69.95, 99.9]))
 
 
 def test_embeddings_apply_to_the_given_columns_and_pass_the_others() -> None:
@@ -269,10 +281,12 @@ def test_embedding_inputs_of_stored_rows_are_those_of_the_matrix(monkeypatch: py
     X = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
     X[:, 3] = 1.0
     pre = SimpleNamespace(continuous_features_=[0, 1, 3], categorical_features_=[])
-    settings = settings_from_values({"num_embedding": "ple", "ple_bins": 8})
-    from_matrix, bins = objective.embedding_inputs(settings, pre, X)
-    from_file, stored_bins = objective.embedding_inputs(settings, pre, StoredRows(lambda rows: X[rows], 300, 4))
-    assert from_matrix.net.embedded_columns == from_file.net.embedded_columns == [0, 1]
-    assert from_matrix == from_file
-    for a, b in zip(bins, stored_bins, strict=True):
-        torch.testing.assert_close(a, b)
+    y = (X[:, 0] > 0).astype(np.int64)
+    for binning in ("quantile", "tree"):
+        settings = settings_from_values({"num_embedding": "ple", "ple_bins": 8, "ple_binning": binning})
+        from_matrix, bins = objective.embedding_inputs(settings, pre, X, y)
+        from_file, stored_bins = objective.embedding_inputs(settings, pre, StoredRows(lambda rows: X[rows], 300, 4), y)
+        assert from_matrix.net.embedded_columns == from_file.net.embedded_columns == [0, 1]
+        assert from_matrix == from_file
+        for a, b in zip(bins, stored_bins, strict=True):
+            torch.testing.assert_close(a, b)
