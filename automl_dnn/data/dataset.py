@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from automl_dnn.data.builtins import builtin_info, is_builtin
+from automl_dnn.data.leaks import leak_notes
 from automl_dnn.data.preprocessing import FeaturePreprocessor, date_reading, parse_dates
 from automl_dnn.data.reading import NOTES_ATTR, dedupe, duplicate_note, read_table
 from automl_dnn.data.target import TargetEncoder, check_target, infer_task
@@ -232,7 +233,9 @@ def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None
     else:
         split = _split(y, task, valid_size, test_size, seed, notes)
     encoder = TargetEncoder().fit(y if task != "regression" else y.iloc[split["train"]], task)
-    return Dataset(task=task, task_rule=rule, target=target, features=features, y=encoder.encode(y),
+    encoded = encoder.encode(y)
+    notes.extend(leak_notes(features, encoded, task, split["train"], seed=seed))
+    return Dataset(task=task, task_rule=rule, target=target, features=features, y=encoded,
                    target_encoder=encoder, split=split, notes=notes, groups=codes, order=order)
 
 

@@ -1,0 +1,79 @@
+"""Features that give the target away: a copy of it, a relabelling of the classes, a value that sorts the
+two classes apart at one threshold, or a linear function of a regression target.
+
+Such a column scores near perfectly in validation and is usually unknown when a prediction is wanted (a
+"status" column filled in after the outcome). The search cannot tell, so the run names the column and
+goes on; the user decides whether to drop it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+LEAK_ROWS = 50_000  # the check reads at most this many training rows (a seeded sample)
+MIN_LEAK_ROWS = 30  # fewer rows prove nothing: a small table's column can name its classes by chance
+MIN_THRESHOLD_ROWS = 100  # and one numeric column can sort a small table's two classes apart by chance
+# a column with more distinct values than this share of the rows is an id (each row its own class), not a leak
+MAX_LEVEL_SHARE = 0.2
+LINEAR_CORRELATION = 0.9999  # |Pearson r| at or above this: the column is a linear function of the target
+
+
+def leak_notes(features: pd.DataFrame, y: np.ndarray, task: str, rows: np.ndarray, seed: int = 0) -> list[str]:
+    """One note per feature column that determines the encoded target ``y`` on the training ``rows``."""
+    if len(rows) > LEAK_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, LEAK_ROWS, replace=False))
+    target = np.asarray(y)[rows]
+    notes = []
+    for name in features.columns:
+        how = _gives_away(features[name].iloc[rows].reset_index(drop=True), target, task)
+        if how:
+            notes.append(f"column {str(name)!r} {how} in the training rows: a leak? Validation scores will "
+                         f"look better than predictions can be where it is unknown; drop it if it is")
+    return notes
+
+
+def _gives_away(values: pd.Series, target: np.ndarray, task: str) -> str | None:
+    known = values.notna().to_numpy()
+    if known.sum() < MIN_LEAK_ROWS:
+        return None
+    values, target = values[known].reset_index(drop=True), target[known]
+    if task == "regression":
+        return _linear_in_target(values, target)
+    if len(np.unique(target)) < 2:
+        return None
+    named = _levels_name_the_class(values, target)
+    if named or task != "binary" or len(values) < MIN_THRESHOLD_ROWS:
+        return named
+    return _one_threshold(values, target)
+
+
+def _levels_name_the_class(values: pd.Series, target: np.ndarray) -> str | None:
+    codes, levels = pd.factorize(values)
+    if len(levels) > MAX_LEVEL_SHARE * len(values):
+        return None
+    pairs = len(np.unique(codes.astype(np.int64) * (int(target.max()) + 1) + target.astype(np.int64)))
+    return "names the class exactly (each of its values has one class)" if pairs == len(levels) else None
+
+
+def _one_threshold(values: pd.Series, target: np.ndarray) -> str | None:
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return None
+    numbers = values.to_numpy(dtype=np.float64)
+    order = np.argsort(numbers, kind="stable")
+    classes, sorted_values = target[order], numbers[order]
+    changes = np.flatnonzero(classes[1:] != classes[:-1])
+    if len(changes) != 1 or sorted_values[changes[0]] == sorted_values[changes[0] + 1]:
+        return None
+    return f"sorts the two classes apart at one threshold ({sorted_values[changes[0] + 1]:g})"
+
+
+def _linear_in_target(values: pd.Series, target: np.ndarray) -> str | None:
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return None
+    numbers = values.to_numpy(dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if not np.isfinite(numbers).all() or numbers.std() == 0 or target.std() == 0:
+        return None
+    r = float(np.corrcoef(numbers, target)[0, 1])
+    return "is a linear function of the target" if abs(r) >= LINEAR_CORRELATION else None
