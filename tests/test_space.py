@@ -229,11 +229,16 @@ def test_penalty_upper_ends_cannot_swamp_the_data_loss_at_init(name: str) -> Non
 
 
 def test_the_default_space_starts_from_its_portfolio() -> None:
-    """TabM-like, MLP-PLR, the practical default and RealMLP-like, in that order (benchmarks/portfolio.py)."""
+    """TabM-like, MLP-PLR, the practical default and RealMLP-like, in that order (benchmarks/portfolio.py), then
+    TabM-mini-like, SELU (with what self-normalizing needs) and quantile + BatchNorm."""
     space = load_space("default")
     first = [settings_from_values(suggest(optuna.trial.FixedTrial(values), space)) for values in space.enqueue]
     assert [(s.net.k_ensemble, s.net.num_embedding, s.scaling) for s in first] == [
-        (4, "ple", "quantile"), (1, "plr", "quantile"), (1, "none", "standard"), (1, "plr", "robust")]
+        (4, "ple", "quantile"), (1, "plr", "quantile"), (1, "none", "standard"), (1, "plr", "robust"),
+        (4, "plr", "quantile"), (1, "none", "standard"), (1, "none", "quantile")]
+    selu, batchnorm = first[5].net, first[6].net
+    assert (selu.activation, selu.init, selu.batchnorm, selu.dropout_kind) == ("selu", "lecun_normal", "none", "alpha")
+    assert (batchnorm.batchnorm, first[6].train.batch_size) == ("before", 512)
     default = first[2]
     assert (default.train.optimizer, default.train.schedule, default.net.activation, default.net.init) == (
         "nadam", "onecycle", "elu", "he_normal")
