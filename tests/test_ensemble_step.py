@@ -312,6 +312,36 @@ def test_xgboost_folds_that_cannot_end_by_the_deadline_leave_it_out_of_the_bagge
     assert not (tmp_path / "run" / "bagging" / "xgboost").exists()
 
 
+def test_xgboost_bagged_on_its_own_folds_joins_a_bag_of_the_nets_on_fewer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its thread bagged 3 folds; the nets' bagging (cut) uses 2: XGBoost joins with the thread's out-of-fold
+    predictions as they are, with a note, and no fold copy of it is boosted again, even with no time to."""
+    from automl_dnn.bagging import gbt_in_thread
+
+    fits_after, after = gbt_in_thread(3, seed=0, threads=1)
+    background = BackgroundGBT(n_trials=1, seed=0, threads=1, fits_after=fits_after, after=after)
+    api.search("builtin:breast_cancer", out=tmp_path / "run", n_trials=1, on_prepared=background.start, **SEARCH)
+    member = background.result()
+    assert member is not None and member.bag is not None
+    thread_folds = sorted(p.name for p in (tmp_path / "run" / "bagging" / "xgboost").iterdir())
+    monkeypatch.setattr("automl_dnn.bagging.gbt_fold_seconds", lambda member, k: 1e6)
+    report = ensemble_run(tmp_path / "run", model_dir=tmp_path / "m", gbt=background, time_budget=600, folds=2)
+    assert report.folds == 2
+    xgb_row = next(row for row in report.members if row.kind == "xgboost")
+    assert xgb_row.valid == pytest.approx(metrics.score(report.loss, _dev_labels(tmp_path / "run"), member.bag.oof))
+    assert any("folds its thread bagged" in n for n in report.notes)
+    assert sorted(p.name for p in (tmp_path / "run" / "bagging" / "xgboost").iterdir()) == thread_folds
+
+
+def _dev_labels(run_dir: Path) -> np.ndarray:
+    from automl_dnn.bagging import dev_targets
+    from automl_dnn.data.target import TargetEncoder
+    from automl_dnn.files import read_json
+
+    run = RunDir(run_dir)
+    return dev_targets(run, TargetEncoder.from_dict(read_json(run.target_path)), "standard")
+
+
 def test_background_gbt_hands_its_error_to_the_ensemble_step(tmp_path: Path) -> None:
     background = BackgroundGBT(n_trials=1)
     background.start({"run_dir": str(tmp_path / "not-a-run")}, None, None)  # the run folder fails first
