@@ -51,7 +51,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation import primary  # noqa: E402
 from quality import manifest, split  # noqa: E402
 from step_kernels import per_tensor_loop, torch_dropout  # noqa: E402
-from portfolio import CANDIDATES as PORTFOLIO_CANDIDATES  # noqa: E402
 
 from automl_dnn import api  # noqa: E402
 
@@ -93,7 +92,7 @@ def _plan_for_8_trials(*args: Any, budget: float | None = None, **kwargs: Any) -
 
 # experiment -> variant -> {"objective": {module attribute: value}, "fit": {api.fit option: value},
 # "patch": {"package.module.ATTRIBUTE": value}, "enqueue": {index: {param: value}}: the default space with
-# these values in its enqueued first trials};
+# these values in its enqueued first trials, "first": n: the default space with only its first n enqueued trials};
 # a slow-trial factor of inf disables that guard.
 EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     "share": {
@@ -214,13 +213,12 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "quantile bins (session 3)": {"enqueue": {0: {"ple_binning": "quantile"}}},
         "tree bins": {"enqueue": {0: {"ple_binning": "tree"}}},
     },
-    # TabRepo's zero-shot portfolio, longer: session 3's three other candidates (benchmarks/portfolio.py) after
-    # the four first trials, where TPE's first draws would go (a small table's 60 s search prunes most of them)
+    # TabRepo's zero-shot portfolio, longer: the default space's seven first trials (session 15: session 3's three
+    # other candidates after the four), or only its first four, after which TPE draws (and a small table's 60 s
+    # search prunes most of them)
     "portfolio-7": {
-        "4 first trials (session 3)": {},
-        "7 first trials": {"append": [dict(PORTFOLIO_CANDIDATES[name], regression_loss="l1", **extra) for name, extra in (
-            ("TabM-mini-like (k=4, PLR, flat-cosine)", {"plr_sigma_max": 0.0}), ("self-normalizing (SELU)", {}),
-            ("quantile + BatchNorm (4 layers)", {}))]},
+        "4 first trials (session 3)": {"first": 4},
+        "7 first trials": {},
     },
     # the nets alone on 2 cores: one worker with 2 torch threads, or 2 workers with one thread each
     "jobs": {
@@ -246,8 +244,8 @@ def run_variant(variant: dict[str, dict[str, Any]], ds: dict[str, Any], inner: p
         for (owner, name), value in knobs.items():
             setattr(_owner(owner), name, value)
         options = dict(variant.get("fit", {}), **({"metric": metric} if metric else {}))
-        if "enqueue" in variant or "append" in variant:
-            options["space"] = str(_space_with(variant.get("enqueue", {}), folder, variant.get("append", [])))
+        if "enqueue" in variant or "first" in variant:
+            options["space"] = str(_space_with(variant.get("enqueue", {}), folder, variant.get("first")))
         api.fit(inner, target=ds["target"], task=ds["task"], model_dir=folder / "model", out=folder / "run",
                 time_budget=budget, gbt=False, test_size=0.0, seed=seed, quiet=True, progress=False,
                 report_page=False, **options)
@@ -269,9 +267,9 @@ def _owner(path: str) -> Any:
         return getattr(importlib.import_module(module), attribute)
 
 
-def _space_with(changes: dict[int, dict[str, Any]], folder: Path, extra: list[dict[str, Any]] = ()) -> Path:
-    """The default space as a file in ``folder``, its enqueued trial ``i`` updated with ``changes[i]``, and the
-    ``extra`` first trials enqueued after its own."""
+def _space_with(changes: dict[int, dict[str, Any]], folder: Path, first: int | None = None) -> Path:
+    """The default space as a file in ``folder``, its enqueued trial ``i`` updated with ``changes[i]``, and only
+    its ``first`` enqueued trials kept (all when None)."""
     from importlib import resources
 
     import yaml
@@ -279,7 +277,7 @@ def _space_with(changes: dict[int, dict[str, Any]], folder: Path, extra: list[di
     raw = yaml.safe_load((resources.files("automl_dnn.search_spaces") / "default.yaml").read_text())
     for index, values in changes.items():
         raw["enqueue"][index].update(values)
-    raw["enqueue"] += list(extra)
+    raw["enqueue"] = raw["enqueue"][:first]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "space.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

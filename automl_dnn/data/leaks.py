@@ -56,10 +56,17 @@ def _levels_name_the_class(values: pd.Series, target: np.ndarray) -> str | None:
     return "names the class exactly (each of its values has one class)" if pairs == len(levels) else None
 
 
-def _one_threshold(values: pd.Series, target: np.ndarray) -> str | None:
+def _numbers(values: pd.Series) -> np.ndarray | None:
+    """A numeric column's values as floats; None for text, dates and booleans."""
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return None
-    numbers = values.to_numpy(dtype=np.float64)
+    return values.to_numpy(dtype=np.float64)
+
+
+def _one_threshold(values: pd.Series, target: np.ndarray) -> str | None:
+    numbers = _numbers(values)
+    if numbers is None:
+        return None
     order = np.argsort(numbers, kind="stable")
     classes, sorted_values = target[order], numbers[order]
     changes = np.flatnonzero(classes[1:] != classes[:-1])
@@ -69,11 +76,8 @@ def _one_threshold(values: pd.Series, target: np.ndarray) -> str | None:
 
 
 def _linear_in_target(values: pd.Series, target: np.ndarray) -> str | None:
-    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return None
-    numbers = values.to_numpy(dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
-    if not np.isfinite(numbers).all() or numbers.std() == 0 or target.std() == 0:
+    numbers, target = _numbers(values), np.asarray(target, dtype=np.float64)
+    if numbers is None or not np.isfinite(numbers).all() or numbers.std() == 0 or target.std() == 0:
         return None
     r = float(np.corrcoef(numbers, target)[0, 1])
     return "is a linear function of the target" if abs(r) >= LINEAR_CORRELATION else None
