@@ -24,7 +24,7 @@ from automl_dnn.report import dashboard_app, live_progress
 from automl_dnn.report_page import write_report_page
 from automl_dnn.run_folder import RunDir, check_time_budget
 from automl_dnn.search import OnPrepared, SearchOptions, SearchSummary, run_search
-from automl_dnn.workers import available_cores
+from automl_dnn.workers import AUTO_JOBS, available_cores
 
 #: XGBoost trials in ``fit``: with a time budget the budget ends its search, without one the count does.
 GBT_TRIALS_ON_BUDGET = 200
@@ -104,6 +104,8 @@ def _fit(source: Any, *, model_dir: Path, out: Path, started: float, time_budget
     seed = options.get("seed", 0)
     background = None
     if gbt:
+        if options.get("jobs") == AUTO_JOBS:
+            options["jobs"] = 1  # XGBoost's thread takes the cores a second worker would
         options["threads"], gbt_threads = split_cores(options.get("threads"), options.get("device", "auto"),
                                                       options.get("jobs", 1))
         n_trials = gbt_trials or (GBT_TRIALS_ON_BUDGET if time_budget is not None else GBT_TRIALS)
@@ -128,8 +130,8 @@ def _fit(source: Any, *, model_dir: Path, out: Path, started: float, time_budget
     # the export keep the last ENSEMBLE_SHARE.
     until = None if search_budget is None else time.monotonic() + max(0.0, started + search_budget - now)
     report = ensemble(out, model_dir=model_dir, top_k=top_k, gbt=background or False, seed=seed,
-                      time_budget=left, threads=options.get("threads"), folds=folds, bag_mode=bag_mode,
-                      device=options.get("device", "auto"), bagging_until=until, jobs=options.get("jobs", 1))
+                      time_budget=left, threads=summary.threads, folds=folds, bag_mode=bag_mode,
+                      device=options.get("device", "auto"), bagging_until=until, jobs=summary.jobs)
     background = None  # issue 13: XGBoost's frames (0.4 GB at 1M rows) go before the page reads the table again
     if report_page:
         _write_fit_page(summary, report, options.get("seed", 0), None if plan is None else plan.report)

@@ -42,6 +42,23 @@ class PositiveFloat(click.ParamType):
         return number
 
 
+class Workers(click.ParamType):
+    """``--jobs``: a number of worker processes >= 1, or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if value == "auto":
+            return value
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = 0
+        if number < 1:
+            self.fail(f"must be a whole number >= 1 or 'auto', got {value!r}", param, ctx)
+        return number
+
+
 class OutputFolder(click.ParamType):
     """A folder to create or reuse: refuses an existing file, or a path under a file, before any work."""
 
@@ -116,8 +133,9 @@ def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--study", "study_name", help="Study name (default: the run folder's name)."),
         click.option("--artifacts", type=OutputFolder(),
                      help="Where trials store weights and predictions (default: RUN_DIR/artifacts)."),
-        click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Worker processes on this machine."),
+        click.option("--jobs", type=Workers(), default="auto", show_default=True,
+                     help="Worker processes on this machine. auto: one per core (at most 4) on a CPU when the "
+                          "nets have the cores to themselves and the run is bounded by time; else 1."),
         click.option("--threads", type=click.IntRange(min=1), help="Torch threads per worker."),
         click.option("--valid-size", type=_fraction(False), default=0.15, show_default=True),
         click.option("--groups", help="A column whose rows belong together (a patient, a customer): not a feature; "

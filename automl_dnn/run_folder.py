@@ -68,7 +68,9 @@ class SearchOptions:
     storage: str | None = None
     study_name: str | None = None
     artifacts: Path | None = None
-    jobs: int = 1
+    # worker processes, or "auto" (``workers.auto_workers``): the CLI's default; the API's is 1, since spawned
+    # workers re-import a user's script, which then needs an ``if __name__ == "__main__":`` guard
+    jobs: int | str = 1
     threads: int | None = None
     valid_size: float = 0.15
     test_size: float = 0.15
@@ -85,11 +87,16 @@ class SearchOptions:
     def __post_init__(self) -> None:
         """The checks the CLI's option types make, for callers of the Python API: one line, before any work."""
         check_time_budget(self.time_budget)
-        for name, value, least in (("n_trials", self.n_trials, 1), ("jobs", self.jobs, 1),
-                                   ("threads", self.threads, 1), ("cv_folds", self.cv_folds, 1)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-                                      or value < least):
+        if self.jobs != "auto" and not _whole(self.jobs, 1):
+            raise AutoDNNError(f"jobs must be a whole number >= 1 or 'auto', got {self.jobs!r}")
+        for name, value, least in (("n_trials", self.n_trials, 1), ("threads", self.threads, 1),
+                                   ("cv_folds", self.cv_folds, 1)):
+            if value is not None and not _whole(value, least):
                 raise AutoDNNError(f"{name} must be a whole number >= {least}, got {value!r}")
+
+
+def _whole(value: Any, least: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= least
 
 
 def check_time_budget(seconds: Any) -> None:

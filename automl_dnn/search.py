@@ -6,6 +6,7 @@ One worker runs in this process; ``jobs > 1`` spawns that many worker processes 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from automl_dnn.search_rows import decide as decide_search_rows
 from automl_dnn.space import load_space
 from automl_dnn.storage import reap_stale_trials, redact
 from automl_dnn.study import enqueue_defaults, make_pruner, open_study
-from automl_dnn.workers import StopFlag, run_processes, run_worker
+from automl_dnn.workers import AUTO_JOBS, StopFlag, auto_workers, run_processes, run_worker
 
 DEFAULT_TIME_BUDGET = 600.0  # seconds, when neither --time-budget nor --n-trials is given
 
@@ -47,6 +48,8 @@ class SearchSummary:
     best: list[dict[str, Any]] = field(default_factory=list)  # best trials, best first
     notes: list[str] = field(default_factory=list)
     stopped_by: str = ""
+    jobs: int = 1  # the worker processes that ran it (``--jobs auto`` resolved); fit's bagging uses as many
+    threads: int | None = None  # torch threads of each
 
 
 def run_search(options: SearchOptions, *, on_progress: Callable[[dict[str, Any]], None] | None = None,
@@ -68,6 +71,7 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
     if budget is None and options.n_trials is None:
         budget = DEFAULT_TIME_BUDGET
     space = load_space(options.space)
+    options, auto = _resolve_jobs(options)
     spec, dataset = prepare_run(options, space)
     deadline = started + budget if budget is not None else None
     if on_prepared is not None:
@@ -93,6 +97,10 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
     if rows is not None and rows.train < rows.n_train and ctx.bagging is None and options.bagging is not None:
         # no k-fold bagging on these rows: keep time for refitting the best nets on every row instead (one copy each)
         ctx.bagging = BaggingReserve(cap=options.bagging.cap, k=1, repeats=1, top_k=options.bagging.top_k, refit=False)
+    if auto and rows is not None and rows.train < rows.n_train:
+        # a sampled search of a large table is sized for one worker's memory (issue 13): no second copy of its rows
+        options = dataclasses.replace(options, jobs=1, threads=None)
+        ctx = dataclasses.replace(ctx, threads=None, bagging=ctx.bagging and dataclasses.replace(ctx.bagging, workers=1))
     enqueue_defaults(study, space)
     reap_stale_trials(study)
     stop = StopFlag(deadline)
@@ -103,6 +111,7 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
         run_processes(ctx, options.jobs, stop, progress, study)
     summary = summarize(study, spec, Path(options.out), time.time() - started)
     summary.stopped_by = "interrupted" if stop.interrupted else "budget"
+    summary.jobs, summary.threads = options.jobs, options.threads
     if summary.n_complete == 0:
         reasons = [t.user_attrs.get("fail_reason") for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))]
         reasons = [r for r in reasons if r]
@@ -114,6 +123,18 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
             cut = f" ({summary.n_pruned} cut short)" if summary.n_pruned else ""
             raise AutoDNNError(f"the time budget ended before any trial completed{cut}; give a larger --time-budget")
     return summary
+
+
+def _resolve_jobs(options: SearchOptions) -> tuple[SearchOptions, bool]:
+    """``--jobs auto`` made a number (``workers.auto_workers``), and whether it was auto. A resumed run keeps
+    the storage it recorded, so a run folder whose study is SQLite resumes with one worker."""
+    if options.jobs != AUTO_JOBS:
+        return options, False
+    run = RunDir(Path(options.out))
+    storage = options.storage or (run.read_spec().get("storage") if run.exists() else None)
+    jobs, threads = auto_workers(device=options.device, threads=options.threads, storage=storage,
+                                 time_bounded=options.time_budget is not None or options.n_trials is None)
+    return dataclasses.replace(options, jobs=jobs, threads=threads), True
 
 
 def _bagging_reserve(request: BaggingRequest | None, dataset: Dataset, jobs: int) -> BaggingReserve | None:

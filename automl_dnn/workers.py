@@ -31,6 +31,8 @@ from automl_dnn.storage import reap_stale_trials, redact, storage_errors_surface
 from automl_dnn.study import make_pruner, open_study
 
 MAX_FAILURES_IN_A_ROW = 10
+AUTO_JOBS = "auto"  # --jobs auto: ``auto_workers`` picks the count
+MAX_AUTO_WORKERS = 4
 DISK_FULL_EXIT = 28  # a spawned worker's exit status when the disk filled up (ENOSPC); the parent says it once
 STORAGE_LOST_EXIT = 3  # a spawned worker's exit status when the study's database stayed unreachable; likewise
 
@@ -246,3 +248,24 @@ def available_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
+
+
+def auto_workers(*, device: str, threads: int | None, time_bounded: bool, storage: str | None,
+                 cores: int | None = None) -> tuple[int, int | None]:
+    """What ``--jobs auto`` runs: (worker processes, torch threads for each; None: torch's default).
+
+    A small net's matmuls gain little from a second intra-op thread (1.0-1.2x on 2 cores, benchmarks.md),
+    while a second trial beside it trains as many epochs again; so on a CPU whose cores the nets have
+    alone, one single-thread worker per core (at most ``MAX_AUTO_WORKERS``; past that the cores are
+    shared out as threads). One worker where several would undo what the run asked for: a GPU (its
+    trials share the one device), fixed ``threads`` (``fit`` gives XGBoost the other cores), a search
+    bounded by ``--n-trials`` alone (one worker is reproducible, several are not), SQLite storage (not
+    safe for several workers).
+    """
+    cores = available_cores() if cores is None else cores
+    on_gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    sqlite = storage is not None and storage.startswith("sqlite")
+    if on_gpu or threads is not None or not time_bounded or sqlite or cores < 2:
+        return 1, threads
+    workers = min(cores, MAX_AUTO_WORKERS)
+    return workers, cores // workers

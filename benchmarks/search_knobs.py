@@ -220,7 +220,8 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "4 first trials (session 3)": {"first": 4},
         "7 first trials": {},
     },
-    # the nets alone on 2 cores: one worker with 2 torch threads, or 2 workers with one thread each
+    # the nets alone on 2 cores: one worker with 2 torch threads, or 2 workers with one thread each (what the
+    # CLI's --jobs auto runs there since session 16)
     "jobs": {
         "1 worker x 2 threads": {"fit": {"jobs": 1}},
         "2 workers x 1 thread": {"fit": {"jobs": 2, "threads": 1}},

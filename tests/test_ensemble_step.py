@@ -419,6 +419,10 @@ def test_fit_gives_the_nets_and_xgboost_their_own_cores(tmp_path: Path, monkeypa
     with pytest.raises(AutoDNNError, match="stop here"):
         api.fit("builtin:wine", model_dir=tmp_path / "m", time_budget=300, gbt=False, device="cpu")
     assert seen["search"]["time_budget"] == pytest.approx(300 * (1 - budget.NETS_ONLY_ENSEMBLE_SHARE))
+    seen.clear()
+    with pytest.raises(AutoDNNError, match="stop here"):  # the CLI's default: XGBoost's thread has the other cores
+        api.fit("builtin:wine", model_dir=tmp_path / "m", time_budget=30, device="cpu", jobs="auto")
+    assert seen["search"]["jobs"] == 1 and seen["search"]["threads"] == 4 and seen["gbt"]["threads"] == 4
 
 
 def test_fit_reads_the_data_and_the_space_once(tmp_path: Path, tiny_space: Path,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -18,7 +19,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from automl_dnn import api, memory_guard, predictor as predictor_module, search_rows
+from automl_dnn import api, memory_guard, predictor as predictor_module, search_rows, workers
 from automl_dnn.budget import MIN_SEARCH_ROWS, WATCH_ROWS, plan_search_rows, trial_share
 from automl_dnn.data import FeaturePreprocessor, read_table
 from automl_dnn.data import merge_counted_notes
@@ -205,9 +206,10 @@ def test_rows_are_read_a_chunk_at_a_time(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(search_rows.sample_positions(10, 20, seed=0)) == 10
 
 
-def _sampled_run(table: object, out: Path, space: Path) -> RunDir:
+def _sampled_run(table: object, out: Path, space: Path, storage: str | None = None) -> RunDir:
     """A run folder whose search was decided to sample 600 of its training rows (as a budget would)."""
-    spec, _ = prepare_run(SearchOptions(source=table.path, out=out, target="y", space=str(space), cv_folds=1))
+    spec, _ = prepare_run(SearchOptions(source=table.path, out=out, target="y", space=str(space), cv_folds=1,
+                                        storage=storage))
     run = RunDir(out)
     plan = search_rows.decide(run, spec, row_seconds=lambda: 1e-3, deadline=10**12, budget=60, seed=0,
                               resumed=False)
@@ -296,6 +298,20 @@ def test_a_tiny_fit_on_the_generated_table_exports_and_predicts(table: object, t
     predicted = pd.read_parquet(out)
     assert len(predicted) == len(frame) and set(predicted["prediction"].unique()) <= {0, 1}
     np.testing.assert_allclose(predicted["proba_1"], whole[:, 1], rtol=1e-6, atol=1e-7)
+
+
+def test_a_search_on_a_sample_runs_one_worker_under_jobs_auto(table: object, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13's memory bound is one worker's: a second would hold a second copy of the sampled rows."""
+    space = tmp_path / "tiny.yaml"
+    space.write_text(TINY_SPACE)
+    run = _sampled_run(table, tmp_path / "run", space, storage=f"journal:///{tmp_path / 'study.journal'}")
+    monkeypatch.setattr(workers, "available_cores", lambda: 2)
+    summary = api.search(table.path, out=run.root, target="y", space=str(space), n_trials=2, time_budget=3600.0,
+                         jobs="auto", device="cpu", cv_folds=1, quiet=True, progress=False)
+    assert (summary.jobs, summary.threads) == (1, None)
+    trials = open_study(run.read_spec(), create=False).trials
+    assert len(trials) == 2 and {t.user_attrs["worker"]["pid"] for t in trials} == {os.getpid()}
 
 
 def test_a_search_on_a_sample_trains_its_nets_on_it_and_refits_them_on_every_row(table: object,

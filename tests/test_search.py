@@ -22,7 +22,8 @@ from automl_dnn.objective import EpochReporter, epoch_step, progress_step, with_
 from automl_dnn.run_folder import RunDir
 from automl_dnn.space import settings_from_values
 from automl_dnn.study import DEFAULT_PRUNER, PRUNERS, make_pruner, make_sampler, open_study
-from automl_dnn.workers import StopFlag
+from automl_dnn import workers
+from automl_dnn.workers import StopFlag, auto_workers
 from automl_dnn.storage import _retry_racing_creation, open_storage, reap_stale_trials
 from tests.conftest import TINY_SPACE, TrialGate, patch_everywhere
 
@@ -374,6 +375,53 @@ def test_parallel_workers_on_a_journal_file_give_an_exact_count(tmp_path: Path, 
     workers = {t.user_attrs["worker"]["pid"] for t in finished}
     assert len(workers) == 2 and os.getpid() not in workers
     assert trial_gate.arrived() == workers, "each worker reached its first trial"
+
+
+@pytest.mark.parametrize(("kw", "expected"), [
+    ({}, (2, 1)),  # a CPU whose cores the nets have alone: one single-thread worker per core
+    ({"cores": 8}, (4, 2)),  # at most MAX_AUTO_WORKERS workers; the cores left are shared out as threads
+    ({"cores": 1}, (1, None)),
+    ({"device": "cuda"}, (1, None)),  # trials share the one GPU
+    ({"threads": 1}, (1, 1)),  # fit's XGBoost has the other core
+    ({"time_bounded": False}, (1, None)),  # --n-trials alone: one worker is reproducible
+    ({"storage": "sqlite:///x.db"}, (1, None)),  # not safe for several
+    ({"storage": "journal:///x.journal"}, (2, 1)),
+    ({"storage": "postgresql://u@h/db"}, (2, 1)),
+])
+def test_jobs_auto(kw: dict[str, object], expected: tuple[int, int | None]) -> None:
+    args = {"device": "cpu", "threads": None, "time_bounded": True, "storage": None, "cores": 2, **kw}
+    assert auto_workers(**args) == expected
+
+
+def test_jobs_auto_runs_a_worker_per_core_on_a_journal_when_bounded_by_time(
+        tmp_path: Path, ranged_space: Path, trial_gate: TrialGate, monkeypatch: pytest.MonkeyPatch) -> None:
+    # n_trials ends the search: the 3600 s budget only makes it a time-bounded run, as a CLI default is
+    monkeypatch.setattr(workers, "available_cores", lambda: 2)
+    trial_gate.apply(monkeypatch, parties=2)
+    summary = _search(tmp_path / "run", ranged_space, n_trials=4, time_budget=3600.0, jobs="auto", device="cpu",
+                      pruner="none")
+    assert (summary.jobs, summary.threads) == (2, 1)
+    assert summary.storage.startswith("journal:")
+    finished = _study(tmp_path / "run").get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) == 4
+    assert len({t.user_attrs["worker"]["pid"] for t in finished}) == 2
+
+
+def test_jobs_auto_keeps_one_worker_for_a_count_bound_or_a_sqlite_run(tmp_path: Path, ranged_space: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workers, "available_cores", lambda: 2)
+    summary = _search(tmp_path / "run", ranged_space, n_trials=1, jobs="auto", device="cpu")
+    assert (summary.jobs, summary.threads) == (1, None) and summary.storage.startswith("sqlite:")
+    # resumed on a budget: the run's SQLite study takes one worker, where asking for two is an error
+    summary = _search(tmp_path / "run", ranged_space, n_trials=2, time_budget=3600.0, jobs="auto", device="cpu")
+    assert (summary.jobs, summary.n_complete + summary.n_pruned) == (1, 2)
+    assert {t.user_attrs["worker"]["pid"] for t in _study(tmp_path / "run").trials} == {os.getpid()}
+
+
+@pytest.mark.parametrize("jobs", [0, "two", None, 1.5, True])
+def test_bad_jobs_is_one_line(tmp_path: Path, ranged_space: Path, jobs: object) -> None:
+    with pytest.raises(AutoDNNError, match="jobs must be a whole number >= 1 or 'auto'"):
+        _search(tmp_path / "run", ranged_space, n_trials=1, jobs=jobs)
 
 
 def test_an_exception_inside_training_fails_that_trial_and_the_study_goes_on(
