@@ -7,6 +7,8 @@ seconds per epoch, XGBoost's best tuning trial), never from guesses about the ma
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 #: Share of a ``fit`` budget kept after the search for the weights and the export (XGBoost trains beside
@@ -34,6 +36,9 @@ MIN_CUT_MEMBERS = 1
 # Whether a cut keeps members before folds: of the plans that fit, the one with the most nets (then the most
 # folds), rather than the most folds (then the most nets).
 MEMBERS_BEFORE_FOLDS = False
+#: Seconds until ``--jobs`` bagging workers take their first copy: each spawned process imports torch and
+#: the package (2.4-2.6 s on 2 cores, the two side by side; benchmarks.md).
+POOL_START_SECONDS = 3.0
 #: The share of a ``fit`` budget kept for its report page (permutation importance and MC dropout on at
 #: most 2,000 held-out rows), at most REPORT_MAX_SECONDS: ``benchmarks/report_cost.py`` measures it.
 REPORT_SHARE, REPORT_MAX_SECONDS = 0.05, 60.0
@@ -91,24 +96,29 @@ def plan_bagging(net_costs: list[float], tree_costs: list[float], *, k: int, rep
     fewer); k = 1 (the validation split) if not even the best net fits that.
 
     ``net_costs`` are the seconds of one copy of each net, best first; ``tree_costs`` of one XGBoost fold.
-    A refit adds one more copy per net. ``workers`` processes train the nets' copies side by side (``--jobs``).
-    The plan uses ``safety`` (PLAN_SAFETY) of ``seconds``.
+    A refit adds one more copy per net. ``workers`` processes train the nets' copies side by side (``--jobs``):
+    one net's copies at a time, so ``ceil(copies / workers)`` rounds of it, after the workers have started
+    (POOL_START_SECONDS). The plan uses ``safety`` (PLAN_SAFETY) of ``seconds``.
     """
     if seconds is None:
         return BagPlan(k, repeats, len(net_costs), len(tree_costs))
-    net_costs = [cost / workers for cost in net_costs]
+    start = POOL_START_SECONDS if workers > 1 else 0.0
+
+    def rounds(copies: int) -> int:
+        return math.ceil(copies / workers)
+
     budget = safety * max(seconds, 0.0)
     fewest = min(k, MIN_CUT_FOLDS)
     options = [(k, r) for r in range(repeats, 0, -1)] + [(kk, 1) for kk in range(k - 1, fewest - 1, -1)]
     fitting = []
     for kk, rr in options:
         units = kk * rr
-        total = sum(tree_costs) * units
+        total = sum(tree_costs) * units + start
         n_nets = 0
         for cost in net_costs:
-            if total + cost * (units + refit) > budget:
+            if total + cost * rounds(units + refit) > budget:
                 break
-            total += cost * (units + refit)
+            total += cost * rounds(units + refit)
             n_nets += 1
         if n_nets and n_nets + len(tree_costs) >= min(MIN_CUT_MEMBERS, len(net_costs) + len(tree_costs)):
             fitting.append(BagPlan(kk, rr, n_nets, len(tree_costs),
@@ -117,7 +127,7 @@ def plan_bagging(net_costs: list[float], tree_costs: list[float], *, k: int, rep
                 break
     if fitting:
         return max(fitting, key=lambda plan: plan.n_nets)  # the first of the most nets: the most folds
-    need = sum(tree_costs) * fewest + (net_costs[0] * (fewest + refit) if net_costs else 0.0)
+    need = sum(tree_costs) * fewest + (start + net_costs[0] * rounds(fewest + refit) if net_costs else 0.0)
     return BagPlan(1, 1, 0, 0, f"no k-fold bagging: {fewest} folds of the best net need about {need:.0f}s and "
                                f"{max(seconds, 0.0):.0f}s are left; members and weights fitted on the validation split")
 
@@ -171,8 +181,8 @@ def reserve_seconds(net_costs: list[float], reserve: BaggingReserve) -> float:
     costs = net_costs[: reserve.top_k]
     plan = plan_bagging(costs, [], k=reserve.k, repeats=reserve.repeats, seconds=reserve.cap, refit=reserve.refit,
                         workers=reserve.workers)
-    if plan.n_nets == 0 and reserve.k > 1:
-        plan = plan_bagging(costs, [], k=1, seconds=reserve.cap, workers=reserve.workers)
+    if plan.n_nets == 0 and reserve.k > 1:  # the refit copies train one at a time in the fit's own process
+        plan = plan_bagging(costs, [], k=1, seconds=reserve.cap)
     return 0.0 if plan.n_nets == 0 else min(reserve.cap, plan.seconds / PLAN_SAFETY)  # k = 1: refit copies only
 
 

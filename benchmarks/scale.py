@@ -235,7 +235,9 @@ def fit_and_predict(table: Path, work: Path, budget: float) -> dict[str, Any]:
     predict = run_tree([str(CLI), "predict", str(model), str(table), "--out", str(preds)], work / f"predict-{name}.log")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = json.loads((run / "run.json").read_text())
-    study = optuna.load_study(study_name=spec["study_name"], storage=spec["storage"])
+    from automl_dnn.storage import open_storage  # a journal file's "journal:///" URL is automl-dnn's own
+
+    study = optuna.load_study(study_name=spec["study_name"], storage=open_storage(spec["storage"]))
     states = [t.state.name for t in study.get_trials(deepcopy=False)]
     notes = [n for n in spec.get("notes", []) if "search trains its nets" in n or "each epoch" in n]
     return {"fit": fit, "predict": predict, "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from automl_dnn import api, bagging
+from automl_dnn import api, bagging, budget
 from automl_dnn import folds as fold_rules
 from automl_dnn.budget import BagPlan, plan_bagging
 from automl_dnn.config import TrainConfig
@@ -153,9 +153,19 @@ def test_a_refit_costs_one_more_copy_per_net() -> None:
 
 
 def test_workers_that_train_side_by_side_fit_more_copies_in_the_same_time() -> None:
-    costs = [1.0, 1.0, 1.0]  # 5 folds of one net: 5 s of one worker, 2.5 s of two
-    assert plan_bagging(costs, [], k=5, seconds=8.0).n_nets == 1
-    assert plan_bagging(costs, [], k=5, seconds=8.0, workers=2).n_nets == 2
+    costs = [1.0, 1.0, 1.0]  # 5 folds of one net: 5 s of one worker; 3 rounds of two, once they have started
+    assert plan_bagging(costs, [], k=5, seconds=12.0).n_nets == 1  # 9.6 s usable: 5 s a net
+    assert plan_bagging(costs, [], k=5, seconds=12.0, workers=2).n_nets == 2  # 3 s + 3 s a net
+
+
+def test_workers_train_a_nets_copies_in_rounds_after_they_start() -> None:
+    """Bank_marketing's 60 s fit planned 4 folds on two workers for the 7 s left as if each copy took half
+    its time, with no time to start the workers, and the deadline cut the bagging off: none was left."""
+    need = budget.POOL_START_SECONDS + 3 * 1.0  # 5 copies on 2 workers: 3 rounds, not 2.5 copies' time
+    assert plan_bagging([1.0], [], k=5, seconds=need / 0.8, workers=2).k == 5
+    assert plan_bagging([1.0], [], k=5, seconds=(need - 0.1) / 0.8, workers=2).k == 4  # 2 rounds
+    refused = plan_bagging([1.0], [], k=5, seconds=(budget.POOL_START_SECONDS + 1.9) / 0.8, workers=2)
+    assert refused.k == 1 and f"need about {budget.POOL_START_SECONDS + 2:.0f}s" in refused.note
 
 
 # --- training a fold copy -----------------------------------------------------------------------
@@ -413,6 +423,9 @@ def test_the_reserve_is_what_the_plan_of_the_best_nets_so_far_needs() -> None:
     # 3 folds of 12 s do not fit the cap (16 s usable), one refit copy does: the time for it is kept
     assert reserve_seconds([12.0, 10.0], reserve) == pytest.approx(12.0 / 0.8)
     assert reserve_seconds([30.0], reserve) == 0.0  # not even one copy fits the cap: the search keeps the time
+    # the refit copies train one at a time in the fit's own process, whatever workers bag the folds
+    two = BaggingReserve(cap=12.0, k=5, repeats=1, top_k=2, refit=False, workers=2)
+    assert reserve_seconds([5.0], two) == pytest.approx(5.0 / 0.8)  # 3 folds: 3 s + 2 rounds of 5 s > 9.6 s
 
 
 def test_a_fit_with_bagging_ends_the_search_early_by_the_measured_reserve(tmp_path: Path,

@@ -62,7 +62,9 @@ def study_info(run_dir: Path, fit_start: dt.datetime, fit_end: dt.datetime, note
     import optuna
 
     spec = json.loads((run_dir / "run.json").read_text())
-    study = optuna.load_study(study_name=spec["study_name"], storage=spec["storage"])
+    from automl_dnn.storage import open_storage  # a journal file's "journal:///" URL is automl-dnn's own
+
+    study = optuna.load_study(study_name=spec["study_name"], storage=open_storage(spec["storage"]))
     trials = study.get_trials(deepcopy=False)
     states: dict[str, int] = {}
     for t in trials:
