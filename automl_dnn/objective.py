@@ -238,8 +238,10 @@ class Objective:
         """Huber or L1 only where the metric is MAE: they fit the median, which MAE rewards and RMSE and R2
         punish; for those the trial trains with MSE (the mean), and says so."""
         loss = settings.train.regression_loss
-        if self.task != "regression" or loss == "mse" or self.metric == "mae":
+        if loss == "mse" or (self.task == "regression" and self.metric == "mae"):
             return settings
+        if self.task != "regression":  # unused by a classifier: not shown as its loss in tables and reports
+            return dataclasses.replace(settings, train=dataclasses.replace(settings.train, regression_loss="mse"))
         trial.set_user_attr("regression_loss_off", f"{loss} searched, mse used: {self.metric} is not mae")
         return dataclasses.replace(settings, train=dataclasses.replace(settings.train, regression_loss="mse"))
 

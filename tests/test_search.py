@@ -616,6 +616,15 @@ def test_an_l1_loss_is_used_only_for_mae(tmp_path: Path, metric: str, used: str)
         assert "regression_loss_off" not in trial.user_attrs and "l1 loss" in trial.user_attrs["summary"]["optimizer"]
 
 
+def test_a_classifier_does_not_show_a_regression_loss(tmp_path: Path) -> None:
+    """The portfolio's trials say regression_loss l1 for any task; a classifier's tables said "l1 loss"."""
+    space = tmp_path / "l1.yaml"
+    space.write_text(TINY_SPACE + "  regression_loss: {choices: [l1]}\n")
+    _search(tmp_path / "run", space, n_trials=1, pruner="none")
+    trial = _study(tmp_path / "run").trials[0]
+    assert "loss" not in trial.user_attrs["summary"]["optimizer"] and "regression_loss_off" not in trial.user_attrs
+
+
 SMOOTHED_SPACE = TINY_SPACE + "  label_smoothing: {choices: [0.1]}\n"
 
 
