@@ -8,7 +8,6 @@ seconds per epoch, XGBoost's best tuning trial), never from guesses about the ma
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 #: Share of a ``fit`` budget kept after the search for the weights and the export (XGBoost trains beside

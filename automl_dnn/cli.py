@@ -135,7 +135,7 @@ def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Where trials store weights and predictions (default: RUN_DIR/artifacts)."),
         click.option("--jobs", type=Workers(), default="auto", show_default=True,
                      help="Worker processes on this machine. auto: one per core (at most 4) on a CPU when the "
-                          "nets have the cores to themselves and the run is bounded by time; else 1."),
+                          "nets have the cores to themselves and the run is bounded by time (30 s or more); else 1."),
         click.option("--threads", type=click.IntRange(min=1), help="Torch threads per worker."),
         click.option("--valid-size", type=_fraction(False), default=0.15, show_default=True),
         click.option("--groups", help="A column whose rows belong together (a patient, a customer): not a feature; "

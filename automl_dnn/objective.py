@@ -240,9 +240,8 @@ class Objective:
         loss = settings.train.regression_loss
         if loss == "mse" or (self.task == "regression" and self.metric == "mae"):
             return settings
-        if self.task != "regression":  # unused by a classifier: not shown as its loss in tables and reports
-            return dataclasses.replace(settings, train=dataclasses.replace(settings.train, regression_loss="mse"))
-        trial.set_user_attr("regression_loss_off", f"{loss} searched, mse used: {self.metric} is not mae")
+        if self.task == "regression":  # a classifier never uses it: only not shown as its loss in tables
+            trial.set_user_attr("regression_loss_off", f"{loss} searched, mse used: {self.metric} is not mae")
         return dataclasses.replace(settings, train=dataclasses.replace(settings.train, regression_loss="mse"))
 
     def _cross_validate(self, trial: optuna.Trial, settings: TrialSettings, data: dict[str, np.ndarray], d_out: int,

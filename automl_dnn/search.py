@@ -71,7 +71,7 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
     if budget is None and options.n_trials is None:
         budget = DEFAULT_TIME_BUDGET
     space = load_space(options.space)
-    options, auto = _resolve_jobs(options)
+    options, auto = _resolve_jobs(options, budget)
     spec, dataset = prepare_run(options, space)
     deadline = started + budget if budget is not None else None
     if on_prepared is not None:
@@ -125,15 +125,14 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
     return summary
 
 
-def _resolve_jobs(options: SearchOptions) -> tuple[SearchOptions, bool]:
+def _resolve_jobs(options: SearchOptions, budget: float | None) -> tuple[SearchOptions, bool]:
     """``--jobs auto`` made a number (``workers.auto_workers``), and whether it was auto. A resumed run keeps
     the storage it recorded, so a run folder whose study is SQLite resumes with one worker."""
     if options.jobs != AUTO_JOBS:
         return options, False
     run = RunDir(Path(options.out))
     storage = options.storage or (run.read_spec().get("storage") if run.exists() else None)
-    jobs, threads = auto_workers(device=options.device, threads=options.threads, storage=storage,
-                                 time_bounded=options.time_budget is not None or options.n_trials is None)
+    jobs, threads = auto_workers(device=options.device, threads=options.threads, storage=storage, time_budget=budget)
     return dataclasses.replace(options, jobs=jobs, threads=threads), True
 
 

@@ -33,6 +33,9 @@ from automl_dnn.study import make_pruner, open_study
 MAX_FAILURES_IN_A_ROW = 10
 AUTO_JOBS = "auto"  # --jobs auto: ``auto_workers`` picks the count
 MAX_AUTO_WORKERS = 4
+#: Seconds of search below which ``--jobs auto`` keeps one worker: spawned workers take about 3 s to start
+#: (they import torch), a tenth of such a budget or more.
+AUTO_MIN_BUDGET = 30.0
 DISK_FULL_EXIT = 28  # a spawned worker's exit status when the disk filled up (ENOSPC); the parent says it once
 STORAGE_LOST_EXIT = 3  # a spawned worker's exit status when the study's database stayed unreachable; likewise
 
@@ -250,7 +253,7 @@ def available_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def auto_workers(*, device: str, threads: int | None, time_bounded: bool, storage: str | None,
+def auto_workers(*, device: str, threads: int | None, time_budget: float | None, storage: str | None,
                  cores: int | None = None) -> tuple[int, int | None]:
     """What ``--jobs auto`` runs: (worker processes, torch threads for each; None: torch's default).
 
@@ -259,13 +262,14 @@ def auto_workers(*, device: str, threads: int | None, time_bounded: bool, storag
     alone, one single-thread worker per core (at most ``MAX_AUTO_WORKERS``; past that the cores are
     shared out as threads). One worker where several would undo what the run asked for: a GPU (its
     trials share the one device), fixed ``threads`` (``fit`` gives XGBoost the other cores), a search
-    bounded by ``--n-trials`` alone (one worker is reproducible, several are not), SQLite storage (not
-    safe for several workers).
+    bounded by ``--n-trials`` alone (``time_budget`` None: one worker is reproducible, several are not) or
+    by less than AUTO_MIN_BUDGET seconds, SQLite storage (not safe for several workers).
     """
     cores = available_cores() if cores is None else cores
     on_gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     sqlite = storage is not None and storage.startswith("sqlite")
-    if on_gpu or threads is not None or not time_bounded or sqlite or cores < 2:
+    short = time_budget is None or time_budget < AUTO_MIN_BUDGET
+    if on_gpu or threads is not None or short or sqlite or cores < 2:
         return 1, threads
     workers = min(cores, MAX_AUTO_WORKERS)
     return workers, cores // workers

@@ -383,13 +383,14 @@ def test_parallel_workers_on_a_journal_file_give_an_exact_count(tmp_path: Path, 
     ({"cores": 1}, (1, None)),
     ({"device": "cuda"}, (1, None)),  # trials share the one GPU
     ({"threads": 1}, (1, 1)),  # fit's XGBoost has the other core
-    ({"time_bounded": False}, (1, None)),  # --n-trials alone: one worker is reproducible
+    ({"time_budget": None}, (1, None)),  # --n-trials alone: one worker is reproducible
+    ({"time_budget": 29.0}, (1, None)),  # the workers' start-up would take a tenth of the search
     ({"storage": "sqlite:///x.db"}, (1, None)),  # not safe for several
     ({"storage": "journal:///x.journal"}, (2, 1)),
     ({"storage": "postgresql://u@h/db"}, (2, 1)),
 ])
 def test_jobs_auto(kw: dict[str, object], expected: tuple[int, int | None]) -> None:
-    args = {"device": "cpu", "threads": None, "time_bounded": True, "storage": None, "cores": 2, **kw}
+    args = {"device": "cpu", "threads": None, "time_budget": 60.0, "storage": None, "cores": 2, **kw}
     assert auto_workers(**args) == expected
 
 
