@@ -129,7 +129,8 @@ def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Stop when the study has this many completed + pruned trials."),
         click.option("--metric", type=click.Choice(list(tasks.METRICS)),
                      help="Selection metric (default: logloss for classification, rmse for regression)."),
-        click.option("--storage", help="Optuna storage URL (default: a SQLite file in the run folder)."),
+        click.option("--storage", help="Optuna storage URL (default: a SQLite file in the run folder; a journal "
+                                        "file for several workers)."),
         click.option("--study", "study_name", help="Study name (default: the run folder's name)."),
         click.option("--artifacts", type=OutputFolder(),
                      help="Where trials store weights and predictions (default: RUN_DIR/artifacts)."),
