@@ -56,14 +56,16 @@ class StopFlag:
 
 
 class FileStop(StopFlag):
-    """Worker processes stop when the parent creates the stop file (after a Ctrl-C)."""
+    """Worker processes stop when the parent creates the stop file (after a Ctrl-C), or when the parent is
+    gone (killed: the worker is handed to another parent), instead of training on to the deadline unseen."""
 
-    def __init__(self, path: Path, deadline: float | None) -> None:
+    def __init__(self, path: Path, deadline: float | None, parent: int | None = None) -> None:
         super().__init__(deadline)
         self.path = path
+        self.parent = os.getppid() if parent is None else parent
 
     def should_stop(self) -> bool:
-        return super().should_stop() or self.path.exists()
+        return super().should_stop() or self.path.exists() or os.getppid() != self.parent
 
 
 @contextmanager

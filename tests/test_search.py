@@ -377,6 +377,13 @@ def test_parallel_workers_on_a_journal_file_give_an_exact_count(tmp_path: Path, 
     assert trial_gate.arrived() == workers, "each worker reached its first trial"
 
 
+def test_a_spawned_worker_stops_once_its_parent_is_gone(tmp_path: Path) -> None:
+    """A killed ``search`` (SIGTERM, SIGKILL) leaves its workers to another parent: they cut their trial
+    short after the epoch and stop, where they trained on to the deadline before."""
+    assert not workers.FileStop(tmp_path / ".stop", None).should_stop()
+    assert workers.FileStop(tmp_path / ".stop", None, parent=os.getpid()).should_stop()  # not this one's parent
+
+
 @pytest.mark.parametrize(("kw", "expected"), [
     ({}, (2, 1)),  # a CPU whose cores the nets have alone: one single-thread worker per core
     ({"cores": 8}, (4, 2)),  # at most MAX_AUTO_WORKERS workers; the cores left are shared out as threads
