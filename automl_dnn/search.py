@@ -100,7 +100,8 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
     if auto and rows is not None and rows.train < rows.n_train:
         # a sampled search of a large table is sized for one worker's memory (issue 13): no second copy of its rows
         options = dataclasses.replace(options, jobs=1, threads=None)
-        ctx = dataclasses.replace(ctx, threads=None, bagging=ctx.bagging and dataclasses.replace(ctx.bagging, workers=1))
+        bagging = None if ctx.bagging is None else dataclasses.replace(ctx.bagging, workers=1)
+        ctx = dataclasses.replace(ctx, threads=None, bagging=bagging)
     enqueue_defaults(study, space)
     reap_stale_trials(study)
     stop = StopFlag(deadline)
