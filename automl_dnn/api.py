@@ -22,9 +22,9 @@ from automl_dnn.predictor import Predictor, load_model
 from automl_dnn.predictor import predict_file as _predict_file
 from automl_dnn.report import dashboard_app, live_progress
 from automl_dnn.report_page import write_report_page
-from automl_dnn.run_folder import RunDir, check_time_budget
+from automl_dnn.run_folder import AUTO_JOBS, RunDir, check_time_budget
 from automl_dnn.search import OnPrepared, SearchOptions, SearchSummary, run_search
-from automl_dnn.workers import AUTO_JOBS, available_cores
+from automl_dnn.workers import available_cores
 
 #: XGBoost trials in ``fit``: with a time budget the budget ends its search, without one the count does.
 GBT_TRIALS_ON_BUDGET = 200

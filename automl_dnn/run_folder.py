@@ -53,6 +53,9 @@ WEIGHTS_FILE, CONFIG_FILE, PREDICTIONS_FILE = "weights.safetensors", "config.jso
 TRIAL_FILES = (WEIGHTS_FILE, CONFIG_FILE, PREDICTIONS_FILE)
 
 
+AUTO_JOBS = "auto"  # --jobs auto: ``workers.auto_workers`` picks the count
+
+
 @dataclass
 class SearchOptions:
     """Everything ``automl-dnn search`` takes; the API and the CLI share it, and run.json records it."""
@@ -68,7 +71,7 @@ class SearchOptions:
     storage: str | None = None
     study_name: str | None = None
     artifacts: Path | None = None
-    # worker processes, or "auto" (``workers.auto_workers``): the CLI's default; the API's is 1, since spawned
+    # worker processes, or AUTO_JOBS (``workers.auto_workers``): the CLI's default; the API's is 1, since spawned
     # workers re-import a user's script, which then needs an ``if __name__ == "__main__":`` guard
     jobs: int | str = 1
     threads: int | None = None
@@ -87,7 +90,7 @@ class SearchOptions:
     def __post_init__(self) -> None:
         """The checks the CLI's option types make, for callers of the Python API: one line, before any work."""
         check_time_budget(self.time_budget)
-        if self.jobs != "auto" and not _whole(self.jobs, 1):
+        if self.jobs != AUTO_JOBS and not _whole(self.jobs, 1):
             raise AutoDNNError(f"jobs must be a whole number >= 1 or 'auto', got {self.jobs!r}")
         for name, value, least in (("n_trials", self.n_trials, 1), ("threads", self.threads, 1),
                                    ("cv_folds", self.cv_folds, 1)):

@@ -20,12 +20,12 @@ from automl_dnn.data import Dataset, release_table_memory
 from automl_dnn.errors import AutoDNNError, disk_full_as_error
 from automl_dnn.folds import bagging_folds
 from automl_dnn.objective import WorkerContext, probe_row_seconds
-from automl_dnn.run_folder import RunDir, SearchOptions, prepare_run
+from automl_dnn.run_folder import AUTO_JOBS, RunDir, SearchOptions, prepare_run
 from automl_dnn.search_rows import decide as decide_search_rows
 from automl_dnn.space import load_space
 from automl_dnn.storage import reap_stale_trials, redact
 from automl_dnn.study import enqueue_defaults, make_pruner, open_study
-from automl_dnn.workers import AUTO_JOBS, StopFlag, auto_workers, run_processes, run_worker
+from automl_dnn.workers import StopFlag, auto_workers, run_processes, run_worker
 
 DEFAULT_TIME_BUDGET = 600.0  # seconds, when neither --time-budget nor --n-trials is given
 

@@ -29,9 +29,9 @@ from automl_dnn.errors import DiskFullError, StorageError, is_disk_full
 from automl_dnn.objective import FINISHED, MIN_EPOCHS, Objective, TrialFailed, WorkerContext, copy_seconds
 from automl_dnn.storage import reap_stale_trials, redact, storage_errors_surface
 from automl_dnn.study import make_pruner, open_study
+from automl_dnn.train import resolve_device
 
 MAX_FAILURES_IN_A_ROW = 10
-AUTO_JOBS = "auto"  # --jobs auto: ``auto_workers`` picks the count
 MAX_AUTO_WORKERS = 4
 #: Seconds of search below which ``--jobs auto`` keeps one worker: spawned workers take about 3 s to start
 #: (they import torch), a tenth of such a budget or more.
@@ -268,7 +268,7 @@ def auto_workers(*, device: str, threads: int | None, time_budget: float | None,
     by less than AUTO_MIN_BUDGET seconds, SQLite storage (not safe for several workers).
     """
     cores = available_cores() if cores is None else cores
-    on_gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    on_gpu = resolve_device(device).type == "cuda"
     sqlite = storage is not None and storage.startswith("sqlite")
     short = time_budget is None or time_budget < AUTO_MIN_BUDGET
     if on_gpu or threads is not None or short or sqlite or cores < 2:
