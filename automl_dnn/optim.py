@@ -27,6 +27,11 @@ ONECYCLE_PEAK = 0.45  # 1cycle's lr peaks after 45% of the steps
 ONECYCLE_DIV = 25.0  # the cycle starts and returns to lr_max / 25
 ONECYCLE_FINAL_DIV = 25_000.0  # and ends at lr_max / 25,000
 ONECYCLE_MOMENTUM = (0.95, 0.85)  # (high, low): momentum moves opposite to the lr
+#: How far into the annealing phase (1cycle's descent, flat_cosine's cosine) patience starts counting: half
+#: way, where the lr has come down to about half its peak. From the phase's start, a noisy validation curve
+#: stopped diamonds' MLP-PLR trial 11 epochs into its cosine, at 590 RMSE, where the annealing the schedule
+#: is for brings such nets to ~545 (docs/benchmarks.md, "Patience from half way through the annealing").
+PATIENCE_ANNEAL_SHARE = 0.5
 
 
 # --------------------------------------------------------------------------- optimizers
@@ -371,11 +376,14 @@ class Schedule:
     def patience_start_epoch(self) -> int:
         """The first epoch whose lack of improvement counts towards early stopping.
 
-        During 1cycle's warm-up and flat_cosine's flat phase the validation score is noisy and often
-        stalls; stopping there would cut off the annealing the schedule is for. Other schedules: 0.
+        During 1cycle's warm-up, flat_cosine's flat phase and the first part of their annealing
+        (``PATIENCE_ANNEAL_SHARE``) the lr is high, the validation score noisy and often stalled; stopping
+        there would cut off the annealing the schedule is for. Other schedules: 0.
         """
         fraction = self.anneal_fraction
-        return 0 if fraction is None else epoch_at(fraction, self.config.max_epochs)
+        if fraction is None:
+            return 0
+        return epoch_at(fraction + PATIENCE_ANNEAL_SHARE * (1.0 - fraction), self.config.max_epochs)
 
     def averaging_start_epoch(self) -> int:
         """The first epoch of weight averaging: the annealing phase (after 1cycle's peak, flat_cosine's

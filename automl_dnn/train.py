@@ -7,8 +7,8 @@ read a group at a time. The loop reads straight down and only *notifies* callbac
 NaN stop, clipping, max-norm, L1/L2, label smoothing, weight averaging and the lr schedule are small,
 separately tested steps.
 Per-batch work avoids host syncs (no ``.item()`` per batch); losses are summed on the device and read
-once per epoch. The schedule's phases decide when patience starts counting (after 1cycle's warm-up or
-flat_cosine's flat part) and when weight averaging starts; once it has, the averaged net is the one
+once per epoch. The schedule's phases decide when patience starts counting (half way through 1cycle's or
+flat_cosine's annealing) and when weight averaging starts; once it has, the averaged net is the one
 evaluated and kept.
 
 Epochs are numbered from 0 everywhere (history, callbacks, ``best_epoch``).
@@ -400,8 +400,8 @@ class _Best:
 def patience_exhausted(epoch: int, best_epoch: int | None, patience: int, start: int) -> bool:
     """Whether early stopping fires after `epoch`: `patience` epochs counted from `start` on without a better score.
 
-    Epochs before `start` (1cycle's warm-up, flat_cosine's flat phase: ``Schedule.patience_start_epoch``)
-    never count, so with start=5 and patience=3 a best epoch of 1 stops training after epoch 7 at the earliest.
+    Epochs before `start` (1cycle's warm-up, flat_cosine's flat phase, and half their annealing:
+    ``Schedule.patience_start_epoch``) never count, so with start=5 and patience=3 a best epoch of 1 stops training after epoch 7 at the earliest.
     """
     if best_epoch is None:
         return False

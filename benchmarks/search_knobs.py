@@ -226,6 +226,24 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "1 worker x 2 threads": {"fit": {"jobs": 1}},
         "2 workers x 1 thread": {"fit": {"jobs": 2, "threads": 1}},
     },
+    # where patience starts counting in an annealing schedule: at the annealing's start, or half way through it
+    # (a module constant: run with --jobs 1, so that the trials train in this process)
+    "patience-anneal": {
+        "patience from the annealing's start (session 6)": {"patch": {"automl_dnn.optim.PATIENCE_ANNEAL_SHARE": 0.0}},
+        "patience from half way through it": {"patch": {"automl_dnn.optim.PATIENCE_ANNEAL_SHARE": 0.5}},
+    },
+    # the TabM-like first trial's schedule: a constant lr (the TabM paper's), or flat then cosine like the others
+    "tabm-schedule": {
+        "TabM-like at a constant lr (session 3)": {},
+        "TabM-like flat half, then cosine": {"enqueue": {0: {
+            "schedule": "flat_cosine", "flat_fraction": 0.5, "fc_optimizer": "adamw", "fc_lr": 0.002, "fc_beta2": 0.999,
+            "fc_weight_decay": 0.0003, "optimizer": None, "lr_adaptive": None, "beta2": None, "weight_decay": None}}},
+    },
+    # a regression net's target: as it is (standardized), or log1p (standardized) in every first trial
+    "target-log": {
+        "target as it is (session 3)": {},
+        "log1p target": {"enqueue": {i: {"target_transform": "log1p"} for i in range(7)}},
+    },
 }
 
 
@@ -237,14 +255,14 @@ def inner_split(frame: pd.DataFrame, ds: dict[str, Any], seed: int) -> tuple[pd.
 
 
 def run_variant(variant: dict[str, dict[str, Any]], ds: dict[str, Any], inner: pd.DataFrame, holdout: pd.DataFrame,
-                budget: float, seed: int, folder: Path, metric: str | None = None) -> float:
+                budget: float, seed: int, folder: Path, metric: str | None = None, jobs: int | str = 1) -> float:
     knobs = {("automl_dnn.objective", name): value for name, value in variant.get("objective", {}).items()}
     knobs.update({tuple(path.rsplit(".", 1)): value for path, value in variant.get("patch", {}).items()})
     saved = {(owner, name): getattr(_owner(owner), name) for owner, name in knobs}
     try:
         for (owner, name), value in knobs.items():
             setattr(_owner(owner), name, value)
-        options = dict(variant.get("fit", {}), **({"metric": metric} if metric else {}))
+        options = dict({"jobs": jobs}, **variant.get("fit", {}), **({"metric": metric} if metric else {}))
         if "enqueue" in variant or "first" in variant:
             options["space"] = str(_space_with(variant.get("enqueue", {}), folder, variant.get("first")))
         api.fit(inner, target=ds["target"], task=ds["task"], model_dir=folder / "model", out=folder / "run",
@@ -278,6 +296,8 @@ def _space_with(changes: dict[int, dict[str, Any]], folder: Path, first: int | N
     raw = yaml.safe_load((resources.files("automl_dnn.search_spaces") / "default.yaml").read_text())
     for index, values in changes.items():
         raw["enqueue"][index].update(values)
+        for name in [name for name, value in values.items() if value is None]:  # None: the parameter is left out
+            del raw["enqueue"][index][name]
     raw["enqueue"] = raw["enqueue"][:first]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "space.yaml"
@@ -291,6 +311,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--experiment", default="share", choices=list(EXPERIMENTS))
+    parser.add_argument("--jobs", default="auto", help="api.fit's jobs where a variant does not set them (the CLI's "
+                        "default, auto; a variant's patched constants do not reach spawned workers: 1 for those)")
     parser.add_argument("--metric", default=None, choices=["mae"],
                         help="the search's metric, also scored on the holdout (default: the task's own)")
     args = parser.parse_args()
@@ -306,7 +328,8 @@ def main() -> None:
                 inner, holdout = inner_split(frame, ds, seed)
                 for i, (name, variant) in enumerate(variants.items()):
                     folder = Path(tmp) / f"{ds['name']}-{seed}-{i}"
-                    value = run_variant(variant, ds, inner, holdout, args.budget, seed, folder, args.metric)
+                    value = run_variant(variant, ds, inner, holdout, args.budget, seed, folder, args.metric,
+                                        int(args.jobs) if args.jobs.isdigit() else args.jobs)
                     cells[name][ds["name"]].append(value)
                     print(f"{ds['name']} seed {seed} | {name}: {value:.4f}", flush=True)
     report(cells, datasets)

@@ -305,10 +305,12 @@ def test_epoch_at_is_the_first_epoch_starting_at_or_after_the_fraction(fraction:
 @pytest.mark.parametrize(
     ("kwargs", "patience_start", "averaging_start"),
     [
-        ({"schedule": "onecycle", "max_epochs": 20}, 9, 9),  # the peak: step 0.45 * 20 epochs = epoch 9's start
-        ({"schedule": "onecycle", "max_epochs": 10}, 5, 5),  # the peak lies inside epoch 4: from epoch 5 on
-        ({"schedule": "flat_cosine", "flat_fraction": 0.5, "max_epochs": 10}, 5, 5),
-        ({"schedule": "flat_cosine", "flat_fraction": 0.3, "max_epochs": 12}, 4, 4),  # 3.6 -> epoch 4
+        # averaging from the peak (step 0.45 * 20 epochs = epoch 9's start); patience from half way down from
+        # it: 0.45 + 0.55 / 2 = 0.725 of 20 epochs = 14.5 -> epoch 15
+        ({"schedule": "onecycle", "max_epochs": 20}, 15, 9),
+        ({"schedule": "onecycle", "max_epochs": 10}, 8, 5),  # the peak lies inside epoch 4: averaging from epoch 5 on
+        ({"schedule": "flat_cosine", "flat_fraction": 0.5, "max_epochs": 10}, 8, 5),  # 0.75 * 10 = 7.5 -> epoch 8
+        ({"schedule": "flat_cosine", "flat_fraction": 0.3, "max_epochs": 12}, 8, 4),  # 0.65 * 12 = 7.8; 3.6 -> 4
         ({"schedule": "flat_cosine", "flat_fraction": 0.9, "max_epochs": 5}, 5, 4),  # averages the last epoch at least
         ({"schedule": "none", "max_epochs": 10}, 0, 5),  # no warm-up: patience counts at once; averages the last half
         ({"schedule": "exponential", "max_epochs": 7}, 0, 4),

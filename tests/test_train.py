@@ -609,7 +609,7 @@ def test_epoch_estimate_is_close_to_a_real_epoch() -> None:
     assert per_epoch / 10 < estimate < per_epoch * 10  # a ballpark is all a budget needs
 
 
-# --------------------------------------------------------------------------- the recipe: patience after the warm-up
+# ------------------------------------------------------------- the recipe: patience after the warm-up and half the annealing
 
 
 @pytest.mark.parametrize(
@@ -625,11 +625,11 @@ def test_patience_counts_from_its_start_epoch(epoch: int, best: int | None, star
     ("schedule", "epochs_run"),
     [
         ("none", 3),  # best at epoch 0, patience 2: stops after epoch 2
-        ("onecycle", 11),  # 20 epochs: the peak is at epoch 9; epochs 9 and 10 count
-        ("flat_cosine", 12),  # flat for 10 epochs; epochs 10 and 11 count
+        ("onecycle", 17),  # 20 epochs: the peak is at epoch 9, half the descent at 14.5; epochs 15 and 16 count
+        ("flat_cosine", 17),  # flat for 10 epochs, half the cosine at 15; epochs 15 and 16 count
     ],
 )
-def test_early_stopping_waits_for_the_end_of_the_warm_up(schedule: str, epochs_run: int,
+def test_early_stopping_waits_for_half_the_annealing(schedule: str, epochs_run: int,
                                                          binary_split: TrainData) -> None:
     scores = ScriptedScore([1.0] + [2.0] * 19)  # never better than epoch 0
     config = _cfg(schedule=schedule, flat_fraction=0.5, patience=2, max_epochs=20, batch_size=150)
