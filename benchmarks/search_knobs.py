@@ -83,6 +83,15 @@ def _schedule_ends_with_the_copy(best_epoch: int, max_epochs: int, n_search_trai
     return epochs, epochs
 
 
+def _refit_a_quarter_early(deadline: float | None, bagging_until: float | None) -> float | None:
+    """Session 14's refit deadline: REFIT_EXPORT_SHARE of the ensemble step's time before its end."""
+    import time
+
+    from automl_dnn.ensemble_step import REFIT_EXPORT_SHARE
+
+    return None if deadline is None else deadline - REFIT_EXPORT_SHARE * (deadline - time.monotonic())
+
+
 def _plan_for_8_trials(*args: Any, budget: float | None = None, **kwargs: Any) -> Any:
     """Session 5's sample: sized so that 8 trials fit in the time left, whatever a trial's share."""
     from automl_dnn.budget import plan_search_rows
@@ -238,6 +247,12 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "TabM-like flat half, then cosine": {"enqueue": {0: {
             "schedule": "flat_cosine", "flat_fraction": 0.5, "fc_optimizer": "adamw", "fc_lr": 0.002, "fc_beta2": 0.999,
             "fc_weight_decay": 0.0003, "optimizer": None, "lr_adaptive": None, "beta2": None, "weight_decay": None}}},
+    },
+    # the refits of unbagged nets: until the search's planned end (the time its reserve kept for them), or, as
+    # before session 17, until REFIT_EXPORT_SHARE of the ensemble step's time before its end
+    "refit-until": {
+        "refits end a quarter of the step early (session 14)": {"patch": {"automl_dnn.ensemble_step.refit_deadline": _refit_a_quarter_early}},
+        "refits may take the search's reserve": {},
     },
     # a regression net's target: as it is (standardized), or log1p (standardized) in every first trial
     "target-log": {

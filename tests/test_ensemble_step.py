@@ -21,7 +21,7 @@ from automl_dnn import api
 from automl_dnn import budget, gbt, metrics
 from automl_dnn.data import read_table
 from automl_dnn.ensemble import choose_threshold
-from automl_dnn.ensemble_step import EnsembleReport, ensemble_run
+from automl_dnn.ensemble_step import REFIT_EXPORT_SHARE, EnsembleReport, ensemble_run, refit_deadline
 from automl_dnn.errors import AutoDNNError, DataError
 from automl_dnn.files import load_arrays
 from automl_dnn.gbt import BackgroundGBT
@@ -451,3 +451,18 @@ def test_ensemble_and_report_need_no_space_file(tmp_path: Path, tiny_space: Path
     report = ensemble_run(tmp_path / "run", model_dir=tmp_path / "m", gbt=False)
     assert report.members and (tmp_path / "m" / "model.json").is_file()
     assert api.write_report(tmp_path / "run").is_file()
+
+
+@pytest.mark.parametrize(
+    ("bagging_until", "until"),
+    [
+        (115.0, 115.0),  # the search kept 15 s for a refit (its reserve): the refit may take all 15
+        (130.0, 117.0),  # the search's end past the step's deadline: the deadline
+        (105.0, 100.0 + 17.0 * (1 - REFIT_EXPORT_SHARE)),  # an early search end: the step's time but its share
+        (None, 100.0 + 17.0 * (1 - REFIT_EXPORT_SHARE)),  # no search end given (``ensemble`` on its own)
+    ],
+)
+def test_refits_may_take_the_time_the_search_kept_for_them(bagging_until: float | None, until: float) -> None:
+    # 17 s left in the step at t = 100: the search's planned end leaves 2 s for the weights and the export
+    assert refit_deadline(117.0, bagging_until, now=100.0) == pytest.approx(until)
+    assert refit_deadline(None, bagging_until, now=100.0) is None
