@@ -31,6 +31,16 @@ dataset and seed, so machine load hits them alike. Prints each cell as the mean 
         --datasets adult,california_housing,diamonds,phoneme
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment mae-loss --metric mae \
         --datasets california_housing,diamonds,wine_quality_white
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment patience-anneal --jobs 1 \
+        --datasets adult,california_housing,diamonds,phoneme
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1,2,3 --experiment refit-until \
+        --datasets california_housing,diamonds
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment target-log \
+        --datasets california_housing,diamonds
+
+Fits run with ``--jobs auto`` (the CLI's default) unless a variant or ``--jobs`` says otherwise; before session 17
+they ran one worker (``api.fit``'s default), so an earlier section's table reruns with ``--jobs 1``. Run them
+under ``OMP_WAIT_POLICY=PASSIVE``, as the quality runs are.
 """
 
 from __future__ import annotations
