@@ -401,7 +401,8 @@ def patience_exhausted(epoch: int, best_epoch: int | None, patience: int, start:
     """Whether early stopping fires after `epoch`: `patience` epochs counted from `start` on without a better score.
 
     Epochs before `start` (1cycle's warm-up, flat_cosine's flat phase, and half their annealing:
-    ``Schedule.patience_start_epoch``) never count, so with start=5 and patience=3 a best epoch of 1 stops training after epoch 7 at the earliest.
+    ``Schedule.patience_start_epoch``) never count, so with start=5 and patience=3 a best epoch of 1 stops
+    training after epoch 7 at the earliest.
     """
     if best_epoch is None:
         return False

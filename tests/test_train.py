@@ -609,7 +609,7 @@ def test_epoch_estimate_is_close_to_a_real_epoch() -> None:
     assert per_epoch / 10 < estimate < per_epoch * 10  # a ballpark is all a budget needs
 
 
-# ------------------------------------------------------------- the recipe: patience after the warm-up and half the annealing
+# ------------------------------------------------------------ the recipe: patience from half the annealing
 
 
 @pytest.mark.parametrize(
@@ -630,7 +630,7 @@ def test_patience_counts_from_its_start_epoch(epoch: int, best: int | None, star
     ],
 )
 def test_early_stopping_waits_for_half_the_annealing(schedule: str, epochs_run: int,
-                                                         binary_split: TrainData) -> None:
+                                                     binary_split: TrainData) -> None:
     scores = ScriptedScore([1.0] + [2.0] * 19)  # never better than epoch 0
     config = _cfg(schedule=schedule, flat_fraction=0.5, patience=2, max_epochs=20, batch_size=150)
     result = train(_net(8), binary_split, config, task="binary", score_fn=scores)
