@@ -396,15 +396,13 @@ def _bag_nets(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], 
     cache: dict[str, Any] = {}
     bagged: list[Candidate] = []
     with _fold_pool(jobs, device, threads) as pool:
-        for i, c in enumerate(ranked):
-            if i >= plan.n_nets and not _time_for_one_more(c, fold_rows, bag_mode, jobs, deadline):
-                break
+        for i, c in enumerate(ranked[: plan.n_nets]):
             assert c.best_epoch is not None and c.trial is not None and c.artifacts is not None
             to_bag = NetToBag(name=c.name, trial=c.trial, artifacts=c.artifacts, best_epoch=c.best_epoch)
             member = bag_net(run, to_bag, fold_rows, encoder, mode=bag_mode, device=device, threads=threads,
                              cache=cache, should_stop=out_of_time, pool=pool)
             if member is None:
-                left = ", ".join(x.name for x in ranked[i: max(i + 1, plan.n_nets)])
+                left = ", ".join(x.name for x in ranked[i: plan.n_nets])
                 notes.append(f"{left} left out of the bagging: the time budget ended (finished folds are kept for "
                              "a rerun)")
                 break
@@ -412,23 +410,7 @@ def _bag_nets(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], 
     if not bagged:
         notes.append("no k-fold bagging: the time budget ended before a net's folds were done")
         return None
-    if len(bagged) > plan.n_nets:
-        notes.append(f"{', '.join(c.name for c in bagged[plan.n_nets:])} bagged as well: the nets before took "
-                     "less time than planned")
     return _Bagged(nets=bagged, y_dev=y_dev, folds=fold_rows)
-
-
-def _time_for_one_more(c: Candidate, folds: Folds, bag_mode: str, workers: int, deadline: float | None) -> bool:
-    """Whether a net past a cut plan's fits in the time its nets left.
-
-    The plan is made before any copy trains, on estimates with PLAN_SAFETY's margin, and its copies can take
-    far less: bank_marketing at 60 s (seed 1) planned the best net alone for the 16 s left (two nets needed
-    13.2 s of 0.8 x 16), bagged it in 5 s, and the fit ended 11 s early. The workers have started by now.
-    """
-    if deadline is None or c.copy_seconds is None or c.best_epoch is None:
-        return False
-    copies = math.ceil((folds.k * folds.repeats + (bag_mode == "refit")) / max(workers, 1))
-    return c.copy_seconds * copies <= PLAN_SAFETY * (deadline - time.monotonic())
 
 
 @contextmanager

@@ -37,8 +37,6 @@ dataset and seed, so machine load hits them alike. Prints each cell as the mean 
         --datasets california_housing,diamonds
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment target-log \
         --datasets california_housing,diamonds
-    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment bag-more \
-        --datasets bank_marketing,german_credit,wine_quality_white,vehicle
 
 Fits run with ``--jobs auto`` (the CLI's default) unless a variant or ``--jobs`` says otherwise; before session 17
 they ran one worker (``api.fit``'s default), so an earlier section's table reruns with ``--jobs 1``. Run them
@@ -102,10 +100,6 @@ def _refit_a_quarter_early(deadline: float | None, bagging_until: float | None) 
     from automl_dnn.ensemble_step import REFIT_EXPORT_SHARE
 
     return None if deadline is None else deadline - REFIT_EXPORT_SHARE * (deadline - time.monotonic())
-
-
-def _never(*args: Any, **kwargs: Any) -> bool:
-    return False
 
 
 def _plan_for_8_trials(*args: Any, budget: float | None = None, **kwargs: Any) -> Any:
@@ -270,11 +264,6 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "refits end a quarter of the step early (session 14)": {
             "patch": {"automl_dnn.ensemble_step.refit_deadline": _refit_a_quarter_early}},
         "refits may take the search's reserve": {},
-    },
-    # a cut bagging plan: its nets only (made once, before any copy trains), or more nets while the time left allows
-    "bag-more": {
-        "the plan's nets only (session 16)": {"patch": {"automl_dnn.ensemble_step._time_for_one_more": _never}},
-        "more nets while time is left": {},
     },
     # a regression net's target: as it is (standardized), or log1p (standardized) in every first trial
     "target-log": {

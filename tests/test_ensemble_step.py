@@ -21,11 +21,9 @@ from automl_dnn import api
 from automl_dnn import budget, gbt, metrics
 from automl_dnn.data import read_table
 from automl_dnn.ensemble import choose_threshold
-from automl_dnn.ensemble_step import (REFIT_EXPORT_SHARE, Candidate, EnsembleReport, _time_for_one_more, ensemble_run,
-                                      refit_deadline)
+from automl_dnn.ensemble_step import REFIT_EXPORT_SHARE, EnsembleReport, ensemble_run, refit_deadline
 from automl_dnn.errors import AutoDNNError, DataError
 from automl_dnn.files import load_arrays
-from automl_dnn.folds import Folds
 from automl_dnn.gbt import BackgroundGBT
 from automl_dnn.run_folder import RunDir, SearchOptions, prepare_run
 from automl_dnn.study import open_study
@@ -468,25 +466,3 @@ def test_refits_may_take_the_time_the_search_kept_for_them(bagging_until: float 
     # 17 s left in the step at t = 100: the search's planned end leaves 2 s for the weights and the export
     assert refit_deadline(117.0, bagging_until, now=100.0) == pytest.approx(until)
     assert refit_deadline(None, bagging_until, now=100.0) is None
-
-
-def _net_candidate(copy_seconds: float | None) -> Candidate:
-    return Candidate(name="net-00001", kind="net", trial=1, description="", valid=np.zeros(1), test=np.zeros(1),
-                     best_epoch=3, copy_seconds=copy_seconds)
-
-
-@pytest.mark.parametrize(
-    ("copy_seconds", "workers", "mode", "fits"),
-    [
-        (2.0, 2, "bag", True),  # 5 folds on 2 workers: 3 rounds of 2 s = 6 s, within 0.8 x 10 s
-        (3.0, 2, "bag", False),  # 3 rounds of 3 s = 9 s
-        (1.5, 1, "bag", True),  # 5 copies one after another: 7.5 s
-        (1.5, 1, "refit", False),  # and the refit copy: 9 s
-        (None, 2, "bag", False),  # no measured cost: not started blind
-    ],
-)
-def test_a_net_past_a_cut_plan_is_bagged_while_the_time_left_allows(copy_seconds: float | None, workers: int,
-                                                                   mode: str, fits: bool) -> None:
-    folds = Folds(assignment=np.zeros((1, 10), dtype=np.int64), k=5)
-    assert _time_for_one_more(_net_candidate(copy_seconds), folds, mode, workers, time.monotonic() + 10.0) is fits
-    assert _time_for_one_more(_net_candidate(copy_seconds), folds, mode, workers, None) is False
