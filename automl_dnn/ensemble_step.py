@@ -436,7 +436,7 @@ def _refit_unbagged(run: RunDir, encoder: TargetEncoder, candidates: list[Candid
     as_searched = "the training rows" if sample is None else f"{sample:,} training rows"
     ranked = [c for c in candidates if c.kind == "net" and c.best_epoch is not None][:top_k]
     left = None if deadline is None else deadline - time.monotonic()
-    # the whole time left (no PLAN_SAFETY): REFIT_EXPORT_SHARE of the step's time is kept back already
+    # the whole time left (no PLAN_SAFETY): ``refit_deadline`` keeps the export's time back already
     plan = plan_bagging([c.copy_seconds or 0.0 for c in ranked], [], k=1, seconds=None if left is None else left / PLAN_SAFETY)
     refit: dict[str, Candidate] = {}
     for c in ranked[: plan.n_nets]:
