@@ -50,10 +50,6 @@ REPRODUCE_ROWS = 4096  # ... on its first this many validation rows
 #: Issue 13: the refits after a sampled search may use the ensemble step's time but this share of it, kept for the
 #: weights and the export (which no longer wait for XGBoost: its thread ends with the search).
 REFIT_EXPORT_SHARE = 0.25
-#: When the bagging was cut (or XGBoost's folds did not fit) and left members out, the ensemble weighs the bagged
-#: members with the unbagged ones on the validation rows (``_mixed``), rather than the bagged ones alone on
-#: every development row.
-MIX_UNBAGGED = True
 
 
 @dataclass
@@ -197,17 +193,11 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
                                     valid=member.valid, test=member.test, scaling=member.preprocess, gbt=member))
     seconds["gbt"] = time.monotonic() - t0
 
-    on_dev_rows = False
     if bagged is not None:
         t0 = time.monotonic()
-        members = bagged.nets + _bag_trees(run, encoder, candidates, bagged.folds, threads, deadline, notes)
-        left_out = _left_out(candidates, members, top_k)
-        if left_out and MIX_UNBAGGED:
-            candidates = _mixed(candidates, members, len(y_valid))
-        else:
-            candidates, y_valid, on_dev_rows = members, bagged.y_dev, True
-        notes.append(_bagging_note(bagged, members, bag_mode, left_out=[] if on_dev_rows else left_out,
-                                   n_valid=len(y_valid)))
+        candidates = bagged.nets + _bag_trees(run, encoder, candidates, bagged.folds, threads, deadline, notes)
+        y_valid = bagged.y_dev
+        notes.append(_bagging_note(bagged, candidates, bag_mode))
         seconds["bagging"] += time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -227,7 +217,7 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     report_rows = _member_rows(candidates, result, metric, y_valid, y_test)
     summary = _summary_rows(candidates, chosen, result.weights, task, metric, y_valid, y_test, threshold)
     warnings = _warnings(task, result, candidates, chosen, y_test,
-                         inner="out-of-fold" if on_dev_rows else "validation")
+                         inner="validation" if bagged is None else "out-of-fold")
     seconds["weights"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -500,39 +490,14 @@ def _bag_trees(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate],
     return bagged
 
 
-def _left_out(candidates: list[Candidate], members: list[Candidate], top_k: int) -> list[Candidate]:
-    """The members the bagging was asked for and could not bag: the best ``top_k`` nets and XGBoost."""
-    bagged = {c.name for c in members}
-    ranked = [c for c in candidates if c.kind == "net" and c.best_epoch is not None][:top_k]
-    trees = [c for c in candidates if c.kind == "xgboost"]
-    return [c for c in ranked + trees if c.name not in bagged]
-
-
-def _mixed(candidates: list[Candidate], members: list[Candidate], n_valid: int) -> list[Candidate]:
-    """The bagged members beside the unbagged candidates, all on the validation rows (the last ``n_valid``
-    development rows): the bagged ones by their out-of-fold predictions of those rows, the others by their
-    trials' validation predictions. A cut bagging would otherwise drop every member it left out: at 60 s on
-    wine_quality_white 4 folds of the best net alone scored 0.676 RMSE on an inner holdout, where the
-    validation split's ensemble of four nets scored 0.628-0.641 (docs/benchmarks.md)."""
-    bagged = {c.name for c in members}
-    on_valid = [dataclasses.replace(c, valid=c.valid[-n_valid:]) for c in members]
-    return on_valid + [c for c in candidates if c.name not in bagged]
-
-
-def _bagging_note(bagged: _Bagged, members: list[Candidate], bag_mode: str,
-                  left_out: list[Candidate] | None = None, n_valid: int = 0) -> str:
-    reused = sum(c.bag.reused for c in members if c.bag is not None)
-    n_nets = sum(c.kind == "net" for c in members)
+def _bagging_note(bagged: _Bagged, candidates: list[Candidate], bag_mode: str) -> str:
+    reused = sum(c.bag.reused for c in candidates if c.bag is not None)
+    n_nets = sum(c.kind == "net" for c in candidates)
     kinds = f"{n_nets} net" + ("s" if n_nets > 1 else "")
-    kinds += " and XGBoost" if any(c.kind == "xgboost" for c in members) else ""
+    kinds += " and XGBoost" if any(c.kind == "xgboost" for c in candidates) else ""
     rep = f", {bagged.folds.repeats} repeats" if bagged.folds.repeats > 1 else ""
-    if left_out:
-        fitted = (f"members, weights and threshold fitted on the {n_valid} validation rows, "
-                  f"{'its' if len(members) == 1 else 'their'} out-of-fold predictions of them beside the validation "
-                  f"predictions of {', '.join(c.name for c in left_out)} and the other unbagged nets")
-    else:
-        fitted = f"members, weights and threshold fitted on out-of-fold predictions of {len(bagged.y_dev)} rows"
-    return (f"{bagged.folds.k}-fold bagging{rep} of {kinds}: {fitted}; nets exported as {_MODE_WORDS[bag_mode]}"
+    return (f"{bagged.folds.k}-fold bagging{rep} of {kinds}: members, weights and threshold fitted on out-of-fold "
+            f"predictions of {len(bagged.y_dev)} rows; nets exported as {_MODE_WORDS[bag_mode]}"
             + (f" ({reused} fold models reused from an earlier run)" if reused else ""))
 
 

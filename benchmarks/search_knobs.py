@@ -37,8 +37,6 @@ dataset and seed, so machine load hits them alike. Prints each cell as the mean 
         --datasets california_housing,diamonds
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment target-log \
         --datasets california_housing,diamonds
-    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment mix-unbagged \
-        --datasets bank_marketing,german_credit,phoneme,wine_quality_white,vehicle
 
 Fits run with ``--jobs auto`` (the CLI's default) unless a variant or ``--jobs`` says otherwise; before session 17
 they ran one worker (``api.fit``'s default), so an earlier section's table reruns with ``--jobs 1``. Run them
@@ -265,12 +263,6 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "refits end a quarter of the step early (session 14)": {
             "patch": {"automl_dnn.ensemble_step.refit_deadline": _refit_a_quarter_early}},
         "refits may take the search's reserve": {},
-    },
-    # a bagging cut to fewer members than asked (or XGBoost's folds not fitting): the bagged members alone, weighed on
-    # every development row's out-of-fold predictions, or beside the unbagged ones on the validation rows
-    "mix-unbagged": {
-        "the bagged members alone (session 7)": {"patch": {"automl_dnn.ensemble_step.MIX_UNBAGGED": False}},
-        "bagged and unbagged members on the validation rows": {"patch": {"automl_dnn.ensemble_step.MIX_UNBAGGED": True}},
     },
     # a regression net's target: as it is (standardized), or log1p (standardized) in every first trial
     "target-log": {
