@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,14 +27,23 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     with disk_full_as_error(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        tmp = _new_temporary(path)
         try:
             write(Path(tmp))
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def _new_temporary(path: Path) -> str:
+    """An empty new file beside ``path``, with the permissions the new file would get (the umask's), or the ones the
+    file it replaces has. ``tempfile.mkstemp`` makes 0600 files: a prediction file others could not read."""
+    tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    if path.exists():
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+    return tmp
 
 
 def write_json(path: Path, data: Any) -> None:

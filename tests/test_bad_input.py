@@ -92,6 +92,7 @@ TARGETS = [
     ("one class only", ["yes"] * 40, [], ["single value 'yes'"]),
     ("fewer rows than the split needs", ["a", "b"] * 3, [], ["too few rows", "6 rows"]),
     ("regression on strings", ["yes", "no"] * 20, ["--task", "regression"], ["--task regression needs numbers"]),
+    ("regression target beyond float32", [1e39, 2.0] * 20, ["--task", "regression"], ["beyond +-3.4e38", "rescale"]),
     ("binary with 3 classes", ["a", "b", "c", "d"] * 10, ["--task", "binary"], ["exactly 2 classes"]),
     ("regression metric for classes", ["yes", "no"] * 20, ["--metric", "rmse"], ["metric", "rmse"]),
     ("no training rows left", ["yes", "no"] * 20, ["--valid-size", "0.5", "--test-size", "0.5"],
@@ -397,6 +398,9 @@ def _frame_with(kind: str) -> pd.DataFrame:
     elif kind == "infinite values":
         frame.loc[::9, "a"] = np.inf
         frame.loc[::13, "b"] = -np.inf
+    elif kind == "numbers beyond float32":
+        frame.loc[::7, "a"] = 1e39
+        frame.loc[::11, "b"] = -3e300
     elif kind == "mixed-type column":
         frame["m"] = [str(i % 4) if i % 3 else "many" for i in range(len(frame))]
     elif kind == "missing target":
@@ -430,6 +434,7 @@ def _write_odd(kind: str, path: Path) -> None:
 ODD: dict[str, tuple[list[str], str | None]] = {
     "all-missing column": (["a", "b", "c", "d", "empty"], "dropped column 'empty'"),
     "infinite values": (["a", "b", "c", "d"], "infinite values"),
+    "numbers beyond float32": (["a", "b", "c", "d"], "values beyond +-3.4e38"),
     "duplicate column names": (["a", "b", "c", "a.1"], "duplicate column names 'a'"),
     "mixed-type column": (["a", "b", "c", "d", "m"], "mixes numbers"),
     "thousands of levels": (["a", "b", "c", "d", "city"], "column 'city' has"),

@@ -523,6 +523,21 @@ def test_numbers_with_thousands_and_question_marks():
     assert report == ["column 'amount': 1 values could not be read as numbers and were treated as missing"]
 
 
+def test_numbers_beyond_float32_are_missing_as_infinities_are():
+    """1e39 is finite in float64 but an infinity in the float32 the nets and XGBoost compute in (XGBoost refused
+    the matrix: "Input data contains `inf` or a value too large"): such cells read as missing, with a note per kind."""
+    x = np.linspace(-5.0, 5.0, 60)
+    x[[3, 7]], x[11], x[13] = [1e39, -3e300], np.inf, 3.4e38  # the last is float32's largest order: kept
+    pre = FeaturePreprocessor().fit(pd.DataFrame({"x": x}))
+    assert "column 'x': 2 values beyond +-3.4e38 (float32's range) treated as missing" in pre.notes_
+    assert "column 'x': 1 infinite values treated as missing" in pre.notes_
+    report: list[str] = []
+    raw = pre.transform_for_gbt(pd.DataFrame({"x": [1e39, 2.0, 3.4e38, -1e300]}), report)["x"].to_numpy()
+    assert raw.dtype == np.float32 and np.isnan(raw[[0, 3]]).all() and np.isfinite(raw[[1, 2]]).all()
+    assert report == ["column 'x': 2 values beyond +-3.4e38 (float32's range) were treated as missing"]
+    assert np.isfinite(pre.transform(pd.DataFrame({"x": [1e39, 2.0]}))).all()  # the nets' matrix: imputed
+
+
 def test_a_column_of_missing_markers_is_dropped():
     pre = FeaturePreprocessor().fit(pd.DataFrame({"m": ["?"] * 50, "x": np.arange(50) % 3}))
     assert [c["name"] for c in pre.columns_] == ["x"]

@@ -358,3 +358,23 @@ def test_a_server_disk_full_stops_at_once_in_one_line(monkeypatch: pytest.Monkey
                                      "free space and rerun the same command")
         assert calls == [1], "tried once: no retry"
     assert sleeps == [] and "note:" not in capsys.readouterr().err
+
+
+def test_a_written_file_gets_the_umask_s_permissions_or_keeps_the_old_file_s(tmp_path: Path) -> None:
+    """Not tempfile's 0600: a prediction file is readable by whom the user's umask lets read new files."""
+    import os
+    import stat
+
+    from automl_dnn.files import atomic_write
+
+    path = tmp_path / "pred.csv"
+    old_mask = os.umask(0o027)
+    try:
+        atomic_write(path, lambda tmp: tmp.write_text("a\n1\n"))
+    finally:
+        os.umask(old_mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    path.chmod(0o600)  # a file the user made private stays private when it is written again
+    atomic_write(path, lambda tmp: tmp.write_text("a\n2\n"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == "a\n2\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["pred.csv"]  # no temporary file left

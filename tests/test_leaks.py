@@ -59,3 +59,15 @@ def test_a_small_table_proves_nothing() -> None:
     separable = pd.DataFrame({"score": y * 10.0 + np.arange(60) / 100})
     assert leak_notes(separable, y, "binary", np.arange(60)) == []
     assert len(leak_notes(separable.assign(copy=y), y, "binary", np.arange(60))) == 1
+
+
+def test_values_near_the_float64_limit_are_no_leak_and_no_warning() -> None:
+    """Their squares overflow: the correlation is NaN, not a leak, and numpy's overflow warnings stay silent."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"huge": rng.normal(size=400) * 1e307, "y": rng.normal(size=400)})
+    df.loc[0, "huge"] = 1.7e308
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert _leaky(df) == []

@@ -77,7 +77,10 @@ def _one_threshold(values: pd.Series, target: np.ndarray) -> str | None:
 
 def _linear_in_target(values: pd.Series, target: np.ndarray) -> str | None:
     numbers, target = _numbers(values), np.asarray(target, dtype=np.float64)
-    if numbers is None or not np.isfinite(numbers).all() or numbers.std() == 0 or target.std() == 0:
+    if numbers is None or not np.isfinite(numbers).all():
         return None
-    r = float(np.corrcoef(numbers, target)[0, 1])
+    with np.errstate(over="ignore", invalid="ignore"):  # values near 1e308 overflow the squares: r is NaN then
+        if numbers.std() == 0 or target.std() == 0:
+            return None
+        r = float(np.corrcoef(numbers, target)[0, 1])
     return "is a linear function of the target" if abs(r) >= LINEAR_CORRELATION else None

@@ -91,6 +91,9 @@ _DATE_LIKE = re.compile(r"\d{4}|\d{1,2}[-/.]\d{1,2}")
 DATE_FORMAT_SAMPLE = 200  # distinct date texts whose formats pandas guesses, month and day first
 DATE_FORMAT_PROBE = 5_000  # distinct date texts each guessed format is tried on (a day > 12 shows day first)
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d*)?$")  # 12,345.67: commas between groups of three digits
+#: The largest magnitude a number keeps: the nets and XGBoost compute in float32, where a larger finite value is an
+#: infinity (XGBoost then refuses the matrix), so it is treated as missing, as an infinity is.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: cells that stand for a missing value in a column of numbers (read_csv already takes NA, NaN, null, ...)
 MISSING_MARKERS = frozenset({"?", "??", "-", "--", ".", "*", "n/a", "na", "n.a.", "none", "missing", "unknown"})
 
@@ -339,6 +342,19 @@ def merge_counted_notes(notes: list[str]) -> list[str]:
     return list(dict.fromkeys(m if isinstance(m, str) else f"{m[0]}{totals[m]}{m[1]}" for m in merged))
 
 
+def _beyond_float32(x: np.ndarray) -> np.ndarray:
+    """Infinities, and finite values too large for float32 (FLOAT32_MAX): the cells read as missing."""
+    with np.errstate(invalid="ignore"):
+        return np.abs(x) > FLOAT32_MAX
+
+
+def _beyond_notes(name: str, x: np.ndarray, beyond: np.ndarray, what: str) -> list[str]:
+    """One counted note per kind (infinite, too large), so that ``merge_counted_notes`` adds up each."""
+    n_inf = int(np.isinf(x[beyond]).sum())
+    counts = {"infinite values": n_inf, "values beyond +-3.4e38 (float32's range)": int(beyond.sum()) - n_inf}
+    return [f"column {name!r}: {n} {kind} {what}" for kind, n in counts.items() if n]
+
+
 def _fmt_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
@@ -504,10 +520,10 @@ class FeaturePreprocessor:
 
     def _fit_numeric(self, name: str, s: pd.Series, source: str, reading: dict | None = None) -> dict | None:
         x, _ = read_numbers(s, reading)
-        n_inf = int(np.isinf(x).sum())
-        if n_inf:
-            self.notes_.append(f"column {name!r}: {n_inf} infinite values treated as missing")
-            x = np.where(np.isinf(x), np.nan, x)
+        beyond = _beyond_float32(x)
+        if beyond.any():
+            self.notes_.extend(_beyond_notes(name, x, beyond, "treated as missing"))
+            x = np.where(beyond, np.nan, x)
         observed = x[~np.isnan(x)]
         if len(observed) == 0:
             self._drop(name, "no value could be read as a number")
@@ -778,13 +794,13 @@ class FeaturePreprocessor:
         name = spec["name"]
         if spec["kind"] == "numeric":
             x, n_bad = read_numbers(s, spec.get("text"))
-            n_inf = int(np.isinf(x).sum())
+            beyond = _beyond_float32(x)
             if n_bad:
                 report.append(f"column {name!r}: {n_bad} values could not be read as numbers "
                               f"and were treated as missing")
-            if n_inf:
-                report.append(f"column {name!r}: {n_inf} infinite values were treated as missing")
-                x = np.where(np.isinf(x), np.nan, x)
+            if beyond.any():
+                report.extend(_beyond_notes(name, x, beyond, "were treated as missing"))
+                x = np.where(beyond, np.nan, x)
             return [(x, spec["stats"])], np.isnan(x)
         dates, n_bad = parse_dates(s, spec.get("text"))
         if n_bad:

@@ -90,6 +90,9 @@ def check_target(y: pd.Series, task: str) -> pd.Series:
                             f"like {_show(text.unique(), 1)}; use --task binary or --task multiclass")
         if not np.all(np.isfinite(num)):
             raise DataError(f"target {name!r} has infinite values; remove those rows or fix them")
+        if np.abs(num).max() > np.finfo(np.float32).max:  # XGBoost's labels are float32: an infinity there
+            raise DataError(f"target {name!r} has values beyond +-3.4e38 (float32's range); rescale the target "
+                            "(e.g. divide it by a power of ten) or remove those rows")
         return num
     if task == "binary" and len(distinct) > 2:
         raise DataError(f"--task binary needs exactly 2 classes, but target {name!r} has "
