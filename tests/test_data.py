@@ -18,6 +18,7 @@ from automl_dnn.data import (
     load_dataset,
     read_table,
 )
+from automl_dnn.data.preprocessing import smooth_clip
 from automl_dnn.errors import AutoDNNError, DataError
 
 # ---------------------------------------------------------------------------------------------
@@ -644,15 +645,17 @@ def test_robust_scaling_exact_values():
     stats = pre.columns_[0]["stats"]
     # observed 1, 2, 3, 4, 100: median 3, q25 = 2, q75 = 4 (linear interpolation) -> spread 2
     assert stats == {"median": 3.0, "spread": 2.0}
-    X = pre.transform(pd.DataFrame({"x": [3.0, 9.0, 1.0, 100.0, np.nan, -1e308, 1e308]}))
+    X = pre.transform(pd.DataFrame({"x": [3.0, 9.0, 1.0, 100.0, np.nan, -3e38, 3e38, 1e308]}))
     assert pre.feature_names_ == ["x", "x__missing"]
     assert X[0, 0] == 0.0 and X[4, 0] == 0.0  # the median, and a missing cell imputed with it
     assert X[1, 0] == pytest.approx(3 / np.sqrt(2), rel=1e-6)  # z = (9 - 3) / 2 = 3 -> 3 / sqrt(2)
     assert X[2, 0] == pytest.approx(-3 / np.sqrt(10), rel=1e-6)  # z = -1 -> -1 / sqrt(1 + 1/9)
     assert X[3, 0] == pytest.approx(_clip(48.5), rel=1e-6)
     assert X[5, 0] == pytest.approx(-3.0) and X[6, 0] == pytest.approx(3.0)  # no overflow to 0 or NaN
-    assert X[:, 1].tolist() == [0, 0, 0, 0, 1, 0, 0]
+    assert X[7, 0] == 0.0  # beyond float32's range: missing, imputed (test_numbers_beyond_float32_...)
+    assert X[:, 1].tolist() == [0, 0, 0, 0, 1, 0, 0, 1]
     assert np.abs(X[:, 0]).max() <= 3.0
+    assert smooth_clip(np.array([-1e308, 1e308])) == pytest.approx([-3.0, 3.0])  # no overflow to 0 or NaN
 
 
 def test_robust_scaling_zero_iqr_falls_back_to_half_range():
