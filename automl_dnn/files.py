@@ -41,8 +41,10 @@ def _new_temporary(path: Path) -> str:
     file it replaces has. ``tempfile.mkstemp`` makes 0600 files: a prediction file others could not read."""
     tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    if path.exists():
+    try:
         os.chmod(tmp, path.stat().st_mode & 0o777)
+    except FileNotFoundError:  # a new file: the umask's permissions, as os.open gave
+        pass
     return tmp
 
 

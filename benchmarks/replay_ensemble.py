@@ -37,7 +37,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation import primary  # noqa: E402
 from quality import manifest, split  # noqa: E402
-from search_knobs import _owner, inner_split  # noqa: E402
+from search_knobs import _owner, inner_split, patched  # noqa: E402
 
 from automl_dnn import api, budget  # noqa: E402
 from automl_dnn import ensemble_step  # noqa: E402
@@ -59,18 +59,8 @@ def fixed_plan(k: int, n_nets: int) -> Any:
 
 
 def replay(run: Path, model: Path, patch: dict[str, Any], k: int, n_nets: int, seed: int) -> Any:
-    patch = {"automl_dnn.ensemble_step.plan_bagging": fixed_plan(k, n_nets), **patch}
-    saved = {}
-    try:
-        for path, value in patch.items():
-            owner, name = path.rsplit(".", 1)
-            saved[path] = getattr(_owner(owner), name)
-            setattr(_owner(owner), name, value)
+    with patched({"automl_dnn.ensemble_step.plan_bagging": fixed_plan(k, n_nets), **patch}):
         ensemble_step.ensemble_run(run, model_dir=model, gbt=False, folds=k, top_k=5, seed=seed)
-    finally:
-        for path, value in saved.items():
-            owner, name = path.rsplit(".", 1)
-            setattr(_owner(owner), name, value)
     return api.load(model)
 
 

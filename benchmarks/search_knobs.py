@@ -53,8 +53,9 @@ import shlex
 import statistics
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -289,25 +290,32 @@ def inner_split(frame: pd.DataFrame, ds: dict[str, Any], seed: int) -> tuple[pd.
 
 def run_variant(variant: dict[str, dict[str, Any]], ds: dict[str, Any], inner: pd.DataFrame, holdout: pd.DataFrame,
                 budget: float, seed: int, folder: Path, metric: str | None = None, jobs: int | str = 1) -> float:
-    knobs = {("automl_dnn.objective", name): value for name, value in variant.get("objective", {}).items()}
-    knobs.update({tuple(path.rsplit(".", 1)): value for path, value in variant.get("patch", {}).items()})
-    saved = {(owner, name): getattr(_owner(owner), name) for owner, name in knobs}
-    try:
-        for (owner, name), value in knobs.items():
-            setattr(_owner(owner), name, value)
+    knobs = {f"automl_dnn.objective.{name}": value for name, value in variant.get("objective", {}).items()}
+    with patched({**knobs, **variant.get("patch", {})}):
         options = dict({"jobs": jobs}, **variant.get("fit", {}), **({"metric": metric} if metric else {}))
         if "enqueue" in variant or "first" in variant:
             options["space"] = str(_space_with(variant.get("enqueue", {}), folder, variant.get("first")))
         api.fit(inner, target=ds["target"], task=ds["task"], model_dir=folder / "model", out=folder / "run",
                 time_budget=budget, gbt=False, test_size=0.0, seed=seed, quiet=True, progress=False,
                 report_page=False, **options)
-    finally:
-        for (owner, name), value in saved.items():
-            setattr(_owner(owner), name, value)
     model, X, y = api.load(folder / "model"), holdout.drop(columns=[ds["target"]]), holdout[ds["target"]]
     if metric == "mae":
         return float(np.mean(np.abs(y.to_numpy(float) - model.predict(X))))
     return primary(ds["task"], y, model, X)
+
+
+@contextmanager
+def patched(values: dict[str, Any]) -> Iterator[None]:
+    """Each ``"package.module.ATTRIBUTE"`` (or a class's) set to its value in this process, and restored after."""
+    targets = {path: (_owner(path.rsplit(".", 1)[0]), path.rsplit(".", 1)[1]) for path in values}
+    saved = {path: getattr(owner, name) for path, (owner, name) in targets.items()}
+    try:
+        for path, (owner, name) in targets.items():
+            setattr(owner, name, values[path])
+        yield
+    finally:
+        for path, (owner, name) in targets.items():
+            setattr(owner, name, saved[path])
 
 
 def _owner(path: str) -> Any:

@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.api import guess_datetime_format
 
-from automl_dnn.data.target import to_scalar
+from automl_dnn.data.target import BEYOND_FLOAT32, FLOAT32_MAX, to_scalar
 from automl_dnn.errors import DataError, ModelFormatError
 
 MISSING_LEVEL = "__missing__"
@@ -91,9 +91,6 @@ _DATE_LIKE = re.compile(r"\d{4}|\d{1,2}[-/.]\d{1,2}")
 DATE_FORMAT_SAMPLE = 200  # distinct date texts whose formats pandas guesses, month and day first
 DATE_FORMAT_PROBE = 5_000  # distinct date texts each guessed format is tried on (a day > 12 shows day first)
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d*)?$")  # 12,345.67: commas between groups of three digits
-#: The largest magnitude a number keeps: the nets and XGBoost compute in float32, where a larger finite value is an
-#: infinity (XGBoost then refuses the matrix), so it is treated as missing, as an infinity is.
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: cells that stand for a missing value in a column of numbers (read_csv already takes NA, NaN, null, ...)
 MISSING_MARKERS = frozenset({"?", "??", "-", "--", ".", "*", "n/a", "na", "n.a.", "none", "missing", "unknown"})
 
@@ -351,7 +348,7 @@ def _beyond_float32(x: np.ndarray) -> np.ndarray:
 def _beyond_notes(name: str, x: np.ndarray, beyond: np.ndarray, what: str) -> list[str]:
     """One counted note per kind (infinite, too large), so that ``merge_counted_notes`` adds up each."""
     n_inf = int(np.isinf(x[beyond]).sum())
-    counts = {"infinite values": n_inf, "values beyond +-3.4e38 (float32's range)": int(beyond.sum()) - n_inf}
+    counts = {"infinite values": n_inf, f"values {BEYOND_FLOAT32}": int(beyond.sum()) - n_inf}
     return [f"column {name!r}: {n} {kind} {what}" for kind, n in counts.items() if n]
 
 

@@ -21,6 +21,12 @@ import pandas as pd
 from automl_dnn.errors import DataError, ModelFormatError
 from automl_dnn.tasks import TASKS
 
+#: The largest magnitude a number keeps: the nets and XGBoost compute in float32, where a larger finite value is an
+#: infinity (XGBoost then refuses its matrix or its labels). A feature's such cells read as missing, as infinities
+#: do (``FeaturePreprocessor``); a target with them is refused.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+BEYOND_FLOAT32 = "beyond +-3.4e38 (float32's range)"
+
 
 def _distinct(y: pd.Series) -> pd.Index:
     return pd.Index(pd.unique(y.dropna()))
@@ -90,8 +96,8 @@ def check_target(y: pd.Series, task: str) -> pd.Series:
                             f"like {_show(text.unique(), 1)}; use --task binary or --task multiclass")
         if not np.all(np.isfinite(num)):
             raise DataError(f"target {name!r} has infinite values; remove those rows or fix them")
-        if np.abs(num).max() > np.finfo(np.float32).max:  # XGBoost's labels are float32: an infinity there
-            raise DataError(f"target {name!r} has values beyond +-3.4e38 (float32's range); rescale the target "
+        if np.abs(num).max() > FLOAT32_MAX:
+            raise DataError(f"target {name!r} has values {BEYOND_FLOAT32}; rescale the target "
                             "(e.g. divide it by a power of ten) or remove those rows")
         return num
     if task == "binary" and len(distinct) > 2:
