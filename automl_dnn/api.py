@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -23,7 +24,7 @@ from automl_dnn.predictor import predict_file as _predict_file
 from automl_dnn.report import dashboard_app, live_progress
 from automl_dnn.report_page import write_report_page
 from automl_dnn.run_folder import AUTO_JOBS, RunDir, check_time_budget
-from automl_dnn.search import OnPrepared, SearchOptions, SearchSummary, run_search
+from automl_dnn.search import OnPrepared, SearchOptions, SearchSummary, SharedCores, run_search
 from automl_dnn.workers import available_cores
 
 #: XGBoost trials in ``fit``: with a time budget the budget ends its search, without one the count does.
@@ -32,13 +33,14 @@ GBT_TRIALS = 10
 
 
 def search(source: Any, *, out: Path, progress: bool | None = None,
-           on_prepared: OnPrepared | None = None,
+           on_prepared: OnPrepared | None = None, beside: SharedCores | None = None,
            **options: Any) -> SearchSummary:
-    """Run (or resume) an Optuna search over nets for ``source``; see ``SearchOptions`` for the options."""
+    """Run (or resume) an Optuna search over nets for ``source``; see ``SearchOptions`` for the options
+    (``beside``: ``run_search``'s)."""
     opts = SearchOptions(source=source, out=Path(out), **options)
     show = (not opts.quiet) if progress is None else progress
     with live_progress(enabled=show, n_trials=opts.n_trials, time_budget=opts.time_budget) as on_progress:
-        return run_search(opts, on_progress=on_progress, on_prepared=on_prepared)
+        return run_search(opts, on_progress=on_progress, on_prepared=on_prepared, beside=beside)
 
 
 def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gbt: bool | BackgroundGBT = True,
@@ -102,22 +104,29 @@ def _fit(source: Any, *, model_dir: Path, out: Path, started: float, time_budget
                                                      gbt=bool(gbt))
     search_budget = None if plan is None else plan.search
     seed = options.get("seed", 0)
-    background = None
+    background, beside = None, None
     if gbt:
-        if options.get("jobs") == AUTO_JOBS:
-            options["jobs"] = 1  # XGBoost's thread takes the cores a second worker would
-        options["threads"], gbt_threads = split_cores(options.get("threads"), options.get("device", "auto"),
-                                                      options.get("jobs", 1))
+        device = options.get("device", "auto")
+        if options.get("jobs") == AUTO_JOBS and options.get("threads") is None and not _on_cuda(device):
+            # XGBoost's thread has half the cores until it is done, and tunes no longer than it keeps up with the
+            # nets (gbt.NetsAhead); then the workers a nets-only search would run on its cores join the search.
+            gbt_threads = max(1, available_cores() // 2)
+            beside = SharedCores(cores=gbt_threads, free=threading.Event())
+        else:
+            if options.get("jobs") == AUTO_JOBS:
+                options["jobs"] = 1  # XGBoost's thread takes the cores a second worker would
+            options["threads"], gbt_threads = split_cores(options.get("threads"), device, options.get("jobs", 1))
         n_trials = gbt_trials or (GBT_TRIALS_ON_BUDGET if time_budget is not None else GBT_TRIALS)
         fits_after, after = gbt_in_thread(folds, seed=seed, threads=gbt_threads) if folds != 1 else (None, None)
         background = BackgroundGBT(n_trials=n_trials, seed=seed, threads=gbt_threads, fits_after=fits_after,
-                                   after=after)
+                                   after=after, give_way=beside is not None,
+                                   on_done=None if beside is None else beside.free.set)
     # The nets' search ends early enough for their bagging, as its trials' measured times say (``budget``).
     bagging = (BaggingRequest(cap=plan.bagging_cap, folds=folds, top_k=top_k, refit=bag_mode == "refit")
                if plan is not None and folds != 1 else None)
     try:
         summary = search(source, out=out, time_budget=search_budget, bagging=bagging,
-                         on_prepared=background.start if background else None, **options)
+                         on_prepared=background.start if background else None, beside=beside, **options)
     except BaseException:
         if background is not None:
             background.stop()
@@ -129,9 +138,12 @@ def _fit(source: Any, *, model_dir: Path, out: Path, started: float, time_budget
     # The nets bag until the search's own end (XGBoost bags in its thread meanwhile); the weights and
     # the export keep the last ENSEMBLE_SHARE.
     until = None if search_budget is None else time.monotonic() + max(0.0, started + search_budget - now)
+    jobs, threads = summary.jobs, summary.threads
+    if summary.late:  # the late workers' cores are the bagging's too once XGBoost is done with them
+        jobs, threads = (summary.jobs, summary.late_threads) if background and background.done() else (1, threads)
     report = ensemble(out, model_dir=model_dir, top_k=top_k, gbt=background or False, seed=seed,
-                      time_budget=left, threads=summary.threads, folds=folds, bag_mode=bag_mode,
-                      device=options.get("device", "auto"), bagging_until=until, jobs=summary.jobs)
+                      time_budget=left, threads=threads, folds=folds, bag_mode=bag_mode,
+                      device=options.get("device", "auto"), bagging_until=until, jobs=jobs)
     background = None  # issue 13: XGBoost's frames (0.4 GB at 1M rows) go before the page reads the table again
     if report_page:
         _write_fit_page(summary, report, options.get("seed", 0), None if plan is None else plan.report)
@@ -156,7 +168,7 @@ def split_cores(threads: int | None, device: str, jobs: int) -> tuple[int | None
     cores, unless ``threads`` fixes the nets' share.
     """
     cores = available_cores()
-    if device == "cuda" or (device == "auto" and _cuda_available()):
+    if _on_cuda(device):
         return threads, max(1, cores - jobs * (threads or 1))
     if threads is not None:
         return threads, max(1, cores - jobs * threads)
@@ -166,6 +178,10 @@ def split_cores(threads: int | None, device: str, jobs: int) -> tuple[int | None
 
 def _cuda_available() -> bool:
     return torch.cuda.is_available()
+
+
+def _on_cuda(device: str) -> bool:
+    return device == "cuda" or (device == "auto" and _cuda_available())
 
 
 def load(model_dir: Path) -> Predictor:

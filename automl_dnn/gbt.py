@@ -37,6 +37,7 @@ from automl_dnn.data import Dataset, FeaturePreprocessor, load_dataset, release_
 from automl_dnn.errors import AutoDNNError, DataError
 from automl_dnn.files import load_arrays, read_json
 from automl_dnn.run_folder import RunDir
+from automl_dnn.study import open_study
 
 EARLY_STOPPING_ROUNDS = 50
 MAX_BOOST_ROUNDS = 2000
@@ -51,6 +52,15 @@ SPILL_BYTES = 64 * 2**20
 # Rows predicted at a time: the aligned copy of a frame and XGBoost's matrix of it are made per chunk (at
 # 150,000 rows x 100 columns ~250 MB at once; ~55 MB a chunk).
 PREDICT_CHUNK_ROWS = 32_768
+
+#: ``fit`` on a CPU: XGBoost stops tuning once its validation error is this share above the best net's so far
+#: (``NetsAhead``), and a nets worker that waited for its core takes it. On letter (26 classes, 60 s) its first
+#: trial took 27 s of its core for a log-loss of 0.131 against the nets' 0.108, and its second trial the rest,
+#: while the nets' search ran 3 trials where it runs 7 with both cores (docs/benchmarks.md).
+GIVE_WAY_MARGIN = 0.1
+#: ... and a trial that has boosted longer than this share of XGBoost's time is asked between its rounds too
+#: (its best round so far against the nets), every GIVE_WAY_EVERY seconds: letter's first trial is 27 s of 54.
+GIVE_WAY_SLOW_SHARE, GIVE_WAY_EVERY = 0.25, 1.0
 
 # The first trial: strong, well-known defaults (a smaller eta than XGBoost's 0.3, rows and columns
 # subsampled). alpha's search range is log-scaled, so "no L1" is its lower bound, 1e-8.
@@ -179,25 +189,38 @@ def _base_params(task: str, n_classes: int, seed: int, threads: int | None) -> d
 
 
 class _Deadline(xgb.callback.TrainingCallback):
-    """Stops boosting once the time budget is spent or ``stop`` is set (early stopping keeps the best round)."""
+    """Stops boosting once the time budget is spent or ``stop`` is set (early stopping keeps the best round),
+    or, from ``slow_after`` (``time.monotonic()``) on, once ``give_way.during`` says so of the best round."""
 
-    def __init__(self, deadline: float | None, min_rounds: int = 0, stop: threading.Event | None = None) -> None:
+    def __init__(self, deadline: float | None, min_rounds: int = 0, stop: threading.Event | None = None,
+                 give_way: NetsAhead | None = None, slow_after: float | None = None) -> None:
         super().__init__()
         self.deadline, self.min_rounds, self.stop = deadline, min_rounds, stop
+        self.give_way, self.next_check = give_way, slow_after
+        self.gave_way = False
 
     def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: Any) -> bool:
         if self.stop is not None and self.stop.is_set():
             return True
-        return self.deadline is not None and epoch + 1 >= self.min_rounds and time.monotonic() >= self.deadline
+        now = time.monotonic()
+        if self.give_way is not None and self.next_check is not None and now >= self.next_check:
+            self.next_check = now + GIVE_WAY_EVERY
+            losses = next(iter(evals_log.get("valid", {}).values()), [])
+            if losses and self.give_way.during(float(min(losses))):
+                self.gave_way = True
+                return True
+        return self.deadline is not None and epoch + 1 >= self.min_rounds and now >= self.deadline
 
 
 def _train_one(
     params: dict[str, Any], dtrain: xgb.DMatrix, dvalid: xgb.DMatrix, deadline: float | None, min_rounds: int = 0,
-    stop: threading.Event | None = None,
-) -> tuple[xgb.Booster, int]:
-    """Train with early stopping on the validation split; return the trimmed booster and best iteration."""
-    watching = deadline is not None or stop is not None
-    callbacks = [_Deadline(deadline, min_rounds, stop)] if watching else None
+    stop: threading.Event | None = None, give_way: NetsAhead | None = None, slow_after: float | None = None,
+) -> tuple[xgb.Booster, int, bool]:
+    """Train with early stopping on the validation split; return the trimmed booster, its best iteration, and
+    whether it stopped to give way to the nets."""
+    watching = deadline is not None or stop is not None or give_way is not None
+    watch = _Deadline(deadline, min_rounds, stop, give_way, slow_after)
+    callbacks = [watch] if watching else None
     booster = xgb.train(
         params,
         dtrain,
@@ -211,7 +234,7 @@ def _train_one(
         best = int(booster.best_iteration)
     except AttributeError:  # stopped by _Deadline before early stopping recorded a best round
         best = booster.num_boosted_rounds() - 1
-    return booster[: best + 1], best
+    return booster[: best + 1], best, watch.gave_way
 
 
 def predict_gbt(
@@ -277,6 +300,7 @@ def fit_gbt(
     refit: bool = False,
     reserve: float = 0.0,
     spill: Path | None = None,
+    give_way: NetsAhead | None = None,
 ) -> GBTResult:
     """Tune XGBoost briefly on the validation split and return the best trimmed booster.
 
@@ -293,7 +317,9 @@ def fit_gbt(
     whole budget and ``booster`` is all there is. ``reserve`` keeps time for a later fit of the caller's
     in the same way, as a multiple of the best trial's seconds. With ``spill`` (a file path; the caller
     must hold no other reference to ``X_train``), the training frame is written there once the matrix is
-    made and read back for the refit only; the file is removed at the end.
+    made and read back for the refit only; the file is removed at the end. ``give_way(valid_predictions)``,
+    asked after each trial with the best trial's predictions, ends the tuning and skips the refit when True;
+    a trial longer than GIVE_WAY_SLOW_SHARE of ``time_budget`` asks ``give_way.during`` between its rounds.
     """
     if task not in _OBJECTIVE:
         raise ValueError(f"task must be one of {sorted(_OBJECTIVE)}, got {task!r}")
@@ -328,6 +354,7 @@ def fit_gbt(
         del X_train  # XGBoost's matrix holds the rows now; the frame comes back for the refit only
     try:
         best: tuple[float, xgb.Booster, dict[str, Any], int, float] | None = None
+        best_pred = np.empty(0)
         trials: list[dict[str, Any]] = []
         with _quiet_optuna():
             study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
@@ -339,15 +366,22 @@ def fit_gbt(
                 trial = study.ask(space)
                 params = {**base, **trial.params}
                 t0 = time.monotonic()
-                booster, best_it = _train_one(params, dtrain, dvalid, deadline if number == 0 else trial_deadline,
-                                              min_rounds=MIN_FIRST_ROUNDS if number == 0 else 0, stop=stop)
+                slow_after = None if time_budget is None else t0 + GIVE_WAY_SLOW_SHARE * time_budget
+                booster, best_it, gave_way = _train_one(
+                    params, dtrain, dvalid, deadline if number == 0 else trial_deadline,
+                    min_rounds=MIN_FIRST_ROUNDS if number == 0 else 0, stop=stop, give_way=give_way,
+                    slow_after=slow_after)
                 seconds = time.monotonic() - t0
-                loss = _valid_loss(task, y_va, predict_gbt(booster, X_valid, task=task))
+                pred = predict_gbt(booster, X_valid, task=task)
+                loss = _valid_loss(task, y_va, pred)
                 study.tell(trial, loss if math.isfinite(loss) else math.inf)
                 trials.append({"params": dict(trial.params), "valid_loss": loss, "best_iteration": best_it,
                                "seconds": seconds})
                 if best is None or loss < best[0]:
-                    best = (loss, booster, params, best_it, seconds)
+                    best, best_pred = (loss, booster, params, best_it, seconds), pred
+                if gave_way or (give_way is not None and give_way(best_pred)):
+                    refit = False  # its cores go to the nets now; a member that trails them is not worth a refit
+                    break
 
         assert best is not None  # trial 0 always runs
         loss, booster, params, best_it, best_seconds = best
@@ -509,10 +543,11 @@ def fit_run_gbt(run: RunDir, dataset: Dataset, *, n_trials: int, seed: int, time
 
 def fit_gbt_inputs(inputs: GBTInputs, *, n_trials: int, seed: int, time_budget: float | None, threads: int | None,
                    notes: list[str], stop: threading.Event | None = None, reserve: float = 0.0,
-                   spill: Path | None = None) -> GBTMemberFit:
+                   spill: Path | None = None, give_way: NetsAhead | None = None) -> GBTMemberFit:
     """``fit_run_gbt`` on inputs made already (``gbt_inputs``). With ``spill`` (a file path) a training frame
     over SPILL_BYTES leaves ``inputs`` for that file while XGBoost boosts (``fit_gbt``): no k-fold bagging
-    may need it afterwards."""
+    may need it afterwards. ``give_way`` (``fit_gbt``'s) is asked only when XGBoost tunes on the validation
+    split, the rows the nets are scored on."""
     frames, encoder, key = inputs.frames, inputs.encoder, inputs.preprocess
     y_train, y_valid = inputs.y_train, inputs.y_valid
     common = dict(task=encoder.task_, n_classes=len(encoder.classes_), n_trials=n_trials, seed=seed,
@@ -520,9 +555,10 @@ def fit_gbt_inputs(inputs: GBTInputs, *, n_trials: int, seed: int, time_budget: 
     if len(y_valid) >= VALID_TUNING_MIN_ROWS:
         if spill is not None and frames["train"].memory_usage(deep=False).sum() > SPILL_BYTES:
             # the only reference goes to fit_gbt, which drops it once its matrix is made
-            result = fit_gbt(frames.pop("train"), y_train, frames["valid"], y_valid, refit=True, spill=spill, **common)
+            result = fit_gbt(frames.pop("train"), y_train, frames["valid"], y_valid, refit=True, spill=spill,
+                             give_way=give_way, **common)
         else:
-            result = fit_gbt(frames["train"], y_train, frames["valid"], y_valid, refit=True, **common)
+            result = fit_gbt(frames["train"], y_train, frames["valid"], y_valid, refit=True, give_way=give_way, **common)
     else:
         result = fit_gbt_holdout(frames["train"], y_train, more=(frames["valid"], y_valid), **common)
         notes.append(f"XGBoost tuned on a holdout of the training rows: {len(y_valid)} validation rows are "
@@ -572,6 +608,71 @@ def reload_source(spec: dict[str, Any], notes: list[str]) -> Dataset | None:
     return dataset
 
 
+class NetsAhead:
+    """``fit_gbt``'s ``give_way``: whether the nets' search is ahead of XGBoost's best trial by more than
+    ``margin`` of its error, both scored with the study's metric on the validation split.
+
+    The error is the metric's distance from perfect (a loss itself, 1 - the value of a score), so the
+    margin means the same for log-loss, RMSE, ROC-AUC or accuracy.
+    """
+
+    def __init__(self, metric: str, labels: np.ndarray, nets_best: Callable[[], float | None],
+                 margin: float | None = None, task: str | None = None) -> None:
+        """``task``: XGBoost's eval metric is the study's when the study's is the task's default (log-loss,
+        RMSE); only then can a trial's rounds be compared while it boosts (``during``)."""
+        self.metric, self.labels, self.nets_best = metric, labels, nets_best
+        self.margin = GIVE_WAY_MARGIN if margin is None else margin
+        self.rounds_comparable = task is not None and metrics.default_metric(task) == metric
+        self.verdict: tuple[float, float] | None = None  # (XGBoost's score, the nets' best) once it gave way
+
+    def __call__(self, valid_pred: np.ndarray) -> bool:
+        return self.behind(metrics.score(self.metric, self.labels, valid_pred))
+
+    def during(self, eval_loss: float) -> bool:
+        """The same question of a round's validation loss as XGBoost logs it, where that is the study's metric."""
+        return self.rounds_comparable and self.behind(eval_loss)
+
+    def behind(self, score: float) -> bool:
+        nets = self.nets_best()
+        if nets is None or not math.isfinite(nets):
+            return False
+        if self._error(score) > (1.0 + self.margin) * self._error(nets):
+            self.verdict = (score, nets)
+            return True
+        return False
+
+    def _error(self, value: float) -> float:
+        return value if metrics.direction(self.metric) == "minimize" else 1.0 - value
+
+    def note(self, n_trials: int) -> str | None:
+        if self.verdict is None:
+            return None
+        ours, nets = self.verdict
+        return (f"XGBoost stopped tuning after {n_trials} trial{'s' * (n_trials != 1)}: its validation {self.metric} "
+                f"{ours:.4g} trailed the nets' best {nets:.4g}, so its cores went to the nets' search (no refit, "
+                "no folds of it in its thread)")
+
+
+def study_best(spec: dict[str, Any]) -> Callable[[], float | None]:
+    """The nets' best trial value so far, read from the run's study; None before a trial completes, or when
+    the study cannot be read (then XGBoost never gives way)."""
+    opened: list[optuna.Study] = []
+
+    def best() -> float | None:
+        try:
+            if not opened:
+                opened.append(open_study(spec, create=False))
+            trials = opened[0].get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        except Exception:  # noqa: BLE001 - a study the search itself still reaches is the search's to report
+            return None
+        values = [t.value for t in trials if t.value is not None and math.isfinite(t.value)]
+        if not values:
+            return None
+        return min(values) if spec["direction"] == "minimize" else max(values)
+
+    return best
+
+
 class BackgroundGBT:
     """XGBoost searched in a thread while the nets search (``fit``), so that both get the search's time.
 
@@ -583,14 +684,16 @@ class BackgroundGBT:
 
     def __init__(self, *, n_trials: int, seed: int = 0, threads: int | None = None,
                  fits_after: Callable[[Dataset], float] | None = None,
-                 after: Callable[[RunDir, GBTMemberFit, Callable[[], bool], float | None], None] | None = None
-                 ) -> None:
+                 after: Callable[[RunDir, GBTMemberFit, Callable[[], bool], float | None], None] | None = None,
+                 give_way: bool = False, on_done: Callable[[], None] | None = None) -> None:
         """``after(run, member, stopped, deadline)`` runs in the thread once XGBoost is tuned (k-fold bagging's
         folds, on XGBoost's own cores) and must end by ``deadline`` (``time.monotonic()``, None: no limit);
         ``fits_after(dataset)`` says how many fits of the best trial it makes, so that the tuning keeps time
-        for them."""
+        for them. With ``give_way`` the tuning stops once the nets are well ahead (``NetsAhead``);
+        ``on_done()`` is called when the thread ends, however it ends: its cores are free then."""
         self.n_trials, self.seed, self.threads = n_trials, seed, threads
         self.fits_after, self.after = fits_after, after
+        self.give_way, self.on_done = give_way, on_done
         self.notes: list[str] = []
         self._stop = threading.Event()
         self._skip_after = threading.Event()  # the nets were not bagged: XGBoost's folds would serve nothing
@@ -617,14 +720,22 @@ class BackgroundGBT:
             release_table_memory()
             # no XGBoost folds after (reserve 0): its training frame may wait on disk for the refit
             spill = run.root / "xgboost-train.feather" if reserve == 0 else None
+            ahead = (NetsAhead(spec["metric"], np.asarray(inputs.y_valid), study_best(spec), task=inputs.encoder.task_)
+                     if self.give_way else None)
             self._member = fit_gbt_inputs(inputs, n_trials=self.n_trials, seed=self.seed, time_budget=budget,
                                           threads=self.threads, notes=self.notes, stop=self._stop, reserve=reserve,
-                                          spill=spill)
+                                          spill=spill, give_way=ahead)
             del inputs
-            if self.after is not None:
+            note = ahead.note(self._member.result.n_trials_run) if ahead is not None else None
+            if note:
+                self.notes.append(note)
+            if self.after is not None and not (ahead is not None and ahead.verdict):  # gave way: no folds either
                 self.after(run, self._member, lambda: self._stop.is_set() or self._skip_after.is_set(), deadline)
         except BaseException as exc:  # handed to the caller of result()
             self._error = exc
+        finally:
+            if self.on_done is not None:
+                self.on_done()
 
     def stop(self) -> None:
         """Stop boosting now (Ctrl-C, a failed search); result() then returns what is done, unrefitted."""
@@ -633,6 +744,10 @@ class BackgroundGBT:
     def skip_after(self) -> None:
         """Skip (or stop, between two fits) the work ``after`` does: the caller no longer needs it."""
         self._skip_after.set()
+
+    def done(self) -> bool:
+        """Whether the thread has ended (its cores are free), or never started."""
+        return self._thread is None or not self._thread.is_alive()
 
     def result(self) -> GBTMemberFit | None:
         """The fitted member once the thread is done; None if it never started."""

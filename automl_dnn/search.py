@@ -1,12 +1,14 @@
 """The search: prepare the run folder, open the study, run the workers, and summarize.
 
 One worker runs in this process; ``jobs > 1`` spawns that many worker processes on one study
-(``workers.py``). What one trial does is ``objective.py``.
+(``workers.py``), and beside ``fit``'s XGBoost more may join late (``LateWorkers``). What one trial does is
+``objective.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,7 @@ from automl_dnn.search_rows import decide as decide_search_rows
 from automl_dnn.space import load_space
 from automl_dnn.storage import reap_stale_trials, redact
 from automl_dnn.study import enqueue_defaults, make_pruner, open_study
-from automl_dnn.workers import StopFlag, auto_workers, run_processes, run_worker
+from automl_dnn.workers import LateWorkers, StopFlag, auto_workers, available_cores, run_processes, run_worker
 
 DEFAULT_TIME_BUDGET = 600.0  # seconds, when neither --time-budget nor --n-trials is given
 
@@ -50,28 +52,35 @@ class SearchSummary:
     stopped_by: str = ""
     jobs: int = 1  # the worker processes that ran it (``--jobs auto`` resolved); fit's bagging uses as many
     threads: int | None = None  # torch threads of each
+    late: int = 0  # of ``jobs``, those that could join late on the cores of a thread beside it (``SharedCores``)
+    late_started: int = 0  # ... and did
+    late_threads: int | None = None  # torch threads of each of them
 
 
 def run_search(options: SearchOptions, *, on_progress: Callable[[dict[str, Any]], None] | None = None,
-               on_prepared: OnPrepared | None = None) -> SearchSummary:
+               on_prepared: OnPrepared | None = None, beside: SharedCores | None = None) -> SearchSummary:
     """Run (or resume) a search; returns the study's summary.
 
     ``on_prepared(spec, dataset, deadline)`` is called once the run folder holds the split and the
     preprocessing, before the first trial: ``fit`` starts XGBoost there, on the data already read.
+    ``beside`` (``fit``'s XGBoost thread) holds some cores: under ``--jobs auto`` one worker runs here on
+    the others, and the workers that XGBoost's cores make room for join once it frees them (``LateWorkers``).
     A full disk (run files, artifacts, or the study's own database) stops it with one ``DiskFullError``.
     """
     with disk_full_as_error(f"the run folder {options.out} or its study"):
-        return _run_search(options, on_progress, on_prepared)
+        return _run_search(options, on_progress, on_prepared, beside)
 
 
 def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], None] | None,
-                on_prepared: OnPrepared | None) -> SearchSummary:
+                on_prepared: OnPrepared | None, beside: SharedCores | None) -> SearchSummary:
     started = time.time()
     budget = options.time_budget
     if budget is None and options.n_trials is None:
         budget = DEFAULT_TIME_BUDGET
     space = load_space(options.space)
     options, auto = _resolve_jobs(options, budget)
+    late_threads = options.threads
+    options, late = _share_cores(options, beside) if auto and beside is not None else (options, 0)
     spec, dataset = prepare_run(options, space)
     deadline = started + budget if budget is not None else None
     if on_prepared is not None:
@@ -81,7 +90,7 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
         n_trials=options.n_trials, seed=options.seed, pruner=options.pruner, device=options.device,
         amp=options.amp, threads=options.threads, time_budget=budget,
         several_workers=options.jobs > 1 or not spec["storage"].startswith("sqlite"),
-        bagging=_bagging_reserve(options.bagging, dataset, options.jobs),
+        bagging=_bagging_reserve(options.bagging, dataset, options.jobs - late),
     )
     del dataset  # the trials read the encoded matrices of the run folder
     release_table_memory()  # issue 13: unless XGBoost's thread still holds the table, its memory goes back now
@@ -99,20 +108,29 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
         ctx.bagging = BaggingReserve(cap=options.bagging.cap, k=1, repeats=1, top_k=options.bagging.top_k, refit=False)
     if auto and rows is not None and rows.train < rows.n_train:
         # a sampled search of a large table is sized for one worker's memory (issue 13): no second copy of its rows
-        options = dataclasses.replace(options, jobs=1, threads=None)
+        threads = None if beside is None else options.threads  # beside XGBoost: the cores it leaves
+        options, late = dataclasses.replace(options, jobs=1, threads=threads), 0
         bagging = None if ctx.bagging is None else dataclasses.replace(ctx.bagging, workers=1)
-        ctx = dataclasses.replace(ctx, threads=None, bagging=bagging)
+        ctx = dataclasses.replace(ctx, threads=threads, bagging=bagging)
     enqueue_defaults(study, space)
     reap_stale_trials(study)
     stop = StopFlag(deadline)
     progress = (lambda s: on_progress(progress_of(s, started, deadline))) if on_progress else None
-    if options.jobs == 1:
+    late_started = 0
+    if late:
+        assert beside is not None
+        with LateWorkers(dataclasses.replace(ctx, threads=late_threads), late, beside.free, stop) as joining:
+            run_worker(ctx, on_trial=progress, stop=stop, study=study)
+        joining.check(study)
+        late_started = len(joining.processes)
+    elif options.jobs == 1:
         run_worker(ctx, on_trial=progress, stop=stop, study=study)
     else:
         run_processes(ctx, options.jobs, stop, progress, study)
     summary = summarize(study, spec, Path(options.out), time.time() - started)
     summary.stopped_by = "interrupted" if stop.interrupted else "budget"
     summary.jobs, summary.threads = options.jobs, options.threads
+    summary.late, summary.late_started, summary.late_threads = late, late_started, late_threads
     if summary.n_complete == 0:
         reasons = [t.user_attrs.get("fail_reason") for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))]
         reasons = [r for r in reasons if r]
@@ -124,6 +142,23 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
             cut = f" ({summary.n_pruned} cut short)" if summary.n_pruned else ""
             raise AutoDNNError(f"the time budget ended before any trial completed{cut}; give a larger --time-budget")
     return summary
+
+
+@dataclass(frozen=True)
+class SharedCores:
+    """A thread beside the search (``fit``'s XGBoost): the cores it holds, and a ``threading.Event`` that is
+    set when it ends and frees them."""
+
+    cores: int
+    free: threading.Event
+
+
+def _share_cores(options: SearchOptions, beside: SharedCores) -> tuple[SearchOptions, int]:
+    """``--jobs auto`` resolved beside ``beside``: one worker here on the cores it leaves, and as many more as
+    its cores make room for (``options.jobs`` counts them, for the storage; 0 where auto runs one worker)."""
+    threads = max(1, available_cores() - beside.cores)
+    late = min(options.jobs - 1, beside.cores // (options.threads or 1)) if options.jobs > 1 else 0
+    return dataclasses.replace(options, jobs=1 + late, threads=threads), late
 
 
 def _resolve_jobs(options: SearchOptions, budget: float | None) -> tuple[SearchOptions, bool]:

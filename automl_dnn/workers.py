@@ -36,6 +36,9 @@ MAX_AUTO_WORKERS = 4
 #: Seconds of search below which ``--jobs auto`` keeps one worker: spawned workers take about 3 s to start
 #: (they import torch), a tenth of such a budget or more.
 AUTO_MIN_BUDGET = 30.0
+#: A late worker (``LateWorkers``) is not started with fewer seconds of search left: it would import torch and
+#: the package (about 3 s on 2 cores) only to find no time for a trial, while the search's end waited for it.
+LATE_MIN_SECONDS = 6.0
 DISK_FULL_EXIT = 28  # a spawned worker's exit status when the disk filled up (ENOSPC); the parent says it once
 STORAGE_LOST_EXIT = 3  # a spawned worker's exit status when the study's database stayed unreachable; likewise
 
@@ -129,6 +132,8 @@ def run_worker(ctx: WorkerContext, on_trial: Callable[[optuna.Study], None] | No
     objective = Objective(ctx, stop.should_stop, stop.seconds_left)
     lock = TrialSlotLock(Path(ctx.run_dir) / ".trial-slot.lock")
     failures_in_a_row = 0
+    if ctx.bagging is not None and ctx.deadline is not None:  # a worker that starts late keeps the reserve too
+        stop.deadline = ctx.deadline - bagging_reserve(study, ctx.bagging)
     with sigint_stops(stop):
         while (not stop.should_stop() and failures_in_a_row < MAX_FAILURES_IN_A_ROW
                and not too_late_for_a_trial(study, stop.seconds_left())):
@@ -238,6 +243,68 @@ def run_processes(ctx: WorkerContext, jobs: int, stop: StopFlag, progress: Calla
         for w in workers:
             w.join()
         stop_file.unlink(missing_ok=True)
+    _after_processes(ctx, workers, study)
+
+
+class LateWorkers:
+    """Worker processes that join a search run in this process once ``free`` (a ``threading.Event``) is set:
+    ``fit`` sets it when XGBoost's thread ends, and its cores would idle until the search's end otherwise.
+
+    Spawned only then, they cost nothing (no start-up import, no memory) in a search that ends first. On
+    leaving the ``with`` block (the in-process worker is done), no more start; those that did finish their
+    trial (or stop at once after a Ctrl-C, told by the stop file) and are waited for.
+    """
+
+    def __init__(self, ctx: WorkerContext, count: int, free: threading.Event, stop: StopFlag) -> None:
+        self.ctx, self.count, self.free, self.stop = ctx, count, free, stop
+        self.processes: list[Any] = []
+        self._over = threading.Event()
+        self._lock = threading.Lock()
+        self._watcher = threading.Thread(target=self._watch, name="automl-dnn-late-workers", daemon=True)
+
+    def __enter__(self) -> LateWorkers:
+        (Path(self.ctx.run_dir) / ".stop").unlink(missing_ok=True)
+        self._watcher.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self.free.wait(0.2):
+            if self._over.is_set():
+                return
+        with self._lock:
+            left = self.stop.seconds_left()
+            if self._over.is_set() or self.stop.should_stop() or (left is not None and left < LATE_MIN_SECONDS):
+                return
+            spawn = mp.get_context("spawn")
+            for i in range(1, 1 + self.count):
+                process = spawn.Process(target=_worker_process, args=(dataclasses.replace(self.ctx, worker_index=i),),
+                                        daemon=False)
+                process.start()
+                self.processes.append(process)
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._lock:
+            self._over.set()
+        self._watcher.join()
+        stop_file = Path(self.ctx.run_dir) / ".stop"
+        try:
+            with sigint_stops(self.stop):
+                while any(p.is_alive() for p in self.processes):
+                    if (self.stop.interrupted or exc[0] is not None) and not stop_file.exists():
+                        stop_file.touch()
+                    for p in self.processes:
+                        p.join(timeout=0.5)
+        finally:
+            for p in self.processes:
+                p.join()
+            stop_file.unlink(missing_ok=True)
+
+    def check(self, study: optuna.Study) -> None:
+        """What ``run_processes`` says of its workers' ends, said of these."""
+        _after_processes(self.ctx, self.processes, study)
+
+
+def _after_processes(ctx: WorkerContext, workers: list[Any], study: optuna.Study) -> None:
     reap_stale_trials(study)
     if any(w.exitcode == STORAGE_LOST_EXIT for w in workers):
         raise StorageError(f"a worker stopped: the study's storage stayed unreachable ({redact(ctx.spec['storage'])}); "

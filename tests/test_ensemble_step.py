@@ -420,9 +420,19 @@ def test_fit_gives_the_nets_and_xgboost_their_own_cores(tmp_path: Path, monkeypa
         api.fit("builtin:wine", model_dir=tmp_path / "m", time_budget=300, gbt=False, device="cpu")
     assert seen["search"]["time_budget"] == pytest.approx(300 * (1 - budget.NETS_ONLY_ENSEMBLE_SHARE))
     seen.clear()
-    with pytest.raises(AutoDNNError, match="stop here"):  # the CLI's default: XGBoost's thread has the other cores
-        api.fit("builtin:wine", model_dir=tmp_path / "m", time_budget=30, device="cpu", jobs="auto")
-    assert seen["search"]["jobs"] == 1 and seen["search"]["threads"] == 4 and seen["gbt"]["threads"] == 4
+    seen.clear()
+    with pytest.raises(AutoDNNError, match="stop here"):  # fixed threads: XGBoost's thread has the other cores
+        api.fit("builtin:wine", model_dir=tmp_path / "m", time_budget=30, device="cpu", jobs="auto", threads=2)
+    assert seen["search"]["jobs"] == 1 and seen["search"]["threads"] == 2 and seen["gbt"]["threads"] == 6
+    assert seen["search"]["beside"] is None and not seen["gbt"]["give_way"]
+    seen.clear()
+    with pytest.raises(AutoDNNError, match="stop here"):  # the CLI's default: the search's own workers, half of
+        api.fit("builtin:wine", model_dir=tmp_path / "m", time_budget=30, device="cpu", jobs="auto")  # them waiting
+    assert seen["search"]["jobs"] == "auto" and "threads" not in seen["search"] and seen["gbt"]["threads"] == 4
+    beside = seen["search"]["beside"]
+    assert beside.cores == 4 and seen["gbt"]["give_way"] and not beside.free.is_set()
+    seen["gbt"]["on_done"]()  # XGBoost's thread ending sets the event the waiting workers watch
+    assert beside.free.is_set()
 
 
 def test_fit_reads_the_data_and_the_space_once(tmp_path: Path, tiny_space: Path,

@@ -273,3 +273,60 @@ def test_prediction_in_chunks_is_the_whole_frames(binary_data, binary_result: GB
     chunked = predict_gbt(binary_result.booster, X_valid, task="binary", categories=binary_result.categories)
     np.testing.assert_allclose(chunked, whole, rtol=1e-6)
     assert predict_gbt(binary_result.booster, X_valid.iloc[:0], task="binary").shape == (0, 2)
+
+
+def test_give_way_ends_the_tuning_after_the_trial_it_says_so_and_skips_the_refit(binary_data) -> None:
+    X_train, y_train, X_valid, y_valid = binary_data
+    asked: list[np.ndarray] = []
+
+    def after_two(pred: np.ndarray) -> bool:
+        asked.append(pred)
+        return len(asked) == 2
+
+    result = fit_gbt(X_train, y_train, X_valid, y_valid, task="binary", n_classes=2, n_trials=6, seed=0,
+                     refit=True, give_way=after_two)
+    assert result.n_trials_run == 2 and result.final_booster is None
+    # It is shown the best trial's validation predictions so far.
+    best = min(result.trials, key=lambda t: t["valid_loss"])
+    assert math.isclose(metrics.score("logloss", y_valid, asked[-1]), best["valid_loss"])
+
+
+def test_nets_ahead_compares_errors_with_a_margin_in_the_study_s_metric(binary_data) -> None:
+    from automl_dnn.gbt import NetsAhead
+
+    _, _, _, y_valid = binary_data
+    pred = np.column_stack([np.full(len(y_valid), 0.5), np.full(len(y_valid), 0.5)])  # log-loss ln 2 = 0.693
+    nets = {"best": None}
+    ahead = NetsAhead("logloss", y_valid, lambda: nets["best"], margin=0.1)
+    assert not ahead(pred) and ahead.note(1) is None  # no net has completed yet
+    nets["best"] = 0.64  # 0.693 is within 10 % of it
+    assert not ahead(pred)
+    nets["best"] = 0.62  # 0.693 is 11.8 % above it
+    assert ahead(pred) and ahead.verdict == (pytest.approx(math.log(2)), 0.62)
+    assert "stopped tuning after 3 trials" in ahead.note(3)
+    # A score is compared by its distance from perfect: ROC-AUC 0.5 is an error of 0.5.
+    assert NetsAhead("roc_auc", y_valid, lambda: 0.56, margin=0.1)(pred)  # 0.5 > 1.1 x 0.44
+    assert not NetsAhead("roc_auc", y_valid, lambda: 0.53, margin=0.1)(pred)  # 0.5 < 1.1 x 0.47
+
+
+def test_a_slow_trial_gives_way_between_its_rounds_only_on_xgboost_s_own_metric(
+        binary_data, monkeypatch: pytest.MonkeyPatch) -> None:
+    from automl_dnn import gbt
+    from automl_dnn.gbt import NetsAhead
+
+    X_train, y_train, X_valid, y_valid = binary_data
+    monkeypatch.setattr(gbt, "GIVE_WAY_SLOW_SHARE", 0.0)  # every trial counts as slow from its first round
+    monkeypatch.setattr(gbt, "GIVE_WAY_EVERY", 0.0)
+    common = dict(task="binary", n_classes=2, n_trials=4, seed=0, time_budget=600.0)
+    # log-loss is XGBoost's own eval metric: the first round is already 10 % behind a log-loss of 0.01
+    ahead = NetsAhead("logloss", y_valid, lambda: 0.01, task="binary")
+    result = fit_gbt(X_train, y_train, X_valid, y_valid, give_way=ahead, **common)
+    assert result.n_trials_run == 1 and result.booster.num_boosted_rounds() == 1
+    assert ahead.verdict is not None and ahead.verdict[1] == 0.01
+    # ROC-AUC is not: the trial boosts to its early stop, and the tuning ends after it
+    ahead = NetsAhead("roc_auc", y_valid, lambda: 0.9999, task="binary")
+    result = fit_gbt(X_train, y_train, X_valid, y_valid, give_way=ahead, **common)
+    assert result.n_trials_run == 1 and result.booster.num_boosted_rounds() > 1
+    # nets that trail never stop it
+    ahead = NetsAhead("logloss", y_valid, lambda: 5.0, task="binary")
+    assert fit_gbt(X_train, y_train, X_valid, y_valid, give_way=ahead, **common).n_trials_run == 4

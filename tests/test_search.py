@@ -22,6 +22,7 @@ from automl_dnn.objective import EpochReporter, epoch_step, progress_step, with_
 from automl_dnn.run_folder import RunDir
 from automl_dnn.space import settings_from_values
 from automl_dnn.study import DEFAULT_PRUNER, PRUNERS, make_pruner, make_sampler, open_study
+from automl_dnn import search as search_module
 from automl_dnn import workers
 from automl_dnn.workers import StopFlag, auto_workers
 from automl_dnn.storage import _retry_racing_creation, open_storage, reap_stale_trials
@@ -413,6 +414,68 @@ def test_jobs_auto_runs_a_worker_per_core_on_a_journal_when_bounded_by_time(
     finished = _study(tmp_path / "run").get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(finished) == 4
     assert len({t.user_attrs["worker"]["pid"] for t in finished}) == 2
+
+
+def test_a_worker_joins_on_the_cores_a_thread_beside_the_search_frees(
+        tmp_path: Path, ranged_space: Path, trial_gate: TrialGate, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fit``'s XGBoost holds one of 2 cores: one worker runs here, a second joins once its event is set."""
+    import threading
+
+    from automl_dnn.search import SharedCores
+
+    monkeypatch.setattr(workers, "available_cores", lambda: 2)
+    monkeypatch.setattr(search_module, "available_cores", lambda: 2)
+    free = threading.Event()
+    free.set()  # freed at once
+    trial_gate.apply(monkeypatch, hold=0)  # the in-process worker is not gated: its trials go on
+    real_run_worker = search_module.run_worker
+
+    def run_worker_until_the_late_one_trains(ctx, **kw):  # hold this worker back until the other one is in trial 0
+        deadline = time.monotonic() + 60
+        while not (trial_gate.folder / "held-0").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        trial_gate.release()
+        return real_run_worker(ctx, **kw)
+
+    monkeypatch.setattr(search_module, "run_worker", run_worker_until_the_late_one_trains)
+    summary = _search(tmp_path / "run", ranged_space, n_trials=4, time_budget=3600.0, jobs="auto", device="cpu",
+                      pruner="none", beside=SharedCores(cores=1, free=free))
+    assert (summary.jobs, summary.threads, summary.late, summary.late_started) == (2, 1, 1, 1)
+    assert summary.storage.startswith("journal:")  # a second writer may come
+    finished = _study(tmp_path / "run").get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    pids = {t.user_attrs["worker"]["pid"] for t in finished}
+    assert len(finished) == 4 and len(pids) == 2 and os.getpid() in pids
+
+
+def test_a_worker_never_given_the_cores_never_starts(tmp_path: Path, ranged_space: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from automl_dnn.search import SharedCores
+
+    monkeypatch.setattr(workers, "available_cores", lambda: 2)
+    monkeypatch.setattr("automl_dnn.search.available_cores", lambda: 2)
+    summary = _search(tmp_path / "run", ranged_space, n_trials=3, time_budget=3600.0, jobs="auto", device="cpu",
+                      pruner="none", beside=SharedCores(cores=1, free=threading.Event()))
+    assert (summary.jobs, summary.threads, summary.late, summary.late_started) == (2, 1, 1, 0)
+    finished = _study(tmp_path / "run").get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) == 3 and {t.user_attrs["worker"]["pid"] for t in finished} == {os.getpid()}
+
+
+def test_one_worker_beside_a_thread_takes_the_cores_the_thread_leaves(
+        tmp_path: Path, ranged_space: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from automl_dnn.search import SharedCores
+
+    monkeypatch.setattr(workers, "available_cores", lambda: 8)
+    monkeypatch.setattr("automl_dnn.search.available_cores", lambda: 8)
+    beside = SharedCores(cores=4, free=threading.Event())
+    summary = _search(tmp_path / "run", ranged_space, n_trials=1, jobs="auto", device="cpu", beside=beside)
+    assert (summary.jobs, summary.threads, summary.late) == (1, 4, 0)  # a count-bound search: one worker
+    summary = _search(tmp_path / "run2", ranged_space, n_trials=1, time_budget=3600.0, jobs="auto", device="cpu",
+                      beside=beside)  # auto: 4 workers of 2 threads; XGBoost's 4 cores make room for 2 of them
+    assert (summary.jobs, summary.threads, summary.late, summary.late_threads) == (3, 4, 2, 2)
 
 
 def test_jobs_auto_keeps_one_worker_for_a_count_bound_or_a_sqlite_run(tmp_path: Path, ranged_space: Path,
