@@ -445,8 +445,9 @@ def test_a_fit_with_bagging_ends_the_search_early_by_the_measured_reserve(tmp_pa
     summary, report = api.fit("builtin:wine", model_dir=tmp_path / "m", time_budget=3600, n_trials=2,
                               space="quick", pruner="none", gbt=False, threads=1, seed=0, quiet=True,
                               progress=False, cv_folds=1, folds=2, top_k=2)
-    # after each trial: 2 folds x 3 repeats (wine is tiny) x 0.5 s for each of the best nets so far
-    assert seen == [pytest.approx(3.0 / 0.8), pytest.approx(6.0 / 0.8)]
+    # at the worker's start (no net done: nothing kept), then after each trial: 2 folds x 3 repeats (wine is
+    # tiny) x 0.5 s for each of the best nets so far
+    assert seen == [0.0, pytest.approx(3.0 / 0.8), pytest.approx(6.0 / 0.8)]
     assert report.folds == 2 and summary.n_complete == 2
 
 
