@@ -30,6 +30,10 @@ from automl_dnn.workers import available_cores
 #: XGBoost trials in ``fit``: with a time budget the budget ends its search, without one the count does.
 GBT_TRIALS_ON_BUDGET = 200
 GBT_TRIALS = 10
+#: ``fit --jobs auto`` on a CPU: the nets' search takes XGBoost's cores once it is done with them (and XGBoost
+#: stops tuning when it trails the nets). False: the fixed split of session 18, kept for
+#: ``benchmarks/search_knobs.py --experiment xgboost-cores``.
+CORES_BACK_FROM_XGBOOST = True
 
 
 def search(source: Any, *, out: Path, progress: bool | None = None,
@@ -107,7 +111,8 @@ def _fit(source: Any, *, model_dir: Path, out: Path, started: float, time_budget
     background, beside = None, None
     if gbt:
         device = options.get("device", "auto")
-        if options.get("jobs") == AUTO_JOBS and options.get("threads") is None and not _on_cuda(device):
+        if (CORES_BACK_FROM_XGBOOST and options.get("jobs") == AUTO_JOBS and options.get("threads") is None
+                and not _on_cuda(device)):
             # XGBoost's thread has half the cores until it is done, and tunes no longer than it keeps up with the
             # nets (gbt.NetsAhead); then the workers a nets-only search would run on its cores join the search.
             gbt_threads = max(1, available_cores() // 2)

@@ -9,6 +9,8 @@ other 20 %; the test parts the quality table is judged on are never read. Varian
 dataset and seed, so machine load hits them alike. Prints each cell as the mean over seeds, and the mean rank.
 
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment share
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1,2,3 --experiment xgboost-cores \
+        --datasets letter,german_credit      # whole fits with XGBoost (a variant's "fit": {"gbt": True})
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment jobs
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment short-share
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment sample \
@@ -273,6 +275,13 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
             "patch": {"automl_dnn.ensemble_step.refit_deadline": _refit_a_quarter_early}},
         "refits may take the search's reserve": {},
     },
+    # fit with XGBoost (the one experiment that is not nets-only): its half of the cores for the whole search,
+    # or back to the nets' search once it is done with them, tuning no longer than it keeps up (session 19)
+    "xgboost-cores": {
+        "XGBoost keeps half the cores (session 18)": {"fit": {"gbt": True},
+                                                      "patch": {"automl_dnn.api.CORES_BACK_FROM_XGBOOST": False}},
+        "its cores back to the nets": {"fit": {"gbt": True}},
+    },
     # a regression net's target: as it is (standardized), or log1p (standardized) in every first trial
     "target-log": {
         "target as it is (session 3)": {},
@@ -292,11 +301,11 @@ def run_variant(variant: dict[str, dict[str, Any]], ds: dict[str, Any], inner: p
                 budget: float, seed: int, folder: Path, metric: str | None = None, jobs: int | str = 1) -> float:
     knobs = {f"automl_dnn.objective.{name}": value for name, value in variant.get("objective", {}).items()}
     with patched({**knobs, **variant.get("patch", {})}):
-        options = dict({"jobs": jobs}, **variant.get("fit", {}), **({"metric": metric} if metric else {}))
+        options = dict({"jobs": jobs, "gbt": False}, **variant.get("fit", {}), **({"metric": metric} if metric else {}))
         if "enqueue" in variant or "first" in variant:
             options["space"] = str(_space_with(variant.get("enqueue", {}), folder, variant.get("first")))
         api.fit(inner, target=ds["target"], task=ds["task"], model_dir=folder / "model", out=folder / "run",
-                time_budget=budget, gbt=False, test_size=0.0, seed=seed, quiet=True, progress=False,
+                time_budget=budget, test_size=0.0, seed=seed, quiet=True, progress=False,
                 report_page=False, **options)
     model, X, y = api.load(folder / "model"), holdout.drop(columns=[ds["target"]]), holdout[ds["target"]]
     if metric == "mae":
