@@ -54,7 +54,7 @@ SPILL_BYTES = 64 * 2**20
 PREDICT_CHUNK_ROWS = 32_768
 
 #: ``fit`` on a CPU: XGBoost stops tuning once its validation error is this share above the best net's so far
-#: (``NetsAhead``), and a nets worker that waited for its core takes it. On letter (26 classes, 60 s) its first
+#: (``NetsAhead``), and the nets' search takes its cores (``workers.LateWorkers``). On letter (26 classes, 60 s) its first
 #: trial took 27 s of its core for a log-loss of 0.131 against the nets' 0.108, and its second trial the rest,
 #: while the nets' search ran 3 trials where it runs 7 with both cores (docs/benchmarks.md).
 GIVE_WAY_MARGIN = 0.1
