@@ -116,13 +116,13 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
     reap_stale_trials(study)
     stop = StopFlag(deadline)
     progress = (lambda s: on_progress(progress_of(s, started, deadline))) if on_progress else None
-    late_started = 0
+    late_started, joined_at = 0, None
     if late:
         assert beside is not None
         with LateWorkers(dataclasses.replace(ctx, threads=late_threads), late, beside.free, stop) as joining:
             run_worker(ctx, on_trial=progress, stop=stop, study=study)
         joining.check(study)
-        late_started = len(joining.processes)
+        late_started, joined_at = len(joining.processes), joining.joined_at
     elif options.jobs == 1:
         run_worker(ctx, on_trial=progress, stop=stop, study=study)
     else:
@@ -131,6 +131,9 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
     summary.stopped_by = "interrupted" if stop.interrupted else "budget"
     summary.jobs, summary.threads = options.jobs, options.threads
     summary.late, summary.late_started, summary.late_threads = late, late_started, late_threads
+    if late_started and joined_at is not None:
+        summary.notes.append(f"{late_started} more worker{'s' * (late_started > 1)} joined the search at "
+                             f"{joined_at - started:.0f}s, once XGBoost's thread had freed its cores")
     if summary.n_complete == 0:
         reasons = [t.user_attrs.get("fail_reason") for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))]
         reasons = [r for r in reasons if r]

@@ -258,6 +258,7 @@ class LateWorkers:
     def __init__(self, ctx: WorkerContext, count: int, free: threading.Event, stop: StopFlag) -> None:
         self.ctx, self.count, self.free, self.stop = ctx, count, free, stop
         self.processes: list[Any] = []
+        self.joined_at: float | None = None  # time.time() when they were spawned
         self._over = threading.Event()
         self._lock = threading.Lock()
         self._watcher = threading.Thread(target=self._watch, name="automl-dnn-late-workers", daemon=True)
@@ -276,6 +277,7 @@ class LateWorkers:
             if self._over.is_set() or self.stop.should_stop() or (left is not None and left < LATE_MIN_SECONDS):
                 return
             spawn = mp.get_context("spawn")
+            self.joined_at = time.time()
             for i in range(1, 1 + self.count):
                 process = spawn.Process(target=_worker_process, args=(dataclasses.replace(self.ctx, worker_index=i),),
                                         daemon=False)

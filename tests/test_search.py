@@ -445,6 +445,8 @@ def test_a_worker_joins_on_the_cores_a_thread_beside_the_search_frees(
     finished = _study(tmp_path / "run").get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     pids = {t.user_attrs["worker"]["pid"] for t in finished}
     assert len(finished) == 4 and len(pids) == 2 and os.getpid() in pids
+    assert any(re.fullmatch(r"1 more worker joined the search at \d+s, once XGBoost's thread had freed its cores", n)
+               for n in summary.notes)
 
 
 def test_a_worker_never_given_the_cores_never_starts(tmp_path: Path, ranged_space: Path,
@@ -460,6 +462,7 @@ def test_a_worker_never_given_the_cores_never_starts(tmp_path: Path, ranged_spac
     assert (summary.jobs, summary.threads, summary.late, summary.late_started) == (2, 1, 1, 0)
     finished = _study(tmp_path / "run").get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(finished) == 3 and {t.user_attrs["worker"]["pid"] for t in finished} == {os.getpid()}
+    assert not any("joined the search" in n for n in summary.notes)
 
 
 def test_one_worker_beside_a_thread_takes_the_cores_the_thread_leaves(
