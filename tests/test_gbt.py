@@ -330,3 +330,19 @@ def test_a_slow_trial_gives_way_between_its_rounds_only_on_xgboost_s_own_metric(
     # nets that trail never stop it
     ahead = NetsAhead("logloss", y_valid, lambda: 5.0, task="binary")
     assert fit_gbt(X_train, y_train, X_valid, y_valid, give_way=ahead, **common).n_trials_run == 4
+
+
+def test_the_thread_frees_its_cores_however_it_ends(tmp_path: Path) -> None:
+    """``on_done`` (fit's event for the nets' late workers) is called by a thread that failed, too."""
+    import threading
+
+    from automl_dnn.errors import AutoDNNError
+    from automl_dnn.gbt import BackgroundGBT
+
+    freed = threading.Event()
+    background = BackgroundGBT(n_trials=1, give_way=True, on_done=freed.set)
+    assert background.done()  # never started
+    background.start({"run_dir": str(tmp_path / "no-run"), "metric": "logloss"}, None, deadline=None)
+    with pytest.raises(AutoDNNError, match="has no preprocess"):
+        background.result()  # no run folder: the thread's error reaches the caller
+    assert freed.is_set() and background.done()
