@@ -225,25 +225,35 @@ def run_processes(ctx: WorkerContext, jobs: int, stop: StopFlag, progress: Calla
     """Spawn ``jobs`` worker processes on the study and wait for them; Ctrl-C reaches them as a stop file."""
     stop_file = Path(ctx.run_dir) / ".stop"
     stop_file.unlink(missing_ok=True)
-    spawn = mp.get_context("spawn")
-    workers = [spawn.Process(target=_worker_process, args=(dataclasses.replace(ctx, worker_index=i),), daemon=False)
-               for i in range(jobs)]
-    for w in workers:
-        w.start()
+    workers = [_spawn_worker(ctx, i) for i in range(jobs)]
+    _wait_for(workers, stop, stop_file, poll=1.0 / jobs, on_poll=(lambda: progress(study)) if progress else None)
+    _after_processes(ctx, workers, study)
+
+
+def _spawn_worker(ctx: WorkerContext, index: int) -> Any:
+    process = mp.get_context("spawn").Process(target=_worker_process,
+                                              args=(dataclasses.replace(ctx, worker_index=index),), daemon=False)
+    process.start()
+    return process
+
+
+def _wait_for(processes: list[Any], stop: StopFlag, stop_file: Path, *, poll: float, stop_them: bool = False,
+              on_poll: Callable[[], None] | None = None) -> None:
+    """Wait until the worker processes end. A Ctrl-C here (or ``stop_them``) reaches them as ``stop_file``,
+    which goes once they have."""
     try:
         with sigint_stops(stop):
-            while any(w.is_alive() for w in workers):
-                if stop.interrupted and not stop_file.exists():
+            while any(p.is_alive() for p in processes):
+                if (stop.interrupted or stop_them) and not stop_file.exists():
                     stop_file.touch()
-                for w in workers:
-                    w.join(timeout=1.0 / jobs)
-                if progress:
-                    progress(study)
+                for p in processes:
+                    p.join(timeout=poll)
+                if on_poll:
+                    on_poll()
     finally:
-        for w in workers:
-            w.join()
+        for p in processes:
+            p.join()
         stop_file.unlink(missing_ok=True)
-    _after_processes(ctx, workers, study)
 
 
 class LateWorkers:
@@ -276,30 +286,14 @@ class LateWorkers:
             left = self.stop.seconds_left()
             if self._over.is_set() or self.stop.should_stop() or (left is not None and left < LATE_MIN_SECONDS):
                 return
-            spawn = mp.get_context("spawn")
             self.joined_at = time.time()
-            for i in range(1, 1 + self.count):
-                process = spawn.Process(target=_worker_process, args=(dataclasses.replace(self.ctx, worker_index=i),),
-                                        daemon=False)
-                process.start()
-                self.processes.append(process)
+            self.processes.extend(_spawn_worker(self.ctx, i) for i in range(1, 1 + self.count))
 
     def __exit__(self, *exc: Any) -> None:
         with self._lock:
             self._over.set()
         self._watcher.join()
-        stop_file = Path(self.ctx.run_dir) / ".stop"
-        try:
-            with sigint_stops(self.stop):
-                while any(p.is_alive() for p in self.processes):
-                    if (self.stop.interrupted or exc[0] is not None) and not stop_file.exists():
-                        stop_file.touch()
-                    for p in self.processes:
-                        p.join(timeout=0.5)
-        finally:
-            for p in self.processes:
-                p.join()
-            stop_file.unlink(missing_ok=True)
+        _wait_for(self.processes, self.stop, Path(self.ctx.run_dir) / ".stop", poll=0.5, stop_them=exc[0] is not None)
 
     def check(self, study: optuna.Study) -> None:
         """What ``run_processes`` says of its workers' ends, said of these."""
