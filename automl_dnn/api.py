@@ -115,7 +115,7 @@ def _fit(source: Any, *, model_dir: Path, out: Path, started: float, time_budget
                 and not _on_cuda(device)):
             # XGBoost's thread has half the cores until it is done, and tunes no longer than it keeps up with the
             # nets (gbt.NetsAhead); then the workers a nets-only search would run on its cores join the search.
-            gbt_threads = max(1, available_cores() // 2)
+            _, gbt_threads = split_cores(None, device, 1)  # half the cores
             beside = SharedCores(cores=gbt_threads, free=threading.Event())
         else:
             if options.get("jobs") == AUTO_JOBS:
