@@ -105,6 +105,11 @@ class TrainConfig:
     batch_size: int = 256
     max_epochs: int = 100
     patience: int = 10  # early stopping
+    # Overfit stop (techniques.md §6): training ends, whatever the schedule's phase, once the validation loss has
+    # stayed more than `overfit_margin` (relative) above the best epoch's for `overfit_epochs` epochs while the
+    # training loss sat below that epoch's. 0 turns it off.
+    overfit_margin: float = 0.1
+    overfit_epochs: int = 10
     class_weight: bool = False  # weight classes by inverse frequency (imbalanced classification)
     seed: int = 0
     # bf16 autocast in the training steps, on a device that computes bf16 natively (train.native_bf16); set by

@@ -385,6 +385,12 @@ class Schedule:
             return 0
         return epoch_at(fraction + PATIENCE_ANNEAL_SHARE * (1.0 - fraction), self.config.max_epochs)
 
+    def overfit_start_epoch(self) -> int:
+        """The first epoch the overfit stop (``train.overfitting``) may count: 1cycle's peak, since a validation
+        loss that a rising lr drives up comes back as it falls; 0 for the others (flat_cosine's flat phase
+        included: a constant lr that overfits does not stop overfitting when it anneals)."""
+        return epoch_at(ONECYCLE_PEAK, self.config.max_epochs) if self.name == "onecycle" else 0
+
     def averaging_start_epoch(self) -> int:
         """The first epoch of weight averaging: the annealing phase (after 1cycle's peak, flat_cosine's
         cosine part), otherwise the last half; never later than the last epoch, so it always averages."""

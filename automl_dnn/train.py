@@ -41,7 +41,7 @@ WEIGHT_AVERAGING = ("none", "ema", "swa")
 #: the regression losses a trial may train with (``data_loss``); Huber's delta is 1 standardized unit
 REGRESSION_LOSSES = {"mse": F.mse_loss, "huber": F.huber_loss, "l1": F.l1_loss}
 EMA_WARMUP = 10  # ema's decay is min(ema_decay, (1 + n) / (EMA_WARMUP + n)) after n updates
-STATUSES = ("completed", "early_stopped", "diverged", "stopped")
+STATUSES = ("completed", "early_stopped", "overfit", "diverged", "stopped")
 TRIM_STEPS = 16  # optimizer steps between two hand-backs of freed heap memory (``trim_heap``): measured, no slower
 STREAM_ROWS = 65_536  # rows of ``StoredRows`` read at a time: whole mini-batches, ~36 MB at 140 columns
 
@@ -197,7 +197,9 @@ def _check_config(c: TrainConfig) -> None:
         value = getattr(c, name)
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be >= 0, got {name}={value!r}")
-    for name in ("batch_size", "max_epochs", "patience"):
+    if not (math.isfinite(c.overfit_margin) and c.overfit_margin >= 0):
+        raise ValueError(f"overfit_margin must be >= 0 (0: off), got overfit_margin={c.overfit_margin!r}")
+    for name in ("batch_size", "max_epochs", "patience", "overfit_epochs"):
         value = getattr(c, name)
         if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
             raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
@@ -409,6 +411,24 @@ def patience_exhausted(epoch: int, best_epoch: int | None, patience: int, start:
     return epoch - max(best_epoch, start - 1) >= patience
 
 
+def overfitting(history: Sequence[dict[str, float]], best_epoch: int | None, margin: float, epochs: int,
+                start: int = 0) -> bool:
+    """Whether the last `epochs` epochs all overfit: each one's validation loss more than `margin` (relative) above
+    the best epoch's, and its training loss below the best epoch's.
+
+    Patience waits for the annealing, but annealing does not undo overfitting: adult's MLP-PLR trial was best at
+    its 4th epoch and trained 38 more while its validation log-loss rose from 0.30 to 0.66 (docs/benchmarks.md,
+    "The overfit stop"). A rising training loss, or a validation loss that comes back within the margin, is a
+    high lr's noise, which the annealing does settle; epochs before `start` (1cycle's rising lr) never count.
+    """
+    if margin <= 0 or best_epoch is None or len(history) - 1 - best_epoch < epochs:
+        return False
+    recent, best = history[-epochs:], history[best_epoch]
+    return recent[0]["epoch"] >= start and all(
+        row["valid_loss"] > best["valid_loss"] * (1.0 + margin) and row["train_loss"] < best["train_loss"]
+        for row in recent)
+
+
 class WeightAverager:
     """A running average of a model's weights over the annealing phase, held in a copy of the model.
 
@@ -489,6 +509,7 @@ class _Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.lr = float("nan")
         self.patience_start = self.schedule.patience_start_epoch()
+        self.overfit_start = self.schedule.overfit_start_epoch()
         self.averaging_start = self.schedule.averaging_start_epoch()
         self.averager = (None if config.weight_averaging == "none"
                          else WeightAverager(model, config.weight_averaging, config.ema_decay))
@@ -658,6 +679,10 @@ class _Trainer:
                 if self.keep == "best" and patience_exhausted(epoch, best.epoch, self.config.patience,
                                                               self.patience_start):
                     status = "early_stopped"
+                    break
+                if self.keep == "best" and overfitting(history, best.epoch, self.config.overfit_margin,
+                                                       self.config.overfit_epochs, self.overfit_start):
+                    status = "overfit"
                     break
         finally:
             if best.state is not None:

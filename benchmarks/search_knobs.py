@@ -41,6 +41,8 @@ dataset and seed, so machine load hits them alike. Prints each cell as the mean 
         --datasets california_housing,diamonds
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment tabm-ema \
         --datasets adult,california_housing,diamonds,phoneme
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment overfit-stop \
+        --datasets adult,bank_marketing,california_housing,phoneme
 
 Fits run with ``--jobs auto`` (the CLI's default) unless a variant or ``--jobs`` says otherwise; before session 17
 they ran one worker (``api.fit``'s default), so an earlier section's table reruns with ``--jobs 1``. Run them
@@ -287,6 +289,13 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "target as it is (session 3)": {},
         "log1p target": {"enqueue": {i: {"target_transform": "log1p"} for i in range(7)}},
     },
+    # the overfit stop: trials train on while their validation loss runs away, until patience (which waits for half
+    # the annealing) or their epochs end, or stop after 10 epochs over 10 % above their best while their training
+    # loss is below it (a space's fixed parameter, so spawned workers see it)
+    "overfit-stop": {
+        "patience only (session 17)": {"params": {"overfit_margin": 0.0}},
+        "overfit stop (10 epochs, 10 %)": {},
+    },
 }
 
 
@@ -302,8 +311,9 @@ def run_variant(variant: dict[str, dict[str, Any]], ds: dict[str, Any], inner: p
     knobs = {f"automl_dnn.objective.{name}": value for name, value in variant.get("objective", {}).items()}
     with patched({**knobs, **variant.get("patch", {})}):
         options = dict({"jobs": jobs, "gbt": False}, **variant.get("fit", {}), **({"metric": metric} if metric else {}))
-        if "enqueue" in variant or "first" in variant:
-            options["space"] = str(_space_with(variant.get("enqueue", {}), folder, variant.get("first")))
+        if "enqueue" in variant or "first" in variant or "params" in variant:
+            options["space"] = str(_space_with(variant.get("enqueue", {}), folder, variant.get("first"),
+                                               variant.get("params")))
         api.fit(inner, target=ds["target"], task=ds["task"], model_dir=folder / "model", out=folder / "run",
                 time_budget=budget, test_size=0.0, seed=seed, quiet=True, progress=False,
                 report_page=False, **options)
@@ -336,9 +346,10 @@ def _owner(path: str) -> Any:
         return getattr(importlib.import_module(module), attribute)
 
 
-def _space_with(changes: dict[int, dict[str, Any]], folder: Path, first: int | None = None) -> Path:
-    """The default space as a file in ``folder``, its enqueued trial ``i`` updated with ``changes[i]``, and only
-    its ``first`` enqueued trials kept (all when None)."""
+def _space_with(changes: dict[int, dict[str, Any]], folder: Path, first: int | None = None,
+                params: dict[str, Any] | None = None) -> Path:
+    """The default space as a file in ``folder``, its enqueued trial ``i`` updated with ``changes[i]``, only
+    its ``first`` enqueued trials kept (all when None), and its ``params`` entries replaced by ``params``'."""
     from importlib import resources
 
     import yaml
@@ -349,6 +360,7 @@ def _space_with(changes: dict[int, dict[str, Any]], folder: Path, first: int | N
         for name in [name for name, value in values.items() if value is None]:  # None: the parameter is left out
             del raw["enqueue"][index][name]
     raw["enqueue"] = raw["enqueue"][:first]
+    raw["params"].update(params or {})
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "space.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

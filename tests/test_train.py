@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 from typing import Any
@@ -22,6 +23,7 @@ from automl_dnn.train import (
     _Trainer,
     class_weights,
     data_loss,
+    overfitting,
     patience_exhausted,
     penalized_weights,
     predict,
@@ -635,6 +637,61 @@ def test_early_stopping_waits_for_half_the_annealing(schedule: str, epochs_run: 
     config = _cfg(schedule=schedule, flat_fraction=0.5, patience=2, max_epochs=20, batch_size=150)
     result = train(_net(8), binary_split, config, task="binary", score_fn=scores)
     assert (result.status, result.best_epoch, result.epochs_run) == ("early_stopped", 0, epochs_run)
+
+
+# --------------------------------------------------------------------------- the recipe: the overfit stop
+
+
+def _loss_rows(valid: list[float], train_losses: list[float]) -> list[dict[str, float]]:
+    return [{"epoch": e, "valid_loss": v, "train_loss": t} for e, (v, t) in enumerate(zip(valid, train_losses))]
+
+
+@pytest.mark.parametrize(
+    ("valid", "train_losses", "start", "stops"),
+    [
+        ([1.0, 1.2, 1.2, 1.2], [1.0, 0.9, 0.8, 0.7], 0, True),  # 3 epochs, each 20 % worse while training loss falls
+        ([1.0, 1.2, 1.2], [1.0, 0.9, 0.8], 0, False),  # only 2 epochs past the best
+        ([1.0, 1.2, 1.05, 1.2], [1.0, 0.9, 0.8, 0.7], 0, False),  # one came back within 10 %: noise, not overfitting
+        ([1.0, 1.2, 1.2, 1.2], [1.0, 0.9, 1.1, 0.7], 0, False),  # the training loss rose too: a high lr, not overfitting
+        ([1.0, 1.2, 1.2, 1.2], [1.0, 0.9, 0.8, 0.7], 2, False),  # epoch 1 is before the start (1cycle's rising lr)
+        ([1.0, 1.2, 1.2, 1.2], [1.0, 0.9, 0.8, 0.7], 1, True),
+    ],
+)
+def test_the_overfit_stop_needs_every_recent_epoch_to_overfit(valid: list[float], train_losses: list[float],
+                                                              start: int, stops: bool) -> None:
+    assert overfitting(_loss_rows(valid, train_losses), 0, margin=0.1, epochs=3, start=start) is stops
+    assert overfitting(_loss_rows(valid, train_losses), 0, margin=0.0, epochs=3, start=start) is False  # 0: off
+
+
+def _memorizing_case() -> tuple[nn.Module, TrainData]:
+    """A wide net and validation labels that are coin flips: the net learns its training rows and grows ever surer
+    of answers the validation rows do not share, so its validation log-loss climbs."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 8)).astype(np.float32)
+    y = rng.integers(0, 2, size=300).astype(np.int64)
+    return _net(8, d_hidden=128), _split(X, y, 200)
+
+
+def test_a_net_that_overfits_stops_before_patience_and_keeps_its_best_epoch() -> None:
+    model, data = _memorizing_case()
+    config = _cfg(lr=0.01, max_epochs=60, patience=60, overfit_margin=0.1, overfit_epochs=5)
+    result = train(model, data, config, task="binary")
+    assert result.status == "overfit" and result.epochs_run < 60
+    best, recent = result.history[result.best_epoch], result.history[-5:]
+    assert result.epochs_run - 1 - result.best_epoch >= 5
+    assert all(r["valid_loss"] > 1.1 * best["valid_loss"] and r["train_loss"] < best["train_loss"] for r in recent)
+    assert result.best_valid_loss == pytest.approx(best["valid_loss"])
+
+    off = train(_memorizing_case()[0], data, dataclasses.replace(config, overfit_margin=0.0), task="binary")
+    assert (off.status, off.epochs_run) == ("completed", 60)  # patience 60 never fires; only the stop ended it
+
+
+@pytest.mark.parametrize(("schedule", "start"), [("onecycle", 9), ("flat_cosine", 0), ("none", 0)])
+def test_the_overfit_stop_waits_for_1cycle_peak_only(schedule: str, start: int) -> None:
+    from automl_dnn.optim import Schedule
+
+    config = _cfg(schedule=schedule, flat_fraction=0.5, max_epochs=20)
+    assert Schedule(config, total_steps=20 * 4).overfit_start_epoch() == start
 
 
 # --------------------------------------------------------------------------- the recipe: weight averaging
