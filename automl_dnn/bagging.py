@@ -359,16 +359,45 @@ def _train_job(job: _NetJob, device: str, threads: int | None) -> None:
                     threads=threads)
 
 
+def _warm_worker(ready: Any, run_root: str | None, scaling: str) -> None:
+    """A pool worker's start: the imports (this module's) and the development rows its copies read, done before
+    the bagging counts the time it has left (``FoldPool.wait_ready``)."""
+    try:
+        if run_root is not None:
+            _dev_and_columns(RunDir(Path(run_root)), scaling, _WORKER_CACHE)
+    except Exception:  # noqa: BLE001 - only a head start: a copy that needs the rows reads them, and says what failed
+        _WORKER_CACHE.clear()
+    ready.put(os.getpid())
+
+
 class FoldPool:
     """``--jobs`` worker processes that train fold copies side by side (spawned, as the search's workers
     are: torch is not fork-safe). Each copy is saved by the worker that trained it, as it finishes, so a
-    stop (the deadline, Ctrl-C) loses only the copies in training; their rerun trains just those."""
+    stop (the deadline, Ctrl-C) loses only the copies in training; their rerun trains just those.
+
+    ``warm`` (a run and a scaling): each worker reads those development rows as it starts."""
 
     POLL_SECONDS = 0.2
 
-    def __init__(self, jobs: int, *, device: str, threads: int | None) -> None:
+    def __init__(self, jobs: int, *, device: str, threads: int | None, warm: tuple[RunDir, str] | None = None) -> None:
         self.jobs, self.device, self.threads = jobs, device, threads
-        self._pool = mp.get_context("spawn").Pool(jobs)
+        context = mp.get_context("spawn")
+        self._ready = context.SimpleQueue()
+        run_root, scaling = (None, "standard") if warm is None else (str(warm[0].root), warm[1])
+        self._pool = context.Pool(jobs, initializer=_warm_worker, initargs=(self._ready, run_root, scaling))
+
+    def wait_ready(self, should_stop: Callable[[], bool]) -> bool:
+        """Wait until every worker has started (imports and rows read); False if ``should_stop`` turns true first."""
+        started = 0
+        while started < self.jobs:
+            if should_stop():
+                return False
+            if self._ready.empty():
+                time.sleep(self.POLL_SECONDS / 4)
+                continue
+            self._ready.get()
+            started += 1
+        return True
 
     def train(self, jobs: list[_NetJob], should_stop: Callable[[], bool]) -> bool:
         """Train every job; False (the rest abandoned) when ``should_stop`` turns true first."""

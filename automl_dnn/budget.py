@@ -36,8 +36,10 @@ MIN_CUT_MEMBERS = 1
 # folds), rather than the most folds (then the most nets).
 MEMBERS_BEFORE_FOLDS = False
 #: Seconds until ``--jobs`` bagging workers take their first copy: each spawned process imports torch and
-#: the package (2.4-2.6 s on 2 cores, the two side by side; benchmarks.md).
-POOL_START_SECONDS = 3.0
+#: the package and reads the development rows (3.4-4.7 s on 2 cores, the two side by side, in 60 s fits of
+#: wine_quality_white and adult; 2.4-2.6 s before session 20's imports). Only the first plan guesses it: the
+#: bagging plans again once its workers are ready (``ensemble_step._bag_nets``).
+POOL_START_SECONDS = 4.0
 #: The share of a ``fit`` budget kept for its report page (permutation importance and MC dropout on at
 #: most 2,000 held-out rows), at most REPORT_MAX_SECONDS: ``benchmarks/report_cost.py`` measures it.
 REPORT_SHARE, REPORT_MAX_SECONDS = 0.05, 60.0
@@ -89,7 +91,8 @@ class BagPlan:
 
 
 def plan_bagging(net_costs: list[float], tree_costs: list[float], *, k: int, repeats: int = 1,
-                 seconds: float | None, refit: bool = False, workers: int = 1, safety: float = PLAN_SAFETY) -> BagPlan:
+                 seconds: float | None, refit: bool = False, workers: int = 1, safety: float = PLAN_SAFETY,
+                 started: bool = False) -> BagPlan:
     """The most bagging that fits in ``seconds`` (None: no limit): all of it if it fits; else fewer nets
     (best first), then fewer repeats, then fewer folds down to MIN_CUT_FOLDS (or the ``k`` asked for, if
     fewer); k = 1 (the validation split) if not even the best net fits that.
@@ -97,11 +100,11 @@ def plan_bagging(net_costs: list[float], tree_costs: list[float], *, k: int, rep
     ``net_costs`` are the seconds of one copy of each net, best first; ``tree_costs`` of one XGBoost fold.
     A refit adds one more copy per net. ``workers`` processes train the nets' copies side by side (``--jobs``):
     one net's copies at a time, so ``ceil(copies / workers)`` rounds of it, after the workers have started
-    (POOL_START_SECONDS). The plan uses ``safety`` (PLAN_SAFETY) of ``seconds``.
+    (POOL_START_SECONDS; none when they have ``started``). The plan uses ``safety`` (PLAN_SAFETY) of ``seconds``.
     """
     if seconds is None:
         return BagPlan(k, repeats, len(net_costs), len(tree_costs))
-    start = POOL_START_SECONDS if workers > 1 else 0.0
+    start = POOL_START_SECONDS if workers > 1 and not started else 0.0
 
     def rounds(copies: int) -> int:
         return math.ceil(copies / workers)

@@ -27,7 +27,7 @@ from automl_dnn import metrics
 from automl_dnn.config import NetConfig, describe
 from automl_dnn.bagging import (BAG_MODES, BaggedMember, FoldPool, NetToBag, bag_gbt, bag_net, dev_rows,
                                 dev_targets, gbt_fold_seconds, gbt_out_of_time, refit_net)
-from automl_dnn.budget import PLAN_SAFETY, plan_bagging
+from automl_dnn.budget import PLAN_SAFETY, BagPlan, plan_bagging
 from automl_dnn.data import TargetEncoder, TargetTransform
 from automl_dnn.ensemble import blend, build_ensemble, choose_threshold, ensemble_loss, overfit_warning
 from automl_dnn.errors import AutoDNNError
@@ -373,29 +373,46 @@ def _bag_nets(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], 
             notes.append(f"no k-fold bagging: {len(y_dev)} training + validation rows are too few for {folds} folds")
         return None
     ranked = [c for c in nets if c.best_epoch is not None][:top_k]
-    costs, left = [c.copy_seconds or 0.0 for c in ranked], None if deadline is None else deadline - time.monotonic()
-    plan = plan_bagging(costs, [], k=k, repeats=repeats, refit=bag_mode == "refit", seconds=left, workers=jobs)
-    if plan.n_nets == 0 and left is not None:
-        # The search kept this time with PLAN_SAFETY's margin (reserve_seconds) and overshot its end by a
-        # trial's last epoch, so the same margin again refused the plan it kept the time for (adult at 300 s:
-        # 3 folds need 65 s, 80 s left) and the time went unused. Without it: a net the deadline cuts off
-        # is left out all the same.
-        unguarded = plan_bagging(costs, [], k=k, repeats=repeats, refit=bag_mode == "refit", seconds=left,
-                                 workers=jobs, safety=1.0)
-        plan = unguarded if unguarded.n_nets else plan
-    if plan.note:
-        notes.append(plan.note)
+    costs = [c.copy_seconds or 0.0 for c in ranked]
+
+    def plan_now(started: bool) -> BagPlan:
+        left = None if deadline is None else deadline - time.monotonic()
+        plan = plan_bagging(costs, [], k=k, repeats=repeats, refit=bag_mode == "refit", seconds=left, workers=jobs,
+                            started=started)
+        if plan.n_nets == 0 and left is not None:
+            # The search kept this time with PLAN_SAFETY's margin (reserve_seconds) and overshot its end by a
+            # trial's last epoch, so the same margin again refused the plan it kept the time for (adult at 300 s:
+            # 3 folds need 65 s, 80 s left) and the time went unused. Without it: a net the deadline cuts off
+            # is left out all the same.
+            unguarded = plan_bagging(costs, [], k=k, repeats=repeats, refit=bag_mode == "refit", seconds=left,
+                                     workers=jobs, safety=1.0, started=started)
+            plan = unguarded if unguarded.n_nets else plan
+        return plan
+
+    plan = plan_now(started=False)
     if plan.k == 1 or plan.n_nets == 0:
-        return None
-    try:
-        fold_rows = make_folds(y_dev, encoder.task_, k=plan.k, repeats=plan.repeats, seed=seed, **keys)
-    except AutoDNNError as exc:  # fewer groups than folds
-        notes.append(f"no k-fold bagging: {exc}")
+        if plan.note:
+            notes.append(plan.note)
         return None
     out_of_time = (lambda: False) if deadline is None else (lambda: time.monotonic() >= deadline)
     cache: dict[str, Any] = {}
     bagged: list[Candidate] = []
-    with _fold_pool(jobs, device, threads) as pool:
+    with _fold_pool(jobs, device, threads, warm=(run, ranked[0].scaling)) as pool:
+        if pool is not None:
+            # POOL_START_SECONDS was a guess; the plan that counts is made with the time left once the workers
+            # are ready (a 60 s fit of wine_quality_white planned 4 folds, its workers took 4.6 s, not 3, to start,
+            # and the deadline cut the last copies off: no bagging at all)
+            plan = (plan_now(started=True) if pool.wait_ready(out_of_time)
+                    else BagPlan(1, 1, 0, 0, "no k-fold bagging: the time budget ended as its workers started"))
+        if plan.note:
+            notes.append(plan.note)
+        if plan.k == 1 or plan.n_nets == 0:
+            return None
+        try:
+            fold_rows = make_folds(y_dev, encoder.task_, k=plan.k, repeats=plan.repeats, seed=seed, **keys)
+        except AutoDNNError as exc:  # fewer groups than folds
+            notes.append(f"no k-fold bagging: {exc}")
+            return None
         for i, c in enumerate(ranked[: plan.n_nets]):
             assert c.best_epoch is not None and c.trial is not None and c.artifacts is not None
             to_bag = NetToBag(name=c.name, trial=c.trial, artifacts=c.artifacts, best_epoch=c.best_epoch)
@@ -414,12 +431,13 @@ def _bag_nets(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], 
 
 
 @contextmanager
-def _fold_pool(jobs: int, device: str, threads: int | None) -> Iterator[FoldPool | None]:
+def _fold_pool(jobs: int, device: str, threads: int | None,
+               warm: tuple[RunDir, str] | None = None) -> Iterator[FoldPool | None]:
     """``jobs`` > 1: worker processes for the fold copies, each with its share of the cores."""
     if jobs <= 1:
         yield None
         return
-    with FoldPool(jobs, device=device, threads=threads or max(1, available_cores() // jobs)) as pool:
+    with FoldPool(jobs, device=device, threads=threads or max(1, available_cores() // jobs), warm=warm) as pool:
         yield pool
 
 

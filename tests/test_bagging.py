@@ -10,12 +10,13 @@ import importlib
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from automl_dnn import api, bagging, budget
+from automl_dnn import api, bagging, budget, ensemble_step
 from automl_dnn import folds as fold_rules
 from automl_dnn.budget import BagPlan, plan_bagging
 from automl_dnn.config import TrainConfig
@@ -154,8 +155,12 @@ def test_a_refit_costs_one_more_copy_per_net() -> None:
 
 def test_workers_that_train_side_by_side_fit_more_copies_in_the_same_time() -> None:
     costs = [1.0, 1.0, 1.0]  # 5 folds of one net: 5 s of one worker; 3 rounds of two, once they have started
-    assert plan_bagging(costs, [], k=5, seconds=12.0).n_nets == 1  # 9.6 s usable: 5 s a net
-    assert plan_bagging(costs, [], k=5, seconds=12.0, workers=2).n_nets == 2  # 3 s + 3 s a net
+    assert budget.POOL_START_SECONDS == 4.0
+    assert plan_bagging(costs, [], k=5, seconds=17.5).n_nets == 2  # 14 s usable: 5 s a net
+    assert plan_bagging(costs, [], k=5, seconds=17.5, workers=2).n_nets == 3  # 4 s to start, then 3 s a net
+    # once the workers have started, the plan counts only their rounds: 9.6 s usable, 3 s a net
+    assert plan_bagging(costs, [], k=5, seconds=12.0, workers=2).n_nets == 1
+    assert plan_bagging(costs, [], k=5, seconds=12.0, workers=2, started=True).n_nets == 3
 
 
 def test_workers_train_a_nets_copies_in_rounds_after_they_start() -> None:
@@ -307,6 +312,39 @@ def test_jobs_spread_the_fold_copies_over_worker_processes_with_the_same_oof(
     assert here is not None
     np.testing.assert_allclose(spread.oof, here.oof, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(spread.test, here.test, rtol=1e-4, atol=1e-4)
+
+
+def test_the_bagging_plans_again_once_its_workers_have_started(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first plan guesses how long the workers take to start (POOL_START_SECONDS); the plan it follows is
+    made with the time left once they have, and have read the development rows."""
+    run = copied("diabetes", tmp_path_factory, tmp_path)
+    plans: list[tuple[bool, float | None, bool]] = []
+    real_plan, real_wait = ensemble_step.plan_bagging, bagging.FoldPool.wait_ready
+    ready: list[bool] = []
+
+    def plan_bagging(*args: Any, **kwargs: Any) -> Any:
+        plans.append((kwargs.get("started", False), kwargs["seconds"], bool(ready)))
+        return real_plan(*args, **kwargs)
+
+    def wait_ready(self: bagging.FoldPool, should_stop: Any) -> bool:
+        ready.append(real_wait(self, should_stop))
+        return ready[-1]
+
+    monkeypatch.setattr(ensemble_step, "plan_bagging", plan_bagging)
+    monkeypatch.setattr(bagging.FoldPool, "wait_ready", wait_ready)
+    report = ensemble_run(run, model_dir=tmp_path / "model", folds=3, gbt=False, threads=1, device="cpu", top_k=1,
+                          time_budget=600, jobs=2)
+    assert ready == [True] and report.inner == "oof"
+    (first, before, _), (again, after, was_ready) = plans[0], plans[-1]
+    assert (first, again, was_ready) == (False, True, True)
+    assert after < before  # the time the workers took to start is spent, no longer guessed
+
+
+def test_a_pool_that_is_stopped_before_its_workers_start_says_so() -> None:
+    with bagging.FoldPool(1, device="cpu", threads=1) as pool:
+        assert pool.wait_ready(lambda: True) is False
+        assert pool.wait_ready(lambda: False) is True
 
 
 def test_a_stopped_pool_abandons_its_copies_and_keeps_the_finished_ones(
