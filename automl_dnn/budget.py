@@ -37,7 +37,7 @@ MIN_CUT_MEMBERS = 1
 MEMBERS_BEFORE_FOLDS = False
 #: Seconds until ``--jobs`` bagging workers take their first copy: each spawned process imports torch and
 #: the package and reads the development rows (3.4-4.7 s on 2 cores, the two side by side, in 60 s fits of
-#: wine_quality_white and adult; 2.4-2.6 s before session 20's imports). Only the first plan guesses it: the
+#: wine_quality_white and adult; 2.4-2.6 s when first measured). Only the first plan guesses it: the
 #: bagging plans again once its workers are ready (``ensemble_step._bag_nets``).
 POOL_START_SECONDS = 4.0
 #: The share of a ``fit`` budget kept for its report page (permutation importance and MC dropout on at

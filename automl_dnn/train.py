@@ -193,12 +193,10 @@ def _check_config(c: TrainConfig) -> None:
         raise ValueError(f"unknown clip {c.clip!r}; valid: {', '.join(CLIP_KINDS)}")
     if c.clip != "none" and not c.clip_value > 0:
         raise ValueError(f"clip_value must be > 0, got {c.clip_value=}")
-    for name in ("l1", "l2", "max_norm"):
+    for name in ("l1", "l2", "max_norm", "overfit_margin"):
         value = getattr(c, name)
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be >= 0, got {name}={value!r}")
-    if not (math.isfinite(c.overfit_margin) and c.overfit_margin >= 0):
-        raise ValueError(f"overfit_margin must be >= 0 (0: off), got overfit_margin={c.overfit_margin!r}")
     for name in ("batch_size", "max_epochs", "patience", "overfit_epochs"):
         value = getattr(c, name)
         if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):

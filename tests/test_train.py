@@ -529,6 +529,8 @@ def test_batchnorm_with_a_leftover_batch_of_one(binary_split: TrainData) -> None
         ({"clip": "both"}, "binary", 1, "none, value, norm"),
         ({"batch_size": 0}, "binary", 1, "batch_size=0"),
         ({"l2": -1.0}, "binary", 1, "l2=-1.0"),
+        ({"overfit_margin": -0.1}, "binary", 1, "overfit_margin=-0.1"),
+        ({"overfit_epochs": 0}, "binary", 1, "overfit_epochs=0"),
         ({"schedule": "cosine"}, "binary", 1, "unknown schedule"),
         ({"optimizer": "lion"}, "binary", 1, "unknown optimizer"),
     ],
