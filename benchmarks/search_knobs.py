@@ -294,7 +294,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     # loss is below it (a space's fixed parameter, so spawned workers see it)
     "overfit-stop": {
         "patience only (session 17)": {"params": {"overfit_margin": 0.0}},
-        "overfit stop (10 epochs, 10 %)": {},
+        "overfit stop (10 epochs, 10 %)": {"params": {"overfit_margin": 0.1}},
     },
 }
 
