@@ -359,12 +359,12 @@ def _train_job(job: _NetJob, device: str, threads: int | None) -> None:
                     threads=threads)
 
 
-def _warm_worker(ready: Any, run_root: str | None, scaling: str) -> None:
+def _warm_worker(ready: Any, warm: tuple[str, str] | None) -> None:
     """A pool worker's start: the imports (this module's) and the development rows its copies read, done before
     the bagging counts the time it has left (``FoldPool.wait_ready``)."""
     try:
-        if run_root is not None:
-            _dev_and_columns(RunDir(Path(run_root)), scaling, _WORKER_CACHE)
+        if warm is not None:
+            _dev_and_columns(RunDir(Path(warm[0])), warm[1], _WORKER_CACHE)
     except Exception:  # noqa: BLE001 - only a head start: a copy that needs the rows reads them, and says what failed
         _WORKER_CACHE.clear()
     ready.put(os.getpid())
@@ -383,8 +383,8 @@ class FoldPool:
         self.jobs, self.device, self.threads = jobs, device, threads
         context = mp.get_context("spawn")
         self._ready = context.SimpleQueue()
-        run_root, scaling = (None, "standard") if warm is None else (str(warm[0].root), warm[1])
-        self._pool = context.Pool(jobs, initializer=_warm_worker, initargs=(self._ready, run_root, scaling))
+        rows = None if warm is None else (str(warm[0].root), warm[1])  # plain values for the spawned workers
+        self._pool = context.Pool(jobs, initializer=_warm_worker, initargs=(self._ready, rows))
 
     def wait_ready(self, should_stop: Callable[[], bool]) -> bool:
         """Wait until every worker has started (imports and rows read); False if ``should_stop`` turns true first."""

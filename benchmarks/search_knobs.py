@@ -349,7 +349,7 @@ def _owner(path: str) -> Any:
 def _space_with(changes: dict[int, dict[str, Any]], folder: Path, first: int | None = None,
                 params: dict[str, Any] | None = None) -> Path:
     """The default space as a file in ``folder``, its enqueued trial ``i`` updated with ``changes[i]``, only
-    its ``first`` enqueued trials kept (all when None), and its ``params`` entries replaced by ``params``'."""
+    its ``first`` enqueued trials kept (all when None), and its ``params`` entries updated with ``params``."""
     from importlib import resources
 
     import yaml
