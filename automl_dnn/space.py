@@ -268,7 +268,7 @@ def settings_problem(values: dict[str, Any]) -> str | None:
 def _check_enqueued(space: SearchSpace, trial: dict[str, Any], where: str) -> None:
     by_name = {p.name: p for p in space.params}
     tasks = trial.get(ENQUEUE_TASKS_KEY, TASKS)
-    if not isinstance(tasks, list | tuple) or not tasks or not set(tasks) <= set(TASKS):
+    if not isinstance(tasks, list | tuple) or not tasks or not all(isinstance(t, str) and t in TASKS for t in tasks):
         raise SpaceError(f"{where}: {ENQUEUE_TASKS_KEY!r} must be a non-empty list of {', '.join(TASKS)}, "
                          f"got {tasks!r}")
     for key, value in trial.items():

@@ -297,13 +297,13 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "overfit stop (10 epochs, 10 %)": {"params": {"overfit_margin": 0.1}},
     },
     # The MLP-PLR first trial peaks at epoch 3-5 on adult: more dropout and weight decay lowered its own validation
-    # log-loss at 3 of 3 inner seeds there (0.0024-0.0050), and cost diamonds 30 % of RMSE. Since 4d1f0c2 binary tables
+    # log-loss at 3 of 3 inner seeds there (0.0024-0.0050), and cost diamonds 30 % of RMSE. Since 003e3e5 binary tables
     # take default.yaml's enqueued entry 2 (dropout 0.4, weight decay 0.01), the others entry 1 (0.1, 1e-5)
     "plr-regularized": {
         "MLP-PLR dropout 0.1, weight decay 1e-5 (session 10)": {"enqueue": {2: {"dropout": 0.1, "fc_weight_decay": 1e-5}}},
         "MLP-PLR dropout 0.4, weight decay 0.01": {},
     },
-}}
+}
 
 
 def inner_split(frame: pd.DataFrame, ds: dict[str, Any], seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -87,7 +87,7 @@ def test_an_enqueued_trial_runs_only_for_the_tasks_it_names() -> None:
     assert [suggest(study.ask(), space)["n_layers"] for _ in range(2)] == [1, 3]
 
 
-@pytest.mark.parametrize("tasks", [[], ["ranking"], "binary", None])
+@pytest.mark.parametrize("tasks", [[], ["ranking"], "binary", None, [["binary"]]])
 def test_an_enqueued_trial_with_bad_tasks_is_refused(tasks: object) -> None:
     with pytest.raises(SpaceError, match=r"enqueue\[0\]: 'tasks' must be a non-empty list of binary, multiclass, regression"):
         _space({"n_layers": {"low": 1, "high": 3}}, enqueue=[{"tasks": tasks, "n_layers": 2}])
