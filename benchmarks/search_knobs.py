@@ -43,6 +43,8 @@ dataset and seed, so machine load hits them alike. Prints each cell as the mean 
         --datasets adult,california_housing,diamonds,phoneme
     .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment overfit-stop \
         --datasets adult,bank_marketing,california_housing,phoneme
+    .venv/bin/python benchmarks/search_knobs.py --budget 60 --seeds 0,1 --experiment plr-regularized \
+        --datasets adult,bank_marketing,german_credit,phoneme,vehicle
 
 Fits run with ``--jobs auto`` (the CLI's default) unless a variant or ``--jobs`` says otherwise; before session 17
 they ran one worker (``api.fit``'s default), so an earlier section's table reruns with ``--jobs 1``. Run them
@@ -296,12 +298,12 @@ EXPERIMENTS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         "patience only (session 17)": {"params": {"overfit_margin": 0.0}},
         "overfit stop (10 epochs, 10 %)": {"params": {"overfit_margin": 0.1}},
     },
-    # The MLP-PLR first trial peaks at epoch 3-5 on adult: more dropout and weight decay lowered its own validation
-    # log-loss at 3 of 3 inner seeds there (0.0024-0.0050), and cost diamonds 30 % of RMSE. Since 003e3e5 binary tables
-    # take default.yaml's enqueued entry 2 (dropout 0.4, weight decay 0.01), the others entry 1 (0.1, 1e-5)
+    # The MLP-PLR first trial (enqueued 1) peaks at epoch 3-5 on adult: more dropout and weight decay lowered its own
+    # validation log-loss at 3 of 3 inner seeds there (0.0024-0.0050), and cost diamonds 30 % of RMSE (binary tables
+    # only: session 21 ran it with an enqueued entry per task, commit 003e3e5)
     "plr-regularized": {
-        "MLP-PLR dropout 0.1, weight decay 1e-5 (session 10)": {"enqueue": {2: {"dropout": 0.1, "fc_weight_decay": 1e-5}}},
-        "MLP-PLR dropout 0.4, weight decay 0.01": {},
+        "MLP-PLR dropout 0.1, weight decay 1e-5 (session 10)": {},
+        "MLP-PLR dropout 0.4, weight decay 0.01": {"enqueue": {1: {"dropout": 0.4, "fc_weight_decay": 0.01}}},
     },
 }
 
