@@ -601,7 +601,7 @@ def probe_row_seconds(run: RunDir, spec: dict[str, Any], space: SearchSpace, *, 
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     finally:
         optuna.logging.set_verbosity(verbosity)
-    for params in space.enqueue[:PROBE_NETS]:
+    for params in space.first_trials(spec["task"])[:PROBE_NETS]:
         study.enqueue_trial(params, skip_if_exists=True)
     task, dev = spec["task"], worker_device(device, 0)
     d_out = len(spec.get("classes") or []) if task == "multiclass" else 1

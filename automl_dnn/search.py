@@ -112,7 +112,7 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
         options, late = dataclasses.replace(options, jobs=1, threads=threads), 0
         bagging = None if ctx.bagging is None else dataclasses.replace(ctx.bagging, workers=1)
         ctx = dataclasses.replace(ctx, threads=threads, bagging=bagging)
-    enqueue_defaults(study, space)
+    enqueue_defaults(study, space, spec["task"])
     reap_stale_trials(study)
     stop = StopFlag(deadline)
     progress = (lambda s: on_progress(progress_of(s, started, deadline))) if on_progress else None

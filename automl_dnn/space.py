@@ -21,6 +21,7 @@ from automl_dnn.config import NetConfig, TrainConfig, TrialSettings
 from automl_dnn.data import TARGET_TRANSFORMS
 from automl_dnn.errors import SpaceError, first_line
 from automl_dnn.model import build_mlp
+from automl_dnn.tasks import TASKS
 from automl_dnn.train import check_config
 
 #: Fields a space may set besides those of NetConfig and TrainConfig.
@@ -35,6 +36,9 @@ CONFIG_FIELDS = NET_FIELDS | TRAIN_FIELDS | set(PREPROCESSING_FIELDS)
 SPACE_KEYS = {"name", "description", "params", "enqueue"}
 PARAM_KEYS = {"type", "low", "high", "log", "step", "choices", "value", "when", "field"}
 PARAM_TYPES = ("int", "float", "categorical", "fixed")
+#: An enqueued trial's key that is not a parameter: the tasks it runs for (all when absent). A first trial's best
+#: settings can differ by task (docs/benchmarks.md, "The TabM-like first trial without dropout for regression").
+ENQUEUE_TASKS_KEY = "tasks"
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,11 @@ class SearchSpace:
     params: tuple[Param, ...]
     enqueue: tuple[dict[str, Any], ...] = ()
     source: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def first_trials(self, task: str) -> list[dict[str, Any]]:
+        """The enqueued trials that run for ``task``, in file order, as parameter values."""
+        return [{k: v for k, v in trial.items() if k != ENQUEUE_TASKS_KEY} for trial in self.enqueue
+                if task in trial.get(ENQUEUE_TASKS_KEY, TASKS)]
 
     def fingerprint(self) -> str:
         """A hash of the space's content: a resumed search must use the same space."""
@@ -258,7 +267,13 @@ def settings_problem(values: dict[str, Any]) -> str | None:
 
 def _check_enqueued(space: SearchSpace, trial: dict[str, Any], where: str) -> None:
     by_name = {p.name: p for p in space.params}
+    tasks = trial.get(ENQUEUE_TASKS_KEY, TASKS)
+    if not isinstance(tasks, list | tuple) or not tasks or not all(isinstance(t, str) and t in TASKS for t in tasks):
+        raise SpaceError(f"{where}: {ENQUEUE_TASKS_KEY!r} must be a non-empty list of {', '.join(TASKS)}, "
+                         f"got {tasks!r}")
     for key, value in trial.items():
+        if key == ENQUEUE_TASKS_KEY:
+            continue
         if key not in by_name:
             raise SpaceError(f"{where}: {key!r} is not a parameter of the space")
         if not by_name[key].contains(value):

@@ -115,9 +115,9 @@ def _check_fingerprint(study: optuna.Study, spec: dict[str, Any], create: bool) 
         )
 
 
-def enqueue_defaults(study: optuna.Study, space: SearchSpace) -> None:
-    """Enqueue the space's practical-default trials, once, when the study is new."""
+def enqueue_defaults(study: optuna.Study, space: SearchSpace, task: str) -> None:
+    """Enqueue the space's practical-default trials for ``task``, once, when the study is new."""
     if study.get_trials(deepcopy=False):
         return
-    for params in space.enqueue:
+    for params in space.first_trials(task):
         study.enqueue_trial(params, skip_if_exists=True)

@@ -40,7 +40,7 @@ def main() -> None:
         spec, _ = prepare_run(options, space)
         setup = time.perf_counter() - t0
         study = open_study(spec, seed=0, pruner=make_pruner(args.pruner))
-        enqueue_defaults(study, space)
+        enqueue_defaults(study, space, spec["task"])
         ctx = WorkerContext(run_dir=str(options.out), spec=spec, space=space, deadline=None, n_trials=args.n_trials,
                             seed=0, pruner=args.pruner, device="cpu", threads=None, several_workers=False)
         t0 = time.perf_counter()

@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     ds = next(d for d in manifest() if d["name"] == args.dataset)
     train_file, _, _ = split(ds)  # the training part only
-    n_portfolio = len(load_space("default").enqueue)
+    n_portfolio = len(load_space("default").first_trials(ds["task"]))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         api.search(pd.read_parquet(train_file), out=out, target=ds["target"], task=ds["task"], n_trials=args.n_trials,

@@ -11,6 +11,8 @@ import pytest
 
 from automl_dnn.errors import SpaceError
 from automl_dnn.space import bundled_spaces, load_space, parse_space, settings_from_values, suggest
+from automl_dnn.study import enqueue_defaults
+from automl_dnn.tasks import TASKS
 
 
 def _space(params: dict, **extra) -> object:
@@ -22,9 +24,11 @@ def test_bundled_spaces_load_and_enqueue_valid_trials(name: str) -> None:
     assert name in bundled_spaces()
     space = load_space(name)
     assert space.enqueue, "every bundled space starts from the practical defaults"
-    for values in space.enqueue:
-        settings = settings_from_values(suggest(optuna.trial.FixedTrial(values), space))
-        assert settings.train.max_epochs > 0
+    for task in TASKS:
+        assert space.first_trials(task), f"{name} has no first trial for {task}"
+        for values in space.first_trials(task):
+            settings = settings_from_values(suggest(optuna.trial.FixedTrial(values), space))
+            assert settings.train.max_epochs > 0
 
 
 def test_default_space_covers_every_technique() -> None:
@@ -70,6 +74,23 @@ def test_unknown_top_level_key_and_bad_enqueue_are_refused() -> None:
         parse_space({"parms": {}, "params": {"n_layers": 2}})
     with pytest.raises(SpaceError, match="outside"):
         _space({"n_layers": {"low": 1, "high": 3}}, enqueue=[{"n_layers": 9}])
+
+
+def test_an_enqueued_trial_runs_only_for_the_tasks_it_names() -> None:
+    space = _space({"n_layers": {"low": 1, "high": 3}},
+                   enqueue=[{"n_layers": 1}, {"tasks": ["binary"], "n_layers": 2}, {"tasks": ["regression", "multiclass"],
+                                                                                     "n_layers": 3}])
+    assert space.first_trials("binary") == [{"n_layers": 1}, {"n_layers": 2}]
+    assert space.first_trials("multiclass") == space.first_trials("regression") == [{"n_layers": 1}, {"n_layers": 3}]
+    study = optuna.create_study()
+    enqueue_defaults(study, space, "regression")
+    assert [suggest(study.ask(), space)["n_layers"] for _ in range(2)] == [1, 3]
+
+
+@pytest.mark.parametrize("tasks", [[], ["ranking"], "binary", None, [["binary"]]])
+def test_an_enqueued_trial_with_bad_tasks_is_refused(tasks: object) -> None:
+    with pytest.raises(SpaceError, match=r"enqueue\[0\]: 'tasks' must be a non-empty list of binary, multiclass, regression"):
+        _space({"n_layers": {"low": 1, "high": 3}}, enqueue=[{"tasks": tasks, "n_layers": 2}])
 
 
 def test_space_file_errors(tmp_path) -> None:
@@ -228,14 +249,19 @@ def test_penalty_upper_ends_cannot_swamp_the_data_loss_at_init(name: str) -> Non
     assert 0 < penalty <= 0.1 * math.log(2)
 
 
-def test_the_default_space_starts_from_its_portfolio() -> None:
+@pytest.mark.parametrize("task", TASKS)
+def test_the_default_space_starts_from_its_portfolio(task: str) -> None:
     """TabM-like, MLP-PLR, the practical default and RealMLP-like, in that order (benchmarks/portfolio.py), then
-    TabM-mini-like, SELU (with what self-normalizing needs) and quantile + BatchNorm."""
+    TabM-mini-like, SELU (with what self-normalizing needs) and quantile + BatchNorm; regression takes the TabM-like
+    trial without dropout."""
     space = load_space("default")
-    first = [settings_from_values(suggest(optuna.trial.FixedTrial(values), space)) for values in space.enqueue]
+    first = [settings_from_values(suggest(optuna.trial.FixedTrial(values), space))
+             for values in space.first_trials(task)]
     assert [(s.net.k_ensemble, s.net.num_embedding, s.scaling) for s in first] == [
         (4, "ple", "quantile"), (1, "plr", "quantile"), (1, "none", "standard"), (1, "plr", "robust"),
         (4, "plr", "quantile"), (1, "none", "standard"), (1, "none", "quantile")]
+    assert first[0].net.dropout == (0.0 if task == "regression" else 0.1)
+    assert (first[1].net.dropout, first[1].train.weight_decay) == (0.1, 1e-5)
     selu, batchnorm = first[5].net, first[6].net
     assert (selu.activation, selu.init, selu.batchnorm, selu.dropout_kind) == ("selu", "lecun_normal", "none", "alpha")
     assert (batchnorm.batchnorm, first[6].train.batch_size) == ("before", 512)
