@@ -215,7 +215,8 @@ class Predictor:
         if mc_samples < 0:
             raise AutoDNNError(f"mc_samples must be >= 0, got {mc_samples}")
         mean, std = self._predict(df, mc_samples)
-        index = df.index if isinstance(df, pd.DataFrame) else pd.RangeIndex(len(mean))
+        index = df.index if isinstance(df, pd.DataFrame) else pd.Index([df.name]) if isinstance(df, pd.Series) \
+            else pd.RangeIndex(len(mean))
         if self.task == "regression":
             out = {"prediction": mean}
             if mc_samples:
@@ -353,6 +354,13 @@ class Predictor:
         if names != list(df.columns):
             df = df.set_axis(names, axis=1)
         missing = [c for c in self.required_columns if c not in names]
+        spaced = _spaced_matches(missing, names, known=set(self.required_columns))
+        if spaced:
+            notes.append("read columns whose names differ from training only in surrounding spaces: "
+                         + ", ".join(f"{a!r} as {b!r}" for a, b in spaced.items()))
+            names = [spaced.get(n, n) for n in names]
+            df = df.set_axis(names, axis=1)
+            missing = [c for c in missing if c not in spaced.values()]
         if missing:
             s, them = ("s", "them") if len(missing) > 1 else ("", "it")
             by_case = {c.casefold(): c for c in names}
@@ -372,6 +380,9 @@ class Predictor:
     def _as_frame(self, df: Any, notes: list[str]) -> pd.DataFrame:
         if isinstance(df, pd.DataFrame):
             return df
+        if isinstance(df, pd.Series):  # df.iloc[i]: one row, its index the column names
+            notes.append("the input is a Series: read as one row, its index as the column names")
+            return df.to_frame().T.infer_objects()
         if isinstance(df, np.ndarray) and df.ndim == 2:
             names = [item["name"] for item in self.input_schema]
             if df.shape[1] != len(names):
@@ -455,6 +466,18 @@ def _write_table(frame: pd.DataFrame, out: Path, kind: str) -> None:
     else:
         sep = "\t" if kind == "tsv" else ","
         atomic_write(out, lambda tmp: frame.to_csv(tmp, index=False, sep=sep, compression=compression))
+
+
+def _spaced_matches(missing: list[str], names: list[str], known: set[str]) -> dict[str, str]:
+    """Input names that are a missing training column's but for surrounding spaces -> that column.
+
+    A CSV header read by the CLI loses its leading spaces (``skipinitialspace``) and one read by pandas keeps
+    them, so a model trained on either must read the other. Only an unambiguous match counts."""
+    by_stripped: dict[str, list[str]] = {}
+    for name in names:
+        if name not in known:
+            by_stripped.setdefault(name.strip(), []).append(name)
+    return {by_stripped[c.strip()][0]: c for c in missing if len(by_stripped.get(c.strip(), [])) == 1}
 
 
 __all__ = ["Predictor", "load_model", "predict_file"]

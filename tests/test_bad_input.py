@@ -564,3 +564,28 @@ def test_the_data_file_is_never_modified(tmp_path: Path, tiny_space: Path, fitte
         assert sha256(data) == digest, args
     result = invoke("predict", fitted.model, data, "--out", data)
     assert result.exit_code == 2 and sha256(data) == digest
+
+
+def test_predict_reads_names_that_differ_only_in_surrounding_spaces(fitted: SimpleNamespace) -> None:
+    """The CLI reads a CSV header without its leading spaces and pandas with them: either model reads both."""
+    model = api.load(fitted.model)
+    frame = fitted.frame.drop(columns="y").head(8)
+    want = model.predict_proba(frame)
+    np.testing.assert_array_equal(model.predict_proba(frame.rename(columns={"a": "  a", "c": "c "})), want)
+    assert "surrounding spaces: '  a' as 'a', 'c ' as 'c'" in " ".join(model.notes)
+    both = frame.rename(columns={"a": " a"}).assign(**{"a ": frame["a"]})  # two candidates: no guess
+    assert_one_line_error(invoke("predict", fitted.model, _parquet_of(fitted.root, both)), "missing column 'a'")
+
+
+def _parquet_of(folder: Path, frame: pd.DataFrame) -> Path:
+    path = folder / "spaced.parquet"  # Parquet keeps the names' spaces, which the CLI's CSV reading drops
+    frame.to_parquet(path)
+    return path
+
+
+def test_predict_reads_a_series_as_one_row(fitted: SimpleNamespace) -> None:
+    model = api.load(fitted.model)
+    frame = fitted.frame.drop(columns="y")
+    assert model.predict_proba(frame.iloc[3]).tolist() == model.predict_proba(frame.iloc[3:4]).tolist()
+    assert model.predict_frame(frame.iloc[3]).index.tolist() == [3]
+    assert "the input is a Series: read as one row" in " ".join(model.notes)

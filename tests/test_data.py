@@ -697,8 +697,8 @@ def test_from_dict_refuses_unknown_scaling_and_version(messy):
     d = FeaturePreprocessor().fit(messy).to_dict()
     with pytest.raises(AutoDNNError, match="scaling 'fancy'"):
         FeaturePreprocessor.from_dict(dict(d, scaling="fancy"))
-    with pytest.raises(AutoDNNError, match="version 4"):
-        FeaturePreprocessor.from_dict(dict(d, version=4))
+    with pytest.raises(AutoDNNError, match="version 5"):
+        FeaturePreprocessor.from_dict(dict(d, version=5))
     with pytest.raises(ValueError, match="'robust'"):
         FeaturePreprocessor().fit(messy, scaling="minmax")
 
@@ -830,3 +830,82 @@ def test_continuous_features_are_numbers_and_date_parts():
     X = pre.transform(df)
     indicators = [j for j in range(len(names)) if j not in expected]
     assert set(np.unique(X[:, indicators])) <= {0.0, 1.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# odd tables a user may bring (a robustness sweep's findings)
+
+
+def test_a_target_name_that_several_columns_have_is_refused(tmp_path):
+    rows = "".join(f"{i * 0.5},{i % 3},{'yes' if i % 2 else 'no'}\n" for i in range(40))
+    (tmp_path / "d.csv").write_text("y,b,y\n" + rows)
+    with pytest.raises(DataError, match="target 'y' names more than one column of the table; rename"):
+        load_dataset(tmp_path / "d.csv", target="y")
+    frame = pd.read_csv(tmp_path / "d.csv").set_axis(["y", "b", "y"], axis=1)  # a DataFrame source too
+    with pytest.raises(DataError, match="target 'y' names more than one column"):
+        load_dataset(frame, target="y")
+    data = load_dataset(tmp_path / "d.csv", target="b", task="multiclass")  # another target: the copies are features
+    assert list(data.features.columns) == ["y", "y.1"]
+
+
+def test_a_column_without_a_name_gets_a_note(tmp_path):
+    (tmp_path / "u.csv").write_text("a,,y\n1,2,yes\n3,4,no\n")
+    got = read_table(tmp_path / "u.csv")
+    assert list(got.columns) == ["a", "Unnamed: 1", "y"]
+    assert "1 column without a name in the header, called 'Unnamed: 1'" in got.attrs["automl_dnn_notes"]
+
+
+@pytest.mark.parametrize("values", [pd.date_range("2020-01-01", periods=40, freq="D"),
+                                    pd.to_timedelta(np.arange(40), unit="D")], ids=["dates", "durations"])
+@pytest.mark.parametrize("task", ["auto", "regression", "multiclass"])
+def test_a_date_or_duration_target_is_refused(values, task):
+    """Read as numbers they would be nanoseconds: a regression that predicts 1.6e18."""
+    with pytest.raises(DataError, match="target 'y' holds dates or durations .*; convert it to a number"):
+        load_dataset(_frame().assign(y=values), target="y", task=task)
+
+
+def test_percentages_are_read_as_fractions():
+    frame = pd.DataFrame({"pct": [f"{v:g}%" for v in range(40)], "x": np.arange(40) % 7})
+    frame.loc[3, "pct"] = "?"
+    pre = FeaturePreprocessor().fit(frame)
+    spec = next(c for c in pre.columns_ if c["name"] == "pct")
+    assert spec["kind"] == "numeric" and spec["text"] == {"percent": True, "missing": ["?"]}
+    assert any("percentages read as fractions" in n for n in pre.notes_)
+    col = pre.feature_names_.index("pct")
+    same = FeaturePreprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
+    got = same.transform(pd.DataFrame({"pct": ["12.5 %", "0.125"], "x": [1, 1]}))[:, col]
+    assert got[0] == pytest.approx(got[1])  # 12.5 % is 0.125
+
+
+def test_zoned_dates_give_their_parts_on_their_own_clock():
+    """The hour and weekday of a zoned time are those of its zone's clock (a shop's 9 am), whether it arrives
+    zoned in any zone, as text with an offset, or as the same wall-clock time without a zone."""
+    when = pd.date_range("2020-01-03 20:00", periods=60, freq="5h", tz="Europe/Paris")
+    zoned = pd.DataFrame({"when": when, "x": np.arange(60) % 5})
+    pre = FeaturePreprocessor().fit(zoned)
+    assert next(c for c in pre.columns_ if c["name"] == "when")["text"] == {"tz": "Europe/Paris"}
+    local = FeaturePreprocessor().fit(zoned.assign(when=when.tz_localize(None)))
+    want = local.transform(zoned.assign(when=when.tz_localize(None)))
+    same = FeaturePreprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
+    for arrives in (when, when.tz_convert("UTC"), when.tz_localize(None), when.astype(str)):
+        np.testing.assert_array_equal(same.transform(zoned.assign(when=arrives)), want)
+
+
+def test_a_boolean_column_reads_1_0_and_lower_case_as_its_levels():
+    frame = pd.DataFrame({"flag": [True, False, False] * 20, "x": np.arange(60) % 7})
+    pre = FeaturePreprocessor().fit(frame)
+    want, want_gbt = pre.transform(frame.head(4)), pre.transform_for_gbt(frame.head(4))
+    for other in ([1, 0, 0, 1], ["true", "False", "FALSE", "True"]):
+        report: list[str] = []
+        np.testing.assert_array_equal(pre.transform(frame.head(4).assign(flag=other), report=report), want)
+        gbt = pre.transform_for_gbt(frame.head(4).assign(flag=other), report=report)
+        assert gbt["flag"].tolist() == want_gbt["flag"].tolist() and report == []
+
+
+def test_rows_without_a_group_are_one_group_and_a_note_says_so():
+    frame = _frame(60).assign(g=[None if i % 10 == 0 else f"g{i // 3}" for i in range(60)])
+    data = load_dataset(frame, target="y", groups="g")
+    assert "6 rows with a missing --groups 'g' form one group of their own" in data.notes
+    missing = frame["g"].isna().to_numpy()
+    parts = [part for part, rows in data.split.items() if missing[rows].any()]
+    assert len(parts) == 1  # all on one side of the split

@@ -18,7 +18,7 @@ import pandas as pd
 from automl_dnn.data.builtins import builtin_info, is_builtin
 from automl_dnn.data.leaks import leak_notes
 from automl_dnn.data.preprocessing import FeaturePreprocessor, date_reading, parse_dates
-from automl_dnn.data.reading import NOTES_ATTR, dedupe, duplicate_note, read_table
+from automl_dnn.data.reading import DUPLICATES_ATTR, NOTES_ATTR, dedupe, duplicate_note, duplicated, read_table
 from automl_dnn.data.target import TargetEncoder, check_target, infer_task
 from automl_dnn.errors import DataError
 from automl_dnn.tasks import TASKS
@@ -76,19 +76,20 @@ class Dataset:
 _NESTED = (list, tuple, dict, set, np.ndarray)
 
 
-def _frame_from_source(source: Any, notes: list[str]) -> pd.DataFrame:
-    """A copy with unique column names, so the user's frame is never modified."""
+def _frame_from_source(source: Any, notes: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """A copy with unique column names, so the user's frame is never modified; and the names that
+    several columns had."""
     if isinstance(source, pd.DataFrame):
         names = [str(c) for c in source.columns]
         notes.extend(duplicate_note(names))
         df = source.copy()
         df.columns = dedupe(names)
-        return df.reset_index(drop=True)
+        return df.reset_index(drop=True), duplicated(names)
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be a path, 'builtin:NAME' or a DataFrame, got {type(source).__name__}")
     df = read_table(source)
     notes.extend(df.attrs.get(NOTES_ATTR, []))
-    return df.reset_index(drop=True)
+    return df.reset_index(drop=True), list(df.attrs.get(DUPLICATES_ATTR, []))
 
 
 def _without_nested_columns(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
@@ -103,14 +104,18 @@ def _without_nested_columns(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     return df.drop(columns=nested) if nested else df
 
 
-def _resolve_target(df: pd.DataFrame, target: str | None, source: Any) -> str:
-    """The target column's name; a wrong one gets close matches, so a typo is quick to fix."""
+def _resolve_target(df: pd.DataFrame, target: str | None, source: Any, duplicates: list[str]) -> str:
+    """The target column's name; a wrong one gets close matches, so a typo is quick to fix. A name that
+    several columns had is refused: which of them is the target cannot be known."""
     if target is None and is_builtin(source):
         return builtin_info(str(source)).target
     columns = [str(c) for c in df.columns]
     target = None if target is None else str(target)
     if target is None:
         raise DataError(f"no target column given; pass --target NAME (columns: {_list_names(columns)})")
+    if target in duplicates:
+        raise DataError(f"target {target!r} names more than one column of the table; rename the columns so "
+                        f"that only the target is called {target!r}")
     if target in columns:
         return target
     lowered = {c.lower(): c for c in columns}
@@ -205,8 +210,9 @@ def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None
         raise DataError(f"unknown task {task!r}; use auto, binary, multiclass or regression")
     _check_sizes(valid_size, test_size)
     notes: list[str] = []
-    df = _without_nested_columns(_frame_from_source(source, notes), notes)
-    target = _resolve_target(df, target, source)
+    df, duplicates = _frame_from_source(source, notes)
+    df = _without_nested_columns(df, notes)
+    target = _resolve_target(df, target, source, duplicates)
     y_all = df[target]
     keep = y_all.notna().to_numpy()
     if not keep.any():
@@ -216,7 +222,7 @@ def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None
     features = df.loc[keep].drop(columns=[target]).reset_index(drop=True)
     codes = order = None
     if groups is not None:
-        codes = _group_codes(features, groups, target)
+        codes = _group_codes(features, groups, target, notes)
         features = features.drop(columns=[groups])
     if time_column is not None:
         order = _time_order(features, time_column, target)
@@ -273,14 +279,17 @@ def _time_split(order: np.ndarray, valid_size: float, test_size: float, column: 
     return {"train": np.sort(train), "valid": np.sort(valid), "test": np.sort(test)}
 
 
-def _group_codes(features: pd.DataFrame, column: str, target: str) -> np.ndarray:
-    """Each row's group as an integer code; a missing value is a group of its own."""
+def _group_codes(features: pd.DataFrame, column: str, target: str, notes: list[str]) -> np.ndarray:
+    """Each row's group as an integer code; a missing value is a group of its own (said in a note)."""
     if column == target:
         raise DataError(f"--groups {column!r} is the target; name the column that groups the rows")
     if column not in features.columns:
         raise DataError(f"--groups column {column!r} is not in the table; columns: "
                         f"{_list_names(list(map(str, features.columns)))}")
     codes, _ = pd.factorize(features[column], use_na_sentinel=False)
+    n_missing = int(features[column].isna().sum())
+    if n_missing:
+        notes.append(f"{n_missing} rows with a missing --groups {column!r} form one group of their own")
     return codes.astype(np.int64)
 
 

@@ -84,13 +84,16 @@ FORMAT_NAME = "automl_dnn.FeaturePreprocessor"
 #: 2 adds ``robust`` scaling and ``gbt_levels``; an older reader would ignore both and predict
 #: differently, so it must refuse the file. Version 1 files still load (without ``gbt_levels``).
 #: 3 adds a text column's ``text`` reading (a date format, '?' as missing, 12,345 numbers).
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+#: 4 adds a date column's time zone (``text``'s ``tz``: its parts on that zone's clock) and 45.3 % as a number.
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 _DATE_LIKE = re.compile(r"\d{4}|\d{1,2}[-/.]\d{1,2}")
 DATE_FORMAT_SAMPLE = 200  # distinct date texts whose formats pandas guesses, month and day first
 DATE_FORMAT_PROBE = 5_000  # distinct date texts each guessed format is tried on (a day > 12 shows day first)
+_TIME_OFFSET = re.compile(r"\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|UTC|GMT|[+-]\d\d(?::?\d\d)?)$", re.IGNORECASE)
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d*)?$")  # 12,345.67: commas between groups of three digits
+_PERCENT = re.compile(r"^([-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+))\s?%$")  # 45.3%, .5 %, 12,345%
 #: cells that stand for a missing value in a column of numbers (read_csv already takes NA, NaN, null, ...)
 MISSING_MARKERS = frozenset({"?", "??", "-", "--", ".", "*", "n/a", "na", "n.a.", "none", "missing", "unknown"})
 
@@ -117,9 +120,12 @@ def _numbers_from_texts(texts: list[str | None], reading: dict) -> tuple[np.ndar
     """Distinct texts as numbers by a column's reading, NaN where unreadable; and which are missing markers."""
     markers = {m.casefold() for m in reading.get("missing", [])}
     is_marker = np.array([t is not None and t.casefold() in markers for t in texts], dtype=bool)
+    percent = [t is not None and bool(reading.get("percent")) and _PERCENT.match(t) is not None for t in texts]
+    cells = [_PERCENT.match(t).group(1) if is_percent else t for t, is_percent in zip(texts, percent)]
     cells = [t.replace(",", "") if t is not None and reading.get("thousands") and _THOUSANDS.match(t) else t
-             for t in texts]
+             for t in cells]
     nums = pd.to_numeric(pd.Series(cells, dtype=object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    nums = np.where(percent, nums / 100, nums)  # 45.3 % is 0.453
     return np.where(is_marker, np.nan, nums), is_marker
 
 
@@ -129,16 +135,22 @@ def _number_note(reading: dict, n_marked: int, frac_num: float) -> str:
         if reading.get("missing") else []
     if reading.get("thousands"):
         how.append("commas between digit groups dropped")
+    if reading.get("percent"):
+        how.append("percentages read as fractions, 45 % as 0.45")
     return f"{frac_num:.1%} of {'the rest' if n_marked else 'it'} are numbers" + (f" ({'; '.join(how)})" if how else "")
 
 
 def _number_reading(texts: list[str | None]) -> dict:
     """How to read a text column as numbers: ``thousands`` when some cells write 12,345.67 (a comma between
-    groups of three digits), ``missing`` the markers such as '?' that stand for a missing cell (UCI files
-    write '?'). Empty when plain parsing is all a column needs."""
+    groups of three digits), ``percent`` when some write 45.3 % (read as 0.453), ``missing`` the markers such
+    as '?' that stand for a missing cell (UCI files write '?'). Empty when plain parsing is all a column needs."""
     plain = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     rest = [t for t, x in zip(texts, plain) if t is not None and np.isnan(x)]
     reading: dict[str, Any] = {}
+    percent = [match.group(1) for match in map(_PERCENT.match, rest) if match]
+    if percent:  # their numbers stay for the checks below (12,345 %)
+        reading["percent"] = True
+        rest = [t for t in rest if not _PERCENT.match(t)] + percent
     if any(_THOUSANDS.match(t) for t in rest):
         reading["thousands"] = True
         rest = [t for t in rest if not _THOUSANDS.match(t)]
@@ -154,6 +166,17 @@ def _text_levels(s: pd.Series) -> tuple[np.ndarray, list[str | None]]:
     return codes, [_level_text(u) for u in uniques]
 
 
+_BOOLEAN_TEXTS = {"1": "True", "0": "False", "true": "True", "false": "False"}
+
+
+def _as_known_booleans(texts: list[str | None], known: set[str]) -> list[str | None]:
+    """A column trained as booleans (levels True / False) reads 1 / 0 and true / false as them: the same
+    values, written as numbers or in lower case by another tool, are not unseen levels."""
+    if not known & {"True", "False"} or not known <= {"True", "False", MISSING_LEVEL, RARE_LEVEL}:
+        return texts
+    return [t if t is None or t in known else _BOOLEAN_TEXTS.get(t.casefold(), t) for t in texts]
+
+
 def _level_text(v: Any) -> str | None:
     if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT:
         return None
@@ -166,15 +189,20 @@ def _level_text(v: Any) -> str | None:
 
 
 def parse_dates(s: pd.Series, reading: dict | None = None) -> tuple[pd.Series, int]:
-    """Cells as naive UTC datetimes (NaT if missing/unreadable), and how many were unreadable.
+    """Cells as naive datetimes (NaT if missing/unreadable), and how many were unreadable.
 
     ``reading`` (``date_reading``: a format and whether the day comes first) makes every batch read alike:
     without it pandas guesses the format from a batch's first cell, so '05/07/2021' would be 5 July beside
     '25/12/2021' and 7 May alone. Public so that checks outside fitting read dates as the preprocessor does.
+    Its ``tz``, the time zone of a column trained with one, gives the clock the date parts are taken on: a
+    time with a zone or an offset is converted to that zone's clock, one without is taken as written (a
+    shop's 9 am is its own 9 am, whichever file it comes from). Without ``tz``, times with a zone are UTC.
     """
+    zone = (reading or {}).get("tz")
     if pd.api.types.is_datetime64_any_dtype(s):
-        out = pd.to_datetime(s, utc=True).dt.tz_localize(None)
-        return out.reset_index(drop=True), 0
+        if isinstance(s.dtype, pd.DatetimeTZDtype):
+            s = s.dt.tz_convert(zone or "UTC").dt.tz_localize(None)
+        return s.reset_index(drop=True), 0
     codes, texts = _text_levels(s)
     parsed = _parse_date_texts(texts, reading).to_numpy()
     out = pd.Series(np.append(parsed, np.array(["NaT"], dtype=parsed.dtype))[codes])  # code -1 -> NaT
@@ -227,7 +255,12 @@ def _parse_date_texts(texts: list[str | None], reading: dict | None = None) -> p
                 slow = pd.to_datetime(cand[retry], format=fallback, errors="coerce", utc=True,
                                       dayfirst=bool(reading.get("dayfirst")))
                 fast = fast.where(~retry, slow)
-    return pd.DatetimeIndex(fast).tz_localize(None)
+    zone = reading.get("tz")
+    if zone is None:
+        return pd.DatetimeIndex(fast).tz_localize(None)
+    with_offset = cand.map(lambda t: t is not None and _TIME_OFFSET.search(t) is not None).to_numpy(dtype=bool)
+    local = pd.DatetimeIndex(fast).tz_convert(zone).tz_localize(None)  # an offset's time on the zone's clock
+    return local.where(with_offset, pd.DatetimeIndex(fast).tz_localize(None))  # no offset: as written
 
 
 def _date_like(text: str | None) -> bool:
@@ -475,7 +508,8 @@ class FeaturePreprocessor:
         if pd.api.types.is_bool_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype):
             return self._fit_categorical(name, s)
         if pd.api.types.is_datetime64_any_dtype(s):
-            return self._fit_date(name, s)
+            zoned = {"tz": str(s.dt.tz)} if isinstance(s.dtype, pd.DatetimeTZDtype) else {}  # parts on its clock
+            return self._fit_date(name, s, parse_dates(s, zoned)[0], zoned)
         if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_timedelta64_dtype(s):
             return self._fit_numeric(name, s, source="number")
         return self._fit_text(name, s)
@@ -575,6 +609,8 @@ class FeaturePreprocessor:
                            f"{' + missing indicator' if has_missing else ''}{extra}")
         if reading and reading.get("dayfirst"):
             self.notes_[-1] += f" (day before month: {reading['format']})"
+        if reading and reading.get("tz"):
+            self.notes_[-1] += f" (on the clock of {reading['tz']})"
         spec = {"name": name, "kind": "date", "parts": parts, "missing_indicator": has_missing}
         return {**spec, "text": reading} if reading else spec
 
@@ -814,6 +850,7 @@ class FeaturePreprocessor:
         missing_code = index.get(MISSING_LEVEL, -1)
         other_code = index.get(RARE_LEVEL, -1)
         codes, texts = _text_levels(s)
+        texts = _as_known_booleans(texts, set(levels))
         mapped = np.array([missing_code if t is None else index.get(t, other_code) for t in texts] + [missing_code],
                           dtype=np.int64)
         known = set(levels)
@@ -885,6 +922,7 @@ class FeaturePreprocessor:
         levels = spec["gbt_levels"]
         index = {lvl: i for i, lvl in enumerate(levels)}
         codes, texts = _text_levels(s)
+        texts = _as_known_booleans(texts, set(levels))
         mapped = np.array([index.get(t, -1) if t is not None else -1 for t in texts] + [-1], dtype=np.int64)
         unseen = np.array([t is not None and t != MISSING_LEVEL and t not in index for t in texts] + [False],
                           dtype=bool)

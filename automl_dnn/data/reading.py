@@ -13,6 +13,7 @@ import gzip
 import os
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 SUPPORTED_FORMATS = ".csv, .tsv, .txt, .parquet, .pq, and gzip-compressed text (.csv.gz, .tsv.gz, ...)"
 NOTES_ATTR = "automl_dnn_notes"  # DataFrame.attrs key carrying read_table's notes to load_dataset
+DUPLICATES_ATTR = "automl_dnn_duplicates"  # ... and the names that several columns had before ``dedupe``
 PARQUET_BUFFER = 1 << 20  # bytes read at a time from a Parquet file (pre-buffering off: see _read_parquet)
 
 
@@ -99,9 +101,14 @@ def dedupe(names: list[str]) -> list[str]:
     return out
 
 
+def duplicated(names: list[str]) -> list[str]:
+    """The names that more than one column has."""
+    return sorted(name for name, count in Counter(names).items() if count > 1)
+
+
 def duplicate_note(names: list[str]) -> list[str]:
     """The note saying which duplicate names were renamed (none when all are unique)."""
-    dups = sorted({n for n in names if names.count(n) > 1})
+    dups = duplicated(names)
     if not dups:
         return []
     return [f"duplicate column names {', '.join(repr(d) for d in dups)} were made unique "
@@ -130,6 +137,7 @@ def _read_parquet(path: Path, notes: list[str]) -> pd.DataFrame:
     del table  # self_destruct: the Arrow buffers go as their columns are converted
     if not isinstance(df.index, pd.RangeIndex):
         df = df.reset_index()  # an index saved by pandas is data too
+    df.attrs[DUPLICATES_ATTR] = duplicated(names)
     return df
 
 
@@ -246,21 +254,32 @@ def _read_text(path: Path, notes: list[str]) -> pd.DataFrame:
         notes.append(f"'{path.name}' starts with Excel's 'sep={sep}' line; read {sep!r} as the delimiter")
     if decimal == ",":
         notes.append(f"'{path.name}' separates fields with ';' and writes decimals with ','; read it that way")
-    notes.extend(_header_note(path, encoding=encoding, **read))
+    header = _raw_header(path, encoding=encoding, **read)
+    notes.extend(duplicate_note(header) + _unnamed_note(header, list(df.columns)))
+    df.attrs[DUPLICATES_ATTR] = duplicated(header)
     if encoding == "latin-1":
         notes.append(f"'{path.name}' is not valid UTF-8; read it as latin-1")
     return df
 
 
-def _header_note(path: Path, *, sep: str, encoding: str, compression: str | None, skiprows: int,
-                 decimal: str) -> list[str]:
-    """pandas renames duplicate header names silently; read the raw header to say so."""
+def _raw_header(path: Path, *, sep: str, encoding: str, compression: str | None, skiprows: int,
+                decimal: str) -> list[str]:
+    """The header's names as written: pandas renames duplicate and empty names silently (empty: '')."""
     try:
         header = pd.read_csv(path, sep=sep, header=None, nrows=1, encoding=encoding, skiprows=skiprows,
-                             compression=compression, dtype=str, skipinitialspace=True)
+                             compression=compression, dtype=str, skipinitialspace=True, keep_default_na=False)
     except Exception:  # the header was readable moments ago; a note is not worth failing for
         return []
-    return duplicate_note([str(v) for v in header.iloc[0].tolist()]) if len(header) else []
+    return [str(v) for v in header.iloc[0].tolist()] if len(header) else []
+
+
+def _unnamed_note(header: list[str], columns: list[str]) -> list[str]:
+    """The note naming the columns whose header cell is empty by the names pandas gave them."""
+    unnamed = [repr(str(name)) for raw, name in zip(header, columns) if not raw.strip()]
+    if not unnamed or len(header) != len(columns):
+        return []
+    return [f"{len(unnamed)} column{'s' if len(unnamed) > 1 else ''} without a name in the header, called "
+            f"{', '.join(unnamed[:5])}{', ...' if len(unnamed) > 5 else ''}"]
 
 
 def _parse_csv(path: Path, *, sep: str, encoding: str, compression: str | None, skiprows: int,

@@ -50,6 +50,7 @@ def infer_task(y: pd.Series) -> tuple[str, str]:
     Returns the task and the rule that fired, in words, so the user can see why and override it.
     """
     values = y.dropna()
+    _refuse_times(values, y.name)
     n_unique = len(_distinct(values))
     if n_unique < 2:
         check_target(y, "auto")  # raises the all-missing / single-value error
@@ -81,6 +82,7 @@ def check_target(y: pd.Series, task: str) -> pd.Series:
     if task not in ("auto", *TASKS):
         raise DataError(f"unknown task {task!r}; use auto, binary, multiclass or regression")
     values = y.dropna()
+    _refuse_times(values, name)
     if len(values) == 0:
         raise DataError(f"target {name!r} has no values (all {len(y)} rows are missing); "
                         f"choose another column with --target")
@@ -107,6 +109,14 @@ def check_target(y: pd.Series, task: str) -> pd.Series:
         raise DataError(f"target {name!r} has {len(distinct)} distinct values in {len(values)} rows, "
                         f"too many to be classes; use --task regression")
     return values
+
+
+def _refuse_times(values: pd.Series, name: Any) -> None:
+    """Dates and durations would be read as their integer nanoseconds: a regression on 1.6e18 that predicts
+    timestamps no one asked for."""
+    if pd.api.types.is_datetime64_any_dtype(values) or pd.api.types.is_timedelta64_dtype(values):
+        raise DataError(f"target {name!r} holds dates or durations ({values.dtype}); convert it to a number "
+                        f"(e.g. days since a start date) or to text labels")
 
 
 def to_scalar(v: Any) -> Any:
