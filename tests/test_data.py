@@ -909,3 +909,12 @@ def test_rows_without_a_group_are_one_group_and_a_note_says_so():
     missing = frame["g"].isna().to_numpy()
     parts = [part for part, rows in data.split.items() if missing[rows].any()]
     assert len(parts) == 1  # all on one side of the split
+
+
+def test_a_stored_time_zone_this_machine_cannot_read_is_refused_at_load():
+    when = pd.date_range("2020-01-03", periods=30, freq="5h", tz="Europe/Paris")
+    d = FeaturePreprocessor().fit(pd.DataFrame({"when": when, "x": np.arange(30) % 4})).to_dict()
+    spec = next(c for c in d["columns"] if c["name"] == "when")
+    spec["text"]["tz"] = "Mars/Olympus_Mons"
+    with pytest.raises(AutoDNNError, match="time zone 'Mars/Olympus_Mons', which this machine does not know"):
+        FeaturePreprocessor.from_dict(d)

@@ -263,6 +263,18 @@ def _parse_date_texts(texts: list[str | None], reading: dict | None = None) -> p
     return local.where(with_offset, pd.DatetimeIndex(fast).tz_localize(None))  # no offset: as written
 
 
+def _check_zone(spec: dict) -> None:
+    """Refuse a stored date column whose time zone this machine cannot read: predictions would fail later."""
+    zone = (spec.get("text") or {}).get("tz") if isinstance(spec, dict) and spec.get("kind") == "date" else None
+    if zone is None:
+        return
+    try:
+        pd.Timestamp(0, tz="UTC").tz_convert(zone)
+    except Exception:  # pytz, zoneinfo and dateutil each raise their own error for an unknown zone
+        raise ModelFormatError(f"preprocessor column {spec.get('name')!r} has time zone {zone!r}, which this machine "
+                               "does not know; update its time zone data (tzdata) or re-export the model") from None
+
+
 def _date_like(text: str | None) -> bool:
     """Dates hold digits like a year or d/m; without this, dateutil reads 'may' or '3rd' as dates."""
     return text is not None and _DATE_LIKE.search(text) is not None
@@ -970,4 +982,6 @@ class FeaturePreprocessor:
         pre.fitted_ = True
         if pre.feature_names_ != d.get("feature_names"):
             raise ModelFormatError("preprocessor feature names do not match its columns; re-export the model")
+        for spec in pre.columns_:
+            _check_zone(spec)
         return pre
