@@ -18,6 +18,7 @@ from automl_dnn.ensemble_step import EnsembleReport, ensemble_run
 from automl_dnn.errors import AutoDNNError
 from automl_dnn.paths import check_file_path, make_folder
 from automl_dnn.gbt import BackgroundGBT
+from automl_dnn.model_folder import check_model_dir
 from automl_dnn.data import read_table
 from automl_dnn.predictor import Predictor, load_model
 from automl_dnn.predictor import predict_file as _predict_file
@@ -88,6 +89,7 @@ def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: f
     fields = {f.name for f in dataclasses.fields(SearchOptions)}
     SearchOptions(source=source, out=out, **{k: v for k, v in options.items() if k in fields})  # its checks, early
     made = not model_dir.exists()
+    check_model_dir(model_dir)  # a non-empty folder that is no model: refused now, not after the whole search
     make_folder(model_dir, "model folder")  # refuse a bad model path before the search, not after
     try:
         return _fit(source, model_dir=model_dir, out=out, started=started, time_budget=time_budget, top_k=top_k,

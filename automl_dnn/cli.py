@@ -25,6 +25,8 @@ from automl_dnn.paths import check_file_path, check_folder_path
 # value wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+#: numpy, scikit-learn and XGBoost take seeds in [0, 2**32 - 1]; a negative one crashed them mid-run.
+SEED = click.IntRange(0, 2**32 - 1)
 
 
 class PositiveFloat(click.ParamType):
@@ -153,7 +155,7 @@ def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
                           "Default: on for a CPU with native bf16 (AVX512-BF16, AMX), off on CUDA."),
         click.option("--pruner", type=click.Choice(["halving", "hyperband", "median", "none"]), default="halving",
                      show_default=True, help="Prunes on the percent of each trial's planned training done."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=SEED, default=0, show_default=True),
         click.option("--quiet", is_flag=True, help="No progress display."),
     ]
     for option in reversed(options):
@@ -246,7 +248,7 @@ def bagging_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--no-gbt", is_flag=True, help="Leave XGBoost out.")
 @click.option("--gbt-trials", type=click.IntRange(min=1), default=10, show_default=True)
 @bagging_options
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the bagged nets train.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
@@ -308,7 +310,7 @@ def predict(model_dir: Path, data: str, out: Path | None, mc_samples: int) -> No
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="Model folder to describe (default: the one the run's last ensemble step exported).")
 @click.option("--out", "out", type=OutputFile(), help="HTML file (default: RUN_DIR/report.html).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the permutation importance.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the permutation importance.")
 def report(run_dir: Path, model_dir: Path | None, out: Path | None, seed: int) -> None:
     """Write one HTML page on a run: summary, leaderboard, held-out behaviour, feature importance, learning
     curves, MC-dropout uncertainty and the study."""
@@ -325,7 +327,7 @@ def report(run_dir: Path, model_dir: Path | None, out: Path | None, seed: int) -
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Shuffles per column.")
 @click.option("--max-rows", type=click.IntRange(min=2), default=2000, show_default=True,
               help="Rows used at most (a seeded sample).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def importance(model_dir: Path, data: str, target: str | None, repeats: int, max_rows: int, seed: int) -> None:
     """Permutation importance of an exported model's input columns on DATA (which holds the target)."""
     from automl_dnn import api

@@ -35,7 +35,7 @@ from automl_dnn.files import read_json, write_json
 from automl_dnn.folds import Folds, bagging_folds, make_folds
 from automl_dnn.gbt import BackgroundGBT, GBTMemberFit, fit_run_gbt, reload_source
 from automl_dnn.model import build_mlp
-from automl_dnn.objective import copy_seconds
+from automl_dnn.objective import copy_seconds, worker_device
 from automl_dnn.model_folder import GBTMember, NetMember, check_model_dir, save_model
 from automl_dnn.run_folder import RunDir, TrialArtifacts, find_trial, load_trial, trial_folder
 from automl_dnn.search_rows import read_rows, sample_sizes
@@ -162,6 +162,7 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     if bag_mode not in BAG_MODES:
         raise AutoDNNError(f"bag mode must be one of {', '.join(BAG_MODES)}, got {bag_mode!r}")
     check_model_dir(Path(model_dir))  # before minutes of XGBoost, not after
+    worker_device(device, 0)  # --device cuda without a GPU: one line, not torch's AssertionError mid-bagging
     started = time.monotonic()
     deadline = None if time_budget is None else started + time_budget
     run = RunDir(Path(run_dir))

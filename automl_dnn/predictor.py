@@ -207,6 +207,16 @@ class Predictor:
                                "use predict")
         return self._predict(df, 0)[0]
 
+    def dropout_nets(self) -> list[str]:
+        """Names of the member nets that use dropout, which MC dropout needs (a bagged net's folds count once)."""
+        names = []
+        for member in self.spec["members"]:
+            if member["kind"] == "net" and float(member["settings"]["net"].get("dropout", 0) or 0) > 0:
+                name = f"net-{int(member['trial']):05d}"
+                if name not in names:
+                    names.append(name)
+        return names
+
     def predict_frame(self, df: Any, mc_samples: int = 0) -> pd.DataFrame:
         """``prediction`` (+ ``proba_<label>`` per class); with MC dropout also ``<column>_std`` columns.
 
@@ -215,6 +225,8 @@ class Predictor:
         if mc_samples < 0:
             raise AutoDNNError(f"mc_samples must be >= 0, got {mc_samples}")
         mean, std = self._predict(df, mc_samples)
+        if mc_samples and not self.dropout_nets():
+            self.notes.append("no net of the model uses dropout, so MC dropout has no spread: the _std columns are 0")
         index = df.index if isinstance(df, pd.DataFrame) else pd.Index([df.name]) if isinstance(df, pd.Series) \
             else pd.RangeIndex(len(mean))
         if self.task == "regression":

@@ -646,13 +646,7 @@ def uncertainty_section(view: RunView) -> Section:
 
 def dropout_members(predictor: Predictor) -> list[str]:
     """Names of the member nets that use dropout (a bagged net's fold models count once)."""
-    names = []
-    for member in predictor.spec["members"]:
-        if member["kind"] == "net" and float(member["settings"]["net"].get("dropout", 0) or 0) > 0:
-            name = f"net-{int(member['trial']):05d}"
-            if name not in names:
-                names.append(name)
-    return names
+    return predictor.dropout_nets()
 
 
 def _std_and_error(predictor: Predictor, frame: pd.DataFrame, y: np.ndarray,

@@ -44,7 +44,7 @@ from automl_dnn.files import atomic_write, load_arrays, read_json, save_arrays, 
 from automl_dnn.folds import default_cv_folds, make_folds
 from automl_dnn.paths import make_folder
 from automl_dnn.space import SearchSpace, load_space
-from automl_dnn.storage import check_storage_for_jobs, open_storage, open_study_storage
+from automl_dnn.storage import absolute_storage_url, check_storage_for_jobs, open_storage, open_study_storage, redact
 
 RUN_FORMAT = 1
 PARTS = ("train", "valid", "test")
@@ -96,6 +96,9 @@ class SearchOptions:
                                    ("cv_folds", self.cv_folds, 1)):
             if value is not None and not _whole(value, least):
                 raise AutoDNNError(f"{name} must be a whole number >= {least}, got {value!r}")
+        if not _whole(self.seed, 0) or self.seed > 2**32 - 1:
+            raise AutoDNNError(f"seed must be a whole number from 0 to 2**32 - 1, got {self.seed!r}")
+        self.storage = None if self.storage is None else absolute_storage_url(self.storage)
 
 
 def _whole(value: Any, least: int) -> bool:
@@ -320,7 +323,30 @@ def _keep_recorded(old: dict[str, Any], spec: dict[str, Any], options: SearchOpt
         spec["study_name"] = old["study_name"]
     if options.artifacts is None:
         spec["artifacts"] = old["artifacts"]
+        _refuse_another_study(old, spec, run)
     spec["notes"] = old.get("notes", spec["notes"])
+
+
+def _refuse_another_study(old: dict[str, Any], spec: dict[str, Any], run: RunDir) -> None:
+    """Another study in the same artifacts folder would number its trials 0, 1, ... again and write over the
+    recorded study's trial folders, so that study's trials would later meet another net's weights."""
+    changed = [flag for flag, key in (("--storage", "storage"), ("--study", "study_name"))
+               if _recorded_as(old[key], key) != spec[key]]
+    if changed:
+        what = " and ".join(changed)
+        raise StorageError(f"run folder {str(run.root)!r} holds study {old['study_name']!r} in "
+                           f"{redact(old['storage'])}; another {what} would write its trials over that study's "
+                           f"artifacts; resume with the recorded {what}, or use a new --out or --artifacts")
+
+
+def _recorded_as(value: str, key: str) -> str:
+    """A recorded storage URL as it is given now (an older run folder may hold a relative path)."""
+    if key != "storage":
+        return value
+    try:
+        return absolute_storage_url(value)
+    except StorageError:
+        return value
 
 
 def _write_data(run: RunDir, dataset: Dataset, space: SearchSpace) -> list[str]:

@@ -104,18 +104,12 @@ class _AutoDNNBase(BaseEstimator):
         return self
 
     def _check_params(self) -> None:
-        if self.time_budget is not None and not self.time_budget > 0:
+        if self.time_budget is not None and not (_is_number(self.time_budget) and self.time_budget > 0):
             raise ValueError(f"time_budget must be > 0 seconds or None, got {self.time_budget!r}")
-        if self.n_trials is not None and self.n_trials < 1:
-            raise ValueError(f"n_trials must be >= 1 or None, got {self.n_trials!r}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k!r}")
-        if self.gbt_trials is not None and self.gbt_trials < 1:
-            raise ValueError(f"gbt_trials must be >= 1 or None, got {self.gbt_trials!r}")
-        if self.folds is not None and self.folds < 1:
-            raise ValueError(f"folds must be >= 1 or None, got {self.folds!r}")
-        if self.cv_folds is not None and self.cv_folds < 1:
-            raise ValueError(f"cv_folds must be >= 1 or None, got {self.cv_folds!r}")
+        for name in ("n_trials", "top_k", "gbt_trials", "folds", "cv_folds"):
+            value = getattr(self, name)
+            if (value is not None or name == "top_k") and not (_is_number(value) and value >= 1):
+                raise ValueError(f"{name} must be >= 1{'' if name == 'top_k' else ' or None'}, got {value!r}")
         if self.bag_mode not in ("bag", "refit"):
             raise ValueError(f"bag_mode must be 'bag' or 'refit', got {self.bag_mode!r}")
 
@@ -180,9 +174,13 @@ class AutoDNNClassifier(ClassifierMixin, _AutoDNNBase):
     _tasks = ("binary", "multiclass")
 
     def _task_for(self, y: np.ndarray) -> str:
-        n = len(pd.unique(pd.Series(y).dropna()))
+        values = pd.Series(y).dropna()
+        n = len(pd.unique(values))
         if n < 2:
             raise DataError(f"y has {n} distinct class{'es' if n != 1 else ''}; a classifier needs at least 2")
+        if n > max(2, len(values) // 2):  # check_target's rule, said the sklearn way
+            raise DataError(f"y has {n} distinct values in {len(values)} rows, too many to be classes; "
+                            "use AutoDNNRegressor")
         return "binary" if n == 2 else "multiclass"
 
     def _set_model(self, files: dict[str, bytes]) -> None:
@@ -204,6 +202,10 @@ class AutoDNNRegressor(RegressorMixin, _AutoDNNBase):
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _as_frame(X: Any) -> tuple[pd.DataFrame, list[str] | None]:

@@ -49,6 +49,20 @@ def check_storage_for_jobs(url: str, jobs: int) -> None:
         )
 
 
+def absolute_storage_url(url: str) -> str:
+    """A file storage's URL with an absolute path, as run.json records it: a relative ``sqlite:///x.db`` or
+    journal named the file in the current folder, so a later ``ensemble`` or resume from another folder opened
+    (and created) another, empty study. An in-memory SQLite study would be gone when the command ends."""
+    if url in ("sqlite://", "sqlite:///:memory:") or url.startswith("sqlite:///:memory:?"):
+        raise StorageError(f"storage {url!r} is in memory and ends with the command; give sqlite:///FILE")
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        path, sep, query = url[len("sqlite:///"):].partition("?")
+        return f"sqlite:///{Path(path).resolve()}{sep}{query}"
+    if _is_journal(url):
+        return f"journal:///{Path(_journal_path(url)).resolve()}"
+    return url
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """Open an Optuna storage from a URL: ``sqlite:///``, ``postgresql://``, ``mysql://``, ``journal:///path``.
 

@@ -71,9 +71,14 @@ class FileStop(StopFlag):
         return super().should_stop() or self.path.exists() or os.getppid() != self.parent
 
 
+#: The signals that stop a search gracefully: Ctrl-C, and the SIGTERM that ``timeout``, ``docker stop``, Slurm and
+#: systemd send before they kill.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
 def sigint_stops(stop: StopFlag) -> Iterator[None]:
-    """First Ctrl-C: finish the current epoch, keep the trial, stop. Second: interrupt at once."""
+    """First Ctrl-C (or SIGTERM): finish the current epoch, keep the trial, stop. Second: interrupt at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -83,11 +88,12 @@ def sigint_stops(stop: StopFlag) -> Iterator[None]:
             raise KeyboardInterrupt
         stop.interrupted = True
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, before in previous.items():
+            signal.signal(signum, before)
 
 
 class TrialSlotLock:
@@ -204,7 +210,8 @@ def _releasing(objective: Objective, lock: TrialSlotLock) -> Callable[[optuna.Tr
 
 def _worker_process(ctx: WorkerContext) -> None:
     """Entry point of a spawned worker process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into a stop file
+    for signum in STOP_SIGNALS:  # the parent turns Ctrl-C and SIGTERM (sent to its whole group too) into a stop file
+        signal.signal(signum, signal.SIG_IGN)
     stop_file = Path(ctx.run_dir) / ".stop"
     try:
         run_worker(ctx, stop=FileStop(stop_file, ctx.deadline))

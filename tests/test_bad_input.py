@@ -281,6 +281,69 @@ def test_api_fit_checks_the_model_folder_before_searching(tmp_path: Path, tiny_s
         api.fit(str(data), model_dir=data, out=tmp_path / "run", target="y", space=str(tiny_space), n_trials=1,
                 gbt=False, quiet=True)
     assert not (tmp_path / "run").exists()
+    other = tmp_path / "notes"  # a folder of something else: refused before the search too, not after it
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(AutoDNNError, match="is not empty and holds no model.json"):
+        api.fit(str(data), model_dir=other, out=tmp_path / "run", target="y", space=str(tiny_space), n_trials=1,
+                gbt=False, quiet=True)
+    assert not (tmp_path / "run").exists() and [p.name for p in other.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("command", ["search", "ensemble", "report", "importance"])
+def test_a_negative_seed_is_refused_in_one_line(command: str, tmp_path: Path, fitted: SimpleNamespace) -> None:
+    """numpy, scikit-learn and XGBoost take seeds from 0 to 2**32 - 1; -1 crashed them mid-run."""
+    args = {"search": [fitted.data, "--target", "y"], "ensemble": [fitted.run], "report": [fitted.run],
+            "importance": [fitted.model, fitted.data]}[command]
+    assert_one_line_error(invoke(command, *args, "--seed", -1), "--seed", "-1 is not in the range")
+    with pytest.raises(AutoDNNError, match="seed must be a whole number from 0 to 2\\*\\*32 - 1"):
+        api.search(toy_frame(40), out=tmp_path / "run", target="y", seed=-1, n_trials=1, quiet=True)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_storage_is_refused(url: str, tmp_path: Path, tiny_space: Path) -> None:
+    """Its study would be gone when the command ends, and the ensemble step could not find it."""
+    data = _csv(tmp_path, toy_frame(40))
+    assert_one_line_error(_search(tmp_path, tiny_space, data, "--storage", url), "is in memory", "sqlite:///FILE")
+
+
+def test_a_relative_storage_path_is_recorded_absolute(tmp_path: Path, tiny_space: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A later command from another folder must open the same study, not create an empty one there."""
+    data = _csv(tmp_path, toy_frame(40))
+    monkeypatch.chdir(tmp_path)
+    for url, file in (("sqlite:///rel.db", "rel.db"), ("rel.journal", "rel.journal")):
+        out = tmp_path / file.replace(".", "-")
+        assert _search(tmp_path, tiny_space, data, "--storage", url, out=out).exit_code == 0
+        assert json.loads((out / "run.json").read_text())["storage"].endswith(str(tmp_path / file))
+        elsewhere = tmp_path / f"elsewhere-{file}"
+        elsewhere.mkdir()
+        monkeypatch.chdir(elsewhere)
+        result = invoke("ensemble", out, "--no-gbt", "--folds", "1", "--model", tmp_path / f"model-{file}")
+        assert result.exit_code == 0, result.output
+        assert list(elsewhere.iterdir()) == []
+        monkeypatch.chdir(tmp_path)
+
+
+def test_resuming_with_another_study_would_overwrite_artifacts_and_is_refused(tmp_path: Path,
+                                                                              tiny_space: Path) -> None:
+    data = _csv(tmp_path, toy_frame(40))
+    assert _search(tmp_path, tiny_space, data, "--study", "first").exit_code == 0
+    weights = (tmp_path / "run" / "artifacts" / "trial-00000" / "weights.safetensors").read_bytes()
+    assert_one_line_error(_search(tmp_path, tiny_space, data, "--study", "second", "--n-trials", 2),
+                          "holds study 'first'", "another --study would write its trials over", "new --out")
+    assert (tmp_path / "run" / "artifacts" / "trial-00000" / "weights.safetensors").read_bytes() == weights
+    resumed = _search(tmp_path, tiny_space, data, "--study", "first", "--n-trials", 2)
+    assert resumed.exit_code == 0, resumed.output
+
+
+def test_ensemble_on_cuda_without_a_gpu_is_one_line(fitted: SimpleNamespace, tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    assert_one_line_error(invoke("ensemble", fitted.run, "--no-gbt", "--device", "cuda", "--model", tmp_path / "m"),
+                          "--device cuda", "no CUDA GPU")
 
 
 @pytest.mark.parametrize("options, needle", [
@@ -589,3 +652,10 @@ def test_predict_reads_a_series_as_one_row(fitted: SimpleNamespace) -> None:
     assert model.predict_proba(frame.iloc[3]).tolist() == model.predict_proba(frame.iloc[3:4]).tolist()
     assert model.predict_frame(frame.iloc[3]).index.tolist() == [3]
     assert "the input is a Series: read as one row" in " ".join(model.notes)
+
+
+def test_mc_dropout_on_nets_without_dropout_says_its_spread_is_zero(fitted: SimpleNamespace, tmp_path: Path) -> None:
+    result = invoke("predict", fitted.model, fitted.data, "--mc-samples", 3, "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    assert "no net of the model uses dropout, so MC dropout has no spread" in result.output
+    assert (pd.read_csv(tmp_path / "p.csv").filter(like="_std") == 0).all().all()

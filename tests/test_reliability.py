@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from automl_dnn.run_folder import RunDir
@@ -80,14 +81,16 @@ def test_sigkill_mid_trial_then_rerun_resumes_to_the_total(tmp_path: Path, short
     assert not [p for p in (out / "artifacts").iterdir() if p.name.startswith(".")], "no half-written artifact"
 
 
-def test_ctrl_c_finishes_the_running_trial_and_says_how_to_resume(tmp_path: Path, short_space: Path,
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_finishes_the_running_trial_and_says_how_to_resume(signum: int, tmp_path: Path, short_space: Path,
                                                                   trial_gate: TrialGate) -> None:
+    """SIGTERM too: timeout, docker stop, Slurm and systemd send it before they kill."""
     out = tmp_path / "run"
     proc = subprocess.Popen(_command(out, short_space, 10), stderr=subprocess.PIPE, text=True,
                             env=trial_gate.env(hold=1))
     try:
         trial_gate.wait_until_held(proc, 1)  # trial 0 is done, trial 1 is in its first epoch
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         trial_gate.release()
         _, err = proc.communicate(timeout=POLL_LIMIT)
     finally:

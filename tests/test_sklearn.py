@@ -100,3 +100,21 @@ def test_cross_val_score_with_a_pipeline(cancer: tuple[np.ndarray, np.ndarray]) 
     pipe = Pipeline([("scale", StandardScaler()), ("model", AutoDNNClassifier(**TINY))])
     scores = cross_val_score(pipe, X, y, cv=2)
     assert scores.shape == (2,) and np.all(scores > 0.8)
+
+
+@pytest.mark.parametrize("params, needle", [
+    ({"time_budget": "abc"}, "time_budget must be > 0 seconds or None, got 'abc'"),
+    ({"n_trials": "3"}, "n_trials must be >= 1 or None, got '3'"),
+    ({"top_k": 0}, "top_k must be >= 1, got 0"),
+    ({"folds": 0.5}, "folds must be >= 1 or None"),
+])
+def test_bad_parameters_are_a_value_error_naming_them(params: dict, needle: str) -> None:
+    X, y = load_breast_cancer(return_X_y=True)
+    with pytest.raises(ValueError, match=needle):
+        AutoDNNClassifier(**params).fit(X[:60], y[:60])
+
+
+def test_a_classifier_given_continuous_targets_names_the_regressor() -> None:
+    X, y = load_diabetes(return_X_y=True)
+    with pytest.raises(DataError, match="too many to be classes; use AutoDNNRegressor"):
+        AutoDNNClassifier(**TINY).fit(X[:80], y[:80].astype(float) + 0.5)
