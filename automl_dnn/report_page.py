@@ -690,14 +690,19 @@ def study_section(view: RunView) -> Section:
         ("Validation metric by percent of planned training", lambda: vis.plot_intermediate_values(study)),
         ("Hyperparameter importances", lambda: vis.plot_param_importances(study)),
     ]
-    for title, make in plots:
-        section.parts.append(f"<h3>{title}</h3>")
-        try:
-            with warnings.catch_warnings():  # importances on few trials warn once per parameter
-                warnings.simplefilter("ignore")
-                section.parts.append(figures.finish(make()))
-        except Exception as exc:  # e.g. importances need >= 2 complete trials
-            section.parts.append(f"<p class='missing'>not available: {html.escape(first_line(exc))}</p>")
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # "does not contain completed trials": the page says so
+    try:
+        for title, make in plots:
+            section.parts.append(f"<h3>{title}</h3>")
+            try:
+                with warnings.catch_warnings():  # importances on few trials warn once per parameter
+                    warnings.simplefilter("ignore")
+                    section.parts.append(figures.finish(make()))
+            except Exception as exc:  # e.g. importances need >= 2 complete trials
+                section.parts.append(f"<p class='missing'>not available: {html.escape(first_line(exc))}</p>")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     best = sorted(complete, key=lambda t: t.value, reverse=spec["direction"] == "maximize")[:10]
     rows = "".join(f"<tr><td>{t.number}</td><td>{t.value:.6g}</td><td><code>{html.escape(json.dumps(t.params))}"
                    "</code></td></tr>" for t in best)

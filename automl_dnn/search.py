@@ -21,7 +21,7 @@ from automl_dnn.budget import BaggingRequest, BaggingReserve
 from automl_dnn.data import Dataset, release_table_memory
 from automl_dnn.errors import AutoDNNError, disk_full_as_error
 from automl_dnn.folds import bagging_folds
-from automl_dnn.objective import WorkerContext, probe_row_seconds
+from automl_dnn.objective import FINISHED, WorkerContext, probe_row_seconds
 from automl_dnn.run_folder import AUTO_JOBS, RunDir, SearchOptions, prepare_run
 from automl_dnn.search_rows import decide as decide_search_rows
 from automl_dnn.space import load_space
@@ -114,6 +114,7 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
         ctx = dataclasses.replace(ctx, threads=threads, bagging=bagging)
     enqueue_defaults(study, space, spec["task"])
     reap_stale_trials(study)
+    finished_before = len(study.get_trials(deepcopy=False, states=FINISHED))
     stop = StopFlag(deadline)
     progress = (lambda s: on_progress(progress_of(s, started, deadline))) if on_progress else None
     late_started, joined_at = 0, None
@@ -131,6 +132,9 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
     summary.stopped_by = "interrupted" if stop.interrupted else "budget"
     summary.jobs, summary.threads = options.jobs, options.threads
     summary.late, summary.late_started, summary.late_threads = late, late_started, late_threads
+    if options.n_trials is not None and finished_before >= options.n_trials:
+        summary.notes.append(f"the study already had {finished_before} finished trials, --n-trials {options.n_trials}: "
+                             "none run now (a larger --n-trials adds more)")
     if late_started and joined_at is not None:
         summary.notes.append(f"{late_started} more worker{'s' * (late_started > 1)} joined the search at "
                              f"{joined_at - started:.0f}s, once XGBoost's thread had freed its cores")

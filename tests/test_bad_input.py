@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -20,7 +21,7 @@ from click.testing import Result
 
 from automl_dnn import api
 from automl_dnn.errors import AutoDNNError
-from tests.conftest import TINY_SPACE, assert_one_line_error, invoke, lines_of, sha256, toy_frame
+from tests.conftest import POLL_LIMIT, TINY_SPACE, assert_one_line_error, invoke, lines_of, sha256, toy_frame
 
 REPORT_BUG = "report.py"
 
@@ -659,3 +660,25 @@ def test_mc_dropout_on_nets_without_dropout_says_its_spread_is_zero(fitted: Simp
     assert result.exit_code == 0, result.output
     assert "no net of the model uses dropout, so MC dropout has no spread" in result.output
     assert (pd.read_csv(tmp_path / "p.csv").filter(like="_std") == 0).all().all()
+
+
+def test_a_rerun_whose_trials_are_all_done_says_so(tmp_path: Path, tiny_space: Path) -> None:
+    data = _csv(tmp_path, toy_frame(40))
+    assert _search(tmp_path, tiny_space, data).exit_code == 0
+    again = api.search(str(data), out=tmp_path / "run", target="y", space=str(tiny_space), n_trials=1, quiet=True)
+    assert "the study already had 1 finished trials, --n-trials 1: none run now (a larger --n-trials adds more)" \
+        in again.notes
+
+
+def test_a_report_on_a_study_without_a_completed_trial_prints_no_optuna_log_line(tmp_path: Path,
+                                                                                 tiny_space: Path) -> None:
+    from automl_dnn.run_folder import SearchOptions, prepare_run
+    from automl_dnn.study import open_study
+
+    spec, _ = prepare_run(SearchOptions(source=str(_csv(tmp_path, toy_frame(40))), out=tmp_path / "run", target="y",
+                                        space=str(tiny_space)))
+    open_study(spec)  # a study with no trial at all
+    result = subprocess.run([sys.executable, "-m", "automl_dnn", "report", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=POLL_LIMIT)  # a fresh process: Optuna's own logging
+    assert result.returncode == 0, result.stderr
+    assert "does not contain completed trials" not in result.stderr + result.stdout
