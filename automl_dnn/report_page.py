@@ -625,7 +625,7 @@ def uncertainty_section(view: RunView) -> Section:
     if predictor is None or held is None:
         section.parts.append("<p class='missing'>Not available: no model or no held-out rows (see the summary).</p>")
         return section
-    dropout = dropout_members(predictor)
+    dropout = predictor.dropout_nets()
     if not dropout:
         section.parts.append("<p>Omitted: no net of the ensemble uses dropout, so MC dropout has no spread to "
                              "show.</p>")
@@ -642,11 +642,6 @@ def uncertainty_section(view: RunView) -> Section:
                          f"correlation of std and error: {_fmt(float(rho))}.</p>")
     section.parts.append(figures.uncertainty(centers, errors, counts, what))
     return section
-
-
-def dropout_members(predictor: Predictor) -> list[str]:
-    """Names of the member nets that use dropout (a bagged net's fold models count once)."""
-    return predictor.dropout_nets()
 
 
 def _std_and_error(predictor: Predictor, frame: pd.DataFrame, y: np.ndarray,
@@ -773,5 +768,5 @@ def _render_section(section: Section, counter: Any) -> str:
     return f"<section id='{section.id}'><h2>{html.escape(section.title)}</h2>{''.join(parts)}</section>"
 
 
-__all__ = ["RunView", "Section", "binned", "check_model_matches", "class_curves", "confusion", "dropout_members",
+__all__ = ["RunView", "Section", "binned", "check_model_matches", "class_curves", "confusion",
            "read_run", "reliability", "write_report_page"]

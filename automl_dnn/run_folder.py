@@ -330,8 +330,9 @@ def _keep_recorded(old: dict[str, Any], spec: dict[str, Any], options: SearchOpt
 def _refuse_another_study(old: dict[str, Any], spec: dict[str, Any], run: RunDir) -> None:
     """Another study in the same artifacts folder would number its trials 0, 1, ... again and write over the
     recorded study's trial folders, so that study's trials would later meet another net's weights."""
+    recorded = {"storage": _as_given_now(old["storage"]), "study_name": old["study_name"]}
     changed = [flag for flag, key in (("--storage", "storage"), ("--study", "study_name"))
-               if _recorded_as(old[key], key) != spec[key]]
+               if recorded[key] != spec[key]]
     if changed:
         what = " and ".join(changed)
         raise StorageError(f"run folder {str(run.root)!r} holds study {old['study_name']!r} in "
@@ -339,14 +340,12 @@ def _refuse_another_study(old: dict[str, Any], spec: dict[str, Any], run: RunDir
                            f"artifacts; resume with the recorded {what}, or use a new --out or --artifacts")
 
 
-def _recorded_as(value: str, key: str) -> str:
+def _as_given_now(url: str) -> str:
     """A recorded storage URL as it is given now (an older run folder may hold a relative path)."""
-    if key != "storage":
-        return value
     try:
-        return absolute_storage_url(value)
-    except StorageError:
-        return value
+        return absolute_storage_url(url)
+    except StorageError:  # an in-memory URL recorded before it was refused
+        return url
 
 
 def _write_data(run: RunDir, dataset: Dataset, space: SearchSpace) -> list[str]:

@@ -19,6 +19,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import NotFittedError
 
 from automl_dnn import api
+from automl_dnn.data.target import too_many_classes
 from automl_dnn.errors import AutoDNNError, DataError
 from automl_dnn.model_folder import MODEL_JSON, read_spec, write_model_folder
 from automl_dnn.predictor import load_model
@@ -178,7 +179,7 @@ class AutoDNNClassifier(ClassifierMixin, _AutoDNNBase):
         n = len(pd.unique(values))
         if n < 2:
             raise DataError(f"y has {n} distinct class{'es' if n != 1 else ''}; a classifier needs at least 2")
-        if n > max(2, len(values) // 2):  # check_target's rule, said the sklearn way
+        if too_many_classes(n, len(values)):  # check_target's rule, said the sklearn way
             raise DataError(f"y has {n} distinct values in {len(values)} rows, too many to be classes; "
                             "use AutoDNNRegressor")
         return "binary" if n == 2 else "multiclass"

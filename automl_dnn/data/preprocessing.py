@@ -120,12 +120,12 @@ def _numbers_from_texts(texts: list[str | None], reading: dict) -> tuple[np.ndar
     """Distinct texts as numbers by a column's reading, NaN where unreadable; and which are missing markers."""
     markers = {m.casefold() for m in reading.get("missing", [])}
     is_marker = np.array([t is not None and t.casefold() in markers for t in texts], dtype=bool)
-    percent = [t is not None and bool(reading.get("percent")) and _PERCENT.match(t) is not None for t in texts]
-    cells = [_PERCENT.match(t).group(1) if is_percent else t for t, is_percent in zip(texts, percent)]
+    percent = [_PERCENT.match(t) if t is not None and reading.get("percent") else None for t in texts]
+    cells = [match.group(1) if match else t for t, match in zip(texts, percent)]
     cells = [t.replace(",", "") if t is not None and reading.get("thousands") and _THOUSANDS.match(t) else t
              for t in cells]
     nums = pd.to_numeric(pd.Series(cells, dtype=object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    nums = np.where(percent, nums / 100, nums)  # 45.3 % is 0.453
+    nums = np.where([match is not None for match in percent], nums / 100, nums)  # 45.3 % is 0.453
     return np.where(is_marker, np.nan, nums), is_marker
 
 
@@ -147,10 +147,10 @@ def _number_reading(texts: list[str | None]) -> dict:
     plain = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     rest = [t for t, x in zip(texts, plain) if t is not None and np.isnan(x)]
     reading: dict[str, Any] = {}
-    percent = [match.group(1) for match in map(_PERCENT.match, rest) if match]
-    if percent:  # their numbers stay for the checks below (12,345 %)
+    matches = [_PERCENT.match(t) for t in rest]
+    if any(matches):  # their numbers stay for the checks below (12,345 %)
         reading["percent"] = True
-        rest = [t for t in rest if not _PERCENT.match(t)] + percent
+        rest = [match.group(1) if match else t for t, match in zip(rest, matches)]
     if any(_THOUSANDS.match(t) for t in rest):
         reading["thousands"] = True
         rest = [t for t in rest if not _THOUSANDS.match(t)]
@@ -255,12 +255,12 @@ def _parse_date_texts(texts: list[str | None], reading: dict | None = None) -> p
                 slow = pd.to_datetime(cand[retry], format=fallback, errors="coerce", utc=True,
                                       dayfirst=bool(reading.get("dayfirst")))
                 fast = fast.where(~retry, slow)
-    zone = reading.get("tz")
+    stamps, zone = pd.DatetimeIndex(fast), reading.get("tz")
     if zone is None:
-        return pd.DatetimeIndex(fast).tz_localize(None)
+        return stamps.tz_localize(None)
     with_offset = cand.map(lambda t: t is not None and _TIME_OFFSET.search(t) is not None).to_numpy(dtype=bool)
-    local = pd.DatetimeIndex(fast).tz_convert(zone).tz_localize(None)  # an offset's time on the zone's clock
-    return local.where(with_offset, pd.DatetimeIndex(fast).tz_localize(None))  # no offset: as written
+    local = stamps.tz_convert(zone).tz_localize(None)  # an offset's time on the zone's clock
+    return local.where(with_offset, stamps.tz_localize(None))  # no offset: as written
 
 
 def _check_zone(spec: dict) -> None:

@@ -105,10 +105,15 @@ def check_target(y: pd.Series, task: str) -> pd.Series:
     if task == "binary" and len(distinct) > 2:
         raise DataError(f"--task binary needs exactly 2 classes, but target {name!r} has "
                         f"{len(distinct)} (e.g. {_show(distinct)}); use --task multiclass")
-    if task == "multiclass" and len(distinct) > max(2, len(values) // 2):
+    if task == "multiclass" and too_many_classes(len(distinct), len(values)):
         raise DataError(f"target {name!r} has {len(distinct)} distinct values in {len(values)} rows, "
                         f"too many to be classes; use --task regression")
     return values
+
+
+def too_many_classes(n_distinct: int, n_rows: int) -> bool:
+    """More distinct values than classes can be (under two rows each): a regression target."""
+    return n_distinct > max(2, n_rows // 2)
 
 
 def _refuse_times(values: pd.Series, name: Any) -> None:
