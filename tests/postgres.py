@@ -37,12 +37,28 @@ class PostgresServer:
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *cmd: str, check: bool = True) -> None:
-        subprocess.run([*self.as_user, *cmd], check=check, capture_output=True, cwd=self.root)
+        done = subprocess.run([*self.as_user, *cmd], capture_output=True, cwd=self.root)
+        if check and done.returncode:
+            log = self.root / "log"
+            raise RuntimeError(f"{Path(cmd[0]).name} failed (exit {done.returncode}): {done.stderr.decode()[-800:]}"
+                               + (f"\nserver log: {log.read_text()[-800:]}" if log.exists() else ""))
 
     def init(self) -> None:
         if self.as_user:
             shutil.chown(self.root, "postgres", "postgres")
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def start_on_a_free_port(self, tries: int = 3) -> None:
+        """The first start: ``free_port`` only says nothing listened a moment ago, and another test run on the
+        machine may bind the port first, so a failed start moves to another port."""
+        for attempt in range(tries):
+            try:
+                return self.start()
+            except RuntimeError:
+                if attempt == tries - 1:
+                    raise
+                self.port = free_port()
+                self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
         """Start and wait until it accepts connections."""
@@ -69,7 +85,7 @@ def postgres(start: bool = True) -> Iterator[PostgresServer]:
     try:
         server.init()
         if start:
-            server.start()
+            server.start_on_a_free_port()
         yield server
     finally:
         server.stop("immediate")
