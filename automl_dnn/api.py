@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+import optuna
 import pandas as pd
 import torch
 
@@ -36,7 +39,32 @@ GBT_TRIALS = 10
 #: ``benchmarks/search_knobs.py --experiment xgboost-cores``.
 CORES_BACK_FROM_XGBOOST = True
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 
+
+@contextmanager
+def callers_settings_kept() -> Iterator[None]:
+    """The process-wide settings a search changes for its own trials (torch's intra-op threads, Optuna's log
+    level) are the caller's again afterwards: a notebook's own torch code is not left on the search's share of
+    the cores, nor its own Optuna studies silenced."""
+    threads, verbosity = torch.get_num_threads(), optuna.logging.get_verbosity()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _keeps_callers_settings(func: _F) -> _F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with callers_settings_kept():
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_keeps_callers_settings
 def search(source: Any, *, out: Path, progress: bool | None = None,
            on_prepared: OnPrepared | None = None, beside: SharedCores | None = None,
            **options: Any) -> SearchSummary:
@@ -48,14 +76,15 @@ def search(source: Any, *, out: Path, progress: bool | None = None,
         return run_search(opts, on_progress=on_progress, on_prepared=on_prepared, beside=beside)
 
 
+@_keeps_callers_settings
 def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gbt: bool | BackgroundGBT = True,
              gbt_trials: int = 10, seed: int = 0, time_budget: float | None = None,
-             threads: int | None = None, folds: int | None = 1, bag_mode: str = "bag",
+             threads: int | None = None, folds: int | None = None, bag_mode: str = "bag",
              device: str = "auto", bagging_until: float | None = None, jobs: int = 1) -> EnsembleReport:
     """Ensemble the best nets of a finished search (plus XGBoost) and export one model folder.
 
-    ``folds`` > 1 bags the members first and fits the ensemble on their out-of-fold predictions (None:
-    chosen from the rows); ``bag_mode`` is what a bagged net exports ("bag": its fold models, "refit");
+    ``folds`` > 1 bags the members first and fits the ensemble on their out-of-fold predictions; None (as
+    ``automl-dnn ensemble``): chosen from the rows; 1: the validation split only. ``bag_mode`` is what a bagged net exports ("bag": its fold models, "refit");
     ``jobs`` worker processes train the nets' fold copies side by side.
     """
     run_dir = Path(run_dir)
@@ -64,6 +93,7 @@ def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gb
                         folds=folds, bag_mode=bag_mode, device=device, bagging_until=bagging_until, jobs=jobs)
 
 
+@_keeps_callers_settings
 def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: float | None = None,
         top_k: int = 5, gbt: bool = True, gbt_trials: int | None = None, folds: int | None = None,
         bag_mode: str = "bag", ensemble_share: float | None = None, report_page: bool = False,
@@ -201,6 +231,7 @@ def predict_file(model_dir: Path, data: Any, *, out: Path | None = None, mc_samp
     return _predict_file(Path(model_dir), data, out=Path(out) if out else None, mc_samples=mc_samples)
 
 
+@_keeps_callers_settings
 def write_report(run_dir: Path, *, out: Path | None = None, model_dir: Path | None = None, seed: int = 0,
                  time_budget: float | None = None) -> Path:
     """Write the HTML report page of a run: summary, leaderboard, held-out behaviour, feature importance,

@@ -8,7 +8,6 @@ block). Anything else is a bug: one line and exit 1, with the traceback under ``
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -18,12 +17,6 @@ import click
 from automl_dnn import tasks
 from automl_dnn.errors import AutoDNNError, PathError
 from automl_dnn.paths import check_file_path, check_folder_path
-
-# torch and XGBoost share this process; idle OpenMP threads that spin-wait for work steal the cores the
-# other library's threads need (on a 2-core machine a 2-thread XGBoost fit ran 20x slower). Passive
-# waiting costs nothing measurable. Set before torch/xgboost load their OpenMP runtime; a user's own
-# value wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 #: numpy, scikit-learn and XGBoost take seeds in [0, 2**32 - 1]; a negative one crashed them mid-run.
 SEED = click.IntRange(0, 2**32 - 1)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import NotFittedError
 
@@ -72,6 +75,10 @@ class _AutoDNNBase(BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> Any:
         """Search, ensemble and export on (X, y); the model is then held in memory."""
+        with _value_errors():
+            return self._fit(X, y)
+
+    def _fit(self, X: Any, y: Any) -> Any:
         self._check_params()
         frame, names_in = _as_frame(X)
         target = np.asarray(y)
@@ -134,7 +141,8 @@ class _AutoDNNBase(BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """Class labels or values, one per row of X."""
-        return self._predictor().predict(self._input(X))
+        with _value_errors():
+            return self._predictor().predict(self._input(X))
 
     def _predictor(self) -> Any:
         if not hasattr(self, "predictor_"):
@@ -143,15 +151,22 @@ class _AutoDNNBase(BaseEstimator):
 
     def _input(self, X: Any) -> pd.DataFrame:
         """A DataFrame the predictor can read; an array gets the names the model was trained under."""
+        names = [item["name"] for item in self._predictor().input_schema]
         if isinstance(X, pd.DataFrame):
+            fitted_on_array = names == _array_names(len(names))  # its columns were named x0, x1, ...
+            if fitted_on_array and X.shape[1] == len(names) and not set(map(str, X.columns)) & set(names):
+                # a frame for a model fitted on an array: read by position, as scikit-learn does
+                warnings.warn(f"X has feature names, but {type(self).__name__} was fitted without feature names",
+                              UserWarning, stacklevel=3)
+                return X.set_axis(names, axis=1)
             return X
-        arr = np.asarray(X)
+        arr = _dense(X)
         if arr.ndim != 2:
             raise ValueError(f"X must be 2-D (rows, features), got shape {arr.shape}")
         if arr.shape[1] != self.n_features_in_:
-            raise DataError(f"X has {arr.shape[1]} features, but this model was fitted with {self.n_features_in_}; "
-                            "pass the same columns as in fit")
-        names = [item["name"] for item in self._predictor().input_schema]
+            raise _ValueDataError(f"X has {arr.shape[1]} features, but {type(self).__name__} is expecting "
+                                  f"{self.n_features_in_} features as input (it was fitted with "
+                                  f"{self.n_features_in_}); pass the same columns as in fit")
         return pd.DataFrame(arr, columns=names)
 
     # -- persistence --------------------------------------------------------------------------
@@ -190,7 +205,8 @@ class AutoDNNClassifier(ClassifierMixin, _AutoDNNBase):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities ``(n, K)`` in the order of ``classes_``."""
-        return self._predictor().predict_proba(self._input(X))
+        with _value_errors():
+            return self._predictor().predict_proba(self._input(X))
 
 
 class AutoDNNRegressor(RegressorMixin, _AutoDNNBase):
@@ -216,10 +232,36 @@ def _as_frame(X: Any) -> tuple[pd.DataFrame, list[str] | None]:
         if len(set(names)) != len(names):
             raise DataError("X has duplicate column names; make them unique")
         return X.set_axis(names, axis=1).reset_index(drop=True), names
-    arr = np.asarray(X)
+    arr = _dense(X)
     if arr.ndim != 2:
         raise ValueError(f"X must be 2-D (rows, features), got shape {arr.shape}")
-    return pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])]), None
+    return pd.DataFrame(arr, columns=_array_names(arr.shape[1])), None
+
+
+def _array_names(n: int) -> list[str]:
+    """The column names an array's columns get in training."""
+    return [f"x{i}" for i in range(n)]
+
+
+def _dense(X: Any) -> np.ndarray:
+    """X as a numpy array; a scipy sparse matrix (OneHotEncoder's default output) is made dense, since the nets
+    and the preprocessing read dense columns (np.asarray would wrap it in a 0-d object array)."""
+    return X.toarray() if sp.issparse(X) else np.asarray(X)
+
+
+class _ValueDataError(DataError, ValueError):
+    """A DataError that is also the ValueError scikit-learn's conventions (and its callers) expect."""
+
+
+@contextmanager
+def _value_errors() -> Iterator[None]:
+    """A DataError raised inside is raised again as one that is also a ValueError."""
+    try:
+        yield
+    except DataError as exc:
+        if isinstance(exc, ValueError):
+            raise
+        raise _ValueDataError(str(exc)) from exc
 
 
 def _free_name(name: str, taken: Any) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from importlib.metadata import version
@@ -56,6 +57,31 @@ def test_importing_the_cli_imports_no_heavy_library() -> None:
             "print([m for m in ('torch', 'optuna', 'xgboost', 'pandas') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_importing_the_package_makes_idle_openmp_threads_wait_passively(given: str | None, expected: str) -> None:
+    """The CLI, the Python API and the estimators all import the package before torch and XGBoost; a user's own
+    OMP_WAIT_POLICY wins."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({} if given is None else
+                                                                           {"OMP_WAIT_POLICY": given})
+    code = "import automl_dnn, os; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60, env=env)
+    assert out.stdout.strip() == expected, out.stderr
+
+
+def test_the_api_ensemble_defaults_are_the_cli_ensemble_defaults() -> None:
+    """`api.ensemble` is what `automl-dnn ensemble` runs: called without options it must bag as the command does
+    (it defaulted to the validation split only)."""
+    import inspect
+
+    from automl_dnn import api
+    from automl_dnn.cli import cli
+
+    command = {p.name: p.default for p in cli.commands["ensemble"].params}
+    signature = inspect.signature(api.ensemble).parameters
+    for option in ("top_k", "gbt_trials", "folds", "seed", "device", "jobs"):
+        assert signature[option].default == command[option], option
 
 
 # --- Click's own errors: one line too ------------------------------------------------------------

@@ -476,3 +476,23 @@ def test_refits_may_take_the_time_the_search_kept_for_them(bagging_until: float 
     # 17 s left in the step at t = 100: the search's planned end leaves 2 s for the weights and the export
     assert refit_deadline(117.0, bagging_until, now=100.0) == pytest.approx(until)
     assert refit_deadline(None, bagging_until, now=100.0) is None
+
+
+def test_fit_gives_the_caller_back_its_torch_threads_and_optuna_log_level(tmp_path: Path) -> None:
+    """A notebook that calls fit keeps its own torch thread count and Optuna verbosity (the in-process worker set
+    its share of the cores and ERROR, and the study WARNING, for good)."""
+    import optuna
+    import torch
+
+    threads, verbosity = torch.get_num_threads(), optuna.logging.get_verbosity()
+    try:
+        torch.set_num_threads(2)
+        optuna.logging.set_verbosity(optuna.logging.INFO)
+        api.fit("builtin:wine", model_dir=tmp_path / "m", n_trials=1, space="quick", threads=1, gbt_trials=1,
+                folds=1, quiet=True)
+        assert torch.get_num_threads() == 2 and optuna.logging.get_verbosity() == optuna.logging.INFO
+        api.write_report(tmp_path / "m-run", model_dir=tmp_path / "m")
+        assert torch.get_num_threads() == 2 and optuna.logging.get_verbosity() == optuna.logging.INFO
+    finally:
+        torch.set_num_threads(threads)
+        optuna.logging.set_verbosity(verbosity)

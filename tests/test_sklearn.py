@@ -118,3 +118,36 @@ def test_a_classifier_given_continuous_targets_names_the_regressor() -> None:
     X, y = load_diabetes(return_X_y=True)
     with pytest.raises(DataError, match="too many to be classes; use AutoDNNRegressor"):
         AutoDNNClassifier(**TINY).fit(X[:80], y[:80].astype(float) + 0.5)
+
+
+def test_sparse_input_is_read_as_dense(classifier: AutoDNNClassifier, cancer: tuple[np.ndarray, np.ndarray]) -> None:
+    """OneHotEncoder (and a ColumnTransformer of mostly one-hot columns) hands on a scipy sparse matrix:
+    np.asarray wrapped it in a 0-d object array ("X must be 2-D ..., got shape ()")."""
+    from scipy import sparse
+
+    X, y = cancer
+    np.testing.assert_array_equal(classifier.predict_proba(sparse.csr_matrix(X[400:])), classifier.predict_proba(X[400:]))
+    fitted = AutoDNNClassifier(**TINY, folds=1).fit(sparse.csr_matrix(X[:150, :5]), y[:150])
+    assert fitted.n_features_in_ == 5 and fitted.predict(sparse.csr_matrix(X[400:405, :5])).shape == (5,)
+
+
+def test_a_frame_for_a_model_fitted_on_an_array_is_read_by_position(
+        classifier: AutoDNNClassifier, cancer: tuple[np.ndarray, np.ndarray]) -> None:
+    """As scikit-learn: a warning that the model was fitted without feature names, then the columns by position."""
+    X, _ = cancer
+    frame = pd.DataFrame(X[400:], columns=load_breast_cancer().feature_names)
+    with pytest.warns(UserWarning, match="fitted without feature names"):
+        proba = classifier.predict_proba(frame)
+    np.testing.assert_array_equal(proba, classifier.predict_proba(X[400:]))
+
+
+def test_bad_input_is_also_a_value_error(classifier: AutoDNNClassifier) -> None:
+    """scikit-learn's convention (and code written for it) catches ValueError; DataError stays catchable."""
+    with pytest.raises(ValueError, match="X has 3 features, but AutoDNNClassifier is expecting 30 features"):
+        classifier.predict(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="missing column"):
+        classifier.predict(pd.DataFrame({"a": [1.0]}))
+    with pytest.raises(DataError, match="1 distinct class"):
+        AutoDNNClassifier(**TINY).fit(np.zeros((20, 2)), np.ones(20))
+    with pytest.raises(ValueError, match="1 distinct class"):
+        AutoDNNClassifier(**TINY).fit(np.zeros((20, 2)), np.ones(20))

@@ -205,7 +205,8 @@ def test_modern_nets_search_ensemble_export_and_predict(tmp_path, source: str) -
     space = tmp_path / "modern.yaml"
     space.write_text(MODERN_SPACE)
     report = api.ensemble(api.search(source, out=tmp_path / "run", space=str(space), n_trials=2, threads=1,
-                                     pruner="none", quiet=True, progress=False).run_dir, model_dir=tmp_path / "m", gbt=False)
+                                     pruner="none", quiet=True, progress=False).run_dir, model_dir=tmp_path / "m", gbt=False,
+                          folds=1)
     spec = RunDir(tmp_path / "run").read_spec()
     for number in (0, 1):
         saved = load_trial(trial_folder(spec["artifacts"], number))
