@@ -17,12 +17,14 @@ the ``Predictor`` from them.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import math
 import os
 import platform
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -167,9 +169,17 @@ def check_model_dir(model_dir: Path) -> None:
 
 
 def _swap_in(new: Path, target: Path) -> None:
-    """Replace ``target`` by ``new``: rename over an empty folder, else via a backup that is restored on failure."""
+    """Replace ``target`` by ``new``: rename over an empty folder, else swap the two in one atomic exchange
+    (Linux ``renameat2(RENAME_EXCHANGE)``), else via a backup that is restored on failure.
+
+    The backup's two renames leave a moment with no ``target`` at all: a kill there (SIGKILL, the OOM killer, a
+    power cut) left no model folder, the old model hidden in ``.NAME.old-*`` and the new one in ``.NAME.tmp-*``,
+    and `predict` said "not found". The exchange has no such moment."""
     if not any(target.iterdir()):
         os.replace(new, target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # holds the old model now
         return
     backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
     os.rmdir(backup)
@@ -180,6 +190,24 @@ def _swap_in(new: Path, target: Path) -> None:
         os.replace(backup, target)
         raise
     shutil.rmtree(backup, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically where the system can (Linux >= 3.15 with glibc >= 2.28, on ext4, xfs, btrfs,
+    tmpfs, ...); False where it cannot, and nothing was changed."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    return result == 0
 
 
 def sha256(data: bytes) -> str:

@@ -279,7 +279,10 @@ def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tup
         open_study_storage(spec["storage"])
     else:  # a URL that cannot be opened is never recorded in run.json: a mistyped host is told at once
         open_storage(spec["storage"])
-    expected = [run.split_path, run.target_path] + [run.data_path(s) for s in scalings_of(space)]
+    # The preprocessing of each scaling too: a kill between a scaling's data file and its preprocess/*.json left a
+    # folder that looked complete, and every later trial of that scaling failed on the missing file, for ever.
+    expected = [run.split_path, run.target_path] + [path for s in scalings_of(space)
+                                                    for path in (run.data_path(s), run.preprocess_path(s))]
     if not all(path.exists() for path in expected):
         notes = _write_data(run, dataset, space)
         spec["notes"] = list(dict.fromkeys(list(dataset.notes) + notes))

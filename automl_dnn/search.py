@@ -144,7 +144,9 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
         if stop.interrupted:
             raise AutoDNNError("interrupted before any trial completed; run the same command again to resume")
         if reasons:
-            raise AutoDNNError(f"all {len(reasons)} trials failed; first reason: {reasons[0]}")
+            failed = (f"all {len(reasons)} trials failed" if not summary.n_pruned else
+                      f"no trial completed: {len(reasons)} failed, {summary.n_pruned} pruned")
+            raise AutoDNNError(f"{failed}; first reason: {reasons[0]}")
         if summary.n_pruned == 0 or stop.should_stop():  # trials cut short by the deadline count as pruned
             cut = f" ({summary.n_pruned} cut short)" if summary.n_pruned else ""
             raise AutoDNNError(f"the time budget ended before any trial completed{cut}; give a larger --time-budget")

@@ -251,7 +251,29 @@ def reap_stale_trials(study: optuna.Study, *, stale_after: float = STALE_AFTER_S
                 reaped.append(trial.number)
             except Exception:  # another worker reaped or finished it first
                 continue
+            _retry(study, trial)
     return reaped
+
+
+def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Enqueue the settings of a trial whose worker died, once, so that the next trial runs them again.
+
+    Without it the killed trial is lost for good: a portfolio trial is never tried again, and its values at the
+    pruner's rungs (kept in its system attributes, which Optuna's pruners read from every trial, failed ones too)
+    go on setting the bar, so that on a small ``--n-trials`` every later trial could be pruned and a rerun of the
+    same command ended with no completed trial, for ever. An enqueued trial runs to its end (it is never
+    pruned, as the portfolio's are not). A retry that dies too is not retried again: a configuration that
+    kills its worker (the kernel's OOM killer) must not loop."""
+    if "retry_of" in trial.user_attrs:
+        return
+    params = trial.system_attrs.get("fixed_params") or trial.params
+    if not params:
+        return
+    user_attrs = {"retry_of": trial.number}
+    try:
+        study.enqueue_trial(dict(params), user_attrs=user_attrs, skip_if_exists=False)
+    except Exception:  # the space changed meanwhile (a resume with another space is refused earlier): no retry
+        pass
 
 
 class Lease:

@@ -180,18 +180,21 @@ class TrialGate:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def variables(self, *, parties: int = 0, hold: int | None = None) -> dict[str, str]:
+    def variables(self, *, parties: int = 0, hold: int | None = None, hold_step: int = 0) -> dict[str, str]:
         paths = [str(GATE_SITE), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
         variables = {"PYTHONPATH": os.pathsep.join(paths), "AUTOML_DNN_TEST_GATE": str(self.folder)}
         if parties:
             variables["AUTOML_DNN_TEST_GATE_PARTIES"] = str(parties)
         if hold is not None:
             variables["AUTOML_DNN_TEST_GATE_HOLD"] = str(hold)
+        if hold_step:
+            variables["AUTOML_DNN_TEST_GATE_HOLD_STEP"] = str(hold_step)
         return variables
 
-    def env(self, *, parties: int = 0, hold: int | None = None) -> dict[str, str]:
-        """The environment for ``subprocess``: this one plus the gate's variables."""
-        return {**os.environ, **self.variables(parties=parties, hold=hold)}
+    def env(self, *, parties: int = 0, hold: int | None = None, hold_step: int = 0) -> dict[str, str]:
+        """The environment for ``subprocess``: this one plus the gate's variables (``hold_step``: hold trial
+        ``hold`` at its first report at that percent of its planned training or later)."""
+        return {**os.environ, **self.variables(parties=parties, hold=hold, hold_step=hold_step)}
 
     def apply(self, monkeypatch: pytest.MonkeyPatch, *, parties: int = 0, hold: int | None = None) -> None:
         """Gate the processes that this process spawns (``jobs > 1``) until the test ends."""

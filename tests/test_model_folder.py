@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pathlib
 import pickle
 import shutil
@@ -431,3 +432,36 @@ def test_predict_file_reads_builtins(tmp_path_factory: pytest.TempPathFactory, t
     predict_file(model, "builtin:diabetes", out=tmp_path / "p.csv.gz")
     out = pd.read_csv(tmp_path / "p.csv.gz")
     assert list(out.columns) == ["prediction"] and len(out) == 442
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL at that instant: nothing after it runs, no cleanup."""
+
+
+def test_a_kill_at_any_rename_of_a_re_export_leaves_a_model_folder(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replacing a model folder swapped it in through a backup: target -> .NAME.old-*, then .NAME.tmp-* ->
+    target. A kill between the two renames left no model folder at all (`predict`: "not found"), the old model
+    hidden beside it. At every rename the export makes, a kill must leave a folder holding a whole model."""
+    import automl_dnn.model_folder as model_folder
+
+    target = tmp_path / "m"
+    write_model_folder(target, {"model.json": b'{"v": "old"}', "a.bin": b"old"})
+    real = os.replace
+    for kill_at in range(1, 4):
+        calls = []
+
+        def replace(src: object, dst: object, **kw: object) -> None:
+            calls.append((src, dst))
+            if len(calls) >= kill_at:  # killed: this rename and every later one never happen
+                raise _Killed
+            real(src, dst, **kw)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(model_folder.os, "replace", replace)
+            try:
+                write_model_folder(target, {"model.json": b'{"v": "new"}', "a.bin": b"new"})
+            except _Killed:
+                pass
+        assert (target / "model.json").read_bytes() in (b'{"v": "old"}', b'{"v": "new"}'), f"kill at rename {kill_at}"
+        assert (target / "a.bin").read_bytes() == (target / "model.json").read_bytes()[7:10]

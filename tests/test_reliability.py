@@ -195,3 +195,49 @@ def test_html_report_has_history_importances_and_best_configs(tmp_path: Path, sh
     assert "plotly" in html.lower()
     study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
     assert f"<td>{study.best_trial.number}</td>" in html
+
+
+HALVING_SPACE = """\
+name: halving
+params:
+  n_layers: 1
+  d_hidden: {type: int, low: 8, high: 16}
+  lr: {type: float, low: 1.0e-3, high: 2.0e-3, log: true}
+  optimizer: adam
+  schedule: none
+  batch_size: 64
+  max_epochs: 4
+  patience: 100
+"""
+
+
+def test_a_trial_killed_after_a_pruner_rung_is_run_again_on_the_rerun(tmp_path: Path, trial_gate: TrialGate) -> None:
+    """A SIGKILL in the first trial, once it has set the bar at the pruner's first rung (25%): the rerun runs its
+    settings again, to their end, and completes. The dead trial's rung values stay in the study, where Optuna's
+    pruners read them, so without the retry every later trial of a small ``--n-trials`` could be pruned and each
+    rerun of the same command ended with "all 1 trials failed" and no completed trial."""
+    space = tmp_path / "halving.yaml"
+    space.write_text(HALVING_SPACE)
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "automl_dnn", "search", "builtin:breast_cancer", "--out", str(out),
+               "--space", str(space), "--n-trials", "2", "--pruner", "halving", "--cv-folds", "1", "--quiet"]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=trial_gate.env(hold=0, hold_step=50))
+    try:
+        trial_gate.wait_until_held(proc, 0)  # trial 0 is at 50%: its value at the 25% rung is recorded
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        _stop(proc)
+    study = open_study(RunDir(out).read_spec(), create=False)
+    (killed,) = study.trials
+    assert killed.state == TrialState.RUNNING and "completed_rung_0" in killed.system_attrs
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=POLL_LIMIT)
+    assert rerun.returncode == 0, rerun.stderr
+    study = open_study(RunDir(out).read_spec(), create=False)
+    assert study.trials[0].state == TrialState.FAIL
+    retries = [t for t in study.trials if t.user_attrs.get("retry_of") == 0]
+    assert len(retries) == 1 and retries[0].params == killed.params
+    assert retries[0].state == TrialState.COMPLETE, "the retried settings ran to their end"
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2

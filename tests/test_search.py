@@ -729,3 +729,32 @@ def test_a_failed_trial_says_whether_the_net_diverged_or_only_its_score_was_unde
     diverged = SimpleNamespace(history=[{"train_loss": math.inf, "valid_loss": math.nan, "score": math.nan}])
     assert _why_not_finite(diverged, "roc_auc").startswith("diverged")
     assert _why_not_finite(SimpleNamespace(history=[]), "logloss").startswith("diverged")
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL: the process stops here, the files it wrote stay as they are."""
+
+
+def test_a_preprocessing_file_a_kill_left_unwritten_is_written_by_the_rerun(tmp_path: Path, ranged_space: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run folder is prepared scaling by scaling, data file then preprocess/<scaling>.json: a kill between
+    the two left a folder the rerun took as prepared, and every trial of that scaling failed on the missing
+    file (here every trial: "all 10 trials failed ... FileNotFoundError"), on every rerun."""
+    import automl_dnn.run_folder as run_folder
+
+    real = run_folder.write_json
+
+    def killed_at_the_preprocessing(path: Path, data: object) -> None:
+        if Path(path).parent.name == "preprocess":
+            raise _Killed
+        real(path, data)
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(run_folder, "write_json", killed_at_the_preprocessing)
+        with pytest.raises(_Killed):
+            _search(out, ranged_space, n_trials=2)
+    assert (out / "data" / "standard.safetensors").is_file() and not (out / "preprocess").exists()
+    _search(out, ranged_space, n_trials=2)
+    assert (out / "preprocess" / "standard.json").is_file()
+    assert len(_study(out).get_trials(states=(TrialState.COMPLETE,))) >= 1

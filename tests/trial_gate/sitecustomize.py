@@ -13,6 +13,8 @@ It wraps ``optuna.trial.Trial.report``, which the search calls with every epoch'
 * ``AUTOML_DNN_TEST_GATE_HOLD=K`` (a hold): the first report of trial number K writes ``held-K`` (its
   pid) and waits until the test writes ``release``: the test then signals a process known to be in the
   middle of a trial. ``K1,K2,...`` holds each of those trials (in whichever workers run them).
+  ``AUTOML_DNN_TEST_GATE_HOLD_STEP=S`` holds it at its first report at step S or later instead (the pruner's
+  rungs before S are recorded by then).
 
 Every wait ends after ``LIMIT`` seconds whatever happens, so a broken build fails the test's own
 assertions instead of hanging.
@@ -35,6 +37,7 @@ def _install(folder: str) -> None:
     parties = int(os.environ.get("AUTOML_DNN_TEST_GATE_PARTIES", "0"))
     hold = os.environ.get("AUTOML_DNN_TEST_GATE_HOLD")
     hold_trials = {int(k) for k in hold.split(",")} if hold else set()
+    hold_step = int(os.environ.get("AUTOML_DNN_TEST_GATE_HOLD_STEP", "0"))
     state: dict = {"arrived": False, "held": set()}
 
     def wait_for(condition) -> None:
@@ -42,12 +45,12 @@ def _install(folder: str) -> None:
         while not condition() and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def gate_trial(number: int) -> None:
+    def gate_trial(number: int, step: int) -> None:
         if parties and not state["arrived"]:
             state["arrived"] = True
             (gate / f"arrived-{os.getpid()}").touch()
             wait_for(lambda: len(list(gate.glob("arrived-*"))) >= parties)
-        if number in hold_trials and number not in state["held"]:
+        if number in hold_trials and number not in state["held"] and step >= hold_step:
             state["held"].add(number)
             (gate / f"held-{number}").write_text(str(os.getpid()))
             wait_for((gate / "release").exists)
@@ -55,7 +58,7 @@ def _install(folder: str) -> None:
     original = Trial.report
 
     def report(self: Trial, value: float, step: int) -> None:
-        gate_trial(self.number)
+        gate_trial(self.number, step)
         return original(self, value, step)
 
     Trial.report = report  # type: ignore[method-assign]
