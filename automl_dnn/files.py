@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -46,6 +49,43 @@ def _new_temporary(path: Path) -> str:
     except FileNotFoundError:  # a new file: the umask's permissions, as os.open gave
         pass
     return tmp
+
+
+#: What the writers here name the temporaries of a final NAME: ``atomic_write``'s ``.NAME.<12 hex>.tmp`` files, a
+#: trial's or fold copy's ``.NAME.<8 chars>`` folder (``tempfile.mkdtemp``), a model folder's ``.NAME.tmp-*`` and
+#: ``.NAME.old-*``.
+_TEMPORARY_SUFFIX = r"(\.[0-9a-f]{12}\.tmp|\.[a-z0-9_]{8}|\.tmp-[a-z0-9_]{8}|\.old-[a-z0-9_]{8})$"
+#: A temporary this old lost its writer (a kill: the rename that ends a write never came). A live writer's lives
+#: for seconds, and several machines may write into one run folder, so only old ones go.
+STALE_TEMPORARY_SECONDS = 3600.0
+
+
+def remove_stale_temporaries(folder: Path, *, of: list[str] | None = None, recursive: bool = False,
+                             now: float | None = None) -> list[Path]:
+    """Remove the temporaries that killed writers left in ``folder`` (only those of the final names ``of``, in a
+    folder that is not the tool's own, such as a model folder's parent); returns what was removed.
+
+    Nothing reads them (every reader looks for final names), but a report page's is megabytes, and a rerun after
+    every kill adds more."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    names = ".+" if of is None else "|".join(re.escape(name) for name in of)
+    pattern = re.compile(rf"^\.({names}){_TEMPORARY_SUFFIX}")
+    now = time.time() if now is None else now
+    removed = []
+    for path in (folder.rglob(".*") if recursive else folder.glob(".*")):
+        try:
+            if not pattern.match(path.name) or now - path.lstat().st_mtime <= STALE_TEMPORARY_SECONDS:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+        except OSError:  # gone meanwhile (another worker's sweep), or not ours to remove: left as it is
+            continue
+    return removed
 
 
 def write_json(path: Path, data: Any) -> None:

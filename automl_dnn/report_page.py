@@ -30,7 +30,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from automl_dnn import figures, metrics
 from automl_dnn.data import load_dataset
 from automl_dnn.errors import AutoDNNError, DataError, MismatchError, first_line
-from automl_dnn.files import atomic_write, load_arrays, read_json
+from automl_dnn.files import atomic_write, load_arrays, read_json, remove_stale_temporaries
 from automl_dnn.predictor import Predictor, load_model
 from automl_dnn.run_folder import PARTS, RunDir
 from automl_dnn.study import open_study
@@ -109,6 +109,7 @@ def write_report_page(run_dir: Path, path: Path, *, model_dir: Path | None = Non
     view.seconds["page"] = time.perf_counter() - started
     page = render_page(view, [summary_section(view)] + body)
     atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    remove_stale_temporaries(path.parent, of=[path.name])  # a killed write's megabytes
     return path
 
 

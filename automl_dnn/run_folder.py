@@ -40,7 +40,8 @@ from automl_dnn import metrics
 from automl_dnn.budget import BaggingRequest
 from automl_dnn.data import Dataset, FeaturePreprocessor, load_dataset
 from automl_dnn.errors import AutoDNNError, StorageError, disk_full_as_error, is_disk_full
-from automl_dnn.files import atomic_write, load_arrays, read_json, save_arrays, write_arrays, write_json
+from automl_dnn.files import (atomic_write, load_arrays, read_json, remove_stale_temporaries, save_arrays, write_arrays,
+                              write_json)
 from automl_dnn.folds import default_cv_folds, make_folds
 from automl_dnn.paths import make_folder
 from automl_dnn.space import SearchSpace, load_space
@@ -287,7 +288,15 @@ def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tup
         notes = _write_data(run, dataset, space)
         spec["notes"] = list(dict.fromkeys(list(dataset.notes) + notes))
     write_json(run.spec_path, spec)
+    _remove_stale_temporaries(run, Path(spec["artifacts"]))
     return spec, dataset
+
+
+def _remove_stale_temporaries(run: RunDir, artifacts: Path) -> None:
+    """What killed writers left in the run's own folders (a trial's artifacts, a fold copy, a JSON file)."""
+    for folder in (run.root, run.root / "data", run.root / "preprocess", artifacts):
+        remove_stale_temporaries(folder)
+    remove_stale_temporaries(run.root / "bagging", recursive=True)
 
 
 def _check_metric_defined(metric: str, dataset: Dataset, cv_folds: int, seed: int) -> None:

@@ -465,3 +465,20 @@ def test_a_kill_at_any_rename_of_a_re_export_leaves_a_model_folder(tmp_path: Pat
                 pass
         assert (target / "model.json").read_bytes() in (b'{"v": "old"}', b'{"v": "new"}'), f"kill at rename {kill_at}"
         assert (target / "a.bin").read_bytes() == (target / "model.json").read_bytes()[7:10]
+
+
+def test_an_export_removes_a_killed_exports_copies_and_nothing_else(tmp_path: Path) -> None:
+    """A kill mid-export left ``.m.tmp-*`` (the new copy) or ``.m.old-*`` (the old model) beside the model folder;
+    the next export of ``m`` removes those over an hour old, and no other hidden file of the folder it lies in."""
+    import time
+
+    target = tmp_path / "m"
+    left = [tmp_path / ".m.tmp-ab12cd_3", tmp_path / ".m.old-zz99yy88"]
+    others = [tmp_path / ".vscode.settings", tmp_path / ".m2.tmp-ab12cd_3", tmp_path / ".m.notes"]
+    for path in left + others:
+        path.mkdir()
+        then = time.time() - 2 * 3600
+        os.utime(path, (then, then))
+    write_model_folder(target, {"model.json": b"{}"})
+    assert not any(path.exists() for path in left)
+    assert all(path.exists() for path in others)

@@ -758,3 +758,35 @@ def test_a_preprocessing_file_a_kill_left_unwritten_is_written_by_the_rerun(tmp_
     _search(out, ranged_space, n_trials=2)
     assert (out / "preprocess" / "standard.json").is_file()
     assert len(_study(out).get_trials(states=(TrialState.COMPLETE,))) >= 1
+
+
+def _aged(path: Path, seconds: float) -> Path:
+    import os
+    import time
+
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+    return path
+
+
+def test_a_rerun_removes_the_temporaries_killed_writers_left_in_the_run_folder(tmp_path: Path,
+                                                                            ranged_space: Path) -> None:
+    """A kill while a trial's artifacts, a fold copy or a JSON file were written left a hidden temporary that
+    nothing read and nothing removed; the rerun removes those over an hour old (a live writer's are seconds old,
+    and another machine may be writing one now)."""
+    out = tmp_path / "run"
+    _search(out, ranged_space, n_trials=1)
+    stale = [out / "artifacts" / ".trial-00001.k2j_x9ab", out / "bagging" / "net-00000" / ".r0-f1.abcd1234",
+             out / ".run.json.0123456789ab.tmp"]
+    for path in stale[:2]:
+        path.mkdir(parents=True)
+        (path / "weights.safetensors").write_bytes(b"half")
+    stale[2].write_text("{")
+    fresh = out / "artifacts" / ".trial-00002.zz_yy123"
+    fresh.mkdir()
+    for path in stale:
+        _aged(path, 2 * 3600)
+    _search(out, ranged_space, n_trials=2)
+    assert not any(path.exists() for path in stale)
+    assert fresh.is_dir(), "a temporary under an hour old may be another worker's write in progress"
+    assert len(_study(out).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2
