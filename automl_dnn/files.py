@@ -88,6 +88,24 @@ def remove_stale_temporaries(folder: Path, *, of: list[str] | None = None, recur
     return removed
 
 
+def new_temporary_folder(final: Path, tag: str = "") -> Path:
+    """An empty new folder beside ``final`` (``.NAME.<tag><8 hex>``) with the permissions a new folder gets (the
+    umask's) or the ones ``final`` has. ``tempfile.mkdtemp`` makes 0700 folders: a model folder, renamed into
+    place, that nobody else could read."""
+    while True:
+        tmp = final.parent / f".{final.name}.{tag}{uuid.uuid4().hex[:8]}"
+        try:
+            os.mkdir(tmp, 0o777)  # the umask applies, as to any new folder
+            break
+        except FileExistsError:
+            continue
+    try:
+        os.chmod(tmp, final.stat().st_mode & 0o777)
+    except FileNotFoundError:
+        pass
+    return tmp
+
+
 def write_json(path: Path, data: Any) -> None:
     text = json.dumps(data, indent=2, sort_keys=True, default=_jsonable)
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

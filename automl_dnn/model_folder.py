@@ -35,7 +35,7 @@ import numpy as np
 from safetensors.torch import save as save_tensors
 
 from automl_dnn.errors import ModelFormatError, PathError, disk_full_as_error
-from automl_dnn.files import remove_stale_temporaries
+from automl_dnn.files import new_temporary_folder, remove_stale_temporaries
 from automl_dnn.paths import check_folder_path, make_folder
 
 FORMAT_NAME = "automl-dnn-model"
@@ -150,7 +150,7 @@ def write_model_folder(model_dir: Path, files: dict[str, bytes]) -> Path:
     with disk_full_as_error(f"the model folder {model_dir}"):
         make_folder(model_dir, "model folder")
         remove_stale_temporaries(model_dir.parent, of=[model_dir.name])  # a killed export's copies
-        tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.tmp-", dir=model_dir.parent))
+        tmp = new_temporary_folder(model_dir, "tmp-")
         try:
             for name, data in files.items():
                 (tmp / name).write_bytes(data)

@@ -27,7 +27,6 @@ import math
 import numbers
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,8 @@ from automl_dnn import metrics
 from automl_dnn.budget import BaggingRequest
 from automl_dnn.data import Dataset, FeaturePreprocessor, load_dataset
 from automl_dnn.errors import AutoDNNError, StorageError, disk_full_as_error, is_disk_full
-from automl_dnn.files import (atomic_write, load_arrays, read_json, remove_stale_temporaries, save_arrays, write_arrays,
-                              write_json)
+from automl_dnn.files import (atomic_write, load_arrays, new_temporary_folder, read_json, remove_stale_temporaries,
+                              save_arrays, write_arrays, write_json)
 from automl_dnn.folds import default_cv_folds, make_folds
 from automl_dnn.paths import make_folder
 from automl_dnn.space import SearchSpace, load_space
@@ -461,7 +460,7 @@ def save_trial_folder(final: Path, *, state: dict[str, Any], config: dict[str, A
     """
     with disk_full_as_error(final):
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        tmp = new_temporary_folder(final)
         try:
             save_tensors({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / WEIGHTS_FILE))
             (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=float), encoding="utf-8")

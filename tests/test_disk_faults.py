@@ -378,3 +378,26 @@ def test_a_written_file_gets_the_umask_s_permissions_or_keeps_the_old_file_s(tmp
     atomic_write(path, lambda tmp: tmp.write_text("a\n2\n"))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == "a\n2\n"
     assert [p.name for p in tmp_path.iterdir()] == ["pred.csv"]  # no temporary file left
+
+
+def test_a_model_folder_and_a_trials_folder_get_the_umask_s_permissions_or_keep_the_old_ones(tmp_path: Path) -> None:
+    """Not tempfile.mkdtemp's 0700: a model folder renamed into place was one nobody else could read (a model shared
+    on a team's disk, a trial's artifacts read by another user's worker)."""
+    import os
+    import stat
+
+    import torch
+
+    from automl_dnn.run_folder import save_trial
+
+    model = tmp_path / "m"
+    old_mask = os.umask(0o027)
+    try:
+        write_model_folder(model, {"model.json": b"{}"})
+        trial = save_trial(tmp_path / "artifacts", 0, state={"w": torch.zeros(1)}, config={}, predictions={})
+    finally:
+        os.umask(old_mask)
+    assert stat.S_IMODE(model.stat().st_mode) == 0o750 == stat.S_IMODE(trial.stat().st_mode)
+    model.chmod(0o700)  # a model the user made private stays private when it is exported again
+    write_model_folder(model, {"model.json": b"{ }"})
+    assert stat.S_IMODE(model.stat().st_mode) == 0o700 and (model / "model.json").read_bytes() == b"{ }"
