@@ -71,6 +71,14 @@ class _AutoDNNBase(BaseEstimator):
         self.work_dir = work_dir
         self.quiet = quiet
 
+    def __sklearn_tags__(self) -> Any:
+        """What the estimators read: missing values, sparse matrices, and (in a DataFrame) text and categorical
+        columns, which the preprocessing encodes itself; scikit-learn's meta-estimators and checks read these."""
+        tags = super().__sklearn_tags__()
+        inputs = tags.input_tags
+        inputs.allow_nan = inputs.sparse = inputs.string = inputs.categorical = True
+        return tags
+
     # -- fit ----------------------------------------------------------------------------------
 
     def fit(self, X: Any, y: Any) -> Any:
@@ -226,12 +234,14 @@ def _is_number(value: Any) -> bool:
 
 
 def _as_frame(X: Any) -> tuple[pd.DataFrame, list[str] | None]:
-    """X as a DataFrame with string column names; also the names when X came with its own."""
+    """X as a DataFrame with string column names; also the names when X came with its own, all text (as
+    scikit-learn sets ``feature_names_in_``: a frame made from an array has the numbers 0, 1, ... instead)."""
     if isinstance(X, pd.DataFrame):
         names = [str(c) for c in X.columns]
         if len(set(names)) != len(names):
             raise DataError("X has duplicate column names; make them unique")
-        return X.set_axis(names, axis=1).reset_index(drop=True), names
+        given = names if all(isinstance(c, str) for c in X.columns) else None
+        return X.set_axis(names, axis=1).reset_index(drop=True), given
     arr = _dense(X)
     if arr.ndim != 2:
         raise ValueError(f"X must be 2-D (rows, features), got shape {arr.shape}")

@@ -151,3 +151,24 @@ def test_bad_input_is_also_a_value_error(classifier: AutoDNNClassifier) -> None:
         AutoDNNClassifier(**TINY).fit(np.zeros((20, 2)), np.ones(20))
     with pytest.raises(ValueError, match="1 distinct class"):
         AutoDNNClassifier(**TINY).fit(np.zeros((20, 2)), np.ones(20))
+
+
+def test_the_tags_say_what_the_estimators_read() -> None:
+    """Missing values, sparse matrices, text and categorical columns: scikit-learn's meta-estimators read the tags."""
+    from sklearn.utils import get_tags
+
+    for estimator in (AutoDNNClassifier(), AutoDNNRegressor()):
+        inputs = get_tags(estimator).input_tags
+        assert inputs.allow_nan and inputs.sparse and inputs.string and inputs.categorical
+    assert get_tags(AutoDNNClassifier()).estimator_type == "classifier"
+    assert get_tags(AutoDNNRegressor()).estimator_type == "regressor"
+
+
+def test_feature_names_in_only_for_text_column_names(classifier: AutoDNNClassifier,
+                                                     cancer: tuple[np.ndarray, np.ndarray]) -> None:
+    """As scikit-learn: a frame made from an array (columns 0, 1, ...) gives no ``feature_names_in_``, and still
+    predicts from such a frame."""
+    X, y = cancer
+    fitted = AutoDNNClassifier(**TINY, folds=1).fit(pd.DataFrame(X[:150, :4]), y[:150])
+    assert not hasattr(fitted, "feature_names_in_") and fitted.n_features_in_ == 4
+    assert fitted.predict(pd.DataFrame(X[400:403, :4])).shape == (3,)
