@@ -94,6 +94,8 @@ class _AutoDNNBase(BaseEstimator):
             target = target.ravel()
         if target.ndim != 1 or len(target) != len(frame):
             raise ValueError(f"y must be 1-D with one value per row of X ({len(frame)}), got shape {target.shape}")
+        if pd.isna(pd.Series(target, dtype=object)).all():  # the search's own words would name a --target column
+            raise ValueError(f"y has no values: {'X has 0 rows' if len(frame) == 0 else 'every one is missing'}")
         task = self._task_for(target)
         work_root = Path(self.work_dir) if self.work_dir is not None else None
         if work_root is not None:

@@ -172,3 +172,11 @@ def test_feature_names_in_only_for_text_column_names(classifier: AutoDNNClassifi
     fitted = AutoDNNClassifier(**TINY, folds=1).fit(pd.DataFrame(X[:150, :4]), y[:150])
     assert not hasattr(fitted, "feature_names_in_") and fitted.n_features_in_ == 4
     assert fitted.predict(pd.DataFrame(X[400:403, :4])).shape == (3,)
+
+
+def test_no_rows_or_no_target_values_are_said_in_the_estimators_terms() -> None:
+    """Not the CLI's "target 'target' has no values ...; choose another column with --target"."""
+    with pytest.raises(ValueError, match="y has no values: X has 0 rows"):
+        AutoDNNRegressor(**TINY).fit(np.zeros((0, 3)), np.zeros(0))
+    with pytest.raises(ValueError, match="y has no values: every one is missing"):
+        AutoDNNRegressor(**TINY).fit(np.zeros((20, 3)), np.full(20, np.nan))
