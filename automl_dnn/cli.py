@@ -138,6 +138,9 @@ def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
                                        "every split and fold keeps a group's rows on one side."),
         click.option("--time-column", help="A column that orders the rows in time (a date): the test split is the "
                                             "latest rows, validation the ones before, the folds are periods."),
+        click.option("--categorical", multiple=True, metavar="COLUMN",
+                     help="A column of codes to read as categories, not numbers (zip codes, store numbers); "
+                          "repeat for several."),
         click.option("--cv-folds", type=click.IntRange(min=1), default=None,
                      help="A trial's value is its mean over K folds of the training + validation rows "
                           "(default: 5 below 2,000 such rows, else 1: the validation split)."),

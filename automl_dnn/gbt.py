@@ -598,7 +598,7 @@ def reload_source(spec: dict[str, Any], notes: list[str]) -> Dataset | None:
     try:
         dataset = load_dataset(source, target=spec["target"], task=spec["task"], valid_size=spec["valid_size"],
                                test_size=spec["test_size"], seed=spec["seed"], groups=spec.get("groups"),
-                               time_column=spec.get("time_column"))
+                               time_column=spec.get("time_column"), categorical=spec.get("categorical", ()))
     except DataError as exc:
         raise AutoDNNError(f"cannot reload the searched data for XGBoost ({exc}); restore {source!r} or "
                            "ensemble with --no-gbt") from None

@@ -86,10 +86,14 @@ class SearchOptions:
     bagging: BaggingRequest | None = None  # fit: the time to keep for the k-fold bagging after the search
     groups: str | None = None  # a column whose rows stay together in every split and fold (not a feature)
     time_column: str | None = None  # a column that orders the rows in time: test = the latest, folds = periods
+    categorical: tuple[str, ...] = ()  # columns of codes (zip codes) read as categories, not numbers
 
     def __post_init__(self) -> None:
         """The checks the CLI's option types make, for callers of the Python API: one line, before any work."""
         check_time_budget(self.time_budget)
+        if isinstance(self.categorical, str):  # categorical="zip" from the API: one column, not three letters
+            self.categorical = (self.categorical,)
+        self.categorical = tuple(self.categorical)
         if self.jobs != AUTO_JOBS and not _whole(self.jobs, 1):
             raise AutoDNNError(f"jobs must be a whole number >= 1 or 'auto', got {self.jobs!r}")
         for name, value, least in (("n_trials", self.n_trials, 1), ("threads", self.threads, 1),
@@ -220,13 +224,14 @@ def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tup
     if options.artifacts is not None:
         make_folder(options.artifacts, "artifacts folder")
     space = space or load_space(options.space)
-    groups, time_column = options.groups, options.time_column
-    if run.exists():  # a resumed search keeps its groups and time column
+    groups, time_column, categorical = options.groups, options.time_column, tuple(options.categorical)
+    if run.exists():  # a resumed search keeps its groups, time column and categorical columns
         groups = groups or run.read_spec().get("groups")
         time_column = time_column or run.read_spec().get("time_column")
+        categorical = categorical or tuple(run.read_spec().get("categorical", ()))
     dataset = load_dataset(options.source, target=options.target, task=options.task,
                            valid_size=options.valid_size, test_size=options.test_size, seed=options.seed,
-                           groups=groups, time_column=time_column)
+                           groups=groups, time_column=time_column, categorical=categorical)
     metric = options.metric or metrics.default_metric(dataset.task)
     metrics.check_metric(metric, dataset.task)
     n_dev = len(dataset.split["train"]) + len(dataset.split["valid"])
@@ -265,6 +270,7 @@ def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tup
         "cv_folds": cv_folds,
         "groups": groups,
         "time_column": time_column,
+        "categorical": list(categorical),
         "seed": options.seed,
         "storage": options.storage or run.default_storage(options.jobs),
         "study_name": options.study_name or run.root.resolve().name,

@@ -682,3 +682,27 @@ def test_a_report_on_a_study_without_a_completed_trial_prints_no_optuna_log_line
                             capture_output=True, text=True, timeout=POLL_LIMIT)  # a fresh process: Optuna's own logging
     assert result.returncode == 0, result.stderr
     assert "does not contain completed trials" not in result.stderr + result.stdout
+
+
+def test_categorical_reaches_the_run_the_resume_and_predict(tmp_path: Path, tiny_space: Path) -> None:
+    """`--categorical zip` reads the codes as levels in the search, is kept by a resume without the option, and
+    the model predicts a CSV of integer codes (an unseen one too); an unknown column is one line."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"zip": rng.choice([10115, 20095, 80331], 150), "x": rng.normal(size=150),
+                       "y": rng.integers(0, 2, 150)})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    assert_one_line_error(_search(tmp_path, tiny_space, tmp_path / "t.csv", "--categorical", "zipcode"),
+                          "--categorical 'zipcode' is not in the table")
+    run = tmp_path / "run2"
+    assert _search(tmp_path, tiny_space, tmp_path / "t.csv", "--categorical", "zip", out=run).exit_code == 0
+    assert _search(tmp_path, tiny_space, tmp_path / "t.csv", out=run).exit_code == 0  # a resume keeps it
+    spec = json.loads((run / "run.json").read_text())
+    assert spec["categorical"] == ["zip"]
+    kinds = {c["name"]: c["kind"] for c in json.loads((run / "preprocess" / "standard.json").read_text())["columns"]}
+    assert kinds["zip"] == "categorical"
+    result = invoke("ensemble", run, "--model", tmp_path / "m", "--no-gbt", "--folds", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    pd.DataFrame({"zip": [10115, 99999], "x": [0.1, 0.2]}).to_csv(tmp_path / "new.csv", index=False)
+    result = invoke("predict", tmp_path / "m", tmp_path / "new.csv", "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 2

@@ -918,3 +918,21 @@ def test_a_stored_time_zone_this_machine_cannot_read_is_refused_at_load():
     spec["text"]["tz"] = "Mars/Olympus_Mons"
     with pytest.raises(AutoDNNError, match="time zone 'Mars/Olympus_Mons', which this machine does not know"):
         FeaturePreprocessor.from_dict(d)
+
+
+def test_categorical_columns_of_codes_are_read_as_categories() -> None:
+    """Zip codes are numbers that name places: read as quantities, a net cannot learn a value per code."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"zip": rng.choice([10115, 20095, 80331, 50667], 200), "x": rng.normal(size=200),
+                       "y": rng.integers(0, 2, 200)})
+    plain = load_dataset(df, target="y", test_size=0.0)
+    coded = load_dataset(df, target="y", test_size=0.0, categorical=["zip"])
+    kinds = [{c["name"]: c["kind"] for c in FeaturePreprocessor().fit(d.features).columns_} for d in (plain, coded)]
+    assert kinds == [{"zip": "numeric", "x": "numeric"}, {"zip": "categorical", "x": "numeric"}]
+    assert plain.fingerprint() != coded.fingerprint(), "a resume must read the column as the search did"
+    pre = FeaturePreprocessor().fit(coded.features)
+    codes = pre.transform(pd.DataFrame({"zip": [80331, 99999], "x": [0.0, 0.0]}))  # ints at predict, one unseen
+    assert not np.array_equal(codes[0], codes[1])
+    for name, needle in (("y", "is the target"), ("zipcode", "is not in the table")):
+        with pytest.raises(DataError, match=f"--categorical '{name}' {needle}"):
+            load_dataset(df, target="y", categorical=[name])
