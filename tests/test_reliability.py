@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from automl_dnn.run_folder import RunDir
 from automl_dnn.study import open_study
-from tests.conftest import POLL_LIMIT, TrialGate, free_port
+from tests.conftest import POLL_LIMIT, SHORT_SPACE, TrialGate, free_port
 
 
 def _command(out: Path, space: Path, n_trials: int, cv_folds: int = 1) -> list[str]:
@@ -197,18 +197,8 @@ def test_html_report_has_history_importances_and_best_configs(tmp_path: Path, sh
     assert f"<td>{study.best_trial.number}</td>" in html
 
 
-HALVING_SPACE = """\
-name: halving
-params:
-  n_layers: 1
-  d_hidden: {type: int, low: 8, high: 16}
-  lr: {type: float, low: 1.0e-3, high: 2.0e-3, log: true}
-  optimizer: adam
-  schedule: none
-  batch_size: 64
-  max_epochs: 4
-  patience: 100
-"""
+# SHORT_SPACE with four epochs: a trial held at 50 % has passed the pruner's first rung (25 %)
+HALVING_SPACE = SHORT_SPACE.replace("max_epochs: 2", "max_epochs: 4")
 
 
 def test_a_trial_killed_after_a_pruner_rung_is_run_again_on_the_rerun(tmp_path: Path, trial_gate: TrialGate) -> None:
