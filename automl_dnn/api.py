@@ -84,8 +84,9 @@ def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gb
     """Ensemble the best nets of a finished search (plus XGBoost) and export one model folder.
 
     ``folds`` > 1 bags the members first and fits the ensemble on their out-of-fold predictions; None (as
-    ``automl-dnn ensemble``): chosen from the rows; 1: the validation split only. ``bag_mode`` is what a bagged net exports ("bag": its fold models, "refit");
-    ``jobs`` worker processes train the nets' fold copies side by side.
+    ``automl-dnn ensemble``): chosen from the rows; 1: the validation split only. ``bag_mode`` is what a
+    bagged net exports ("bag": its fold models, "refit"); ``jobs`` worker processes train the nets' fold
+    copies side by side.
     """
     run_dir = Path(run_dir)
     return ensemble_run(run_dir, model_dir=Path(model_dir) if model_dir else run_dir / "model", top_k=top_k,
