@@ -52,8 +52,8 @@ def _new_temporary(path: Path) -> str:
 
 
 #: What the writers here name the temporaries of a final NAME: ``atomic_write``'s ``.NAME.<12 hex>.tmp`` files, a
-#: trial's or fold copy's ``.NAME.<8 chars>`` folder (``tempfile.mkdtemp``), a model folder's ``.NAME.tmp-*`` and
-#: ``.NAME.old-*``.
+#: trial's or fold copy's ``.NAME.<8 hex>`` folder (``new_temporary_folder``; ``tempfile.mkdtemp``'s 8 characters
+#: before), a model folder's ``.NAME.tmp-*`` and ``.NAME.old-*``.
 _TEMPORARY_SUFFIX = r"(\.[0-9a-f]{12}\.tmp|\.[a-z0-9_]{8}|\.tmp-[a-z0-9_]{8}|\.old-[a-z0-9_]{8})$"
 #: A temporary this old lost its writer (a kill: the rename that ends a write never came). A live writer's lives
 #: for seconds, and several machines may write into one run folder, so only old ones go.
