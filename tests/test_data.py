@@ -697,8 +697,8 @@ def test_from_dict_refuses_unknown_scaling_and_version(messy):
     d = FeaturePreprocessor().fit(messy).to_dict()
     with pytest.raises(AutoDNNError, match="scaling 'fancy'"):
         FeaturePreprocessor.from_dict(dict(d, scaling="fancy"))
-    with pytest.raises(AutoDNNError, match="version 5"):
-        FeaturePreprocessor.from_dict(dict(d, version=5))
+    with pytest.raises(AutoDNNError, match="version 6"):
+        FeaturePreprocessor.from_dict(dict(d, version=6))
     with pytest.raises(ValueError, match="'robust'"):
         FeaturePreprocessor().fit(messy, scaling="minmax")
 
@@ -936,3 +936,35 @@ def test_categorical_columns_of_codes_are_read_as_categories() -> None:
     for name, needle in (("y", "is the target"), ("zipcode", "is not in the table")):
         with pytest.raises(DataError, match=f"--categorical '{name}' {needle}"):
             load_dataset(df, target="y", categorical=[name])
+
+
+def test_currency_amounts_are_read_as_numbers() -> None:
+    """Amounts of money written with a currency sign ($1,234.50) are numbers, not a column of all-rare levels
+    (it was dropped: "every level is rarer than 5 rows", AUC 0.865 where the parsed column gives 0.943)."""
+    rng = np.random.default_rng(0)
+    income = np.exp(rng.normal(10.5, 0.6, 300))
+    cells = [f"${v:,.2f}" for v in income]
+    cells[::30] = ["?"] * 10
+    frame = pd.DataFrame({"income": cells, "fee": [f"{v:.2f} \u20ac" for v in income / 100],
+                          "x": np.arange(300) % 7})
+    pre = FeaturePreprocessor().fit(frame)
+    specs = {c["name"]: c for c in pre.columns_}
+    assert specs["income"]["kind"] == "numeric"  # was dropped: "every level is rarer than 5 rows"
+    assert specs["income"]["text"] == {"currency": True, "thousands": True, "missing": ["?"]}
+    assert specs["fee"]["kind"] == "numeric" and specs["fee"]["text"] == {"currency": True}
+    assert any("'income'" in n and "currency signs dropped" in n for n in pre.notes_)
+    report: list[str] = []
+    raw = pre.transform_for_gbt(pd.DataFrame({"income": ["$1,234.50", "-$5", "?", "$abc"],
+                                              "fee": ["12.50 \u20ac", "3 \u20ac", "7", "\u20ac"], "x": [1, 2, 3, 4]}), report)
+    assert raw["income"].tolist()[:2] == pytest.approx([1234.5, -5.0]) and np.isnan(raw["income"].iloc[2:]).all()
+    assert raw["fee"].tolist()[:3] == pytest.approx([12.5, 3.0, 7.0]) and np.isnan(raw["fee"].iloc[3])
+    assert report == ["column 'income': 1 values could not be read as numbers and were treated as missing",
+                      "column 'fee': 1 values could not be read as numbers and were treated as missing"]
+    again = FeaturePreprocessor.from_dict(pre.to_dict())  # the reading survives the saved JSON
+    assert np.allclose(again.transform(frame), pre.transform(frame))
+
+
+def test_text_with_a_dollar_sign_stays_text() -> None:
+    frame = pd.DataFrame({"plan": ["$ tier", "Gold $", "basic"] * 40, "x": np.arange(120) % 5})
+    spec = next(c for c in FeaturePreprocessor().fit(frame).columns_ if c["name"] == "plan")
+    assert spec["kind"] == "categorical"

@@ -85,14 +85,17 @@ FORMAT_NAME = "automl_dnn.FeaturePreprocessor"
 #: differently, so it must refuse the file. Version 1 files still load (without ``gbt_levels``).
 #: 3 adds a text column's ``text`` reading (a date format, '?' as missing, 12,345 numbers).
 #: 4 adds a date column's time zone (``text``'s ``tz``: its parts on that zone's clock) and 45.3 % as a number.
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+#: 5 adds amounts of money as numbers (``text``'s ``currency``: $1,234.50, 12.50 €).
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 
 _DATE_LIKE = re.compile(r"\d{4}|\d{1,2}[-/.]\d{1,2}")
 DATE_FORMAT_SAMPLE = 200  # distinct date texts whose formats pandas guesses, month and day first
 DATE_FORMAT_PROBE = 5_000  # distinct date texts each guessed format is tried on (a day > 12 shows day first)
 _TIME_OFFSET = re.compile(r"\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|UTC|GMT|[+-]\d\d(?::?\d\d)?)$", re.IGNORECASE)
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d*)?$")  # 12,345.67: commas between groups of three digits
+#: $1,234.50, -$5, €12 or 12.50 €, £, ¥: one currency sign before or after the number (a sign first)
+_CURRENCY = re.compile(r"^([-+]?)\s?[$\u20ac\u00a3\u00a5]\s?([\d.,]*\d[\d.,]*)$|^([-+]?[\d.,]*\d[\d.,]*)\s?[$\u20ac\u00a3\u00a5]$")
 _PERCENT = re.compile(r"^([-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+))\s?%$")  # 45.3%, .5 %, 12,345%
 #: cells that stand for a missing value in a column of numbers (read_csv already takes NA, NaN, null, ...)
 MISSING_MARKERS = frozenset({"?", "??", "-", "--", ".", "*", "n/a", "na", "n.a.", "none", "missing", "unknown"})
@@ -116,10 +119,20 @@ def read_numbers(s: pd.Series, reading: dict | None = None) -> tuple[np.ndarray,
     return num, int(s.notna().sum() - np.isfinite(num).sum() - np.isinf(num).sum())
 
 
+def _without_currency(t: str) -> str:
+    """'$1,234.50' -> '1,234.50', '-$5' -> '-5', '12 €' -> '12'; any other text as it is."""
+    match = _CURRENCY.match(t)
+    if match is None:
+        return t
+    return match.group(3) if match.group(3) is not None else match.group(1) + match.group(2)
+
+
 def _numbers_from_texts(texts: list[str | None], reading: dict) -> tuple[np.ndarray, np.ndarray]:
     """Distinct texts as numbers by a column's reading, NaN where unreadable; and which are missing markers."""
     markers = {m.casefold() for m in reading.get("missing", [])}
     is_marker = np.array([t is not None and t.casefold() in markers for t in texts], dtype=bool)
+    if reading.get("currency"):
+        texts = [t if t is None else _without_currency(t) for t in texts]
     percent = [_PERCENT.match(t) if t is not None and reading.get("percent") else None for t in texts]
     cells = [match.group(1) if match else t for t, match in zip(texts, percent)]
     cells = [t.replace(",", "") if t is not None and reading.get("thousands") and _THOUSANDS.match(t) else t
@@ -133,6 +146,8 @@ def _number_note(reading: dict, n_marked: int, frac_num: float) -> str:
     """What a column of number texts holds, and what reading it needed ('?' as missing, 12,345.67)."""
     how = [f"{n_marked} cells written {' or '.join(map(repr, reading['missing']))} read as missing"] \
         if reading.get("missing") else []
+    if reading.get("currency"):
+        how.append("currency signs dropped")
     if reading.get("thousands"):
         how.append("commas between digit groups dropped")
     if reading.get("percent"):
@@ -147,6 +162,9 @@ def _number_reading(texts: list[str | None]) -> dict:
     plain = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     rest = [t for t, x in zip(texts, plain) if t is not None and np.isnan(x)]
     reading: dict[str, Any] = {}
+    if any(_CURRENCY.match(t) for t in rest):  # amounts of money: $1,234.50 reads as 1,234.50, then as below
+        reading["currency"] = True
+        rest = [_without_currency(t) for t in rest]
     matches = [_PERCENT.match(t) for t in rest]
     if any(matches):  # their numbers stay for the checks below (12,345 %)
         reading["percent"] = True
