@@ -42,15 +42,24 @@ CORES_BACK_FROM_XGBOOST = True
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+_KEEPING = threading.local()
+
+
 @contextmanager
 def callers_settings_kept() -> Iterator[None]:
     """The process-wide settings a search changes for its own trials (torch's intra-op threads, Optuna's log
     level) are the caller's again afterwards: a notebook's own torch code is not left on the search's share of
-    the cores, nor its own Optuna studies silenced."""
+    the cores, nor its own Optuna studies silenced. Only the outermost call restores them: inside ``fit`` the
+    ensemble step runs on the search's settings, as it always has (XGBoost's thread may still be busy)."""
+    if getattr(_KEEPING, "active", False):
+        yield
+        return
     threads, verbosity = torch.get_num_threads(), optuna.logging.get_verbosity()
+    _KEEPING.active = True
     try:
         yield
     finally:
+        _KEEPING.active = False
         torch.set_num_threads(threads)
         optuna.logging.set_verbosity(verbosity)
 
