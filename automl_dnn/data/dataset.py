@@ -248,6 +248,13 @@ def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None
                    target_encoder=encoder, split=split, notes=notes, groups=codes, order=order)
 
 
+def _check_in_table(features: pd.DataFrame, column: str, option: str) -> None:
+    """A column an option names must be a feature column of the table; the error lists the ones there are."""
+    if column not in features.columns:
+        raise DataError(f"{option} {column!r} is not in the table; columns: "
+                        f"{_list_names(list(map(str, features.columns)))}")
+
+
 def _as_categories(features: pd.DataFrame, names: Sequence[str], target: str, groups: str | None) -> pd.DataFrame:
     """The ``--categorical`` columns as pandas categories: codes that are numbers (zip codes, store numbers) would
     be read as quantities, and a net cannot learn a value per code from its magnitude (a per-code signal: ROC-AUC
@@ -257,9 +264,7 @@ def _as_categories(features: pd.DataFrame, names: Sequence[str], target: str, gr
             raise DataError(f"--categorical {name!r} is the target; name feature columns")
         if name == groups:
             raise DataError(f"--categorical {name!r} is the --groups column, which is no feature")
-        if name not in features.columns:
-            raise DataError(f"--categorical {name!r} is not in the table; columns: "
-                            f"{_list_names(list(map(str, features.columns)))}")
+        _check_in_table(features, name, "--categorical")
     if not names:
         return features
     features = features.copy()
@@ -272,9 +277,7 @@ def _time_order(features: pd.DataFrame, column: str, target: str) -> np.ndarray:
     """Each row's rank in time (ties keep the table's order); numbers, or anything pandas reads as a date."""
     if column == target:
         raise DataError(f"--time-column {column!r} is the target; name the column that orders the rows in time")
-    if column not in features.columns:
-        raise DataError(f"--time-column {column!r} is not in the table; columns: "
-                        f"{_list_names(list(map(str, features.columns)))}")
+    _check_in_table(features, column, "--time-column")
     values = features[column]
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         keys = pd.to_numeric(values, errors="coerce").astype("float64")
@@ -306,9 +309,7 @@ def _group_codes(features: pd.DataFrame, column: str, target: str, notes: list[s
     """Each row's group as an integer code; a missing value is a group of its own (said in a note)."""
     if column == target:
         raise DataError(f"--groups {column!r} is the target; name the column that groups the rows")
-    if column not in features.columns:
-        raise DataError(f"--groups column {column!r} is not in the table; columns: "
-                        f"{_list_names(list(map(str, features.columns)))}")
+    _check_in_table(features, column, "--groups column")
     codes, _ = pd.factorize(features[column], use_na_sentinel=False)
     n_missing = int(features[column].isna().sum())
     if n_missing:
