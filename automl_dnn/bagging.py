@@ -38,7 +38,7 @@ import torch
 from safetensors import safe_open
 
 from automl_dnn.config import TrialSettings
-from automl_dnn.data import Dataset, FeaturePreprocessor, TargetEncoder
+from automl_dnn.data import Dataset, FeaturePreprocessor, TargetEncoder, net_values
 from automl_dnn.errors import AutoDNNError
 from automl_dnn.files import read_json
 from automl_dnn.folds import Folds, bagging_folds, make_folds, scaled_epochs
@@ -190,7 +190,7 @@ def _train_and_save(saved: TrialArtifacts, best_epoch: int, dev: DevData, pre: F
         pred = np.asarray(predict(model, X, task=encoder.task_, device=device), dtype=np.float64)
         if encoder.task_ != "regression":
             return pred
-        return target.inverse(pred) if target is not None else encoder.decode(pred).astype(np.float64)
+        return net_values(pred, encoder, target)
 
     check_rows = np.arange(min(CHECK_ROWS, len(dev.X)))
     predictions = {"test": user(dev.X_test), "check": user(dev.rows(check_rows)), "check_rows": check_rows}

@@ -28,7 +28,7 @@ from automl_dnn.config import NetConfig, describe
 from automl_dnn.bagging import (BAG_MODES, BaggedMember, FoldPool, NetToBag, bag_gbt, bag_net, dev_rows,
                                 dev_targets, gbt_fold_seconds, gbt_out_of_time, refit_net)
 from automl_dnn.budget import PLAN_SAFETY, BagPlan, plan_bagging
-from automl_dnn.data import TargetEncoder, TargetTransform
+from automl_dnn.data import TargetEncoder, TargetTransform, net_values
 from automl_dnn.ensemble import blend, build_ensemble, choose_threshold, ensemble_loss, overfit_warning
 from automl_dnn.errors import AutoDNNError
 from automl_dnn.files import read_json, write_json
@@ -676,10 +676,9 @@ def _check_reproduces(settings: dict[str, Any], d_in: int, d_out: int, state: di
     pred = np.asarray(predict(model, X, task=encoder.task_, device="cpu"), dtype=np.float64)
     atol = REPRODUCE_TOL
     target = settings.get("target")
-    if encoder.task_ == "regression" and target:  # compared on the original scale, where it was saved
-        pred, atol = TargetTransform.from_dict(target).inverse(pred), REPRODUCE_TOL * encoder.std_
-    elif encoder.task_ == "regression":
-        saved = (saved - encoder.mean_) / encoder.std_
+    if encoder.task_ == "regression":  # compared on the original scale, where it was saved (clipped)
+        pred = net_values(pred, encoder, TargetTransform.from_dict(target) if target else None)
+        atol = REPRODUCE_TOL * encoder.std_
     if not np.allclose(pred, saved, rtol=REPRODUCE_TOL, atol=atol):
         raise AutoDNNError(f"the weights of {what} do not reproduce its saved predictions ({folder}); "
                            "run `automl-dnn search` again into a new folder")

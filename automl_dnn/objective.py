@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from automl_dnn import metrics
 from automl_dnn.budget import BaggingReserve, trial_share
 from automl_dnn.config import NetConfig, TrialSettings, describe
-from automl_dnn.data import FeaturePreprocessor, TargetEncoder, TargetTransform
+from automl_dnn.data import FeaturePreprocessor, TargetEncoder, TargetTransform, net_values
 from automl_dnn.errors import AutoDNNError, first_line
 from automl_dnn.files import read_json
 from automl_dnn.folds import make_folds, scaled_epochs
@@ -128,10 +128,13 @@ class Objective:
         return self._preprocessors[scaling]
 
     def user_space(self, pred: np.ndarray, target: TargetTransform | None = None) -> np.ndarray:
-        """Predictions as the user sees them: probabilities, or values on the original scale."""
-        if self.task != "regression":
-            return pred
-        return self.encoder.decode(pred).astype(np.float64) if target is None else target.inverse(pred)
+        """Predictions as the user sees them: probabilities, or values on the original scale (clipped to the
+        training range, as ``predict`` gives them)."""
+        return pred if self.task != "regression" else net_values(pred, self.encoder, target)
+
+    def true_values(self, y: np.ndarray) -> np.ndarray:
+        """Targets as the metrics want them: class indices, or values on the original scale."""
+        return y if self.task != "regression" else self.encoder.decode(y).astype(np.float64)
 
     def __call__(self, trial: optuna.Trial) -> float:
         with Lease(trial):
@@ -263,7 +266,7 @@ class Objective:
             fold_settings, bins = embedding_inputs(fold_settings, pre, X_dev[rows], y_dev[rows])
             torch.manual_seed(settings.train.seed + fold + 1)
             net = build_mlp(fold_settings.net, d_in=X_dev.shape[1], d_out=d_out, bins=bins)
-            y_true = self.user_space(y_dev[out])
+            y_true = self.true_values(y_dev[out])
             reporter.start_fold(fold)
             result = train(net, TrainData(X_dev[rows], y_rows, X_dev[out], y_out), fold_settings.train, task=self.task,
                            device=self.device, callbacks=[reporter], threads=self.ctx.threads,
@@ -306,7 +309,7 @@ class Objective:
         settings, y_train, y_watch_scaled, target = target_inputs(settings, self.encoder, data["y_train"], y_watch)
         train_data = TrainData(data["X_train"], y_train, X_watch, y_watch_scaled)
         settings = self._fit_to_budget(trial, settings, model, train_data)
-        y_valid, y_watch = self.user_space(data["y_valid"]), self.user_space(y_watch)
+        y_valid, y_watch = self.true_values(data["y_valid"]), self.true_values(y_watch)
         reporter = EpochReporter(trial, self.metric, self.should_stop, max_epochs=settings.train.max_epochs,
                                  n_folds=self.cv_folds)
         cv_value = None

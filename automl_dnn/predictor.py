@@ -21,7 +21,7 @@ from safetensors.torch import load as load_tensors
 from automl_dnn import metrics
 from automl_dnn.config import NetConfig
 from automl_dnn.data import (NOTES_ATTR, FeaturePreprocessor, TargetEncoder, TargetTransform, merge_counted_notes,
-                             parse_dates, read_numbers, read_table)
+                             net_values, parse_dates, read_numbers, read_table)
 from automl_dnn.ensemble import blend
 from automl_dnn.errors import AutoDNNError, DataError, ModelFormatError, PathError, first_line
 from automl_dnn.files import atomic_write
@@ -345,11 +345,10 @@ class Predictor:
             mean = predict(net.fast, X, task=self.task)
             std = np.zeros_like(mean)
         mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
-        if self.task == "regression" and net.target is not None:  # the spread through the transform's slope
-            return net.target.inverse(mean), std * net.target.slope(mean)
-        if self.task == "regression":
-            return self._encoder.decode(mean), std * self._encoder.std_
-        return mean, std
+        if self.task != "regression":
+            return mean, std
+        slope = net.target.slope(mean) if net.target is not None else self._encoder.std_  # the spread's scale
+        return net_values(mean, self._encoder, net.target), std * slope
 
     def _gbt_output(self, frame: pd.DataFrame, notes: list[str]) -> np.ndarray:
         assert self._gbt is not None

@@ -16,10 +16,11 @@ from automl_dnn.data import (
     check_target,
     infer_task,
     load_dataset,
+    net_values,
     read_table,
 )
 from automl_dnn.data.preprocessing import smooth_clip
-from automl_dnn.errors import AutoDNNError, DataError
+from automl_dnn.errors import AutoDNNError, DataError, ModelFormatError
 
 # ---------------------------------------------------------------------------------------------
 # fixtures
@@ -238,6 +239,33 @@ def test_target_encoder_regression():
     assert abs(z.mean()) < 1e-6 and abs(z.std() - 1) < 1e-6
     np.testing.assert_allclose(enc.decode(z), y, rtol=1e-6)
     assert enc.mean_ == 25.0 and enc.classes_ == []
+
+
+def test_target_encoder_clips_regression_values_to_the_training_range():
+    enc = TargetEncoder().fit(pd.Series([10.0, 20.0, 30.0, 40.0]), "regression")
+    assert (enc.low_, enc.high_) == (10.0, 40.0)
+    assert enc.clip(np.array([-5.0, 10.0, 25.5, 41.0])).tolist() == [10.0, 10.0, 25.5, 40.0]
+    z = np.array([-3.0, 0.0, 3.0], dtype=np.float32)  # a net's standardized outputs: 11.5, 25, 58.5 before
+    assert net_values(z, enc).tolist() == pytest.approx([10.0, 25.0, 40.0])
+    saved = TargetEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))
+    assert saved.clip(np.array([99.0])).tolist() == [40.0]
+    older = {k: v for k, v in enc.to_dict().items() if k not in ("low", "high")}  # saved before the range
+    assert TargetEncoder.from_dict(older).clip(np.array([99.0])).tolist() == [99.0]
+    forecast = TargetEncoder().fit(pd.Series([10.0, 40.0]), "regression", bounded=False)
+    assert forecast.low_ is None and forecast.clip(np.array([99.0])).tolist() == [99.0]
+    with pytest.raises(ModelFormatError, match="range"):
+        TargetEncoder.from_dict({**enc.to_dict(), "low": 50.0})
+    classes = TargetEncoder().fit(pd.Series(["a", "b"]), "binary")
+    assert classes.low_ is None and classes.clip(np.array([0.2, 0.9])).tolist() == [0.2, 0.9]
+
+
+def test_a_time_ordered_split_keeps_no_range_to_clip_to():
+    days = pd.date_range("2024-01-01", periods=60, freq="D")
+    frame = pd.DataFrame({"day": days, "x": np.arange(60.0), "y": np.arange(60.0) * 2})
+    assert load_dataset(frame, target="y", time_column="day").target_encoder.low_ is None
+    plain = load_dataset(frame.drop(columns="day"), target="y", seed=0)
+    train = frame["y"].iloc[plain.split["train"]]  # the training rows' range, not the validation rows'
+    assert (plain.target_encoder.low_, plain.target_encoder.high_) == (train.min(), train.max())
 
 
 # ---------------------------------------------------------------------------------------------

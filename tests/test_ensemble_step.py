@@ -25,7 +25,7 @@ from automl_dnn.ensemble_step import REFIT_EXPORT_SHARE, EnsembleReport, ensembl
 from automl_dnn.errors import AutoDNNError, DataError
 from automl_dnn.files import load_arrays
 from automl_dnn.gbt import BackgroundGBT
-from automl_dnn.run_folder import RunDir, SearchOptions, prepare_run
+from automl_dnn.run_folder import RunDir, SearchOptions, load_trial, prepare_run, trial_folder
 from automl_dnn.study import open_study
 
 TASKS = {"breast_cancer": "binary", "digits": "multiclass", "diabetes": "regression"}
@@ -514,3 +514,20 @@ def test_fit_gives_the_caller_back_its_torch_threads_and_optuna_log_level(tmp_pa
     finally:
         torch.set_num_threads(threads)
         optuna.logging.set_verbosity(verbosity)
+
+
+def test_regression_nets_predict_within_the_training_range(tmp_path: Path, tiny_space: Path) -> None:
+    """A net extrapolates linearly from rows far outside the training inputs; its values stay in the range
+    the training targets span, in the exported model and in the trial's saved validation predictions."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, 240)
+    frame = pd.DataFrame({"x": x, "y": 100 * x + rng.normal(0, 1, 240)})
+    api.fit(frame, target="y", model_dir=tmp_path / "m", n_trials=1, space=str(tiny_space), pruner="none",
+            gbt=False, folds=1, threads=1, seed=0, quiet=True, progress=False)
+    run, predictor = RunDir(tmp_path / "m-run"), api.load(tmp_path / "m")
+    low, high = frame["y"].iloc[load_arrays(run.split_path)["train"]].agg(["min", "max"])
+    far = predictor.predict(pd.DataFrame({"x": [-50.0, 0.5, 50.0]}))
+    assert np.all((low <= far) & (far <= high)) and low < far[1] < high
+    assert np.isclose(far[[0, 2], None], [low, high]).any(axis=1).all()  # unclipped: 165 and -6,958 (seed 0)
+    saved = load_trial(trial_folder(run.root / "artifacts", 0)).predictions["valid"]
+    assert low <= saved.min() and saved.max() <= high

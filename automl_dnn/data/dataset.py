@@ -241,7 +241,7 @@ def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None
         split = _time_split(order, valid_size, test_size, time_column, notes)
     else:
         split = _split(y, task, valid_size, test_size, seed, notes)
-    encoder = TargetEncoder().fit(y if task != "regression" else y.iloc[split["train"]], task)
+    encoder = TargetEncoder().fit(y if task != "regression" else y.iloc[split["train"]], task, bounded=order is None)
     encoded = encoder.encode(y)
     notes.extend(leak_notes(features, encoded, task, split["train"], seed=seed))
     return Dataset(task=task, task_rule=rule, target=target, features=features, y=encoded,

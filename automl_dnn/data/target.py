@@ -146,8 +146,8 @@ def _sorted_labels(values: pd.Series) -> list:
 class TargetEncoder:
     """Classes <-> indices 0..K-1 (sorted labels), or regression values <-> standardized float32.
 
-    What ``fit`` learns ends in ``_`` (``task_``, ``classes_``, ``mean_``, ``std_``); ``to_dict`` keeps
-    the plain keys (``task``, ``classes``, ``mean``, ``std``) that saved models hold.
+    What ``fit`` learns ends in ``_`` (``task_``, ``classes_``, ``mean_``, ``std_``, and a regression's
+    training range ``low_``, ``high_``); ``to_dict`` keeps the plain keys that saved models hold.
     """
 
     def __init__(self) -> None:
@@ -155,21 +155,39 @@ class TargetEncoder:
         self.classes_: list = []
         self.mean_: float = 0.0
         self.std_: float = 1.0
+        self.low_: float | None = None
+        self.high_: float | None = None
 
-    def fit(self, y: pd.Series | np.ndarray, task: str) -> TargetEncoder:
-        """Learn the classes (classification) or the mean and std (regression)."""
+    def fit(self, y: pd.Series | np.ndarray, task: str, *, bounded: bool = True) -> TargetEncoder:
+        """Learn the classes (classification) or the mean, std and range (regression).
+
+        ``bounded=False`` keeps no range, so nets' values are never clipped: a time-ordered split forecasts
+        rows whose values may lie beyond every training row's.
+        """
         if task not in TASKS:
             raise DataError(f"unknown task {task!r}; use binary, multiclass or regression")
         y = pd.Series(y).dropna()
         self.task_ = task
+        self.low_ = self.high_ = None
         if task == "regression":
             values = y.to_numpy(dtype="float64")
             self.classes_, self.mean_ = [], float(values.mean())
             std = float(values.std())
             self.std_ = std if std > 0 and math.isfinite(std) else 1.0
+            if bounded:
+                self.low_, self.high_ = float(values.min()), float(values.max())
         else:
             self.classes_, self.mean_, self.std_ = _sorted_labels(y), 0.0, 1.0
         return self
+
+    def clip(self, values: np.ndarray) -> np.ndarray:
+        """Regression values held to the training targets' range, as RealMLP-TD holds its outputs: a net
+        extrapolates linearly beyond the rows it saw (a negative price, a house above a censored cap), where
+        no training row says the target goes."""
+        values = np.asarray(values, dtype=np.float64)
+        if self.task_ != "regression" or self.low_ is None or self.high_ is None:
+            return values
+        return np.clip(values, self.low_, self.high_)
 
     @property
     def n_classes_(self) -> int:
@@ -207,7 +225,8 @@ class TargetEncoder:
 
     def to_dict(self) -> dict:
         """The saved-model JSON; its keys have no trailing underscore, so older models keep loading."""
-        return {"task": self.task_, "classes": list(self.classes_), "mean": self.mean_, "std": self.std_}
+        return {"task": self.task_, "classes": list(self.classes_), "mean": self.mean_, "std": self.std_,
+                "low": self.low_, "high": self.high_}
 
     @classmethod
     def from_dict(cls, d: dict) -> TargetEncoder:
@@ -215,12 +234,31 @@ class TargetEncoder:
         try:
             enc.task_, enc.classes_ = d["task"], list(d["classes"])
             enc.mean_, enc.std_ = float(d["mean"]), float(d["std"])
+            enc.low_, enc.high_ = _bound_or_none(d.get("low")), _bound_or_none(d.get("high"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFormatError(f"target encoder data is incomplete ({exc!r}); "
                                    f"re-export the model") from None
         if enc.task_ not in TASKS:
             raise ModelFormatError(f"target encoder has unknown task {enc.task_!r}; re-export the model")
+        if enc.low_ is not None and enc.high_ is not None and not enc.low_ <= enc.high_:
+            raise ModelFormatError(f"target encoder's range [{enc.low_}, {enc.high_}] is empty; re-export the model")
         return enc
+
+
+def _bound_or_none(value: Any) -> float | None:
+    """A saved range end (models saved before session 24 have none: their nets' values are not clipped)."""
+    if value is None:
+        return None
+    bound = float(value)
+    if not math.isfinite(bound):
+        raise ValueError(f"range end {value!r} is not a finite number")
+    return bound
+
+
+def net_values(pred: np.ndarray, encoder: TargetEncoder, target: TargetTransform | None = None) -> np.ndarray:
+    """A regression net's outputs on the original scale, within the training range (``TargetEncoder.clip``)."""
+    values = target.inverse(pred) if target is not None else encoder.decode(pred)
+    return encoder.clip(values)
 
 
 
