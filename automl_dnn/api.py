@@ -19,7 +19,7 @@ from automl_dnn.bagging import BAG_MODES, gbt_in_thread
 from automl_dnn.budget import BaggingRequest, plan_fit
 from automl_dnn.ensemble_step import EnsembleReport, ensemble_run
 from automl_dnn.errors import AutoDNNError
-from automl_dnn.paths import check_file_path, make_folder
+from automl_dnn.paths import check_can_create, check_file_path, make_folder
 from automl_dnn.gbt import BackgroundGBT
 from automl_dnn.model_folder import check_model_dir
 from automl_dnn.data import read_table
@@ -128,17 +128,11 @@ def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: f
         raise AutoDNNError(f"bag mode must be one of {', '.join(BAG_MODES)}, got {bag_mode!r}")
     fields = {f.name for f in dataclasses.fields(SearchOptions)}
     SearchOptions(source=source, out=out, **{k: v for k, v in options.items() if k in fields})  # its checks, early
-    made = not model_dir.exists()
     check_model_dir(model_dir)  # a non-empty folder that is no model: refused now, not after the whole search
-    make_folder(model_dir, "model folder")  # refuse a bad model path before the search, not after
-    try:
-        return _fit(source, model_dir=model_dir, out=out, started=started, time_budget=time_budget, top_k=top_k,
-                    gbt=gbt, gbt_trials=gbt_trials, folds=folds, bag_mode=bag_mode, ensemble_share=ensemble_share,
-                    report_page=report_page, **options)
-    except BaseException:
-        if made and model_dir.is_dir() and not any(model_dir.iterdir()):
-            model_dir.rmdir()  # a failed fit leaves no empty model folder behind (its run folder stays)
-        raise
+    check_can_create(model_dir, "model folder")  # a bad model path: refused before the search, not after
+    return _fit(source, model_dir=model_dir, out=out, started=started, time_budget=time_budget, top_k=top_k,
+                gbt=gbt, gbt_trials=gbt_trials, folds=folds, bag_mode=bag_mode, ensemble_share=ensemble_share,
+                report_page=report_page, **options)
 
 
 def _fit(source: Any, *, model_dir: Path, out: Path, started: float, time_budget: float | None, top_k: int,

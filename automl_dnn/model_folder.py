@@ -36,7 +36,7 @@ from safetensors.torch import save as save_tensors
 
 from automl_dnn.errors import ModelFormatError, PathError, disk_full_as_error
 from automl_dnn.files import new_temporary_folder, remove_stale_temporaries
-from automl_dnn.paths import check_folder_path, make_folder
+from automl_dnn.paths import check_can_create, check_folder_path
 
 FORMAT_NAME = "automl-dnn-model"
 FORMAT_VERSION = 1
@@ -148,7 +148,7 @@ def write_model_folder(model_dir: Path, files: dict[str, bytes]) -> Path:
     model_dir = Path(model_dir)
     check_model_dir(model_dir)
     with disk_full_as_error(f"the model folder {model_dir}"):
-        make_folder(model_dir, "model folder")
+        check_can_create(model_dir, "model folder")  # made by the rename: a kill mid-write leaves no empty one
         remove_stale_temporaries(model_dir.parent, of=[model_dir.name])  # a killed export's copies
         tmp = new_temporary_folder(model_dir, "tmp-")
         try:
@@ -171,13 +171,13 @@ def check_model_dir(model_dir: Path) -> None:
 
 
 def _swap_in(new: Path, target: Path) -> None:
-    """Replace ``target`` by ``new``: rename over an empty folder, else swap the two in one atomic exchange
-    (Linux ``renameat2(RENAME_EXCHANGE)``), else via a backup that is restored on failure.
+    """Replace ``target`` by ``new``: rename to a new or over an empty folder, else swap the two in one atomic
+    exchange (Linux ``renameat2(RENAME_EXCHANGE)``), else via a backup that is restored on failure.
 
     The backup's two renames leave a moment with no ``target`` at all: a kill there (SIGKILL, the OOM killer, a
     power cut) left no model folder, the old model hidden in ``.NAME.old-*`` and the new one in ``.NAME.tmp-*``,
     and `predict` said "not found". The exchange has no such moment."""
-    if not any(target.iterdir()):
+    if not target.exists() or not any(target.iterdir()):
         os.replace(new, target)
         return
     if _exchange(new, target):

@@ -52,6 +52,19 @@ def make_folder(path: Path, what: str = "output folder") -> Path:
     return Path(path)
 
 
+def check_can_create(path: Path, what: str = "output folder") -> None:
+    """Refuse a folder that could not be made or replaced, creating only the folders above it.
+
+    The folder itself is made when its contents are ready: one made now, before hours of work, is left empty
+    by a kill (SIGKILL, a lost machine) that no clean-up can answer.
+    """
+    check_folder_path(path, what)
+    parent = Path(path).absolute().parent
+    make_folder(parent, f"folder of the {what}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PathError(f"cannot create {what} {str(path)!r}: no permission to write in {str(parent)!r}")
+
+
 def same_file(a: Any, b: Any) -> bool:
     """Whether two paths name one existing file (so writing to ``b`` would overwrite the input ``a``)."""
     if not isinstance(a, (str, os.PathLike)) or not isinstance(b, (str, os.PathLike)):

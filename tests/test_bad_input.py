@@ -372,6 +372,24 @@ def test_a_table_whose_every_feature_is_dropped_stops_before_searching(tmp_path:
     assert not (tmp_path / "model").exists()  # the failed fit leaves no empty model folder
 
 
+def test_a_fit_makes_its_model_folder_only_when_it_exports(tmp_path: Path, tiny_space: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model folder made before the search was left empty by a fit killed mid-search (SIGKILL: no clean-up
+    runs); the folders above it are made, and the folder itself appears with its files."""
+    model = tmp_path / "models" / "m"
+    seen = []
+    search = api.search
+
+    def watched(*args, **kwargs):
+        seen.append((model.exists(), model.parent.is_dir()))
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(api, "search", watched)
+    api.fit(toy_frame(60), model_dir=model, target="y", space=str(tiny_space), n_trials=1, gbt=False, folds=1,
+            quiet=True, progress=False)
+    assert seen == [(False, True)] and (model / "model.json").is_file()
+
+
 # --- ensemble and predict ------------------------------------------------------------------------------
 
 
