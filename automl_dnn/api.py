@@ -94,7 +94,8 @@ def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gb
 
     ``folds`` > 1 bags the members first and fits the ensemble on their out-of-fold predictions; None (as
     ``automl-dnn ensemble``): chosen from the rows; 1: the validation split only. ``bag_mode`` is what a
-    bagged net exports ("bag": its fold models, "refit"); ``jobs`` worker processes train the nets' fold
+    bagged net exports ("bag": its fold models, "refit"), and an unbagged one ("bag": its refit beside its net as
+    searched, "refit": the refit alone); ``jobs`` worker processes train the nets' fold
     copies side by side.
     """
     run_dir = Path(run_dir)

@@ -230,7 +230,8 @@ def bagging_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--folds and --bag/--refit, shared by ``ensemble`` and ``fit``."""
     command = click.option("--bag/--refit", "bag", default=True, show_default=True,
                            help="What a bagged net exports: the average of its fold models, or one refit "
-                                "on every training + validation row.")(command)
+                                "on every training + validation row. Unbagged: its refit beside its net as "
+                                "searched, or the refit alone.")(command)
     return click.option("--folds", type=click.IntRange(min=1), default=None,
                         help="K-fold bagging: members, weights and threshold fitted on out-of-fold predictions "
                              "(default: 5 up to 100,000 rows and as the budget allows; 1: the validation "

@@ -135,6 +135,8 @@ class Candidate:
     best_epoch: int | None = None  # a net trial's best epoch (0-based), and the seconds a copy of it takes
     copy_seconds: float | None = None
     bag: BaggedMember | None = None  # after k-fold bagging: ``valid`` holds its OOF predictions
+    # A refit of an unbagged net exported beside the net as its trial trained it (``_refit_unbagged``)
+    beside_searched: bool = False
 
 
 # --- the step -----------------------------------------------------------------------------------
@@ -182,7 +184,7 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     if bagged is None:  # not bagged: the best nets again on every training + validation row, as time allows
         candidates = _refit_unbagged(run, encoder, candidates, top_k=top_k,
                                      deadline=refit_deadline(deadline, bagging_until), threads=threads,
-                                     device=device, notes=notes)
+                                     device=device, notes=notes, beside_searched=bag_mode == "bag")
     seconds["bagging"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -453,17 +455,22 @@ def _fold_pool(jobs: int, device: str, threads: int | None,
 
 
 def _refit_unbagged(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], *, top_k: int,
-                    deadline: float | None, threads: int | None, device: str, notes: list[str]) -> list[Candidate]:
+                    deadline: float | None, threads: int | None, device: str, notes: list[str],
+                    beside_searched: bool = True) -> list[Candidate]:
     """The best ``top_k`` nets, when they are not bagged, refit on every development row as far as the time
     left allows (``plan_bagging``, one copy each, best first), as XGBoost's exported copy is: their trials
     trained on the training rows only (issue 13: on a sample of them). Their weights are still fitted on
-    their trials' validation predictions; the refit copies are exported and scored. A net left out keeps
-    its trial's weights, and a note says so."""
+    their trials' validation predictions. With ``beside_searched`` (``--bag``, the default: export averages) each
+    refit is exported beside its net as searched, the trial's weight shared equally: the two trained on other rows
+    from other draws, and their mean beat the refit alone on every 60 s regression run replayed (docs/benchmarks.md,
+    "A refit beside its net as searched"); ``--refit``, or a search on a sample of the rows, exports the refit
+    alone. A net left out keeps its trial's weights, and a note says so."""
     sizes = sample_sizes(run)
     sample = None if sizes is None or sizes["sample"] >= sizes["train"] else sizes["sample"]
     trained = "" if sample is None else f" (the search trained on {sample:,})"
     as_searched = "the training rows" if sample is None else f"{sample:,} training rows"
     ranked = [c for c in candidates if c.kind == "net" and c.best_epoch is not None][:top_k]
+    beside_searched = beside_searched and sample is None  # a net searched on a sample is the weaker copy
     left = None if deadline is None else deadline - time.monotonic()
     # the whole time left (no PLAN_SAFETY): ``refit_deadline`` keeps the export's time back already
     plan = plan_bagging([c.copy_seconds or 0.0 for c in ranked], [], k=1, seconds=None if left is None else left / PLAN_SAFETY)
@@ -474,11 +481,13 @@ def _refit_unbagged(run: RunDir, encoder: TargetEncoder, candidates: list[Candid
         assert c.best_epoch is not None and c.trial is not None and c.artifacts is not None
         to_refit = NetToBag(name=c.name, trial=c.trial, artifacts=c.artifacts, best_epoch=c.best_epoch)
         member = refit_net(run, to_refit, encoder, device=device, threads=threads)
-        refit[c.name] = dataclasses.replace(c, test=member.test, bag=member)
+        test = (member.test + c.test) / 2 if beside_searched else member.test
+        refit[c.name] = dataclasses.replace(c, test=test, bag=member, beside_searched=beside_searched)
     kept = [c.name for c in ranked if c.name not in refit]
     if refit:
-        notes.append(f"{', '.join(refit)} refit on every training + validation row{trained}; weights fitted on "
-                     "the searched nets' validation predictions")
+        beside = ", each exported beside its net as searched" if beside_searched else ""
+        notes.append(f"{', '.join(refit)} refit on every training + validation row{trained}{beside}; weights fitted "
+                     "on the searched nets' validation predictions")
     if kept:
         need = sum(c.copy_seconds or 0.0 for c in ranked if c.name in kept)
         left = None if deadline is None else deadline - time.monotonic()  # after the refits made
@@ -619,14 +628,14 @@ def _export(run: RunDir, spec: dict[str, Any], encoder: TargetEncoder, model_dir
         scores = {"valid": row_of[c.name].valid, "test": row_of[c.name].test}
         scalings.add(c.scaling)
         if c.kind == "net" and c.bag is not None:
-            nets.extend(_bagged_members(run, c, encoder, w, scores))
-        elif c.kind == "net":
+            nets.extend(_bagged_members(run, c, encoder, w / 2 if c.beside_searched else w, scores))
+        if c.kind == "net" and (c.bag is None or c.beside_searched):
             if c.scaling not in X_valid:
                 # issue 13: the first REPRODUCE_ROWS validation rows only (150,000 at 1M rows: ~30 s a wide net)
                 X_valid[c.scaling] = read_rows(run.data_path(c.scaling), "X_valid",
                                                np.arange(min(len(c.valid), REPRODUCE_ROWS)))
-            nets.append(_net_member(c, X_valid[c.scaling], encoder, w, scores))
-        else:
+            nets.append(_net_member(c, X_valid[c.scaling], encoder, w / 2 if c.beside_searched else w, scores))
+        elif c.kind != "net":
             assert c.gbt is not None
             booster = c.gbt.result.exported_booster
             gbt = GBTMember(booster=booster, params=c.gbt.result.params,

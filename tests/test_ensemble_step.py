@@ -105,10 +105,15 @@ def test_report_rows_feed_the_printer(tmp_path_factory: pytest.TempPathFactory) 
 def test_model_members_match_the_report(tmp_path_factory: pytest.TempPathFactory) -> None:
     model, report = ensembled("diabetes", tmp_path_factory)
     spec = json.loads((model / "model.json").read_text())
-    # not bagged: the chosen nets are exported as their refit on every training + validation row
-    assert {m["name"]: m["weight"] for m in spec["members"]} == pytest.approx(
-        {row.name + ("-refit" if row.kind == "net" else ""): row.weight for row in report.selected})
-    assert any("refit on every training + validation row; weights fitted on" in n for n in report.notes)
+    # not bagged: each chosen net is exported as its refit on every training + validation row and as searched,
+    # the two sharing its weight
+    expected = {}
+    for row in report.selected:
+        expected.update({row.name + "-refit": row.weight / 2, row.name: row.weight / 2} if row.kind == "net"
+                        else {row.name: row.weight})
+    assert {m["name"]: m["weight"] for m in spec["members"]} == pytest.approx(expected)
+    assert any("refit on every training + validation row, each exported beside its net as searched; weights "
+               "fitted on" in n for n in report.notes)
     assert spec["threshold"] is None and spec["task"] == "regression"
 
 
@@ -126,8 +131,12 @@ def test_no_gbt_and_top_k(tmp_path_factory: pytest.TempPathFactory, tmp_path: Pa
     assert len(report.selected) == 1 and report.selected[0].weight == pytest.approx(1.0)
     assert report.seconds["gbt"] < 0.5
     spec = json.loads((tmp_path / "m" / "model.json").read_text())
-    assert [m["kind"] for m in spec["members"]] == ["net"]
+    trial = report.selected[0].name  # one net: its refit and its searched copy
+    assert sorted(m["name"] for m in spec["members"]) == [trial, f"{trial}-refit"]
     assert not (tmp_path / "m" / "xgboost.ubj").exists()
+    ensemble_run(run, model_dir=tmp_path / "one", gbt=False, top_k=1, bag_mode="refit")  # the refit alone
+    spec = json.loads((tmp_path / "one" / "model.json").read_text())
+    assert [(m["name"], m["weight"]) for m in spec["members"]] == [(f"{trial}-refit", 1.0)]
 
 
 def test_no_test_split_leaves_test_scores_empty(tmp_path: Path) -> None:
@@ -523,7 +532,7 @@ def test_regression_nets_predict_within_the_training_range(tmp_path: Path, tiny_
     x = rng.uniform(0, 1, 240)
     frame = pd.DataFrame({"x": x, "y": 100 * x + rng.normal(0, 1, 240)})
     api.fit(frame, target="y", model_dir=tmp_path / "m", n_trials=1, space=str(tiny_space), pruner="none",
-            gbt=False, folds=1, threads=1, seed=0, quiet=True, progress=False)
+            gbt=False, folds=1, bag_mode="refit", threads=1, seed=0, quiet=True, progress=False)  # one net
     run, predictor = RunDir(tmp_path / "m-run"), api.load(tmp_path / "m")
     low, high = frame["y"].iloc[load_arrays(run.split_path)["train"]].agg(["min", "max"])
     far = predictor.predict(pd.DataFrame({"x": [-50.0, 0.5, 50.0]}))

@@ -327,7 +327,8 @@ def test_a_search_on_a_sample_trains_its_nets_on_it_and_refits_them_on_every_row
     refit = [n for n in report.notes if "refit on every training + validation row (the search trained on 600)" in n]
     assert len(refit) == 1, report.notes
     members = json.loads((tmp_path / "model" / "model.json").read_text())["members"]
-    assert members and all(m["name"].endswith("-refit") for m in members)  # the exported nets saw every row
+    # the exported nets saw every row: a net searched on the sample is not kept beside its refit
+    assert members and all(m["name"].endswith("-refit") for m in members)
     saved = json.loads(next((run.root / "bagging").glob("net-*/refit/config.json")).read_text())
     assert saved["train_rows"] == 1400 + 300  # every training and validation row
     model = api.load(tmp_path / "model")

@@ -32,7 +32,7 @@ from automl_dnn.gbt import frame_categories
 from automl_dnn.model import build_mlp
 from automl_dnn.model_folder import FORMAT_VERSION, GBTMember, NetMember, save_model, write_model_folder
 from automl_dnn.predictor import Predictor, _Net, load_model, predict_file
-from automl_dnn.run_folder import RunDir
+from automl_dnn.run_folder import RunDir, trial_folder
 from tests.test_ensemble_step import TASKS, ensembled, searched
 
 PICKLE_OPCODES = (b"\x80",)  # protocol 2+ pickles start with PROTO
@@ -373,13 +373,22 @@ def test_round_trip_reproduces_the_ensemble_test_score(name: str, tmp_path_facto
 def test_round_trip_equals_the_saved_net_predictions(tmp_path_factory: pytest.TempPathFactory,
                                                      tmp_path: Path) -> None:
     """Nets only: the exported model's test probabilities are the weighted blend of the saved ones (not
-    bagged, each chosen net is exported as its refit on every training + validation row)."""
+    bagged, each chosen net is exported as its refit on every training + validation row and as searched)."""
     run = searched("digits", tmp_path_factory)
     ensemble_run(run, model_dir=tmp_path / "m", gbt=False)
     spec = json.loads((tmp_path / "m" / "model.json").read_text())
-    assert all(m["name"].endswith("-refit") for m in spec["members"])
-    saved = [load_arrays(RunDir(run).root / "bagging" / f"net-{m['trial']:05d}" / "refit" / "predictions.safetensors")
-             ["test"] for m in spec["members"]]
+    refits = [m for m in spec["members"] if m["name"].endswith("-refit")]
+    assert sorted(m["name"] for m in spec["members"]) == sorted(
+        [m["name"] for m in refits] + [m["name"].removesuffix("-refit") for m in refits])
+
+    def saved_test(member: dict) -> np.ndarray:
+        if member["name"].endswith("-refit"):
+            folder = RunDir(run).root / "bagging" / f"net-{member['trial']:05d}" / "refit"
+        else:
+            folder = trial_folder(RunDir(run).root / "artifacts", member["trial"])
+        return load_arrays(folder / "predictions.safetensors")["test"]
+
+    saved = [saved_test(m) for m in spec["members"]]
     expected = blend(saved, [m["weight"] for m in spec["members"]])
     frame, _, _ = _test_part(run)
     np.testing.assert_allclose(load_model(tmp_path / "m").predict_proba(frame), expected, rtol=1e-4, atol=1e-6)

@@ -4,7 +4,7 @@ Rows:
 - ``automl-dnn``: ``automl-dnn fit TRAIN --task TASK --test-size 0 --time-budget B`` (the whole command is
   timed, start-up and reading the file included), then ``automl-dnn predict`` on the test features.
 - ``automl-dnn-best-net``: the study's best net alone (what the ensemble adds). After the timed fit,
-  ``automl-dnn ensemble RUN --model MODEL2 --top-k 1 --no-gbt --folds 1`` (outside the budget: greedy
+  ``automl-dnn ensemble RUN --model MODEL2 --top-k 1 --no-gbt --folds 1 --refit`` (outside the budget: greedy
   selection with one member keeps the best net on validation; one net, not bagged) and ``automl-dnn predict`` with that model. Its
   ``fit_s`` is the same fit's.
 
@@ -123,7 +123,7 @@ def main() -> None:
     frames = {"automl-dnn": to_frame(args.task, pred)}
 
     best_s = run([str(BIN), "ensemble", str(run_dir), "--model", str(model_best), "--top-k", "1", "--no-gbt",
-                  "--folds", "1", "--quiet"], args.out / "ensemble-best-net.log")
+                  "--folds", "1", "--refit", "--quiet"], args.out / "ensemble-best-net.log")
     predict_best_s, pred_best = predict(model_best, test_file, args.out / "pred-best.csv",
                                         args.out / "predict-best.log")
     rows["automl-dnn-best-net"] = {"fit_s": fit_s, "predict_s": predict_best_s,
