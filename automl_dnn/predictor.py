@@ -21,7 +21,7 @@ from safetensors.torch import load as load_tensors
 from automl_dnn import metrics
 from automl_dnn.config import NetConfig
 from automl_dnn.data import (NOTES_ATTR, FeaturePreprocessor, TargetEncoder, TargetTransform, merge_counted_notes,
-                             net_values, parse_dates, read_numbers, read_table)
+                             net_values, numpy_backed, parse_dates, read_numbers, read_table)
 from automl_dnn.ensemble import blend
 from automl_dnn.errors import AutoDNNError, DataError, ModelFormatError, PathError, first_line
 from automl_dnn.files import atomic_write
@@ -358,7 +358,7 @@ class Predictor:
 
     def _checked_frame(self, df: Any, notes: list[str]) -> pd.DataFrame:
         """The input as a DataFrame with every required column; refuses what cannot be predicted."""
-        df = self._as_frame(df, notes)
+        df = numpy_backed(self._as_frame(df, notes))
         if len(df) == 0:
             raise DataError("the input table has no rows; pass at least one row to predict")
         names = [str(c) for c in df.columns]

@@ -20,6 +20,7 @@ import pytest
 from click.testing import Result
 
 from automl_dnn import api
+from automl_dnn.data import load_dataset
 from automl_dnn.errors import AutoDNNError
 from tests.conftest import POLL_LIMIT, TINY_SPACE, assert_one_line_error, invoke, lines_of, sha256, toy_frame
 
@@ -663,6 +664,28 @@ def _parquet_of(folder: Path, frame: pd.DataFrame) -> Path:
     path = folder / "spaced.parquet"  # Parquet keeps the names' spaces, which the CLI's CSV reading drops
     frame.to_parquet(path)
     return path
+
+
+def _arrow_backed(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as ``pd.read_parquet(..., dtype_backend="pyarrow")`` returns it: every column a ``pd.ArrowDtype``."""
+    import pyarrow as pa
+
+    return pa.Table.from_pandas(frame, preserve_index=False).to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def test_pyarrow_backed_frames_fit_and_predict_as_numpy_ones(tmp_path: Path, tiny_space: Path) -> None:
+    """date32 (whose hours Arrow cannot take), duration (read as text) and list columns (which Arrow cannot
+    factorize) of a pyarrow-backed frame are read as a Parquet file's are, in fit and in predict."""
+    frame = toy_frame(60).assign(wait=pd.to_timedelta(np.arange(60) % 7 * 3600, unit="s"), tags=[[1, 2]] * 60)
+    frame["d"] = pd.to_datetime(frame["d"]).dt.date
+    summary, _ = api.fit(_arrow_backed(frame), model_dir=tmp_path / "model", target="y", space=str(tiny_space),
+                         n_trials=1, gbt=False, folds=1, quiet=True)
+    assert "dropped column 'tags': its cells hold lists" in " ".join(summary.notes)
+    pre = load_dataset(_arrow_backed(frame), target="y").fit_preprocessor()
+    assert [(c["name"], c["kind"]) for c in pre.columns_ if c["name"] in ("d", "wait")] == [("d", "date"), ("wait", "numeric")]
+    model = api.load(tmp_path / "model")
+    rows = frame.drop(columns="y").head(8)
+    np.testing.assert_array_equal(model.predict_proba(_arrow_backed(rows)), model.predict_proba(rows))
 
 
 def test_predict_reads_a_series_as_one_row(fitted: SimpleNamespace) -> None:

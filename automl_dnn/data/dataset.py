@@ -18,7 +18,8 @@ import pandas as pd
 from automl_dnn.data.builtins import builtin_info, is_builtin
 from automl_dnn.data.leaks import leak_notes
 from automl_dnn.data.preprocessing import FeaturePreprocessor, date_reading, parse_dates
-from automl_dnn.data.reading import DUPLICATES_ATTR, NOTES_ATTR, dedupe, duplicate_note, duplicated, read_table
+from automl_dnn.data.reading import (DUPLICATES_ATTR, NOTES_ATTR, dedupe, duplicate_note, duplicated, numpy_backed,
+                                     read_table)
 from automl_dnn.data.target import TargetEncoder, check_target, infer_task
 from automl_dnn.errors import DataError
 from automl_dnn.tasks import TASKS
@@ -82,7 +83,7 @@ def _frame_from_source(source: Any, notes: list[str]) -> tuple[pd.DataFrame, lis
     if isinstance(source, pd.DataFrame):
         names = [str(c) for c in source.columns]
         notes.extend(duplicate_note(names))
-        df = source.copy()
+        df = numpy_backed(source).copy()
         df.columns = dedupe(names)
         return df.reset_index(drop=True), duplicated(names)
     if not isinstance(source, (str, os.PathLike)):

@@ -54,6 +54,22 @@ def read_table(source: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+def numpy_backed(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its pyarrow-backed columns (``pd.ArrowDtype``, as ``pd.read_parquet(dtype_backend="pyarrow")``
+    makes them) converted as ``read_table`` converts a Parquet file's: the preprocessing reads numpy and pandas
+    dtypes, and Arrow's own crash it (a ``date32`` column, a list column) or read a ``duration`` as text."""
+    arrow = [j for j, dtype in enumerate(df.dtypes) if isinstance(dtype, pd.ArrowDtype)]
+    if not arrow:
+        return df
+    import pyarrow as pa
+
+    df = df.copy(deep=False)
+    for j in arrow:
+        column = pa.chunked_array(df.iloc[:, j].array.__arrow_array__()).to_pandas()
+        df.isetitem(j, column.set_axis(df.index))
+    return df
+
+
 def release_table_memory() -> None:
     """Hand the memory of freed Parquet tables back to the system (call once the table's frame is gone).
 
