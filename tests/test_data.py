@@ -11,6 +11,7 @@ import pytest
 
 from automl_dnn.data import (
     BUILTINS,
+    NOTES_ATTR,
     FeaturePreprocessor,
     TargetEncoder,
     check_target,
@@ -84,6 +85,19 @@ def test_read_semicolon_with_decimal_commas(tmp_path):
     (tmp_path / "eu.csv").write_text("a;b;c\n1,5;x;2\n2,5;y;3\n3,5;z;4\n")
     got = read_table(tmp_path / "eu.csv")
     assert list(got.columns) == ["a", "b", "c"]
+
+
+def test_read_semicolon_with_thousands_points_and_decimal_commas(tmp_path):
+    """1.234,56 is a number in a European export (it was text, then dropped as all-rare levels); dates with points
+    and other texts stay text."""
+    (tmp_path / "eu.csv").write_text("amount;n;when;code;c\n1.234,5;1.234;01.02.2020;1.2.3;x\n12,0;;15.03.2021;4;y\n"
+                                     "-7,25;12;16.03.2021;5;z\n3,5;2.000;17.03.2021;6;x\n")
+    got = read_table(tmp_path / "eu.csv")
+    assert got["amount"].tolist() == [1234.5, 12.0, -7.25, 3.5]
+    assert got["n"].tolist()[:1] + got["n"].tolist()[2:] == [1234.0, 12.0, 2000.0] and np.isnan(got["n"][1])
+    assert got["when"].tolist()[0] == "01.02.2020" and got["code"].tolist()[0] == "1.2.3"
+    assert "columns 'amount', 'n': points between groups of three digits read as thousands separators" \
+        in " ".join(got.attrs[NOTES_ATTR])
 
 
 def test_read_parquet(tmp_path):

@@ -205,8 +205,11 @@ _NOT_A_TABLE = (
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f]")  # C0 control characters other than tab, newlines, \v, \f
 _EXCEL_SEP_LINE = re.compile(r'^\ufeff?"?sep=(.)"?\r?$')  # Excel's optional first line naming the delimiter
-_COMMA_DECIMAL = re.compile(r"[-+]?\d+,\d+")
+_COMMA_DECIMAL = re.compile(r"[-+]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+")  # 3,5 and 1.234,56
+#: a number of a decimal-comma file: 1.234,56, 1.234, 3,5, 12 (points only between groups of three digits)
+_GROUPED_COMMA_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?")
 _POINT_DECIMAL = re.compile(r"[-+]?\d*\.\d+")
+_THOUSANDS_POINT = re.compile(r"[-+]?\d{1,3}(?:\.\d{3})+")  # 1.234: beside decimal commas, a thousands point
 
 
 def _refuse_non_table(path: Path, text: str) -> None:
@@ -221,7 +224,8 @@ def _refuse_non_table(path: Path, text: str) -> None:
 
 
 def _decimal_mark(text: str, sep: str) -> str:
-    """',' for semicolon files whose numbers all use a decimal comma (the European spreadsheet export)."""
+    """',' for semicolon files whose numbers all use a decimal comma (the European spreadsheet export); 1.234 counts
+    for neither mark, 1.234,56 for the comma."""
     if sep != ";":  # elsewhere a comma between digits is more likely a thousands separator
         return "."
     lines = [ln for ln in text.splitlines()[1:-1] if ln.strip()][:200]  # no header, no cut-off last line
@@ -230,7 +234,7 @@ def _decimal_mark(text: str, sep: str) -> str:
         for cell in row:
             cell = cell.strip()
             comma += _COMMA_DECIMAL.fullmatch(cell) is not None
-            point += _POINT_DECIMAL.fullmatch(cell) is not None
+            point += _POINT_DECIMAL.fullmatch(cell) is not None and _THOUSANDS_POINT.fullmatch(cell) is None
     return "," if comma and not point else "."
 
 
@@ -270,12 +274,35 @@ def _read_text(path: Path, notes: list[str]) -> pd.DataFrame:
         notes.append(f"'{path.name}' starts with Excel's 'sep={sep}' line; read {sep!r} as the delimiter")
     if decimal == ",":
         notes.append(f"'{path.name}' separates fields with ';' and writes decimals with ','; read it that way")
+        notes.extend(_grouped_numbers(df))
     header = _raw_header(path, encoding=encoding, **read)
     notes.extend(duplicate_note(header) + _unnamed_note(header, list(df.columns)))
     df.attrs[DUPLICATES_ATTR] = duplicated(header)
     if encoding == "latin-1":
         notes.append(f"'{path.name}' is not valid UTF-8; read it as latin-1")
     return df
+
+
+def _grouped_numbers(df: pd.DataFrame) -> list[str]:
+    """Turn the text columns of a decimal-comma file whose cells are all numbers like 1.234,56 into numbers (in place);
+    the note naming them. pandas' ``decimal=','`` leaves a cell with a thousands point as text (the column was then
+    dropped as all-rare levels), and its ``thousands='.'`` would read the date 01.02.2020 as 1022020."""
+    grouped = []
+    for j, name in enumerate(df.columns):
+        column = df.iloc[:, j]
+        if not (pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)):
+            continue
+        cells = column.dropna().astype(str).str.strip()
+        if len(cells) == 0 or not cells.str.fullmatch(_GROUPED_COMMA_NUMBER).all() \
+                or not cells.str.contains(".", regex=False).any():
+            continue
+        plain = cells.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+        df.isetitem(j, pd.to_numeric(plain).astype("float64").reindex(column.index))
+        grouped.append(repr(str(name)))
+    if not grouped:
+        return []
+    return [f"column{'s' if len(grouped) > 1 else ''} {', '.join(grouped[:5])}{', ...' if len(grouped) > 5 else ''}: "
+            "points between groups of three digits read as thousands separators (1.234,56 as 1234.56)"]
 
 
 def _raw_header(path: Path, *, sep: str, encoding: str, compression: str | None, skiprows: int,
