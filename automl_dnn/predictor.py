@@ -21,7 +21,7 @@ from safetensors.torch import load as load_tensors
 from automl_dnn import metrics
 from automl_dnn.config import NetConfig
 from automl_dnn.data import (NOTES_ATTR, FeaturePreprocessor, TargetEncoder, TargetTransform, merge_counted_notes,
-                             net_values, numpy_backed, parse_dates, read_numbers, read_table)
+                             net_values, numpy_backed, parse_dates, read_numbers, read_table, stripped_labels)
 from automl_dnn.ensemble import blend
 from automl_dnn.errors import AutoDNNError, DataError, ModelFormatError, PathError, first_line
 from automl_dnn.files import atomic_write
@@ -281,16 +281,17 @@ class Predictor:
             raise DataError(f"the table has no target column {target!r}; name the column that holds "
                             "the true values (target= in Python, --target on the command line)")
         column = df.columns[names.index(target)]
-        keep = df[column].notna().to_numpy()
+        labels = stripped_labels(df[column])[0]  # as training read them: 'yes ' is 'yes'
+        keep = labels.notna().to_numpy()
         frame = df.loc[keep].drop(columns=[column]).reset_index(drop=True)
         if self.task == "regression":
-            y = pd.to_numeric(df[column][keep], errors="coerce").to_numpy(dtype=np.float64)
+            y = pd.to_numeric(labels[keep], errors="coerce").to_numpy(dtype=np.float64)
             if not np.all(np.isfinite(y)):
                 what = "infinite" if np.isinf(y).any() and not np.isnan(y).any() else "not numbers"
                 raise DataError(f"target column {target!r} has {int((~np.isfinite(y)).sum())} values that are "
                                 f"{what}; fix or drop those rows")
             return frame, y
-        return frame, self._encoder.encode(df[column][keep].reset_index(drop=True))
+        return frame, self._encoder.encode(labels[keep].reset_index(drop=True))
 
     def _labels(self, proba: np.ndarray) -> np.ndarray:
         if self.task == "binary":

@@ -688,6 +688,13 @@ def test_pyarrow_backed_frames_fit_and_predict_as_numpy_ones(tmp_path: Path, tin
     np.testing.assert_array_equal(model.predict_proba(_arrow_backed(rows)), model.predict_proba(rows))
 
 
+def test_importance_reads_labels_with_spaces_around_them_as_training_did(fitted: SimpleNamespace) -> None:
+    model = api.load(fitted.model)
+    frame = fitted.frame.head(40)
+    padded = model.feature_importance(frame.assign(y=frame["y"] + " "), target="y", repeats=1, seed=0)
+    assert padded.equals(model.feature_importance(frame, target="y", repeats=1, seed=0))
+
+
 def test_predict_reads_a_series_as_one_row(fitted: SimpleNamespace) -> None:
     model = api.load(fitted.model)
     frame = fitted.frame.drop(columns="y")

@@ -396,6 +396,15 @@ def test_load_dataset_errors(kwargs, needle):
     assert "\n" not in str(info.value)
 
 
+def test_labels_with_spaces_around_them_are_one_class():
+    """'yes ' and 'yes' are one class (a padded export made a binary target a 4-class one); a blank one is missing."""
+    frame = _frame(40)
+    frame["y"] = ["yes ", "yes", " no", "no"] * 9 + ["  ", "no", "yes", "no"]
+    data = load_dataset(frame, target="y")
+    assert (data.task, data.target_encoder.classes_, len(data.y)) == ("binary", ["no", "yes"], 39)
+    assert "19 labels of target 'y' had spaces around them (or were blank)" in " ".join(data.notes)
+
+
 def test_load_dataset_too_few_rows_and_single_class():
     with pytest.raises(DataError, match="too few rows"):
         load_dataset(_frame(n=8), target="y")

@@ -20,7 +20,7 @@ from automl_dnn.data.leaks import leak_notes
 from automl_dnn.data.preprocessing import FeaturePreprocessor, date_reading, parse_dates
 from automl_dnn.data.reading import (DUPLICATES_ATTR, NOTES_ATTR, dedupe, duplicate_note, duplicated, numpy_backed,
                                      read_table)
-from automl_dnn.data.target import TargetEncoder, check_target, infer_task
+from automl_dnn.data.target import TargetEncoder, check_target, infer_task, stripped_labels
 from automl_dnn.errors import DataError
 from automl_dnn.tasks import TASKS
 
@@ -216,7 +216,10 @@ def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None
     df, duplicates = _frame_from_source(source, notes)
     df = _without_nested_columns(df, notes)
     target = _resolve_target(df, target, source, duplicates)
-    y_all = df[target]
+    y_all, n_stripped = stripped_labels(df[target])
+    if n_stripped:
+        notes.append(f"{n_stripped} labels of target {target!r} had spaces around them (or were blank); read them "
+                     "without (a blank one as missing)")
     keep = y_all.notna().to_numpy()
     if not keep.any():
         check_target(y_all, task)

@@ -72,6 +72,17 @@ def infer_task(y: pd.Series) -> tuple[str, str]:
                           f"max(2, min(20, rows/10)) = {limit} (use --task multiclass to override)")
 
 
+def stripped_labels(y: pd.Series) -> tuple[pd.Series, int]:
+    """Text labels without surrounding spaces (a blank one is missing), and how many cells changed: 'yes ' and
+    'yes' are one class, not two (a padded spreadsheet export made a binary target a 4-class one)."""
+    if not (pd.api.types.is_object_dtype(y) or pd.api.types.is_string_dtype(y)):
+        return y, 0
+    text = y.map(lambda v: v.strip() if isinstance(v, str) else v)
+    text = text.mask(text.map(lambda v: isinstance(v, str) and not v))
+    changed = int((y.notna() & (text.isna() | (text.astype(object) != y.astype(object)))).sum())
+    return (text, changed) if changed else (y, 0)
+
+
 def _show(values: Any, k: int = 3) -> str:
     return ", ".join(repr(to_scalar(v)) for v in list(values)[:k])
 
