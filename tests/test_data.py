@@ -100,6 +100,17 @@ def test_read_semicolon_with_thousands_points_and_decimal_commas(tmp_path):
         in " ".join(got.attrs[NOTES_ATTR])
 
 
+def test_comment_lines_above_the_header_are_skipped(tmp_path):
+    """'# exported by ...' above the header made the whole file one column named after the comment; a header whose
+    first name is '#' stays the header."""
+    (tmp_path / "c.csv").write_text("# exported by tool\n\n#\na,b,y\n1,x,0\n2,y,1\n")
+    got = read_table(tmp_path / "c.csv")
+    assert list(got.columns) == ["a", "b", "y"] and got["a"].tolist() == [1, 2]
+    assert "skipped the 3 lines of comments ('#') above the header of 'c.csv'" in got.attrs[NOTES_ATTR]
+    (tmp_path / "n.csv").write_text("#,name,y\n1,x,0\n2,y,1\n")
+    assert list(read_table(tmp_path / "n.csv").columns) == ["#", "name", "y"]
+
+
 def test_read_parquet(tmp_path):
     df = _frame()
     df.to_parquet(tmp_path / "a.parquet")

@@ -223,6 +223,21 @@ def _refuse_non_table(path: Path, text: str) -> None:
         raise DataError(f"'{path}' is an HTML page, not a table (a failed download?); pass a CSV, TSV or Parquet file")
 
 
+def _comment_lines(text: str, preferred: str) -> int:
+    """How many lines at the top are comments (and blank lines between them): they start with '#' and split into
+    fewer fields than the header below them (without this the whole file was one column named after the comment).
+    A header whose first name is '#' (a row-number column) splits like its rows and stays the header."""
+    lines = text.splitlines()
+    n = next((i for i, line in enumerate(lines) if line.strip() and not line.startswith("#")), len(lines))
+    if not lines[0].startswith("#") or n == len(lines):
+        return 0
+    body = "\n".join(lines[n:])
+    sep = _sniff_delimiter(body, preferred) or preferred
+    width = len(next(csv.reader([lines[n]], delimiter=sep)))
+    narrower = all(len(next(csv.reader([line], delimiter=sep))) < width for line in lines[:n] if line.strip())
+    return n if narrower else 0
+
+
 def _decimal_mark(text: str, sep: str) -> str:
     """',' for semicolon files whose numbers all use a decimal comma (the European spreadsheet export); 1.234 counts
     for neither mark, 1.234,56 for the comma."""
@@ -259,12 +274,15 @@ def _read_text(path: Path, notes: list[str]) -> pd.DataFrame:
     excel_sep = _EXCEL_SEP_LINE.match(top_line)
     if excel_sep:
         sep, text = excel_sep.group(1), rest
+        n_comments = 0
     else:
         preferred = "\t" if ".tsv" in path.name.lower() else ","
+        n_comments = _comment_lines(text, preferred)
+        text = "\n".join(text.splitlines()[n_comments:]) if n_comments else text
         sep = _sniff_delimiter(text, preferred) or preferred
     decimal = _decimal_mark(text, sep)
     compression = "gzip" if gz else None
-    read = dict(sep=sep, compression=compression, skiprows=1 if excel_sep else 0, decimal=decimal)
+    read = dict(sep=sep, compression=compression, skiprows=n_comments + bool(excel_sep), decimal=decimal)
     try:
         df = _parse_csv(path, encoding=encoding, **read)
     except UnicodeDecodeError:
@@ -272,6 +290,9 @@ def _read_text(path: Path, notes: list[str]) -> pd.DataFrame:
         df = _parse_csv(path, encoding=encoding, **read)
     if excel_sep:
         notes.append(f"'{path.name}' starts with Excel's 'sep={sep}' line; read {sep!r} as the delimiter")
+    if n_comments:
+        notes.append(f"skipped the {n_comments} line{'s' if n_comments > 1 else ''} of comments ('#') above the "
+                     f"header of '{path.name}'")
     if decimal == ",":
         notes.append(f"'{path.name}' separates fields with ';' and writes decimals with ','; read it that way")
         notes.extend(_grouped_numbers(df))
