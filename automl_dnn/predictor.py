@@ -387,7 +387,17 @@ class Predictor:
             shown = ", ".join(repr(c) for c in extra[:5]) + (", ..." if len(extra) > 5 else "")
             notes.append(f"ignored {len(extra)} column{'s' if len(extra) > 1 else ''} not used in training: {shown}")
         self._check_readable(df)
+        notes.extend(self._empty_column_notes(df))
         return df
+
+    def _empty_column_notes(self, df: pd.DataFrame) -> list[str]:
+        """A note per used column with no value in any row (of more than one): a column emptied by an export or a
+        parse mistake otherwise predicts silently, every row as if its cell were missing."""
+        if len(df) < 2:
+            return []
+        used = next(iter(self._pre.values())).required_columns_
+        return [f"column {name!r} is empty in all {len(df)} rows; it was treated as missing in every row"
+                for name in used if df[name].isna().all()]
 
     def _as_frame(self, df: Any, notes: list[str]) -> pd.DataFrame:
         if isinstance(df, pd.DataFrame):

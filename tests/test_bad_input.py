@@ -695,6 +695,18 @@ def test_importance_reads_labels_with_spaces_around_them_as_training_did(fitted:
     assert padded.equals(model.feature_importance(frame, target="y", repeats=1, seed=0))
 
 
+def test_predict_notes_a_used_column_that_is_empty_in_every_row(fitted: SimpleNamespace, tmp_path: Path) -> None:
+    """A column emptied by an export (or 'n/a' throughout, which the reading makes missing) predicted silently."""
+    frame = fitted.frame.drop(columns="y").head(6).assign(a="n/a", c=None)  # written to CSV: read as missing
+    result = invoke("predict", fitted.model, _csv(tmp_path, frame), "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    assert "note: column 'a' is empty in all 6 rows; it was treated as missing in every row" in result.output
+    assert "column 'c' is empty in all 6 rows" in result.output
+    model = api.load(fitted.model)
+    model.predict(frame.head(1).assign(a=np.nan))  # one row with a missing cell is no emptied column
+    assert model.notes == []
+
+
 def test_predict_reads_a_series_as_one_row(fitted: SimpleNamespace) -> None:
     model = api.load(fitted.model)
     frame = fitted.frame.drop(columns="y")
