@@ -416,6 +416,16 @@ def test_labels_with_spaces_around_them_are_one_class():
     assert "19 labels of target 'y' had spaces around them (or were blank)" in " ".join(data.notes)
 
 
+def test_a_file_without_a_header_row_is_named_in_the_error(tmp_path):
+    _frame().to_csv(tmp_path / "raw.csv", index=False, header=False)
+    with pytest.raises(DataError, match=r"look like data: does the file lack a header row\?") as info:
+        load_dataset(tmp_path / "raw.csv", target="y")
+    assert "\n" not in str(info.value)
+    with pytest.raises(DataError) as info:  # names that are whole numbers are names
+        load_dataset(_frame().set_axis(["0", "1", "2"], axis=1), target="y")
+    assert "header" not in str(info.value)
+
+
 def test_load_dataset_too_few_rows_and_single_class():
     with pytest.raises(DataError, match="too few rows"):
         load_dataset(_frame(n=8), target="y")

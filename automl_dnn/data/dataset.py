@@ -9,6 +9,7 @@ import difflib
 import hashlib
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -122,8 +123,18 @@ def _resolve_target(df: pd.DataFrame, target: str | None, source: Any, duplicate
     lowered = {c.lower(): c for c in columns}
     close = difflib.get_close_matches(str(target).lower(), list(lowered), n=3, cutoff=0.6)
     hint = (f"did you mean {', '.join(repr(lowered[c]) for c in close)}?" if close
-            else f"columns: {_list_names(columns)}")
+            else f"columns: {_list_names(columns)}{_headerless_hint(columns)}")
     raise DataError(f"target column {target!r} not found; {hint}")
+
+
+def _headerless_hint(columns: list[str]) -> str:
+    """When some column names are numbers with a fraction (0.1257..., or 0.5.1 as pandas renames a repeated one),
+    the first row is data, not a header: say so instead of only listing the 'names'."""
+    values = [c for c in columns if re.fullmatch(r"[-+]?\d*\.\d+(?:[eE][-+]?\d+)?(?:\.\d+)?", c)]
+    if not values:
+        return ""
+    return (f" (names like {values[0]!r} look like data: does the file lack a header row? Add one line of column "
+            "names at the top)")
 
 
 def _list_names(names: list[str], k: int = 10) -> str:
