@@ -111,6 +111,17 @@ def test_comment_lines_above_the_header_are_skipped(tmp_path):
     assert list(read_table(tmp_path / "n.csv").columns) == ["#", "name", "y"]
 
 
+def test_rows_ending_with_a_delimiter_the_header_lacks(tmp_path):
+    """Every row ending with ',' made pandas take the first column as the index: each name moved one column right,
+    and the target read as all missing. R's row names (a filled first column under a short header) stay an index."""
+    (tmp_path / "t.csv").write_text("a,b,y\n1,x,0,\n2,y,1,\n")
+    got = read_table(tmp_path / "t.csv")
+    assert got.to_dict("list") == {"a": [1, 2], "b": ["x", "y"], "y": [0, 1]}
+    assert "the rows of 't.csv' end with a ',' that the header does not; ignored it" in got.attrs[NOTES_ATTR]
+    (tmp_path / "r.csv").write_text("a,b,y\nr1,1,x,0\nr2,2,y,1\n")
+    assert read_table(tmp_path / "r.csv").to_dict("list") == {"a": [1, 2], "b": ["x", "y"], "y": [0, 1]}
+
+
 def test_read_parquet(tmp_path):
     df = _frame()
     df.to_parquet(tmp_path / "a.parquet")

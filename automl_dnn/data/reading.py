@@ -288,6 +288,9 @@ def _read_text(path: Path, notes: list[str]) -> pd.DataFrame:
     except UnicodeDecodeError:
         encoding = "latin-1"  # bad bytes after the sample: latin-1 reads any byte
         df = _parse_csv(path, encoding=encoding, **read)
+    if _trailing_delimiters(df):
+        df = _parse_csv(path, encoding=encoding, index_col=False, **read)
+        notes.append(f"the rows of '{path.name}' end with a {sep!r} that the header does not; ignored it")
     if excel_sep:
         notes.append(f"'{path.name}' starts with Excel's 'sep={sep}' line; read {sep!r} as the delimiter")
     if n_comments:
@@ -346,11 +349,18 @@ def _unnamed_note(header: list[str], columns: list[str]) -> list[str]:
             f"{', '.join(unnamed[:5])}{', ...' if len(unnamed) > 5 else ''}"]
 
 
+def _trailing_delimiters(df: pd.DataFrame) -> bool:
+    """Rows with one field more than the header, the last one empty: every line ends with the delimiter. pandas
+    then takes the first column as the row index and shifts every name one column right (the target was empty).
+    A header one name short above a filled first column (R's row names) is that index indeed."""
+    return not df.index.equals(pd.RangeIndex(len(df))) and df.shape[1] > 0 and bool(df.iloc[:, -1].isna().all())
+
+
 def _parse_csv(path: Path, *, sep: str, encoding: str, compression: str | None, skiprows: int,
-               decimal: str) -> pd.DataFrame:
+               decimal: str, index_col: bool | None = None) -> pd.DataFrame:
     """The fast C engine first; Python's own sniffer only when the C engine chokes."""
     opts: dict[str, Any] = dict(encoding=encoding, compression=compression, skipinitialspace=True,
-                                skiprows=skiprows, decimal=decimal)
+                                skiprows=skiprows, decimal=decimal, index_col=index_col)
     try:
         return pd.read_csv(path, sep=sep, low_memory=False, **opts)
     except UnicodeDecodeError:
