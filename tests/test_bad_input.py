@@ -529,7 +529,7 @@ ODD: dict[str, tuple[list[str], str | None]] = {
     "pipe": (["a", "b", "c", "d"], None),
     "semicolon with decimal commas": (["a", "b", "c", "d"], "decimals with ','"),
     "Excel sep= line": (["a", "b", "c", "d"], "'sep=;' line"),
-    "latin-1": (["a", "b", "c", "d"], "read it as latin-1"),
+    "latin-1": (["a", "b", "c", "d"], "read it as Windows-1252 (latin-1 with"),
     "UTF-8 with BOM": (["a", "b", "c", "d"], None),
 }
 

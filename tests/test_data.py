@@ -141,6 +141,18 @@ def test_read_latin1_and_bom(tmp_path):
     assert list(read_table(tmp_path / "bom.csv").columns) == ["name", "v"]
 
 
+def test_windows_1252_text_keeps_its_euro_signs_and_quotes(tmp_path):
+    """Excel's 'CSV' on Windows is cp1252: read as latin-1, € became the control character \\x80 and an amount
+    column capped categories instead of numbers."""
+    rows = "".join(f"\u20ac{v}.50,\u201cq{v % 3}\u201d,{v % 2}\n" for v in range(30))
+    (tmp_path / "w.csv").write_bytes(("price,quote,y\n" + rows).encode("cp1252"))
+    got = read_table(tmp_path / "w.csv")
+    assert got["price"][3] == "\u20ac3.50" and got["quote"][1] == "\u201cq1\u201d"
+    assert "read it as Windows-1252" in " ".join(got.attrs[NOTES_ATTR])
+    pre = FeaturePreprocessor().fit(got.drop(columns="y"))
+    assert [c["kind"] for c in pre.columns_] == ["numeric", "categorical"]
+
+
 def test_duplicate_columns_made_unique(tmp_path):
     (tmp_path / "d.csv").write_text("a,a,b\n1,2,3\n4,5,6\n")
     got = read_table(tmp_path / "d.csv")

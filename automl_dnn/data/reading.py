@@ -34,8 +34,8 @@ def read_table(source: str | os.PathLike) -> pd.DataFrame:
     """Read ``builtin:NAME`` or a CSV/TSV/TXT (optionally gzipped) or Parquet file.
 
     Text files: the delimiter is sniffed among comma, semicolon, tab and pipe (or taken from Excel's
-    ``sep=X`` first line); the encoding is UTF-8 (a BOM is allowed), UTF-16 with a BOM, else latin-1;
-    a semicolon file whose numbers all use decimal commas is read with ``,`` as the decimal mark.
+    ``sep=X`` first line); the encoding is UTF-8 (a BOM is allowed), UTF-16 with a BOM, else Windows-1252,
+    else latin-1; a semicolon file whose numbers all use decimal commas is read with ``,`` as the decimal mark.
     Binary files (ZIP/xlsx, xls, PDF, SQLite, anything with control bytes) and HTML pages are refused.
     Notes about the reading (e.g. renamed duplicate columns) are in ``df.attrs["automl_dnn_notes"]``.
     The file is only read, never written.
@@ -170,14 +170,17 @@ def _read_sample(path: Path, gz: bool, size: int = 65536) -> bytes:
 
 
 def _encoding(sample: bytes) -> str:
-    """utf-8 (BOM allowed) when the sample decodes, latin-1 (which never fails) otherwise."""
+    """utf-8 (BOM allowed) when the sample decodes, else Windows-1252 (Excel's 'CSV' on Windows: latin-1's letters
+    plus € and curly quotes where latin-1 has unprintable codes), else latin-1 (which never fails)."""
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
-    try:
-        codecs.getincrementaldecoder("utf-8-sig")().decode(sample, final=False)
-        return "utf-8-sig"
-    except UnicodeDecodeError:
-        return "latin-1"
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            codecs.getincrementaldecoder(encoding)().decode(sample, final=False)
+            return encoding
+        except UnicodeDecodeError:
+            continue
+    return "latin-1"
 
 
 def _sniff_delimiter(text: str, preferred: str) -> str | None:
@@ -283,11 +286,14 @@ def _read_text(path: Path, notes: list[str]) -> pd.DataFrame:
     decimal = _decimal_mark(text, sep)
     compression = "gzip" if gz else None
     read = dict(sep=sep, compression=compression, skiprows=n_comments + bool(excel_sep), decimal=decimal)
-    try:
-        df = _parse_csv(path, encoding=encoding, **read)
-    except UnicodeDecodeError:
-        encoding = "latin-1"  # bad bytes after the sample: latin-1 reads any byte
-        df = _parse_csv(path, encoding=encoding, **read)
+    df = None
+    for encoding in dict.fromkeys((encoding, "cp1252", "latin-1")):  # bad bytes after the sample: the next one
+        try:
+            df = _parse_csv(path, encoding=encoding, **read)
+            break
+        except UnicodeDecodeError:
+            continue  # latin-1 reads any byte
+    assert df is not None
     if _trailing_delimiters(df):
         df = _parse_csv(path, encoding=encoding, index_col=False, **read)
         notes.append(f"the rows of '{path.name}' end with a {sep!r} that the header does not; ignored it")
@@ -302,8 +308,9 @@ def _read_text(path: Path, notes: list[str]) -> pd.DataFrame:
     header = _raw_header(path, encoding=encoding, **read)
     notes.extend(duplicate_note(header) + _unnamed_note(header, list(df.columns)))
     df.attrs[DUPLICATES_ATTR] = duplicated(header)
-    if encoding == "latin-1":
-        notes.append(f"'{path.name}' is not valid UTF-8; read it as latin-1")
+    if encoding in ("cp1252", "latin-1"):
+        how = "latin-1" if encoding == "latin-1" else "Windows-1252 (latin-1 with €, curly quotes and dashes)"
+        notes.append(f"'{path.name}' is not valid UTF-8; read it as {how}")
     return df
 
 
@@ -364,7 +371,7 @@ def _parse_csv(path: Path, *, sep: str, encoding: str, compression: str | None, 
     try:
         return pd.read_csv(path, sep=sep, low_memory=False, **opts)
     except UnicodeDecodeError:
-        raise  # the caller retries as latin-1
+        raise  # the caller retries as Windows-1252, then latin-1
     except pd.errors.EmptyDataError:
         raise DataError(f"data file '{path}' is empty (no header); pass a file with a header and rows") from None
     except (pd.errors.ParserError, ValueError, csv.Error) as exc:
