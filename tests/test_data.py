@@ -96,8 +96,17 @@ def test_read_semicolon_with_thousands_points_and_decimal_commas(tmp_path):
     assert got["amount"].tolist() == [1234.5, 12.0, -7.25, 3.5]
     assert got["n"].tolist()[:1] + got["n"].tolist()[2:] == [1234.0, 12.0, 2000.0] and np.isnan(got["n"][1])
     assert got["when"].tolist()[0] == "01.02.2020" and got["code"].tolist()[0] == "1.2.3"
-    assert "columns 'amount', 'n': points between groups of three digits read as thousands separators" \
+    assert "columns 'amount', 'n': numbers written like 1.234,56 € read as 1234.56" \
         in " ".join(got.attrs[NOTES_ATTR])
+
+
+def test_read_semicolon_amounts_with_a_currency_sign(tmp_path):
+    """12,50 € in a decimal-comma file: text to pandas, and the preprocessing's currency reading knows only 12.50."""
+    (tmp_path / "eur.csv").write_text("price;x;y\n12,50 \u20ac;1,5;a\n\u20ac 1.234,00;2,5;b\n-3,00 \u20ac;3,5;a\n"
+                                      "7 \u20ac;4,5;b\n", encoding="utf-8")
+    got = read_table(tmp_path / "eur.csv")
+    assert got["price"].tolist() == [12.5, 1234.0, -3.0, 7.0]
+    assert "column 'price': numbers written like 1.234,56 € read as 1234.56" in " ".join(got.attrs[NOTES_ATTR])
 
 
 def test_comment_lines_above_the_header_are_skipped(tmp_path):

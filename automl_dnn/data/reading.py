@@ -209,8 +209,8 @@ _NOT_A_TABLE = (
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f]")  # C0 control characters other than tab, newlines, \v, \f
 _EXCEL_SEP_LINE = re.compile(r'^\ufeff?"?sep=(.)"?\r?$')  # Excel's optional first line naming the delimiter
 _COMMA_DECIMAL = re.compile(r"[-+]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+")  # 3,5 and 1.234,56
-#: a number of a decimal-comma file: 1.234,56, 1.234, 3,5, 12 (points only between groups of three digits)
-_GROUPED_COMMA_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?")
+#: an amount of a decimal-comma file: 1.234,56, 3,5, 12, with at most one currency sign before or after (12,50 €)
+_COMMA_AMOUNT = re.compile(r"([-+]?)\s?[$\u20ac\u00a3\u00a5]?\s?((?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?)\s?[$\u20ac\u00a3\u00a5]?")
 _POINT_DECIMAL = re.compile(r"[-+]?\d*\.\d+")
 _THOUSANDS_POINT = re.compile(r"[-+]?\d{1,3}(?:\.\d{3})+")  # 1.234: beside decimal commas, a thousands point
 
@@ -315,25 +315,24 @@ def _read_text(path: Path, notes: list[str]) -> pd.DataFrame:
 
 
 def _grouped_numbers(df: pd.DataFrame) -> list[str]:
-    """Turn the text columns of a decimal-comma file whose cells are all numbers like 1.234,56 into numbers (in place);
-    the note naming them. pandas' ``decimal=','`` leaves a cell with a thousands point as text (the column was then
+    """Turn the text columns of a decimal-comma file whose cells are all amounts like 1.234,56 or 12,50 € into
+    numbers (in place); the note naming them. pandas' ``decimal=','`` leaves such cells as text (the column was then
     dropped as all-rare levels), and its ``thousands='.'`` would read the date 01.02.2020 as 1022020."""
-    grouped = []
+    amounts = []
     for j, name in enumerate(df.columns):
         column = df.iloc[:, j]
         if not (pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)):
             continue
-        cells = column.dropna().astype(str).str.strip()
-        if len(cells) == 0 or not cells.str.fullmatch(_GROUPED_COMMA_NUMBER).all() \
-                or not cells.str.contains(".", regex=False).any():
+        parts = column.dropna().astype(str).str.strip().str.extract(f"^{_COMMA_AMOUNT.pattern}$")
+        if len(parts) == 0 or parts[1].isna().any():
             continue
-        plain = cells.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+        plain = parts[0] + parts[1].str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
         df.isetitem(j, pd.to_numeric(plain).astype("float64").reindex(column.index))
-        grouped.append(repr(str(name)))
-    if not grouped:
+        amounts.append(repr(str(name)))
+    if not amounts:
         return []
-    return [f"column{'s' if len(grouped) > 1 else ''} {', '.join(grouped[:5])}{', ...' if len(grouped) > 5 else ''}: "
-            "points between groups of three digits read as thousands separators (1.234,56 as 1234.56)"]
+    return [f"column{'s' if len(amounts) > 1 else ''} {', '.join(amounts[:5])}{', ...' if len(amounts) > 5 else ''}: "
+            "numbers written like 1.234,56 € read as 1234.56 (thousands points and currency signs dropped)"]
 
 
 def _raw_header(path: Path, *, sep: str, encoding: str, compression: str | None, skiprows: int,
