@@ -80,8 +80,12 @@ def _is_journal(url: str) -> bool:
 
 
 def _journal_path(url: str) -> str:
-    path = url.split("journal://", 1)[1] if url.startswith("journal://") else url
-    return path[1:] if path.startswith("//") else path
+    """The file of a journal URL, read as SQLite's: ``journal:///x.journal`` is relative, ``journal:////x`` absolute
+    (``journal:///x`` was ``/x``: a file at the root, while run.json records ``journal:////abs/path``)."""
+    if not url.startswith("journal://"):
+        return url
+    path = url[len("journal://"):]
+    return path[1:] if path.startswith("/") else path
 
 
 def _open_journal(path: str) -> optuna.storages.JournalStorage:

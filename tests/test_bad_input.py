@@ -314,7 +314,8 @@ def test_a_relative_storage_path_is_recorded_absolute(tmp_path: Path, tiny_space
     """A later command from another folder must open the same study, not create an empty one there."""
     data = _csv(tmp_path, toy_frame(40))
     monkeypatch.chdir(tmp_path)
-    for url, file in (("sqlite:///rel.db", "rel.db"), ("rel.journal", "rel.journal")):
+    for url, file in (("sqlite:///rel.db", "rel.db"), ("rel.journal", "rel.journal"),
+                      ("journal:///url.journal", "url.journal")):  # three slashes: relative, as SQLite's
         out = tmp_path / file.replace(".", "-")
         assert _search(tmp_path, tiny_space, data, "--storage", url, out=out).exit_code == 0
         assert json.loads((out / "run.json").read_text())["storage"].endswith(str(tmp_path / file))
