@@ -32,6 +32,8 @@ PREPROCESSING_FIELDS = {
 NET_FIELDS = {f.name for f in dataclasses.fields(NetConfig)}
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed"}
 CONFIG_FIELDS = NET_FIELDS | TRAIN_FIELDS | set(PREPROCESSING_FIELDS)
+#: NetConfig fields the search sets from the data's columns: a space's value would be overwritten or refused later.
+DATA_FIELDS = {"embedded_columns", "bin_counts", "categorical_columns", "categorical_cardinalities"}
 
 SPACE_KEYS = {"name", "description", "params", "enqueue"}
 PARAM_KEYS = {"type", "low", "high", "log", "step", "choices", "value", "when", "field"}
@@ -165,6 +167,8 @@ def _parse_param(name: str, spec: Any, earlier: list[Param], origin: str) -> Par
     if kind not in PARAM_TYPES:
         raise SpaceError(f"{where}: unknown type {kind!r}; use one of {', '.join(PARAM_TYPES)}")
     target = spec.get("field", name)
+    if target in DATA_FIELDS:
+        raise SpaceError(f"{where}: {target!r} is set by the search from the data's columns, not by a space")
     if target is not None and target not in CONFIG_FIELDS:
         hint = f"; did you mean {_closest(target)!r}?" if _closest(target) else ""
         raise SpaceError(f"{where}: unknown key {target!r} (not a model, training or preprocessing setting){hint}")
@@ -287,7 +291,7 @@ def _no_unknown_keys(mapping: dict[str, Any], allowed: set[str], where: str) -> 
 
 
 def _closest(name: str) -> str | None:
-    matches = difflib.get_close_matches(name, sorted(CONFIG_FIELDS), n=1)
+    matches = difflib.get_close_matches(name, sorted(CONFIG_FIELDS - DATA_FIELDS), n=1)
     return matches[0] if matches else None
 
 

@@ -124,6 +124,10 @@ SPACES = [
     ("low > high", TINY_SPACE.replace("  lr: 0.01\n", "  lr: {low: 0.1, high: 0.01}\n"), ["'lr'", "low <= high"]),
     ("log range including 0", TINY_SPACE.replace("  lr: 0.01\n", "  lr: {low: 0.0, high: 0.1, log: true}\n"),
      ["'lr'", "log range must be > 0"]),
+    ("a setting the data sets", TINY_SPACE + "  embedded_columns: [0]\n",  # was kept silently, then overwritten
+     ["'embedded_columns'", "set by the search from the data"]),
+    ("a setting the data sets, as a field", TINY_SPACE + "  cards: {value: [3], field: categorical_cardinalities}\n",
+     ["'categorical_cardinalities'", "set by the search from the data"]),
     ("not YAML", "params: [unclosed\n", ["not valid YAML"]),
     ("no params", "name: empty\n", ["'params'"]),
 ]
