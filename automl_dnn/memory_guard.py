@@ -303,6 +303,14 @@ def _stat(path: Path, key: str) -> int:
     return 0
 
 
+def check_limit_setting() -> None:
+    """Refuse a bad ``AUTOML_DNN_MEMORY_LIMIT`` before the search starts: read only by each trial, it failed ten
+    trials, recorded in the study, before the search stopped on it."""
+    override = os.environ.get(ENV_LIMIT, "").strip()
+    if override and override.lower() not in ("off", "none"):
+        parse_size(override)
+
+
 def available_memory(device: str | torch.device = "cpu") -> tuple[int, str] | None:
     """(bytes a trial on ``device`` may still take, where that figure comes from), None when unknown or off.
 

@@ -21,6 +21,7 @@ from automl_dnn.budget import BaggingRequest, BaggingReserve
 from automl_dnn.data import Dataset, release_table_memory
 from automl_dnn.errors import AutoDNNError, disk_full_as_error
 from automl_dnn.folds import bagging_folds
+from automl_dnn.memory_guard import check_limit_setting
 from automl_dnn.objective import FINISHED, WorkerContext, probe_row_seconds
 from automl_dnn.run_folder import AUTO_JOBS, RunDir, SearchOptions, prepare_run
 from automl_dnn.search_rows import decide as decide_search_rows
@@ -78,6 +79,7 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
     if budget is None and options.n_trials is None:
         budget = DEFAULT_TIME_BUDGET
     space = load_space(options.space)
+    check_limit_setting()
     options, auto = _resolve_jobs(options, budget)
     late_threads = options.threads
     options, late = _share_cores(options, beside) if auto and beside is not None else (options, 0)

@@ -246,3 +246,12 @@ def test_a_too_big_trial_fails_before_building_its_net_and_the_search_goes_on(
         assert trial.user_attrs["fail_reason"].startswith("too big for memory: needs ~")
         assert trial.user_attrs["fail_reason"].endswith("50 MB available (AUTOML_DNN_MEMORY_LIMIT); not run")
     assert built == [8, 8], "the too-big trials never built their net"
+
+
+def test_a_bad_limit_in_the_environment_stops_the_search_before_any_trial(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each trial read the variable: ten failed trials went into the study before the search stopped on it."""
+    monkeypatch.setenv(guard.ENV_LIMIT, "lots")
+    with pytest.raises(AutoDNNError, match="AUTOML_DNN_MEMORY_LIMIT='lots' is not a size"):
+        api.search("builtin:wine", out=tmp_path / "run", space="quick", n_trials=1, quiet=True)
+    assert not (tmp_path / "run" / "run.json").exists()
