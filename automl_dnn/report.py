@@ -23,7 +23,8 @@ from rich.text import Text
 from automl_dnn.ensemble_step import EnsembleReport
 from automl_dnn.run_folder import RunDir
 from automl_dnn.search import SearchSummary
-from automl_dnn.storage import open_storage
+from automl_dnn.errors import StorageError
+from automl_dnn.storage import open_storage, storage_file
 
 PIPED_WIDTH = 100  # columns when the output is not a terminal (a log file), unless COLUMNS says otherwise
 
@@ -174,4 +175,8 @@ def print_importance(table: pd.DataFrame, *, limit: int | None = None) -> None:
 def dashboard_app(*, run_dir: Path | None, storage: str | None) -> Any:
     """The optuna-dashboard WSGI app over a run folder's storage (or a storage URL)."""
     url = storage or RunDir(run_dir).read_spec()["storage"]  # type: ignore[arg-type]
+    file = storage_file(url)
+    if file is not None and not file.is_file():  # opening it would create an empty study file: a blank dashboard
+        raise StorageError(f"no study storage at '{file}'; give the storage a search wrote (the \"storage\" of its "
+                           "run.json), or its run folder")
     return wsgi(open_storage(url))

@@ -75,6 +75,15 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         return _open_rdb(url)
 
 
+def storage_file(url: str) -> Path | None:
+    """The local file a SQLite or journal storage keeps its studies in; None for a database server."""
+    if _is_journal(url):
+        return Path(_journal_path(url))
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        return Path(url[len("sqlite:///"):].partition("?")[0])
+    return None
+
+
 def _is_journal(url: str) -> bool:
     return url.startswith("journal://") or url.endswith((".journal", ".log"))
 

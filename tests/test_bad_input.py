@@ -771,3 +771,15 @@ def test_categorical_reaches_the_run_the_resume_and_predict(tmp_path: Path, tiny
     result = invoke("predict", tmp_path / "m", tmp_path / "new.csv", "--out", tmp_path / "p.csv")
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(tmp_path / "p.csv")) == 2
+
+
+@pytest.mark.parametrize("url", ["sqlite:///typo.db", "journal:///typo.journal", "typo.journal"])
+def test_a_dashboard_on_a_storage_file_that_does_not_exist_is_one_line(url: str, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """It created an empty study file there and served a blank dashboard: a mistyped path looked like no trials."""
+    from automl_dnn.report import dashboard_app
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AutoDNNError, match=r"no study storage at 'typo\.(db|journal)'; give the storage a search wrote"):
+        dashboard_app(run_dir=None, storage=url)  # the app itself: without the check, the command would serve on
+    assert list(tmp_path.iterdir()) == []
