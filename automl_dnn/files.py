@@ -132,7 +132,18 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Save numpy arrays as safetensors in place: for a file of a temporary folder renamed into place whole."""
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
+    keeping_file_mode(Path(path), lambda p: save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(p)))
+
+
+def keeping_file_mode(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(path)``, leaving ``path`` the permissions a new file gets (the umask's) or the ones it had:
+    safetensors' ``save_file`` makes its files 0600 whatever the umask (a trial's weights that another user's
+    worker could not read)."""
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    mode = path.stat().st_mode & 0o777
+    write(path)
+    os.chmod(path, mode)
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:

@@ -39,8 +39,8 @@ from automl_dnn import metrics
 from automl_dnn.budget import BaggingRequest
 from automl_dnn.data import Dataset, FeaturePreprocessor, load_dataset
 from automl_dnn.errors import AutoDNNError, StorageError, disk_full_as_error, is_disk_full
-from automl_dnn.files import (atomic_write, load_arrays, new_temporary_folder, read_json, remove_stale_temporaries,
-                              save_arrays, write_arrays, write_json)
+from automl_dnn.files import (atomic_write, keeping_file_mode, load_arrays, new_temporary_folder, read_json,
+                              remove_stale_temporaries, save_arrays, write_arrays, write_json)
 from automl_dnn.folds import default_cv_folds, make_folds
 from automl_dnn.paths import make_folder
 from automl_dnn.space import SearchSpace, load_space
@@ -468,7 +468,8 @@ def save_trial_folder(final: Path, *, state: dict[str, Any], config: dict[str, A
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = new_temporary_folder(final)
         try:
-            save_tensors({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / WEIGHTS_FILE))
+            weights = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+            keeping_file_mode(tmp / WEIGHTS_FILE, lambda path: save_tensors(weights, str(path)))
             (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=float), encoding="utf-8")
             write_arrays(tmp / PREDICTIONS_FILE, predictions)
             if final.exists():

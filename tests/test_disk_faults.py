@@ -365,7 +365,9 @@ def test_a_written_file_gets_the_umask_s_permissions_or_keeps_the_old_file_s(tmp
     import os
     import stat
 
-    from automl_dnn.files import atomic_write
+    import numpy as np
+
+    from automl_dnn.files import atomic_write, save_arrays
 
     path = tmp_path / "pred.csv"
     old_mask = os.umask(0o027)
@@ -378,6 +380,13 @@ def test_a_written_file_gets_the_umask_s_permissions_or_keeps_the_old_file_s(tmp
     atomic_write(path, lambda tmp: tmp.write_text("a\n2\n"))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == "a\n2\n"
     assert [p.name for p in tmp_path.iterdir()] == ["pred.csv"]  # no temporary file left
+    arrays = tmp_path / "split.safetensors"  # safetensors' save_file made its files 0600 whatever the umask
+    old_mask = os.umask(0o027)
+    try:
+        save_arrays(arrays, {"train": np.arange(3)})
+    finally:
+        os.umask(old_mask)
+    assert stat.S_IMODE(arrays.stat().st_mode) == 0o640
 
 
 def test_a_model_folder_and_a_trials_folder_get_the_umask_s_permissions_or_keep_the_old_ones(tmp_path: Path) -> None:
@@ -398,6 +407,9 @@ def test_a_model_folder_and_a_trials_folder_get_the_umask_s_permissions_or_keep_
     finally:
         os.umask(old_mask)
     assert stat.S_IMODE(model.stat().st_mode) == 0o750 == stat.S_IMODE(trial.stat().st_mode)
+    # and the files in it: safetensors' save_file made them 0600 (trial weights another user's worker could not read)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in trial.iterdir()} == {
+        "weights.safetensors": 0o640, "config.json": 0o640, "predictions.safetensors": 0o640}
     model.chmod(0o700)  # a model the user made private stays private when it is exported again
     write_model_folder(model, {"model.json": b"{ }"})
     assert stat.S_IMODE(model.stat().st_mode) == 0o700 and (model / "model.json").read_bytes() == b"{ }"
