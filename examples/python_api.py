@@ -19,9 +19,9 @@ def main() -> None:
         summary, report = api.fit("builtin:breast_cancer", model_dir=model_dir, time_budget=60, space="quick",
                                   quiet=True)
         print(f"{summary.n_complete} nets trained, {summary.n_pruned} pruned; ensemble by {report.metric}:")
-        for row in report.rows:
+        for row in report.rows:  # report.inner: "oof" (out-of-fold, after k-fold bagging) or "valid"
             weight = "" if row["weight"] is None else f"  weight {row['weight']:.2f}"
-            print(f"  {row['model']:<34} valid {row['valid']:.4f}  test {row['test']:.4f}{weight}")
+            print(f"  {row['model']:<34} {report.inner} {row['valid']:.4f}  test {row['test']:.4f}{weight}")
 
         model = automl_dnn.load(model_dir)  # verifies every file's sha256; no pickle involved
         rows = read_table("builtin:breast_cancer").drop(columns=["target"]).head(5)
