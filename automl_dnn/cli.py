@@ -119,7 +119,9 @@ def search_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Override the inferred task."),
         click.option("--space", default="default", show_default=True,
                      help="Search space: a bundled name (default, selu, quick) or a .yaml file."),
-        click.option("--time-budget", type=PositiveFloat(), help="Wall-clock seconds for the whole command."),
+        click.option("--time-budget", type=PositiveFloat(),
+                     help="Wall-clock seconds for the whole command (default: a 600 s search, unless --n-trials "
+                          "is given)."),
         click.option("--n-trials", type=click.IntRange(min=1),
                      help="Stop when the study has this many completed + pruned trials."),
         click.option("--metric", type=click.Choice(list(tasks.METRICS)),

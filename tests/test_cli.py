@@ -30,6 +30,16 @@ def test_help_exits_0(args: list[str]) -> None:
     assert "Usage:" in result.output
 
 
+@pytest.mark.parametrize("command", ["search", "fit"])
+def test_the_help_names_the_search_s_default_time_budget(command: str) -> None:
+    """Without --time-budget or --n-trials a search takes DEFAULT_TIME_BUDGET; the help did not say so."""
+    from automl_dnn.search import DEFAULT_TIME_BUDGET
+
+    help_text = " ".join(invoke(command, "--help").output.split())
+    assert f"--time-budget SECONDS Wall-clock seconds for the whole command (default: a {DEFAULT_TIME_BUDGET:.0f} s " \
+           "search, unless --n-trials is given)" in help_text
+
+
 def test_no_arguments_shows_the_help() -> None:
     result = invoke()
     assert "Commands:" in result.output and "error" not in result.output.lower()
