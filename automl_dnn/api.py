@@ -81,8 +81,14 @@ def search(source: Any, *, out: Path, progress: bool | None = None,
     (``beside``: ``run_search``'s)."""
     opts = SearchOptions(source=source, out=Path(out), **options)
     show = (not opts.quiet) if progress is None else progress
-    with live_progress(enabled=show, n_trials=opts.n_trials, time_budget=opts.time_budget) as on_progress:
-        return run_search(opts, on_progress=on_progress, on_prepared=on_prepared, beside=beside)
+    made = not opts.out.exists()
+    try:
+        with live_progress(enabled=show, n_trials=opts.n_trials, time_budget=opts.time_budget) as on_progress:
+            return run_search(opts, on_progress=on_progress, on_prepared=on_prepared, beside=beside)
+    except BaseException:
+        if made and opts.out.is_dir() and not any(opts.out.iterdir()):
+            opts.out.rmdir()  # a search refused before it wrote anything leaves no empty run folder behind
+        raise
 
 
 @_keeps_callers_settings

@@ -111,6 +111,7 @@ def test_unusable_target(name: str, target_values: list, extra: list[str], needl
                          tiny_space: Path) -> None:
     frame = toy_frame(len(target_values)).assign(y=target_values)
     assert_one_line_error(_search(tmp_path, tiny_space, _csv(tmp_path, frame), *extra), *needles)
+    assert not (tmp_path / "run").exists()  # a refused search left its run folder behind, empty
 
 
 # --- search spaces ---------------------------------------------------------------------------------
