@@ -458,7 +458,7 @@ def _refit_unbagged(run: RunDir, encoder: TargetEncoder, candidates: list[Candid
                     deadline: float | None, threads: int | None, device: str, notes: list[str],
                     beside_searched: bool = True) -> list[Candidate]:
     """The best ``top_k`` nets, when they are not bagged, refit on every development row as far as the time
-    left allows (``plan_bagging``, one copy each, best first), as XGBoost's exported copy is: their trials
+    left allows (``refits_that_fit``, best first), as XGBoost's exported copy is: their trials
     trained on the training rows only (issue 13: on a sample of them). Their weights are still fitted on
     their trials' validation predictions. With ``beside_searched`` (``--bag``, the default: export averages) each
     refit is exported beside its net as searched, the trial's weight shared equally: the two trained on other rows
@@ -473,9 +473,9 @@ def _refit_unbagged(run: RunDir, encoder: TargetEncoder, candidates: list[Candid
     beside_searched = beside_searched and sample is None  # a net searched on a sample is the weaker copy
     left = None if deadline is None else deadline - time.monotonic()
     # the whole time left (no PLAN_SAFETY): ``refit_deadline`` keeps the export's time back already
-    plan = plan_bagging([c.copy_seconds or 0.0 for c in ranked], [], k=1, seconds=None if left is None else left / PLAN_SAFETY)
+    fits = refits_that_fit([c.copy_seconds or 0.0 for c in ranked], left)
     refit: dict[str, Candidate] = {}
-    for c in ranked[: plan.n_nets]:
+    for c in [c for c, fit in zip(ranked, fits) if fit]:
         if deadline is not None and time.monotonic() >= deadline:
             break
         assert c.best_epoch is not None and c.trial is not None and c.artifacts is not None
@@ -494,6 +494,18 @@ def _refit_unbagged(run: RunDir, encoder: TargetEncoder, candidates: list[Candid
         notes.append(f"{', '.join(kept)} exported as searched, on {as_searched}: a refit on every row "
                      f"needs about {need:.0f}s{'' if left is None else f' and {max(left, 0):.0f}s were left'}")
     return [refit.get(c.name, c) for c in candidates]
+
+
+def refits_that_fit(costs: list[float], seconds: float | None) -> list[bool]:
+    """Which nets (best first) to refit in ``seconds``: each one whose copy still fits the time the ones before it
+    left. A best net too slow to refit no longer keeps a quicker one from its refit (a 60 s diamonds fit exported
+    every net as searched with 11 s left, too few for its best net's copy)."""
+    left = math.inf if seconds is None else seconds
+    fits = []
+    for cost in costs:
+        fits.append(cost <= left)
+        left -= cost if fits[-1] else 0.0
+    return fits
 
 
 def _bag_trees(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], folds: Folds,

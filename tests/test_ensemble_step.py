@@ -21,7 +21,8 @@ from automl_dnn import api
 from automl_dnn import budget, gbt, metrics
 from automl_dnn.data import read_table
 from automl_dnn.ensemble import choose_threshold
-from automl_dnn.ensemble_step import REFIT_EXPORT_SHARE, EnsembleReport, ensemble_run, refit_deadline
+from automl_dnn.ensemble_step import (REFIT_EXPORT_SHARE, EnsembleReport, ensemble_run, refit_deadline,
+                                      refits_that_fit)
 from automl_dnn.errors import AutoDNNError, DataError
 from automl_dnn.files import load_arrays
 from automl_dnn.gbt import BackgroundGBT
@@ -503,6 +504,18 @@ def test_refits_may_take_the_time_the_search_kept_for_them(bagging_until: float 
     # 17 s left in the step at t = 100: the search's planned end leaves 2 s for the weights and the export
     assert refit_deadline(117.0, bagging_until, now=100.0) == pytest.approx(until)
     assert refit_deadline(None, bagging_until, now=100.0) is None
+
+
+@pytest.mark.parametrize(("costs", "seconds", "fits"), [
+    ([20.0, 5.0, 8.0], 14.0, [False, True, True]),  # the best net's copy does not fit: the quicker ones still do
+    ([5.0, 5.0, 5.0], 11.0, [True, True, False]),
+    ([5.0, 30.0, 4.0], 10.0, [True, False, True]),
+    ([5.0, 30.0], None, [True, True]),  # no deadline: every net
+    ([5.0], 0.0, [False]),
+])
+def test_refits_go_best_first_to_every_net_whose_copy_fits(costs: list[float], seconds: float | None,
+                                                           fits: list[bool]) -> None:
+    assert refits_that_fit(costs, seconds) == fits
 
 
 def test_fit_gives_the_caller_back_its_torch_threads_and_optuna_log_level(tmp_path: Path) -> None:
