@@ -253,6 +253,15 @@ def read_verified(model_dir: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     return spec, _verified_files(Path(model_dir), spec)
 
 
+def _model_of_run(run_dir: Path) -> str:
+    """Where a run folder's model is: ``ensemble``'s default RUN/model, or ``fit``'s MODEL beside MODEL-run."""
+    beside = run_dir.with_name(run_dir.name.removesuffix("-run")) if run_dir.name.endswith("-run") else None
+    for folder in (run_dir / "model", beside):
+        if folder is not None and (folder / MODEL_JSON).is_file():
+            return f"its model is {str(folder)!r}"
+    return f"`automl-dnn ensemble {run_dir}` exports its model to {str(run_dir / 'model')!r}"
+
+
 def read_spec(model_dir: Path) -> dict[str, Any]:
     """model.json, checked for its format name and version."""
     if not model_dir.is_dir():
@@ -260,6 +269,9 @@ def read_spec(model_dir: Path) -> dict[str, Any]:
         raise ModelFormatError(f"model folder {str(model_dir)!r} {what}; pass a folder written by "
                                "`automl-dnn fit` or `automl-dnn ensemble`")
     path = model_dir / MODEL_JSON
+    if not path.is_file() and (model_dir / "run.json").is_file():  # a search's run folder, given by mistake
+        raise ModelFormatError(f"{str(model_dir)!r} is a run folder (a search's), not a model folder; "
+                               f"{_model_of_run(model_dir)}")
     if not path.is_file():
         raise ModelFormatError(f"{str(model_dir)!r} has no model.json, so it is not a model folder; pass a folder "
                                "written by `automl-dnn fit` or `automl-dnn ensemble`")

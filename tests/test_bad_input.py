@@ -431,7 +431,7 @@ def test_predict_input_that_cannot_be_used(name: str, change: Callable[[pd.DataF
 
 def test_predict_with_no_model_folder(tmp_path: Path, fitted: SimpleNamespace) -> None:
     assert_one_line_error(invoke("predict", tmp_path / "none", fitted.data), "not found")
-    assert_one_line_error(invoke("predict", fitted.run, fitted.data), "model.json")
+    assert_one_line_error(invoke("predict", fitted.run, fitted.data), "is a run folder (a search's), not a model folder")
 
 
 def _tampered(fitted: SimpleNamespace, tmp_path: Path, how: str) -> Path:
@@ -784,3 +784,16 @@ def test_a_dashboard_on_a_storage_file_that_does_not_exist_is_one_line(url: str,
     with pytest.raises(AutoDNNError, match=r"no study storage at 'typo\.(db|journal)'; give the storage a search wrote"):
         dashboard_app(run_dir=None, storage=url)  # the app itself: without the check, the command would serve on
     assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_on_a_run_folder_names_where_its_model_is(tmp_path: Path) -> None:
+    """A run folder given to predict (its model sits beside it, or inside it) says where the model is."""
+    run = tmp_path / "m-run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    with pytest.raises(AutoDNNError, match=r"is a run folder .*`automl-dnn ensemble .*m-run` exports its model to"):
+        api.load(run)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.json").write_text("{}")
+    with pytest.raises(AutoDNNError, match=r"is a run folder .*its model is '.*/m'"):
+        api.load(run)
