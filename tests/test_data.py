@@ -316,6 +316,19 @@ def test_target_encoder_clips_regression_values_to_the_training_range():
     assert classes.low_ is None and classes.clip(np.array([0.2, 0.9])).tolist() == [0.2, 0.9]
 
 
+def test_a_few_extreme_regression_targets_are_named_in_a_note():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=600)
+    y = 3 * x + rng.normal(size=600)
+    y[[5, 50, 500]] = [1e6, -2e6, 5e7]  # sentinels / unit slips among values of spread ~4
+    notes = load_dataset(pd.DataFrame({"x": x, "y": y}), target="y", seed=0).notes
+    extreme = [n for n in notes if "interquartile ranges from the median" in n]
+    assert len(extreme) == 1 and "--metric mae" in extreme[0]
+    skewed = np.exp(rng.normal(0, 1.5, 600))  # a heavy tail that trains well (an income, a price): no note
+    notes = load_dataset(pd.DataFrame({"x": x, "y": skewed}), target="y", seed=0).notes
+    assert not any("interquartile ranges" in n for n in notes)
+
+
 def test_a_time_ordered_split_keeps_no_range_to_clip_to():
     days = pd.date_range("2024-01-01", periods=60, freq="D")
     frame = pd.DataFrame({"day": days, "x": np.arange(60.0), "y": np.arange(60.0) * 2})

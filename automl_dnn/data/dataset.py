@@ -21,7 +21,7 @@ from automl_dnn.data.leaks import leak_notes
 from automl_dnn.data.preprocessing import FeaturePreprocessor, date_reading, parse_dates
 from automl_dnn.data.reading import (DUPLICATES_ATTR, NOTES_ATTR, dedupe, duplicate_note, duplicated, numpy_backed,
                                      read_table)
-from automl_dnn.data.target import TargetEncoder, check_target, infer_task, stripped_labels
+from automl_dnn.data.target import TargetEncoder, check_target, extreme_target_note, infer_task, stripped_labels
 from automl_dnn.errors import DataError
 from automl_dnn.tasks import TASKS
 
@@ -257,6 +257,8 @@ def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None
     else:
         split = _split(y, task, valid_size, test_size, seed, notes)
     encoder = TargetEncoder().fit(y if task != "regression" else y.iloc[split["train"]], task, bounded=order is None)
+    if task == "regression":
+        notes.extend(extreme_target_note(y.iloc[split["train"]], target))
     encoded = encoder.encode(y)
     notes.extend(leak_notes(features, encoded, task, split["train"], seed=seed))
     return Dataset(task=task, task_rule=rule, target=target, features=features, y=encoded,
