@@ -27,7 +27,7 @@ from automl_dnn import metrics
 from automl_dnn.config import NetConfig, describe
 from automl_dnn.bagging import (BAG_MODES, BaggedMember, FoldPool, NetToBag, bag_gbt, bag_net, dev_rows,
                                 dev_targets, gbt_fold_seconds, gbt_out_of_time, refit_net)
-from automl_dnn.budget import PLAN_SAFETY, BagPlan, plan_bagging
+from automl_dnn.budget import BagPlan, plan_bagging
 from automl_dnn.data import TargetEncoder, TargetTransform, net_values
 from automl_dnn.ensemble import blend, build_ensemble, choose_threshold, ensemble_loss, overfit_warning
 from automl_dnn.errors import AutoDNNError
@@ -472,7 +472,7 @@ def _refit_unbagged(run: RunDir, encoder: TargetEncoder, candidates: list[Candid
     ranked = [c for c in candidates if c.kind == "net" and c.best_epoch is not None][:top_k]
     beside_searched = beside_searched and sample is None  # a net searched on a sample is the weaker copy
     left = None if deadline is None else deadline - time.monotonic()
-    # the whole time left (no PLAN_SAFETY): ``refit_deadline`` keeps the export's time back already
+    # the whole time left: ``refit_deadline`` keeps the export's time back already
     fits = refits_that_fit([c.copy_seconds or 0.0 for c in ranked], left)
     refit: dict[str, Candidate] = {}
     for c in [c for c, fit in zip(ranked, fits) if fit]:

@@ -224,7 +224,7 @@ def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tup
     if options.artifacts is not None:
         make_folder(options.artifacts, "artifacts folder")
     space = space or load_space(options.space)
-    groups, time_column, categorical = options.groups, options.time_column, tuple(options.categorical)
+    groups, time_column, categorical = options.groups, options.time_column, options.categorical
     if run.exists():  # a resumed search keeps its groups, time column and categorical columns
         groups = groups or run.read_spec().get("groups")
         time_column = time_column or run.read_spec().get("time_column")

@@ -294,7 +294,6 @@ def net_values(pred: np.ndarray, encoder: TargetEncoder, target: TargetTransform
     return encoder.clip(values)
 
 
-
 TARGET_TRANSFORMS = ("none", "log1p", "quantile")
 TARGET_QUANTILES = 1000  # points of the stored empirical distribution of a quantile transform
 _QUANTILE_EPS = 1e-7  # probabilities kept this far from 0 and 1, so the normal scores stay finite
