@@ -82,6 +82,7 @@ class System:
     runner: str
     rows: tuple[str, ...]  # the result rows the runner writes (automl-dnn writes two)
     tracks_package: bool = False  # its cache key includes the automl-dnn source hash
+    seeded: bool = False  # its runner uses --seed, so it runs every seed of --seeds (automl-dnn's always do)
     deps: tuple[str, ...] = ()  # more files of quality_systems/ the runner imports (part of its cache key)
     # where the runner is killed; None: 3x the budget + 10 min. TabM-D takes no time limit (it trains to its own
     # early stop: 20 minutes on california_housing), so its cells are marked as overruns instead of lost
@@ -98,7 +99,7 @@ SYSTEMS = {
                                deps=("automl_dnn_cli.py",)),
     "xgboost-default": System("gbdt", "xgboost_default.py", ("xgboost-default",)),
     "lightgbm-default": System("gbdt", "lightgbm_default.py", ("lightgbm-default",)),
-    "xgboost-optuna": System("gbdt", "xgboost_optuna.py", ("xgboost-optuna",)),
+    "xgboost-optuna": System("gbdt", "xgboost_optuna.py", ("xgboost-optuna",), seeded=True),
     "flaml": System("flaml", "flaml_automl.py", ("flaml",)),
     "autogluon": System("autogluon", "autogluon_tabular.py", ("autogluon",)),
     "realmlp": System("pytabkit", "pytabkit_realmlp.py", ("realmlp",), deps=("_pytabkit.py",)),
@@ -394,15 +395,16 @@ def run_system(name: str, ds: dict[str, Any], budget: float, seed: int = 0) -> N
 
 
 def system_seeds(name: str, seeds: tuple[int, ...]) -> tuple[int, ...]:
-    """The seeds a system runs: automl-dnn's all of ``seeds``, the other systems seed 0 only."""
-    return seeds if SYSTEMS[name].tracks_package else (0,)
+    """The seeds a system runs: automl-dnn's and the other seeded systems' all of ``seeds``, the rest seed 0
+    only (their runners take no seed: a rerun would repeat seed 0)."""
+    return seeds if SYSTEMS[name].tracks_package or SYSTEMS[name].seeded else (0,)
 
 
 def load_results(datasets: list[dict[str, Any]], systems: list[str], budget: float, seeds: tuple[int, ...] = (0,)
                  ) -> dict[tuple[str, str], dict[str, Any]]:
     """Cached records with the current keys: (row, dataset) -> record. automl-dnn's records made with an
     older source of the package are kept too (``stale``: marked in the table) until they are rerun. The
-    automl-dnn rows of several ``seeds`` are averaged (``merge_seeds``); the other systems run seed 0."""
+    rows of several ``seeds`` are averaged (``merge_seeds``); systems that take no seed run seed 0."""
     out = {}
     for ds in datasets:
         _, _, split_hash = split(ds)
@@ -597,8 +599,8 @@ def main() -> None:
     parser.add_argument("--systems", help=f"comma-separated, from: {', '.join(SYSTEMS)} (default: all)")
     parser.add_argument("--datasets", help="comma-separated manifest names (default: all)")
     parser.add_argument("--budget", type=float, default=60.0, help="seconds per system and dataset (default 60)")
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds of the automl-dnn systems (their rows: "
-                        "the mean; the split and the other systems stay at seed 0)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds of the automl-dnn systems and of "
+                        "xgboost-optuna (their rows: the mean; the split and the other systems stay at seed 0)")
     parser.add_argument("--table-only", action="store_true", help="run nothing; print the table from the cache")
     parser.add_argument("--force", action="store_true", help="rerun the selected pairs even if cached")
     parser.add_argument("--retry-failed", action="store_true", help="rerun pairs cached as errors, retry "

@@ -4,7 +4,8 @@ Search on an 80/20 holdout of the training part (stratified for classification) 
 (50 rounds, up to 2000 trees), starting from XGBoost's default parameters (the first trial), minimizing logloss (classification) or RMSE (regression). 80 % of the
 budget goes to the search, every trial stops at that deadline; then the best configuration is refit on
 the whole training part with its best number of trees if the time left allows (estimated from that
-trial's own fit time), else the best holdout model is kept.
+trial's own fit time), else the best holdout model is kept. ``--seed`` seeds the holdout split, TPE and
+XGBoost's row and column sampling.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def main() -> None:
     classes = None if regression else c.classes_of(y)
     target = y.to_numpy(np.float64) if regression else y.map({v: i for i, v in enumerate(classes)}).to_numpy()
     Model = xgb.XGBRegressor if regression else xgb.XGBClassifier
-    X_tr, X_va, y_tr, y_va = train_test_split(X, target, test_size=0.2, random_state=0,
+    X_tr, X_va, y_tr, y_va = train_test_split(X, target, test_size=0.2, random_state=args.seed,
                                               stratify=None if regression else target)
     search_deadline = start + SEARCH_SHARE * args.budget
     final_deadline = start + args.budget
@@ -60,7 +61,7 @@ def main() -> None:
 
     def objective(trial: optuna.Trial) -> float:
         t0 = time.monotonic()
-        model = Model(n_estimators=2000, early_stopping_rounds=50, enable_categorical=True, random_state=0,
+        model = Model(n_estimators=2000, early_stopping_rounds=50, enable_categorical=True, random_state=args.seed,
                       callbacks=[Deadline(search_deadline)], **suggest(trial))
         model.fit(X_tr, y_tr, eval_set=[(X_va, y_va)], verbose=False)
         score = min(next(iter(model.evals_result()["validation_0"].values())))
@@ -74,7 +75,7 @@ def main() -> None:
 
     times: dict[str, float] = {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=0))
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=args.seed))
     study.enqueue_trial(DEFAULTS)  # XGBoost's own defaults first, so the search starts from them
     fit_start = time.perf_counter()
     study.optimize(objective, timeout=max(1.0, search_deadline - time.monotonic()), gc_after_trial=False)
@@ -82,7 +83,7 @@ def main() -> None:
     seconds, n_trees, model = fits[best.number]
     refit = time.monotonic() + 1.25 * seconds / 0.8 < final_deadline
     if refit:
-        model = Model(n_estimators=n_trees, enable_categorical=True, random_state=0,
+        model = Model(n_estimators=n_trees, enable_categorical=True, random_state=args.seed,
                       callbacks=[Deadline(final_deadline)], **best.params)
         model.fit(X, target, verbose=False)
     times["fit_s"] = time.perf_counter() - fit_start
