@@ -123,7 +123,9 @@ class TrialSettings:
     """What one trial trains: the net, how it is trained, the input scaling and the target transform.
 
     ``target`` is the fitted ``TargetTransform`` of a regression trial whose ``target_transform`` is not
-    ``none`` (set by the search from the training rows): the net's outputs are decoded with it.
+    ``none`` or whose ``target_scale`` is ``robust`` (set by the search from the training rows): the net's
+    outputs are decoded with it. ``robust`` centres and scales the target by its median and interquartile
+    range (an MAE study's, which estimates the median).
     """
 
     net: NetConfig
@@ -131,15 +133,22 @@ class TrialSettings:
     scaling: str = "standard"
     target_transform: str = "none"
     target: dict[str, Any] | None = None
+    target_scale: str = "standard"  # standard | robust
 
     def to_dict(self) -> dict[str, Any]:
         return {"net": dataclasses.asdict(self.net), "train": dataclasses.asdict(self.train), "scaling": self.scaling,
-                "target_transform": self.target_transform, "target": self.target}
+                "target_transform": self.target_transform, "target": self.target, "target_scale": self.target_scale}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialSettings:
         return cls(net=NetConfig(**data["net"]), train=TrainConfig(**data["train"]), scaling=data.get("scaling", "standard"),
-                   target_transform=data.get("target_transform", "none"), target=data.get("target"))
+                   target_transform=data.get("target_transform", "none"), target=data.get("target"),
+                   target_scale=data.get("target_scale", "standard"))
+
+
+def _target_words(settings: TrialSettings) -> str:
+    words = [settings.target_transform] if settings.target_transform != "none" else []
+    return "y " + " ".join(words + (["robust"] if settings.target_scale == "robust" else []))
 
 
 def describe(settings: dict[str, Any] | TrialSettings) -> dict[str, str]:
@@ -152,7 +161,7 @@ def describe(settings: dict[str, Any] | TrialSettings) -> dict[str, str]:
               settings.scaling if settings.scaling != "standard" else "",
               net.num_embedding if net.num_embedding != "none" else "",
               f"tabm k={net.k_ensemble}" if net.k_ensemble > 1 else "",
-              f"y {settings.target_transform}" if settings.target is not None else ""]
+              _target_words(settings) if settings.target is not None else ""]
     return {
         "net": " ".join([f"{net.n_layers}x{net.d_hidden}", net.activation] + [e for e in extras if e]),
         "optimizer": f"{train.optimizer} {train.lr:.2g}" + (f", {train.regression_loss} loss"

@@ -33,9 +33,10 @@ THRESHOLD_GRID = np.round(np.arange(0.02, 0.985, 0.01), 2)
 MIN_THRESHOLD_GAIN = 0.005  # what a threshold must add to the label metric must add over 0.5 on validation to be used
 
 
-def ensemble_loss(task: str, y: np.ndarray, pred: np.ndarray) -> float:
-    """Log-loss for classification, RMSE for regression; ``inf`` for non-finite predictions."""
-    return metrics.score(metrics.default_metric(task), y, pred)
+def ensemble_loss(task: str, y: np.ndarray, pred: np.ndarray, metric: str | None = None) -> float:
+    """Log-loss for classification, RMSE for regression (MAE for a study on ``metric`` MAE:
+    ``metrics.proper_loss``); ``inf`` for non-finite predictions."""
+    return metrics.score(metrics.proper_loss(task, metric), y, pred)
 
 
 def _normalized(weights: Any, n: int) -> np.ndarray:
@@ -79,6 +80,7 @@ def select_bag(
     max_members: int,
     min_rel_gain: float = 1e-3,
     steps: int = 25,
+    metric: str | None = None,
 ) -> dict[int, int]:
     """Caruana-style forward selection *with replacement*: candidate index -> times picked.
 
@@ -88,7 +90,8 @@ def select_bag(
     shifts weight, so a model that helps only at a small weight (a net beside a stronger tree model)
     can join a few steps later. Returns the best bag seen, where a bag only counts as better when it
     lowers the loss by more than ``min_rel_gain`` (relative). At most ``max_members`` distinct members;
-    candidates with a non-finite loss, and exact copies of a member, are never picked.
+    candidates with a non-finite loss, and exact copies of a member, are never picked. ``metric``: the
+    study's, which picks the loss (``ensemble_loss``).
     """
     if max_members < 1:
         raise ValueError(f"max_members must be >= 1, got {max_members=}")
@@ -97,7 +100,7 @@ def select_bag(
     if len(candidates) == 0:
         raise ValueError("select_bag needs at least one candidate")
     preds = [np.asarray(p, dtype=np.float64) for p in candidates]
-    singles = [ensemble_loss(task, y_valid, p) for p in preds]
+    singles = [ensemble_loss(task, y_valid, p, metric) for p in preds]
     usable = [i for i, loss in enumerate(singles) if math.isfinite(loss)]
     if not usable:
         raise AutoDNNError(
@@ -109,7 +112,7 @@ def select_bag(
     for size in range(2, steps + 1):
         options = [i for i in usable if i in bag or (
             len(bag) < max_members and not any(_same(preds[i], preds[j]) for j in bag))]
-        loss, pick = min((ensemble_loss(task, y_valid, (total + preds[i]) / size), i) for i in options)
+        loss, pick = min((ensemble_loss(task, y_valid, (total + preds[i]) / size, metric), i) for i in options)
         bag[pick] = bag.get(pick, 0) + 1
         total += preds[pick]
         if loss < best_loss - min_rel_gain * abs(best_loss):
@@ -136,6 +139,7 @@ def nelder_mead_weights(
     restarts: int = 2,
     step: float = 1.0,
     rel_tol: float = 1e-9,
+    metric: str | None = None,
 ) -> np.ndarray:
     """Weights (>= 0, sum 1) minimizing the blend's validation loss, by SciPy's Nelder-Mead.
 
@@ -152,7 +156,7 @@ def nelder_mead_weights(
         return np.ones(1)
 
     def loss(x: np.ndarray) -> float:
-        return ensemble_loss(task, y_valid, blend(preds, _weights_of(x)))
+        return ensemble_loss(task, y_valid, blend(preds, _weights_of(x)), metric)
 
     rng = np.random.default_rng(seed)
     x = np.zeros(m - 1)
@@ -222,6 +226,7 @@ def build_ensemble(
     seed: int = 0,
     always: Sequence[int] = (),
     shrink_rows: float = SHRINK_ROWS,
+    metric: str | None = None,
 ) -> EnsembleResult:
     """Select members greedily, weight them by Nelder-Mead, and report the validation losses.
 
@@ -231,28 +236,34 @@ def build_ensemble(
     partly luck (the winner's curse), and fitted weights overfit it; on a large one this barely moves
     them. Members whose weight ends below ``min_weight`` are dropped (and the rest renormalized) when
     that still beats the equal-weight average, so the exported model does not run near-useless members.
+    Every loss is ``ensemble_loss``'s for the study's ``metric``.
     """
     n = len(candidate_preds_valid)
     names = [f"candidate_{i}" for i in range(n)] if names is None else list(names)
     if len(names) != n:
         raise ValueError(f"{len(names)} names for {n} candidates")
-    bag = select_bag(task, y_valid, candidate_preds_valid, max_members=max_members, min_rel_gain=min_rel_gain)
+    bag = select_bag(task, y_valid, candidate_preds_valid, max_members=max_members, min_rel_gain=min_rel_gain,
+                     metric=metric)
+
+    def loss(pred: np.ndarray) -> float:
+        return ensemble_loss(task, y_valid, pred, metric)
+
     selected = list(bag)
     best_single = selected[0]
-    selected += [i for i in always if i not in selected and _finite_loss(task, y_valid, candidate_preds_valid[i])]
+    selected += [i for i in always if i not in selected and math.isfinite(loss(candidate_preds_valid[i]))]
     preds = [candidate_preds_valid[i] for i in selected]
-    equal_loss = ensemble_loss(task, y_valid, blend(preds, _equal(len(preds))))
-    weights = nelder_mead_weights(task, y_valid, preds, seed=seed)
+    equal_loss = loss(blend(preds, _equal(len(preds))))
+    weights = nelder_mead_weights(task, y_valid, preds, seed=seed, metric=metric)
     counts = np.array([bag.get(i, 0) for i in selected], dtype=np.float64) / sum(bag.values())
-    if ensemble_loss(task, y_valid, blend(preds, counts)) < ensemble_loss(task, y_valid, blend(preds, weights)):
+    if loss(blend(preds, counts)) < loss(blend(preds, weights)):
         weights = counts  # Nelder-Mead stopped short of the selection's own weights
     shrink = shrink_rows / (shrink_rows + len(y_valid))
     weights = (1.0 - shrink) * np.asarray(weights) + shrink * _equal(len(preds))
-    final_loss = ensemble_loss(task, y_valid, blend(preds, weights))
+    final_loss = loss(blend(preds, weights))
 
     keep, kept_w = _drop_light(weights, min_weight)
     if len(keep) < len(selected):
-        kept_loss = ensemble_loss(task, y_valid, blend([preds[i] for i in keep], kept_w))
+        kept_loss = loss(blend([preds[i] for i in keep], kept_w))
         if kept_loss <= equal_loss:
             selected, weights, final_loss = [selected[i] for i in keep], kept_w, kept_loss
 
@@ -261,14 +272,10 @@ def build_ensemble(
         names=[names[i] for i in selected],
         weights=[float(w) for w in weights],
         best_single=best_single,
-        best_single_loss=ensemble_loss(task, y_valid, candidate_preds_valid[best_single]),
+        best_single_loss=loss(candidate_preds_valid[best_single]),
         equal_weight_loss=equal_loss,
         ensemble_loss=final_loss,
     )
-
-
-def _finite_loss(task: str, y: np.ndarray, pred: np.ndarray) -> bool:
-    return math.isfinite(ensemble_loss(task, y, pred))
 
 
 def overfit_warning(valid_gain: float, test_gain: float, *, min_ratio: float = 0.25,

@@ -73,7 +73,7 @@ class SummaryRow:
     name: str
     valid: float
     test: float
-    valid_loss: float  # logloss (classification) or rmse (regression): what the weights minimize
+    valid_loss: float  # logloss (classification), rmse (regression) or mae (an MAE study): what the weights minimize
     test_loss: float
 
 
@@ -200,7 +200,7 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
         t0 = time.monotonic()
         bagged_trees = _bag_trees(run, encoder, candidates, bagged.folds, threads, deadline, notes)
         unbagged = None if bagged_trees else next((c for c in candidates if c.kind == "xgboost"), None)
-        ahead = None if unbagged is None else _gbt_ahead_note(unbagged, candidates, task, y_valid)
+        ahead = None if unbagged is None else _gbt_ahead_note(unbagged, candidates, task, metric, y_valid)
         if ahead is not None:
             # XGBoost could not be bagged, and without it a bag of weaker nets is all the ensemble has (a wide
             # table on one core: out-of-fold ROC-AUC 0.78 where XGBoost alone held 0.95): stay on the
@@ -219,9 +219,10 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     names = [c.name for c in candidates]
     trees = [i for i, c in enumerate(candidates) if c.kind == "xgboost"]
     result = build_ensemble(task, y_valid, valid_preds, names=names, max_members=top_k + n_gbt, seed=seed,
-                            always=trees)
+                            always=trees, metric=metric)
     if sum(candidates[i].kind == "net" for i in result.members) > top_k:  # top_k nets at most
-        result = build_ensemble(task, y_valid, valid_preds, names=names, max_members=top_k, seed=seed, always=trees)
+        result = build_ensemble(task, y_valid, valid_preds, names=names, max_members=top_k, seed=seed, always=trees,
+                                metric=metric)
     chosen = [candidates[i] for i in result.members]
     threshold = None
     if task == "binary":
@@ -229,7 +230,7 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
         notes.append(note)
     report_rows = _member_rows(candidates, result, metric, y_valid, y_test)
     summary = _summary_rows(candidates, chosen, result.weights, task, metric, y_valid, y_test, threshold)
-    warnings = _warnings(task, result, candidates, chosen, y_test,
+    warnings = _warnings(task, metric, result, candidates, chosen, y_test,
                          inner="validation" if bagged is None else "out-of-fold")
     seconds["weights"] = time.monotonic() - t0
 
@@ -237,7 +238,7 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     _export(run, spec, encoder, Path(model_dir), chosen, result.weights, threshold, report_rows, summary, notes)
     seconds["export"] = time.monotonic() - t0
     report = EnsembleReport(task=task, metric=metric, direction=metrics.direction(metric),
-                            loss=metrics.default_metric(task), members=report_rows, summary=summary,
+                            loss=metrics.proper_loss(task, metric), members=report_rows, summary=summary,
                             warnings=warnings, notes=notes, model_dir=Path(model_dir), threshold=threshold,
                             has_test=len(y_test) > 0, seconds=seconds,
                             folds=1 if bagged is None else bagged.folds.k,
@@ -287,7 +288,7 @@ def _gbt_member(run: RunDir, spec: dict[str, Any], gbt: bool | BackgroundGBT, gb
         return None
     budget = None if deadline is None else max(1.0, GBT_SHARE * (deadline - time.monotonic()))
     return fit_run_gbt(run, dataset, n_trials=gbt_trials, seed=seed, time_budget=budget, threads=threads,
-                       notes=notes)
+                       notes=notes, metric=spec["metric"])
 
 
 # --- candidates ---------------------------------------------------------------------------------
@@ -540,13 +541,14 @@ def _bag_trees(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate],
     return bagged
 
 
-def _gbt_ahead_note(gbt: Candidate, searched: list[Candidate], task: str, y_valid: np.ndarray) -> str | None:
+def _gbt_ahead_note(gbt: Candidate, searched: list[Candidate], task: str, metric: str,
+                    y_valid: np.ndarray) -> str | None:
     """When XGBoost, left out of the bagging, beats every searched net on the validation split (the loss the
     weights minimize, on rows neither trained on): a note saying the ensemble stays on that split; else None."""
     nets = [c for c in searched if c.kind == "net"]
     if not nets or not len(y_valid):
         return None
-    loss = metrics.default_metric(task)
+    loss = metrics.proper_loss(task, metric)
     gbt_loss = _score(loss, y_valid, gbt.valid)
     best_net = min(_score(loss, y_valid, c.valid) for c in nets)
     if not gbt_loss < best_net:
@@ -603,7 +605,7 @@ def _summary_rows(candidates: list[Candidate], chosen: list[Candidate], weights:
 
     The weighted ensemble is what is exported: its label metrics use the exported decision threshold.
     """
-    loss = metrics.default_metric(task)
+    loss = metrics.proper_loss(task, metric)
     best = min(candidates, key=lambda c: metrics.as_loss(metric, _score(metric, y_valid, c.valid)))
     equal = [1.0 / len(chosen)] * len(chosen)
     plural = "s" if len(chosen) > 1 else ""
@@ -616,13 +618,13 @@ def _summary_rows(candidates: list[Candidate], chosen: list[Candidate], weights:
             for name, v, t, cut in rows]
 
 
-def _warnings(task: str, result: Any, candidates: list[Candidate], chosen: list[Candidate],
+def _warnings(task: str, metric: str, result: Any, candidates: list[Candidate], chosen: list[Candidate],
               y_test: np.ndarray, *, inner: str) -> list[str]:
     if not len(y_test):
         return []
     best = candidates[result.best_single]
     ensemble_test = _blend(chosen, result.weights, "test")
-    test_gain = ensemble_loss(task, y_test, best.test) - ensemble_loss(task, y_test, ensemble_test)
+    test_gain = ensemble_loss(task, y_test, best.test, metric) - ensemble_loss(task, y_test, ensemble_test, metric)
     warning = overfit_warning(result.valid_gain, test_gain, inner=inner)
     return [warning] if warning else []
 

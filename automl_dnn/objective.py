@@ -293,6 +293,8 @@ class Objective:
         settings = settings_from_values(suggest(trial, self.space), seed=self.ctx.seed * 100_003 + trial.number)
         settings = with_amp(self._regression_loss(trial, self._label_smoothing(trial, settings)), self.ctx.amp,
                             self.device)
+        if self.task == "regression" and self.metric == "mae":  # the median's own scale (TargetTransform)
+            settings = dataclasses.replace(settings, target_scale="robust")
         data = self.data(settings.scaling)
         d_out = len(self.encoder.classes_) if self.task == "multiclass" else 1
         torch.manual_seed(settings.train.seed)  # the initial weights too must follow the seed
@@ -379,13 +381,14 @@ def target_inputs(settings: TrialSettings, encoder: TargetEncoder, y_train: np.n
     """The training and validation targets on the trial's own scale, and its fitted target transform.
 
     ``y_*`` are the run's encoded targets (class indices, or the plain standardization); another
-    transform is fitted on the training rows.
+    transform, or the robust scale, is fitted on the training rows.
     """
     if encoder.task_ != "regression":  # searched all the same (a space cannot see the task); recorded as unused
         return dataclasses.replace(settings, target_transform="none"), y_train, y_valid, None
-    if settings.target_transform == "none":
+    if settings.target_transform == "none" and settings.target_scale == "standard":
         return settings, y_train, y_valid, None
-    target = TargetTransform(settings.target_transform).fit(encoder.decode(y_train))
+    target = TargetTransform(settings.target_transform, robust=settings.target_scale == "robust").fit(
+        encoder.decode(y_train))
     settings = dataclasses.replace(settings, target=target.to_dict())
     return settings, target.forward(encoder.decode(y_train)), target.forward(encoder.decode(y_valid)), target
 

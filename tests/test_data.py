@@ -14,6 +14,7 @@ from automl_dnn.data import (
     NOTES_ATTR,
     FeaturePreprocessor,
     TargetEncoder,
+    TargetTransform,
     check_target,
     infer_task,
     load_dataset,
@@ -324,6 +325,10 @@ def test_a_few_extreme_regression_targets_are_named_in_a_note():
     notes = load_dataset(pd.DataFrame({"x": x, "y": y}), target="y", seed=0).notes
     extreme = [n for n in notes if "interquartile ranges from the median" in n]
     assert len(extreme) == 1 and "--metric mae" in extreme[0]
+    y[[5, 50, 500]] = y[0]
+    y[[7, 70, 300]] = np.median(y) + 500 * np.subtract(*np.percentile(y, [75, 25]))  # 500 IQRs out: noted too
+    notes = load_dataset(pd.DataFrame({"x": x, "y": y}), target="y", seed=0).notes
+    assert any("over 300 interquartile ranges from the median" in n for n in notes)
     skewed = np.exp(rng.normal(0, 1.5, 600))  # a heavy tail that trains well (an income, a price): no note
     notes = load_dataset(pd.DataFrame({"x": x, "y": skewed}), target="y", seed=0).notes
     assert not any("interquartile ranges" in n for n in notes)
@@ -1085,3 +1090,22 @@ def test_text_with_a_dollar_sign_stays_text() -> None:
     frame = pd.DataFrame({"plan": ["$ tier", "Gold $", "basic"] * 40, "x": np.arange(120) % 5})
     spec = next(c for c in FeaturePreprocessor().fit(frame).columns_ if c["name"] == "plan")
     assert spec["kind"] == "categorical"
+
+
+def test_a_robust_target_scale_is_the_median_and_iqr_and_keeps_the_clean_rows_apart():
+    """An MAE study's nets train on (y - median) / (IQR / 1.349): a 1e9 sentinel in 0.5 % of the rows no longer
+    sets the scale (the standard deviation would squeeze the other rows into 1e-6 of a unit)."""
+    rng = np.random.default_rng(0)
+    y = rng.normal(100.0, 10.0, 2000)
+    y[:10] = 1e9
+    robust = TargetTransform("none", robust=True).fit(y)
+    q1, median, q3 = np.percentile(y, [25, 50, 75])
+    assert robust.mean_ == pytest.approx(median) and robust.std_ == pytest.approx((q3 - q1) / 1.349)
+    clean = robust.forward(y[10:])
+    assert 0.8 < clean.std() < 1.2 and abs(float(np.median(clean))) < 0.05
+    assert TargetTransform("none").fit(y).forward(y[10:]).std() < 1e-5  # the plain standardization
+    assert np.allclose(robust.inverse(robust.forward(y[10:])), y[10:], rtol=1e-5)
+    again = TargetTransform.from_dict(json.loads(json.dumps(robust.to_dict())))
+    assert again.robust and np.array_equal(again.forward(y), robust.forward(y))
+    tied = TargetTransform("none", robust=True).fit(np.r_[np.zeros(900), rng.normal(5.0, 2.0, 100)])
+    assert tied.std_ > 0 and tied.mean_ == 0.0  # an IQR of 0 falls back to the standard deviation

@@ -210,3 +210,20 @@ def test_a_member_that_helps_only_at_a_small_weight_joins() -> None:
     assert set(bag) == {0, 1} and bag[0] > bag[1]
     result = build_ensemble("regression", y, [strong, weak], max_members=2)
     assert result.weights[1] == pytest.approx(0.2, abs=0.03)
+
+
+def test_an_mae_study_weights_its_members_by_mae() -> None:
+    """RMSE is minimized by the mean, MAE by the median: with a few extreme targets the two pick other
+    members. A model shifted toward the outliers wins on RMSE and loses on MAE."""
+    rng = np.random.default_rng(4)
+    y = rng.normal(size=2000)
+    y[:10] = 1e4  # 0.5 % extreme targets
+    median_like = np.where(np.arange(y.size) < 10, 0.0, y + rng.normal(0.0, 0.3, y.size))
+    shifted = median_like + 50.0  # the mean's pull: 0.5 % of 1e4
+    assert ensemble_loss("regression", y, shifted) < ensemble_loss("regression", y, median_like)
+    assert ensemble_loss("regression", y, median_like, "mae") < ensemble_loss("regression", y, shifted, "mae")
+    assert build_ensemble("regression", y, [shifted, median_like]).members == [0]
+    mae = build_ensemble("regression", y, [shifted, median_like], metric="mae")
+    assert mae.members == [1] and mae.ensemble_loss == pytest.approx(ensemble_loss("regression", y, median_like, "mae"))
+    assert ensemble_loss("binary", np.array([0, 1]), np.array([[0.5, 0.5], [0.5, 0.5]]), "mae") == pytest.approx(
+        np.log(2))  # classification keeps log-loss whatever the study's metric

@@ -346,3 +346,24 @@ def test_the_thread_frees_its_cores_however_it_ends(tmp_path: Path) -> None:
     with pytest.raises(AutoDNNError, match="has no preprocess"):
         background.result()  # no run folder: the thread's error reaches the caller
     assert freed.is_set() and background.done()
+
+
+def test_an_mae_study_boosts_on_the_absolute_error() -> None:
+    """The median, not the mean: a 1e9 sentinel in 1 % of the rows shifts every squared-error prediction."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=600), "b": rng.normal(size=600)})
+    y = 100.0 + 10.0 * X["a"].to_numpy() + rng.normal(0.0, 1.0, 600)
+    y_train = y[:500].copy()
+    y_train[:5] = 1e9
+    common = dict(task="regression", n_classes=0, n_trials=1, seed=0, threads=1)
+    squared = fit_gbt(X.iloc[:400], y_train[:400], X.iloc[400:500], y_train[400:500], **common)
+    absolute = fit_gbt(X.iloc[:400], y_train[:400], X.iloc[400:500], y_train[400:500], metric="mae", **common)
+    assert absolute.params["objective"] == "reg:absoluteerror" and squared.params["objective"] == "reg:squarederror"
+    clean = X.iloc[500:]
+
+    def median_error(result: object) -> float:
+        return float(np.median(np.abs(predict_gbt(result.booster, clean, task="regression") - y[500:])))
+
+    assert median_error(absolute) < 5.0 < 1000.0 < median_error(squared)
+    assert absolute.valid_loss == pytest.approx(
+        np.mean(np.abs(predict_gbt(absolute.booster, X.iloc[400:500], task="regression") - y_train[400:500])))

@@ -684,6 +684,9 @@ def test_an_l1_loss_is_used_only_for_mae(tmp_path: Path, metric: str, used: str)
     assert trial.params == {"regression_loss": "l1"}
     config = json.loads((Path(trial.user_attrs["artifacts"]) / "config.json").read_text())
     assert config["settings"]["train"]["regression_loss"] == used  # what the net was trained with
+    # an MAE study's target is centred and scaled robustly (the median's scale), saved with the net
+    assert config["settings"]["target_scale"] == ("robust" if metric == "mae" else "standard")
+    assert (config["settings"]["target"] or {}).get("robust", False) == (metric == "mae")
     if used == "mse":
         assert trial.user_attrs["regression_loss_off"] == f"l1 searched, mse used: {metric} is not mae"
     else:
