@@ -349,21 +349,28 @@ def test_the_thread_frees_its_cores_however_it_ends(tmp_path: Path) -> None:
 
 
 def test_an_mae_study_boosts_on_the_absolute_error() -> None:
-    """The median, not the mean: a 1e9 sentinel in 1 % of the rows shifts every squared-error prediction."""
+    """The median, not the mean: a 1e9 sentinel in a few rows shifts every squared-error prediction."""
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"a": rng.normal(size=600), "b": rng.normal(size=600)})
     y = 100.0 + 10.0 * X["a"].to_numpy() + rng.normal(0.0, 1.0, 600)
     y_train = y[:500].copy()
-    y_train[:5] = 1e9
+    y_train[:3] = 1e9  # 0.75 % of the rows: a few
     common = dict(task="regression", n_classes=0, n_trials=1, seed=0, threads=1)
     squared = fit_gbt(X.iloc[:400], y_train[:400], X.iloc[400:500], y_train[400:500], **common)
     absolute = fit_gbt(X.iloc[:400], y_train[:400], X.iloc[400:500], y_train[400:500], metric="mae", **common)
     assert absolute.params["objective"] == "reg:absoluteerror" and squared.params["objective"] == "reg:squarederror"
+    assert "objective" not in squared.params or squared.trials[0]["params"] == DEFAULT_PARAMS  # RMSE: as ever
     clean = X.iloc[500:]
 
     def median_error(result: object) -> float:
         return float(np.median(np.abs(predict_gbt(result.booster, clean, task="regression") - y[500:])))
 
     assert median_error(absolute) < 5.0 < 1000.0 < median_error(squared)
+    both = fit_gbt(X.iloc[:400], y_train[:400], X.iloc[400:500], y_train[400:500], metric="mae",
+                   **(common | {"n_trials": 2}))  # extreme targets: the absolute error's defaults first
+    assert [t["params"]["objective"] for t in both.trials] == ["reg:absoluteerror", "reg:squarederror"]
+    assert both.params["objective"] == "reg:absoluteerror" and both.trials[0]["valid_loss"] < both.trials[1]["valid_loss"]
+    clean = fit_gbt(X.iloc[:400], y[:400], X.iloc[400:500], y[400:500], metric="mae", **(common | {"n_trials": 2}))
+    assert [t["params"]["objective"] for t in clean.trials] == ["reg:squarederror", "reg:absoluteerror"]
     assert absolute.valid_loss == pytest.approx(
         np.mean(np.abs(predict_gbt(absolute.booster, X.iloc[400:500], task="regression") - y_train[400:500])))

@@ -129,16 +129,24 @@ def check_target(y: pd.Series, task: str) -> pd.Series:
 EXTREME_IQRS = 300.0
 
 
+def extreme_targets(values: np.ndarray) -> np.ndarray:
+    """Which regression targets lie over EXTREME_IQRS interquartile ranges from the median, when they are a few
+    (at most 1 % of at least 20 values; more are the target's own shape): all False otherwise."""
+    values = np.asarray(values, dtype=np.float64)
+    none = np.zeros(len(values), dtype=bool)
+    if len(values) < 20:
+        return none
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    far = np.abs(values - median) > EXTREME_IQRS * (q3 - q1) if q3 > q1 else none
+    return far if far.mean() <= 0.01 else none
+
+
 def extreme_target_note(y: pd.Series, name: Any) -> list[str]:
     """A note when a few regression targets lie extremely far out (a sentinel such as 9999999, a unit slip): they
     dominate the models' squared-error losses and RMSE; an MAE study fits the median, which they do not move."""
     values = pd.to_numeric(y, errors="coerce").dropna().to_numpy(dtype=np.float64)
-    if len(values) < 20:
-        return []
-    q1, median, q3 = np.percentile(values, [25, 50, 75])
-    iqr = q3 - q1
-    far = np.abs(values - median) > EXTREME_IQRS * iqr if iqr > 0 else np.zeros(len(values), dtype=bool)
-    if not far.any() or far.mean() > 0.01:
+    far = extreme_targets(values)
+    if not far.any():
         return []
     return [f"target {name!r}: {int(far.sum())} training value{'s' if far.sum() > 1 else ''} over "
             f"{EXTREME_IQRS:,.0f} interquartile ranges from the median (e.g. {_show(values[far], 1)}) dominate RMSE "
