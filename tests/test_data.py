@@ -151,6 +151,42 @@ def test_read_latin1_and_bom(tmp_path):
     assert list(read_table(tmp_path / "bom.csv").columns) == ["name", "v"]
 
 
+@pytest.mark.parametrize("encoding, order", [("utf-16-le", "little-endian"), ("utf-16-be", "big-endian")])
+def test_utf16_without_a_bom_is_read(tmp_path, encoding, order):
+    """Windows' "Unicode text" and PowerShell 5's redirections write UTF-16 without a BOM: it was refused as
+    "binary data" (every other byte is NUL)."""
+    text = "name,v,y\n" + "".join(f"caf\xe9 {i % 3},{i}.5,{i % 2}\n" for i in range(30))
+    (tmp_path / "u.csv").write_bytes(text.encode(encoding))
+    got = read_table(tmp_path / "u.csv")
+    assert list(got.columns) == ["name", "v", "y"] and len(got) == 30
+    assert got["name"][4] == "caf\xe9 1" and got["v"][2] == 2.5
+    assert f"UTF-16 ({order}) without a byte-order mark" in " ".join(got.attrs[NOTES_ATTR])
+    with gzip.open(tmp_path / "u.csv.gz", "wb") as fh:
+        fh.write(text.encode(encoding))
+    assert read_table(tmp_path / "u.csv.gz").equals(got)
+
+
+def test_utf16_that_cannot_be_read_with_certainty_names_the_encoding_and_the_conversion(tmp_path):
+    """UTF-16 without a BOM whose text is mostly CJK (its NULs are not every other byte), or whose characters are no
+    UTF-16 (a lone surrogate), is refused naming UTF-16 and iconv, not as binary data; binary data with NULs anywhere
+    is still binary data."""
+    text = "a,b\n" + "1,2\n" * 20
+    (tmp_path / "s.csv").write_bytes(text.encode("utf-16-le") + b"\x00\xd8" + "3,4\n".encode("utf-16-le"))
+    with pytest.raises(DataError, match=r"UTF-16 \(little-endian\).*iconv -f UTF-16LE -t UTF-8") as info:
+        read_table(tmp_path / "s.csv")
+    assert "\n" not in str(info.value)
+    cjk = "\u540d\u524d,y\n" + "".join(f"\u4e00\u4e8c\u4e09{i % 3},{i % 2}\n" for i in range(30))
+    (tmp_path / "cjk.csv").write_bytes(cjk.encode("utf-16-be"))
+    with pytest.raises(DataError, match=r"UTF-16 \(big-endian\).*iconv -f UTF-16BE -t UTF-8 cjk.csv"):
+        read_table(tmp_path / "cjk.csv")
+    (tmp_path / "bin.csv").write_bytes(np.random.default_rng(0).bytes(4000))
+    with pytest.raises(DataError, match="binary data"):
+        read_table(tmp_path / "bin.csv")
+    (tmp_path / "ints.csv").write_bytes(np.arange(3000, dtype="<u4").tobytes())  # NULs at both parities
+    with pytest.raises(DataError, match="binary data"):
+        read_table(tmp_path / "ints.csv")
+
+
 def test_windows_1252_text_keeps_its_euro_signs_and_quotes(tmp_path):
     """Excel's 'CSV' on Windows is cp1252: read as latin-1, € became the control character \\x80 and an amount
     column capped categories instead of numbers."""

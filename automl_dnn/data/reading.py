@@ -34,8 +34,9 @@ def read_table(source: str | os.PathLike) -> pd.DataFrame:
     """Read ``builtin:NAME`` or a CSV/TSV/TXT (optionally gzipped) or Parquet file.
 
     Text files: the delimiter is sniffed among comma, semicolon, tab and pipe (or taken from Excel's
-    ``sep=X`` first line); the encoding is UTF-8 (a BOM is allowed), UTF-16 with a BOM, else Windows-1252,
-    else latin-1; a semicolon file whose numbers all use decimal commas is read with ``,`` as the decimal mark.
+    ``sep=X`` first line); the encoding is UTF-8 (a BOM is allowed), UTF-16 (with a BOM, or without one when every
+    other byte is NUL), else Windows-1252, else latin-1; a semicolon file whose numbers all use decimal commas is
+    read with ``,`` as the decimal mark.
     Binary files (ZIP/xlsx, xls, PDF, SQLite, anything with control bytes) and HTML pages are refused.
     Notes about the reading (e.g. renamed duplicate columns) are in ``df.attrs["automl_dnn_notes"]``.
     The file is only read, never written.
@@ -199,6 +200,49 @@ def _sniff_delimiter(text: str, preferred: str) -> str | None:
     return best
 
 
+UTF16_NAMES = {"utf-16-le": "UTF-16 (little-endian)", "utf-16-be": "UTF-16 (big-endian)"}
+UTF16_MIN_CHARS = 8  # fewer characters than this tell UTF-16 from binary data too weakly
+
+
+def _utf16_byte_order(sample: bytes) -> tuple[str, bool] | None:
+    """('utf-16-le' or 'utf-16-be', reliably) when the sample's NUL bytes sit where UTF-16 puts the high bytes of
+    ASCII and latin-1 characters: reliably when at least every other byte of one parity is NUL and at most one in
+    twenty of the other (a CJK character like U+4E00 has a NUL low byte); not reliably (text mostly CJK, say) when
+    one parity still has over three times the other's NULs; None otherwise (binary data)."""
+    n_chars = len(sample) // 2
+    if n_chars < UTF16_MIN_CHARS:
+        return None
+    nul_even, nul_odd = sample[0:2 * n_chars:2].count(0), sample[1:2 * n_chars:2].count(0)
+    for encoding, high, low in (("utf-16-le", nul_odd, nul_even), ("utf-16-be", nul_even, nul_odd)):
+        if high >= n_chars / 2 and low <= high / 20:
+            return encoding, True
+        if high >= n_chars / 8 and low < high / 3:
+            return encoding, False
+    return None
+
+
+def _utf16_without_bom(path: Path, sample: bytes) -> str:
+    """The encoding of a sample holding NUL bytes: UTF-16 without a BOM (Windows' "Unicode text", PowerShell 5's
+    redirections) when its NULs and characters say so reliably; else the file is refused in one line, naming
+    UTF-16 and the conversion when it looks like UTF-16, as binary data otherwise."""
+    found = _utf16_byte_order(sample)
+    if found is None:
+        raise DataError(f"'{path}' does not look like a text table (it holds binary data); "
+                        f"pass a CSV, TSV or Parquet file")
+    encoding, reliably = found
+    text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(sample, final=False)
+    if not reliably or "\ufffd" in text or "\x00" in text:  # a lone surrogate or a NUL character: no UTF-16 text
+        raise DataError(f"'{path}' looks like {UTF16_NAMES[encoding]} text without a byte-order mark, but cannot be "
+                        f"read as such with certainty; save it as UTF-8 (e.g. {_iconv(path, encoding)})")
+    return encoding
+
+
+def _iconv(path: Path, encoding: str) -> str:
+    """The command that converts a UTF-16 file to UTF-8 beside it."""
+    order = "UTF-16LE" if encoding.endswith("le") else "UTF-16BE" if encoding.endswith("be") else "UTF-16"
+    return f"iconv -f {order} -t UTF-8 {path.name} > utf8-{path.name}"
+
+
 #: Files users pass by mistake, known by their first bytes: what they are and what to do instead.
 _NOT_A_TABLE = (
     (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook?); save the sheet as CSV, or unzip it"),
@@ -267,8 +311,8 @@ def _read_text(path: Path, notes: list[str]) -> pd.DataFrame:
             raise DataError(f"'{path}' is {what}")
     encoding = _encoding(sample)
     if encoding != "utf-16" and b"\x00" in sample:
-        raise DataError(f"'{path}' does not look like a text table (it holds binary data); "
-                        f"pass a CSV, TSV or Parquet file")
+        encoding = _utf16_without_bom(path, sample)
+        notes.append(f"'{path.name}' is {UTF16_NAMES[encoding]} without a byte-order mark; read it as such")
     text = sample.decode(encoding, errors="replace")
     if not text.strip():
         raise DataError(f"data file '{path}' is empty (only blank lines); pass a file with a header and rows")
@@ -287,11 +331,15 @@ def _read_text(path: Path, notes: list[str]) -> pd.DataFrame:
     compression = "gzip" if gz else None
     read = dict(sep=sep, compression=compression, skiprows=n_comments + bool(excel_sep), decimal=decimal)
     df = None
-    for encoding in dict.fromkeys((encoding, "cp1252", "latin-1")):  # bad bytes after the sample: the next one
+    fallbacks = () if encoding.startswith("utf-16") else ("cp1252", "latin-1")  # UTF-16 read as 8-bit is noise
+    for encoding in dict.fromkeys((encoding, *fallbacks)):  # bad bytes after the sample: the next one
         try:
             df = _parse_csv(path, encoding=encoding, **read)
             break
         except UnicodeDecodeError:
+            if not fallbacks:
+                raise DataError(f"'{path}' starts as UTF-16 text but is not valid UTF-16 further on; "
+                                f"save it as UTF-8 (e.g. {_iconv(path, encoding)})") from None
             continue  # latin-1 reads any byte
     assert df is not None
     if _trailing_delimiters(df):
