@@ -4,6 +4,7 @@
 MODEL_DIR/
   model.json              task, input schema, preprocessing, target encoder, members and weights,
                           decision threshold, scores, library versions, and the sha256 of every other file
+                          (+ "estimator": the class and parameters of the scikit-learn estimator that fitted it)
   net-NNNNN.safetensors   one per net member: the state_dict of build_mlp(NetConfig(**settings["net"]))
   xgboost.ubj             the XGBoost member, if any (Booster.save_raw("ubj"))
 ```
@@ -134,7 +135,7 @@ def save_model(
         "versions": library_versions(),
         "files": {name: sha256(data) for name, data in sorted(files.items())},
     }
-    files[MODEL_JSON] = json.dumps(_json_safe(spec), indent=2, sort_keys=True, allow_nan=False).encode("utf-8")
+    files[MODEL_JSON] = json.dumps(json_safe(spec), indent=2, sort_keys=True, allow_nan=False).encode("utf-8")
     return write_model_folder(model_dir, files)
 
 
@@ -227,14 +228,14 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Plain JSON: numpy scalars to Python, NaN/inf to null (an empty test split scores NaN)."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
+        return json_safe(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -323,5 +324,5 @@ def _plain_name(name: Any) -> bool:
             and "/" not in name and "\\" not in name and "\0" not in name)
 
 
-__all__ = ["GBTMember", "MODEL_JSON", "NetMember", "check_model_dir", "read_spec", "read_verified", "save_model",
-           "write_model_folder"]
+__all__ = ["GBTMember", "MODEL_JSON", "NetMember", "check_model_dir", "json_safe", "read_spec", "read_verified",
+           "save_model", "write_model_folder"]

@@ -8,6 +8,7 @@ temporary one is removed after ``fit`` (a ``work_dir`` you give is kept, with it
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import warnings
@@ -24,8 +25,12 @@ from sklearn.exceptions import NotFittedError
 from automl_dnn import api
 from automl_dnn.data.target import too_many_classes
 from automl_dnn.errors import AutoDNNError, DataError
-from automl_dnn.model_folder import MODEL_JSON, read_spec, write_model_folder
+from automl_dnn.model_folder import MODEL_JSON, json_safe, read_spec, write_model_folder
 from automl_dnn.predictor import load_model
+
+
+#: model.json's record of the estimator that fitted the model: its class name and ``get_params()``
+ESTIMATOR_KEY = "estimator"
 
 
 class _AutoDNNBase(BaseEstimator):
@@ -111,7 +116,7 @@ class _AutoDNNBase(BaseEstimator):
                 valid_size=self.valid_size, test_size=self.test_size, device=self.device, seed=self.seed,
                 quiet=self.quiet,
             )
-            self._set_model(_read_model_files(work / "model"))
+            self._set_model(_with_params(_read_model_files(work / "model"), self))
         finally:
             if work_root is None:
                 shutil.rmtree(work, ignore_errors=True)
@@ -188,9 +193,11 @@ class _AutoDNNBase(BaseEstimator):
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Any:
-        """An estimator from a model folder (written by ``save``, ``automl-dnn fit`` or ``ensemble``)."""
-        est = cls()
-        est._set_model(_read_model_files(Path(model_dir)))
+        """An estimator from a model folder (written by ``save``, ``automl-dnn fit`` or ``ensemble``), with the
+        parameters it was fitted with (``save``'s folders record them; the CLI's have none: the defaults)."""
+        files = _read_model_files(Path(model_dir))
+        est = cls(**_recorded_params(files, cls))
+        est._set_model(files)
         return est
 
 
@@ -281,6 +288,25 @@ def _free_name(name: str, taken: Any) -> str:
     while name in taken:
         name = f"_{name}"
     return name
+
+
+def _with_params(files: dict[str, bytes], est: _AutoDNNBase) -> dict[str, bytes]:
+    """The model files with the estimator's class and parameters recorded in model.json, so ``load`` gives back an
+    estimator that reports (and ``clone`` copies) the parameters it was fitted with; predicting ignores them."""
+    spec = json.loads(files[MODEL_JSON])
+    spec[ESTIMATOR_KEY] = {"class": type(est).__name__, "params": json_safe(est.get_params())}  # a Path as text
+    return {**files, MODEL_JSON: json.dumps(spec, indent=2, sort_keys=True, allow_nan=False).encode("utf-8")}
+
+
+def _recorded_params(files: dict[str, bytes], cls: type) -> dict[str, Any]:
+    """The parameters model.json records for the estimator that fitted it, those ``cls`` takes (none when the
+    model was made by the CLI or ``api.fit``)."""
+    record = json.loads(files[MODEL_JSON]).get(ESTIMATOR_KEY)
+    params = record.get("params") if isinstance(record, dict) else None
+    if not isinstance(params, dict):
+        return {}
+    names = set(cls._get_param_names())
+    return {name: value for name, value in params.items() if name in names}
 
 
 def _read_model_files(model_dir: Path) -> dict[str, bytes]:

@@ -78,6 +78,22 @@ def test_save_and_load(classifier: AutoDNNClassifier, cancer: tuple[np.ndarray, 
         AutoDNNRegressor.load(tmp_path / "model")
 
 
+def test_a_loaded_estimator_has_the_parameters_it_was_fitted_with(
+        classifier: AutoDNNClassifier, regressor: tuple[AutoDNNRegressor, pd.DataFrame, pd.Series],
+        tmp_path: Path) -> None:
+    """load gave the defaults (time_budget=60, n_trials=None, ...), so a clone of it searched another way."""
+    classifier.save(tmp_path / "clf")
+    for folder in (tmp_path / "clf", str(tmp_path / "clf")):
+        loaded = AutoDNNClassifier.load(folder)
+        assert loaded.get_params() == classifier.get_params() and loaded.get_params()["n_trials"] == 2
+    copy = clone(loaded)
+    assert copy.get_params() == classifier.get_params() and not hasattr(copy, "classes_")
+    model = regressor[0]
+    model.save(tmp_path / "reg")
+    assert AutoDNNRegressor.load(tmp_path / "reg").get_params() == model.get_params()
+    assert clone(AutoDNNRegressor.load(tmp_path / "reg")).get_params()["space"] == "quick"
+
+
 def test_regressor_with_a_dataframe(regressor: tuple[AutoDNNRegressor, pd.DataFrame, pd.Series],
                                     tmp_path: Path) -> None:
     model, X, y = regressor
@@ -93,6 +109,8 @@ def test_work_dir_is_kept(tmp_path: Path) -> None:
     AutoDNNRegressor(**{**TINY, "n_trials": 1, "gbt": False}, work_dir=tmp_path).fit(X[:120], y[:120])
     (fit_dir,) = tmp_path.iterdir()
     assert (fit_dir / "run" / "source.parquet").is_file() and (fit_dir / "model" / "model.json").is_file()
+    # a folder that api.fit (or the CLI) wrote records no estimator: loaded with the defaults
+    assert AutoDNNRegressor.load(fit_dir / "model").get_params() == AutoDNNRegressor().get_params()
 
 
 def test_cross_val_score_with_a_pipeline(cancer: tuple[np.ndarray, np.ndarray]) -> None:
