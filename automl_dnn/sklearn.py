@@ -116,14 +116,13 @@ class _AutoDNNBase(BaseEstimator):
                 valid_size=self.valid_size, test_size=self.test_size, device=self.device, seed=self.seed,
                 quiet=self.quiet,
             )
-            self._set_model(_with_params(_read_model_files(work / "model"), self))
+            self._set_model(_with_params(_read_model_files(work / "model"), self, names_in))
         finally:
             if work_root is None:
                 shutil.rmtree(work, ignore_errors=True)
         self.search_summary_ = summary
         self.ensemble_report_ = report
-        if names_in is not None:
-            self.feature_names_in_ = np.asarray(names_in, dtype=object)
+        self._set_feature_names(names_in)
         return self
 
     def _check_params(self) -> None:
@@ -138,6 +137,14 @@ class _AutoDNNBase(BaseEstimator):
 
     def _task_for(self, y: np.ndarray) -> str:
         raise NotImplementedError
+
+    def _set_feature_names(self, names: list[str] | None) -> None:
+        """``feature_names_in_`` for a model fitted on named columns; none after one fitted on an array, also when
+        an earlier fit of this estimator had names (they are not this model's)."""
+        if names is not None:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
 
     def _set_model(self, files: dict[str, bytes]) -> None:
         """Load the predictor from the exported files (verifying them) and set the fitted attributes."""
@@ -196,8 +203,10 @@ class _AutoDNNBase(BaseEstimator):
         """An estimator from a model folder (written by ``save``, ``automl-dnn fit`` or ``ensemble``), with the
         parameters it was fitted with (``save``'s folders record them; the CLI's have none: the defaults)."""
         files = _read_model_files(Path(model_dir))
-        est = cls(**_recorded_params(files, cls))
+        record = _estimator_record(files)
+        est = cls(**_recorded_params(record, cls))
         est._set_model(files)
+        est._set_feature_names(_recorded_names(record, est.predictor_.input_schema))
         return est
 
 
@@ -290,23 +299,39 @@ def _free_name(name: str, taken: Any) -> str:
     return name
 
 
-def _with_params(files: dict[str, bytes], est: _AutoDNNBase) -> dict[str, bytes]:
-    """The model files with the estimator's class and parameters recorded in model.json, so ``load`` gives back an
-    estimator that reports (and ``clone`` copies) the parameters it was fitted with; predicting ignores them."""
+def _with_params(files: dict[str, bytes], est: _AutoDNNBase, names_in: list[str] | None) -> dict[str, bytes]:
+    """The model files with the estimator's class, parameters and feature names recorded in model.json, so ``load``
+    gives back an estimator that reports (and ``clone`` copies) the parameters it was fitted with, and has the
+    ``feature_names_in_`` it had; predicting ignores them."""
     spec = json.loads(files[MODEL_JSON])
-    spec[ESTIMATOR_KEY] = {"class": type(est).__name__, "params": json_safe(est.get_params())}  # a Path as text
+    spec[ESTIMATOR_KEY] = {"class": type(est).__name__, "params": json_safe(est.get_params()),  # a Path as text
+                           "feature_names_in": names_in}
     return {**files, MODEL_JSON: json.dumps(spec, indent=2, sort_keys=True, allow_nan=False).encode("utf-8")}
 
 
-def _recorded_params(files: dict[str, bytes], cls: type) -> dict[str, Any]:
-    """The parameters model.json records for the estimator that fitted it, those ``cls`` takes (none when the
-    model was made by the CLI or ``api.fit``)."""
+def _estimator_record(files: dict[str, bytes]) -> dict[str, Any]:
+    """model.json's record of the estimator that fitted the model; empty when the CLI or ``api.fit`` made it."""
     record = json.loads(files[MODEL_JSON]).get(ESTIMATOR_KEY)
-    params = record.get("params") if isinstance(record, dict) else None
+    return record if isinstance(record, dict) else {}
+
+
+def _recorded_params(record: dict[str, Any], cls: type) -> dict[str, Any]:
+    """The recorded parameters that ``cls`` takes (none without a record: the defaults)."""
+    params = record.get("params")
     if not isinstance(params, dict):
         return {}
     names = set(cls._get_param_names())
     return {name: value for name, value in params.items() if name in names}
+
+
+def _recorded_names(record: dict[str, Any], schema: list[dict[str, Any]]) -> list[str] | None:
+    """The feature names the estimator was fitted with; without a record (the CLI's folders, trained on a named
+    table) the model's input columns, unless they are the names an array's columns get."""
+    columns = [str(item["name"]) for item in schema]
+    if "feature_names_in" not in record:
+        return None if columns == _array_names(len(columns)) else columns
+    names = record["feature_names_in"]
+    return names if isinstance(names, list) and [str(n) for n in names] == columns else None
 
 
 def _read_model_files(model_dir: Path) -> dict[str, bytes]:

@@ -94,6 +94,22 @@ def test_a_loaded_estimator_has_the_parameters_it_was_fitted_with(
     assert clone(AutoDNNRegressor.load(tmp_path / "reg")).get_params()["space"] == "quick"
 
 
+def test_feature_names_in_are_the_last_fits_and_a_loaded_estimators(
+        classifier: AutoDNNClassifier, regressor: tuple[AutoDNNRegressor, pd.DataFrame, pd.Series],
+        tmp_path: Path) -> None:
+    """A refit on an array kept the names of an earlier fit on a frame (10 names beside n_features_in_ 2), and a
+    loaded estimator had no feature_names_in_ at all."""
+    model, X, y = regressor
+    model.save(tmp_path / "reg")
+    assert list(AutoDNNRegressor.load(tmp_path / "reg").feature_names_in_) == list(X.columns)
+    classifier.save(tmp_path / "clf")
+    assert not hasattr(AutoDNNClassifier.load(tmp_path / "clf"), "feature_names_in_")
+    est = AutoDNNRegressor(**{**TINY, "n_trials": 1, "gbt": False}, folds=1).fit(X.iloc[:120, :3], y[:120])
+    assert list(est.feature_names_in_) == list(X.columns[:3])
+    est.fit(X.iloc[:120, :2].to_numpy(), y[:120])
+    assert not hasattr(est, "feature_names_in_") and est.n_features_in_ == 2
+
+
 def test_regressor_with_a_dataframe(regressor: tuple[AutoDNNRegressor, pd.DataFrame, pd.Series],
                                     tmp_path: Path) -> None:
     model, X, y = regressor
