@@ -37,7 +37,7 @@ from automl_dnn.gbt import BackgroundGBT, GBTMemberFit, fit_run_gbt, reload_sour
 from automl_dnn.model import build_mlp
 from automl_dnn.objective import copy_seconds, worker_device
 from automl_dnn.model_folder import GBTMember, NetMember, check_model_dir, save_model
-from automl_dnn.run_folder import RunDir, TrialArtifacts, find_trial, load_trial, trial_folder
+from automl_dnn.run_folder import RunDir, TrialArtifacts, check_device, find_trial, load_trial, trial_folder
 from automl_dnn.search_rows import read_rows, sample_sizes
 from automl_dnn.study import open_study
 from automl_dnn.workers import available_cores
@@ -164,6 +164,7 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     if bag_mode not in BAG_MODES:
         raise AutoDNNError(f"bag mode must be one of {', '.join(BAG_MODES)}, got {bag_mode!r}")
     check_model_dir(Path(model_dir))  # before minutes of XGBoost, not after
+    check_device(device)
     worker_device(device, 0)  # --device cuda without a GPU: one line, not torch's AssertionError mid-bagging
     started = time.monotonic()
     deadline = None if time_budget is None else started + time_budget

@@ -26,6 +26,7 @@ import json
 import math
 import numbers
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,11 +103,19 @@ class SearchOptions:
                 raise AutoDNNError(f"{name} must be a whole number >= {least}, got {value!r}")
         if not _whole(self.seed, 0) or self.seed > 2**32 - 1:
             raise AutoDNNError(f"seed must be a whole number from 0 to 2**32 - 1, got {self.seed!r}")
+        check_device(self.device)
         self.storage = None if self.storage is None else absolute_storage_url(self.storage)
 
 
 def _whole(value: Any, least: int) -> bool:
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= least
+
+
+def check_device(device: Any) -> None:
+    """A device is auto, cpu, cuda or cuda:N (the CLI's choices, and one GPU of several): the API's "gpu" or "tpu"
+    failed every trial with torch's error, one after another, before the search gave up."""
+    if not (isinstance(device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", device)):
+        raise AutoDNNError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
 
 
 def check_time_budget(seconds: Any) -> None:

@@ -354,6 +354,13 @@ def test_ensemble_on_cuda_without_a_gpu_is_one_line(fitted: SimpleNamespace, tmp
                           "--device cuda", "no CUDA GPU")
 
 
+def test_api_ensemble_refuses_an_unknown_device(fitted: SimpleNamespace, tmp_path: Path) -> None:
+    """device="gpu" (the CLI offers auto, cpu, cuda) failed in torch mid-bagging, and in a search every trial."""
+    with pytest.raises(AutoDNNError, match="device must be 'auto', 'cpu' or 'cuda', got 'gpu'"):
+        api.ensemble(fitted.run, model_dir=tmp_path / "m", gbt=False, device="gpu")
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.parametrize("options, needle", [
     ({"n_trials": 0}, "n_trials must be a whole number >= 1, got 0"),
     ({"n_trials": 2.5}, "n_trials must be a whole number"),
@@ -361,6 +368,7 @@ def test_ensemble_on_cuda_without_a_gpu_is_one_line(fitted: SimpleNamespace, tmp
     ({"time_budget": float("nan"), "n_trials": 1}, "time_budget must be a number of seconds > 0"),
     ({"jobs": 0, "n_trials": 1}, "jobs must be a whole number >= 1"),
     ({"folds": 0, "n_trials": 1}, "--folds must be >= 1"),
+    ({"device": "gpu", "n_trials": 1}, "device must be 'auto', 'cpu' or 'cuda', got 'gpu'"),
 ])
 def test_api_fit_checks_its_options_before_making_folders(tmp_path: Path, options: dict, needle: str) -> None:
     """What the CLI's option types refuse, the API refuses too: one line, and no folder left behind."""
