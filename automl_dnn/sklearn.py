@@ -24,8 +24,9 @@ from sklearn.exceptions import NotFittedError
 
 from automl_dnn import api
 from automl_dnn.data.target import too_many_classes
-from automl_dnn.errors import AutoDNNError, DataError
+from automl_dnn.errors import AutoDNNError, DataError, PathError, SpaceError
 from automl_dnn.model_folder import MODEL_JSON, json_safe, read_spec, write_model_folder
+from automl_dnn.paths import make_folder
 from automl_dnn.predictor import load_model
 
 
@@ -104,7 +105,7 @@ class _AutoDNNBase(BaseEstimator):
         task = self._task_for(target)
         work_root = Path(self.work_dir) if self.work_dir is not None else None
         if work_root is not None:
-            work_root.mkdir(parents=True, exist_ok=True)
+            make_folder(work_root, "work_dir")  # a file there: one line, not FileExistsError's traceback
         work = Path(tempfile.mkdtemp(prefix="automl-dnn-fit-", dir=work_root))
         try:
             target_name = _free_name("target", frame.columns)
@@ -134,6 +135,8 @@ class _AutoDNNBase(BaseEstimator):
                 raise ValueError(f"{name} must be >= 1{'' if name == 'top_k' else ' or None'}, got {value!r}")
         if self.bag_mode not in ("bag", "refit"):
             raise ValueError(f"bag_mode must be 'bag' or 'refit', got {self.bag_mode!r}")
+        if not isinstance(self.gbt, (bool, np.bool_)):  # gbt="no" is true
+            raise ValueError(f"gbt must be True or False, got {self.gbt!r}")
 
     def _task_for(self, y: np.ndarray) -> str:
         raise NotImplementedError
@@ -281,15 +284,35 @@ class _ValueDataError(DataError, ValueError):
     """A DataError that is also the ValueError scikit-learn's conventions (and its callers) expect."""
 
 
+class _ValueSpaceError(SpaceError, ValueError):
+    """A bad ``space``, as a ValueError too."""
+
+
+class _ValuePathError(PathError, ValueError):
+    """A bad ``work_dir``, as a ValueError too."""
+
+
+class _ValueAutoDNNError(AutoDNNError, ValueError):
+    """A bad parameter that ``api.fit`` refuses (seed, threads, device, metric), as a ValueError too."""
+
+
+#: the bad-input errors a fit or a prediction raises -> their ValueError twins (module-level classes, so that an
+#: error pickles back from a joblib worker of cross_val_score(n_jobs=2)); a full disk, storage or model error is
+#: no bad parameter and stays as it is
+_VALUE_ERRORS: dict[type, type] = {DataError: _ValueDataError, SpaceError: _ValueSpaceError,
+                                   PathError: _ValuePathError, AutoDNNError: _ValueAutoDNNError}
+
+
 @contextmanager
 def _value_errors() -> Iterator[None]:
-    """A DataError raised inside is raised again as one that is also a ValueError."""
+    """A bad-input AutoDNNError raised inside is raised again as its twin that is also a ValueError."""
     try:
         yield
-    except DataError as exc:
-        if isinstance(exc, ValueError):
+    except AutoDNNError as exc:
+        twin = _VALUE_ERRORS.get(type(exc))
+        if twin is None:
             raise
-        raise _ValueDataError(str(exc)) from exc
+        raise twin(str(exc)) from exc
 
 
 def _free_name(name: str, taken: Any) -> str:

@@ -141,11 +141,26 @@ def test_cross_val_score_with_a_pipeline(cancer: tuple[np.ndarray, np.ndarray]) 
     ({"n_trials": "3"}, "n_trials must be >= 1 or None, got '3'"),
     ({"top_k": 0}, "top_k must be >= 1, got 0"),
     ({"folds": 0.5}, "folds must be >= 1 or None"),
+    ({"gbt": "no"}, "gbt must be True or False, got 'no'"),
+    ({"seed": -1}, "seed must be a whole number from 0"),
+    ({"threads": 0}, "threads must be a whole number >= 1, got 0"),
+    ({"device": "gpu"}, "device must be 'auto', 'cpu' or 'cuda', got 'gpu'"),
+    ({"metric": "rmse"}, "metric does not apply to a binary task: 'rmse'"),
+    ({"space": "nosuch"}, "unknown search space 'nosuch'"),
+    ({"work_dir": __file__}, "work_dir .* is a file"),
 ])
 def test_bad_parameters_are_a_value_error_naming_them(params: dict, needle: str) -> None:
+    """Those from seed on were AutoDNNErrors that are no ValueError, and a work_dir that is a file FileExistsError's
+    traceback (they stay AutoDNNErrors too)."""
     X, y = load_breast_cancer(return_X_y=True)
     with pytest.raises(ValueError, match=needle):
-        AutoDNNClassifier(**params).fit(X[:60], y[:60])
+        AutoDNNClassifier(**{"n_trials": 1, **params}).fit(X[:60], y[:60])
+
+
+def test_a_bad_parameter_api_fit_refuses_stays_its_autodnn_error() -> None:
+    X, y = load_breast_cancer(return_X_y=True)
+    with pytest.raises(AutoDNNError, match="seed must be"):
+        AutoDNNClassifier(n_trials=1, seed=-1).fit(X[:60], y[:60])
 
 
 def test_a_classifier_given_continuous_targets_names_the_regressor() -> None:
