@@ -94,7 +94,11 @@ class _AutoDNNBase(BaseEstimator):
 
     def _fit(self, X: Any, y: Any) -> Any:
         self._check_params()
+        if y is None:  # np.asarray(None) is 0-d: "got shape ()" said nothing about y being left out
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         frame, names_in = _as_frame(X)
+        if frame.shape[1] == 0:  # the search's words named its own 'target' column
+            raise ValueError(f"X has 0 feature(s) (shape={frame.shape}) while a minimum of 1 is required")
         target = np.asarray(y)
         if target.ndim == 2 and target.shape[1] == 1:
             target = target.ravel()
@@ -259,6 +263,7 @@ def _as_frame(X: Any) -> tuple[pd.DataFrame, list[str] | None]:
     scikit-learn sets ``feature_names_in_``: a frame made from an array has the numbers 0, 1, ... instead)."""
     if isinstance(X, pd.DataFrame):
         names = [str(c) for c in X.columns]
+        _refuse_complex(X.dtypes)
         if len(set(names)) != len(names):
             raise DataError("X has duplicate column names; make them unique")
         given = names if all(isinstance(c, str) for c in X.columns) else None
@@ -277,7 +282,17 @@ def _array_names(n: int) -> list[str]:
 def _dense(X: Any) -> np.ndarray:
     """X as a numpy array; a scipy sparse matrix (OneHotEncoder's default output) is made dense, since the nets
     and the preprocessing read dense columns (np.asarray would wrap it in a 0-d object array)."""
-    return X.toarray() if sp.issparse(X) else np.asarray(X)
+    arr = X.toarray() if sp.issparse(X) else np.asarray(X)
+    _refuse_complex([arr.dtype])
+    return arr
+
+
+def _refuse_complex(dtypes: Any) -> None:
+    """Complex numbers are refused: the preprocessing's cast to float dropped their imaginary parts, with only
+    numpy's ComplexWarning."""
+    if any(dtype.kind == "c" for dtype in dtypes):
+        raise ValueError("X holds complex numbers, which the model cannot read; pass their real and imaginary "
+                         "parts as two columns")
 
 
 class _ValueDataError(DataError, ValueError):

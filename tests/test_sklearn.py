@@ -227,5 +227,19 @@ def test_no_rows_or_no_target_values_are_said_in_the_estimators_terms() -> None:
     """Not the CLI's "target 'target' has no values ...; choose another column with --target"."""
     with pytest.raises(ValueError, match="y has no values: X has 0 rows"):
         AutoDNNRegressor(**TINY).fit(np.zeros((0, 3)), np.zeros(0))
+    with pytest.raises(ValueError, match=r"X has 0 feature\(s\) \(shape=\(20, 0\)\) while a minimum of 1"):
+        AutoDNNRegressor(**TINY).fit(np.zeros((20, 0)), np.arange(20.0))  # was "... besides the target 'target'"
+    with pytest.raises(ValueError, match="requires y to be passed, but the target y is None"):
+        AutoDNNRegressor(**TINY).fit(np.zeros((20, 2)), None)  # was "y must be 1-D ..., got shape ()"
+
+
+def test_complex_numbers_are_refused_not_cut_to_their_real_parts(classifier: AutoDNNClassifier) -> None:
+    """numpy's cast dropped the imaginary parts with only a ComplexWarning: the model fitted on noise."""
+    X = np.random.default_rng(0).normal(size=(40, 2)) + 1j
+    for data in (X, pd.DataFrame({"a": X[:, 0], "b": X[:, 1].real})):
+        with pytest.raises(ValueError, match="complex numbers"):
+            AutoDNNRegressor(**TINY).fit(data, np.arange(40.0))
+    with pytest.raises(ValueError, match="complex numbers"):
+        classifier.predict(np.zeros((2, 30), dtype=complex))
     with pytest.raises(ValueError, match="y has no values: every one is missing"):
         AutoDNNRegressor(**TINY).fit(np.zeros((20, 3)), np.full(20, np.nan))
