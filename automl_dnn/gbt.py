@@ -12,6 +12,8 @@ UBJ, never pickle) and reloaded predicts identically.
 
 ``fit_run_gbt`` trains the XGBoost member of a run on the run's own split and preprocessing; in
 ``fit``, ``BackgroundGBT`` runs it in a thread beside the search, on the data the search already read.
+Its completed trials and best booster are kept in the run folder as they come (``gbt_state``), so a rerun
+after a crash, or a later ``ensemble``, goes on from them instead of tuning again.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from automl_dnn import metrics
 from automl_dnn.data import Dataset, FeaturePreprocessor, extreme_targets, load_dataset, release_table_memory
 from automl_dnn.errors import AutoDNNError, DataError
 from automl_dnn.files import load_arrays, read_json
+from automl_dnn.gbt_state import KeptTuning, Resumed, TuningLog, file_digest, resume, space_key, unreadable
 from automl_dnn.run_folder import RunDir
 from automl_dnn.study import open_study
 
@@ -118,6 +121,8 @@ class GBTResult:
     trials: list[dict[str, Any]] = field(default_factory=list)  # per trial: params, valid_loss, best_iteration, seconds
     final_booster: xgb.Booster | None = None  # fit_gbt(refit=True): the best trial refit on train + valid
     final_rows: int = 0
+    n_trials_kept: int = 0  # trials read back from a kept tuning (``trials`` starts with them), not run again
+    notes: list[str] = field(default_factory=list)  # about the kept tuning: ignored, or no longer written
 
     @property
     def exported_booster(self) -> xgb.Booster:
@@ -135,6 +140,7 @@ class GBTResult:
             "categories": self.categories,
             "trials": self.trials,
             "final_rows": self.final_rows,
+            "n_trials_kept": self.n_trials_kept,
         }
 
 
@@ -205,16 +211,21 @@ def _base_params(task: str, n_classes: int, seed: int, threads: int | None, metr
 
 class _Deadline(xgb.callback.TrainingCallback):
     """Stops boosting once the time budget is spent or ``stop`` is set (early stopping keeps the best round),
-    or, from ``slow_after`` (``time.monotonic()``) on, once ``give_way.during`` says so of the best round."""
+    or, from ``slow_after`` (``time.monotonic()``) on, once ``give_way.during`` says so of the best round.
+    ``cut`` says it stopped the trial: a trial cut short is not kept for a rerun (``gbt_state``)."""
 
     def __init__(self, deadline: float | None, min_rounds: int = 0, stop: threading.Event | None = None,
                  give_way: NetsAhead | None = None, slow_after: float | None = None) -> None:
         super().__init__()
         self.deadline, self.min_rounds, self.stop = deadline, min_rounds, stop
         self.give_way, self.next_check = give_way, slow_after
-        self.gave_way = False
+        self.gave_way = self.cut = False
 
     def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: Any) -> bool:
+        self.cut = self._stops(epoch, evals_log)
+        return self.cut
+
+    def _stops(self, epoch: int, evals_log: Any) -> bool:
         if self.stop is not None and self.stop.is_set():
             return True
         now = time.monotonic()
@@ -230,9 +241,9 @@ class _Deadline(xgb.callback.TrainingCallback):
 def _train_one(
     params: dict[str, Any], dtrain: xgb.DMatrix, dvalid: xgb.DMatrix, deadline: float | None, min_rounds: int = 0,
     stop: threading.Event | None = None, give_way: NetsAhead | None = None, slow_after: float | None = None,
-) -> tuple[xgb.Booster, int, bool]:
-    """Train with early stopping on the validation split; return the trimmed booster, its best iteration, and
-    whether it stopped to give way to the nets."""
+) -> tuple[xgb.Booster, int, bool, bool]:
+    """Train with early stopping on the validation split; return the trimmed booster, its best iteration,
+    whether it stopped to give way to the nets, and whether it was cut short (the deadline, ``stop``, the nets)."""
     watching = deadline is not None or stop is not None or give_way is not None
     watch = _Deadline(deadline, min_rounds, stop, give_way, slow_after)
     callbacks = [watch] if watching else None
@@ -249,7 +260,7 @@ def _train_one(
         best = int(booster.best_iteration)
     except AttributeError:  # stopped by _Deadline before early stopping recorded a best round
         best = booster.num_boosted_rounds() - 1
-    return booster[: best + 1], best, watch.gave_way
+    return booster[: best + 1], best, watch.gave_way, watch.cut
 
 
 def predict_gbt(
@@ -325,6 +336,7 @@ def fit_gbt(
     spill: Path | None = None,
     give_way: NetsAhead | None = None,
     metric: str | None = None,
+    kept: KeptTuning | None = None,
 ) -> GBTResult:
     """Tune XGBoost briefly on the validation split and return the best trimmed booster.
 
@@ -346,6 +358,10 @@ def fit_gbt(
     asked after each trial with the best trial's predictions, ends the tuning and skips the refit when True;
     a trial longer than GIVE_WAY_SLOW_SHARE of ``time_budget`` asks ``give_way.during`` between its rounds.
     ``metric`` (the study's) picks the objective and the validation loss (``metrics.proper_loss``).
+
+    With ``kept`` (``gbt_state``), each trial that runs to its end is kept there, and the best booster so far;
+    a tuning kept there before for the same key is resumed: its trials go to TPE and count toward ``n_trials``,
+    the default trials are not run again, and its best booster is the best so far (``n_trials_kept``).
     """
     if task not in _OBJECTIVE:
         raise ValueError(f"task must be one of {sorted(_OBJECTIVE)}, got {task!r}")
@@ -379,15 +395,23 @@ def fit_gbt(
     else:
         train_frame = _spill_frame(X_train, spill)
         del X_train  # XGBoost's matrix holds the rows now; the frame comes back for the refit only
+    if kept is not None:
+        kept = kept.keyed(_tuning_key(task, n_classes, seed, base, space, len(y_tr), len(y_va)))
+    notes: list[str] = []
     try:
         best: tuple[float, xgb.Booster, dict[str, Any], int, float] | None = None
         best_pred = np.empty(0)
         trials: list[dict[str, Any]] = []
+        found = None if kept is None else _resume(kept, space, X_valid, y_va, task, threads, notes, metric)
+        resumed: Resumed | None = None
+        if found is not None:
+            resumed, best_pred = found
+            trials, best = list(resumed.trials), _kept_best(resumed, base)
+        log = None if kept is None else TuningLog(kept, resumed, notes)
+        n_kept = len(trials)
         with _quiet_optuna():
-            study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
-            for objective in _first_objectives(mae, y_tr):
-                study.enqueue_trial(DEFAULT_PARAMS | ({"objective": objective} if objective else {}))
-            for number in range(max(n_trials, 1)):
+            study = _tuning_study(seed, resumed, _first_objectives(mae, y_tr))
+            for number in range(n_kept, max(n_trials, 1)):
                 trial_deadline = _trial_deadline(deadline, None if best is None else refit_factor * best[4])
                 if number > 0 and (_stopped(stop) or (trial_deadline is not None and time.monotonic() >= trial_deadline)):
                     break
@@ -395,7 +419,7 @@ def fit_gbt(
                 params = {**base, **trial.params}
                 t0 = time.monotonic()
                 slow_after = None if time_budget is None else t0 + GIVE_WAY_SLOW_SHARE * time_budget
-                booster, best_it, gave_way = _train_one(
+                booster, best_it, gave_way, cut = _train_one(
                     params, dtrain, dvalid, deadline if number == 0 else trial_deadline,
                     min_rounds=MIN_FIRST_ROUNDS if number == 0 else 0, stop=stop, give_way=give_way,
                     slow_after=slow_after)
@@ -405,6 +429,8 @@ def fit_gbt(
                 study.tell(trial, loss if math.isfinite(loss) else math.inf)
                 trials.append({"params": dict(trial.params), "valid_loss": loss, "best_iteration": best_it,
                                "seconds": seconds})
+                if log is not None and not cut:
+                    log.add(trials[-1], booster)
                 if best is None or loss < best[0]:
                     best, best_pred = (loss, booster, params, best_it, seconds), pred
                 if gave_way or (give_way is not None and give_way(best_pred)):
@@ -414,7 +440,8 @@ def fit_gbt(
         assert best is not None  # trial 0 always runs
         loss, booster, params, best_it, best_seconds = best
         result = GBTResult(booster=booster, params=params, best_iteration=best_it, valid_loss=loss,
-                           n_trials_run=len(trials), seconds=0.0, categories=categories, trials=trials)
+                           n_trials_run=len(trials) - n_kept, seconds=0.0, categories=categories, trials=trials,
+                           n_trials_kept=n_kept, notes=notes)
         if refit and not _stopped(stop) and (deadline is None or time.monotonic() + grow * best_seconds <= deadline):
             result.final_booster = refit_booster(params, [train_frame(), X_valid], [y_tr, y_va], (best_it + 1) * grow,
                                                  threads)
@@ -424,6 +451,53 @@ def fit_gbt(
             spill.unlink(missing_ok=True)
     result.seconds = time.monotonic() - start
     return result
+
+
+def _tuning_key(task: str, n_classes: int, seed: int, base: dict[str, Any], space: dict[str, Any],
+                n_train: int, n_valid: int) -> tuple[Any, ...]:
+    """What a kept tuning must share with this one to be resumed, beside its data (``KeptTuning.key``): the
+    threads are left out, since they change no trial's result."""
+    params = {k: v for k, v in base.items() if k != "nthread"}
+    return ("fit_gbt", task, n_classes, seed, params, space_key(space), DEFAULT_PARAMS, EARLY_STOPPING_ROUNDS,
+            MAX_BOOST_ROUNDS, n_train, n_valid)
+
+
+def _resume(kept: KeptTuning, space: dict[str, Any], X_valid: pd.DataFrame, y_valid: np.ndarray, task: str,
+            threads: int | None, notes: list[str], metric: str | None = None) -> tuple[Resumed, np.ndarray] | None:
+    """The kept tuning and its best booster's validation predictions, recomputed: they must give the loss recorded
+    for it, or the booster is not the one its trial trained (then the tuning is ignored with a note)."""
+    found = resume(kept, space, notes)
+    if found is None:
+        return None
+    if threads is not None:
+        found.booster.set_param({"nthread": threads})
+    pred = predict_gbt(found.booster, X_valid, task=task)
+    loss, recorded = _valid_loss(task, y_valid, pred, metric), found.best_trial["valid_loss"]
+    if not math.isclose(loss, recorded, rel_tol=1e-6, abs_tol=1e-12):
+        notes.append(unreadable(kept, f"its best booster scores {loss:.6g}, not the {recorded:.6g} recorded"))
+        return None
+    return found, pred
+
+
+def _kept_best(resumed: Resumed, base: dict[str, Any]) -> tuple[float, xgb.Booster, dict[str, Any], int, float]:
+    """The kept best trial as ``fit_gbt`` holds its best so far: loss, booster, params, best iteration, seconds."""
+    record = resumed.best_trial
+    return (record["valid_loss"], resumed.booster, {**base, **record["params"]}, record["best_iteration"],
+            record["seconds"])
+
+
+def _tuning_study(seed: int, resumed: Resumed | None, objectives: tuple[str | None, ...] = (None,)) -> optuna.Study:
+    """XGBoost's TPE study: the kept trials told first; the default trials (one per first objective:
+    ``_first_objectives``) first unless one of them ran it."""
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+    kept = [] if resumed is None else resumed.trials
+    if resumed is not None:
+        study.add_trials(resumed.frozen)
+    for objective in objectives:
+        params = DEFAULT_PARAMS | ({"objective": objective} if objective else {})
+        if not any(t["params"] == params for t in kept):
+            study.enqueue_trial(params)
+    return study
 
 
 def _spill_frame(frame: pd.DataFrame, path: Path) -> Callable[[], pd.DataFrame]:
@@ -469,13 +543,15 @@ def fit_gbt_holdout(
     stop: threading.Event | None = None,
     reserve: float = 0.0,
     metric: str | None = None,
+    kept: KeptTuning | None = None,
 ) -> GBTResult:
     """Tune and early-stop XGBoost on a holdout of the rows ``X``, then refit on all of them.
 
     For a validation split too small to tune on: ``booster`` never sees the rows of ``more`` (the run's
     validation split), so its predictions of them are honest. With ``more``, a last refit on ``X`` plus
     those rows is ``final_booster``, the model to export. Both refits scale the rounds by the row ratio
-    and happen only if they fit in the time left; the search keeps time for them.
+    and happen only if they fit in the time left; the search keeps time for them. ``kept`` is ``fit_gbt``'s,
+    for the tuning on the holdout (the refits run again on a rerun).
     """
     y_all = _labels(y, task, n_classes)
     index = np.arange(len(X))
@@ -491,7 +567,8 @@ def fit_gbt_holdout(
     result = fit_gbt(X.iloc[fit_idx].reset_index(drop=True), y_all[fit_idx],
                      X.iloc[stop_idx].reset_index(drop=True), y_all[stop_idx],
                      task=task, n_classes=n_classes, n_trials=n_trials, seed=seed, time_budget=time_budget,
-                     threads=threads, stop=stop, refit=True, reserve=more_grow + reserve, metric=metric)
+                     threads=threads, stop=stop, refit=True, reserve=more_grow + reserve, metric=metric,
+                     kept=None if kept is None else kept.keyed("holdout", holdout))
     refit_all = result.final_booster is not None
     if refit_all:  # refit on all of X: the booster that predicts ``more``
         result.booster, result.final_booster, result.final_rows = result.final_booster, None, 0
@@ -540,12 +617,14 @@ class GBTInputs:
     y_valid: np.ndarray
     encoder: Any  # the run's TargetEncoder
     preprocess: str  # the run's preprocessing that made the frames
+    kept: KeptTuning | None = None  # where the tuning is kept in the run folder, keyed by the run's split and data
 
 
 def gbt_inputs(run: RunDir, dataset: Dataset) -> GBTInputs:
     """XGBoost's frames of each part of the run's split, each read from the table by its rows (issue 13: no
     copy of a part's raw frame; the numbers of a part in one float32 block)."""
     key = gbt_preprocess_key(run)
+    kept = KeptTuning(run.gbt_tuning, _run_key(run, key))
     pre = FeaturePreprocessor.from_dict(read_json(run.preprocess_path(key)))
     split = {k: np.asarray(v, dtype=np.int64) for k, v in load_arrays(run.split_path).items()}
     frames = {part: pre.transform_for_gbt(dataset.features, rows=split[part]) for part in ("train", "valid", "test")}
@@ -553,7 +632,13 @@ def gbt_inputs(run: RunDir, dataset: Dataset) -> GBTInputs:
     y_train, y_valid = dataset.y[split["train"]], dataset.y[split["valid"]]
     if encoder.task_ == "regression":
         y_train, y_valid = encoder.decode(y_train), encoder.decode(y_valid)
-    return GBTInputs(frames=frames, y_train=y_train, y_valid=y_valid, encoder=encoder, preprocess=key)
+    return GBTInputs(frames=frames, y_train=y_train, y_valid=y_valid, encoder=encoder, preprocess=key, kept=kept)
+
+
+def _run_key(run: RunDir, preprocess: str) -> str:
+    """The run's data, split, target and preprocessing, as a kept tuning must share them (``gbt_state``)."""
+    files = file_digest(run.split_path, run.target_path, run.preprocess_path(preprocess))
+    return files + run.read_spec()["fingerprint"]
 
 
 def fit_run_gbt(run: RunDir, dataset: Dataset, *, n_trials: int, seed: int, time_budget: float | None,
@@ -564,7 +649,9 @@ def fit_run_gbt(run: RunDir, dataset: Dataset, *, n_trials: int, seed: int, time
     Tuned and early-stopped on the validation split, as the nets are: the ensemble weights, fitted on
     that split, then see every member equally flattered. A split too small to tune on is kept unseen.
     Either way the exported copy is refit on train + valid. ``reserve`` keeps time for that many more
-    fits of the best trial (k-fold bagging's) before the budget ends.
+    fits of the best trial (k-fold bagging's) before the budget ends. The tuning is kept in the run folder
+    (``RunDir.gbt_tuning``) and resumed from there, by ``fit`` and ``ensemble`` alike: only the refit and the
+    k-fold copies run again.
     """
     return fit_gbt_inputs(gbt_inputs(run, dataset), n_trials=n_trials, seed=seed, time_budget=time_budget,
                           threads=threads, notes=notes, stop=stop, reserve=reserve, metric=metric)
@@ -581,7 +668,8 @@ def fit_gbt_inputs(inputs: GBTInputs, *, n_trials: int, seed: int, time_budget: 
     frames, encoder, key = inputs.frames, inputs.encoder, inputs.preprocess
     y_train, y_valid = inputs.y_train, inputs.y_valid
     common = dict(task=encoder.task_, n_classes=len(encoder.classes_), n_trials=n_trials, seed=seed,
-                  time_budget=time_budget, threads=threads, stop=stop, reserve=reserve, metric=metric)
+                  time_budget=time_budget, threads=threads, stop=stop, reserve=reserve, metric=metric,
+                  kept=inputs.kept)
     if len(y_valid) >= VALID_TUNING_MIN_ROWS:
         if spill is not None and frames["train"].memory_usage(deep=False).sum() > SPILL_BYTES:
             # the only reference goes to fit_gbt, which drops it once its matrix is made
@@ -603,7 +691,9 @@ def fit_gbt_inputs(inputs: GBTInputs, *, n_trials: int, seed: int, time_budget: 
 
     refit = ("the exported copy refit on training + validation" if result.final_booster is not None
              else "not refit on training + validation (no time left, or stopped)")
-    notes.append(f"XGBoost: {result.n_trials_run} trials in {result.seconds:.1f}s, {refit}")
+    notes.extend(result.notes)
+    kept = f" after {result.n_trials_kept} kept from an earlier run" if result.n_trials_kept else ""
+    notes.append(f"XGBoost: {result.n_trials_run} trials in {result.seconds:.1f}s{kept}, {refit}")
     return GBTMemberFit(result=result, valid=pred("valid", result.booster), test=pred("test", result.exported_booster),
                         preprocess=key, frames=frames, task=encoder.task_,
                         labels={"train": _labels(y_train, encoder.task_, len(encoder.classes_)),

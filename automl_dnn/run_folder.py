@@ -10,6 +10,8 @@ RUN_DIR/
   ensemble.json            the last ensemble step's report: every candidate, weights, scores, notes
   report.html              the report page (`automl-dnn report RUN`; `fit` writes MODEL-report.html instead)
   bagging/<member>/<fold>/ k-fold bagging's fold models (weights, config, predictions), reused on a rerun
+  xgboost-tuning/          XGBoost's completed tuning trials (trials.json) and best booster so far (best-NNNNN.ubj),
+                           resumed by a rerun (gbt_state.py)
   source.parquet           a copy of an in-memory DataFrame that was searched (files are read in place)
   study.db                 the Optuna study (SQLite; a journal file or a database URL when several write)
   artifacts/trial-NNNNN/   per completed trial: weights.safetensors, config.json, predictions.safetensors
@@ -171,6 +173,11 @@ class RunDir:
         return {"groups": self.dev_groups(), "order": self.dev_time_order()}
 
     @property
+    def gbt_tuning(self) -> Path:
+        """XGBoost's kept tuning (``gbt_state``): a rerun goes on from its completed trials and best booster."""
+        return self.root / "xgboost-tuning"
+
+    @property
     def ensemble_path(self) -> Path:
         """The last ``ensemble`` step's report (every candidate, weights, scores, notes, seconds)."""
         return self.root / "ensemble.json"
@@ -308,7 +315,7 @@ def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tup
 
 def _remove_stale_temporaries(run: RunDir, artifacts: Path) -> None:
     """What killed writers left in the run's own folders (a trial's artifacts, a fold copy, a JSON file)."""
-    for folder in (run.root, run.root / "data", run.root / "preprocess", artifacts):
+    for folder in (run.root, run.root / "data", run.root / "preprocess", run.gbt_tuning, artifacts):
         remove_stale_temporaries(folder)
     remove_stale_temporaries(run.root / "bagging", recursive=True)
 

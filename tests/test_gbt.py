@@ -374,3 +374,161 @@ def test_an_mae_study_boosts_on_the_absolute_error() -> None:
     assert [t["params"]["objective"] for t in clean.trials] == ["reg:squarederror", "reg:absoluteerror"]
     assert absolute.valid_loss == pytest.approx(
         np.mean(np.abs(predict_gbt(absolute.booster, X.iloc[400:500], task="regression") - y_train[400:500])))
+
+
+# --- the tuning kept in the run folder (gbt_state) ----------------------------------------------
+
+
+def _counting_trials(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """The params of every trial XGBoost boosts from now on."""
+    from automl_dnn import gbt
+
+    real, seen = gbt._train_one, []
+
+    def train_one(params: dict, *args, **kwargs):
+        seen.append({k: params[k] for k in DEFAULT_PARAMS})
+        return real(params, *args, **kwargs)
+
+    monkeypatch.setattr(gbt, "_train_one", train_one)
+    return seen
+
+
+def _kept_state(folder: Path) -> dict:
+    return json.loads((folder / "trials.json").read_text())
+
+
+def test_a_kept_tuning_is_resumed_without_its_trials_run_again(binary_data, binary_result: GBTResult, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from automl_dnn.gbt_state import KeptTuning, load_booster
+
+    X_tr, y_tr, X_va, y_va = binary_data
+    common = dict(task="binary", n_classes=2, seed=0, threads=2)
+    kept = KeptTuning(tmp_path / "kept", "data")
+    first = fit_gbt(X_tr, y_tr, X_va, y_va, n_trials=3, kept=kept, **common)
+    # a fresh run behaves exactly as one that keeps nothing (binary_result: the same 3 trials, kept nowhere)
+    assert [(t["params"], t["valid_loss"]) for t in first.trials] == [
+        (t["params"], t["valid_loss"]) for t in binary_result.trials]
+    state = _kept_state(kept.folder)
+    assert [t["params"] for t in state["trials"]] == [t["params"] for t in first.trials]
+    saved = sorted(p.name for p in kept.folder.iterdir())
+    assert saved == [f"best-{state['best']:05d}.ubj", "trials.json"]  # one booster, the best; no pickle
+    best = load_booster(kept.folder / saved[0])
+    np.testing.assert_array_equal(predict_gbt(best, X_va, task="binary"),
+                                  predict_gbt(first.booster, X_va, task="binary"))
+
+    boosted = _counting_trials(monkeypatch)
+    second = fit_gbt(X_tr, y_tr, X_va, y_va, n_trials=5, kept=kept, **common)
+    assert len(boosted) == 2 and DEFAULT_PARAMS not in boosted  # 2 new trials; trial 0 (the defaults) not again
+    assert (second.n_trials_kept, second.n_trials_run, len(second.trials)) == (3, 2, 5)
+    assert second.trials[:3] == _kept_state(kept.folder)["trials"][:3] and second.notes == []
+    assert len(_kept_state(kept.folder)["trials"]) == 5
+    assert second.valid_loss == min(t["valid_loss"] for t in second.trials) <= first.valid_loss
+
+    # n_trials reached already: the kept best booster is the result (loaded, not retrained), refit as before
+    boosted.clear()
+    third = fit_gbt(X_tr, y_tr, X_va, y_va, n_trials=2, kept=kept, refit=True, **common)
+    assert boosted == [] and (third.n_trials_kept, third.n_trials_run) == (5, 0)
+    assert third.valid_loss == second.valid_loss and third.params == second.params
+    np.testing.assert_array_equal(predict_gbt(third.booster, X_va, task="binary"),
+                                  predict_gbt(second.booster, X_va, task="binary"))
+    assert third.final_booster is not None and third.final_rows == len(X_tr) + len(X_va)
+
+
+def test_a_resumed_tuning_is_seeded_too(binary_data, tmp_path: Path) -> None:
+    """Two reruns from the same kept trials run the same new trials (TPE learns from the kept ones)."""
+    import shutil
+
+    from automl_dnn.gbt_state import KeptTuning
+
+    X_tr, y_tr, X_va, y_va = binary_data
+    common = dict(task="binary", n_classes=2, seed=0, threads=1)
+    kept = KeptTuning(tmp_path / "a", "data")
+    fit_gbt(X_tr, y_tr, X_va, y_va, n_trials=2, kept=kept, **common)
+    shutil.copytree(kept.folder, tmp_path / "b")
+    runs = [fit_gbt(X_tr, y_tr, X_va, y_va, n_trials=4, kept=KeptTuning(tmp_path / f, "data"), **common)
+            for f in ("a", "b")]
+    assert [t["params"] for t in runs[0].trials] == [t["params"] for t in runs[1].trials]
+    assert runs[0].n_trials_run == 2
+
+
+def test_a_kept_tuning_of_another_key_is_ignored_with_a_note_and_replaced(binary_data, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from automl_dnn.gbt_state import KeptTuning
+
+    X_tr, y_tr, X_va, y_va = binary_data
+    common = dict(task="binary", n_classes=2, n_trials=1, threads=1)
+    fit_gbt(X_tr, y_tr, X_va, y_va, seed=0, kept=KeptTuning(tmp_path, "split-a"), **common)
+    before = _kept_state(tmp_path)["key"]
+    boosted = _counting_trials(monkeypatch)
+    for key, seed in (("split-b", 0), ("split-a", 1)):  # another split, preprocessing or data; another seed
+        result = fit_gbt(X_tr, y_tr, X_va, y_va, seed=seed, kept=KeptTuning(tmp_path, key), **common)
+        assert result.n_trials_kept == 0 and boosted[-1] == DEFAULT_PARAMS  # started over
+        assert len(result.notes) == 1 and "ignored" in result.notes[0] and "another split" in result.notes[0]
+        assert _kept_state(tmp_path)["key"] != before  # the new tuning replaced it
+        before = _kept_state(tmp_path)["key"]
+    assert len(_kept_state(tmp_path)["trials"]) == 1
+
+
+@pytest.mark.parametrize("damage", ["not json", "cut short", "not a list", "no booster", "not a booster",
+                                    "another booster"])
+def test_a_damaged_kept_tuning_is_ignored_with_a_note(binary_data, tmp_path: Path, damage: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from automl_dnn.gbt_state import KeptTuning
+
+    X_tr, y_tr, X_va, y_va = binary_data
+    common = dict(task="binary", n_classes=2, n_trials=2, seed=0, threads=1)
+    kept = KeptTuning(tmp_path, "data")
+    fit_gbt(X_tr, y_tr, X_va, y_va, kept=kept, **common)
+    state_file = tmp_path / "trials.json"
+    booster_file = next(tmp_path.glob("best-*.ubj"))
+    if damage == "not json":
+        state_file.write_bytes(b"\x00\xff garbage")
+    elif damage == "cut short":
+        state_file.write_text(state_file.read_text()[:40])
+    elif damage == "not a list":
+        state_file.write_text(json.dumps({**_kept_state(tmp_path), "trials": 3}))
+    elif damage == "no booster":
+        booster_file.unlink()
+    elif damage == "not a booster":
+        booster_file.write_bytes(b"{not ubj")
+    else:  # a booster of the same shape that is not the best trial's: its loss differs from the one recorded
+        other = fit_gbt(X_tr, y_tr, X_va, y_va, task="binary", n_classes=2, n_trials=1, seed=5, threads=1)
+        booster_file.write_bytes(bytes(other.booster.save_raw(raw_format="ubj")))
+        state = _kept_state(tmp_path)
+        state["trials"][state["best"]]["best_iteration"] = other.best_iteration
+        state_file.write_text(json.dumps(state))
+    boosted = _counting_trials(monkeypatch)
+    result = fit_gbt(X_tr, y_tr, X_va, y_va, kept=kept, **common)
+    assert result.n_trials_kept == 0 and len(boosted) == 2 and boosted[0] == DEFAULT_PARAMS  # tuned from scratch
+    assert len(result.notes) == 1 and "cannot be read" in result.notes[0] and "starts over" in result.notes[0]
+    assert len(_kept_state(tmp_path)["trials"]) == 2  # and kept anew
+
+
+def test_only_trials_that_ran_to_their_end_are_kept(binary_data, tmp_path: Path) -> None:
+    """A trial cut short by the deadline or a stop is not kept: a rerun with more time boosts it further."""
+    import threading
+
+    from automl_dnn.gbt_state import KeptTuning
+
+    X_tr, y_tr, X_va, y_va = binary_data
+    common = dict(task="binary", n_classes=2, n_trials=3, seed=0, threads=1)
+    cut = fit_gbt(X_tr, y_tr, X_va, y_va, time_budget=0.0, kept=KeptTuning(tmp_path / "deadline", "d"), **common)
+    assert cut.n_trials_run == 1 and not (tmp_path / "deadline" / "trials.json").exists()
+    stop = threading.Event()
+    stop.set()
+    fit_gbt(X_tr, y_tr, X_va, y_va, stop=stop, kept=KeptTuning(tmp_path / "stop", "d"), **common)
+    assert not (tmp_path / "stop" / "trials.json").exists()
+    again = fit_gbt(X_tr, y_tr, X_va, y_va, kept=KeptTuning(tmp_path / "deadline", "d"), **common)
+    assert again.n_trials_kept == 0 and again.trials[0]["params"] == DEFAULT_PARAMS
+    assert again.trials[0]["best_iteration"] > cut.trials[0]["best_iteration"]
+
+
+def test_a_tuning_that_cannot_keep_its_trials_goes_on_with_a_note(binary_data, tmp_path: Path) -> None:
+    from automl_dnn.gbt_state import KeptTuning
+
+    X_tr, y_tr, X_va, y_va = binary_data
+    (tmp_path / "a-file").write_text("")  # the folder cannot be made
+    result = fit_gbt(X_tr, y_tr, X_va, y_va, task="binary", n_classes=2, n_trials=2, seed=0, threads=1,
+                     kept=KeptTuning(tmp_path / "a-file", "d"))
+    assert result.n_trials_run == 2
+    assert len(result.notes) == 1 and "no longer kept" in result.notes[0]

@@ -24,7 +24,7 @@ LAYERS = [
     "data.builtins", "data.reading", "data.target", "data.preprocessing", "data.leaks", "data.dataset", "data",
     "folds", "metrics", "config", "model", "optim", "memory_guard", "train", "space",
     "storage", "run_folder", "search_rows", "study", "objective", "workers", "search",
-    "gbt", "bagging", "ensemble", "model_folder", "ensemble_step", "importance", "predictor",
+    "gbt_state", "gbt", "bagging", "ensemble", "model_folder", "ensemble_step", "importance", "predictor",
     "report", "figures", "report_page", "api", "sklearn", "cli", "__main__", "__init__",
 ]
 
