@@ -361,6 +361,20 @@ def test_xgboost_bagged_on_its_own_folds_joins_a_bag_of_the_nets_on_fewer(
     assert sorted(p.name for p in (tmp_path / "run" / "bagging" / "xgboost").iterdir()) == thread_folds
 
 
+def test_ensemble_goes_on_from_the_xgboost_tuning_kept_in_the_run(tmp_path: Path) -> None:
+    """A rerun of ``ensemble`` (after a crash, or again) resumes XGBoost's kept trials: they count toward
+    --gbt-trials, and asking for fewer keeps the kept best as it is (a finished tuning is not made worse)."""
+    _, run = small_csv_run(tmp_path, n_trials=1)
+    ensemble_run(run, model_dir=tmp_path / "m1", gbt_trials=2, threads=1)
+    second = ensemble_run(run, model_dir=tmp_path / "m2", gbt_trials=3, threads=1)
+    assert any(n.startswith("XGBoost: 1 trials") and "after 2 kept" in n for n in second.notes)
+    third = ensemble_run(run, model_dir=tmp_path / "m3", gbt_trials=1, threads=1)
+    assert any(n.startswith("XGBoost: 0 trials") and "after 3 kept" in n for n in third.notes)
+    assert len(json.loads((run / "xgboost-tuning" / "trials.json").read_text())["trials"]) == 3
+    rows = [next(row for row in report.members if row.kind == "xgboost") for report in (second, third)]
+    assert rows[0].valid == rows[1].valid and rows[0].test == rows[1].test  # the same best, refit alike
+
+
 def _dev_labels(run_dir: Path) -> np.ndarray:
     from automl_dnn.bagging import dev_targets
     from automl_dnn.data.target import TargetEncoder

@@ -150,6 +150,45 @@ def test_ctrl_c_during_fit_stops_xgboost_and_exports_what_is_done(tmp_path: Path
     assert TrialState.RUNNING not in _states(run)
 
 
+#: ``automl-dnn`` whose process dies (as SIGKILL would: no cleanup) when XGBoost starts its third trial.
+_DIES_IN_XGBOOST_TRIAL_3 = """
+import os, sys
+from automl_dnn import gbt
+from automl_dnn.cli import cli
+real, calls = gbt._train_one, []
+def train_one(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+        os._exit(137)
+    return real(*args, **kwargs)
+gbt._train_one = train_one
+cli(sys.argv[1:], prog_name="automl-dnn")
+"""
+
+
+def test_a_fit_killed_while_xgboost_tunes_keeps_its_completed_trials(tmp_path: Path, tiny_space: Path) -> None:
+    """The rerun of the same command goes on from XGBoost's kept trials and best booster (RUN/xgboost-tuning):
+    it runs the one trial left of 3, not the default trial again."""
+    run, model = tmp_path / "model-run", tmp_path / "model"
+    args = ["fit", "builtin:breast_cancer", "--model", str(model), "--space", str(tiny_space), "--n-trials", "1",
+            "--gbt-trials", "3", "--folds", "1", "--pruner", "none", "--no-report", "--quiet"]
+    killed = subprocess.run([sys.executable, "-c", _DIES_IN_XGBOOST_TRIAL_3, *args], capture_output=True, text=True,
+                            timeout=POLL_LIMIT)
+    assert killed.returncode == 137, killed.stderr
+    assert not model.exists()
+    kept = json.loads((run / "xgboost-tuning" / "trials.json").read_text())
+    assert len(kept["trials"]) == 2 and len(list((run / "xgboost-tuning").glob("best-*.ubj"))) == 1
+
+    rerun = subprocess.run([sys.executable, "-m", "automl_dnn", *args], capture_output=True, text=True,
+                           timeout=POLL_LIMIT)
+    assert rerun.returncode == 0, rerun.stderr
+    after = json.loads((run / "xgboost-tuning" / "trials.json").read_text())
+    assert after["trials"][:2] == kept["trials"] and len(after["trials"]) == 3  # grew by one, not restarted
+    notes = json.loads((model / "model.json").read_text())["notes"]
+    xgb_note = next(n for n in notes if n.startswith("XGBoost: "))
+    assert xgb_note.startswith("XGBoost: 1 trials in ") and "after 2 kept from an earlier run" in xgb_note
+
+
 def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.read()
