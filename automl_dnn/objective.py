@@ -464,7 +464,17 @@ def with_amp(settings: TrialSettings, amp: bool | None, device: str) -> TrialSet
 
 
 def worker_device(device: str, worker_index: int) -> str:
-    """Spread workers over the GPUs: worker i trains on GPU i mod n (several trials share a GPU)."""
+    """Spread workers over the GPUs: worker i trains on GPU i mod n (several trials share a GPU); a GPU named
+    (``cuda:N``, which ``run_folder.check_device`` lets through) must be there, or every trial would fail in torch."""
+    if device.startswith("cuda:"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise AutoDNNError(f"device {device!r} was given but no CUDA GPU is available; use 'auto' or 'cpu'")
+        index = int(device.partition(":")[2])
+        if index >= count:
+            raise AutoDNNError(f"device {device!r} names GPU {index}, but this machine has {count} "
+                               f"(cuda:0 to cuda:{count - 1}); use 'cuda' or one of those")
+        return device
     if device not in ("auto", "cuda"):
         return device
     if not torch.cuda.is_available():

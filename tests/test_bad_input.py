@@ -354,6 +354,17 @@ def test_ensemble_on_cuda_without_a_gpu_is_one_line(fitted: SimpleNamespace, tmp
                           "--device cuda", "no CUDA GPU")
 
 
+def test_api_ensemble_on_a_named_gpu_without_one_is_one_line(fitted: SimpleNamespace, tmp_path: Path) -> None:
+    """device="cuda:0" passed the API's check and failed in torch mid-bagging, as device="cuda" once did."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(AutoDNNError, match="device 'cuda:0' was given but no CUDA GPU is available"):
+        api.ensemble(fitted.run, model_dir=tmp_path / "m", gbt=False, device="cuda:0")
+    assert not (tmp_path / "m").exists()
+
+
 def test_api_ensemble_refuses_an_unknown_device(fitted: SimpleNamespace, tmp_path: Path) -> None:
     """device="gpu" (the CLI offers auto, cpu, cuda) failed in torch mid-bagging, and in a search every trial."""
     with pytest.raises(AutoDNNError, match="device must be 'auto', 'cpu' or 'cuda', got 'gpu'"):

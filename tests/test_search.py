@@ -533,6 +533,21 @@ def test_workers_spread_over_gpus_and_cpu_stays_cpu(monkeypatch: pytest.MonkeyPa
     assert [worker_device("auto", i) for i in range(4)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
 
 
+def test_a_named_gpu_that_is_not_there_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """device="cuda:N" (which the API accepts: one GPU of several) without a GPU, or past the last one, failed every
+    trial with torch's error, as device="gpu" did, instead of stopping in one line before any work."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(AutoDNNError, match="device 'cuda:0' was given but no CUDA GPU is available"):
+        worker_device("cuda:0", 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [worker_device("cuda:1", i) for i in range(3)] == ["cuda:1"] * 3  # the GPU named, for every worker
+    with pytest.raises(AutoDNNError, match="device 'cuda:2' names GPU 2, but this machine has 2 .*cuda:0 to cuda:1"):
+        worker_device("cuda:2", 0)
+
+
 def test_a_moved_run_folder_still_resumes(finished_run: Path, ranged_space: Path, tmp_path: Path) -> None:
     import shutil
 
