@@ -36,7 +36,7 @@ from sklearn.model_selection import train_test_split
 
 from automl_dnn import metrics
 from automl_dnn.data import Dataset, FeaturePreprocessor, extreme_targets, load_dataset, release_table_memory
-from automl_dnn.errors import AutoDNNError, DataError
+from automl_dnn.errors import AutoDNNError, DataError, first_line
 from automl_dnn.files import load_arrays, read_json
 from automl_dnn.gbt_state import KeptTuning, Resumed, TuningLog, file_digest, resume, space_key, unreadable
 from automl_dnn.run_folder import RunDir
@@ -469,10 +469,15 @@ def _resume(kept: KeptTuning, space: dict[str, Any], X_valid: pd.DataFrame, y_va
     found = resume(kept, space, notes)
     if found is None:
         return None
-    if threads is not None:
-        found.booster.set_param({"nthread": threads})
-    pred = predict_gbt(found.booster, X_valid, task=task)
-    loss, recorded = _valid_loss(task, y_valid, pred, metric), found.best_trial["valid_loss"]
+    try:
+        if threads is not None:
+            found.booster.set_param({"nthread": threads})
+        pred = predict_gbt(found.booster, X_valid, task=task)
+        loss = _valid_loss(task, y_valid, pred, metric)
+    except (ValueError, xgb.core.XGBoostError) as exc:  # a booster of other columns or classes: no crash
+        notes.append(unreadable(kept, f"its best booster cannot predict the validation rows: {first_line(exc)}"))
+        return None
+    recorded = found.best_trial["valid_loss"]
     if not math.isclose(loss, recorded, rel_tol=1e-6, abs_tol=1e-12):
         notes.append(unreadable(kept, f"its best booster scores {loss:.6g}, not the {recorded:.6g} recorded"))
         return None

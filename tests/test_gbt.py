@@ -532,3 +532,22 @@ def test_a_tuning_that_cannot_keep_its_trials_goes_on_with_a_note(binary_data, t
                      kept=KeptTuning(tmp_path / "a-file", "d"))
     assert result.n_trials_run == 2
     assert len(result.notes) == 1 and "no longer kept" in result.notes[0]
+
+
+def test_a_kept_booster_that_cannot_predict_the_rows_is_ignored_with_a_note(binary_data, tmp_path: Path) -> None:
+    """A kept booster of other columns (a best-*.ubj copied from another run) made XGBoost's feature check fail in
+    the recomputed predictions, a crash where a kept tuning that cannot be used is a note."""
+    from automl_dnn.gbt_state import KeptTuning
+
+    X_tr, y_tr, X_va, y_va = binary_data
+    common = dict(task="binary", n_classes=2, n_trials=1, seed=0, threads=1)
+    kept = KeptTuning(tmp_path, "data")
+    fit_gbt(X_tr, y_tr, X_va, y_va, kept=kept, **common)
+    other = fit_gbt(X_tr.drop(columns="x0"), y_tr, X_va.drop(columns="x0"), y_va, **common)
+    next(tmp_path.glob("best-*.ubj")).write_bytes(bytes(other.booster.save_raw(raw_format="ubj")))
+    state = _kept_state(tmp_path)
+    state["trials"][state["best"]]["best_iteration"] = other.best_iteration
+    (tmp_path / "trials.json").write_text(json.dumps(state))
+    result = fit_gbt(X_tr, y_tr, X_va, y_va, kept=kept, **common)
+    assert result.n_trials_kept == 0 and result.n_trials_run == 1
+    assert len(result.notes) == 1 and "cannot be read" in result.notes[0] and "starts over" in result.notes[0]
