@@ -93,7 +93,7 @@ def search(source: Any, *, out: Path, progress: bool | None = None,
 
 @_keeps_callers_settings
 def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gbt: bool | BackgroundGBT = True,
-             gbt_trials: int = 10, seed: int = 0, time_budget: float | None = None,
+             gbt_trials: int = 10, seed: int | None = None, time_budget: float | None = None,
              threads: int | None = None, folds: int | None = None, bag_mode: str = "bag",
              device: str = "auto", bagging_until: float | None = None, jobs: int = 1) -> EnsembleReport:
     """Ensemble the best nets of a finished search (plus XGBoost) and export one model folder.
@@ -102,7 +102,7 @@ def ensemble(run_dir: Path, *, model_dir: Path | None = None, top_k: int = 5, gb
     ``automl-dnn ensemble``): chosen from the rows; 1: the validation split only. ``bag_mode`` is what a
     bagged net exports ("bag": its fold models, "refit"), and an unbagged one ("bag": its refit beside its net as
     searched, "refit": the refit alone); ``jobs`` worker processes train the nets' fold
-    copies side by side.
+    copies side by side. ``seed`` None is the run's own.
     """
     run_dir = Path(run_dir)
     return ensemble_run(run_dir, model_dir=Path(model_dir) if model_dir else run_dir / "model", top_k=top_k,

@@ -247,14 +247,15 @@ def bagging_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--no-gbt", is_flag=True, help="Leave XGBoost out.")
 @click.option("--gbt-trials", type=click.IntRange(min=1), default=10, show_default=True)
 @bagging_options
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=None, help="Seed of the folds, XGBoost and the weights (default: the run's "
+              "own, so that a rerun goes on from its kept work).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the bagged nets train.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes that train the nets' fold copies side by side.")
 @click.option("--quiet", is_flag=True)
 def ensemble(run_dir: Path, model_dir: Path | None, top_k: int, no_gbt: bool, gbt_trials: int, folds: int | None,
-             bag: bool, seed: int, device: str, jobs: int, quiet: bool) -> None:
+             bag: bool, seed: int | None, device: str, jobs: int, quiet: bool) -> None:
     """Ensemble the best nets of a search with XGBoost and export one model."""
     from automl_dnn import api
     from automl_dnn.report import print_ensemble_report

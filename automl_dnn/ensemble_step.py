@@ -143,7 +143,7 @@ class Candidate:
 
 
 def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | BackgroundGBT = True,
-                 gbt_trials: int = 10, seed: int = 0, time_budget: float | None = None,
+                 gbt_trials: int = 10, seed: int | None = None, time_budget: float | None = None,
                  threads: int | None = None, folds: int | None = 1, bag_mode: str = "bag",
                  device: str = "auto", bagging_until: float | None = None, jobs: int = 1) -> EnsembleReport:
     """Weight the best nets of a search (plus XGBoost) and export one model folder.
@@ -153,7 +153,10 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     and threshold are fitted on their out-of-fold predictions; None chooses k from the rows.
     ``bag_mode`` says what a bagged net exports: its fold models' average, or a refit on every row.
     ``bagging_until`` (``time.monotonic()``) ends the nets' bagging before the time budget does.
-    ``jobs`` > 1 trains the nets' fold copies side by side in that many worker processes.
+    ``jobs`` > 1 trains the nets' fold copies side by side in that many worker processes. ``seed`` (None: the
+    run's own, so that ``ensemble`` after ``search --seed 7`` draws the folds and XGBoost's trials a fit would,
+    and goes on from XGBoost's kept tuning and fold copies instead of replacing them) seeds the folds, XGBoost
+    and the weights.
     """
     if jobs < 1:
         raise AutoDNNError(f"--jobs must be >= 1, got {jobs}")
@@ -164,13 +167,14 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     if bag_mode not in BAG_MODES:
         raise AutoDNNError(f"bag mode must be one of {', '.join(BAG_MODES)}, got {bag_mode!r}")
     check_model_dir(Path(model_dir))  # before minutes of XGBoost, not after
-    check_device(device)
+    device = check_device(device)
     worker_device(device, 0)  # --device cuda without a GPU: one line, not torch's AssertionError mid-bagging
     started = time.monotonic()
     deadline = None if time_budget is None else started + time_budget
     run = RunDir(Path(run_dir))
     spec = run.read_spec()
     task, metric = spec["task"], spec["metric"]
+    seed = int(spec.get("seed", 0)) if seed is None else seed
     encoder = TargetEncoder.from_dict(read_json(run.target_path))
     notes: list[str] = []
     candidates = _net_candidates(run, spec, notes)

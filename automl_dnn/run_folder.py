@@ -105,7 +105,7 @@ class SearchOptions:
                 raise AutoDNNError(f"{name} must be a whole number >= {least}, got {value!r}")
         if not _whole(self.seed, 0) or self.seed > 2**32 - 1:
             raise AutoDNNError(f"seed must be a whole number from 0 to 2**32 - 1, got {self.seed!r}")
-        check_device(self.device)
+        self.device = check_device(self.device)
         self.storage = None if self.storage is None else absolute_storage_url(self.storage)
 
 
@@ -113,11 +113,14 @@ def _whole(value: Any, least: int) -> bool:
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= least
 
 
-def check_device(device: Any) -> None:
-    """A device is auto, cpu, cuda or cuda:N (the CLI's choices, and one GPU of several): the API's "gpu" or "tpu"
-    failed every trial with torch's error, one after another, before the search gave up."""
-    if not (isinstance(device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", device)):
+def check_device(device: Any) -> str:
+    """A device is auto, cpu, cuda or cuda:N (the CLI's choices, and one GPU of several), or a ``torch.device`` of
+    those (returned as its name): the API's "gpu" or "tpu" failed every trial with torch's error, one after another,
+    before the search gave up."""
+    name = str(device) if type(device).__name__ == "device" and type(device).__module__ == "torch" else device
+    if not (isinstance(name, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", name)):
         raise AutoDNNError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    return name
 
 
 def check_time_budget(seconds: Any) -> None:

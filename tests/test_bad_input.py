@@ -816,3 +816,15 @@ def test_predict_on_a_run_folder_names_where_its_model_is(tmp_path: Path) -> Non
     (tmp_path / "m" / "model.json").write_text("{}")
     with pytest.raises(AutoDNNError, match=r"is a run folder .*its model is '.*/m'"):
         api.load(run)
+
+
+def test_a_torch_device_is_taken_by_its_name() -> None:
+    """A PyTorch user passes torch.device("cpu"): taken as "cpu"; torch.device("meta") is refused in one line."""
+    import torch
+
+    from automl_dnn.run_folder import check_device
+
+    assert check_device(torch.device("cpu")) == "cpu" and check_device(torch.device("cuda", 1)) == "cuda:1"
+    assert check_device("auto") == "auto"
+    with pytest.raises(AutoDNNError, match="device must be 'auto', 'cpu' or 'cuda', got device"):
+        check_device(torch.device("meta"))

@@ -603,3 +603,17 @@ def test_an_mae_study_resolves_the_rows_beside_a_few_extreme_targets(tmp_path: P
     pred = api.load(tmp_path / "model").predict(clean_test.drop(columns="y"))
     error = np.abs(np.asarray(pred, dtype=np.float64) - clean_test["y"].to_numpy())
     assert np.median(error) < 3.0  # a constant (the clean median) is off by about 7.5
+
+
+def test_ensemble_takes_the_runs_own_seed_and_goes_on_from_its_kept_tuning(tmp_path: Path) -> None:
+    """After ``search --seed 7``, ``ensemble`` without --seed is seeded 7 (a seed 0 replaced the run's kept XGBoost
+    tuning, whose key holds its seed, and drew other folds); an explicit seed still wins."""
+    source = tmp_path / "wine.csv"
+    read_table("builtin:wine").to_csv(source, index=False)
+    run = tmp_path / "run"
+    api.search(str(source), out=run, target="target", n_trials=1, **(SEARCH | {"seed": 7}))
+    ensemble_run(run, model_dir=tmp_path / "m1", gbt_trials=1, threads=1, seed=7)
+    again = ensemble_run(run, model_dir=tmp_path / "m2", gbt_trials=2, threads=1)
+    assert any(n.startswith("XGBoost: 1 trials") and "after 1 kept" in n for n in again.notes)
+    other = ensemble_run(run, model_dir=tmp_path / "m3", gbt_trials=1, threads=1, seed=0)
+    assert not any("kept from an earlier run" in n for n in other.notes)
