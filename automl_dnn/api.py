@@ -229,7 +229,7 @@ def _cuda_available() -> bool:
 
 
 def _on_cuda(device: str) -> bool:
-    return device == "cuda" or (device == "auto" and _cuda_available())
+    return device.startswith("cuda") or (device == "auto" and _cuda_available())  # "cuda:N" too
 
 
 def load(model_dir: Path) -> Predictor:

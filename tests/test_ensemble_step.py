@@ -409,6 +409,7 @@ def test_fit_stops_xgboost_when_the_search_fails(tmp_path: Path, monkeypatch: py
     (1, None, "cpu", 1, (1, 1)),
     (16, None, "cuda", 1, (None, 15)),
     (16, 2, "cuda", 4, (2, 8)),
+    (16, None, "cuda:1", 1, (None, 15)),  # one GPU of several, named: the nets need a core, not half of them
 ])
 def test_split_cores(monkeypatch: pytest.MonkeyPatch, cores: int, threads: int | None, device: str, jobs: int,
                      expected: tuple[int | None, int]) -> None:
