@@ -119,7 +119,7 @@ def check_device(device: Any) -> str:
     before the search gave up."""
     name = str(device) if type(device).__name__ == "device" and type(device).__module__ == "torch" else device
     if not (isinstance(name, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", name)):
-        raise AutoDNNError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+        raise AutoDNNError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     return name
 
 

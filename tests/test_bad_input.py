@@ -367,7 +367,7 @@ def test_api_ensemble_on_a_named_gpu_without_one_is_one_line(fitted: SimpleNames
 
 def test_api_ensemble_refuses_an_unknown_device(fitted: SimpleNamespace, tmp_path: Path) -> None:
     """device="gpu" (the CLI offers auto, cpu, cuda) failed in torch mid-bagging, and in a search every trial."""
-    with pytest.raises(AutoDNNError, match="device must be 'auto', 'cpu' or 'cuda', got 'gpu'"):
+    with pytest.raises(AutoDNNError, match="device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"):
         api.ensemble(fitted.run, model_dir=tmp_path / "m", gbt=False, device="gpu")
     assert not (tmp_path / "m").exists()
 
@@ -379,7 +379,7 @@ def test_api_ensemble_refuses_an_unknown_device(fitted: SimpleNamespace, tmp_pat
     ({"time_budget": float("nan"), "n_trials": 1}, "time_budget must be a number of seconds > 0"),
     ({"jobs": 0, "n_trials": 1}, "jobs must be a whole number >= 1"),
     ({"folds": 0, "n_trials": 1}, "--folds must be >= 1"),
-    ({"device": "gpu", "n_trials": 1}, "device must be 'auto', 'cpu' or 'cuda', got 'gpu'"),
+    ({"device": "gpu", "n_trials": 1}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
 ])
 def test_api_fit_checks_its_options_before_making_folders(tmp_path: Path, options: dict, needle: str) -> None:
     """What the CLI's option types refuse, the API refuses too: one line, and no folder left behind."""
@@ -826,5 +826,5 @@ def test_a_torch_device_is_taken_by_its_name() -> None:
 
     assert check_device(torch.device("cpu")) == "cpu" and check_device(torch.device("cuda", 1)) == "cuda:1"
     assert check_device("auto") == "auto"
-    with pytest.raises(AutoDNNError, match="device must be 'auto', 'cpu' or 'cuda', got device"):
+    with pytest.raises(AutoDNNError, match="device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got device"):
         check_device(torch.device("meta"))

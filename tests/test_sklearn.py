@@ -144,7 +144,7 @@ def test_cross_val_score_with_a_pipeline(cancer: tuple[np.ndarray, np.ndarray]) 
     ({"gbt": "no"}, "gbt must be True or False, got 'no'"),
     ({"seed": -1}, "seed must be a whole number from 0"),
     ({"threads": 0}, "threads must be a whole number >= 1, got 0"),
-    ({"device": "gpu"}, "device must be 'auto', 'cpu' or 'cuda', got 'gpu'"),
+    ({"device": "gpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
     ({"metric": "rmse"}, "metric does not apply to a binary task: 'rmse'"),
     ({"space": "nosuch"}, "unknown search space 'nosuch'"),
     ({"work_dir": __file__}, "work_dir .* is a file"),
