@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import math
 import multiprocessing as mp
 import os
@@ -40,7 +38,7 @@ from safetensors import safe_open
 from automl_dnn.config import TrialSettings
 from automl_dnn.data import Dataset, FeaturePreprocessor, TargetEncoder, net_values
 from automl_dnn.errors import AutoDNNError
-from automl_dnn.files import read_json
+from automl_dnn.files import json_digest, read_json
 from automl_dnn.folds import Folds, bagging_folds, make_folds, scaled_epochs
 from automl_dnn.gbt import GBTMemberFit, predict_gbt, refit_booster
 from automl_dnn.model import build_mlp
@@ -150,7 +148,7 @@ def dev_targets(run: RunDir, encoder: TargetEncoder, scaling: str) -> np.ndarray
 
 
 def _unit_fingerprint(**parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(parts)
 
 
 def _reusable(folder: Path, fingerprint: str) -> TrialArtifacts | None:

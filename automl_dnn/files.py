@@ -7,6 +7,7 @@ Arrays are safetensors (no pickle).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -128,6 +129,20 @@ def _jsonable(value: Any) -> Any:
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Save numpy arrays as safetensors (no pickle), atomically."""
     atomic_write(path, lambda tmp: write_arrays(tmp, arrays))
+
+
+def json_digest(value: Any) -> str:
+    """A short stable hash of a JSON-able ``value`` (a run's fingerprint, a fold copy's, a kept tuning's key)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_digest(*paths: Path) -> str:
+    """A short hash of the bytes of ``paths`` (a run's split, preprocessing and target files)."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(Path(path).read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
 
 
 def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -37,8 +37,8 @@ from sklearn.model_selection import train_test_split
 from automl_dnn import metrics
 from automl_dnn.data import Dataset, FeaturePreprocessor, extreme_targets, load_dataset, release_table_memory
 from automl_dnn.errors import AutoDNNError, DataError, first_line
-from automl_dnn.files import load_arrays, read_json
-from automl_dnn.gbt_state import KeptTuning, Resumed, TuningLog, file_digest, resume, space_key, unreadable
+from automl_dnn.files import file_digest, load_arrays, read_json
+from automl_dnn.gbt_state import KeptTuning, Resumed, TuningLog, resume, space_key, unreadable
 from automl_dnn.run_folder import RunDir
 from automl_dnn.study import open_study
 
@@ -190,11 +190,9 @@ def _labels(y: Any, task: str, n_classes: int) -> np.ndarray:
 # --- training -----------------------------------------------------------------------------------
 
 
-def _base_params(task: str, n_classes: int, seed: int, threads: int | None, metric: str | None = None
-                 ) -> dict[str, Any]:
-    """An MAE study's XGBoost stops early on the validation MAE (``metrics.proper_loss``); its trials choose
-    the objective (MAE_OBJECTIVES)."""
-    mae = metrics.proper_loss(task, metric) == "mae"
+def _base_params(task: str, n_classes: int, seed: int, threads: int | None, mae: bool = False) -> dict[str, Any]:
+    """``mae``: an MAE study's XGBoost stops early on the validation MAE; its trials choose the objective
+    (MAE_OBJECTIVES)."""
     params: dict[str, Any] = {
         "objective": _OBJECTIVE[task],
         "eval_metric": "mae" if mae else _EVAL_METRIC[task],
@@ -383,8 +381,8 @@ def fit_gbt(
     X_valid = align_categories(X_valid, categories)
     dtrain = xgb.QuantileDMatrix(X_train, y_tr, enable_categorical=True, nthread=threads)
     dvalid = xgb.QuantileDMatrix(X_valid, y_va, enable_categorical=True, nthread=threads, ref=dtrain)
-    base = _base_params(task, n_classes, seed, threads, metric)
-    mae = base["eval_metric"] == "mae"
+    mae = metrics.proper_loss(task, metric) == "mae"
+    base = _base_params(task, n_classes, seed, threads, mae)
     space = search_space(mae)
 
     grow = (len(X_train) + len(X_valid)) / len(X_train)

@@ -19,8 +19,6 @@ no lock file, its key is checked before anything in it is used, and the tuning i
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,24 +29,10 @@ import optuna.distributions as d
 import xgboost as xgb
 
 from automl_dnn.errors import AutoDNNError, first_line
-from automl_dnn.files import atomic_write, read_json, write_json
+from automl_dnn.files import atomic_write, json_digest, read_json, write_json
 
 STATE_FORMAT = 1
 TRIALS_FILE = "trials.json"
-
-
-def digest(*parts: Any) -> str:
-    """A short stable hash of JSON-able ``parts``."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def file_digest(*paths: Path) -> str:
-    """A short hash of the bytes of ``paths`` (a run's split, preprocessing and target files)."""
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(Path(path).read_bytes())
-        h.update(b"\0")
-    return h.hexdigest()[:16]
 
 
 def space_key(space: dict[str, d.BaseDistribution]) -> dict[str, str]:
@@ -65,7 +49,7 @@ class KeptTuning:
 
     def keyed(self, *parts: Any) -> KeptTuning:
         """The same folder, its key narrowed by ``parts`` (a caller's own settings)."""
-        return KeptTuning(self.folder, digest(self.key, *parts))
+        return KeptTuning(self.folder, json_digest((self.key, *parts)))
 
 
 @dataclass
@@ -188,4 +172,4 @@ class TuningLog:
                 path.unlink(missing_ok=True)
 
 
-__all__ = ["KeptTuning", "Resumed", "TuningLog", "digest", "file_digest", "resume", "space_key"]
+__all__ = ["KeptTuning", "Resumed", "TuningLog", "resume", "space_key"]

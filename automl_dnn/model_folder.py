@@ -135,8 +135,13 @@ def save_model(
         "versions": library_versions(),
         "files": {name: sha256(data) for name, data in sorted(files.items())},
     }
-    files[MODEL_JSON] = json.dumps(json_safe(spec), indent=2, sort_keys=True, allow_nan=False).encode("utf-8")
+    files[MODEL_JSON] = model_json(spec)
     return write_model_folder(model_dir, files)
+
+
+def model_json(spec: dict[str, Any]) -> bytes:
+    """model.json's bytes: plain JSON (``_json_safe``), sorted and indented."""
+    return json.dumps(_json_safe(spec), indent=2, sort_keys=True, allow_nan=False).encode("utf-8")
 
 
 def write_model_folder(model_dir: Path, files: dict[str, bytes]) -> Path:
@@ -228,14 +233,14 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def json_safe(value: Any) -> Any:
+def _json_safe(value: Any) -> Any:
     """Plain JSON: numpy scalars to Python, NaN/inf to null (an empty test split scores NaN)."""
     if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
+        return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
+        return [_json_safe(v) for v in value]
     if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
+        return _json_safe(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -324,5 +329,5 @@ def _plain_name(name: Any) -> bool:
             and "/" not in name and "\\" not in name and "\0" not in name)
 
 
-__all__ = ["GBTMember", "MODEL_JSON", "NetMember", "check_model_dir", "json_safe", "read_spec", "read_verified",
-           "save_model", "write_model_folder"]
+__all__ = ["GBTMember", "MODEL_JSON", "NetMember", "check_model_dir", "model_json", "read_spec",
+           "read_verified", "save_model", "write_model_folder"]

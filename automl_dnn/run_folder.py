@@ -23,7 +23,6 @@ leaves half a file behind; a trial's artifacts folder is renamed into place whol
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import numbers
@@ -42,8 +41,8 @@ from automl_dnn import metrics
 from automl_dnn.budget import BaggingRequest
 from automl_dnn.data import Dataset, FeaturePreprocessor, load_dataset
 from automl_dnn.errors import AutoDNNError, StorageError, disk_full_as_error, is_disk_full
-from automl_dnn.files import (atomic_write, keeping_file_mode, load_arrays, new_temporary_folder, read_json,
-                              remove_stale_temporaries, save_arrays, write_arrays, write_json)
+from automl_dnn.files import (atomic_write, json_digest, keeping_file_mode, load_arrays, new_temporary_folder,
+                              read_json, remove_stale_temporaries, save_arrays, write_arrays, write_json)
 from automl_dnn.folds import default_cv_folds, make_folds
 from automl_dnn.paths import make_folder
 from automl_dnn.space import SearchSpace, load_space
@@ -421,7 +420,7 @@ def scalings_of(space: SearchSpace) -> list[str]:
 
 
 def _fingerprint(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(parts)
 
 
 def _what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:

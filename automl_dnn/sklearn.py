@@ -25,7 +25,7 @@ from sklearn.exceptions import NotFittedError
 from automl_dnn import api
 from automl_dnn.data.target import too_many_classes
 from automl_dnn.errors import AutoDNNError, DataError, PathError, SpaceError
-from automl_dnn.model_folder import MODEL_JSON, json_safe, read_spec, write_model_folder
+from automl_dnn.model_folder import MODEL_JSON, model_json, read_spec, write_model_folder
 from automl_dnn.paths import make_folder
 from automl_dnn.predictor import load_model
 
@@ -342,9 +342,9 @@ def _with_params(files: dict[str, bytes], est: _AutoDNNBase, names_in: list[str]
     gives back an estimator that reports (and ``clone`` copies) the parameters it was fitted with, and has the
     ``feature_names_in_`` it had; predicting ignores them."""
     spec = json.loads(files[MODEL_JSON])
-    spec[ESTIMATOR_KEY] = {"class": type(est).__name__, "params": json_safe(est.get_params()),  # a Path as text
+    spec[ESTIMATOR_KEY] = {"class": type(est).__name__, "params": est.get_params(),  # model_json: a Path as text
                            "feature_names_in": names_in}
-    return {**files, MODEL_JSON: json.dumps(spec, indent=2, sort_keys=True, allow_nan=False).encode("utf-8")}
+    return {**files, MODEL_JSON: model_json(spec)}
 
 
 def _estimator_record(files: dict[str, bytes]) -> dict[str, Any]:

@@ -213,9 +213,7 @@ class TargetEncoder:
         self.low_ = self.high_ = None
         if task == "regression":
             values = y.to_numpy(dtype="float64")
-            self.classes_, self.mean_ = [], float(values.mean())
-            std = float(values.std())
-            self.std_ = std if std > 0 and math.isfinite(std) else 1.0
+            self.classes_, self.mean_, self.std_ = [], float(values.mean()), _scale(float(values.std()))
             if bounded:
                 self.low_, self.high_ = float(values.min()), float(values.max())
         else:
