@@ -18,6 +18,7 @@ after a crash, or a later ``ensemble``, goes on from them instead of tuning agai
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -38,7 +39,7 @@ from automl_dnn import metrics
 from automl_dnn.data import Dataset, FeaturePreprocessor, extreme_targets, load_dataset, release_table_memory
 from automl_dnn.errors import AutoDNNError, DataError, first_line
 from automl_dnn.files import file_digest, load_arrays, read_json
-from automl_dnn.gbt_state import KeptTuning, Resumed, TuningLog, resume, space_key, unreadable
+from automl_dnn.gbt_state import KeptTuning, Resumed, TuningLog, claimed, resume, space_key, unreadable
 from automl_dnn.run_folder import RunDir
 from automl_dnn.study import open_study
 
@@ -359,7 +360,8 @@ def fit_gbt(
 
     With ``kept`` (``gbt_state``), each trial that runs to its end is kept there, and the best booster so far;
     a tuning kept there before for the same key is resumed: its trials go to TPE and count toward ``n_trials``,
-    the default trials are not run again, and its best booster is the best so far (``n_trials_kept``).
+    the default trials are not run again, and its best booster is the best so far (``n_trials_kept``); ``give_way``
+    is asked of it before any new trial. While another process tunes in ``kept``'s folder, nothing is kept (a note).
     """
     if task not in _OBJECTIVE:
         raise ValueError(f"task must be one of {sorted(_OBJECTIVE)}, got {task!r}")
@@ -396,7 +398,9 @@ def fit_gbt(
     if kept is not None:
         kept = kept.keyed(_tuning_key(task, n_classes, seed, base, space, len(y_tr), len(y_va)))
     notes: list[str] = []
+    lock = contextlib.ExitStack()
     try:
+        kept = lock.enter_context(claimed(kept, notes))
         best: tuple[float, xgb.Booster, dict[str, Any], int, float] | None = None
         best_pred = np.empty(0)
         trials: list[dict[str, Any]] = []
@@ -407,6 +411,8 @@ def fit_gbt(
             trials, best = list(resumed.trials), _kept_best(resumed, base)
         log = None if kept is None else TuningLog(kept, resumed, notes)
         n_kept = len(trials)
+        if resumed is not None and give_way is not None and give_way(best_pred):
+            refit, n_trials = False, n_kept  # the nets are ahead of the kept best already: no trial, no refit
         with _quiet_optuna():
             study = _tuning_study(seed, resumed, _first_objectives(mae, y_tr))
             for number in range(n_kept, max(n_trials, 1)):
@@ -445,6 +451,7 @@ def fit_gbt(
                                                  threads)
             result.final_rows = n_train + len(X_valid)
     finally:
+        lock.close()
         if spill is not None:
             spill.unlink(missing_ok=True)
     result.seconds = time.monotonic() - start

@@ -13,13 +13,21 @@ settings: ``KeptTuning.keyed``) gives the kept trials to its TPE study, runs no 
 from the kept best booster. A state of another key, or one that cannot be read, is ignored with a note and
 replaced once the new tuning keeps its first trial.
 
+One tuning keeps into a folder at a time (``claimed``: an exclusive lock on the folder while it tunes); a second
+fit or ensemble on the same run folder tunes without keeping, with a note, rather than delete the first one's
+boosters.
+
 A JSON list rather than a journal study: one small file written whole, so there is no torn line to repair and
 no lock file, its key is checked before anything in it is used, and the tuning itself stays in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +72,35 @@ class Resumed:
     @property
     def best_trial(self) -> dict[str, Any]:
         return self.trials[self.best]
+
+
+@contextlib.contextmanager
+def claimed(kept: KeptTuning | None, notes: list[str]) -> Iterator[KeptTuning | None]:
+    """``kept``, with its folder locked for the whole tuning; None, with a note, while another process tunes there.
+
+    A folder that cannot be made or opened is yielded as it is: the tuning's first write then says so
+    (``TuningLog``). The lock goes with the process, so a killed fit leaves none behind.
+    """
+    if kept is None:
+        yield None
+        return
+    try:
+        kept.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(kept.folder, os.O_RDONLY)
+    except OSError:
+        yield kept
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            notes.append(f"XGBoost's trials are not kept in {str(kept.folder)!r}: another fit or ensemble of this run "
+                         "is tuning XGBoost there now")
+            yield None
+            return
+        yield kept
+    finally:
+        os.close(fd)  # and the lock with it
 
 
 def resume(kept: KeptTuning, space: dict[str, d.BaseDistribution], notes: list[str]) -> Resumed | None:
@@ -143,6 +180,8 @@ class TuningLog:
         self.trials: list[dict[str, Any]] = [] if resumed is None else list(resumed.trials)
         self.best: int | None = None if resumed is None else resumed.best
         self.failed = False
+        if resumed is not None or not (kept.folder / TRIALS_FILE).exists():
+            self._remove_other_boosters()  # a kill between a booster's write and its list's left it unnamed
 
     def add(self, record: dict[str, Any], booster: xgb.Booster) -> None:
         """Keep ``record`` (params, valid_loss, best_iteration, seconds), and ``booster`` if it is the best so far."""
@@ -167,9 +206,10 @@ class TuningLog:
 
     def _remove_other_boosters(self) -> None:
         keep = booster_name(self.best) if self.best is not None else None
-        for path in self.kept.folder.glob("best-*.ubj"):
-            if path.name != keep:
-                path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a folder that cannot be listed: the first write says so
+            for path in self.kept.folder.glob("best-*.ubj"):
+                if path.name != keep:
+                    path.unlink(missing_ok=True)
 
 
-__all__ = ["KeptTuning", "Resumed", "TuningLog", "resume", "space_key"]
+__all__ = ["KeptTuning", "Resumed", "TuningLog", "claimed", "resume", "space_key"]

@@ -551,3 +551,56 @@ def test_a_kept_booster_that_cannot_predict_the_rows_is_ignored_with_a_note(bina
     result = fit_gbt(X_tr, y_tr, X_va, y_va, kept=kept, **common)
     assert result.n_trials_kept == 0 and result.n_trials_run == 1
     assert len(result.notes) == 1 and "cannot be read" in result.notes[0] and "starts over" in result.notes[0]
+
+
+def test_a_second_tuning_in_a_kept_folder_keeps_nothing_while_the_first_holds_it(binary_data, tmp_path: Path) -> None:
+    """Two fits or ensembles of one run at once: the second tunes without keeping (a note) rather than delete the
+    first one's boosters; once the first is done, the folder is free again."""
+    from automl_dnn.gbt_state import KeptTuning, claimed
+
+    X_tr, y_tr, X_va, y_va = binary_data
+    common = dict(task="binary", n_classes=2, n_trials=2, seed=0, threads=1)
+    kept = KeptTuning(tmp_path, "data")
+    held: list[str] = []
+    with claimed(kept, held) as first:
+        assert first == kept and held == []
+        second = fit_gbt(X_tr, y_tr, X_va, y_va, kept=kept, **common)
+        assert second.n_trials_run == 2 and not (tmp_path / "trials.json").exists()
+        assert len(second.notes) == 1 and "another fit or ensemble" in second.notes[0]
+    third = fit_gbt(X_tr, y_tr, X_va, y_va, kept=kept, **common)
+    assert third.notes == [] and len(_kept_state(tmp_path)["trials"]) == 2
+
+
+def test_an_unnamed_booster_left_by_a_kill_is_removed_on_the_next_tuning(binary_data, tmp_path: Path) -> None:
+    from automl_dnn.gbt_state import KeptTuning
+
+    X_tr, y_tr, X_va, y_va = binary_data
+    common = dict(task="binary", n_classes=2, n_trials=2, seed=0, threads=1)
+    kept = KeptTuning(tmp_path, "data")
+    fit_gbt(X_tr, y_tr, X_va, y_va, kept=kept, **common)
+    named = f"best-{_kept_state(tmp_path)['best']:05d}.ubj"
+    (tmp_path / "best-00099.ubj").write_bytes((tmp_path / named).read_bytes())  # killed before its list was written
+    result = fit_gbt(X_tr, y_tr, X_va, y_va, kept=kept, **common)  # resumed: nothing to run, no better booster
+    assert result.n_trials_run == 0 and sorted(p.name for p in tmp_path.glob("*.ubj")) == [named]
+    (tmp_path / "trials.json").unlink()  # killed before the first list: every booster is unnamed
+    fit_gbt(X_tr, y_tr, X_va, y_va, kept=kept, task="binary", n_classes=2, n_trials=1, seed=0, threads=1)
+    assert sorted(p.name for p in tmp_path.glob("*.ubj")) == ["best-00000.ubj"]
+
+
+def test_a_resumed_tuning_asks_whether_the_nets_are_ahead_before_its_first_new_trial(
+        binary_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from automl_dnn.gbt import NetsAhead
+    from automl_dnn.gbt_state import KeptTuning
+
+    X_tr, y_tr, X_va, y_va = binary_data
+    common = dict(task="binary", n_classes=2, seed=0, threads=1)
+    kept = KeptTuning(tmp_path, "data")
+    fit_gbt(X_tr, y_tr, X_va, y_va, n_trials=1, kept=kept, **common)
+    boosted = _counting_trials(monkeypatch)
+    ahead = NetsAhead("logloss", np.asarray(y_va), lambda: 1e-6)  # nets all but perfect
+    result = fit_gbt(X_tr, y_tr, X_va, y_va, n_trials=4, kept=kept, refit=True, give_way=ahead, **common)
+    assert boosted == [] and result.n_trials_run == 0 and result.final_booster is None
+    assert ahead.verdict is not None
+    behind = NetsAhead("logloss", np.asarray(y_va), lambda: 50.0)
+    result = fit_gbt(X_tr, y_tr, X_va, y_va, n_trials=3, kept=kept, give_way=behind, **common)
+    assert len(boosted) == 2 and result.n_trials_run == 2
