@@ -50,7 +50,7 @@ def load_adult(seed: int = 0) -> tuple[TrainData, list[int]]:
 
 def make_net(extra: dict[str, object], data: TrainData, continuous: list[int]) -> torch.nn.Module:
     torch.manual_seed(0)
-    config = NetConfig(n_layers=3, d_hidden=256, activation="relu", **extra)  # type: ignore[arg-type]
+    config = NetConfig(**{"n_layers": 3, "d_hidden": 256, "activation": "relu", **extra})  # type: ignore[arg-type]
     bins = None
     if config.num_embedding != "none":
         config.embedded_columns = continuous
