@@ -15,7 +15,6 @@ repeats is reported.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from unittest import mock
@@ -24,7 +23,7 @@ import tabm
 import torch
 
 from automl_dnn.train import TrainConfig, native_bf16, predict, train
-from net_cost import load_adult, make_net
+from net_cost import load_adult, make_net, timing_arguments
 
 NETS = {
     "TabM-like (k=4, 3x128, PLE)": {"k_ensemble": 4, "d_hidden": 128, "num_embedding": "ple"},
@@ -57,12 +56,7 @@ def timed(net: torch.nn.Module, data: object, epochs: int) -> tuple[float, float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = timing_arguments(__doc__.splitlines()[0])
     data, continuous = load_adult()
     variants = {"tabm's layer": tabm.LinearBatchEnsemble.forward, "adapters folded": folded_forward}
     samples = {(net, v): [] for net in NETS for v in variants}

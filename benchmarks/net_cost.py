@@ -68,13 +68,19 @@ def epochs_per_second(net: torch.nn.Module, data: TrainData, epochs: int) -> flo
     return epochs / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def timing_arguments(description: str) -> argparse.Namespace:
+    """--epochs, --repeats and --threads of a timing script, with torch set to those threads."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> None:
+    args = timing_arguments(__doc__.splitlines()[0])
     data, continuous = load_adult()
     samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
     params = {}
