@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterable
 from typing import Any, Callable, Union
 
+import rtdl_num_embeddings as rtdl
 import torch
 from torch import nn
 
@@ -140,11 +141,32 @@ def _as_groups(params: Params) -> list[dict[str, Any]]:
     return [{"params": [p for p in items if p.requires_grad]}]
 
 
+#: Modules none of whose parameters decay: normalization, PReLU's slopes, and the numeric embeddings' first steps
+#: (PLR's frequencies, PLE's linear embedding), as in TabM's reference code (yandex-research/tabm, lib/deep.py:
+#: ``default_zero_weight_decay_condition``): decay would pull the frequencies toward 0, the slowest waves.
+NO_DECAY_MODULES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.PReLU, rtdl.LinearEmbeddings, rtdl.LinearReLUEmbeddings,
+    rtdl._Periodic)
+
+
+def decayed_parameters(model: nn.Module) -> set[int]:
+    """The ids of ``model``'s parameters that AdamW decays: weight matrices, not biases, whatever their shape.
+
+    A TabM layer's per-member biases are (k, d), and so are the per-column biases of the numeric embeddings: a
+    rule on ``dim() >= 2`` alone decayed them, where techniques.md §5 says a bias never decays.
+    """
+    return {id(p) for module in model.modules() if not isinstance(module, NO_DECAY_MODULES)
+            for name, p in module.named_parameters(recurse=False) if p.dim() >= 2 and not name.endswith("bias")}
+
+
 def split_decay_groups(params: Params, weight_decay: float) -> list[dict[str, Any]]:
-    """Two groups: matrices (p.dim() >= 2) decay, vectors (biases, BN, PReLU) do not (nanoGPT style)."""
+    """Two groups: weight matrices decay, the rest do not (biases, BN, PReLU, PLR's frequencies:
+    ``decayed_parameters``). Of bare tensors, the matrices (p.dim() >= 2) decay (nanoGPT style)."""
     tensors = [p for g in _as_groups(params) for p in g["params"]]
-    decay = [p for p in tensors if p.dim() >= 2]
-    no_decay = [p for p in tensors if p.dim() < 2]
+    decayed = (decayed_parameters(params) if isinstance(params, nn.Module)
+               else {id(p) for p in tensors if p.dim() >= 2})
+    decay = [p for p in tensors if id(p) in decayed]
+    no_decay = [p for p in tensors if id(p) not in decayed]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 

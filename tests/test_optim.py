@@ -151,6 +151,24 @@ def test_adamw_decays_matrices_only() -> None:
         torch.testing.assert_close(p.detach(), expected)
 
 
+@pytest.mark.parametrize("embedding", ["plr", "ple"])
+def test_adamw_never_decays_biases_or_embedding_frequencies_of_any_shape(embedding: str) -> None:
+    """TabM's per-member biases (k, d), the embeddings' per-column biases and PLR's frequencies are 2-D too:
+    a rule on p.dim() alone decayed them (techniques.md §5: never biases; TabM's reference: not the embeddings)."""
+    torch.manual_seed(0)
+    config = NetConfig(n_layers=2, d_hidden=8, k_ensemble=4, num_embedding=embedding, d_embedding=4, ple_bins=4)
+    net = build_mlp(config, d_in=3, d_out=1)
+    opt = make_optimizer("adamw", net, TrainConfig(optimizer="adamw", lr=0.1, weight_decay=0.5))
+    before = {name: p.detach().clone() for name, p in net.named_parameters()}
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)  # only the decoupled decay can move a parameter
+    opt.step()
+    moved = {name for name, p in net.named_parameters() if not torch.equal(p.detach(), before[name])}
+    kept = {name for name in before if name.endswith("bias") or "periodic" in name or "linear0" in name}
+    assert kept and not moved & kept
+    assert {"hidden0.linear.weight", "hidden1.linear.weight", "out.weight"} <= moved
+
+
 def test_set_momentum_targets_the_right_hyperparameter() -> None:
     config = TrainConfig(beta2=0.99)
     adam = make_optimizer("adam", _net(), config)
