@@ -43,6 +43,7 @@ from automl_dnn.folds import Folds, bagging_folds, make_folds, scaled_epochs
 from automl_dnn.gbt import GBTMemberFit, predict_gbt, refit_booster
 from automl_dnn.model import build_mlp
 from automl_dnn.objective import StopAfter, embedding_inputs, target_inputs, worker_device
+from automl_dnn.optim import replayed_plateau
 from automl_dnn.run_folder import RunDir, TrialArtifacts, load_trial, save_trial_folder
 from automl_dnn.search_rows import n_search_train, read_rows
 from automl_dnn.train import StoredRows, TrainData, predict, train
@@ -164,7 +165,9 @@ def _train_and_save(saved: TrialArtifacts, best_epoch: int, dev: DevData, pre: F
                     fingerprint: str, device: str, threads: int | None) -> None:
     settings = TrialSettings.from_dict(saved.config["settings"])
     planned, epochs = scaled_epochs(best_epoch, settings.train.max_epochs, dev.n_search_train, len(rows))
-    settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, max_epochs=planned,
+    replayed = replayed_plateau(settings.train, saved.config.get("lr_by_epoch") or [],
+                                dev.n_search_train / max(len(rows), 1))
+    settings = dataclasses.replace(settings, train=dataclasses.replace(replayed, max_epochs=planned,
                                                                        patience=planned + 1))
     X_train = dev.X if np.array_equal(rows, np.arange(len(dev.X))) else dev.rows(rows)  # every row (a refit): no copy
     watch = predict_rows if predict_rows is not None and len(predict_rows) else rows[: min(len(rows), 256)]
@@ -197,6 +200,7 @@ def _train_and_save(saved: TrialArtifacts, best_epoch: int, dev: DevData, pre: F
     config = {"settings": settings.to_dict(), "d_in": int(dev.X.shape[1]), "d_out": d_out,
               "trial_number": saved.config.get("trial_number"), "fingerprint": fingerprint,
               "epochs": epochs, "planned_epochs": planned, "train_rows": len(rows),
+              "lr_by_epoch": [h["lr"] for h in result.history],
               "seconds": round(result.train_seconds, 3), "pid": os.getpid()}
     save_trial_folder(folder, state=model.state_dict(), config=config, predictions=predictions)
 

@@ -11,8 +11,9 @@ weight averaging runs over the annealing phase (``averaging_start_epoch``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Union
 
 import rtdl_num_embeddings as rtdl
@@ -419,6 +420,23 @@ class Schedule:
         fraction = self.anneal_fraction
         start = epoch_at(0.5 if fraction is None else fraction, self.config.max_epochs)
         return min(start, max(self.config.max_epochs - 1, 0))
+
+
+def replayed_plateau(config: TrainConfig, lrs: Sequence[float], ratio: float) -> TrainConfig:
+    """A plateau-scheduled trial's learning rates by epoch, ``lrs``, as a piecewise schedule for a copy of it whose
+    epochs are ``ratio`` times the trial's (``folds.scaled_epochs``): the trial's cut at epoch e is the copy's at
+    round(e * ratio).
+
+    A copy keeps no validation rows of its own to watch: a fold copy's are the out-of-fold rows it predicts (its
+    cuts would have read them), a refit's its training rows (whose loss keeps falling: no cut at all). Other
+    schedules, or no recorded rates, are returned as they are.
+    """
+    if config.schedule != "plateau" or not lrs:
+        return config
+    cuts = [e for e in range(1, len(lrs)) if lrs[e] != lrs[e - 1]]
+    return dataclasses.replace(config, schedule="piecewise", piecewise_fracs=None,
+                               piecewise_epochs=[round(e * ratio) for e in cuts],
+                               piecewise_factors=[lrs[0] / config.lr] + [lrs[e] / config.lr for e in cuts])
 
 
 def _check_schedule(c: TrainConfig) -> None:

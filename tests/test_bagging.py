@@ -6,6 +6,7 @@ Searches are bounded by trial counts (space "quick", no pruner, one torch thread
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import shutil
@@ -239,6 +240,45 @@ def test_an_oof_prediction_comes_from_the_fold_that_never_saw_the_row(tmp_path_f
         assert (saved.config["planned_epochs"], saved.config["epochs"]) == (planned, epochs)
     np.testing.assert_allclose(member.test, np.mean([bagging.load_trial(u.folder).predictions["test"]
                                                      for u in member.units], axis=0))
+
+
+def test_every_copy_of_a_net_trains_from_its_trials_seed(tmp_path_factory: pytest.TempPathFactory,
+                                                          tmp_path: Path) -> None:
+    """The copies differ by their rows: a seed of their own for each was measured worse on the classification
+    tables (docs/benchmarks.md, "A seed of its own for every copy of a net")."""
+    run = copied("diabetes", tmp_path_factory, tmp_path)
+    rd, net, encoder = RunDir(run), _net_to_bag(run), _encoder(run)
+    folds = make_folds(bagging.dev_targets(rd, encoder, "standard"), "regression", k=3)
+    member = bagging.bag_net(rd, net, folds, encoder, mode="refit", device="cpu", threads=1, cache={})
+    assert member is not None
+    labels = ["r0-f0", "r0-f1", "r0-f2", "refit"]
+    seeds = [bagging.load_trial(run / "bagging" / net.name / label).config["settings"]["train"]["seed"]
+             for label in labels]
+    trial_seed = net.artifacts.config["settings"]["train"]["seed"]
+    assert seeds == [trial_seed] * len(labels)
+
+
+def test_a_plateau_trials_copies_replay_its_learning_rates_not_read_their_oof_rows(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """A copy has no validation rows of its own: a plateau schedule there cut the rate on the out-of-fold rows the
+    copy predicts (a leak), and a refit's, watching training rows, never cut it. The trial's cuts, scaled."""
+    run = copied("diabetes", tmp_path_factory, tmp_path)
+    rd, net, encoder = RunDir(run), _net_to_bag(run), _encoder(run)
+    settings = net.artifacts.config["settings"]
+    settings["train"].update(schedule="plateau", plateau_patience=2, plateau_factor=0.5)
+    lr0, epochs = settings["train"]["lr"], settings["train"]["max_epochs"]
+    trial_lrs = [lr0 * 0.5 ** ((e >= 2) + (e >= 4)) for e in range(epochs)]
+    net.artifacts.config["lr_by_epoch"] = trial_lrs
+    net = dataclasses.replace(net, best_epoch=epochs - 1)
+    folds = make_folds(bagging.dev_targets(rd, encoder, "standard"), "regression", k=3)
+    assert bagging.bag_net(rd, net, folds, encoder, mode="refit", device="cpu", threads=1, cache={}) is not None
+    n_search = bagging.dev_data(rd, settings["scaling"]).n_search_train
+    for label in ["r0-f0", "r0-f1", "r0-f2", "refit"]:
+        saved = bagging.load_trial(run / "bagging" / net.name / label)
+        ratio = n_search / saved.config["train_rows"]
+        cuts = [round(2 * ratio), round(4 * ratio)]
+        expected = [lr0 * 0.5 ** sum(e >= c for c in cuts) for e in range(saved.config["epochs"])]
+        np.testing.assert_allclose(saved.config["lr_by_epoch"], expected, rtol=1e-12)
 
 
 def test_a_refit_reads_its_rows_from_the_file_and_trains_the_net_the_matrix_would(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -23,6 +24,7 @@ from automl_dnn.optim import (
     onecycle_momentum,
     piecewise_lr,
     power_lr,
+    replayed_plateau,
     set_momentum,
     split_decay_groups,
 )
@@ -167,6 +169,16 @@ def test_adamw_never_decays_biases_or_embedding_frequencies_of_any_shape(embeddi
     kept = {name for name in before if name.endswith("bias") or "periodic" in name or "linear0" in name}
     assert kept and not moved & kept
     assert {"hidden0.linear.weight", "hidden1.linear.weight", "out.weight"} <= moved
+
+
+def test_a_replayed_plateau_cuts_where_its_trial_did_at_the_scaled_epochs() -> None:
+    trial = TrainConfig(schedule="plateau", lr=0.01, max_epochs=10)
+    lrs = [0.01] * 3 + [0.005] * 4 + [0.0025] * 3
+    copy = replayed_plateau(trial, lrs, 2.0)
+    schedule = Schedule(dataclasses.replace(copy, max_epochs=20), total_steps=200)
+    assert [schedule.lr(e) for e in range(20)] == pytest.approx([0.01] * 6 + [0.005] * 8 + [0.0025] * 6)
+    assert replayed_plateau(TrainConfig(schedule="onecycle"), lrs, 2.0) == TrainConfig(schedule="onecycle")
+    assert replayed_plateau(trial, [], 2.0) == trial  # a trial saved before its rates were recorded
 
 
 def test_set_momentum_targets_the_right_hyperparameter() -> None:
