@@ -166,6 +166,36 @@ def frame_categories(X: pd.DataFrame) -> dict[str, list[Any]]:
     return {str(c): X[c].cat.categories.tolist() for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)}
 
 
+#: XGBoost refuses feature names holding these (its own syntax for splits); a column may well be named 'x[0]'.
+XGB_NAME_CHARS = {"[": "(", "]": ")", "<": "lt"}
+
+
+def xgb_names(columns: Any) -> list[str]:
+    """XGBoost's names for ``columns``: each as text, with '[', ']' and '<' replaced, made unique. Names without
+    them are kept as they are, so a booster saved before keeps matching its frames."""
+    names: list[str] = []
+    taken = {str(c) for c in columns}
+    for column in map(str, columns):
+        name = column
+        for char, instead in XGB_NAME_CHARS.items():
+            name = name.replace(char, instead)
+        if name != column:
+            base, k = name, 1
+            while name in taken:
+                name, k = f"{base}_{k}", k + 1
+            taken.add(name)
+        names.append(name)
+    return names
+
+
+def _xgb_matrix(X: pd.DataFrame, matrix: Callable[..., Any] = xgb.DMatrix, **kwargs: Any) -> Any:
+    """An XGBoost matrix of ``X`` under ``xgb_names`` (``X`` itself is left unchanged)."""
+    names = xgb_names(X.columns)
+    if names != list(X.columns):
+        X = X.set_axis(names, axis=1)  # a view: copy-on-write copies no column
+    return matrix(X, enable_categorical=True, **kwargs)
+
+
 def align_categories(X: pd.DataFrame, categories: Mapping[str, list[Any]]) -> pd.DataFrame:
     """Recast categorical columns to the training categories (unseen values become missing)."""
     X = X.copy()
@@ -277,7 +307,7 @@ def predict_gbt(
         part = X.iloc[lo:lo + PREDICT_CHUNK_ROWS]
         if categories:
             part = align_categories(part, categories)
-        chunks.append(booster.predict(xgb.DMatrix(part, enable_categorical=True)))
+        chunks.append(booster.predict(_xgb_matrix(part)))
     pred = np.concatenate(chunks)
     if task == "binary":
         p1 = pred.astype(np.float64).reshape(-1)
@@ -381,8 +411,8 @@ def fit_gbt(
     deadline = None if time_budget is None else start + time_budget
     categories = frame_categories(X_train)
     X_valid = align_categories(X_valid, categories)
-    dtrain = xgb.QuantileDMatrix(X_train, y_tr, enable_categorical=True, nthread=threads)
-    dvalid = xgb.QuantileDMatrix(X_valid, y_va, enable_categorical=True, nthread=threads, ref=dtrain)
+    dtrain = _xgb_matrix(X_train, xgb.QuantileDMatrix, label=y_tr, nthread=threads)
+    dvalid = _xgb_matrix(X_valid, xgb.QuantileDMatrix, label=y_va, nthread=threads, ref=dtrain)
     mae = metrics.proper_loss(task, metric) == "mae"
     base = _base_params(task, n_classes, seed, threads, mae)
     space = search_space(mae)
@@ -520,8 +550,7 @@ def _spill_frame(frame: pd.DataFrame, path: Path) -> Callable[[], pd.DataFrame]:
 def refit_booster(params: dict[str, Any], frames: list[pd.DataFrame], labels: list[np.ndarray], rounds: float,
            threads: int | None) -> xgb.Booster:
     """Boost ``rounds`` (rounded) on the frames stacked: a tuned trial again, on more rows, no early stopping."""
-    data = xgb.DMatrix(pd.concat(frames, ignore_index=True), np.concatenate(labels), enable_categorical=True,
-                       nthread=threads)
+    data = _xgb_matrix(pd.concat(frames, ignore_index=True), label=np.concatenate(labels), nthread=threads)
     return xgb.train(params, data, num_boost_round=max(1, round(rounds)), verbose_eval=False)
 
 

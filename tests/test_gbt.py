@@ -14,7 +14,7 @@ import xgboost as xgb
 from sklearn.datasets import make_classification, make_regression
 
 from automl_dnn import metrics
-from automl_dnn.gbt import DEFAULT_PARAMS, GBTResult, _Deadline, align_categories, fit_gbt, predict_gbt
+from automl_dnn.gbt import DEFAULT_PARAMS, GBTResult, _Deadline, align_categories, fit_gbt, predict_gbt, xgb_names
 
 N_TRAIN = 400
 CATS = ["red", "green", "blue", "unused"]  # fixed categories, one never seen (as the preprocessor does)
@@ -181,6 +181,22 @@ def test_refit_exports_the_best_trial_refit_on_train_and_valid(binary_data) -> N
     unseen = predict_gbt(result.booster, X_valid, task="binary", categories=result.categories)
     assert metrics.score("logloss", y_valid, seen) < metrics.score("logloss", y_valid, unseen)
     assert fit_gbt(X_train, y_train, X_valid, y_valid, task="binary", n_classes=2, n_trials=1).final_booster is None
+
+
+def test_column_names_xgboost_refuses_are_renamed_for_it_alone(binary_data) -> None:
+    """'x[0]', 'a<b' and ']' are fine column names that XGBoost refuses ("feature_names ... may not contain [, ]
+    or <"): fit killed with an internal error. They reach XGBoost renamed (uniquely: 'x(0)' is taken already)."""
+    X_train, y_train, X_valid, y_valid = binary_data
+    odd = {"x0": "x[0]", "x1": "x(0)", "x2": "a<b", "color": "c]"}
+    X_tr, X_va = X_train.rename(columns=odd), X_valid.rename(columns=odd)
+    result = fit_gbt(X_tr, y_train, X_va, y_valid, task="binary", n_classes=2, n_trials=1, seed=0, refit=True)
+    assert list(X_tr.columns)[:3] == ["x[0]", "x(0)", "a<b"]  # the caller's frame is left as it was
+    assert result.categories == {"c]": CATS}
+    plain = fit_gbt(X_train, y_train, X_valid, y_valid, task="binary", n_classes=2, n_trials=1, seed=0, refit=True)
+    for booster, same in ((result.booster, plain.booster), (result.final_booster, plain.final_booster)):
+        np.testing.assert_array_equal(predict_gbt(booster, X_va, task="binary", categories=result.categories),
+                                      predict_gbt(same, X_valid, task="binary", categories=plain.categories))
+    assert xgb_names(["x[0]", "x(0)", "a<b", "y"]) == ["x(0)_1", "x(0)", "altb", "y"]
 
 
 def test_a_stop_event_ends_the_search_after_its_first_round_and_skips_the_refit(binary_data) -> None:
