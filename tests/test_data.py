@@ -599,6 +599,19 @@ def test_json_round_trip_is_bit_identical(messy):
         pd.testing.assert_frame_equal(pre.transform_for_gbt(test), pre2.transform_for_gbt(test))
 
 
+def test_a_date_s_parts_never_share_a_name_with_another_column():
+    """A table with a date 'd' and numbers named 'd__year' (an export of derived columns): XGBoost's frame held
+    'd__year' twice, and fit ended with "internal error: AttributeError: 'DataFrame' object has no attribute
+    'dtype'". The date's part takes another name; the user's column keeps its own."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"d": pd.date_range("2020-01-01", periods=60, freq="7D").strftime("%Y-%m-%d"),
+                       "d__year": rng.normal(size=60), "d__year_": rng.normal(size=60)})
+    frame = FeaturePreprocessor().fit(df).transform_for_gbt(df)
+    assert frame.columns.is_unique
+    np.testing.assert_array_equal(frame["d__year"], df["d__year"].to_numpy(np.float32))
+    assert frame["d__year__"].tolist() == pd.to_datetime(df["d"]).dt.year.tolist()
+
+
 def test_from_dict_refuses_foreign_data():
     with pytest.raises(AutoDNNError, match="preprocessor"):
         FeaturePreprocessor.from_dict({"format": "other"})

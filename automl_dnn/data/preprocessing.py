@@ -922,15 +922,22 @@ class FeaturePreprocessor:
         return frame
 
     def _gbt_names(self) -> list[tuple[str, bool]]:
-        """(name, is a number) of each column of ``transform_for_gbt``, in order."""
+        """(name, is a number) of each column of ``transform_for_gbt``, in order, each once: a date's part is
+        NAME__PART, with '_' added while another column has that name (a table may hold 'd' and 'd__year')."""
         out: list[tuple[str, bool]] = []
+        taken = {spec["name"] for spec in self.columns_}
         for spec in self.columns_:
             if spec["kind"] == "categorical":
                 out.append((spec["name"], False))
             elif spec["kind"] == "numeric":
                 out.append((spec["name"], True))
             else:
-                out.extend((f"{spec['name']}__{p['part']}", True) for p in spec["parts"])
+                for p in spec["parts"]:
+                    name = f"{spec['name']}__{p['part']}"
+                    while name in taken:
+                        name += "_"
+                    taken.add(name)
+                    out.append((name, True))
         return out
 
     def _gbt_categories(self, spec: dict, s: pd.Series, report: list[str]) -> pd.Categorical:
