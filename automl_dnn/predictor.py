@@ -20,8 +20,9 @@ from safetensors.torch import load as load_tensors
 
 from automl_dnn import metrics
 from automl_dnn.config import NetConfig
-from automl_dnn.data import (NOTES_ATTR, FeaturePreprocessor, TargetEncoder, TargetTransform, merge_counted_notes,
-                             net_values, numpy_backed, parse_dates, read_numbers, read_table, stripped_labels)
+from automl_dnn.data import (NOTES_ATTR, FeaturePreprocessor, TargetEncoder, TargetTransform, formatted_numbers,
+                             merge_counted_notes, net_values, numpy_backed, parse_dates, read_numbers, read_table,
+                             stripped_labels)
 from automl_dnn.ensemble import blend
 from automl_dnn.errors import AutoDNNError, DataError, ModelFormatError, PathError, first_line
 from automl_dnn.files import atomic_write
@@ -281,7 +282,9 @@ class Predictor:
             raise DataError(f"the table has no target column {target!r}; name the column that holds "
                             "the true values (target= in Python, --target on the command line)")
         column = df.columns[names.index(target)]
-        labels = stripped_labels(df[column])[0]  # as training read them: 'yes ' is 'yes'
+        labels = stripped_labels(df[column])[0]  # as training read them: 'yes ' is 'yes', '$1,250' is 1250
+        numbers = formatted_numbers(labels) if self.task == "regression" or self.classes_.dtype.kind == "f" else None
+        labels = labels if numbers is None else numbers[0]
         keep = labels.notna().to_numpy()
         frame = df.loc[keep].drop(columns=[column]).reset_index(drop=True)
         if self.task == "regression":

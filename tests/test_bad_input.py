@@ -720,6 +720,24 @@ def test_importance_reads_labels_with_spaces_around_them_as_training_did(fitted:
     assert padded.equals(model.feature_importance(frame, target="y", repeats=1, seed=0))
 
 
+def test_a_price_target_written_with_a_currency_sign_fits_and_its_importance_reads_it(tmp_path: Path,
+                                                                                         tiny_space: Path) -> None:
+    """'$48,123.45' targets were 200 text classes ("too many to be classes; use --task regression", which then said
+    "needs numbers"): now a regression, and importance reads the column as training did."""
+    frame = toy_frame().drop(columns="y")
+    price = 1000 * (3 + frame["a"] + (frame["c"] == "red"))
+    frame["price"] = [f"${v:,.2f}" for v in price]
+    result = invoke("fit", _csv(tmp_path, frame), "--target", "price", "--model", tmp_path / "model", "--space",
+                    tiny_space, "--n-trials", 1, "--no-gbt", "--folds", 1, "--no-report")
+    assert result.exit_code == 0, result.output
+    assert "note: target 'price' holds text but" in result.output
+    model = api.load(tmp_path / "model")
+    assert model.task == "regression"
+    got = model.feature_importance(frame.head(40), target="price", repeats=1, seed=0)
+    pd.testing.assert_frame_equal(got, model.feature_importance(frame.head(40).assign(price=price), target="price",
+                                                                repeats=1, seed=0))
+
+
 def test_predict_notes_a_used_column_that_is_empty_in_every_row(fitted: SimpleNamespace, tmp_path: Path) -> None:
     """A column emptied by an export (or 'n/a' throughout, which the reading makes missing) predicted silently."""
     frame = fitted.frame.drop(columns="y").head(6).assign(a="n/a", c=None)  # written to CSV: read as missing

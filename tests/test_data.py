@@ -1109,6 +1109,27 @@ def test_categorical_columns_of_codes_are_read_as_categories() -> None:
             load_dataset(df, target="y", categorical=[name])
 
 
+@pytest.mark.parametrize("write", [lambda v: f"${v:,.2f}", lambda v: f"{v:,.2f}", lambda v: f"{v / 1e3:.5f}%"],
+                         ids=["currency", "thousands", "percent"])
+def test_a_target_of_formatted_numbers_is_a_regression(write) -> None:
+    """A price target written '$48,123.45' (or 48,123.45, or 45.3%), which a feature column of the same cells reads
+    as numbers, was 400 text classes: "too many to be classes; use --task regression", and with that option
+    "--task regression needs numbers". It is read as numbers, with a note."""
+    rng = np.random.default_rng(0)
+    values = np.round(np.exp(rng.normal(10.5, 0.6, 200)), 2)
+    frame = pd.DataFrame({"x": np.log(values) + rng.normal(0, 0.1, 200), "price": [write(v) for v in values]})
+    frame.loc[3, "price"] = None
+    for task in ("auto", "regression"):
+        ds = load_dataset(frame, target="price", task=task)
+        assert ds.task == "regression"
+        got = ds.target_encoder.decode(ds.y)
+        want = np.delete(values, 3) / (1e5 if "%" in frame["price"].iloc[0] else 1)
+        np.testing.assert_allclose(got, want, rtol=1e-6)  # y is encoded in float32
+        assert any("target 'price' holds text" in note and "read it as numbers" in note for note in ds.notes)
+    labels = pd.DataFrame({"x": np.arange(200), "y": ["$5"] * 100 + ["five dollars"] * 100})
+    assert load_dataset(labels, target="y").task == "binary"  # not every label a number: text classes as before
+
+
 def test_currency_amounts_are_read_as_numbers() -> None:
     """Amounts of money written with a currency sign ($1,234.50) are numbers, not a column of all-rare levels
     (it was dropped: "every level is rarer than 5 rows", AUC 0.865 where the parsed column gives 0.943)."""

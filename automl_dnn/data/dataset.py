@@ -18,7 +18,7 @@ import pandas as pd
 
 from automl_dnn.data.builtins import builtin_info, is_builtin
 from automl_dnn.data.leaks import leak_notes
-from automl_dnn.data.preprocessing import FeaturePreprocessor, date_reading, parse_dates
+from automl_dnn.data.preprocessing import FeaturePreprocessor, date_reading, formatted_numbers, parse_dates
 from automl_dnn.data.reading import (DUPLICATES_ATTR, NOTES_ATTR, dedupe, duplicate_note, duplicated, numpy_backed,
                                      read_table)
 from automl_dnn.data.target import TargetEncoder, check_target, extreme_target_note, infer_task, stripped_labels
@@ -231,6 +231,10 @@ def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None
     if n_stripped:
         notes.append(f"{n_stripped} labels of target {target!r} had spaces around them (or were blank); read them "
                      "without (a blank one as missing)")
+    numbers = formatted_numbers(y_all) if task in ("auto", "regression") else None
+    if numbers is not None:
+        y_all = numbers[0]
+        notes.append(f"target {target!r} holds text but {numbers[1]}; read it as numbers")
     keep = y_all.notna().to_numpy()
     if not keep.any():
         check_target(y_all, task)

@@ -178,6 +178,22 @@ def _number_reading(texts: list[str | None]) -> dict:
     return reading
 
 
+def formatted_numbers(s: pd.Series) -> tuple[pd.Series, str] | None:
+    """A text column whose every value is a number, some written with a currency sign, commas between digit
+    groups or a percent sign ('$48,123.45', '45.3 %'), as float64, with how it was read; None for any other. A
+    target of prices so written is a regression, not 400 text classes, as the same column as a feature is numbers."""
+    if not (pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)):
+        return None
+    codes, texts = _text_levels(s)
+    reading = {k: v for k, v in _number_reading(texts).items() if k != "missing"}
+    if not reading:
+        return None
+    nums = _numbers_from_texts(texts, reading)[0]
+    if any(t is not None and np.isnan(x) for t, x in zip(texts, nums)):
+        return None
+    return pd.Series(np.append(nums, np.nan)[codes], index=s.index, name=s.name), _number_note(reading, 0, 1.0)
+
+
 def _text_levels(s: pd.Series) -> tuple[np.ndarray, list[str | None]]:
     """Factorize once, turn each distinct value into its level text (None for missing)."""
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
