@@ -101,6 +101,19 @@ def test_read_semicolon_with_thousands_points_and_decimal_commas(tmp_path):
         in " ".join(got.attrs[NOTES_ATTR])
 
 
+@pytest.mark.parametrize("space", [" ", "\u00a0", "\u202f"], ids=["space", "no-break space", "narrow no-break space"])
+def test_read_semicolon_with_spaces_between_digit_groups(tmp_path, space):
+    """A French export writes 1 234,56 (a no-break space between digit groups): the column was text, every value
+    different, and dropped as a key. Numbers, as 1.234,56 are; one kind of mark per number."""
+    (tmp_path / "fr.csv").write_text(f"amount;x;code\n12{space}573,02 \u20ac;1,5;a\n-1{space}210{space}000,5;2,5;b\n"
+                                     f"7,25;3,5;c\n950;4,5;d\n", encoding="utf-8")
+    got = read_table(tmp_path / "fr.csv")
+    assert got["amount"].tolist() == [12573.02, -1210000.5, 7.25, 950.0]
+    assert "column 'amount': numbers written like 1.234,56 € read as 1234.56" in " ".join(got.attrs[NOTES_ATTR])
+    (tmp_path / "mixed.csv").write_text(f"amount;x\n1.234{space}567,5;1,5\n2,5;2,5\n", encoding="utf-8")
+    assert read_table(tmp_path / "mixed.csv")["amount"].tolist() == ["1.234" + space + "567,5", "2,5"]
+
+
 def test_read_semicolon_amounts_with_a_currency_sign(tmp_path):
     """12,50 € in a decimal-comma file: text to pandas, and the preprocessing's currency reading knows only 12.50."""
     (tmp_path / "eur.csv").write_text("price;x;y\n12,50 \u20ac;1,5;a\n\u20ac 1.234,00;2,5;b\n-3,00 \u20ac;3,5;a\n"

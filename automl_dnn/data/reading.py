@@ -252,9 +252,14 @@ _NOT_A_TABLE = (
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f]")  # C0 control characters other than tab, newlines, \v, \f
 _EXCEL_SEP_LINE = re.compile(r'^\ufeff?"?sep=(.)"?\r?$')  # Excel's optional first line naming the delimiter
-_COMMA_DECIMAL = re.compile(r"[-+]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+")  # 3,5 and 1.234,56
-#: an amount of a decimal-comma file: 1.234,56, 3,5, 12, with at most one currency sign before or after (12,50 €)
-_COMMA_AMOUNT = re.compile(r"([-+]?)\s?[$\u20ac\u00a3\u00a5]?\s?((?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?)\s?[$\u20ac\u00a3\u00a5]?")
+#: the whole part of a decimal-comma number: 1234, or groups of three digits after points or spaces (1.234, 1 234;
+#: France writes a no-break space, U+00A0 or U+202F, between them), one kind of mark in a number
+_COMMA_WHOLE = r"(?:\d{1,3}(?:\.\d{3})+|\d{1,3}(?: \d{3})+|\d{1,3}(?:\u00a0\d{3})+|\d{1,3}(?:\u202f\d{3})+|\d+)"
+_COMMA_DECIMAL = re.compile(rf"[-+]?{_COMMA_WHOLE},\d+")  # 3,5, 1.234,56 and 1 234,56
+#: an amount of a decimal-comma file: 1.234,56, 1 234,56, 3,5, 12, with at most one currency sign before or after
+#: (12,50 €)
+_COMMA_AMOUNT = re.compile(rf"([-+]?)\s?[$\u20ac\u00a3\u00a5]?\s?({_COMMA_WHOLE}(?:,\d+)?)\s?[$\u20ac\u00a3\u00a5]?")
+_DIGIT_GROUP_MARKS = re.compile("[. \u00a0\u202f]")
 _POINT_DECIMAL = re.compile(r"[-+]?\d*\.\d+")
 _THOUSANDS_POINT = re.compile(r"[-+]?\d{1,3}(?:\.\d{3})+")  # 1.234: beside decimal commas, a thousands point
 
@@ -374,13 +379,13 @@ def _grouped_numbers(df: pd.DataFrame) -> list[str]:
         parts = column.dropna().astype(str).str.strip().str.extract(f"^{_COMMA_AMOUNT.pattern}$")
         if len(parts) == 0 or parts[1].isna().any():
             continue
-        plain = parts[0] + parts[1].str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+        plain = parts[0] + parts[1].str.replace(_DIGIT_GROUP_MARKS, "", regex=True).str.replace(",", ".", regex=False)
         df.isetitem(j, pd.to_numeric(plain).astype("float64").reindex(column.index))
         amounts.append(repr(str(name)))
     if not amounts:
         return []
     return [f"column{'s' if len(amounts) > 1 else ''} {', '.join(amounts[:5])}{', ...' if len(amounts) > 5 else ''}: "
-            "numbers written like 1.234,56 € read as 1234.56 (thousands points and currency signs dropped)"]
+            "numbers written like 1.234,56 € read as 1234.56 (thousands points or spaces and currency signs dropped)"]
 
 
 def _raw_header(path: Path, *, sep: str, encoding: str, compression: str | None, skiprows: int,
