@@ -1143,6 +1143,17 @@ def test_a_target_of_formatted_numbers_is_a_regression(write) -> None:
     assert load_dataset(labels, target="y").task == "binary"  # not every label a number: text classes as before
 
 
+def test_labels_that_differ_only_in_case_are_named_in_a_note() -> None:
+    """'Yes', 'yes' and 'no' made a 3-class target with no word said; they stay apart ('a' and 'A' may be two
+    classes) and a note names them."""
+    frame = pd.DataFrame({"x": np.arange(60), "y": ["yes", "no", "Yes"] * 20})
+    ds = load_dataset(frame, target="y")
+    assert ds.task == "multiclass"
+    assert "labels of target 'y' that differ only in case are different classes: 'Yes' and 'yes'; if they are one " \
+           "class, write them alike" in ds.notes
+    assert not any("differ only in case" in note for note in load_dataset(frame.replace("Yes", "yes"), target="y").notes)
+
+
 def test_currency_amounts_are_read_as_numbers() -> None:
     """Amounts of money written with a currency sign ($1,234.50) are numbers, not a column of all-rare levels
     (it was dropped: "every level is rarer than 5 rows", AUC 0.865 where the parsed column gives 0.943)."""

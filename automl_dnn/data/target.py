@@ -83,6 +83,21 @@ def stripped_labels(y: pd.Series) -> tuple[pd.Series, int]:
     return (text, changed) if changed else (y, 0)
 
 
+def case_variants_note(y: pd.Series, name: Any) -> list[str]:
+    """A note naming text labels that differ only in case ('Yes' and 'yes'). They stay apart ('a' and 'A' may be two
+    classes), but are more often one class typed two ways, which made a binary target a 3-class one unsaid."""
+    variants: dict[str, list[str]] = {}
+    for label in pd.unique(y.dropna()):
+        if isinstance(label, str):
+            variants.setdefault(label.casefold(), []).append(label)
+    clashes = [sorted(group) for group in variants.values() if len(group) > 1]
+    if not clashes:
+        return []
+    shown = "; ".join(" and ".join(map(repr, group)) for group in clashes[:3]) + ("; ..." if len(clashes) > 3 else "")
+    return [f"labels of target {name!r} that differ only in case are different classes: {shown}; "
+            "if they are one class, write them alike"]
+
+
 def _show(values: Any, k: int = 3) -> str:
     return ", ".join(repr(to_scalar(v)) for v in list(values)[:k])
 
