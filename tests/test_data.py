@@ -1143,6 +1143,19 @@ def test_a_target_of_formatted_numbers_is_a_regression(write) -> None:
     assert load_dataset(labels, target="y").task == "binary"  # not every label a number: text classes as before
 
 
+def test_a_float16_target_is_read(tmp_path) -> None:
+    """A Parquet file (or a frame) whose target was cast to float16 to save memory: "internal error:
+    NotImplementedError: float16 indexes are not supported" before the search began."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=100), "y": rng.normal(size=100).astype(np.float16),
+                          "c": rng.choice([0.5, 1.5], 100).astype(np.float16)})
+    frame.to_parquet(tmp_path / "half.parquet")
+    ds = load_dataset(tmp_path / "half.parquet", target="y")
+    assert ds.task == "regression"
+    np.testing.assert_allclose(ds.target_encoder.decode(ds.y), frame["y"].astype(np.float64), rtol=1e-6)
+    assert load_dataset(frame, target="c").task == "binary"
+
+
 def test_labels_that_differ_only_in_case_are_named_in_a_note() -> None:
     """'Yes', 'yes' and 'no' made a 3-class target with no word said; they stay apart ('a' and 'A' may be two
     classes) and a note names them."""

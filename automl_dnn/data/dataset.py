@@ -107,6 +107,12 @@ def _without_nested_columns(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     return df.drop(columns=nested) if nested else df
 
 
+def _no_float16(y: pd.Series) -> pd.Series:
+    """A float16 target as float32 (exactly): pandas has no float16 index, and the task's inference failed on one
+    with "NotImplementedError: float16 indexes are not supported" (a frame cast down to save memory)."""
+    return y.astype(np.float32) if y.dtype == np.float16 else y
+
+
 def _resolve_target(df: pd.DataFrame, target: str | None, source: Any, duplicates: list[str]) -> str:
     """The target column's name; a wrong one gets close matches, so a typo is quick to fix. A name that
     several columns had is refused: which of them is the target cannot be known."""
@@ -228,7 +234,7 @@ def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None
     df, duplicates = _frame_from_source(source, notes)
     df = _without_nested_columns(df, notes)
     target = _resolve_target(df, target, source, duplicates)
-    y_all, n_stripped = stripped_labels(df[target])
+    y_all, n_stripped = stripped_labels(_no_float16(df[target]))
     if n_stripped:
         notes.append(f"{n_stripped} labels of target {target!r} had spaces around them (or were blank); read them "
                      "without (a blank one as missing)")
