@@ -254,6 +254,31 @@ def test_read_errors(tmp_path, name, content, needle):
     assert name in str(info.value)
 
 
+def test_read_bz2_xz_and_zip_compressed_text(tmp_path):
+    """A downloaded table often comes zipped (data.csv.zip) or as .bz2 / .xz: all were "unsupported file type". Read
+    as the plain file is; a ZIP of several files names them."""
+    import bz2
+    import lzma
+    import zipfile
+
+    frame = _frame(30)
+    text = frame.to_csv(index=False).encode()
+    (tmp_path / "d.csv.bz2").write_bytes(bz2.compress(text))
+    (tmp_path / "d.tsv.xz").write_bytes(lzma.compress(frame.to_csv(index=False, sep="\t").encode()))
+    with zipfile.ZipFile(tmp_path / "d.zip", "w") as archive:
+        archive.writestr("data/d.csv", text)
+    for name in ("d.csv.bz2", "d.tsv.xz", "d.zip"):
+        pd.testing.assert_frame_equal(read_table(tmp_path / name), frame, check_like=False)
+    with zipfile.ZipFile(tmp_path / "two.zip", "w") as archive:
+        archive.writestr("a.csv", text)
+        archive.writestr("b.csv", text)
+    with pytest.raises(DataError, match="holds 2 files \\('a.csv', 'b.csv'\\); a ZIP archive must hold one table"):
+        read_table(tmp_path / "two.zip")
+    (tmp_path / "bad.csv.xz").write_bytes(b"not xz at all")
+    with pytest.raises(DataError, match="valid xz file"):
+        read_table(tmp_path / "bad.csv.xz")
+
+
 def test_read_directory_and_unknown_builtin(tmp_path):
     with pytest.raises(DataError, match="directory"):
         read_table(tmp_path)

@@ -1,4 +1,4 @@
-"""Reading a table: ``builtin:NAME``, CSV/TSV/TXT (optionally gzipped) or Parquet, never written to.
+"""Reading a table: ``builtin:NAME``, CSV/TSV/TXT (optionally compressed) or Parquet, never written to.
 
 Text files are sniffed (encoding, delimiter, decimal mark) rather than configured, files that are no
 table (binary, HTML) are refused with a one-line ``DataError``, and what was decided on the user's
@@ -7,12 +7,15 @@ behalf is kept as notes in ``df.attrs[NOTES_ATTR]``.
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import csv
 import gzip
+import lzma
 import os
 import re
 import sys
+import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,14 +27,16 @@ from automl_dnn.errors import DataError, first_line
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-SUPPORTED_FORMATS = ".csv, .tsv, .txt, .parquet, .pq, and gzip-compressed text (.csv.gz, .tsv.gz, ...)"
+SUPPORTED_FORMATS = ".csv, .tsv, .txt, .parquet, .pq, and compressed text (.csv.gz, .csv.bz2, .csv.xz, .csv.zip, ...)"
+#: compressed text by its suffix: pandas' name of the compression (a downloaded table often comes zipped)
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zip": "zip"}
 NOTES_ATTR = "automl_dnn_notes"  # DataFrame.attrs key carrying read_table's notes to load_dataset
 DUPLICATES_ATTR = "automl_dnn_duplicates"  # ... and the names that several columns had before ``dedupe``
 PARQUET_BUFFER = 1 << 20  # bytes read at a time from a Parquet file (pre-buffering off: see _read_parquet)
 
 
 def read_table(source: str | os.PathLike) -> pd.DataFrame:
-    """Read ``builtin:NAME`` or a CSV/TSV/TXT (optionally gzipped) or Parquet file.
+    """Read ``builtin:NAME`` or a CSV/TSV/TXT (optionally gzip, bz2, xz or ZIP compressed) or Parquet file.
 
     Text files: the delimiter is sniffed among comma, semicolon, tab and pipe (or taken from Excel's
     ``sep=X`` first line); the encoding is UTF-8 (a BOM is allowed), UTF-16 (with a BOM, or without one when every
@@ -90,7 +95,7 @@ def _check_file(path: Path) -> str:
     if path.is_dir():
         raise DataError(f"'{path}' is a directory, not a data file; pass a file inside it")
     name = path.name.lower()
-    if name.endswith(".gz"):
+    if _compression(path) is not None:
         kind = "text"
     elif name.endswith(PARQUET_SUFFIXES):
         kind = "parquet"
@@ -158,16 +163,33 @@ def _read_parquet(path: Path, notes: list[str]) -> pd.DataFrame:
     return df
 
 
-def _read_sample(path: Path, gz: bool, size: int = 65536) -> bytes:
+def _compression(path: Path) -> str | None:
+    """The compression its suffix names (``COMPRESSIONS``), None for plain text or Parquet."""
+    name = path.name.lower()
+    return next((how for suffix, how in COMPRESSIONS.items() if name.endswith(suffix)), None)
+
+
+def _open(path: Path, compression: str | None) -> Any:
+    """The file's text bytes, uncompressed; a ZIP archive must hold one file, which pandas reads too."""
+    if compression == "zip":
+        archive = zipfile.ZipFile(path)
+        names = [name for name in archive.namelist() if not name.endswith("/")]
+        if len(names) != 1:  # pandas reads a ZIP of one file only (macOS's zip adds __MACOSX/ files)
+            raise DataError(f"'{path}' holds {len(names)} files ({', '.join(map(repr, names[:3]))}"
+                            f"{', ...' if len(names) > 3 else ''}); a ZIP archive must hold one table: extract the "
+                            "one to use and pass it")
+        return archive.open(names[0])
+    opener = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}.get(compression or "", open)
+    return opener(path, "rb")
+
+
+def _read_sample(path: Path, compression: str | None, size: int = 65536) -> bytes:
     try:
-        if gz:
-            with gzip.open(path, "rb") as fh:
-                return fh.read(size)
-        with open(path, "rb") as fh:
+        with _open(path, compression) as fh:
             return fh.read(size)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile) as exc:
         raise DataError(f"could not read '{path}' ({first_line(exc)}); "
-                        f"check that it is a valid {'gzip' if gz else 'text'} file") from None
+                        f"check that it is a valid {compression or 'text'} file") from None
 
 
 def _encoding(sample: bytes) -> str:
@@ -306,9 +328,9 @@ def _decimal_mark(text: str, sep: str) -> str:
 
 
 def _read_text(path: Path, notes: list[str]) -> pd.DataFrame:
-    raw = _read_sample(path, gz=False, size=4)
-    gz = path.name.lower().endswith(".gz") or raw.startswith(b"\x1f\x8b")
-    sample = _read_sample(path, gz)
+    raw = _read_sample(path, None, size=4)
+    compression = _compression(path) or ("gzip" if raw.startswith(b"\x1f\x8b") else None)
+    sample = _read_sample(path, compression)
     if sample.startswith(b"PAR1"):
         raise DataError(f"'{path}' is a Parquet file with a text extension; rename it to .parquet")
     for magic, what in _NOT_A_TABLE:
@@ -333,7 +355,6 @@ def _read_text(path: Path, notes: list[str]) -> pd.DataFrame:
         text = "\n".join(text.splitlines()[n_comments:]) if n_comments else text
         sep = _sniff_delimiter(text, preferred) or preferred
     decimal = _decimal_mark(text, sep)
-    compression = "gzip" if gz else None
     read = dict(sep=sep, compression=compression, skiprows=n_comments + bool(excel_sep), decimal=decimal)
     df = None
     fallbacks = () if encoding.startswith("utf-16") else ("cp1252", "latin-1")  # UTF-16 read as 8-bit is noise
