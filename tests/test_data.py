@@ -906,8 +906,8 @@ def test_from_dict_refuses_unknown_scaling_and_version(messy):
     d = FeaturePreprocessor().fit(messy).to_dict()
     with pytest.raises(AutoDNNError, match="scaling 'fancy'"):
         FeaturePreprocessor.from_dict(dict(d, scaling="fancy"))
-    with pytest.raises(AutoDNNError, match="version 6"):
-        FeaturePreprocessor.from_dict(dict(d, version=6))
+    with pytest.raises(AutoDNNError, match="version 7"):
+        FeaturePreprocessor.from_dict(dict(d, version=7))
     with pytest.raises(ValueError, match="'robust'"):
         FeaturePreprocessor().fit(messy, scaling="minmax")
 
@@ -1190,6 +1190,27 @@ def test_labels_that_differ_only_in_case_are_named_in_a_note() -> None:
     assert "labels of target 'y' that differ only in case are different classes: 'Yes' and 'yes'; if they are one " \
            "class, write them alike" in ds.notes
     assert not any("differ only in case" in note for note in load_dataset(frame.replace("Yes", "yes"), target="y").notes)
+
+
+def test_accountants_negatives_in_parentheses_are_numbers() -> None:
+    """A ledger export writes -1,234.50 as (1,234.50), and ($5) for -$5: the column mixed numbers and text and was
+    read as capped categories. Negative numbers, by a reading saved with the model; '(n/a)' stays text."""
+    rng = np.random.default_rng(0)
+    values = np.round(rng.normal(0, 2000, 200))  # whole: values / 100 writes exactly with 2 decimals
+    frame = pd.DataFrame({"pnl": [f"({-v:,.2f})" if v < 0 else f"{v:,.2f}" for v in values],
+                          "fee": [f"(${-v:,.2f})" if v < 0 else f"${v:,.2f}" for v in values / 100],
+                          "tag": rng.choice(["(n/a)", "(x)", "y"], 200)})
+    pre = FeaturePreprocessor().fit(frame)
+    specs = {c["name"]: c for c in pre.columns_}
+    assert specs["pnl"]["kind"] == "numeric" and specs["pnl"]["text"] == {"parentheses": True, "thousands": True}
+    assert specs["fee"]["kind"] == "numeric" and specs["tag"]["kind"] == "categorical"
+    assert any("'pnl'" in note and "(12.50) read as -12.50" in note for note in pre.notes_)
+    raw = pre.transform_for_gbt(frame)
+    np.testing.assert_allclose(raw["pnl"], values, rtol=1e-6)
+    np.testing.assert_allclose(raw["fee"], values / 100, rtol=1e-6)
+    again = FeaturePreprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
+    assert again.to_dict()["version"] == 6  # an older reader would read (1.50) as missing: it must refuse the file
+    pd.testing.assert_frame_equal(again.transform_for_gbt(frame), raw)
 
 
 def test_currency_amounts_are_read_as_numbers() -> None:

@@ -86,8 +86,9 @@ FORMAT_NAME = "automl_dnn.FeaturePreprocessor"
 #: 3 adds a text column's ``text`` reading (a date format, '?' as missing, 12,345 numbers).
 #: 4 adds a date column's time zone (``text``'s ``tz``: its parts on that zone's clock) and 45.3 % as a number.
 #: 5 adds amounts of money as numbers (``text``'s ``currency``: $1,234.50, 12.50 €).
-FORMAT_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+#: 6 adds accountants' negatives (``text``'s ``parentheses``: (1,234.50) is -1234.50).
+FORMAT_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 
 _DATE_LIKE = re.compile(r"\d{4}|\d{1,2}[-/.]\d{1,2}")
 DATE_FORMAT_SAMPLE = 200  # distinct date texts whose formats pandas guesses, month and day first
@@ -96,6 +97,7 @@ _TIME_OFFSET = re.compile(r"\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|UTC|GMT|[+-]\d\d(
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d*)?$")  # 12,345.67: commas between groups of three digits
 #: $1,234.50, -$5, €12 or 12.50 €, £, ¥: one currency sign before or after the number (a sign first)
 _CURRENCY = re.compile(r"^([-+]?)\s?[$\u20ac\u00a3\u00a5]\s?([\d.,]*\d[\d.,]*)$|^([-+]?[\d.,]*\d[\d.,]*)\s?[$\u20ac\u00a3\u00a5]$")
+_PARENTHESES = re.compile(r"^\(\s?([^()\s-][^()]*?)\s?\)$")  # (1,234.50): an accountant's -1,234.50
 _PERCENT = re.compile(r"^([-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+))\s?%$")  # 45.3%, .5 %, 12,345%
 #: cells that stand for a missing value in a column of numbers (read_csv already takes NA, NaN, null, ...)
 MISSING_MARKERS = frozenset({"?", "??", "-", "--", ".", "*", "n/a", "na", "n.a.", "none", "missing", "unknown"})
@@ -119,6 +121,12 @@ def read_numbers(s: pd.Series, reading: dict | None = None) -> tuple[np.ndarray,
     return num, int(s.notna().sum() - np.isfinite(num).sum() - np.isinf(num).sum())
 
 
+def _negated(t: str) -> str:
+    """'(1,234.50)' -> '-1,234.50', '($5)' -> '-$5'; any other text as it is."""
+    match = _PARENTHESES.match(t)
+    return t if match is None else "-" + match.group(1)
+
+
 def _without_currency(t: str) -> str:
     """'$1,234.50' -> '1,234.50', '-$5' -> '-5', '12 €' -> '12'; any other text as it is."""
     match = _CURRENCY.match(t)
@@ -131,6 +139,8 @@ def _numbers_from_texts(texts: list[str | None], reading: dict) -> tuple[np.ndar
     """Distinct texts as numbers by a column's reading, NaN where unreadable; and which are missing markers."""
     markers = {m.casefold() for m in reading.get("missing", [])}
     is_marker = np.array([t is not None and t.casefold() in markers for t in texts], dtype=bool)
+    if reading.get("parentheses"):
+        texts = [t if t is None else _negated(t) for t in texts]
     if reading.get("currency"):
         texts = [t if t is None else _without_currency(t) for t in texts]
     percent = [_PERCENT.match(t) if t is not None and reading.get("percent") else None for t in texts]
@@ -146,6 +156,8 @@ def _number_note(reading: dict, n_marked: int, frac_num: float) -> str:
     """What a column of number texts holds, and what reading it needed ('?' as missing, 12,345.67)."""
     how = [f"{n_marked} cells written {' or '.join(map(repr, reading['missing']))} read as missing"] \
         if reading.get("missing") else []
+    if reading.get("parentheses"):
+        how.append("(12.50) read as -12.50")
     if reading.get("currency"):
         how.append("currency signs dropped")
     if reading.get("thousands"):
@@ -162,6 +174,10 @@ def _number_reading(texts: list[str | None]) -> dict:
     plain = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     rest = [t for t, x in zip(texts, plain) if t is not None and np.isnan(x)]
     reading: dict[str, Any] = {}
+    negated = [_negated(t) for t in rest]
+    if any(_is_number(n) for n in [n for t, n in zip(rest, negated) if n != t][:100]):
+        reading["parentheses"] = True  # only when what they hold reads as a number: '(n/a)' is no negative
+        rest = negated
     if any(_CURRENCY.match(t) for t in rest):  # amounts of money: $1,234.50 reads as 1,234.50, then as below
         reading["currency"] = True
         rest = [_without_currency(t) for t in rest]
@@ -192,6 +208,11 @@ def formatted_numbers(s: pd.Series) -> tuple[pd.Series, str] | None:
     if any(t is not None and np.isnan(x) for t, x in zip(texts, nums)):
         return None
     return pd.Series(np.append(nums, np.nan)[codes], index=s.index, name=s.name), _number_note(reading, 0, 1.0)
+
+
+def _is_number(t: str) -> bool:
+    """Whether one text reads as a number by the reading it alone asks for ('-1,234.50', '-$5')."""
+    return not np.isnan(_numbers_from_texts([t], _number_reading([t]))[0][0])
 
 
 def _text_levels(s: pd.Series) -> tuple[np.ndarray, list[str | None]]:
