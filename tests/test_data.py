@@ -1192,6 +1192,21 @@ def test_labels_that_differ_only_in_case_are_named_in_a_note() -> None:
     assert not any("differ only in case" in note for note in load_dataset(frame.replace("Yes", "yes"), target="y").notes)
 
 
+@pytest.mark.parametrize("mark", ["'", "\u2019", " ", "\u00a0", "\u202f"])
+def test_apostrophes_or_spaces_between_digit_groups_are_numbers(mark: str) -> None:
+    """12'345.67 (Switzerland) and 12 345.67 (SI, a spreadsheet's no-break space) were text, every value different,
+    and the column was dropped as a key; numbers, as 12,345.67 are. One kind of mark in a number."""
+    rng = np.random.default_rng(0)
+    values = np.abs(np.round(rng.normal(0, 1e5, 100)))
+    frame = pd.DataFrame({"amount": [f"{v:,.0f}".replace(",", mark) + ".5" for v in values],
+                          "mixed": ["1'234 567", "5", "6", "7"] * 25})
+    pre = FeaturePreprocessor().fit(frame)
+    specs = {c["name"]: c for c in pre.columns_}
+    assert specs["amount"]["kind"] == "numeric" and specs["amount"]["text"] == {"thousands": True}
+    assert specs["mixed"]["kind"] == "categorical"
+    np.testing.assert_allclose(pre.transform_for_gbt(frame)["amount"], values + 0.5, rtol=1e-6)
+
+
 def test_accountants_negatives_in_parentheses_are_numbers() -> None:
     """A ledger export writes -1,234.50 as (1,234.50), and ($5) for -$5: the column mixed numbers and text and was
     read as capped categories. Negative numbers, by a reading saved with the model; '(n/a)' stays text."""

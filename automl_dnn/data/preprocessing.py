@@ -86,7 +86,8 @@ FORMAT_NAME = "automl_dnn.FeaturePreprocessor"
 #: 3 adds a text column's ``text`` reading (a date format, '?' as missing, 12,345 numbers).
 #: 4 adds a date column's time zone (``text``'s ``tz``: its parts on that zone's clock) and 45.3 % as a number.
 #: 5 adds amounts of money as numbers (``text``'s ``currency``: $1,234.50, 12.50 €).
-#: 6 adds accountants' negatives (``text``'s ``parentheses``: (1,234.50) is -1234.50).
+#: 6 adds accountants' negatives (``text``'s ``parentheses``: (1,234.50) is -1234.50), and apostrophes or spaces
+#: between digit groups (``thousands``: 12'345.67, 12 345.67).
 FORMAT_VERSION = 6
 READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 
@@ -94,7 +95,10 @@ _DATE_LIKE = re.compile(r"\d{4}|\d{1,2}[-/.]\d{1,2}")
 DATE_FORMAT_SAMPLE = 200  # distinct date texts whose formats pandas guesses, month and day first
 DATE_FORMAT_PROBE = 5_000  # distinct date texts each guessed format is tried on (a day > 12 shows day first)
 _TIME_OFFSET = re.compile(r"\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|UTC|GMT|[+-]\d\d(?::?\d\d)?)$", re.IGNORECASE)
-_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d*)?$")  # 12,345.67: commas between groups of three digits
+#: 12,345.67: commas between groups of three digits, or (one kind in a number) apostrophes, as Switzerland writes
+#: 12'345.67, or spaces, as SI does (a no-break one from a spreadsheet)
+_THOUSANDS = re.compile(r"^[-+]?\d{1,3}([,'\u2019 \u00a0\u202f])\d{3}(?:\1\d{3})*(\.\d*)?$")
+_GROUP_MARKS = re.compile(r"[,'\u2019 \u00a0\u202f]")
 #: $1,234.50, -$5, €12 or 12.50 €, £, ¥: one currency sign before or after the number (a sign first)
 _CURRENCY = re.compile(r"^([-+]?)\s?[$\u20ac\u00a3\u00a5]\s?([\d.,]*\d[\d.,]*)$|^([-+]?[\d.,]*\d[\d.,]*)\s?[$\u20ac\u00a3\u00a5]$")
 _PARENTHESES = re.compile(r"^\(\s?([^()\s-][^()]*?)\s?\)$")  # (1,234.50): an accountant's -1,234.50
@@ -145,7 +149,7 @@ def _numbers_from_texts(texts: list[str | None], reading: dict) -> tuple[np.ndar
         texts = [t if t is None else _without_currency(t) for t in texts]
     percent = [_PERCENT.match(t) if t is not None and reading.get("percent") else None for t in texts]
     cells = [match.group(1) if match else t for t, match in zip(texts, percent)]
-    cells = [t.replace(",", "") if t is not None and reading.get("thousands") and _THOUSANDS.match(t) else t
+    cells = [_GROUP_MARKS.sub("", t) if t is not None and reading.get("thousands") and _THOUSANDS.match(t) else t
              for t in cells]
     nums = pd.to_numeric(pd.Series(cells, dtype=object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     nums = np.where([match is not None for match in percent], nums / 100, nums)  # 45.3 % is 0.453
@@ -161,7 +165,7 @@ def _number_note(reading: dict, n_marked: int, frac_num: float) -> str:
     if reading.get("currency"):
         how.append("currency signs dropped")
     if reading.get("thousands"):
-        how.append("commas between digit groups dropped")
+        how.append("commas, apostrophes or spaces between digit groups dropped")
     if reading.get("percent"):
         how.append("percentages read as fractions, 45 % as 0.45")
     return f"{frac_num:.1%} of {'the rest' if n_marked else 'it'} are numbers" + (f" ({'; '.join(how)})" if how else "")
