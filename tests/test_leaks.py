@@ -71,3 +71,28 @@ def test_values_near_the_float64_limit_are_no_leak_and_no_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         assert _leaky(df) == []
+
+
+def test_test_rows_that_copy_training_rows_are_noted_and_a_few_are_not() -> None:
+    from automl_dnn.data.leaks import copied_rows_note
+
+    rng = np.random.default_rng(0)
+    features = pd.DataFrame({"x": rng.normal(size=200), "c": pd.Categorical(rng.choice(["a", "b"], 200))})
+    train, test = np.arange(150), np.arange(150, 200)
+    assert copied_rows_note(features, train, test) == []
+    features.iloc[150:160] = features.iloc[0:10].to_numpy()  # 10 of the 50 test rows are copies
+    notes = copied_rows_note(features, train, test)
+    assert len(notes) == 1 and notes[0].startswith("10 of the 50 test rows (20.0%) equal a training row")
+    features.iloc[150:160, 0] += 1.0  # one feature differs: no longer copies
+    assert copied_rows_note(features, train, test) == []
+
+
+def test_a_table_stacked_onto_itself_says_its_test_score_is_flattered() -> None:
+    from automl_dnn.data import load_dataset
+
+    rng = np.random.default_rng(1)
+    half = pd.DataFrame({"x": rng.normal(size=300), "z": rng.normal(size=300)})
+    half["y"] = (half["x"] > 0).astype(int)
+    notes = load_dataset(pd.concat([half, half], ignore_index=True), target="y").notes
+    assert any("equal a training row in every feature" in n for n in notes)
+    assert not any("equal a training row" in n for n in load_dataset(half, target="y").notes)

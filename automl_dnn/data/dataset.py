@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from automl_dnn.data.builtins import builtin_info, is_builtin
-from automl_dnn.data.leaks import leak_notes
+from automl_dnn.data.leaks import copied_rows_note, leak_notes
 from automl_dnn.data.preprocessing import FeaturePreprocessor, date_reading, formatted_numbers, parse_dates
 from automl_dnn.data.reading import (DUPLICATES_ATTR, NOTES_ATTR, dedupe, duplicate_note, duplicated, numpy_backed,
                                      read_table)
@@ -273,6 +273,8 @@ def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None
         notes.extend(extreme_target_note(y.iloc[split["train"]], target))
     encoded = encoder.encode(y)
     notes.extend(leak_notes(features, encoded, task, split["train"], seed=seed))
+    if codes is None and order is None:  # groups keep copies together; a time split's copies are the future's
+        notes.extend(copied_rows_note(features, split["train"], split["test"]))
     return Dataset(task=task, task_rule=rule, target=target, features=features, y=encoded,
                    target_encoder=encoder, split=split, notes=notes, groups=codes, order=order)
 

@@ -3,7 +3,8 @@ two classes apart at one threshold, or a linear function of a regression target.
 
 Such a column scores near perfectly in validation and is usually unknown when a prediction is wanted (a
 "status" column filled in after the outcome). The search cannot tell, so the run names the column and
-goes on; the user decides whether to drop it.
+goes on; the user decides whether to drop it. Rows of the test split that stand in the training rows too,
+feature for feature, flatter the held-out score the same way (``copied_rows_note``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ MIN_THRESHOLD_ROWS = 100  # and one numeric column can sort a small table's two 
 # a column with more distinct values than this share of the rows is an id (each row its own class), not a leak
 MAX_LEVEL_SHARE = 0.2
 LINEAR_CORRELATION = 0.9999  # |Pearson r| at or above this: the column is a linear function of the target
+COPIED_SHARE = 0.01  # test rows that are copies of training rows: noted from this share of the test split on
 
 
 def leak_notes(features: pd.DataFrame, y: np.ndarray, task: str, rows: np.ndarray, seed: int = 0) -> list[str]:
@@ -31,6 +33,24 @@ def leak_notes(features: pd.DataFrame, y: np.ndarray, task: str, rows: np.ndarra
             notes.append(f"column {str(name)!r} {how} in the training rows: a leak? Validation scores will "
                          f"look better than predictions can be where it is unknown; drop it if it is")
     return notes
+
+
+def copied_rows_note(features: pd.DataFrame, train: np.ndarray, test: np.ndarray) -> list[str]:
+    """A note when at least COPIED_SHARE of the ``test`` rows equal a ``train`` row in every feature.
+
+    A table with repeated rows (a log that records one event twice, a table stacked onto itself) splits copies
+    across the parts at random: the model has seen those test rows, so its held-out score is better than what
+    new rows will get. The groups option keeps such copies on one side of the split.
+    """
+    if len(test) == 0 or len(train) == 0:
+        return []
+    hashes = pd.util.hash_pandas_object(features, index=False).to_numpy()  # a column at a time: no copy of the rows
+    copied = int(np.isin(hashes[test], hashes[train]).sum())
+    if copied < max(1, COPIED_SHARE * len(test)):
+        return []
+    return [f"{copied} of the {len(test)} test rows ({copied / len(test):.1%}) equal a training row in every feature: "
+            "the held-out score flatters what new rows will get; --groups with a column that keeps copies together "
+            "(or dropping the copies) makes it honest"]
 
 
 def _gives_away(values: pd.Series, target: np.ndarray, task: str) -> str | None:
