@@ -148,10 +148,6 @@ def dev_targets(run: RunDir, encoder: TargetEncoder, scaling: str) -> np.ndarray
 # --- nets ---------------------------------------------------------------------------------------
 
 
-def _unit_fingerprint(**parts: Any) -> str:
-    return json_digest(parts)
-
-
 def _reusable(folder: Path, fingerprint: str) -> TrialArtifacts | None:
     try:
         saved = load_trial(folder)
@@ -200,7 +196,7 @@ def _train_and_save(saved: TrialArtifacts, best_epoch: int, dev: DevData, pre: F
     config = {"settings": settings.to_dict(), "d_in": int(dev.X.shape[1]), "d_out": d_out,
               "trial_number": saved.config.get("trial_number"), "fingerprint": fingerprint,
               "epochs": epochs, "planned_epochs": planned, "train_rows": len(rows),
-              "lr_by_epoch": [h["lr"] for h in result.history],
+              "lr_by_epoch": result.lr_by_epoch,
               "seconds": round(result.train_seconds, 3), "pid": os.getpid()}
     save_trial_folder(folder, state=model.state_dict(), config=config, predictions=predictions)
 
@@ -255,10 +251,10 @@ def _units(run: RunDir, member: str, folds: Folds, base: dict[str, Any], *, refi
             train_rows, out_rows = folds.rows(r, f)
             label = f"r{r}-f{f}"
             units.append(Unit(train_rows, out_rows, bag_folder(run, member) / label,
-                              _unit_fingerprint(**base, unit=label)))
+                              json_digest({**base, "unit": label})))
     if refit:
         units.append(Unit(np.arange(folds.n_rows), None, bag_folder(run, member) / "refit",
-                          _unit_fingerprint(**base, unit="refit")))
+                          json_digest({**base, "unit": "refit"})))
     return units
 
 
@@ -441,8 +437,8 @@ def refit_net(run: RunDir, net: NetToBag, encoder: TargetEncoder, *, device: str
     dev = stored_dev_data(run, scaling)
     pre = FeaturePreprocessor.from_dict(read_json(run.preprocess_path(scaling)))
     folder = bag_folder(run, net.name) / "refit"
-    fingerprint = _unit_fingerprint(member=net.name, trial_config=net.artifacts.config["settings"],
-                                    best_epoch=net.best_epoch, seed_rows=dev.n_search_train, unit="refit-all")
+    fingerprint = json_digest({"member": net.name, "trial_config": net.artifacts.config["settings"],
+                               "best_epoch": net.best_epoch, "seed_rows": dev.n_search_train, "unit": "refit-all"})
     reused = _reusable(folder, fingerprint) is not None
     if not reused:
         _train_and_save(net.artifacts, net.best_epoch, dev, pre, encoder, rows=np.arange(len(dev.X)), predict_rows=None,

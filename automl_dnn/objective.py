@@ -344,7 +344,7 @@ class Objective:
         scores = metrics.all_scores(self.task, y_valid, valid_pred)
         config = {"settings": settings.to_dict(), "d_in": data["X_train"].shape[1], "d_out": d_out, "task": self.task,
                   "trial_number": trial.number, "valid_scores": scores, "metric": self.metric,
-                  "lr_by_epoch": [h["lr"] for h in result.history]}  # a plateau trial's copies replay it
+                  "lr_by_epoch": result.lr_by_epoch}  # a plateau trial's copies replay it
         folder = save_trial(self.artifacts, trial.number, state=model.state_dict(), config=config,
                             predictions={"valid": valid_pred, "test": test_pred})
         trial.set_user_attr("artifacts", str(folder))

@@ -267,8 +267,8 @@ def prepare_run(options: SearchOptions, space: SearchSpace | None = None) -> tup
     _check_metric_defined(metric, dataset, cv_folds, options.seed)
     # Trial values of a cross-validated search are not comparable with a holdout's: a resume must keep it.
     cv = (cv_folds,) if cv_folds > 1 else ()
-    fingerprint = _fingerprint(dataset.fingerprint(), dataset.target, dataset.task, space.fingerprint(),
-                               options.valid_size, options.test_size, options.seed, metric, *cv)
+    fingerprint = json_digest((dataset.fingerprint(), dataset.target, dataset.task, space.fingerprint(),
+                               options.valid_size, options.test_size, options.seed, metric, *cv))
     spec = {
         "format": RUN_FORMAT,
         "run_dir": str(run.root.resolve()),
@@ -417,10 +417,6 @@ def scalings_of(space: SearchSpace) -> list[str]:
         if param.field == "scaling":
             values.update(param.choices if param.type == "categorical" else [param.value])
     return sorted(values) or ["standard"]
-
-
-def _fingerprint(*parts: Any) -> str:
-    return json_digest(parts)
 
 
 def _what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:

@@ -140,6 +140,11 @@ class TrainResult:
     best_valid_pred: np.ndarray | None = None
     best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
+    @property
+    def lr_by_epoch(self) -> list[float]:
+        """The learning rate each epoch ran at (a plateau trial's copies replay it: ``optim.replayed_plateau``)."""
+        return [row["lr"] for row in self.history]
+
 
 # --------------------------------------------------------------------------- small helpers
 
