@@ -279,6 +279,37 @@ def test_read_bz2_xz_and_zip_compressed_text(tmp_path):
         read_table(tmp_path / "bad.csv.xz")
 
 
+def test_a_zip_made_on_a_mac_reads_its_one_table(tmp_path, monkeypatch):
+    """macOS's Finder and zip add __MACOSX/ resource forks, ._NAME files and .DS_Store beside the table: such an
+    archive was refused as "a ZIP of several files". They are left out; the archive is closed on a refusal too."""
+    import zipfile
+
+    frame = _frame(30)
+    text = frame.to_csv(index=False).encode()
+    with zipfile.ZipFile(tmp_path / "mac.zip", "w") as archive:
+        archive.writestr("data/", b"")
+        archive.writestr("data/d.csv", text)
+        archive.writestr("__MACOSX/data/._d.csv", b"\x00\x05\x16\x07Mac OS X resource fork")
+        archive.writestr("data/.DS_Store", b"Bud1\x00\x00")
+        archive.writestr("._d.csv", b"\x00\x05\x16\x07")
+    got = read_table(tmp_path / "mac.zip")
+    pd.testing.assert_frame_equal(got, frame)
+    with zipfile.ZipFile(tmp_path / "two.zip", "w") as archive:
+        for name in ("a.csv", "b.csv", "__MACOSX/._a.csv"):
+            archive.writestr(name, text)
+    opened: list[zipfile.ZipFile] = []
+
+    class Recorded(zipfile.ZipFile):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(zipfile, "ZipFile", Recorded)
+    with pytest.raises(DataError, match="holds 2 files \\('a.csv', 'b.csv'\\); a ZIP archive must hold one table"):
+        read_table(tmp_path / "two.zip")
+    assert opened and all(archive.fp is None for archive in opened)  # the refused archive's file is closed
+
+
 def test_read_directory_and_unknown_builtin(tmp_path):
     with pytest.raises(DataError, match="directory"):
         read_table(tmp_path)

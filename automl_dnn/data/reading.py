@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import contextlib
 import csv
 import gzip
 import lzma
@@ -18,7 +19,7 @@ import sys
 import zipfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
@@ -36,7 +37,8 @@ PARQUET_BUFFER = 1 << 20  # bytes read at a time from a Parquet file (pre-buffer
 
 
 def read_table(source: str | os.PathLike) -> pd.DataFrame:
-    """Read ``builtin:NAME`` or a CSV/TSV/TXT (optionally gzip, bz2, xz or ZIP compressed) or Parquet file.
+    """Read ``builtin:NAME`` or a CSV/TSV/TXT (optionally gzip, bz2, xz or ZIP compressed: one table, beside
+    what macOS adds) or Parquet file.
 
     Text files: the delimiter is sniffed among comma, semicolon, tab and pipe (or taken from Excel's
     ``sep=X`` first line); the encoding is UTF-8 (a BOM is allowed), UTF-16 (with a BOM, or without one when every
@@ -170,17 +172,39 @@ def _compression(path: Path) -> str | None:
 
 
 def _open(path: Path, compression: str | None) -> Any:
-    """The file's text bytes, uncompressed; a ZIP archive must hold one file, which pandas reads too."""
+    """The file's text bytes, uncompressed; a ZIP archive must hold one table (``_zip_member``)."""
     if compression == "zip":
-        archive = zipfile.ZipFile(path)
-        names = [name for name in archive.namelist() if not name.endswith("/")]
-        if len(names) != 1:  # pandas reads a ZIP of one file only (macOS's zip adds __MACOSX/ files)
-            raise DataError(f"'{path}' holds {len(names)} files ({', '.join(map(repr, names[:3]))}"
-                            f"{', ...' if len(names) > 3 else ''}); a ZIP archive must hold one table: extract the "
-                            "one to use and pass it")
-        return archive.open(names[0])
+        with zipfile.ZipFile(path) as archive:  # closed at once on an error; the member keeps the file open
+            return archive.open(_zip_member(path, archive))
     opener = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}.get(compression or "", open)
     return opener(path, "rb")
+
+
+#: what macOS's Finder and zip add to an archive beside the files: resource forks under __MACOSX/, AppleDouble
+#: ``._NAME`` files, and the folder's .DS_Store
+_ZIP_NOISE = re.compile(r"(^|/)(__MACOSX/|\._[^/]*$|\.DS_Store$)")
+
+
+def _zip_member(path: Path, archive: zipfile.ZipFile) -> str:
+    """The one file of a ZIP archive, leaving out folders and what macOS adds (``_ZIP_NOISE``); several files are
+    refused naming them (which one is the table is the user's call)."""
+    names = [name for name in archive.namelist() if not name.endswith("/") and not _ZIP_NOISE.search(name)]
+    if len(names) != 1:
+        raise DataError(f"'{path}' holds {len(names)} files ({', '.join(map(repr, names[:3]))}"
+                        f"{', ...' if len(names) > 3 else ''}); a ZIP archive must hold one table: extract the "
+                        "one to use and pass it")
+    return names[0]
+
+
+@contextlib.contextmanager
+def _csv_source(path: Path, compression: str | None) -> Iterator[tuple[Any, str | None]]:
+    """What pandas reads and the compression it is told: a ZIP archive's one table as an open member (pandas
+    refuses an archive of several entries, macOS's resource forks included), any other file by its path."""
+    if compression != "zip":
+        yield path, compression
+        return
+    with _open(path, compression) as member:
+        yield member, None
 
 
 def _read_sample(path: Path, compression: str | None, size: int = 65536) -> bytes:
@@ -413,8 +437,9 @@ def _raw_header(path: Path, *, sep: str, encoding: str, compression: str | None,
                 decimal: str) -> list[str]:
     """The header's names as written: pandas renames duplicate and empty names silently (empty: '')."""
     try:
-        header = pd.read_csv(path, sep=sep, header=None, nrows=1, encoding=encoding, skiprows=skiprows,
-                             compression=compression, dtype=str, skipinitialspace=True, keep_default_na=False)
+        with _csv_source(path, compression) as (source, how):
+            header = pd.read_csv(source, sep=sep, header=None, nrows=1, encoding=encoding, skiprows=skiprows,
+                                 compression=how, dtype=str, skipinitialspace=True, keep_default_na=False)
     except Exception:  # the header was readable moments ago; a note is not worth failing for
         return []
     return [str(v) for v in header.iloc[0].tolist()] if len(header) else []
@@ -439,10 +464,11 @@ def _trailing_delimiters(df: pd.DataFrame) -> bool:
 def _parse_csv(path: Path, *, sep: str, encoding: str, compression: str | None, skiprows: int,
                decimal: str, index_col: bool | None = None) -> pd.DataFrame:
     """The fast C engine first; Python's own sniffer only when the C engine chokes."""
-    opts: dict[str, Any] = dict(encoding=encoding, compression=compression, skipinitialspace=True,
-                                skiprows=skiprows, decimal=decimal, index_col=index_col)
+    opts: dict[str, Any] = dict(encoding=encoding, skipinitialspace=True, skiprows=skiprows, decimal=decimal,
+                                index_col=index_col)
     try:
-        return pd.read_csv(path, sep=sep, low_memory=False, **opts)
+        with _csv_source(path, compression) as (source, how):
+            return pd.read_csv(source, sep=sep, low_memory=False, compression=how, **opts)
     except UnicodeDecodeError:
         raise  # the caller retries as Windows-1252, then latin-1
     except pd.errors.EmptyDataError:
@@ -450,10 +476,10 @@ def _parse_csv(path: Path, *, sep: str, encoding: str, compression: str | None, 
     except (pd.errors.ParserError, ValueError, csv.Error) as exc:
         first = exc
     try:
-        return pd.read_csv(path, sep=None, engine="python", **opts)
+        with _csv_source(path, compression) as (source, how):
+            return pd.read_csv(source, sep=None, engine="python", compression=how, **opts)
     except UnicodeDecodeError:
         raise
     except Exception:
         raise DataError(f"could not read '{path}' as a table ({first_line(first)}); "
                         f"check that every row has the same number of fields") from None
-
