@@ -6,6 +6,7 @@ unfolded net); MC dropout always runs the unfolded net, since folding across dro
 
 from __future__ import annotations
 
+import gzip
 import sys
 import time
 from dataclasses import dataclass
@@ -485,12 +486,19 @@ def _output_kind(out: Path, data: Any = None) -> str:
 
 def _write_table(frame: pd.DataFrame, out: Path, kind: str) -> None:
     """Atomically write CSV/TSV (gzip by the .gz suffix) or Parquet."""
-    compression = "gzip" if out.name.lower().endswith(".gz") else None
     if kind == "parquet":
         atomic_write(out, lambda tmp: frame.to_parquet(tmp, index=False))
+    elif out.name.lower().endswith(".gz"):
+        atomic_write(out, lambda tmp: _write_gzip_csv(frame, tmp, sep="\t" if kind == "tsv" else ",", name=out.name))
     else:
-        sep = "\t" if kind == "tsv" else ","
-        atomic_write(out, lambda tmp: frame.to_csv(tmp, index=False, sep=sep, compression=compression))
+        atomic_write(out, lambda tmp: frame.to_csv(tmp, index=False, sep="\t" if kind == "tsv" else ","))
+
+
+def _write_gzip_csv(frame: pd.DataFrame, tmp: Path, *, sep: str, name: str) -> None:
+    """Gzipped CSV into ``tmp`` whose header names the final file (``name`` less .gz, as gzip does): pandas' gzip
+    names the file it writes, and ``gunzip -N`` would restore the temporary's hidden name."""
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename=name, mode="wb", fileobj=raw) as packed:
+        frame.to_csv(packed, index=False, sep=sep)
 
 
 def _spaced_matches(missing: list[str], names: list[str], known: set[str]) -> dict[str, str]:

@@ -422,6 +422,21 @@ def test_predict_file_writes_csv_and_parquet(tiny_model: Path, tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.csv", "out.parquet"]
 
 
+def test_a_gzipped_prediction_file_names_itself_in_its_header(tiny_model: Path, tmp_path: Path) -> None:
+    """The predictions are written to a hidden temporary file and renamed; its gzip header named that temporary
+    (FNAME), which ``gunzip -N`` restores. It names the final file, less .gz, as gzip does."""
+    source = tmp_path / "in.csv"
+    _frame(20, 3).to_csv(source, index=False)
+    for name, sep in (("p.csv.gz", ","), ("p.tsv.gz", "\t")):
+        predict_file(tiny_model, source, out=tmp_path / name)
+        header = (tmp_path / name).read_bytes()
+        assert header[:3] == b"\x1f\x8b\x08" and header[3] & 0x08, "FNAME flag"
+        assert header[10:header.index(b"\x00", 10)] == name[:-3].encode()
+        out = pd.read_csv(tmp_path / name, sep=sep)
+        assert list(out.columns) == ["prediction", "proba_no", "proba_yes"] and len(out) == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "p.csv.gz", "p.tsv.gz"]
+
+
 def test_predict_file_to_stdout_with_mc_samples(tiny_model: Path, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "in.parquet"
