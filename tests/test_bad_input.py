@@ -738,6 +738,28 @@ def test_a_price_target_written_with_a_currency_sign_fits_and_its_importance_rea
                                                                 repeats=1, seed=0))
 
 
+def test_numbers_with_units_fit_and_predict_and_another_unit_is_missing(tmp_path: Path, tiny_space: Path) -> None:
+    """A feature written '72.5 kg' and a target written '171 cm' were text (the target: "too many to be classes");
+    numbers at fit and predict time, and a cell in another unit ('160 lb') or none at all is a missing cell."""
+    frame = toy_frame().drop(columns="y")
+    frame["weight"] = [f"{70 + 10 * v:.1f} kg" for v in frame["a"]]
+    frame["height"] = [f"{170 + 10 * v + 5 * (c == 'red'):.0f} cm" for v, c in zip(frame["a"], frame["c"])]
+    result = invoke("fit", _csv(tmp_path, frame.drop(columns="a")), "--target", "height", "--model", tmp_path / "model",
+                    "--space", tiny_space, "--n-trials", 1, "--no-gbt", "--folds", 1, "--no-report")
+    assert result.exit_code == 0, result.output
+    assert "note: target 'height' holds text but" in result.output and "the unit 'cm' dropped" in result.output
+    model = api.load(tmp_path / "model")
+    assert model.task == "regression"
+    spec = next(c for c in next(iter(model._pre.values())).columns_ if c["name"] == "weight")
+    assert spec["kind"] == "numeric" and spec["text"] == {"unit": "kg"}
+    new = frame.drop(columns=["a", "height"]).head(5).assign(weight=["72.5 kg", "160 lb", "heavy", "80kg", None])
+    result = invoke("predict", tmp_path / "model", _csv(tmp_path, new, "new.csv"), "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    assert "column 'weight': 2 values could not be read as numbers and were treated as missing" in result.output
+    predictions = pd.read_csv(tmp_path / "p.csv")["prediction"]
+    assert len(predictions) == 5 and predictions.notna().all()
+
+
 def test_predict_notes_a_used_column_that_is_empty_in_every_row(fitted: SimpleNamespace, tmp_path: Path) -> None:
     """A column emptied by an export (or 'n/a' throughout, which the reading makes missing) predicted silently."""
     frame = fitted.frame.drop(columns="y").head(6).assign(a="n/a", c=None)  # written to CSV: read as missing

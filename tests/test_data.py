@@ -937,8 +937,8 @@ def test_from_dict_refuses_unknown_scaling_and_version(messy):
     d = FeaturePreprocessor().fit(messy).to_dict()
     with pytest.raises(AutoDNNError, match="scaling 'fancy'"):
         FeaturePreprocessor.from_dict(dict(d, scaling="fancy"))
-    with pytest.raises(AutoDNNError, match="version 7"):
-        FeaturePreprocessor.from_dict(dict(d, version=7))
+    with pytest.raises(AutoDNNError, match="version 99"):
+        FeaturePreprocessor.from_dict(dict(d, version=99))
     with pytest.raises(ValueError, match="'robust'"):
         FeaturePreprocessor().fit(messy, scaling="minmax")
 
@@ -1178,8 +1178,9 @@ def test_categorical_columns_of_codes_are_read_as_categories() -> None:
             load_dataset(df, target="y", categorical=[name])
 
 
-@pytest.mark.parametrize("write", [lambda v: f"${v:,.2f}", lambda v: f"{v:,.2f}", lambda v: f"{v / 1e3:.5f}%"],
-                         ids=["currency", "thousands", "percent"])
+@pytest.mark.parametrize("write", [lambda v: f"${v:,.2f}", lambda v: f"{v:,.2f}", lambda v: f"{v / 1e3:.5f}%",
+                                   lambda v: f"{v:.2f} kg", lambda v: f"USD {v:,.2f}".replace(",", " ")],
+                         ids=["currency", "thousands", "percent", "unit", "currency code and spaces"])
 def test_a_target_of_formatted_numbers_is_a_regression(write) -> None:
     """A price target written '$48,123.45' (or 48,123.45, or 45.3%), which a feature column of the same cells reads
     as numbers, was 400 text classes: "too many to be classes; use --task regression", and with that option
@@ -1197,6 +1198,9 @@ def test_a_target_of_formatted_numbers_is_a_regression(write) -> None:
         assert any("target 'price' holds text" in note and "read it as numbers" in note for note in ds.notes)
     labels = pd.DataFrame({"x": np.arange(200), "y": ["$5"] * 100 + ["five dollars"] * 100})
     assert load_dataset(labels, target="y").task == "binary"  # not every label a number: text classes as before
+    weights = [f"{i % 3 + 1} kg" if i % 2 else f"{i % 3 + 1} lb" for i in range(200)]
+    units = pd.DataFrame({"x": np.arange(200), "y": weights})
+    assert load_dataset(units, target="y").task == "multiclass"  # two units: text classes as before
 
 
 def test_a_float16_target_is_read(tmp_path) -> None:
@@ -1255,7 +1259,7 @@ def test_accountants_negatives_in_parentheses_are_numbers() -> None:
     np.testing.assert_allclose(raw["pnl"], values, rtol=1e-6)
     np.testing.assert_allclose(raw["fee"], values / 100, rtol=1e-6)
     again = FeaturePreprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
-    assert again.to_dict()["version"] == 6  # an older reader would read (1.50) as missing: it must refuse the file
+    assert again.to_dict()["version"] >= 6  # an older reader would read (1.50) as missing: it must refuse the file
     pd.testing.assert_frame_equal(again.transform_for_gbt(frame), raw)
 
 
@@ -1283,6 +1287,57 @@ def test_currency_amounts_are_read_as_numbers() -> None:
                       "column 'fee': 1 values could not be read as numbers and were treated as missing"]
     again = FeaturePreprocessor.from_dict(pre.to_dict())  # the reading survives the saved JSON
     assert np.allclose(again.transform(frame), pre.transform(frame))
+
+
+def test_numbers_with_one_unit_are_numbers_and_mixed_units_stay_text() -> None:
+    """12.3 kg, 150 cm, 3.5GB and USD 1,234.50 (a unit after the number, a currency code before it) and $1 234.50
+    (spaces between digit groups) were text: capped categories, or dropped as keys. Numbers, by a reading saved with
+    the model; a column mixing units (12 kg, 3 lb), IDs like A12 and codes of three capitals stay text."""
+    rng = np.random.default_rng(0)
+    n = 120
+    kg = np.round(rng.uniform(40, 120, n), 1)
+    cm = rng.integers(140, 200, n)
+    gb = np.round(rng.uniform(0.5, 64, n), 1)
+    usd = np.round(rng.uniform(100, 90_000, n), 2)
+    frame = pd.DataFrame({
+        "weight": [f"{v} kg" for v in kg], "height": [f"{v}cm" for v in cm], "disk": [f"{v}GB" for v in gb],
+        "price": [f"${v:,.2f}".replace(",", " ") for v in usd], "fee": [f"USD {v:,.2f}" for v in usd],
+        "mixed": [f"{v:g} kg" if i % 2 else f"{v:g} lb" for i, v in enumerate(kg)],
+        "rupees": [f"Rs {v}" for v in cm], "ids": [f"A{v}" for v in cm], "codes": [f"ABC {v}" for v in cm],
+        "x": np.arange(n) % 7})
+    frame.loc[5, "weight"] = "?"
+    pre = FeaturePreprocessor().fit(frame)
+    specs = {c["name"]: c for c in pre.columns_}
+    assert specs["weight"]["text"] == {"unit": "kg", "missing": ["?"]}
+    assert specs["height"]["text"] == {"unit": "cm"} and specs["disk"]["text"] == {"unit": "GB"}
+    assert specs["price"]["text"] == {"currency": True, "thousands": True}
+    assert specs["fee"]["text"] == {"prefix": "USD", "thousands": True} and specs["rupees"]["text"] == {"prefix": "Rs"}
+    assert {specs[c]["kind"] for c in ("weight", "height", "disk", "price", "fee", "rupees")} == {"numeric"}
+    assert {specs[c]["kind"] for c in ("mixed", "ids", "codes")} == {"categorical"}
+    assert any("'weight'" in n and "the unit 'kg' dropped" in n for n in pre.notes_)
+    raw = pre.transform_for_gbt(frame)
+    np.testing.assert_allclose(raw["weight"].drop(index=5), np.delete(kg, 5), rtol=1e-6)
+    assert np.isnan(raw["weight"].iloc[5])
+    np.testing.assert_allclose(raw[["height", "disk"]], np.c_[cm, gb], rtol=1e-6)
+    np.testing.assert_allclose(raw["price"], usd, rtol=1e-6)
+    np.testing.assert_allclose(raw["fee"], usd, rtol=1e-6)
+    saved = json.loads(json.dumps(pre.to_dict()))
+    assert saved["version"] == 7  # an older reader would read 12.3 kg as missing: it must refuse the file
+    again = FeaturePreprocessor.from_dict(saved)
+    new = frame.head(4).assign(weight=["70 kg", "154 lb", "heavy", "71kg"], fee=["USD 5", "EUR 5", "USD -1 000", "5"])
+    report: list[str] = []
+    got = again.transform_for_gbt(new, report)
+    np.testing.assert_array_equal(got["weight"], [70, np.nan, np.nan, 71])  # another unit: missing, not 154
+    np.testing.assert_array_equal(got["fee"], [5, np.nan, -1000, 5])
+    assert "column 'weight': 2 values could not be read as numbers and were treated as missing" in report
+    assert np.isfinite(again.transform(new, report)).all()
+
+
+def test_a_preprocessor_saved_by_the_previous_version_still_loads() -> None:
+    frame = pd.DataFrame({"amount": [f"${v:,.2f}" for v in range(1000, 1040)], "x": np.arange(40) % 3})
+    pre = FeaturePreprocessor().fit(frame)
+    old = FeaturePreprocessor.from_dict(dict(json.loads(json.dumps(pre.to_dict())), version=6))
+    np.testing.assert_array_equal(old.transform(frame), pre.transform(frame))
 
 
 def test_text_with_a_dollar_sign_stays_text() -> None:

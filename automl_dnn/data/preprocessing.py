@@ -7,7 +7,8 @@
   ``standard`` (mean/std), ``quantile`` (to a standard normal through stored quantiles), ``robust``
   (below) or ``none``;
 - text: mostly numbers (>= 95 % of the cells not written as a missing marker such as '?', commas between
-  digit groups as in 12,345.67 allowed) -> numbers; mostly dates (>= 90 % of cells, each holding digits
+  digit groups as in 12,345.67, currency signs, percent signs, and one unit a column, 12.3 kg or USD 12.50,
+  allowed) -> numbers; mostly dates (>= 90 % of cells, each holding digits
   like a date) -> dates, read with one format chosen in training (day or month first) so that every
   batch reads a cell alike; otherwise categories. How a text column was read is stored (``text``);
 - dates -> ``NAME__year``, ``__month``, ``__day``, ``__day_of_week``, ``__day_of_year`` (and ``__hour``
@@ -88,8 +89,9 @@ FORMAT_NAME = "automl_dnn.FeaturePreprocessor"
 #: 5 adds amounts of money as numbers (``text``'s ``currency``: $1,234.50, 12.50 €).
 #: 6 adds accountants' negatives (``text``'s ``parentheses``: (1,234.50) is -1234.50), and apostrophes or spaces
 #: between digit groups (``thousands``: 12'345.67, 12 345.67).
-FORMAT_VERSION = 6
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+#: 7 adds numbers with a unit (``text``'s ``unit``: 12.3 kg) or a currency code before them (``prefix``: USD 12.50).
+FORMAT_VERSION = 7
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 
 _DATE_LIKE = re.compile(r"\d{4}|\d{1,2}[-/.]\d{1,2}")
 DATE_FORMAT_SAMPLE = 200  # distinct date texts whose formats pandas guesses, month and day first
@@ -99,8 +101,20 @@ _TIME_OFFSET = re.compile(r"\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|UTC|GMT|[+-]\d\d(
 #: 12'345.67, or spaces, as SI does (a no-break one from a spreadsheet)
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}([,'\u2019 \u00a0\u202f])\d{3}(?:\1\d{3})*(\.\d*)?$")
 _GROUP_MARKS = re.compile(r"[,'\u2019 \u00a0\u202f]")
-#: $1,234.50, -$5, €12 or 12.50 €, £, ¥: one currency sign before or after the number (a sign first)
-_CURRENCY = re.compile(r"^([-+]?)\s?[$\u20ac\u00a3\u00a5]\s?([\d.,]*\d[\d.,]*)$|^([-+]?[\d.,]*\d[\d.,]*)\s?[$\u20ac\u00a3\u00a5]$")
+#: the digits of an amount: 1,234.50, 1 234.50 (spaces, no-break ones or apostrophes between digit groups), .5
+_AMOUNT = r"[\d.,]*\d(?:[\d.,'\u2019 \u00a0\u202f]*[\d.,])?"
+#: $1,234.50, -$5, €12 or 12.50 €, £, ¥, $1 234.50: one currency sign before or after the number (a sign first)
+_CURRENCY = re.compile(rf"^([-+]?)\s?[$\u20ac\u00a3\u00a5]\s?({_AMOUNT})$|^([-+]?{_AMOUNT})\s?[$\u20ac\u00a3\u00a5]$")
+#: a number and its unit after it, one space at most between: 12.3 kg, 150cm, 3.5GB, -5 °C, 90 km/h, 12 m², 5 EUR
+_WITH_UNIT = re.compile(r"^([-+]?\.?\d(?:[\d.,'\u2019 \u00a0\u202f]*\d)?)\s?(°[CFK]?|[^\W\d_]{1,12}(?:/[^\W\d_]{1,4})?[²³]?)$")
+NOT_UNITS = frozenset({"am", "pm"})  # 10 am is a time of day, not ten of a unit
+#: a currency named before the number in letters: USD 1,234.50, CHF 12, R$ 12,50, US$5, -EUR 3
+_WITH_PREFIX = re.compile(rf"^([-+]?)\s?([A-Z]{{1,3}}\$|[A-Z]{{3}}|Rs\.?)\s?([-+]?{_AMOUNT})$")
+#: the ISO 4217 codes read as a currency before a number: a code of three capitals that is none (an ID like
+#: ABC 123) leaves the column as text
+CURRENCY_CODES = frozenset(
+    "USD EUR GBP JPY CHF CAD AUD NZD CNY RMB HKD SGD TWD INR KRW SEK NOK DKK ISK PLN CZK HUF RON BGN RUB UAH TRY ILS "
+    "AED SAR QAR KWD EGP ZAR NGN KES BRL MXN ARS CLP COP PEN THB IDR MYR PHP VND PKR BDT".split())
 _PARENTHESES = re.compile(r"^\(\s?([^()\s-][^()]*?)\s?\)$")  # (1,234.50): an accountant's -1,234.50
 _PERCENT = re.compile(r"^([-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+))\s?%$")  # 45.3%, .5 %, 12,345%
 #: cells that stand for a missing value in a column of numbers (read_csv already takes NA, NaN, null, ...)
@@ -139,10 +153,54 @@ def _without_currency(t: str) -> str:
     return match.group(3) if match.group(3) is not None else match.group(1) + match.group(2)
 
 
+def _affix(t: str) -> dict:
+    """The unit after a number ('12.3 kg': {'unit': 'kg'}) or the currency code before it ('USD 5': {'prefix':
+    'USD'}); empty for any other text ('A12', '10 am', '$5')."""
+    match = _WITH_UNIT.match(t)
+    if match is not None and match.group(2).casefold() not in NOT_UNITS:
+        return {"unit": match.group(2)}
+    match = _WITH_PREFIX.match(t)
+    if match is not None and (match.group(2) in CURRENCY_CODES or match.group(2).endswith("$")
+                              or match.group(2).startswith("Rs")):
+        return {"prefix": match.group(2)}
+    return {}
+
+
+def _without_affix(t: str, reading: dict) -> str:
+    """'12.3 kg' -> '12.3' when the column's unit is 'kg', 'USD -5' -> '-5' when its prefix is 'USD'; any other
+    text (another unit: '3 lb') as it is, which then reads as missing."""
+    if _affix(t) != {k: reading[k] for k in ("unit", "prefix") if k in reading}:
+        return t
+    match = _WITH_UNIT.match(t) if "unit" in reading else _WITH_PREFIX.match(t)
+    assert match is not None
+    return match.group(1) if "unit" in reading else _signed(match.group(1), match.group(3))
+
+
+def _signed(sign: str, number: str) -> str:
+    """'-' and '5' -> '-5'; '-' and '-5' (written twice) -> '-5' too."""
+    return number if number[:1] in "+-" else sign + number
+
+
+def _common_affix(texts: list[str]) -> dict:
+    """The unit (or currency code) that every text not a missing marker carries, one and the same: a column
+    mixing units (12 kg, 3 lb) has none, and stays text."""
+    common: dict = {}
+    for t in texts:  # stops at the first text without it: free text costs one look
+        if t.casefold() in MISSING_MARKERS:
+            continue
+        found = _affix(t)
+        if not found or (common and found != common):
+            return {}
+        common = found
+    return common
+
+
 def _numbers_from_texts(texts: list[str | None], reading: dict) -> tuple[np.ndarray, np.ndarray]:
     """Distinct texts as numbers by a column's reading, NaN where unreadable; and which are missing markers."""
     markers = {m.casefold() for m in reading.get("missing", [])}
     is_marker = np.array([t is not None and t.casefold() in markers for t in texts], dtype=bool)
+    if reading.get("unit") or reading.get("prefix"):
+        texts = [t if t is None else _without_affix(t, reading) for t in texts]
     if reading.get("parentheses"):
         texts = [t if t is None else _negated(t) for t in texts]
     if reading.get("currency"):
@@ -160,6 +218,10 @@ def _number_note(reading: dict, n_marked: int, frac_num: float) -> str:
     """What a column of number texts holds, and what reading it needed ('?' as missing, 12,345.67)."""
     how = [f"{n_marked} cells written {' or '.join(map(repr, reading['missing']))} read as missing"] \
         if reading.get("missing") else []
+    if reading.get("unit"):
+        how.append(f"the unit {reading['unit']!r} dropped")
+    if reading.get("prefix"):
+        how.append(f"the currency {reading['prefix']!r} dropped")
     if reading.get("parentheses"):
         how.append("(12.50) read as -12.50")
     if reading.get("currency"):
@@ -174,10 +236,14 @@ def _number_note(reading: dict, n_marked: int, frac_num: float) -> str:
 def _number_reading(texts: list[str | None]) -> dict:
     """How to read a text column as numbers: ``thousands`` when some cells write 12,345.67 (a comma between
     groups of three digits), ``percent`` when some write 45.3 % (read as 0.453), ``missing`` the markers such
-    as '?' that stand for a missing cell (UCI files write '?'). Empty when plain parsing is all a column needs."""
+    as '?' that stand for a missing cell (UCI files write '?'), ``unit`` (or ``prefix``) when every other cell is a
+    number with one and the same unit after it, 12.3 kg (or currency code before it, USD 12.50). Empty when plain
+    parsing is all a column needs."""
     plain = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     rest = [t for t, x in zip(texts, plain) if t is not None and np.isnan(x)]
-    reading: dict[str, Any] = {}
+    reading: dict[str, Any] = _common_affix(rest)  # 12.3 kg reads as 12.3, then as below (1,234 kg)
+    if reading:
+        rest = [_without_affix(t, reading) for t in rest]
     negated = [_negated(t) for t in rest]
     if any(_is_number(n) for n in [n for t, n in zip(rest, negated) if n != t][:100]):
         reading["parentheses"] = True  # only when what they hold reads as a number: '(n/a)' is no negative
@@ -200,8 +266,9 @@ def _number_reading(texts: list[str | None]) -> dict:
 
 def formatted_numbers(s: pd.Series) -> tuple[pd.Series, str] | None:
     """A text column whose every value is a number, some written with a currency sign, commas between digit
-    groups or a percent sign ('$48,123.45', '45.3 %'), as float64, with how it was read; None for any other. A
-    target of prices so written is a regression, not 400 text classes, as the same column as a feature is numbers."""
+    groups, a percent sign or a unit ('$48,123.45', '45.3 %', '12.3 kg'), as float64, with how it was read; None for
+    any other. A target of prices or weights so written is a regression, not 400 text classes, as the same column as
+    a feature is numbers."""
     if not (pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)):
         return None
     codes, texts = _text_levels(s)
