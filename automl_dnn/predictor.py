@@ -438,7 +438,7 @@ class Predictor:
                 continue
             if spec["kind"] == "numeric":
                 readable = not np.isnan(read_numbers(present.reset_index(drop=True), reading)[0]).all()
-                what = "numbers"
+                what = "times of day" if reading.get("clock") else "numbers"
             else:
                 readable = parse_dates(present.reset_index(drop=True), reading)[0].notna().any()
                 what = "dates"

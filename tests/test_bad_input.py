@@ -760,6 +760,31 @@ def test_numbers_with_units_fit_and_predict_and_another_unit_is_missing(tmp_path
     assert len(predictions) == 5 and predictions.notna().all()
 
 
+def test_times_of_day_fit_from_parquet_and_predict_from_text(tmp_path: Path, tiny_space: Path) -> None:
+    """A Parquet time64 column (Python times in pandas) was capped categories; seconds since midnight, read alike
+    when predict gets the times as text ('14:30', '2:30 PM'), and a cell that is no time is missing, no crash."""
+    import datetime
+
+    frame = toy_frame()
+    minutes = (frame["a"].rank(method="first").astype(int) * 7) % 1440
+    frame["at"] = [datetime.time(m // 60, m % 60) for m in minutes]
+    source = tmp_path / "train.parquet"
+    frame.to_parquet(source)
+    result = invoke("fit", source, "--target", "y", "--model", tmp_path / "model", "--space", tiny_space,
+                    "--n-trials", 1, "--no-gbt", "--folds", 1, "--no-report")
+    assert result.exit_code == 0, result.output
+    assert "note: column 'at' holds times of day; read them as seconds since midnight" in result.output
+    new = frame.drop(columns="y").head(5).assign(at=["14:30", "2:30 PM", "noon", "14:30:00", None])
+    result = invoke("predict", tmp_path / "model", _csv(tmp_path, new, "new.csv"), "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    assert "column 'at': 1 values could not be read as times of day and were treated as missing" in result.output
+    probabilities = pd.read_csv(tmp_path / "p.csv")["proba_yes"]
+    assert len(probabilities) == 5 and probabilities.notna().all()
+    model = api.load(tmp_path / "model")
+    same = new.head(2).assign(a=0.0, at=[datetime.time(14, 30)] * 2)  # the same time as text or as a time
+    np.testing.assert_array_equal(model.predict_proba(same), model.predict_proba(same.assign(at=["14:30", "2:30 pm"])))
+
+
 def test_predict_notes_a_used_column_that_is_empty_in_every_row(fitted: SimpleNamespace, tmp_path: Path) -> None:
     """A column emptied by an export (or 'n/a' throughout, which the reading makes missing) predicted silently."""
     frame = fitted.frame.drop(columns="y").head(6).assign(a="n/a", c=None)  # written to CSV: read as missing

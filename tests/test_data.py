@@ -1322,7 +1322,7 @@ def test_numbers_with_one_unit_are_numbers_and_mixed_units_stay_text() -> None:
     np.testing.assert_allclose(raw["price"], usd, rtol=1e-6)
     np.testing.assert_allclose(raw["fee"], usd, rtol=1e-6)
     saved = json.loads(json.dumps(pre.to_dict()))
-    assert saved["version"] == 7  # an older reader would read 12.3 kg as missing: it must refuse the file
+    assert saved["version"] >= 7  # an older reader would read 12.3 kg as missing: it must refuse the file
     again = FeaturePreprocessor.from_dict(saved)
     new = frame.head(4).assign(weight=["70 kg", "154 lb", "heavy", "71kg"], fee=["USD 5", "EUR 5", "USD -1 000", "5"])
     report: list[str] = []
@@ -1336,8 +1336,57 @@ def test_numbers_with_one_unit_are_numbers_and_mixed_units_stay_text() -> None:
 def test_a_preprocessor_saved_by_the_previous_version_still_loads() -> None:
     frame = pd.DataFrame({"amount": [f"${v:,.2f}" for v in range(1000, 1040)], "x": np.arange(40) % 3})
     pre = FeaturePreprocessor().fit(frame)
-    old = FeaturePreprocessor.from_dict(dict(json.loads(json.dumps(pre.to_dict())), version=6))
-    np.testing.assert_array_equal(old.transform(frame), pre.transform(frame))
+    for version in (6, 7):
+        old = FeaturePreprocessor.from_dict(dict(json.loads(json.dumps(pre.to_dict())), version=version))
+        np.testing.assert_array_equal(old.transform(frame), pre.transform(frame))
+
+
+def test_times_of_day_are_seconds_since_midnight(tmp_path) -> None:
+    """14:30, 14:30:15, 2:05 PM and Parquet's time64 (Python times in pandas) were capped categories: a clock read
+    as 64 levels at most. Seconds since midnight, by a reading saved with the model, whichever way a batch writes
+    them; a cell that is no time ('noon', '25:00') is missing with a note, and sorted times are no row ID."""
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    n = 120
+    seconds = np.sort(rng.choice(86_400, n, replace=False))  # all different and sorted, like a row ID's
+    times = [datetime.time(int(v) // 3600, int(v) // 60 % 60, int(v) % 60) for v in seconds]
+    table = pa.table({"at": pa.array(times, pa.time64("us")), "x": np.arange(n) % 7})
+    pq.write_table(table, tmp_path / "t.parquet")
+    frame = read_table(tmp_path / "t.parquet").assign(
+        hhmm=[t.strftime("%H:%M") for t in times], ampm=[t.strftime("%I:%M:%S %p").lstrip("0") for t in times],
+        hours=[t.strftime("%I %p").lstrip("0").lower() for t in times])
+    frame.loc[4, "hhmm"] = "?"
+    assert frame["at"].dtype == object and isinstance(frame["at"].iloc[0], datetime.time)
+    pre = FeaturePreprocessor().fit(frame)
+    specs = {c["name"]: c for c in pre.columns_}
+    assert {name: (spec["kind"], spec.get("text")) for name, spec in specs.items() if name != "x"} == {
+        "at": ("numeric", {"clock": True}), "hhmm": ("numeric", {"clock": True, "missing": ["?"]}),
+        "ampm": ("numeric", {"clock": True}), "hours": ("numeric", {"clock": True})}
+    assert "column 'at' holds times of day; read them as seconds since midnight" in pre.notes_
+    raw = pre.transform_for_gbt(frame)
+    np.testing.assert_array_equal(raw["at"], seconds)
+    np.testing.assert_array_equal(raw["ampm"], seconds)
+    np.testing.assert_array_equal(raw["hhmm"].drop(index=4), np.delete(seconds // 60 * 60, 4))
+    np.testing.assert_array_equal(raw["hours"], seconds // 3600 * 3600)
+    saved = json.loads(json.dumps(pre.to_dict()))
+    assert saved["version"] == 8  # an older reader would read 14:30 as missing: it must refuse the file
+    again = FeaturePreprocessor.from_dict(saved)
+    new = frame.head(4).assign(at=["14:30", "2:30 PM", "noon", None], hhmm=[datetime.time(14, 30), "25:00", "?", "3"])
+    report: list[str] = []
+    got = again.transform_for_gbt(new, report)
+    np.testing.assert_array_equal(got["at"], [52_200, 52_200, np.nan, np.nan])
+    np.testing.assert_array_equal(got["hhmm"], [52_200, np.nan, np.nan, np.nan])
+    assert report == ["column 'at': 1 values could not be read as times of day and were treated as missing",
+                      "column 'hhmm': 2 values could not be read as times of day and were treated as missing"]
+    assert np.isfinite(again.transform(new)).all()
+    numbers = pd.DataFrame({"n": ["9:00"] + [str(v) for v in range(40)], "x": np.arange(41) % 3})
+    assert "clock" not in FeaturePreprocessor().fit(numbers).columns_[0].get("text", {})  # a stray time: numbers
+    target = pd.DataFrame({"x": np.arange(60), "y": ["9:00", "17:30", "12:00"] * 20})
+    assert load_dataset(target, target="y").task == "multiclass"  # a target of times stays text, as before
 
 
 def test_text_with_a_dollar_sign_stays_text() -> None:

@@ -8,7 +8,9 @@
   (below) or ``none``;
 - text: mostly numbers (>= 95 % of the cells not written as a missing marker such as '?', commas between
   digit groups as in 12,345.67, currency signs, percent signs, and one unit a column, 12.3 kg or USD 12.50,
-  allowed) -> numbers; mostly dates (>= 90 % of cells, each holding digits
+  allowed) -> numbers; mostly times of day (14:30, 14:30:15, 2:05 PM, a Parquet time64's Python times) ->
+  seconds since midnight, one number like the others (the dates' parts are plain numbers too, no sin/cos);
+  mostly dates (>= 90 % of cells, each holding digits
   like a date) -> dates, read with one format chosen in training (day or month first) so that every
   batch reads a cell alike; otherwise categories. How a text column was read is stored (``text``);
 - dates -> ``NAME__year``, ``__month``, ``__day``, ``__day_of_week``, ``__day_of_year`` (and ``__hour``
@@ -90,8 +92,9 @@ FORMAT_NAME = "automl_dnn.FeaturePreprocessor"
 #: 6 adds accountants' negatives (``text``'s ``parentheses``: (1,234.50) is -1234.50), and apostrophes or spaces
 #: between digit groups (``thousands``: 12'345.67, 12 345.67).
 #: 7 adds numbers with a unit (``text``'s ``unit``: 12.3 kg) or a currency code before them (``prefix``: USD 12.50).
-FORMAT_VERSION = 7
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+#: 8 adds times of day as seconds since midnight (``text``'s ``clock``: 14:30, 2:05 PM, Parquet's time64).
+FORMAT_VERSION = 8
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 
 _DATE_LIKE = re.compile(r"\d{4}|\d{1,2}[-/.]\d{1,2}")
 DATE_FORMAT_SAMPLE = 200  # distinct date texts whose formats pandas guesses, month and day first
@@ -117,6 +120,10 @@ CURRENCY_CODES = frozenset(
     "AED SAR QAR KWD EGP ZAR NGN KES BRL MXN ARS CLP COP PEN THB IDR MYR PHP VND PKR BDT".split())
 _PARENTHESES = re.compile(r"^\(\s?([^()\s-][^()]*?)\s?\)$")  # (1,234.50): an accountant's -1,234.50
 _PERCENT = re.compile(r"^([-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+))\s?%$")  # 45.3%, .5 %, 12,345%
+#: a time of day on a 24-hour clock: 14:30, 14:30:15, 02:05:07.25 (as Parquet's time64 and Python's time print)
+_CLOCK_24 = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}(?:\.\d+)?))?$")
+#: ... and on a 12-hour one: 2 PM, 2:05 pm, 2:05:30 p.m.
+_CLOCK_12 = re.compile(r"^(\d{1,2})(?::(\d{2})(?::(\d{2}(?:\.\d+)?))?)?\s?([ap])\.?\s?m\.?$", re.IGNORECASE)
 #: cells that stand for a missing value in a column of numbers (read_csv already takes NA, NaN, null, ...)
 MISSING_MARKERS = frozenset({"?", "??", "-", "--", ".", "*", "n/a", "na", "n.a.", "none", "missing", "unknown"})
 
@@ -151,6 +158,40 @@ def _without_currency(t: str) -> str:
     if match is None:
         return t
     return match.group(3) if match.group(3) is not None else match.group(1) + match.group(2)
+
+
+def _clock_seconds(t: str) -> float:
+    """Seconds since midnight of a time of day ('14:30' -> 52200, '2:05 PM' -> 50700); NaN for any other text,
+    an hour or minute off the clock ('25:00', '13 PM') included."""
+    match = _CLOCK_24.match(t)
+    if match is not None:
+        hour, minute, second = int(match.group(1)), int(match.group(2)), float(match.group(3) or 0)
+        valid = hour < 24
+    else:
+        match = _CLOCK_12.match(t)
+        if match is None:
+            return math.nan
+        hour, minute, second = int(match.group(1)), int(match.group(2) or 0), float(match.group(3) or 0)
+        valid = 1 <= hour <= 12
+        hour = hour % 12 + (12 if match.group(4).casefold() == "p" else 0)
+    return hour * 3600 + minute * 60 + second if valid and minute < 60 and second < 60 else math.nan
+
+
+def _is_clock(t: str) -> bool:
+    """Whether a text is written like a time of day (a valid one or not)."""
+    return _CLOCK_24.match(t) is not None or _CLOCK_12.match(t) is not None
+
+
+def _mostly_times(texts: list[str | None]) -> bool:
+    """Whether at least half the distinct texts (missing markers aside) are times of day: a column of numbers
+    with a stray '9:00' stays numbers."""
+    cells = [t for t in texts if t is not None and t.casefold() not in MISSING_MARKERS]
+    others = 0
+    for t in cells:  # stops once more than half are no time: a long column of other text costs half a look
+        others += not _is_clock(t)
+        if 2 * others > len(cells):
+            return False
+    return bool(cells)
 
 
 def _affix(t: str) -> dict:
@@ -199,6 +240,9 @@ def _numbers_from_texts(texts: list[str | None], reading: dict) -> tuple[np.ndar
     """Distinct texts as numbers by a column's reading, NaN where unreadable; and which are missing markers."""
     markers = {m.casefold() for m in reading.get("missing", [])}
     is_marker = np.array([t is not None and t.casefold() in markers for t in texts], dtype=bool)
+    if reading.get("clock"):  # times of day only: a plain number (1430?) is no time
+        nums = np.array([math.nan if t is None else _clock_seconds(t) for t in texts], dtype=np.float64)
+        return np.where(is_marker, np.nan, nums), is_marker
     if reading.get("unit") or reading.get("prefix"):
         texts = [t if t is None else _without_affix(t, reading) for t in texts]
     if reading.get("parentheses"):
@@ -233,12 +277,24 @@ def _number_note(reading: dict, n_marked: int, frac_num: float) -> str:
     return f"{frac_num:.1%} of {'the rest' if n_marked else 'it'} are numbers" + (f" ({'; '.join(how)})" if how else "")
 
 
+def _clock_note(reading: dict, n_marked: int, frac_num: float) -> str:
+    """What else a column of times of day holds: missing markers, and cells that are no time (read as missing)."""
+    how = [f"{n_marked} cells written {' or '.join(map(repr, reading['missing']))} as missing"] \
+        if reading.get("missing") else []
+    if frac_num < 1:
+        how.append(f"{1 - frac_num:.1%} of the {'other ' if n_marked else ''}cells are no time and read as missing")
+    return f" ({'; '.join(how)})" if how else ""
+
+
 def _number_reading(texts: list[str | None]) -> dict:
     """How to read a text column as numbers: ``thousands`` when some cells write 12,345.67 (a comma between
     groups of three digits), ``percent`` when some write 45.3 % (read as 0.453), ``missing`` the markers such
     as '?' that stand for a missing cell (UCI files write '?'), ``unit`` (or ``prefix``) when every other cell is a
-    number with one and the same unit after it, 12.3 kg (or currency code before it, USD 12.50). Empty when plain
-    parsing is all a column needs."""
+    number with one and the same unit after it, 12.3 kg (or currency code before it, USD 12.50), ``clock`` when most
+    are times of day (14:30, 2:05 PM: seconds since midnight). Empty when plain parsing is all a column needs."""
+    if _mostly_times(texts):
+        markers = sorted({t for t in texts if t is not None and t.casefold() in MISSING_MARKERS})
+        return {"clock": True, "missing": markers} if markers else {"clock": True}
     plain = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     rest = [t for t, x in zip(texts, plain) if t is not None and np.isnan(x)]
     reading: dict[str, Any] = _common_affix(rest)  # 12.3 kg reads as 12.3, then as below (1,234 kg)
@@ -273,7 +329,7 @@ def formatted_numbers(s: pd.Series) -> tuple[pd.Series, str] | None:
         return None
     codes, texts = _text_levels(s)
     reading = {k: v for k, v in _number_reading(texts).items() if k != "missing"}
-    if not reading:
+    if not reading or reading.get("clock"):  # a target of times of day stays text, as one of dates is refused
         return None
     nums = _numbers_from_texts(texts, reading)[0]
     if any(t is not None and np.isnan(x) for t, x in zip(texts, nums)):
@@ -669,6 +725,10 @@ class FeaturePreprocessor:
             self._drop(name, f"all values are missing (written {', '.join(map(repr, reading['missing']))})")
             return None
         frac_num = n_numbers / (n_present - n_marked)
+        if frac_num >= 0.95 and reading.get("clock"):
+            self.notes_.append(f"column {name!r} holds times of day; read them as seconds since midnight"
+                               f"{_clock_note(reading, n_marked, frac_num)}")
+            return self._fit_numeric(name, s, source="text", reading=reading)
         if frac_num >= 0.95:
             self.notes_.append(f"column {name!r} holds text but {_number_note(reading, n_marked, frac_num)}; "
                                f"read it as numbers{'' if frac_num == 1 else ' (the other cells as missing)'}")
@@ -701,7 +761,7 @@ class FeaturePreprocessor:
         if not has_missing and np.all(observed == observed[0]):
             self._drop(name, f"constant (every value is {to_scalar(observed[0])!r})")
             return None
-        if not has_missing and self._looks_like_id(observed):
+        if not has_missing and not (reading or {}).get("clock") and self._looks_like_id(observed):
             self._drop(name, "integers that are all different and sorted or fill a range (looks like a row ID)")
             return None
         spec = {"name": name, "kind": "numeric", "source": source, "missing_indicator": has_missing}
@@ -967,7 +1027,8 @@ class FeaturePreprocessor:
             x, n_bad = read_numbers(s, spec.get("text"))
             beyond = _beyond_float32(x)
             if n_bad:
-                report.append(f"column {name!r}: {n_bad} values could not be read as numbers "
+                what = "times of day" if (spec.get("text") or {}).get("clock") else "numbers"
+                report.append(f"column {name!r}: {n_bad} values could not be read as {what} "
                               f"and were treated as missing")
             if beyond.any():
                 report.extend(_beyond_notes(name, x, beyond, "were treated as missing"))
