@@ -5,6 +5,7 @@ and can be reloaded by rebuilding from the same ``NetConfig``::
 
     embed               InputEmbeddings              numeric embeddings (num_embedding "plr" or "ple") and
                                                      learned embeddings of categorical level codes, if any
+    front_scale         FrontScale                   only with front_scale: a learned factor per input (RealMLP)
     input_bn            BatchNorm1d                  only with batchnorm="input"
     ensemble_view       tabm.EnsembleView            only with k_ensemble > 1: (B, d) -> (B, k, d)
     hidden0 ... hiddenN nn.Sequential of linear, [bn], act, [bn], [dropout]
@@ -431,6 +432,8 @@ def build_mlp(config: NetConfig, *, d_in: int, d_out: int, bins: list[torch.Tens
         embed = InputEmbeddings(config, d_in, bins)
         children.append(("embed", embed))
         d_prev = embed.d_out
+    if config.front_scale:
+        children.append(("front_scale", FrontScale(d_prev)))
     if config.batchnorm == "input":  # after the embeddings: level codes are no quantities to normalize
         children.append(("input_bn", _batchnorm(d_prev, config)))
     if k > 1:
@@ -451,6 +454,19 @@ def build_mlp(config: NetConfig, *, d_in: int, d_out: int, bins: list[torch.Tens
         init_linear(out, scale=1.0, mode="fan_avg", distribution=distribution)
         children.append(("out", out))
     return nn.Sequential(OrderedDict(children))
+
+
+class FrontScale(nn.Module):
+    """RealMLP's scaling layer: x * s, one learnable s per input, starting at 1 (Holzmueller et al., 2024)."""
+
+    lr_factor = 6.0  # RealMLP's: the factors move faster than the weights after them
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
 
 
 def _batch_ensemble(linear: nn.Linear, k: int, *, first: bool) -> nn.Module:

@@ -193,12 +193,32 @@ def make_optimizer(name: str, params: Params, config: TrainConfig) -> torch.opti
         raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
     _check_train_hparams(config)
     groups = split_decay_groups(params, config.weight_decay) if name == "adamw" else _as_groups(params)
+    if isinstance(params, nn.Module):
+        groups = _with_lr_factors(groups, params, config.lr)
     return OPTIMIZERS[name](groups, config)
+
+
+def _with_lr_factors(groups: list[dict[str, Any]], model: nn.Module, lr: float) -> list[dict[str, Any]]:
+    """The parameters of modules with an ``lr_factor`` (RealMLP's scaling layer) in groups of their own, whose
+    learning rate is the schedule's times that factor (``set_lr``)."""
+    factors = {id(p): float(module.lr_factor) for module in model.modules() if hasattr(module, "lr_factor")
+               for p in module.parameters(recurse=False)}
+    if not factors:
+        return groups
+    out = []
+    for group in groups:
+        plain = [p for p in group["params"] if id(p) not in factors]
+        if plain:
+            out.append({**group, "params": plain})
+        for factor in sorted({factors[id(p)] for p in group["params"] if id(p) in factors}):
+            scaled = [p for p in group["params"] if factors.get(id(p)) == factor]
+            out.append({**group, "params": scaled, "lr_factor": factor, "lr": lr * factor})
+    return out
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_factor", 1.0)
 
 
 def set_momentum(optimizer: torch.optim.Optimizer, name: str, momentum: float) -> None:

@@ -31,6 +31,8 @@ NETS = {
     "tabm": {"k_ensemble": 4, "n_layers": 3},
     "tabm, bn before, prelu": {"k_ensemble": 4, "batchnorm": "before", "activation": "prelu"},
     "plr": {"num_embedding": "plr", "d_embedding": 8, "plr_frequencies": 12},
+    "plr, scaling layer, tabm": {"num_embedding": "plr", "d_embedding": 8, "front_scale": True, "k_ensemble": 4},
+    "scaling layer, bn input": {"front_scale": True, "batchnorm": "input"},
     "ple, tabm": {"num_embedding": "ple", "embedded_columns": [0, 1, 2], "bin_counts": [4, 7, 3], "k_ensemble": 8},
     "categories + plr": {"categorical_columns": [5, 6], "categorical_cardinalities": [4, 11],
                          "num_embedding": "plr", "embedded_columns": [0, 1, 3]},

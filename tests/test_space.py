@@ -44,6 +44,7 @@ def test_default_space_covers_every_technique() -> None:
     assert choices["clip"] == {"none", "value", "norm"}
     assert choices["scaling"] == {"standard", "quantile", "robust"}
     assert choices["num_embedding"] == {"none", "plr", "ple"} and choices["k_ensemble"] == {1, 4, 8}
+    assert choices["front_scale"] == {False, True}
     assert choices["target_transform"] == {"none", "log1p", "quantile"}
     fields = {p.field for p in space.params}
     assert {"l1", "l2", "max_norm", "dropout", "dropout_kind", "bn_momentum", "init_mode", "batch_size"} <= fields
