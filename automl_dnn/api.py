@@ -28,7 +28,7 @@ from automl_dnn.predictor import predict_file as _predict_file
 from automl_dnn.report import dashboard_app, live_progress
 from automl_dnn.report_page import write_report_page
 from automl_dnn.run_folder import AUTO_JOBS, RunDir, check_time_budget
-from automl_dnn.search import OnPrepared, SearchOptions, SearchSummary, SharedCores, run_search
+from automl_dnn.search import NoTrialInTime, OnPrepared, SearchOptions, SearchSummary, SharedCores, run_search
 from automl_dnn.workers import available_cores
 
 #: XGBoost trials in ``fit``: with a time budget the budget ends its search, without one the count does.
@@ -175,6 +175,8 @@ def _fit(source: Any, *, model_dir: Path, out: Path, started: float, time_budget
     try:
         summary = search(source, out=out, time_budget=search_budget, bagging=bagging,
                          on_prepared=background.start if background else None, beside=beside, **options)
+    except NoTrialInTime as exc:
+        summary = _xgboost_alone(exc, background)
     except BaseException:
         if background is not None:
             background.stop()
@@ -196,6 +198,23 @@ def _fit(source: Any, *, model_dir: Path, out: Path, started: float, time_budget
     if report_page:
         _write_fit_page(summary, report, options.get("seed", 0), None if plan is None else plan.report)
     return summary, report
+
+
+def _xgboost_alone(exc: NoTrialInTime, background: BackgroundGBT | None) -> SearchSummary:
+    """The budget ended before any net trial completed: what XGBoost's thread finished is still a model, so the fit
+    goes on with it alone (the ensemble step says so in a note; the study resumes as ever). Without one, the
+    search's error stands."""
+    if background is None:
+        raise exc
+    background.skip_after()  # no net will be bagged: XGBoost's fold copies would serve nothing
+    try:
+        member = background.result()
+    except BaseException:
+        background.stop()
+        raise
+    if member is None:
+        raise exc
+    return exc.summary
 
 
 def _write_fit_page(summary: SearchSummary, report: EnsembleReport, seed: int, seconds: float | None) -> None:

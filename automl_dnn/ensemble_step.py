@@ -33,7 +33,7 @@ from automl_dnn.ensemble import blend, build_ensemble, choose_threshold, ensembl
 from automl_dnn.errors import AutoDNNError
 from automl_dnn.files import read_json, write_json
 from automl_dnn.folds import Folds, bagging_folds, make_folds
-from automl_dnn.gbt import BackgroundGBT, GBTMemberFit, fit_run_gbt, reload_source
+from automl_dnn.gbt import BackgroundGBT, GBTMemberFit, fit_run_gbt, gbt_preprocess_key, reload_source
 from automl_dnn.model import build_mlp
 from automl_dnn.objective import copy_seconds, worker_device
 from automl_dnn.model_folder import GBTMember, NetMember, check_model_dir, save_model
@@ -156,7 +156,9 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     ``jobs`` > 1 trains the nets' fold copies side by side in that many worker processes. ``seed`` (None: the
     run's own, so that ``ensemble`` after ``search --seed 7`` draws the folds and XGBoost's trials a fit would,
     and goes on from XGBoost's kept tuning and fold copies instead of replacing them) seeds the folds, XGBoost
-    and the weights.
+    and the weights. A run with no completed trial makes a model only beside a ``BackgroundGBT`` that has one
+    (``fit`` whose budget ended first): XGBoost alone, with a note. On its own the step ensembles a search's nets,
+    so it refuses such a run before tuning anything.
     """
     if jobs < 1:
         raise AutoDNNError(f"--jobs must be >= 1, got {jobs}")
@@ -178,7 +180,10 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     encoder = TargetEncoder.from_dict(read_json(run.target_path))
     notes: list[str] = []
     candidates = _net_candidates(run, spec, notes)
-    y_valid, y_test = _targets(run, candidates[0].scaling, encoder)
+    if not candidates and not isinstance(gbt, BackgroundGBT):
+        # ``ensemble`` on its own ensembles a search's nets: it does not tune an XGBoost to export alone
+        raise _no_trial_error(run)
+    y_valid, y_test = _targets(run, candidates[0].scaling if candidates else gbt_preprocess_key(run), encoder)
     candidates = _matching_shapes(candidates, y_valid, y_test, notes)
     seconds: dict[str, float] = {}
 
@@ -199,6 +204,10 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     if member is not None:
         candidates.append(Candidate(name="xgboost", kind="xgboost", trial=None, description=member.describe(),
                                     valid=member.valid, test=member.test, scaling=member.preprocess, gbt=member))
+    if not any(c.kind == "net" for c in candidates):
+        if member is None:
+            raise _no_trial_error(run)
+        notes.insert(0, _xgboost_alone_note(run))
     seconds["gbt"] = time.monotonic() - t0
 
     if bagged is not None:
@@ -308,12 +317,22 @@ def _completed_trials(spec: dict[str, Any]) -> list[FrozenTrial]:
     return sorted(trials, key=lambda t: (sign * t.value, t.number))
 
 
+def _no_trial_error(run: RunDir) -> AutoDNNError:
+    return AutoDNNError(f"no completed trial in {str(run.root)!r}; run `automl-dnn search` first "
+                        "(or again with a larger --time-budget or --n-trials)")
+
+
+def _xgboost_alone_note(run: RunDir) -> str:
+    """Why a model holds no net: ``fit``'s budget ended before any net trial completed, XGBoost's had not."""
+    return ("no net trial completed within the time budget, so the model is XGBoost alone; a larger --time-budget "
+            f"adds nets (a rerun resumes the study in {run.root}), as does `automl-dnn ensemble` after resuming it "
+            "with `automl-dnn search`")
+
+
 def _net_candidates(run: RunDir, spec: dict[str, Any], notes: list[str]) -> list[Candidate]:
-    """The best completed trials' saved predictions; trials whose artifacts are gone are skipped."""
+    """The best completed trials' saved predictions; trials whose artifacts are gone are skipped. None when no trial
+    completed: the caller decides whether XGBoost alone is a model (``fit``) or an error (``ensemble``)."""
     trials = _completed_trials(spec)
-    if not trials:
-        raise AutoDNNError(f"no completed trial in {str(run.root)!r}; run `automl-dnn search` first "
-                           "(or again with a larger --time-budget or --n-trials)")
     candidates: list[Candidate] = []
     for trial in trials:
         if len(candidates) == MAX_CANDIDATES:
@@ -334,7 +353,7 @@ def _net_candidates(run: RunDir, spec: dict[str, Any], notes: list[str]) -> list
             scaling=settings.get("scaling", "standard"), artifacts=saved,
             best_epoch=trial.user_attrs.get("best_epoch"), copy_seconds=copy_seconds(trial),
         ))
-    if not candidates:
+    if trials and not candidates:
         raise AutoDNNError(f"none of the {len(trials)} completed trials in {str(run.root)!r} has its artifacts; "
                            "restore the artifacts folder or run `automl-dnn search` again")
     if len(trials) > MAX_CANDIDATES:
@@ -360,7 +379,7 @@ def _matching_shapes(candidates: list[Candidate], y_valid: np.ndarray, y_test: n
             kept.append(c)
         else:
             notes.append(f"skipped trial {c.trial}: its saved predictions do not match the run's split")
-    if not kept:
+    if candidates and not kept:
         raise AutoDNNError("no trial's saved predictions match the run's split; run `automl-dnn search` again "
                            "into a new folder")
     return kept
@@ -384,6 +403,8 @@ def _bag_nets(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], 
     on disk for a rerun. ``jobs`` worker processes train the fold copies side by side.
     """
     nets = [c for c in candidates if c.kind == "net"]
+    if not nets:  # XGBoost alone (``fit`` whose budget ended before a net trial completed): nothing to bag
+        return None
     y_dev = dev_targets(run, encoder, nets[0].scaling)
     keys = run.fold_keys()
     k, repeats = bagging_folds(folds, len(y_dev), ordered=keys["order"] is not None)

@@ -182,7 +182,8 @@ class Predictor:
         self.classes_ = labels if labels.dtype.kind in "iufbU" else np.asarray(encoder.classes_, dtype=object)
 
     def __repr__(self) -> str:
-        kinds = [f"{len(self._nets)} nets"] + (["XGBoost"] if self._gbt else [])
+        kinds = [f"{len(self._nets)} nets"] if self._nets else []  # XGBoost alone: a fit whose nets had no time
+        kinds += ["XGBoost"] if self._gbt else []
         return f"Predictor(task={self.task!r}, target={self.target!r}, members={' + '.join(kinds)})"
 
     @property

@@ -86,6 +86,18 @@ def print_search_summary(summary: SearchSummary, *, quiet: bool = False) -> None
         return
     for note in summary.notes:
         _note(f"note: {note}")
+    if summary.best:
+        out.print(_best_trials_table(summary))
+    else:  # ``fit`` whose budget ended before any net trial completed: XGBoost alone, no empty table
+        out.print(f"No trial of study {summary.study_name!r} completed", markup=False, highlight=False, soft_wrap=True)
+    out.print(
+        f"{summary.n_complete} complete, {summary.n_pruned} pruned, {summary.n_failed} failed trials "
+        f"in {summary.seconds:.0f}s; storage {summary.storage}", markup=False, highlight=False, soft_wrap=True
+    )
+
+
+def _best_trials_table(summary: SearchSummary) -> Table:
+    """The best trials, one line each, with the settings that tell them apart."""
     table = Table(title=f"Best trials of study {summary.study_name!r} ({summary.metric}, {summary.direction})",
                   box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
     for column in ("trial", summary.metric, "net", "optimizer", "schedule", "epochs"):
@@ -95,11 +107,7 @@ def print_search_summary(summary: SearchSummary, *, quiet: bool = False) -> None
         described = {"net": "", "optimizer": "", "schedule": "", **row.get("summary", {})}
         table.add_row(str(row["number"]), _fmt(row["value"]), Text(abbreviate(described["net"])),
                       Text(described["optimizer"]), Text(abbreviate(described["schedule"])), _fmt(row["epochs"]))
-    out.print(table)
-    out.print(
-        f"{summary.n_complete} complete, {summary.n_pruned} pruned, {summary.n_failed} failed trials "
-        f"in {summary.seconds:.0f}s; storage {summary.storage}", markup=False, highlight=False, soft_wrap=True
-    )
+    return table
 
 
 def print_ensemble_report(report: EnsembleReport, *, quiet: bool = False) -> None:

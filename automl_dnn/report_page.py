@@ -608,6 +608,8 @@ def _chosen_trials(view: RunView) -> tuple[list[int], str]:
     complete = [t for t in view.trials.values() if t.state == TrialState.COMPLETE and t.value is not None]
     complete.sort(key=lambda t: t.value, reverse=view.spec["direction"] == "maximize")
     which = "the best trials' nets" + (" (the ensemble gives no net a weight)" if view.ensemble else "")
+    if not complete:  # ``fit``'s budget ended before any trial completed: the model is XGBoost alone
+        which = "any net: no trial of the search completed"
     return [t.number for t in complete[:5]], which
 
 

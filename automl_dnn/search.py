@@ -151,8 +151,18 @@ def _run_search(options: SearchOptions, on_progress: Callable[[dict[str, Any]], 
             raise AutoDNNError(f"{failed}; first reason: {reasons[0]}")
         if summary.n_pruned == 0 or stop.should_stop():  # trials cut short by the deadline count as pruned
             cut = f" ({summary.n_pruned} cut short)" if summary.n_pruned else ""
-            raise AutoDNNError(f"the time budget ended before any trial completed{cut}; give a larger --time-budget")
+            raise NoTrialInTime(f"the time budget ended before any trial completed{cut}; give a larger "
+                                "--time-budget", summary)
     return summary
+
+
+class NoTrialInTime(AutoDNNError):
+    """The time budget ended before any trial completed (none failed, none was interrupted). ``summary`` is the
+    search's all the same: ``fit`` goes on with XGBoost alone when its thread has a model, rather than lose it."""
+
+    def __init__(self, message: str, summary: SearchSummary) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 @dataclass(frozen=True)
@@ -233,4 +243,4 @@ def summarize(study: optuna.Study, spec: dict[str, Any], run_dir: Path, seconds:
     )
 
 
-__all__ = ["SearchOptions", "SearchSummary", "run_search", "summarize"]
+__all__ = ["NoTrialInTime", "SearchOptions", "SearchSummary", "run_search", "summarize"]

@@ -149,6 +149,28 @@ def fitted(tmp_path_factory: pytest.TempPathFactory, tiny_space: Path) -> Simple
     return SimpleNamespace(root=root, data=data, frame=frame, run=root / "run", model=root / "model")
 
 
+def no_trial_completes(monkeypatch: pytest.MonkeyPatch, how: str = "cut short") -> None:
+    """The search's worker replaced by one whose one trial does not complete: "cut short" as on a wide table on one
+    core (the deadline has passed: pruned), "interrupted" (Ctrl-C) or "failed" (with its reason). Deterministic: the
+    deadline is moved, not waited for."""
+    from optuna.trial import TrialState
+
+    def run_worker(ctx: Any, *, on_trial: Any, stop: Any, study: Any) -> None:
+        trial = study.ask()
+        if how == "failed":
+            trial.set_user_attr("fail_reason", "diverged: loss nan at epoch 1")
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        if how == "interrupted":
+            stop.interrupted = True
+        else:
+            stop.deadline = time.time() - 1.0
+        trial.set_user_attr("cut_short", True)
+        study.tell(trial, state=TrialState.PRUNED)
+
+    monkeypatch.setattr("automl_dnn.search.run_worker", run_worker)
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as s:

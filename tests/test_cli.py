@@ -17,7 +17,7 @@ import pytest
 
 from automl_dnn.data import BUILTINS
 from automl_dnn.errors import DataError
-from tests.conftest import assert_one_line_error, invoke, lines_of, sha256
+from tests.conftest import assert_one_line_error, invoke, lines_of, no_trial_completes, sha256
 
 SUBCOMMANDS = ("datasets", "search", "ensemble", "fit", "predict", "report", "importance", "dashboard")
 
@@ -202,6 +202,31 @@ def test_ensemble_and_report_on_a_finished_run(fitted: SimpleNamespace, tmp_path
     result = invoke("report", fitted.run, "--out", html)
     assert result.exit_code == 0, result.output
     assert html.is_file() and f"wrote {html}" in result.output
+
+
+def test_fit_whose_budget_ends_before_any_net_trial_exports_xgboost_alone(tmp_path: Path, tiny_space: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wide table on one core: no net trial completed, XGBoost's did. `fit` says so in a note, prints the search's
+    counts without an empty table and exports XGBoost, which `predict` reads; `ensemble` on that run has no net to
+    ensemble and `fit --no-gbt` nothing to export: each keeps its one-line error."""
+    no_trial_completes(monkeypatch)
+    fit = ["fit", "builtin:breast_cancer", "--space", tiny_space, "--time-budget", 600, "--gbt-trials", 1, "--folds", 1,
+           "--jobs", 1, "--threads", 1, "--no-report"]
+    result = invoke(*fit, "--out", tmp_path / "run", "--model", tmp_path / "model")
+    assert result.exit_code == 0, result.output
+    lines = lines_of(result)
+    assert any(line.startswith("note: no net trial completed within the time budget, so the model is XGBoost alone")
+               for line in lines), result.output
+    assert "No trial of study 'run' completed" in lines and "Best trials" not in result.output
+    assert any(line.startswith("0 complete, 1 pruned, 0 failed trials") for line in lines)
+    assert any(line.split()[:2] == ["weighted", "ensemble"] for line in lines)
+    pred = _predict_csv(tmp_path / "model", "builtin:breast_cancer")
+    assert len(pred) == 569 and list(pred.columns) == ["prediction", "proba_0", "proba_1"]
+    assert_one_line_error(invoke("ensemble", tmp_path / "run", "--model", tmp_path / "model2"),
+                          "no completed trial", "run `automl-dnn search` first")
+    assert not (tmp_path / "model2").exists()
+    assert_one_line_error(invoke(*fit, "--out", tmp_path / "run3", "--model", tmp_path / "model3", "--no-gbt"),
+                          "the time budget ended before any trial completed (1 cut short)")
 
 
 @pytest.mark.parametrize(("flag", "amp"), [("--no-amp", False), ("--amp", True)])

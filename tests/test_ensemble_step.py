@@ -28,6 +28,7 @@ from automl_dnn.files import load_arrays
 from automl_dnn.gbt import BackgroundGBT
 from automl_dnn.run_folder import RunDir, SearchOptions, load_trial, prepare_run, trial_folder
 from automl_dnn.study import open_study
+from tests.conftest import no_trial_completes
 
 TASKS = {"breast_cancer": "binary", "digits": "multiclass", "diabetes": "regression"}
 N_TRIALS = 3
@@ -276,6 +277,53 @@ def test_background_gbt_trains_beside_the_search_and_exports_its_refit_copy(tmp_
     spec = json.loads((tmp_path / "m" / "model.json").read_text())
     exported = next(m for m in spec["members"] if m["kind"] == "xgboost")
     assert exported["best_iteration"] + 1 == round(train_rounds * grow) > train_rounds
+
+
+def test_a_fit_whose_budget_ends_before_any_net_trial_exports_xgboost_alone_and_resumes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wide table on one core: the budget ended before a net trial completed, while XGBoost's thread beside the
+    search had its model. The fit exports XGBoost alone with a note (it failed, losing it); the model, its report
+    page and the study all work, and a rerun into the same run folder resumes the study and adds nets."""
+    no_trial_completes(monkeypatch)
+    run, model = tmp_path / "run", tmp_path / "m"
+    options = dict(out=run, model_dir=model, gbt_trials=1, jobs=1, space="quick", pruner="none", threads=1, seed=0,
+                   quiet=True, progress=False)
+    summary, report = api.fit("builtin:breast_cancer", time_budget=600, report_page=True, **options)
+    assert (summary.n_complete, summary.n_pruned, summary.stopped_by) == (0, 1, "budget")
+    assert [(row.kind, row.weight) for row in report.members] == [("xgboost", 1.0)]
+    assert report.notes[0].startswith("no net trial completed within the time budget, so the model is XGBoost "
+                                      "alone; a larger --time-budget adds nets")
+    assert report.notes[0] in json.loads((model / "model.json").read_text())["notes"]
+    predictor = api.load(model)
+    frame = read_table("builtin:breast_cancer")
+    assert repr(predictor).endswith("members=XGBoost)") and predictor.predict_proba(frame).shape == (len(frame), 2)
+    assert report.page is not None and "No learning curve recorded for any net: no trial of the search completed" \
+        in report.page.read_text()
+
+    monkeypatch.undo()  # the search as it is: the study goes on from the cut trial, and nets join XGBoost
+    summary, report = api.fit("builtin:breast_cancer", n_trials=2, folds=1, **options)
+    assert (summary.n_complete, summary.n_pruned) == (1, 1)
+    assert sorted(row.kind for row in report.members) == ["net", "xgboost"]
+    assert not any(note.startswith("no net trial completed") for note in report.notes)
+
+
+@pytest.mark.parametrize(("how", "xgboost", "error"), [
+    ("cut short", "--no-gbt", r"the time budget ended before any trial completed \(1 cut short\)"),
+    ("cut short", "no model", r"the time budget ended before any trial completed \(1 cut short\)"),
+    ("interrupted", "a model", "interrupted before any trial completed; run the same command again to resume"),
+    ("failed", "a model", "all 1 trials failed; first reason: diverged"),
+])
+def test_a_fit_with_no_trial_completed_keeps_its_error_unless_the_budget_ended_beside_an_xgboost_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, xgboost: str, error: str) -> None:
+    """Without XGBoost beside the search (--no-gbt), or with none that finished, there is nothing to export; a Ctrl-C
+    or trials that all failed say so as they did, whatever XGBoost has. No model folder is made."""
+    no_trial_completes(monkeypatch, how)
+    if xgboost == "no model":
+        monkeypatch.setattr(gbt.BackgroundGBT, "start", lambda self, spec, dataset, deadline: None)
+    with pytest.raises(AutoDNNError, match=error):
+        api.fit("builtin:breast_cancer", out=tmp_path / "run", model_dir=tmp_path / "m", time_budget=600,
+                gbt=xgboost != "--no-gbt", gbt_trials=1, jobs=1, space="quick", threads=1, quiet=True, progress=False)
+    assert not (tmp_path / "m").exists()
 
 
 def test_xgboost_bags_its_folds_in_its_thread_only_while_they_fit_before_the_deadline(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 import automl_dnn
 from automl_dnn import AutoDNNClassifier, AutoDNNRegressor
 from automl_dnn.errors import AutoDNNError, DataError
+from tests.conftest import no_trial_completes
 
 TINY = dict(time_budget=None, n_trials=2, space="quick", gbt_trials=1, threads=1)
 
@@ -58,6 +59,15 @@ def test_classifier_fit_predict_score(classifier: AutoDNNClassifier, cancer: tup
     assert classifier.score(X[400:], y[400:]) > 0.8
     assert not hasattr(classifier, "feature_names_in_")
     assert classifier.ensemble_report_.members and classifier.search_summary_.n_complete >= 1
+
+
+def test_a_regressor_whose_budget_ends_before_any_net_trial_is_xgboost_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    no_trial_completes(monkeypatch)  # no net trial completes; XGBoost's thread has its model
+    X, y = load_diabetes(return_X_y=True)
+    est = AutoDNNRegressor(**{**TINY, "time_budget": 600, "n_trials": None, "folds": 1}).fit(X, y)
+    assert est.search_summary_.n_complete == 0
+    assert [row.kind for row in est.ensemble_report_.members] == ["xgboost"]
+    assert est.predict(X[:7]).shape == (7,) and est.score(X, y) > 0.2
 
 
 def test_classifier_refuses_a_wrong_width(classifier: AutoDNNClassifier) -> None:
