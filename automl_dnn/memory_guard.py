@@ -73,8 +73,9 @@ class MemoryEstimate:
 def count_net_parameters(net: NetConfig, *, d_in: int, d_out: int) -> int:
     """The trainable scalars ``model.build_mlp(net, d_in=d_in, d_out=d_out)`` will have, without building it.
 
-    Mirrors build_mlp: embeddings, the scaling layer, input BatchNorm, hidden blocks (Linear or TabM's BatchEnsemble with its
-    adapters R, S and per-member biases, BatchNorm, PReLU slopes), and the head (one Linear, or k for TabM).
+    Mirrors build_mlp: embeddings, the scaling layer, input BatchNorm, hidden blocks (Linear or TabM's
+    BatchEnsemble with its adapters R, S and per-member biases, BatchNorm, PReLU slopes), and the head (one
+    Linear, or k for TabM).
     """
     k = net.k_ensemble
     total, d_prev = _embedding_parameters(net, d_in)
