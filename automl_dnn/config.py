@@ -66,7 +66,7 @@ class NetConfig:
     d_cat_embedding: int = 8
     k_ensemble: int = 1  # TabM: k members sharing one backbone through BatchEnsemble adapters; 1 = plain MLP
     # RealMLP's scaling layer (Holzmueller et al. 2024): one learnable factor per input of the first hidden layer,
-    # starting at 1, trained at 6 times the learning rate (model.FrontScale.lr_factor): a soft feature selection
+    # starting at 1, trained at 20 times the learning rate (model.FrontScale.lr_factor): a soft feature selection
     front_scale: bool = False
 
 
