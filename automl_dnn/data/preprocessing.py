@@ -194,27 +194,24 @@ def _mostly_times(texts: list[str | None]) -> bool:
     return bool(cells)
 
 
-def _affix(t: str) -> dict:
-    """The unit after a number ('12.3 kg': {'unit': 'kg'}) or the currency code before it ('USD 5': {'prefix':
-    'USD'}); empty for any other text ('A12', '10 am', '$5')."""
+def _affix(t: str) -> tuple[dict, str]:
+    """The unit after a number ('12.3 kg': {'unit': 'kg'}) or the currency code before it ('USD -5': {'prefix':
+    'USD'}), and the number without it ('12.3', '-5'); an empty dict and the text for any other ('A12', '10 am')."""
     match = _WITH_UNIT.match(t)
     if match is not None and match.group(2).casefold() not in NOT_UNITS:
-        return {"unit": match.group(2)}
+        return {"unit": match.group(2)}, match.group(1)
     match = _WITH_PREFIX.match(t)
     if match is not None and (match.group(2) in CURRENCY_CODES or match.group(2).endswith("$")
                               or match.group(2).startswith("Rs")):
-        return {"prefix": match.group(2)}
-    return {}
+        return {"prefix": match.group(2)}, _signed(match.group(1), match.group(3))
+    return {}, t
 
 
 def _without_affix(t: str, reading: dict) -> str:
     """'12.3 kg' -> '12.3' when the column's unit is 'kg', 'USD -5' -> '-5' when its prefix is 'USD'; any other
     text (another unit: '3 lb') as it is, which then reads as missing."""
-    if _affix(t) != {k: reading[k] for k in ("unit", "prefix") if k in reading}:
-        return t
-    match = _WITH_UNIT.match(t) if "unit" in reading else _WITH_PREFIX.match(t)
-    assert match is not None
-    return match.group(1) if "unit" in reading else _signed(match.group(1), match.group(3))
+    affix, number = _affix(t)
+    return number if affix and affix == {k: reading[k] for k in ("unit", "prefix") if k in reading} else t
 
 
 def _signed(sign: str, number: str) -> str:
@@ -229,7 +226,7 @@ def _common_affix(texts: list[str]) -> dict:
     for t in texts:  # stops at the first text without it: free text costs one look
         if t.casefold() in MISSING_MARKERS:
             continue
-        found = _affix(t)
+        found = _affix(t)[0]
         if not found or (common and found != common):
             return {}
         common = found
@@ -258,10 +255,15 @@ def _numbers_from_texts(texts: list[str | None], reading: dict) -> tuple[np.ndar
     return np.where(is_marker, np.nan, nums), is_marker
 
 
+def _marker_words(reading: dict, n_marked: int) -> list[str]:
+    """'10 cells written '?' read as missing', when the reading has missing markers."""
+    return ([f"{n_marked} cells written {' or '.join(map(repr, reading['missing']))} read as missing"]
+            if reading.get("missing") else [])
+
+
 def _number_note(reading: dict, n_marked: int, frac_num: float) -> str:
     """What a column of number texts holds, and what reading it needed ('?' as missing, 12,345.67)."""
-    how = [f"{n_marked} cells written {' or '.join(map(repr, reading['missing']))} read as missing"] \
-        if reading.get("missing") else []
+    how = _marker_words(reading, n_marked)
     if reading.get("unit"):
         how.append(f"the unit {reading['unit']!r} dropped")
     if reading.get("prefix"):
@@ -279,8 +281,7 @@ def _number_note(reading: dict, n_marked: int, frac_num: float) -> str:
 
 def _clock_note(reading: dict, n_marked: int, frac_num: float) -> str:
     """What else a column of times of day holds: missing markers, and cells that are no time (read as missing)."""
-    how = [f"{n_marked} cells written {' or '.join(map(repr, reading['missing']))} as missing"] \
-        if reading.get("missing") else []
+    how = _marker_words(reading, n_marked)
     if frac_num < 1:
         how.append(f"{1 - frac_num:.1%} of the {'other ' if n_marked else ''}cells are no time and read as missing")
     return f" ({'; '.join(how)})" if how else ""
