@@ -11,6 +11,7 @@ from torch import nn
 from automl_dnn.model import (
     ACTIVATIONS,
     ByteMaskDropout,
+    CpuMish,
     NetConfig,
     build_mlp,
     count_parameters,
@@ -164,7 +165,7 @@ ACTIVATION_TYPES = {
     "selu": nn.SELU,
     "gelu": nn.GELU,
     "silu": nn.SiLU,
-    "mish": nn.Mish,
+    "mish": CpuMish,
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
 }
@@ -254,6 +255,30 @@ def test_byte_mask_dropout_is_the_identity_in_eval_and_seeded_in_training() -> N
     assert not torch.equal(drop(x), first)  # a new mask each call
     tiny = ByteMaskDropout(0.001)  # below 1/256: PyTorch's own dropout, at the exact rate
     assert abs((tiny(torch.ones(400_000)) == 0).float().mean().item() - 0.001) < 0.0003
+
+
+def test_cpu_mish_is_mish_in_value_and_gradient_from_far_below_zero_to_far_above() -> None:
+    x = torch.cat([torch.linspace(-60.0, 60.0, 2001), torch.tensor([-1e4, -88.0, 0.0, 19.99, 20.0, 20.01, 1e4])])
+    x = x.double().requires_grad_()
+    ours, reference = CpuMish()(x), nn.functional.mish(x)
+    assert ours.dtype == torch.float64
+    torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-300)
+    (slope,) = torch.autograd.grad(ours.sum(), x)
+    (reference_slope,) = torch.autograd.grad(reference.sum(), x)
+    torch.testing.assert_close(slope, reference_slope, rtol=1e-9, atol=1e-12)
+    assert torch.autograd.gradcheck(CpuMish(), (torch.randn(6, 5, dtype=torch.float64, requires_grad=True) * 4,))
+
+
+def test_cpu_mish_keeps_the_dtype_it_is_given_under_bf16_autocast() -> None:
+    linear = nn.Linear(8, 16)
+    x = torch.randn(32, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = linear(x)
+        ours, reference = CpuMish()(hidden), nn.functional.mish(hidden)
+    assert ours.dtype == reference.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), reference.float(), rtol=1e-2, atol=1e-2)
+    ours.float().sum().backward()
+    assert linear.weight.grad is not None and torch.isfinite(linear.weight.grad).all()
 
 
 # --------------------------------------------------------------------------- validation
