@@ -315,6 +315,7 @@ def predict_gbt(
     if task == "multiclass":
         if pred.ndim != 2:
             raise ValueError(f"a multiclass booster must predict (n, K), got shape {pred.shape}")
+        pred = pred.astype(np.float64)  # normalized in float32, rows summed to 1 only within ~1e-7
         return pred / pred.sum(axis=1, keepdims=True)
     if task == "regression":
         return pred.reshape(-1)

@@ -337,7 +337,7 @@ class Predictor:
         if self._gbt is not None:
             means.append(self._gbt_output(frame, notes))
             variances.append(np.zeros_like(means[-1]))
-        mean = blend(means, self._weights) if len(means) > 1 else means[0]
+        mean = blend(means, self._weights)  # also for one member: its float32 rows summed to 1 only within ~1e-7
         var = np.tensordot(self._weights**2, np.stack(variances), axes=1)
         return mean, np.sqrt(var)
 

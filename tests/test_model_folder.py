@@ -13,6 +13,7 @@ import os
 import pathlib
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -506,3 +507,43 @@ def test_an_export_removes_a_killed_exports_copies_and_nothing_else(tmp_path: Pa
     write_model_folder(target, {"model.json": b"{}"})
     assert not any(path.exists() for path in left)
     assert all(path.exists() for path in others)
+
+
+def _one_member_model(model_dir: Path, kind: str) -> Path:
+    """A model of one member: a multiclass XGBoost alone, or a binary net alone."""
+    train = _frame(300, 0)
+    pre = FeaturePreprocessor().fit(train, "standard")
+    if kind == "xgboost":
+        labels = np.array(["lo", "mid", "hi"])[np.digitize(train["a"], [-0.5, 0.5])]
+        encoder = TargetEncoder().fit(pd.Series(labels), "multiclass")
+        X = pre.transform_for_gbt(train)
+        dtrain = xgb.DMatrix(X, encoder.encode(labels), enable_categorical=True)
+        booster = xgb.train({"objective": "multi:softprob", "num_class": 3, "seed": 0, "nthread": 1}, dtrain,
+                            num_boost_round=5)
+        gbt = GBTMember(booster=booster, params={}, best_iteration=4, categories=frame_categories(X),
+                        preprocess="standard", weight=1.0)
+        return save_model(model_dir, task="multiclass", target="label", metric="logloss",
+                          target_encoder=encoder.to_dict(), preprocessors={"standard": pre.to_dict()}, nets=[], gbt=gbt)
+    encoder = TargetEncoder().fit(pd.Series(_labels(train)), "binary")
+    settings = TrialSettings(NetConfig(n_layers=2, d_hidden=16), TrainConfig())
+    net = _net(settings, pre.n_features_, seed=0)
+    member = NetMember(trial=0, settings=settings.to_dict(), d_in=pre.n_features_, d_out=1, state=net.state_dict(),
+                       weight=1.0)
+    return save_model(model_dir, task="binary", target="label", metric="logloss", target_encoder=encoder.to_dict(),
+                      preprocessors={"standard": pre.to_dict()}, nets=[member], gbt=None)
+
+
+@pytest.mark.parametrize("kind", ["xgboost", "net"])
+def test_a_single_members_probabilities_sum_to_one_in_float64(kind: str, tmp_path: Path) -> None:
+    # one member's float32 probabilities summed to 1 only within ~1e-7, beyond scikit-learn's sqrt(eps) check:
+    # log_loss(y, model.predict_proba(X)) warned "The y_prob values do not sum to one"
+    from sklearn.metrics import log_loss
+
+    predictor = load_model(_one_member_model(tmp_path / "model", kind))
+    proba = predictor.predict_proba(_frame(500, 1))
+    assert proba.dtype == np.float64
+    assert np.abs(proba.sum(axis=1) - 1.0).max() <= 1e-12
+    labels = predictor.predict(_frame(500, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        log_loss(labels, proba, labels=predictor.classes_)
