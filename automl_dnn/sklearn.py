@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import DataConversionWarning, NotFittedError
 
 from automl_dnn import api
+from automl_dnn.data.dataset import MIN_ROWS
 from automl_dnn.data.target import too_many_classes
 from automl_dnn.errors import AutoDNNError, DataError, PathError, SpaceError
 from automl_dnn.model_folder import MODEL_JSON, model_json, read_spec, write_model_folder
@@ -98,14 +99,20 @@ class _AutoDNNBase(BaseEstimator):
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         frame, names_in = _as_frame(X)
         if frame.shape[1] == 0:  # the search's words named its own 'target' column
-            raise ValueError(f"X has 0 feature(s) (shape={frame.shape}) while a minimum of 1 is required")
+            raise ValueError(f"X has 0 feature(s) (shape={frame.shape}) while a minimum of 1 is required.")
         target = np.asarray(y)
         if target.ndim == 2 and target.shape[1] == 1:
+            warnings.warn(DataConversionWarning("A column-vector y was passed when a 1d array was expected. Please "
+                                                "change the shape of y to (n_samples,), for example using ravel()."),
+                          stacklevel=3)  # scikit-learn's words, which its checks and users look for
             target = target.ravel()
         if target.ndim != 1 or len(target) != len(frame):
             raise ValueError(f"y must be 1-D with one value per row of X ({len(frame)}), got shape {target.shape}")
         if pd.isna(pd.Series(target, dtype=object)).all():  # the search's own words would name a --target column
             raise ValueError(f"y has no values: {'X has 0 rows' if len(frame) == 0 else 'every one is missing'}")
+        if len(frame) < MIN_ROWS:  # before the classes: one row is '1 class' too, but the rows are what is short
+            raise ValueError(f"X has {len(frame)} sample(s) (n_samples={len(frame)}) while a minimum of {MIN_ROWS} "
+                             "is required to search, validate and ensemble")
         task = self._task_for(target)
         work_root = Path(self.work_dir) if self.work_dir is not None else None
         if work_root is not None:
@@ -189,9 +196,7 @@ class _AutoDNNBase(BaseEstimator):
                               UserWarning, stacklevel=3)
                 return X.set_axis(names, axis=1)
             return X
-        arr = _dense(X)
-        if arr.ndim != 2:
-            raise ValueError(f"X must be 2-D (rows, features), got shape {arr.shape}")
+        arr = _two_d(_dense(X))
         if arr.shape[1] != self.n_features_in_:
             raise _ValueDataError(f"X has {arr.shape[1]} features, but {type(self).__name__} is expecting "
                                   f"{self.n_features_in_} features as input (it was fitted with "
@@ -228,8 +233,8 @@ class AutoDNNClassifier(ClassifierMixin, _AutoDNNBase):
         if n < 2:
             raise DataError(f"y has {n} distinct class{'es' if n != 1 else ''}; a classifier needs at least 2")
         if too_many_classes(n, len(values)):  # check_target's rule, said the sklearn way
-            raise DataError(f"y has {n} distinct values in {len(values)} rows, too many to be classes; "
-                            "use AutoDNNRegressor")
+            raise DataError(f"y looks continuous: {n} distinct values in {len(values)} rows, too many to be "
+                            "classes; use AutoDNNRegressor")
         return "binary" if n == 2 else "multiclass"
 
     def _set_model(self, files: dict[str, bytes]) -> None:
@@ -248,6 +253,9 @@ class AutoDNNRegressor(RegressorMixin, _AutoDNNBase):
     _tasks = ("regression",)
 
     def _task_for(self, y: np.ndarray) -> str:
+        if pd.Series(y).nunique(dropna=True) < 2:  # the search's own words named a 'target' column
+            raise DataError(f"y has a single value {pd.Series(y).dropna().iloc[0]}; a regressor needs at least "
+                            "two different values")
         return "regression"
 
 
@@ -268,9 +276,7 @@ def _as_frame(X: Any) -> tuple[pd.DataFrame, list[str] | None]:
             raise DataError("X has duplicate column names; make them unique")
         given = names if all(isinstance(c, str) for c in X.columns) else None
         return X.set_axis(names, axis=1).reset_index(drop=True), given
-    arr = _dense(X)
-    if arr.ndim != 2:
-        raise ValueError(f"X must be 2-D (rows, features), got shape {arr.shape}")
+    arr = _two_d(_dense(X))
     return pd.DataFrame(arr, columns=_array_names(arr.shape[1])), None
 
 
@@ -287,12 +293,22 @@ def _dense(X: Any) -> np.ndarray:
     return arr
 
 
+def _two_d(arr: np.ndarray) -> np.ndarray:
+    """``arr`` when it is 2-D; else a ValueError in scikit-learn's words ("Reshape your data"), which its checks
+    look for."""
+    if arr.ndim != 2:
+        how = (" Reshape your data either using X.reshape(-1, 1) if it has a single feature or X.reshape(1, -1) if "
+               "it contains a single sample." if arr.ndim == 1 else "")
+        raise ValueError(f"X must be 2-D (rows, features), got shape {arr.shape}.{how}")
+    return arr
+
+
 def _refuse_complex(dtypes: Any) -> None:
     """Complex numbers are refused: the preprocessing's cast to float dropped their imaginary parts, with only
     numpy's ComplexWarning."""
     if any(dtype.kind == "c" for dtype in dtypes):
-        raise ValueError("X holds complex numbers, which the model cannot read; pass their real and imaginary "
-                         "parts as two columns")
+        raise ValueError("Complex data not supported: X holds complex numbers, which the model cannot read; pass "
+                         "their real and imaginary parts as two columns")
 
 
 class _ValueDataError(DataError, ValueError):

@@ -253,3 +253,29 @@ def test_complex_numbers_are_refused_not_cut_to_their_real_parts(classifier: Aut
         classifier.predict(np.zeros((2, 30), dtype=complex))
     with pytest.raises(ValueError, match="y has no values: every one is missing"):
         AutoDNNRegressor(**TINY).fit(np.zeros((20, 3)), np.full(20, np.nan))
+
+
+# scikit-learn's own checks of how an estimator refuses bad input (sklearn.utils.estimator_checks): each looks for
+# scikit-learn's words in the ValueError, or its DataConversionWarning; all but the last two refuse before a fit
+_INPUT_CHECKS = ["check_complex_data", "check_estimators_empty_data_messages", "check_fit2d_1sample",
+                 "check_classifiers_regression_target", "check_fit2d_predict1d", "check_supervised_y_2d"]
+
+
+@pytest.mark.parametrize("check", _INPUT_CHECKS)
+@pytest.mark.parametrize("cls", [AutoDNNClassifier, AutoDNNRegressor])
+def test_scikit_learns_input_checks_pass(cls: type, check: str) -> None:
+    """They failed on the words alone: "X holds complex numbers" (not "Complex data not supported"), "... is
+    required" (no end), a 1-row fit's "1 distinct class" (the regressor's named a 'target' column), "too many to be
+    classes" (not "continuous"), "X must be 2-D" (not "Reshape your data"), and a column-vector y read silently."""
+    from sklearn.utils import estimator_checks
+
+    if check == "check_classifiers_regression_target" and cls is AutoDNNRegressor:
+        pytest.skip("a classifier's check")
+    if check in ("check_fit2d_predict1d", "check_supervised_y_2d") and cls is not AutoDNNClassifier:
+        pytest.skip("the estimators share this code: one of them fits, to keep the suite short")
+    getattr(estimator_checks, check)(cls.__name__, cls(**TINY, folds=1))
+
+
+def test_a_constant_y_is_refused_in_the_regressors_words() -> None:
+    with pytest.raises(ValueError, match="y has a single value 3.0; a regressor needs at least two"):
+        AutoDNNRegressor(**TINY).fit(np.zeros((20, 2)), np.full(20, 3.0))  # was "target 'target' has ..."
