@@ -22,8 +22,8 @@ from safetensors.torch import load as load_tensors
 from automl_dnn import metrics
 from automl_dnn.config import NetConfig
 from automl_dnn.data import (NOTES_ATTR, FeaturePreprocessor, TargetEncoder, TargetTransform, formatted_numbers,
-                             merge_counted_notes, net_values, numpy_backed, parse_dates, read_numbers, read_table,
-                             stripped_labels)
+                             merge_counted_notes, mixed_labels_as_text, net_values, numpy_backed, parse_dates,
+                             read_numbers, read_table, stripped_labels)
 from automl_dnn.ensemble import blend
 from automl_dnn.errors import AutoDNNError, DataError, ModelFormatError, PathError, first_line
 from automl_dnn.files import atomic_write
@@ -287,6 +287,8 @@ class Predictor:
         labels = stripped_labels(df[column])[0]  # as training read them: 'yes ' is 'yes', '$1,250' is 1250
         numbers = formatted_numbers(labels) if self.task == "regression" or self.classes_.dtype.kind == "f" else None
         labels = labels if numbers is None else numbers[0]
+        if self.classes_.dtype.kind in "OU":  # text classes: 1 beside 'no' was read as '1' in training
+            labels = mixed_labels_as_text(labels)[0]
         keep = labels.notna().to_numpy()
         frame = df.loc[keep].drop(columns=[column]).reset_index(drop=True)
         if self.task == "regression":

@@ -893,3 +893,17 @@ def test_a_torch_device_is_taken_by_its_name() -> None:
     assert check_device("auto") == "auto"
     with pytest.raises(AutoDNNError, match="device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got device"):
         check_device(torch.device("meta"))
+
+
+def test_a_target_mixing_text_and_numbers_fits_and_its_importance_reads_it(tmp_path: Path, tiny_space: Path) -> None:
+    """1 beside 'no' in one object column ended the fit with "TypeError: '<' not supported between instances of 'int'
+    and 'str'": the labels are now their text ('1', 'no'), and importance reads the same column as training did."""
+    frame = toy_frame()
+    frame["y"] = pd.Series([1 if label == "yes" else "no" for label in frame["y"]], dtype=object)
+    api.fit(frame, target="y", model_dir=tmp_path / "model", space=tiny_space, n_trials=1, gbt=False, folds=1,
+            quiet=True)
+    model = api.load(tmp_path / "model")
+    assert list(model.classes_) == ["1", "no"] and set(model.predict(frame.head(20))) <= {"1", "no"}
+    got = model.feature_importance(frame.head(40), target="y", repeats=1, seed=0)
+    pd.testing.assert_frame_equal(got, model.feature_importance(frame.head(40).assign(y=frame["y"].astype(str)),
+                                                                target="y", repeats=1, seed=0))

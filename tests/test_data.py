@@ -1412,3 +1412,15 @@ def test_a_robust_target_scale_is_the_median_and_iqr_and_keeps_the_clean_rows_ap
     assert again.robust and np.array_equal(again.forward(y), robust.forward(y))
     tied = TargetTransform("none", robust=True).fit(np.r_[np.zeros(900), rng.normal(5.0, 2.0, 100)])
     assert tied.std_ > 0 and tied.mean_ == 0.0  # an IQR of 0 falls back to the standard deviation
+
+
+def test_a_target_mixing_text_and_numbers_is_read_as_text_labels():
+    """1 beside 'no' in one object column (a frame built in Python, a spreadsheet's cells) ended with "TypeError: '<'
+    not supported between instances of 'int' and 'str'" in the split; its labels are now their text, with a note."""
+    frame = _frame(40)
+    frame["y"] = pd.Series([1, "no", 1, "no"] * 9 + [None, "no", 1, "no"], dtype=object)
+    data = load_dataset(frame, target="y")
+    assert (data.task, data.target_encoder.classes_, len(data.y)) == ("binary", ["1", "no"], 39)
+    assert "target 'y' mixes text and other values (such as numbers); read every label as text" in data.notes
+    numbers = frame.assign(y=pd.Series([1, 2.5, True, 4] * 10, dtype=object))  # numbers of any type are one kind
+    assert load_dataset(numbers, target="y").task == "regression"

@@ -16,11 +16,11 @@ from automl_dnn.data.preprocessing import (MISSING_LEVEL, RARE_LEVEL, FeaturePre
                                             merge_counted_notes, parse_dates, read_numbers)
 from automl_dnn.data.reading import NOTES_ATTR, numpy_backed, read_table, release_table_memory
 from automl_dnn.data.target import (TARGET_TRANSFORMS, TargetEncoder, TargetTransform, check_target, extreme_targets,
-                                     infer_task, net_values, stripped_labels)
+                                     infer_task, mixed_labels_as_text, net_values, stripped_labels)
 
 __all__ = [
     "BUILTINS", "MISSING_LEVEL", "NOTES_ATTR", "PARTS", "RARE_LEVEL", "TARGET_TRANSFORMS", "BuiltinInfo",
     "Dataset", "FeaturePreprocessor", "TargetEncoder", "TargetTransform", "check_target", "extreme_targets", "formatted_numbers", "infer_task", "load_dataset", "parse_dates",
     "merge_counted_notes", "net_values", "numpy_backed", "read_numbers", "read_table", "release_table_memory",
-    "stripped_labels",
+    "mixed_labels_as_text", "stripped_labels",
 ]

@@ -22,7 +22,7 @@ from automl_dnn.data.preprocessing import FeaturePreprocessor, date_reading, for
 from automl_dnn.data.reading import (DUPLICATES_ATTR, NOTES_ATTR, dedupe, duplicate_note, duplicated, numpy_backed,
                                      read_table)
 from automl_dnn.data.target import (TargetEncoder, case_variants_note, check_target, extreme_target_note, infer_task,
-                                    stripped_labels)
+                                    mixed_labels_as_text, stripped_labels)
 from automl_dnn.errors import DataError
 from automl_dnn.tasks import TASKS
 
@@ -242,6 +242,9 @@ def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None
     if numbers is not None:
         y_all = numbers[0]
         notes.append(f"target {target!r} holds text but {numbers[1]}; read it as numbers")
+    y_all, mixed = mixed_labels_as_text(y_all)
+    if mixed:
+        notes.append(f"target {target!r} mixes text and other values (such as numbers); read every label as text")
     notes.extend(case_variants_note(y_all, target))
     keep = y_all.notna().to_numpy()
     if not keep.any():

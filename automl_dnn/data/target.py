@@ -13,6 +13,7 @@ Task inference (``infer_task``), first rule that fires:
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,23 @@ def stripped_labels(y: pd.Series) -> tuple[pd.Series, int]:
     text = text.mask(text.map(lambda v: isinstance(v, str) and not v))
     changed = int((y.notna() & (text.isna() | (text.astype(object) != y.astype(object)))).sum())
     return (text, changed) if changed else (y, 0)
+
+
+def mixed_labels_as_text(y: pd.Series) -> tuple[pd.Series, bool]:
+    """Labels of several kinds in one object column (1 and 'no': a frame built in Python, a spreadsheet's cells) as
+    their text, so that they sort into classes (the split's np.unique ended with "TypeError: '<' not supported between
+    instances of 'int' and 'str'"); and whether they were. Numbers of any type (1, 2.5, True) are one kind."""
+    if not pd.api.types.is_object_dtype(y):
+        return y, False
+    kinds = {"text" if isinstance(v, str) else "number" if isinstance(v, numbers.Number) else type(v).__name__
+             for v in pd.unique(y.dropna())}
+    if len(kinds) < 2:
+        return y, False
+    return y.map(lambda v: v if _missing(v) else str(v)), True
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA or value is pd.NaT
 
 
 def case_variants_note(y: pd.Series, name: Any) -> list[str]:
