@@ -27,7 +27,7 @@ from automl_dnn.data import (NOTES_ATTR, FeaturePreprocessor, TargetEncoder, Tar
 from automl_dnn.ensemble import blend
 from automl_dnn.errors import AutoDNNError, DataError, ModelFormatError, PathError, first_line
 from automl_dnn.files import atomic_write
-from automl_dnn.importance import permutation_importance
+from automl_dnn.importance import ImportanceCost, measure_cost, permutation_importance
 from automl_dnn.paths import check_file_path, same_file
 from automl_dnn.gbt import predict_gbt
 from automl_dnn.model import build_mlp, fold_batchnorm
@@ -252,10 +252,19 @@ class Predictor:
         At most ``max_rows`` rows (a seeded sample) are used; label metrics use the decision threshold.
         """
         frame, y = self._scored_rows(df, target or self.target)
-        predict_fn = self.predict if self.task == "regression" else self.predict_proba
-        return permutation_importance(predict_fn, frame, y, metric=self.metric or metrics.default_metric(self.task),
+        return permutation_importance(self._importance_fn(), frame, y,
+                                      metric=self.metric or metrics.default_metric(self.task),
                                       columns=self.required_columns, repeats=repeats, max_rows=max_rows,
                                       seed=seed, threshold=self.threshold)
+
+    def importance_cost(self, df: pd.DataFrame, *, rows: int = 100, seconds: float = 1.0,
+                        seed: int = 0) -> ImportanceCost:
+        """What a prediction call of ``feature_importance`` on ``df`` costs, fixed and per row, from stacked
+        shuffled copies of ``rows`` of its rows timed for about ``seconds`` (``importance.measure_cost``): the
+        report page sizes its importance to a time budget from it."""
+        frame = df.drop(columns=[self.target]) if self.target in df.columns else df
+        return measure_cost(self._importance_fn(), frame, self.required_columns, rows=rows, seconds=seconds,
+                            seed=seed)
 
     def member_seconds(self, df: Any) -> dict[str, float]:
         """Seconds each member takes to predict ``df``, its preprocessing included, by member name
@@ -299,6 +308,10 @@ class Predictor:
                                 f"{what}; fix or drop those rows")
             return frame, y
         return frame, self._encoder.encode(labels[keep].reset_index(drop=True))
+
+    def _importance_fn(self) -> Any:
+        """What the importance scores: values for regression, probabilities for classification."""
+        return self.predict if self.task == "regression" else self.predict_proba
 
     def _labels(self, proba: np.ndarray) -> np.ndarray:
         if self.task == "binary":

@@ -31,6 +31,7 @@ from automl_dnn import figures, metrics
 from automl_dnn.data import load_dataset
 from automl_dnn.errors import AutoDNNError, DataError, MismatchError, first_line
 from automl_dnn.files import atomic_write, load_arrays, read_json, remove_stale_temporaries
+from automl_dnn.importance import ImportanceCost
 from automl_dnn.predictor import Predictor, load_model
 from automl_dnn.run_folder import PARTS, RunDir
 from automl_dnn.study import open_study
@@ -39,10 +40,12 @@ IMPORTANCE_ROWS, IMPORTANCE_REPEATS = 2000, 3
 #: Shuffled cells (rows x input columns) at most: a table wider than 20 columns shuffles fewer rows, at least
 #: IMPORTANCE_MIN_ROWS (issue 13: 100 columns x 2,000 rows x 3 repeats through a TabM net took 80 s).
 IMPORTANCE_CELLS, IMPORTANCE_MIN_ROWS = 40_000, 300
-#: On a time budget (``fit``'s report share), the importance gets this share of the page's time left, at the
-#: held-out prediction's measured rows per second, and shuffles at least IMPORTANCE_FLOOR_ROWS rows (a
-#: 60 s fit of letter: 26 classes, a TabM member, 2,000 rows took 30 s of a 3 s share).
-IMPORTANCE_TIME_SHARE, IMPORTANCE_FLOOR_ROWS = 0.6, 100
+#: On a time budget (``fit``'s report share), the importance gets this share of the page's time left, at its
+#: measured cost (``Predictor.importance_cost``: fixed + per row a prediction call, so a wide tiny table's call,
+#: mostly fixed, is not taken for its rows: 45 rows of 1,500 columns said "about 2349 s" for 65 s of work), and
+#: shuffles at least IMPORTANCE_FLOOR_ROWS rows (a 60 s fit of letter: 26 classes, a TabM member, 2,000 rows
+#: took 30 s of a 3 s share); measuring it takes at most IMPORTANCE_PILOT_SHARE of that share (two calls at least).
+IMPORTANCE_TIME_SHARE, IMPORTANCE_FLOOR_ROWS, IMPORTANCE_PILOT_SHARE = 0.6, 100, 0.1
 #: ... unless even one shuffle of that floor would take more than IMPORTANCE_SKIP_FACTOR x the page's time left
 #: and more than IMPORTANCE_SKIP_SECONDS: then the page says so and skips it (a 60 s fit of a 1,000-row table
 #: of 100 columns, its ensemble a bagged TabM, spent 8.1 s of a 3 s page on 100 rows x 1 shuffle).
@@ -104,7 +107,7 @@ def write_report_page(run_dir: Path, path: Path, *, model_dir: Path | None = Non
     view.deadline = None if time_budget is None else started + time_budget
     prediction = _predict_held_out(view)
     body = [leaderboard_section(view, prediction), behaviour_section(view, prediction),
-            importance_section(view, seed, prediction), learning_curves_section(view), uncertainty_section(view),
+            importance_section(view, seed), learning_curves_section(view), uncertainty_section(view),
             study_section(view)]
     view.seconds["page"] = time.perf_counter() - started
     page = render_page(view, [summary_section(view)] + body)
@@ -516,34 +519,40 @@ def _calibration_what(classes: list[str]) -> str:
 # --- feature importance -----------------------------------------------------------------------
 
 
-def importance_rows_in_time(seconds_left: float, rows_per_second: float, n_columns: int,
-                            repeats: int = IMPORTANCE_REPEATS) -> int:
-    """The rows whose ``repeats`` shuffles of every column (and one unshuffled pass) the model predicts in
-    IMPORTANCE_TIME_SHARE of the page's time left, at least IMPORTANCE_FLOOR_ROWS."""
-    predictions = repeats * n_columns + 1
-    fit = IMPORTANCE_TIME_SHARE * max(seconds_left, 0.0) * rows_per_second / predictions
-    return max(IMPORTANCE_FLOOR_ROWS, int(fit))
+def importance_rows_in_time(seconds_left: float, cost: ImportanceCost, n_columns: int,
+                            repeats: int = IMPORTANCE_REPEATS, max_rows: int = IMPORTANCE_ROWS) -> int:
+    """The most rows (up to ``max_rows``) whose ``repeats`` shuffles of every column (and one unshuffled pass) the
+    model predicts in IMPORTANCE_TIME_SHARE of the page's time left at ``cost``, at least IMPORTANCE_FLOOR_ROWS."""
+    share = IMPORTANCE_TIME_SHARE * max(seconds_left, 0.0)
+    low = min(IMPORTANCE_FLOOR_ROWS, max_rows)
+    high = max(low, max_rows)
+    while low < high:  # the cost grows with the rows, in steps where a call stacks fewer copies
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if cost.seconds(mid, n_columns, repeats) <= share else (low, mid - 1)
+    return low
 
 
-def importance_plan(seconds_left: float, rows_per_second: float, n_columns: int) -> tuple[int, int]:
-    """(rows, shuffles per column) of the importance in the page's time left: IMPORTANCE_REPEATS shuffles
-    while their floor of rows fits, else one (a 60 s fit of a 1,000-row table of 100 columns spent 11.6 s
-    of its 3 s page on 3 shuffles of 100 rows)."""
-    rows = importance_rows_in_time(seconds_left, rows_per_second, n_columns)
-    if rows > IMPORTANCE_FLOOR_ROWS or IMPORTANCE_REPEATS == 1:
-        return rows, IMPORTANCE_REPEATS
-    return importance_rows_in_time(seconds_left, rows_per_second, n_columns, repeats=1), 1
+def importance_plan(seconds_left: float, cost: ImportanceCost, n_columns: int, max_rows: int = IMPORTANCE_ROWS,
+                    repeats: int = IMPORTANCE_REPEATS) -> tuple[int, int]:
+    """(rows, shuffles per column) of the importance in the page's time left: ``repeats`` shuffles while their
+    floor of rows fits, else one (a 60 s fit of a 1,000-row table of 100 columns spent 11.6 s of its 3 s page on
+    3 shuffles of 100 rows)."""
+    floor = min(IMPORTANCE_FLOOR_ROWS, max_rows)
+    if cost.seconds(floor, n_columns, repeats) > IMPORTANCE_TIME_SHARE * max(seconds_left, 0.0):
+        repeats = 1
+    return importance_rows_in_time(seconds_left, cost, n_columns, repeats, max_rows), repeats
 
 
-def floor_seconds_over(seconds_left: float, rows_per_second: float, n_columns: int) -> float | None:
+def floor_seconds_over(seconds_left: float, cost: ImportanceCost, n_columns: int,
+                       max_rows: int = IMPORTANCE_ROWS) -> float | None:
     """The seconds one shuffle of IMPORTANCE_FLOOR_ROWS would take, when that is too long to spend on a time
     budget (IMPORTANCE_SKIP_FACTOR x the time left, and IMPORTANCE_SKIP_SECONDS); else None."""
-    seconds = IMPORTANCE_FLOOR_ROWS * (n_columns + 1) / rows_per_second
+    seconds = cost.seconds(min(IMPORTANCE_FLOOR_ROWS, max_rows), n_columns, 1)
     too_long = seconds > IMPORTANCE_SKIP_FACTOR * max(seconds_left, 0.0) and seconds > IMPORTANCE_SKIP_SECONDS
     return seconds if too_long else None
 
 
-def importance_section(view: RunView, seed: int, prediction: Prediction | None = None) -> Section:
+def importance_section(view: RunView, seed: int) -> Section:
     section = Section("importance", "Feature importance")
     predictor, held = view.predictor, view.held_out
     if predictor is None or held is None:
@@ -552,18 +561,13 @@ def importance_section(view: RunView, seed: int, prediction: Prediction | None =
     # issue 13: a wide table shuffles fewer rows, so the page's cost stays about that of 20 columns x 2,000 rows
     n_columns = max(1, len(predictor.required_columns))
     rows, repeats = max(IMPORTANCE_MIN_ROWS, min(IMPORTANCE_ROWS, IMPORTANCE_CELLS // n_columns)), IMPORTANCE_REPEATS
-    if view.deadline is not None and prediction is not None and prediction.seconds > 0:
-        seconds_left, rows_per_second = view.deadline - time.perf_counter(), len(held.frame) / prediction.seconds
-        over = floor_seconds_over(seconds_left, rows_per_second, n_columns)
-        if over is not None:
-            section.parts.append(
-                f"<p class='missing'>Not computed within the fit's budget: one shuffle of {n_columns} columns on "
-                f"{IMPORTANCE_FLOOR_ROWS} rows would take about {_duration(over)} and "
-                f"{_duration(max(seconds_left, 0.0))} were left; <code>automl-dnn report</code> on the run folder "
-                "computes it without a budget.</p>")
+    rows = max(2, min(rows, len(held.frame)))  # all of them when fewer; 2 at least, as the importance asks
+    if view.deadline is not None:
+        planned = _importance_in_time(view, predictor, held, seed, n_columns, rows, repeats)
+        if isinstance(planned, str):
+            section.parts.append(planned)
             return section
-        in_time, repeats = importance_plan(seconds_left, rows_per_second, n_columns)
-        rows = min(rows, in_time)
+        rows, repeats = planned
     table = predictor.feature_importance(held.frame.assign(**{predictor.target: held.labels}), target=predictor.target,
                                          repeats=repeats, max_rows=rows, seed=seed)
     view.seconds["importance"] = table.attrs["seconds"]
@@ -580,6 +584,28 @@ def importance_section(view: RunView, seed: int, prediction: Prediction | None =
     rows = [[r.feature, r.importance, r.std] for r in table.itertuples()]
     section.parts.append(_sortable_table(["feature", f"importance ({metric})", "std"], rows, "maximize"))
     return section
+
+
+def _importance_in_time(view: RunView, predictor: Predictor, held: HeldOut, seed: int, n_columns: int, rows: int,
+                        repeats: int) -> tuple[int, int] | str:
+    """(rows, shuffles per column) that fit the page's time left, from the importance's measured cost; or the
+    paragraph that says why it is not computed, when even one shuffle of its floor of rows is far too long."""
+    assert view.deadline is not None
+    started = time.perf_counter()
+    share = IMPORTANCE_TIME_SHARE * max(view.deadline - started, 0.0)
+    cost = predictor.importance_cost(held.frame, rows=min(IMPORTANCE_FLOOR_ROWS, rows),
+                                     seconds=IMPORTANCE_PILOT_SHARE * share, seed=seed)
+    view.seconds["importance cost"] = time.perf_counter() - started
+    seconds_left = view.deadline - time.perf_counter()
+    over = floor_seconds_over(seconds_left, cost, n_columns, rows)
+    if over is None:
+        return importance_plan(seconds_left, cost, n_columns, rows, repeats)
+    floor = min(IMPORTANCE_FLOOR_ROWS, rows)
+    return (f"<p class='missing'>Not computed within the fit's budget: one shuffle of {n_columns} columns on "
+            f"{floor} rows would take about {_duration(over)} ({cost.calls(floor, n_columns, 1)} prediction calls, "
+            f"measured at {_duration(cost.fixed)} a call + {_duration(cost.per_row * 1000)} per 1,000 rows) and "
+            f"{_duration(max(seconds_left, 0.0))} were left; <code>automl-dnn report</code> on the run folder "
+            "computes it without a budget.</p>")
 
 
 # --- learning curves --------------------------------------------------------------------------

@@ -21,9 +21,10 @@ import pytest
 from rich.console import Console
 
 from automl_dnn import api
-from automl_dnn import budget as budget_module, figures, report, report_page
+from automl_dnn import budget as budget_module, figures, importance, report, report_page
 from automl_dnn.errors import DataError, MismatchError
 from automl_dnn.files import load_arrays, read_json
+from automl_dnn.importance import ImportanceCost
 from automl_dnn.run_folder import RunDir
 from tests.conftest import assert_one_line_error, invoke, lines_of
 
@@ -361,23 +362,56 @@ def test_piped_output_is_100_columns_wide_unless_columns_says_otherwise(monkeypa
 
 
 def test_on_a_time_budget_the_importance_shuffles_the_rows_that_fit() -> None:
-    """fit's report share: at 1,000 rows/s, 10 s left and 20 columns, 0.6 x 10 x 1,000 / 61 predictions = 98
-    rows, raised to the floor of 100; with more time the rows grow, and nothing left still gives the floor."""
-    assert report_page.importance_rows_in_time(10.0, 1_000.0, 20) == report_page.IMPORTANCE_FLOOR_ROWS == 100
-    assert report_page.importance_rows_in_time(100.0, 1_000.0, 20) == int(0.6 * 100 * 1_000 / 61) == 983
-    assert report_page.importance_rows_in_time(-5.0, 1_000.0, 20) == 100
+    """fit's report share: at 1,000 rows/s (no fixed cost a call), 10 s left and 20 columns, 0.6 x 10 x 1,000 / 61
+    predictions = 98 rows, raised to the floor of 100; with more time the rows grow, and nothing left still gives
+    the floor."""
+    per_row = ImportanceCost(fixed=0.0, per_row=1 / 1_000)
+    assert report_page.importance_rows_in_time(10.0, per_row, 20) == report_page.IMPORTANCE_FLOOR_ROWS == 100
+    assert report_page.importance_rows_in_time(100.0, per_row, 20) == int(0.6 * 100 * 1_000 / 61) == 983
+    assert report_page.importance_rows_in_time(-5.0, per_row, 20) == 100
+    assert report_page.importance_rows_in_time(1e6, per_row, 20) == report_page.IMPORTANCE_ROWS  # never past it
     # the floor of 3 shuffles does not fit: one shuffle a column, and the rows one shuffle affords
-    assert report_page.importance_plan(100.0, 1_000.0, 20) == (983, 3)
-    assert report_page.importance_plan(10.0, 1_000.0, 20) == (int(0.6 * 10 * 1_000 / 21), 1) == (285, 1)
-    assert report_page.importance_plan(1.0, 1_000.0, 20) == (100, 1)
+    assert report_page.importance_plan(100.0, per_row, 20) == (983, 3)
+    assert report_page.importance_plan(10.0, per_row, 20) == (int(0.6 * 10 * 1_000 / 21), 1) == (285, 1)
+    assert report_page.importance_plan(1.0, per_row, 20) == (100, 1)
+    assert report_page.importance_plan(100.0, per_row, 20, max_rows=45) == (45, 3)  # a small held-out part
 
 
 def test_on_a_time_budget_a_floor_far_too_slow_is_skipped() -> None:
     """One shuffle of 100 rows x 100 columns at 1,250 rows/s: 101 predictions x 100 rows / 1,250 = 8.1 s."""
-    assert report_page.floor_seconds_over(2.0, 1_250.0, 100) == pytest.approx(8.08)
-    assert report_page.floor_seconds_over(5.0, 1_250.0, 100) is None  # within twice the time left
-    assert report_page.floor_seconds_over(0.5, 5_000.0, 100) is None  # 2 s: too little to skip for
-    assert report_page.floor_seconds_over(-1.0, 1_250.0, 100) == pytest.approx(8.08)
+    per_row = ImportanceCost(fixed=0.0, per_row=1 / 1_250)
+    assert report_page.floor_seconds_over(2.0, per_row, 100) == pytest.approx(8.08)
+    assert report_page.floor_seconds_over(5.0, per_row, 100) is None  # within twice the time left
+    assert report_page.floor_seconds_over(0.5, ImportanceCost(0.0, 1 / 5_000), 100) is None  # 2 s: too little
+    assert report_page.floor_seconds_over(-1.0, per_row, 100) == pytest.approx(8.08)
+
+
+def test_a_wide_tiny_table_is_planned_by_its_calls_not_by_its_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """300 rows x 1,500 columns: a prediction call costs 0.6 s whatever its rows (checks and set-up per column), so
+    the 45 test rows predicted in 0.6 s are no 75 rows/s: the page said one shuffle "would take about 2349 s" and
+    skipped it. Timed on a clock that each call moves by 0.6 s + 10 us a row, the importance's 29 copies a call
+    make one shuffle 53 calls, 32 s: it fits 100 s left, and 10 s left still skips it."""
+    clock = [0.0]
+    monkeypatch.setattr(importance.time, "perf_counter", lambda: clock[0])
+    columns = [f"f{i}" for i in range(1_500)]
+    frame = pd.DataFrame(np.zeros((45, 1_500)), columns=columns)
+    sizes: list[int] = []
+
+    def predict(df: pd.DataFrame) -> np.ndarray:
+        sizes.append(len(df))
+        clock[0] += 0.6 + 1e-5 * len(df)
+        return np.zeros(len(df))
+
+    cost = importance.measure_cost(predict, frame, columns, rows=100, seconds=5.0)
+    assert sizes == [45, 90, 180, 360, 720, 1_305]  # 1, 2, 4, ... copies, up to one full call of 29
+    assert cost.fixed == pytest.approx(0.6) and cost.per_row == pytest.approx(1e-5)
+    assert report_page.floor_seconds_over(100.0, cost, 1_500, max_rows=45) is None
+    assert report_page.importance_plan(100.0, cost, 1_500, max_rows=45) == (45, 1)
+    assert cost.seconds(45, 1_500, 1) == pytest.approx(53 * 0.6 + 1e-5 * 45 * 1_501)
+    assert report_page.floor_seconds_over(10.0, cost, 1_500, max_rows=45) == pytest.approx(32.5, abs=0.1)
+    sizes.clear()
+    importance.measure_cost(predict, frame, columns, rows=100, seconds=0.0)
+    assert sizes == [45, 90]  # two calls at least: one alone cannot tell the fixed cost from the rows'
 
 
 def test_a_page_far_out_of_time_says_why_it_has_no_importance(binary_run: SimpleNamespace, tmp_path: Path,
