@@ -28,16 +28,20 @@ PredictFn = Callable[[pd.DataFrame], np.ndarray]
 
 def permutation_importance(predict_fn: PredictFn, frame: pd.DataFrame, y: np.ndarray, *, metric: str,
                            columns: Sequence[str] | None = None, repeats: int = 3, max_rows: int = 2000,
-                           seed: int = 0, threshold: float | None = None) -> pd.DataFrame:
+                           seed: int = 0, threshold: float | None = None, group_size: int = 1) -> pd.DataFrame:
     """One row per column: the mean drop of ``metric`` over ``repeats`` shuffles (positive: the column
     helps), its standard deviation, and the drop of each repeat; sorted, most important first.
 
     ``y`` holds class indices (classification) or values. ``attrs`` keep the baseline score, the metric,
-    the rows used and the seconds it took, for reports.
+    the rows used, the group size and the seconds it took, for reports. ``group_size`` > 1 shuffles that many
+    adjacent columns together (one row per group, named 'a … c (3 columns)'): a very wide table's cost, as
+    every shuffled copy is the whole table, grows with the columns squared.
     """
     _check_arguments(frame, y, repeats, max_rows)
+    if group_size < 1:
+        raise AutoDNNError(f"group_size must be >= 1, got {group_size}")
     started = time.perf_counter()
-    columns = list(frame.columns if columns is None else columns)
+    columns = column_groups(list(frame.columns if columns is None else columns), group_size)
     rng = np.random.default_rng(seed)
     rows = _sample_rows(len(frame), max_rows, rng)
     frame, y = _compact(frame.iloc[rows]), np.asarray(y)[rows]
@@ -49,14 +53,24 @@ def permutation_importance(predict_fn: PredictFn, frame: pd.DataFrame, y: np.nda
     scores = _shuffled_scores(predict_fn, frame, y, columns, jobs, metric, threshold)
     sign = 1.0 if metrics.direction(metric) == "maximize" else -1.0
     drops = sign * (baseline - scores.reshape(repeats, len(columns)).T) + 0.0  # (columns, repeats); no -0.0
-    table = pd.DataFrame({"feature": columns, "importance": drops.mean(axis=1),
+    table = pd.DataFrame({"feature": [group_name(g) for g in columns], "importance": drops.mean(axis=1),
                           "std": drops.std(axis=1, ddof=1) if repeats > 1 else np.zeros(len(columns))})
     for r in range(repeats):
         table[f"repeat_{r + 1}"] = drops[:, r]
     table = table.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
     table.attrs.update(baseline=float(baseline), metric=metric, rows=int(len(y)), repeats=int(repeats),
-                       seconds=time.perf_counter() - started)
+                       group_size=int(group_size), seconds=time.perf_counter() - started)
     return table
+
+
+def column_groups(columns: list[str], size: int) -> list[list[str]]:
+    """The columns in runs of ``size`` adjacent ones (the last may be shorter); one each for size 1."""
+    return [columns[i:i + size] for i in range(0, len(columns), size)]
+
+
+def group_name(group: Sequence[str]) -> str:
+    """A column's name, or a group's first and last names with its size."""
+    return group[0] if len(group) == 1 else f"{group[0]} … {group[-1]} ({len(group)} columns)"
 
 
 def _check_arguments(frame: pd.DataFrame, y: np.ndarray, repeats: int, max_rows: int) -> None:
@@ -86,9 +100,9 @@ def _sample_rows(n: int, max_rows: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, size=max_rows, replace=False))
 
 
-def _shuffled_scores(predict_fn: PredictFn, frame: pd.DataFrame, y: np.ndarray, columns: list[str],
+def _shuffled_scores(predict_fn: PredictFn, frame: pd.DataFrame, y: np.ndarray, columns: list[list[str]],
                      jobs: list[tuple[int, np.ndarray]], metric: str, threshold: float | None) -> np.ndarray:
-    """The score of each job's copy (column ``j`` shuffled by its permutation), predicted in stacked batches."""
+    """The score of each job's copy (group ``j`` shuffled by its permutation), predicted in stacked batches."""
     per_batch = copies_per_call(len(frame), frame.shape[1])
     scores = []
     for start in range(0, len(jobs), per_batch):
@@ -104,15 +118,18 @@ def copies_per_call(rows: int, n_frame_columns: int) -> int:
     return max(1, BATCH_CELLS // max(1, rows * max(1, n_frame_columns)))
 
 
-def _stacked(frame: pd.DataFrame, columns: Sequence[str], batch: Sequence[tuple[int, np.ndarray]]) -> pd.DataFrame:
-    """The batch's copies of ``frame`` one under the other, copy i with column ``columns[j]`` permuted."""
+def _stacked(frame: pd.DataFrame, columns: Sequence[Sequence[str]], batch: Sequence[tuple[int, np.ndarray]]
+             ) -> pd.DataFrame:
+    """The batch's copies of ``frame`` one under the other, each with the columns of its group ``columns[j]``
+    permuted (by one permutation: a group's rows stay together)."""
     return pd.concat([_shuffled(frame, columns[j], perm) for j, perm in batch], ignore_index=True)
 
 
-def _shuffled(frame: pd.DataFrame, column: str, perm: np.ndarray) -> pd.DataFrame:
-    """A copy of ``frame`` with one column's values permuted (its dtype kept, categories too)."""
+def _shuffled(frame: pd.DataFrame, group: Sequence[str], perm: np.ndarray) -> pd.DataFrame:
+    """A copy of ``frame`` with the group's columns' values permuted (dtypes kept, categories too)."""
     copy = frame.copy(deep=False)
-    copy[column] = frame[column].iloc[perm].reset_index(drop=True)
+    for column in group:
+        copy[column] = frame[column].iloc[perm].reset_index(drop=True)
     return copy
 
 
@@ -127,14 +144,14 @@ class ImportanceCost:
     fixed: float
     per_row: float
 
-    def calls(self, rows: int, n_columns: int, repeats: int) -> int:
+    def calls(self, rows: int, n_columns: int, repeats: int, group_size: int = 1) -> int:
         """The prediction calls of an importance: the unshuffled rows, then the stacked shuffled copies."""
-        return 1 + math.ceil(repeats * n_columns / copies_per_call(rows, n_columns))
+        return 1 + math.ceil(repeats * math.ceil(n_columns / group_size) / copies_per_call(rows, n_columns))
 
-    def seconds(self, rows: int, n_columns: int, repeats: int) -> float:
-        """What ``repeats`` shuffles of each of ``n_columns`` columns on ``rows`` rows take to predict."""
-        return (self.calls(rows, n_columns, repeats) * self.fixed
-                + self.per_row * rows * (repeats * n_columns + 1))
+    def seconds(self, rows: int, n_columns: int, repeats: int, group_size: int = 1) -> float:
+        """What ``repeats`` shuffles of each of ``n_columns`` columns (or groups of them) on ``rows`` rows take."""
+        copies = repeats * math.ceil(n_columns / group_size) + 1
+        return self.calls(rows, n_columns, repeats, group_size) * self.fixed + self.per_row * rows * copies
 
 
 def measure_cost(predict_fn: PredictFn, frame: pd.DataFrame, columns: Sequence[str], *, rows: int,
@@ -146,7 +163,7 @@ def measure_cost(predict_fn: PredictFn, frame: pd.DataFrame, columns: Sequence[s
     """
     rng = np.random.default_rng(seed)
     frame = _compact(frame.iloc[:max(1, min(rows, len(frame)))])  # as permutation_importance prepares it
-    columns = list(columns)
+    columns = [[c] for c in columns]
     limit = min(copies_per_call(len(frame), frame.shape[1]), len(columns))
     sizes, times, copies = [], [], 1
     while True:
@@ -170,4 +187,5 @@ def _fitted_cost(sizes: np.ndarray, times: np.ndarray) -> ImportanceCost:
     return ImportanceCost(fixed=max(0.0, float(times.mean() - per_row * sizes.mean())), per_row=per_row)
 
 
-__all__ = ["ImportanceCost", "copies_per_call", "measure_cost", "permutation_importance"]
+__all__ = ["ImportanceCost", "column_groups", "copies_per_call", "group_name", "measure_cost",
+           "permutation_importance"]

@@ -245,17 +245,18 @@ class Predictor:
         return pd.DataFrame(out, index=index)
 
     def feature_importance(self, df: Any, *, target: str | None = None, repeats: int = 3, max_rows: int = 2000,
-                           seed: int = 0) -> pd.DataFrame:
+                           seed: int = 0, group_size: int = 1) -> pd.DataFrame:
         """Permutation importance of each input column on ``df`` (which holds the target column): the mean
         drop of the model's metric over ``repeats`` shuffles, its std and each repeat; most important first.
 
-        At most ``max_rows`` rows (a seeded sample) are used; label metrics use the decision threshold.
+        At most ``max_rows`` rows (a seeded sample) are used; label metrics use the decision threshold;
+        ``group_size`` > 1 shuffles that many adjacent input columns together (the report page, on a very wide table).
         """
         frame, y = self._scored_rows(df, target or self.target)
         return permutation_importance(self._importance_fn(), frame, y,
                                       metric=self.metric or metrics.default_metric(self.task),
                                       columns=self.required_columns, repeats=repeats, max_rows=max_rows,
-                                      seed=seed, threshold=self.threshold)
+                                      seed=seed, threshold=self.threshold, group_size=group_size)
 
     def importance_cost(self, df: pd.DataFrame, *, rows: int = 100, seconds: float = 1.0,
                         seed: int = 0) -> ImportanceCost:

@@ -40,9 +40,15 @@ IMPORTANCE_ROWS, IMPORTANCE_REPEATS = 2000, 3
 #: Shuffled cells (rows x input columns) at most: a table wider than 20 columns shuffles fewer rows, at least
 #: IMPORTANCE_MIN_ROWS (issue 13: 100 columns x 2,000 rows x 3 repeats through a TabM net took 80 s).
 IMPORTANCE_CELLS, IMPORTANCE_MIN_ROWS = 40_000, 300
+#: Predicted cells at most (shuffled copies x rows x input columns: each copy is the whole table, so the cost grows
+#: as the columns squared; 3 shuffles of 300 rows of 1,500 columns are 2e9 cells, a thousand prediction calls, an
+#: hour on one core). Tables of up to about 200 columns stay as they were; a wider one gets one shuffle per column,
+#: then fewer rows down to IMPORTANCE_WIDE_MIN_ROWS, then its adjacent columns shuffled in groups (past ~630
+#: columns), and the page says which.
+IMPORTANCE_PREDICTED_CELLS, IMPORTANCE_WIDE_MIN_ROWS = 40_000_000, 100
 #: On a time budget (``fit``'s report share), the importance gets this share of the page's time left, at its
 #: measured cost (``Predictor.importance_cost``: fixed + per row a prediction call, so a wide tiny table's call,
-#: mostly fixed, is not taken for its rows: 45 rows of 1,500 columns said "about 2349 s" for 65 s of work), and
+#: mostly fixed, is not taken for its rows: 45 rows of 1,500 columns said "about 2349 s" for about 30 s of work), and
 #: shuffles at least IMPORTANCE_FLOOR_ROWS rows (a 60 s fit of letter: 26 classes, a TabM member, 2,000 rows
 #: took 30 s of a 3 s share); measuring it takes at most IMPORTANCE_PILOT_SHARE of that share (two calls at least).
 IMPORTANCE_TIME_SHARE, IMPORTANCE_FLOOR_ROWS, IMPORTANCE_PILOT_SHARE = 0.6, 100, 0.1
@@ -519,8 +525,30 @@ def _calibration_what(classes: list[str]) -> str:
 # --- feature importance -----------------------------------------------------------------------
 
 
+def importance_bounds(n_columns: int, n_rows: int) -> tuple[int, int, int]:
+    """(rows, shuffles, columns per group) of the importance of ``n_columns`` columns on ``n_rows`` held-out rows
+    without a time limit: IMPORTANCE_REPEATS shuffles a column on up to IMPORTANCE_ROWS rows (fewer past 20
+    columns), and on a table so wide that they would predict more than IMPORTANCE_PREDICTED_CELLS, one shuffle,
+    fewer rows, then groups of adjacent columns."""
+    rows = max(2, min(n_rows, max(IMPORTANCE_MIN_ROWS, min(IMPORTANCE_ROWS, IMPORTANCE_CELLS // n_columns))))
+    if predicted_cells(rows, n_columns, IMPORTANCE_REPEATS) <= IMPORTANCE_PREDICTED_CELLS:
+        return rows, IMPORTANCE_REPEATS, 1
+    fit = IMPORTANCE_PREDICTED_CELLS // ((n_columns + 1) * n_columns)
+    rows = max(min(rows, IMPORTANCE_WIDE_MIN_ROWS), min(rows, fit))
+    if predicted_cells(rows, n_columns, 1) <= IMPORTANCE_PREDICTED_CELLS:
+        return rows, 1, 1
+    groups = max(1, IMPORTANCE_PREDICTED_CELLS // (rows * n_columns) - 1)  # - 1: the unshuffled pass
+    return rows, 1, math.ceil(n_columns / groups)
+
+
+def predicted_cells(rows: int, n_columns: int, repeats: int, group_size: int = 1) -> int:
+    """The cells an importance predicts: its shuffled copies and the unshuffled rows, each of every column."""
+    return (repeats * math.ceil(n_columns / group_size) + 1) * rows * n_columns
+
+
 def importance_rows_in_time(seconds_left: float, cost: ImportanceCost, n_columns: int,
-                            repeats: int = IMPORTANCE_REPEATS, max_rows: int = IMPORTANCE_ROWS) -> int:
+                            repeats: int = IMPORTANCE_REPEATS, max_rows: int = IMPORTANCE_ROWS,
+                            group_size: int = 1) -> int:
     """The most rows (up to ``max_rows``) whose ``repeats`` shuffles of every column (and one unshuffled pass) the
     model predicts in IMPORTANCE_TIME_SHARE of the page's time left at ``cost``, at least IMPORTANCE_FLOOR_ROWS."""
     share = IMPORTANCE_TIME_SHARE * max(seconds_left, 0.0)
@@ -528,26 +556,26 @@ def importance_rows_in_time(seconds_left: float, cost: ImportanceCost, n_columns
     high = max(low, max_rows)
     while low < high:  # the cost grows with the rows, in steps where a call stacks fewer copies
         mid = (low + high + 1) // 2
-        low, high = (mid, high) if cost.seconds(mid, n_columns, repeats) <= share else (low, mid - 1)
+        low, high = (mid, high) if cost.seconds(mid, n_columns, repeats, group_size) <= share else (low, mid - 1)
     return low
 
 
 def importance_plan(seconds_left: float, cost: ImportanceCost, n_columns: int, max_rows: int = IMPORTANCE_ROWS,
-                    repeats: int = IMPORTANCE_REPEATS) -> tuple[int, int]:
+                    repeats: int = IMPORTANCE_REPEATS, group_size: int = 1) -> tuple[int, int]:
     """(rows, shuffles per column) of the importance in the page's time left: ``repeats`` shuffles while their
     floor of rows fits, else one (a 60 s fit of a 1,000-row table of 100 columns spent 11.6 s of its 3 s page on
     3 shuffles of 100 rows)."""
     floor = min(IMPORTANCE_FLOOR_ROWS, max_rows)
-    if cost.seconds(floor, n_columns, repeats) > IMPORTANCE_TIME_SHARE * max(seconds_left, 0.0):
+    if cost.seconds(floor, n_columns, repeats, group_size) > IMPORTANCE_TIME_SHARE * max(seconds_left, 0.0):
         repeats = 1
-    return importance_rows_in_time(seconds_left, cost, n_columns, repeats, max_rows), repeats
+    return importance_rows_in_time(seconds_left, cost, n_columns, repeats, max_rows, group_size), repeats
 
 
 def floor_seconds_over(seconds_left: float, cost: ImportanceCost, n_columns: int,
-                       max_rows: int = IMPORTANCE_ROWS) -> float | None:
+                       max_rows: int = IMPORTANCE_ROWS, group_size: int = 1) -> float | None:
     """The seconds one shuffle of IMPORTANCE_FLOOR_ROWS would take, when that is too long to spend on a time
     budget (IMPORTANCE_SKIP_FACTOR x the time left, and IMPORTANCE_SKIP_SECONDS); else None."""
-    seconds = cost.seconds(min(IMPORTANCE_FLOOR_ROWS, max_rows), n_columns, 1)
+    seconds = cost.seconds(min(IMPORTANCE_FLOOR_ROWS, max_rows), n_columns, 1, group_size)
     too_long = seconds > IMPORTANCE_SKIP_FACTOR * max(seconds_left, 0.0) and seconds > IMPORTANCE_SKIP_SECONDS
     return seconds if too_long else None
 
@@ -560,16 +588,16 @@ def importance_section(view: RunView, seed: int) -> Section:
         return section
     # issue 13: a wide table shuffles fewer rows, so the page's cost stays about that of 20 columns x 2,000 rows
     n_columns = max(1, len(predictor.required_columns))
-    rows, repeats = max(IMPORTANCE_MIN_ROWS, min(IMPORTANCE_ROWS, IMPORTANCE_CELLS // n_columns)), IMPORTANCE_REPEATS
-    rows = max(2, min(rows, len(held.frame)))  # all of them when fewer; 2 at least, as the importance asks
+    rows, repeats, group_size = importance_bounds(n_columns, len(held.frame))
+    wide = repeats < IMPORTANCE_REPEATS or group_size > 1
     if view.deadline is not None:
-        planned = _importance_in_time(view, predictor, held, seed, n_columns, rows, repeats)
+        planned = _importance_in_time(view, predictor, held, seed, n_columns, rows, repeats, group_size)
         if isinstance(planned, str):
             section.parts.append(planned)
             return section
         rows, repeats = planned
     table = predictor.feature_importance(held.frame.assign(**{predictor.target: held.labels}), target=predictor.target,
-                                         repeats=repeats, max_rows=rows, seed=seed)
+                                         repeats=repeats, max_rows=rows, seed=seed, group_size=group_size)
     view.seconds["importance"] = table.attrs["seconds"]
     metric = table.attrs["metric"]
     section.parts.append(f"<p>Permutation importance of the exported model on {table.attrs['rows']:,} "
@@ -578,6 +606,8 @@ def importance_section(view: RunView, seed: int) -> Section:
                          f"gets worse (baseline {_fmt(table.attrs['baseline'])}) when a column's values are "
                          f"shuffled; the bar is the mean, the whisker one standard deviation. Took "
                          f"{_duration(table.attrs['seconds'])}.</p>")
+    if wide:
+        section.parts.append(_wide_importance_note(n_columns, table.attrs))
     shown = table.head(40)
     section.parts.append(figures.importance_bars(shown["feature"].tolist(), shown["importance"].to_numpy(),
                                                  shown["std"].to_numpy(), metric))
@@ -586,8 +616,22 @@ def importance_section(view: RunView, seed: int) -> Section:
     return section
 
 
+def _wide_importance_note(n_columns: int, attrs: dict[str, Any]) -> str:
+    """What a wide table's importance left out to stay within IMPORTANCE_PREDICTED_CELLS, and how to get it all."""
+    if attrs["group_size"] > 1:
+        groups = math.ceil(n_columns / attrs["group_size"])
+        what = (f"its {n_columns:,} columns were shuffled in {groups:,} groups of {attrs['group_size']} adjacent "
+                "columns (a group's importance is that of its columns together), once each")
+    else:
+        what = f"each of its {n_columns:,} columns was shuffled once, not {IMPORTANCE_REPEATS} times (no spread)"
+    return (f"<p class='small'>A wide table: {what}, on {attrs['rows']:,} rows, so that the page predicts at most "
+            f"about {IMPORTANCE_PREDICTED_CELLS:,} cells (every shuffled copy is the whole table); "
+            "<code>automl-dnn importance MODEL DATA --target Y</code> ranks every column with the rows and shuffles "
+            "you choose.</p>")
+
+
 def _importance_in_time(view: RunView, predictor: Predictor, held: HeldOut, seed: int, n_columns: int, rows: int,
-                        repeats: int) -> tuple[int, int] | str:
+                        repeats: int, group_size: int) -> tuple[int, int] | str:
     """(rows, shuffles per column) that fit the page's time left, from the importance's measured cost; or the
     paragraph that says why it is not computed, when even one shuffle of its floor of rows is far too long."""
     assert view.deadline is not None
@@ -597,12 +641,14 @@ def _importance_in_time(view: RunView, predictor: Predictor, held: HeldOut, seed
                                      seconds=IMPORTANCE_PILOT_SHARE * share, seed=seed)
     view.seconds["importance cost"] = time.perf_counter() - started
     seconds_left = view.deadline - time.perf_counter()
-    over = floor_seconds_over(seconds_left, cost, n_columns, rows)
+    over = floor_seconds_over(seconds_left, cost, n_columns, rows, group_size)
     if over is None:
-        return importance_plan(seconds_left, cost, n_columns, rows, repeats)
+        return importance_plan(seconds_left, cost, n_columns, rows, repeats, group_size)
     floor = min(IMPORTANCE_FLOOR_ROWS, rows)
-    return (f"<p class='missing'>Not computed within the fit's budget: one shuffle of {n_columns} columns on "
-            f"{floor} rows would take about {_duration(over)} ({cost.calls(floor, n_columns, 1)} prediction calls, "
+    calls = cost.calls(floor, n_columns, 1, group_size)
+    groups = f" in {math.ceil(n_columns / group_size)} groups" if group_size > 1 else ""
+    return (f"<p class='missing'>Not computed within the fit's budget: one shuffle of {n_columns} columns{groups} on "
+            f"{floor} rows would take about {_duration(over)} ({calls} prediction calls, "
             f"measured at {_duration(cost.fixed)} a call + {_duration(cost.per_row * 1000)} per 1,000 rows) and "
             f"{_duration(max(seconds_left, 0.0))} were left; <code>automl-dnn report</code> on the run folder "
             "computes it without a budget.</p>")

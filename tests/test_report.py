@@ -414,6 +414,56 @@ def test_a_wide_tiny_table_is_planned_by_its_calls_not_by_its_rows(monkeypatch: 
     assert sizes == [45, 90]  # two calls at least: one alone cannot tell the fixed cost from the rows'
 
 
+def test_a_wide_table_is_bounded_by_predicted_cells_and_ordinary_tables_are_not() -> None:
+    """Every shuffled copy is the whole table, so the cells predicted grow as the columns squared: 3 shuffles of 300
+    rows of 1,500 columns were 2e9 cells (a thousand prediction calls). Up to about 200 columns nothing changes;
+    wider, one shuffle, then fewer rows (100 at least), then groups of adjacent columns keep within the cap."""
+    bounds = report_page.importance_bounds
+    assert bounds(20, 5_000) == (2_000, 3, 1) and bounds(3, 90) == (90, 3, 1)  # as before
+    assert bounds(100, 5_000) == (400, 3, 1) and bounds(200, 5_000) == (300, 3, 1)
+    assert bounds(250, 5_000) == (300, 1, 1)  # 3 shuffles: 56M cells; one: 19M
+    assert bounds(600, 5_000) == (110, 1, 1)
+    assert bounds(1_500, 45) == (45, 1, 3)  # 500 groups of 3 columns
+    assert bounds(1_500, 5_000) == (100, 1, 6)
+    for columns, rows in [(250, 5_000), (600, 5_000), (1_500, 45), (1_500, 5_000), (20_000, 300)]:
+        r, repeats, size = bounds(columns, rows)
+        assert report_page.predicted_cells(r, columns, repeats, size) <= report_page.IMPORTANCE_PREDICTED_CELLS
+
+
+def test_grouped_importance_shuffles_adjacent_columns_together() -> None:
+    """Groups of 2 of a, b, c, d, e: (a, b) holds the one column the model reads, so only it drops."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(200, 5)), columns=list("abcde"))
+    y = frame["c"].to_numpy() * 2.0
+    calls: list[int] = []
+
+    def predict(df: pd.DataFrame) -> np.ndarray:
+        calls.append(len(df))
+        return df["c"].to_numpy() * 2.0
+
+    table = importance.permutation_importance(predict, frame, y, metric="rmse", repeats=1, group_size=2)
+    assert table["feature"].tolist()[0] == "c … d (2 columns)"
+    assert set(table["feature"]) == {"a … b (2 columns)", "c … d (2 columns)", "e"}
+    assert table["importance"].iloc[0] > 1 and (table["importance"].iloc[1:] == 0).all()
+    assert table.attrs["group_size"] == 2 and sum(calls) == 200 * 4  # the unshuffled rows and 3 groups
+    single = importance.permutation_importance(predict, frame, y, metric="rmse", repeats=1)
+    assert single["feature"].iloc[0] == "c" and single.attrs["group_size"] == 1
+
+
+def test_the_page_says_what_a_wide_table_left_out(binary_run: SimpleNamespace, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 3-column run's 90 test rows under a cap of 1,500 predicted cells: one shuffle a column (4 x 90 x 3 =
+    1,080 cells); under 1,000, groups of 2 columns (3 x 90 x 3 = 810)."""
+    monkeypatch.setattr(report_page, "IMPORTANCE_PREDICTED_CELLS", 1_500)
+    page = _section(api.write_report(binary_run.run, out=tmp_path / "one.html").read_text(), "importance")
+    assert "on 90 test rows, 1 shuffle per column" in page
+    assert "A wide table: each of its 3 columns was shuffled once, not 3 times (no spread), on 90 rows" in page
+    monkeypatch.setattr(report_page, "IMPORTANCE_PREDICTED_CELLS", 1_000)
+    page = _section(api.write_report(binary_run.run, out=tmp_path / "groups.html").read_text(), "importance")
+    assert "its 3 columns were shuffled in 2 groups of 2 adjacent columns" in page and "(2 columns)" in page
+    assert "A wide table" not in _section(binary_run.html, "importance")  # the cap the page has: 3 shuffles
+
+
 def test_a_page_far_out_of_time_says_why_it_has_no_importance(binary_run: SimpleNamespace, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(report_page, "IMPORTANCE_SKIP_SECONDS", 0.0)
