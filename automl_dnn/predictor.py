@@ -22,8 +22,8 @@ from safetensors.torch import load as load_tensors
 from automl_dnn import metrics
 from automl_dnn.config import NetConfig
 from automl_dnn.data import (NOTES_ATTR, FeaturePreprocessor, TargetEncoder, TargetTransform, formatted_numbers,
-                             merge_counted_notes, mixed_labels_as_text, net_values, numpy_backed, parse_dates,
-                             read_numbers, read_table, stripped_labels)
+                             merge_counted_notes, mixed_labels_as_text, net_values, numpy_backed, other_unit_numbers,
+                             parse_dates, read_numbers, read_table, stripped_labels)
 from automl_dnn.ensemble import blend
 from automl_dnn.errors import AutoDNNError, DataError, ModelFormatError, PathError, first_line
 from automl_dnn.files import atomic_write
@@ -439,7 +439,10 @@ class Predictor:
             raise DataError(f"cannot predict from a {type(df).__name__}; pass a pandas DataFrame") from None
 
     def _check_readable(self, df: pd.DataFrame) -> None:
-        """Refuse a numeric or date column none of whose cells can be read (odd cells alone become missing)."""
+        """Refuse a numeric or date column none of whose cells can be read (odd cells alone become missing): such a
+        column is another one (shifted, or from another file), and predicting it as missing would hide that.
+        Numbers in another unit than training's ('160 lb' in a column of kg; a one-row batch in pounds is all of it)
+        are the right column's numbers, not converted: missing cells, with the counted note."""
         for spec in next(iter(self._pre.values())).columns_:
             if spec["kind"] not in ("numeric", "date"):
                 continue
@@ -454,7 +457,8 @@ class Predictor:
             if len(present) == 0:
                 continue
             if spec["kind"] == "numeric":
-                readable = not np.isnan(read_numbers(present.reset_index(drop=True), reading)[0]).all()
+                readable = (not np.isnan(read_numbers(present.reset_index(drop=True), reading)[0]).all()
+                            or other_unit_numbers(present, reading) > 0)
                 what = "times of day" if reading.get("clock") else "numbers"
             else:
                 readable = parse_dates(present.reset_index(drop=True), reading)[0].notna().any()

@@ -21,7 +21,7 @@ from click.testing import Result
 
 from automl_dnn import api
 from automl_dnn.data import load_dataset
-from automl_dnn.errors import AutoDNNError
+from automl_dnn.errors import AutoDNNError, DataError
 from tests.conftest import POLL_LIMIT, TINY_SPACE, assert_one_line_error, invoke, lines_of, sha256, toy_frame
 
 REPORT_BUG = "report.py"
@@ -758,6 +758,34 @@ def test_numbers_with_units_fit_and_predict_and_another_unit_is_missing(tmp_path
     assert "column 'weight': 2 values could not be read as numbers and were treated as missing" in result.output
     predictions = pd.read_csv(tmp_path / "p.csv")["prediction"]
     assert len(predictions) == 5 and predictions.notna().all()
+
+
+def test_a_batch_written_in_another_unit_throughout_is_missing_not_refused(tmp_path: Path, tiny_space: Path) -> None:
+    """A one-row batch in pounds for a column read in kg was every row unreadable, and the guard that refuses a
+    column none of whose cells are numbers (a shifted column, another file) refused it; numbers in another unit
+    are the right column's, missing with the counted note, as a few of them were. Words throughout stay refused."""
+    frame = toy_frame()
+    frame["weight"] = [f"{70 + 10 * v:.1f} kg" for v in frame["a"]]
+    result = invoke("fit", _csv(tmp_path, frame.drop(columns="a")), "--target", "y", "--model", tmp_path / "model",
+                    "--space", tiny_space, "--n-trials", 1, "--no-gbt", "--folds", 1, "--no-report")
+    assert result.exit_code == 0, result.output
+    one = frame.drop(columns=["a", "y"]).head(1).assign(weight="160 lb")
+    result = invoke("predict", tmp_path / "model", _csv(tmp_path, one, "one.csv"), "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    assert ("column 'weight': 1 values could not be read as numbers and were treated as missing (the column is in "
+            "'kg': a number in another unit is not converted)") in result.output
+    assert pd.read_csv(tmp_path / "p.csv")["proba_yes"].notna().all()
+    model = api.load(tmp_path / "model")
+    rows = frame.drop(columns=["a", "y"]).head(4)
+    in_pounds = rows.assign(weight=["160 lb", "150 lb", "170lb", None])
+    got = model.predict_proba(in_pounds)
+    assert "column 'weight': 3 values could not be read as numbers" in " ".join(model.notes)
+    np.testing.assert_array_equal(got, model.predict_proba(rows.assign(weight=np.nan)))
+    with pytest.raises(DataError, match="column 'weight' was numbers in training but none of its values"):
+        model.predict(rows.assign(weight=["heavy", "light", "heavy", "?"]))
+    assert_one_line_error(invoke("predict", tmp_path / "model",
+                                 _csv(tmp_path, rows.assign(weight="heavy"), "words.csv")),
+                          "column 'weight' was numbers in training but none of its values can be read")
 
 
 def test_times_of_day_fit_from_parquet_and_predict_from_text(tmp_path: Path, tiny_space: Path) -> None:

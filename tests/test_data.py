@@ -21,7 +21,7 @@ from automl_dnn.data import (
     net_values,
     read_table,
 )
-from automl_dnn.data.preprocessing import smooth_clip
+from automl_dnn.data.preprocessing import other_unit_numbers, smooth_clip
 from automl_dnn.errors import AutoDNNError, DataError, ModelFormatError
 
 # ---------------------------------------------------------------------------------------------
@@ -1289,6 +1289,16 @@ def test_currency_amounts_are_read_as_numbers() -> None:
     assert np.allclose(again.transform(frame), pre.transform(frame))
 
 
+def test_numbers_in_another_unit_or_currency_are_counted_and_words_are_not() -> None:
+    """What tells predict's guard that a column in pounds is still the kg column (its cells then missing), where a
+    column of words is another column."""
+    cells = pd.Series(["160 lb", "12 kg", "heavy", None, "EUR 5", "A12", "3.5GB"])
+    assert other_unit_numbers(cells, {"unit": "kg"}) == 3  # 160 lb, EUR 5, 3.5GB
+    assert other_unit_numbers(cells, {"prefix": "USD"}) == 4  # and 12 kg
+    assert other_unit_numbers(cells, {"thousands": True}) == 0 == other_unit_numbers(cells, None)  # no unit read
+    assert other_unit_numbers(pd.Series(["heavy", "light"] * 3), {"unit": "kg"}) == 0
+
+
 def test_numbers_with_one_unit_are_numbers_and_mixed_units_stay_text() -> None:
     """12.3 kg, 150 cm, 3.5GB and USD 1,234.50 (a unit after the number, a currency code before it) and $1 234.50
     (spaces between digit groups) were text: capped categories, or dropped as keys. Numbers, by a reading saved with
@@ -1329,7 +1339,10 @@ def test_numbers_with_one_unit_are_numbers_and_mixed_units_stay_text() -> None:
     got = again.transform_for_gbt(new, report)
     np.testing.assert_array_equal(got["weight"], [70, np.nan, np.nan, 71])  # another unit: missing, not 154
     np.testing.assert_array_equal(got["fee"], [5, np.nan, -1000, 5])
-    assert "column 'weight': 2 values could not be read as numbers and were treated as missing" in report
+    assert ("column 'weight': 2 values could not be read as numbers and were treated as missing (the column is in "
+            "'kg': a number in another unit is not converted)") in report
+    assert ("column 'fee': 1 values could not be read as numbers and were treated as missing (the column is in 'USD': "
+            "an amount in another currency is not converted)") in report
     assert np.isfinite(again.transform(new, report)).all()
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from automl_dnn.data.builtins import BUILTINS, BuiltinInfo
 from automl_dnn.data.dataset import PARTS, Dataset, load_dataset
 from automl_dnn.data.preprocessing import (MISSING_LEVEL, RARE_LEVEL, FeaturePreprocessor, formatted_numbers,
-                                            merge_counted_notes, parse_dates, read_numbers)
+                                            merge_counted_notes, other_unit_numbers, parse_dates, read_numbers)
 from automl_dnn.data.reading import NOTES_ATTR, numpy_backed, read_table, release_table_memory
 from automl_dnn.data.target import (TARGET_TRANSFORMS, TargetEncoder, TargetTransform, check_target, extreme_targets,
                                      infer_task, mixed_labels_as_text, net_values, stripped_labels)
@@ -21,6 +21,6 @@ from automl_dnn.data.target import (TARGET_TRANSFORMS, TargetEncoder, TargetTran
 __all__ = [
     "BUILTINS", "MISSING_LEVEL", "NOTES_ATTR", "PARTS", "RARE_LEVEL", "TARGET_TRANSFORMS", "BuiltinInfo",
     "Dataset", "FeaturePreprocessor", "TargetEncoder", "TargetTransform", "check_target", "extreme_targets", "formatted_numbers", "infer_task", "load_dataset", "parse_dates",
-    "merge_counted_notes", "net_values", "numpy_backed", "read_numbers", "read_table", "release_table_memory",
-    "mixed_labels_as_text", "stripped_labels",
+    "merge_counted_notes", "mixed_labels_as_text", "net_values", "numpy_backed", "other_unit_numbers", "read_numbers",
+    "read_table", "release_table_memory", "stripped_labels",
 ]

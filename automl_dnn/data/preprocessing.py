@@ -214,6 +214,24 @@ def _without_affix(t: str, reading: dict) -> str:
     return number if affix and affix == {k: reading[k] for k in ("unit", "prefix") if k in reading} else t
 
 
+def other_unit_numbers(s: pd.Series, reading: dict | None) -> int:
+    """How many cells of a column read with a unit (or currency code) are numbers written with another one: '160 lb'
+    in a column of kg. They are not converted (missing, with the counted note), but they show that the column holds
+    its numbers, as a shifted column or another file's ('heavy') would not."""
+    own = {k: v for k, v in (reading or {}).items() if k in ("unit", "prefix")}
+    if not own:
+        return 0
+    codes, texts = _text_levels(s)
+    other = np.array([t is not None and _in_other_unit(t, own) for t in texts] + [False], dtype=bool)
+    return int(other[codes].sum())
+
+
+def _in_other_unit(t: str, own: dict) -> bool:
+    """Whether a text is a number with a unit or currency code other than ``own`` ('160 lb' when own is kg)."""
+    affix, number = _affix(t)
+    return bool(affix) and affix != own and _is_number(number)
+
+
 def _signed(sign: str, number: str) -> str:
     """'-' and '5' -> '-5'; '-' and '-5' (written twice) -> '-5' too."""
     return number if number[:1] in "+-" else sign + number
@@ -565,6 +583,17 @@ def merge_counted_notes(notes: list[str]) -> list[str]:
             merged.append(key)
         totals[key] = totals.get(key, 0) + int(match.group(2))
     return list(dict.fromkeys(m if isinstance(m, str) else f"{m[0]}{totals[m]}{m[1]}" for m in merged))
+
+
+def _unit_hint(reading: dict | None) -> str:
+    """What a column read with a unit adds to its note of unreadable cells: another unit is not converted (the
+    same words for every chunk of rows, so that their counts add up)."""
+    reading = reading or {}
+    if reading.get("unit"):
+        return f" (the column is in {reading['unit']!r}: a number in another unit is not converted)"
+    if reading.get("prefix"):
+        return f" (the column is in {reading['prefix']!r}: an amount in another currency is not converted)"
+    return ""
 
 
 def _beyond_float32(x: np.ndarray) -> np.ndarray:
@@ -1030,7 +1059,7 @@ class FeaturePreprocessor:
             if n_bad:
                 what = "times of day" if (spec.get("text") or {}).get("clock") else "numbers"
                 report.append(f"column {name!r}: {n_bad} values could not be read as {what} "
-                              f"and were treated as missing")
+                              f"and were treated as missing{_unit_hint(spec.get('text'))}")
             if beyond.any():
                 report.extend(_beyond_notes(name, x, beyond, "were treated as missing"))
                 x = np.where(beyond, np.nan, x)
