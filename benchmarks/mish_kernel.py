@@ -1,17 +1,16 @@
 """Epochs per second of a Mish net with PyTorch's CPU Mish against the project's vectorized one (``model.CpuMish``).
 
 The net is the RealMLP-like first trial's (3 x 256 Mish, dropout 0.15, PLR embeddings of the numeric columns,
-the scaling layer), trained by the project's ``train`` with AdamW, batch 256 and bf16 autocast where the CPU has
-native bf16, as a search trains it; the two variants start from the same weights and alternate, so that machine
-noise hits them alike, and the median over repeats is reported. Also one 256 x 256 activation's forward and
-backward alone, in float32 and bf16.
+the scaling layer), trained by the project's ``train`` as ``step_kernels.py`` trains its nets (AdamW, batch 256),
+with bf16 autocast where the CPU has native bf16, as a search trains it; the two variants start from the same
+weights and alternate, so that machine noise hits them alike, and the median over repeats is reported. Also one
+256 x 256 activation's forward and backward alone, in float32 and bf16.
 
     PYTHONPATH=. .venv/bin/python benchmarks/mish_kernel.py --epochs 3 --repeats 5 --threads 1
 """
 
 from __future__ import annotations
 
-import copy
 import statistics
 import time
 from unittest import mock
@@ -21,8 +20,9 @@ from torch import nn
 
 from automl_dnn import model
 from automl_dnn.model import NetConfig, build_mlp
-from automl_dnn.train import TrainConfig, TrainData, native_bf16, train
+from automl_dnn.train import TrainData, native_bf16
 from net_cost import load_adult, timing_arguments
+from step_kernels import epochs_per_second
 
 REALMLP_LIKE = dict(n_layers=3, d_hidden=256, activation="mish", init="he_normal", dropout=0.15, num_embedding="plr",
                     d_embedding=16, plr_sigma=0.1, front_scale=True)
@@ -31,16 +31,6 @@ REALMLP_LIKE = dict(n_layers=3, d_hidden=256, activation="mish", init="he_normal
 def build(data: TrainData, numeric: list[int]) -> nn.Module:
     torch.manual_seed(0)
     return build_mlp(NetConfig(**REALMLP_LIKE, embedded_columns=numeric), d_in=data.X_train.shape[1], d_out=1)
-
-
-def epochs_per_second(net: nn.Module, data: TrainData, epochs: int, amp: bool) -> float:
-    config = TrainConfig(optimizer="adamw", lr=2e-3, schedule="flat_cosine", batch_size=256, max_epochs=epochs,
-                         patience=10**9, amp=amp)
-    torch.manual_seed(0)
-    start = time.perf_counter()
-    result = train(copy.deepcopy(net), data, config, task="binary", device="cpu")
-    assert result.epochs_run == epochs, result.status
-    return epochs / (time.perf_counter() - start)
 
 
 def activation_microseconds(activation: nn.Module, dtype: torch.dtype, calls: int = 200) -> float:
@@ -70,11 +60,11 @@ def main() -> None:
     with mock.patch.object(model, "CpuMish", nn.Mish):
         theirs = build(data, numeric)
     assert type(theirs.hidden0.act) is nn.Mish and type(ours.hidden0.act) is model.CpuMish
-    epochs_per_second(ours, data, 1, amp)  # warm-up
+    epochs_per_second(ours, data, 1, amp=amp)  # warm-up
     runs: dict[str, list[float]] = {"PyTorch's Mish": [], "vectorized Mish": []}
     for _ in range(args.repeats):
-        runs["PyTorch's Mish"].append(epochs_per_second(theirs, data, args.epochs, amp))
-        runs["vectorized Mish"].append(epochs_per_second(ours, data, args.epochs, amp))
+        runs["PyTorch's Mish"].append(epochs_per_second(theirs, data, args.epochs, amp=amp))
+        runs["vectorized Mish"].append(epochs_per_second(ours, data, args.epochs, amp=amp))
     base = statistics.median(runs["PyTorch's Mish"])
     print("RealMLP-like net (epochs/s): " + ", ".join(
         f"{name} {statistics.median(r):.2f} ({statistics.median(r) / base:.2f}x)" for name, r in runs.items()))
