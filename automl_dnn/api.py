@@ -27,7 +27,7 @@ from automl_dnn.predictor import Predictor, load_model
 from automl_dnn.predictor import predict_file as _predict_file
 from automl_dnn.report import dashboard_app, live_progress
 from automl_dnn.report_page import write_report_page
-from automl_dnn.run_folder import AUTO_JOBS, RunDir, check_time_budget
+from automl_dnn.run_folder import AUTO_JOBS, RunDir, check_time_budget, check_whole_numbers
 from automl_dnn.search import NoTrialInTime, OnPrepared, SearchOptions, SearchSummary, SharedCores, run_search
 from automl_dnn.workers import available_cores
 
@@ -129,8 +129,7 @@ def fit(source: Any, *, model_dir: Path, out: Path | None = None, time_budget: f
     model_dir = Path(model_dir)
     out = Path(out) if out else model_dir.parent / f"{model_dir.name}-run"
     check_time_budget(time_budget)
-    if folds is not None and folds < 1:
-        raise AutoDNNError(f"--folds must be >= 1, got {folds}")
+    check_whole_numbers(top_k=top_k, gbt_trials=gbt_trials, folds=folds)
     if bag_mode not in BAG_MODES:
         raise AutoDNNError(f"bag mode must be one of {', '.join(BAG_MODES)}, got {bag_mode!r}")
     fields = {f.name for f in dataclasses.fields(SearchOptions)}

@@ -37,7 +37,8 @@ from automl_dnn.gbt import BackgroundGBT, GBTMemberFit, fit_run_gbt, gbt_preproc
 from automl_dnn.model import build_mlp
 from automl_dnn.objective import copy_seconds, worker_device
 from automl_dnn.model_folder import GBTMember, NetMember, check_model_dir, save_model
-from automl_dnn.run_folder import RunDir, TrialArtifacts, check_device, find_trial, load_trial, trial_folder
+from automl_dnn.run_folder import (RunDir, TrialArtifacts, check_device, check_time_budget, check_whole_numbers, find_trial,
+                                   load_trial, trial_folder)
 from automl_dnn.search_rows import read_rows, sample_sizes
 from automl_dnn.study import open_study
 from automl_dnn.workers import available_cores
@@ -160,12 +161,8 @@ def ensemble_run(run_dir: Path, *, model_dir: Path, top_k: int = 5, gbt: bool | 
     (``fit`` whose budget ended first): XGBoost alone, with a note. On its own the step ensembles a search's nets,
     so it refuses such a run before tuning anything.
     """
-    if jobs < 1:
-        raise AutoDNNError(f"--jobs must be >= 1, got {jobs}")
-    if top_k < 1:
-        raise AutoDNNError(f"top_k must be >= 1, got {top_k}")
-    if folds is not None and folds < 1:
-        raise AutoDNNError(f"--folds must be >= 1, got {folds}")
+    check_time_budget(time_budget)
+    check_whole_numbers(jobs=jobs, top_k=top_k, folds=folds, gbt_trials=gbt_trials, threads=threads)
     if bag_mode not in BAG_MODES:
         raise AutoDNNError(f"bag mode must be one of {', '.join(BAG_MODES)}, got {bag_mode!r}")
     check_model_dir(Path(model_dir))  # before minutes of XGBoost, not after

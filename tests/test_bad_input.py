@@ -365,6 +365,23 @@ def test_api_ensemble_on_a_named_gpu_without_one_is_one_line(fitted: SimpleNames
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize("options, needle", [
+    ({"time_budget": -1}, "time_budget must be a number of seconds > 0, got -1"),
+    ({"threads": 0}, "threads must be a whole number >= 1, got 0"),
+    ({"gbt_trials": -2}, "gbt_trials must be a whole number >= 1, got -2"),
+    ({"top_k": "2"}, "top_k must be a whole number >= 1, got '2'"),
+    ({"top_k": 1.5}, "top_k must be a whole number >= 1, got 1.5"),
+    ({"jobs": 0}, "jobs must be a whole number >= 1, got 0"),
+])
+def test_api_ensemble_checks_its_counts_and_budget_in_one_line(fitted: SimpleNamespace, tmp_path: Path,
+                                                              options: dict, needle: str) -> None:
+    """What the CLI's option types refuse: a negative budget, threads=0 and gbt_trials=0 were taken, a top_k of 1.5
+    ended in a TypeError."""
+    with pytest.raises(AutoDNNError, match=needle):
+        api.ensemble(fitted.run, model_dir=tmp_path / "m", gbt=False, **options)
+    assert not (tmp_path / "m").exists()
+
+
 def test_api_ensemble_refuses_an_unknown_device(fitted: SimpleNamespace, tmp_path: Path) -> None:
     """device="gpu" (the CLI offers auto, cpu, cuda) failed in torch mid-bagging, and in a search every trial."""
     with pytest.raises(AutoDNNError, match="device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"):
@@ -378,7 +395,9 @@ def test_api_ensemble_refuses_an_unknown_device(fitted: SimpleNamespace, tmp_pat
     ({"time_budget": -1.0}, "time_budget must be a number of seconds > 0"),
     ({"time_budget": float("nan"), "n_trials": 1}, "time_budget must be a number of seconds > 0"),
     ({"jobs": 0, "n_trials": 1}, "jobs must be a whole number >= 1"),
-    ({"folds": 0, "n_trials": 1}, "--folds must be >= 1"),
+    ({"folds": 0, "n_trials": 1}, "folds must be a whole number >= 1, got 0"),
+    ({"top_k": 1.5, "n_trials": 1}, "top_k must be a whole number >= 1, got 1.5"),
+    ({"gbt_trials": 0, "n_trials": 1}, "gbt_trials must be a whole number >= 1, got 0"),
     ({"device": "gpu", "n_trials": 1}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
 ])
 def test_api_fit_checks_its_options_before_making_folders(tmp_path: Path, options: dict, needle: str) -> None:
