@@ -1437,3 +1437,13 @@ def test_a_target_mixing_text_and_numbers_is_read_as_text_labels():
     assert "target 'y' mixes text and other values (such as numbers); read every label as text" in data.notes
     numbers = frame.assign(y=pd.Series([1, 2.5, True, 4] * 10, dtype=object))  # numbers of any type are one kind
     assert load_dataset(numbers, target="y").task == "regression"
+
+
+def test_a_column_of_complex_numbers_is_refused_in_one_line():
+    """Only a frame built in Python has one: the preprocessing's cast to float dropped the imaginary parts, with
+    nothing but numpy's ComplexWarning."""
+    frame = _frame(40)
+    frame["z"] = frame["age"].to_numpy() + 1j
+    with pytest.raises(DataError, match="column 'z' holds complex numbers, which the model cannot read"):
+        load_dataset(frame, target="y")
+    assert list(load_dataset(frame.drop(columns=["z"]), target="y").features.columns) == ["age", "city"]

@@ -79,6 +79,15 @@ class Dataset:
 _NESTED = (list, tuple, dict, set, np.ndarray)
 
 
+def _refuse_complex_columns(df: pd.DataFrame) -> None:
+    """A column of complex numbers (only a frame built in Python has one) is refused in one line: the preprocessing's
+    cast to float dropped the imaginary parts, with nothing but numpy's ComplexWarning."""
+    complex_columns = [str(c) for c in df.columns if df[c].dtype.kind == "c"]
+    if complex_columns:
+        raise DataError(f"column {complex_columns[0]!r} holds complex numbers, which the model cannot read; pass their "
+                        "real and imaginary parts as two columns")
+
+
 def _frame_from_source(source: Any, notes: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """A copy with unique column names, so the user's frame is never modified; and the names that
     several columns had."""
@@ -233,6 +242,7 @@ def load_dataset(source: str | os.PathLike | pd.DataFrame, *, target: str | None
     notes: list[str] = []
     df, duplicates = _frame_from_source(source, notes)
     df = _without_nested_columns(df, notes)
+    _refuse_complex_columns(df)
     target = _resolve_target(df, target, source, duplicates)
     y_all, n_stripped = stripped_labels(_no_float16(df[target]))
     if n_stripped:
