@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.api import guess_datetime_format
 
-from automl_dnn.data.target import BEYOND_FLOAT32, FLOAT32_MAX, to_scalar
+from automl_dnn.data.target import BEYOND_FLOAT32, FLOAT32_MAX, missing_value, to_scalar
 from automl_dnn.errors import DataError, ModelFormatError
 
 MISSING_LEVEL = "__missing__"
@@ -379,7 +379,7 @@ def _as_known_booleans(texts: list[str | None], known: set[str]) -> list[str | N
 
 
 def _level_text(v: Any) -> str | None:
-    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT:
+    if missing_value(v):
         return None
     if isinstance(v, (bool, np.bool_)):
         return str(bool(v))

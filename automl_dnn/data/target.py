@@ -94,10 +94,12 @@ def mixed_labels_as_text(y: pd.Series) -> tuple[pd.Series, bool]:
              for v in pd.unique(y.dropna())}
     if len(kinds) < 2:
         return y, False
-    return y.map(lambda v: v if _missing(v) else str(v)), True
+    return y.map(lambda v: v if missing_value(v) else str(v)), True
 
 
-def _missing(value: Any) -> bool:
+def missing_value(value: Any) -> bool:
+    """Whether one cell of an object column is missing: None, NaN, pd.NA or pd.NaT (``pd.isna`` would answer a
+    list cell with an array)."""
     return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA or value is pd.NaT
 
 
