@@ -254,7 +254,7 @@ def test_penalty_upper_ends_cannot_swamp_the_data_loss_at_init(name: str) -> Non
 def test_the_default_space_starts_from_its_portfolio(task: str) -> None:
     """TabM-like, MLP-PLR, the practical default and RealMLP-like, in that order (benchmarks/portfolio.py), then
     TabM-mini-like, SELU (with what self-normalizing needs) and quantile + BatchNorm; regression takes the TabM-like
-    and RealMLP-like trials without dropout, and the RealMLP-like one with wider PLR frequencies."""
+    and RealMLP-like trials without dropout, and the RealMLP-like and TabM-mini-like ones with wider PLR frequencies."""
     space = load_space("default")
     first = [settings_from_values(suggest(optuna.trial.FixedTrial(values), space))
              for values in space.first_trials(task)]
@@ -263,7 +263,7 @@ def test_the_default_space_starts_from_its_portfolio(task: str) -> None:
         (4, "plr", "quantile"), (1, "none", "standard"), (1, "none", "quantile")]
     assert first[0].net.dropout == (0.0 if task == "regression" else 0.1)
     assert (first[3].net.activation, first[3].net.dropout) == ("mish", 0.0 if task == "regression" else 0.15)
-    assert first[3].net.plr_sigma == (0.3 if task == "regression" else 0.1)
+    assert (first[3].net.plr_sigma, first[4].net.plr_sigma) == ((0.3, 0.3) if task == "regression" else (0.1, 0.05))
     assert (first[1].net.dropout, first[1].train.weight_decay) == (0.1, 1e-5)
     selu, batchnorm = first[5].net, first[6].net
     assert (selu.activation, selu.init, selu.batchnorm, selu.dropout_kind) == ("selu", "lecun_normal", "none", "alpha")
