@@ -24,6 +24,7 @@ from automl_dnn.config import NetConfig
 from automl_dnn.data import (NOTES_ATTR, FeaturePreprocessor, TargetEncoder, TargetTransform, formatted_numbers,
                              merge_counted_notes, mixed_labels_as_text, net_values, numpy_backed, other_unit_numbers,
                              parse_dates, read_numbers, read_table, stripped_labels)
+from automl_dnn.data.reading import dedupe, duplicate_note
 from automl_dnn.ensemble import blend
 from automl_dnn.errors import AutoDNNError, DataError, ModelFormatError, PathError, first_line
 from automl_dnn.files import atomic_write
@@ -383,7 +384,7 @@ class Predictor:
         df = numpy_backed(self._as_frame(df, notes))
         if len(df) == 0:
             raise DataError("the input table has no rows; pass at least one row to predict")
-        names = [str(c) for c in df.columns]
+        names = self._unique_names(df, notes)
         if names != list(df.columns):
             df = df.set_axis(names, axis=1)
         missing = [c for c in self.required_columns if c not in names]
@@ -410,6 +411,17 @@ class Predictor:
         self._check_readable(df)
         notes.extend(self._empty_column_notes(df))
         return df
+
+    @staticmethod
+    def _unique_names(df: pd.DataFrame, notes: list[str]) -> list[str]:
+        """The input's column names as text, made unique as training made them (``a``, ``a.1``), with its note: a
+        frame built in Python may hold a name twice, and selecting it gave two columns where one was read
+        ("ValueError: The truth value of a Series is ambiguous"); a CSV's reading already renames them so."""
+        names = [str(c) for c in df.columns]
+        if len(set(names)) == len(names):
+            return names
+        notes.extend(duplicate_note(names))
+        return dedupe(names)
 
     def _empty_column_notes(self, df: pd.DataFrame) -> list[str]:
         """A note per used column with no value in any row (of more than one): a column emptied by an export or a

@@ -852,6 +852,17 @@ def test_predict_reads_a_series_as_one_row(fitted: SimpleNamespace) -> None:
     assert "the input is a Series: read as one row" in " ".join(model.notes)
 
 
+def test_predict_reads_a_name_held_twice_as_training_read_it(fitted: SimpleNamespace) -> None:
+    """A frame with a name twice (built in Python) reads its first column by that name, as fit and a CSV's reading do:
+    it ended with "ValueError: The truth value of a Series is ambiguous"."""
+    model = api.load(fitted.model)
+    frame = fitted.frame.drop(columns="y").head(5)
+    doubled = pd.concat([frame, frame[["a"]].assign(a=999.0)], axis=1)
+    read = model.predict_proba(doubled).tolist()
+    assert "duplicate column names 'a' were made unique by adding .1, .2, ..." in model.notes
+    assert read == model.predict_proba(frame).tolist()
+
+
 def test_mc_dropout_on_nets_without_dropout_says_its_spread_is_zero(fitted: SimpleNamespace, tmp_path: Path) -> None:
     result = invoke("predict", fitted.model, fitted.data, "--mc-samples", 3, "--out", tmp_path / "p.csv")
     assert result.exit_code == 0, result.output
