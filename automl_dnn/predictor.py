@@ -32,6 +32,7 @@ from automl_dnn.importance import ImportanceCost, measure_cost, permutation_impo
 from automl_dnn.paths import check_file_path, same_file
 from automl_dnn.gbt import predict_gbt
 from automl_dnn.model import build_mlp, fold_batchnorm
+from automl_dnn.memory_guard import count_net_parameters
 from automl_dnn.model_folder import read_verified
 from automl_dnn.tasks import TASKS
 from automl_dnn.train import EVAL_BATCH_SIZE, predict
@@ -121,8 +122,13 @@ def _load_net(member: dict[str, Any], data: bytes) -> _Net:
     except Exception as exc:  # safetensors raises its own error types for bad headers and sizes
         raise ModelFormatError(f"{name!r} is not a valid safetensors file ({first_line(exc, 100)}); "
                                "re-export the model") from None
+    if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
+        # training keeps no such epoch; they predicted NaN probabilities, read as the first class
+        raise ModelFormatError(f"{name!r} holds weights that are NaN or infinite; re-export the model")
     try:
-        model = build_mlp(NetConfig(**member["settings"]["net"]), d_in=int(member["d_in"]), d_out=int(member["d_out"]))
+        config, d_in, d_out = NetConfig(**member["settings"]["net"]), int(member["d_in"]), int(member["d_out"])
+        _check_net_fits_its_weights(config, d_in, d_out, state)
+        model = build_mlp(config, d_in=d_in, d_out=d_out)
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, ValueError) as exc:
         raise ModelFormatError(f"{name!r} does not fit its net config in model.json ({first_line(exc, 160)}); "
@@ -132,6 +138,21 @@ def _load_net(member: dict[str, Any], data: bytes) -> _Net:
     return _Net(name=member["name"], weight=float(member["weight"]), scaling=member["scaling"], model=model,
                 fast=_folded_if_equal(model, int(member["d_in"])),
                 target=None if not target else TargetTransform.from_dict(target))
+
+
+def _check_net_fits_its_weights(config: NetConfig, d_in: int, d_out: int, state: dict[str, torch.Tensor]) -> None:
+    """Refuse, before a net is built, a config that asks for more layers or parameters than its file holds. A model
+    folder may come from anyone: a hand-set ``n_layers`` of 10**6 built a million layers for minutes, a ``d_hidden``
+    of 10**9 allocated gigabytes, before the strict load refused them. The sizes are compared first, as plain
+    integers, so that the count itself stays cheap."""
+    held = sum(t.numel() for t in state.values())
+    sizes = {"n_layers": config.n_layers, "d_in": d_in, "d_out": d_out, "k_ensemble": config.k_ensemble}
+    for key, size in sizes.items():
+        if not 0 <= size <= max(held, len(state)):
+            raise ValueError(f"{key} {size} cannot be built from the {held} weights the file holds")
+    needs = count_net_parameters(config, d_in=d_in, d_out=d_out)
+    if needs > held:
+        raise ValueError(f"the net config needs {needs} parameters, the file holds {held} weights")
 
 
 def _folded_if_equal(model: Any, d_in: int) -> Any:

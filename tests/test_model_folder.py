@@ -223,6 +223,39 @@ def test_weights_that_do_not_fit_the_config_are_refused(tiny_copy: Path) -> None
         load_model(tiny_copy)
 
 
+@pytest.mark.parametrize("field, value", [("n_layers", 10**6), ("d_hidden", 10**9), ("d_in", 10**12)])
+def test_a_config_far_bigger_than_its_weights_is_refused_before_its_net_is_built(
+        tiny_copy: Path, field: str, value: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model folder from anyone: a hand-set n_layers of 10**6 built a million layers for minutes, a d_hidden of 10**9
+    allocated gigabytes, before the strict load of the weights refused them."""
+    import automl_dnn.predictor as predictor
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the net was built")
+
+    spec = json.loads((tiny_copy / "model.json").read_text())
+    member = next(m for m in spec["members"] if m["kind"] == "net")
+    (member if field == "d_in" else member["settings"]["net"])[field] = value
+    (tiny_copy / "model.json").write_text(json.dumps(spec))
+    monkeypatch.setattr(predictor, "build_mlp", never)
+    with pytest.raises(ModelFormatError, match=f"does not fit its net config .*({value} cannot be built|needs)"):
+        load_model(tiny_copy)
+
+
+def test_weights_that_are_not_finite_are_refused(tiny_copy: Path) -> None:
+    """NaN weights (an attacker rewrites the file and its sha256) predicted NaN probabilities, read as class 0."""
+    from safetensors.torch import load_file, save_file
+
+    spec = json.loads((tiny_copy / "model.json").read_text())
+    name = next(m for m in spec["members"] if m["kind"] == "net")["file"]
+    state = load_file(tiny_copy / name)
+    next(t for t in state.values() if t.is_floating_point()).fill_(float("nan"))
+    save_file(state, tiny_copy / name)
+    _rehash(tiny_copy, name)
+    with pytest.raises(ModelFormatError, match=f"'{name}' holds weights that are NaN or infinite"):
+        load_model(tiny_copy)
+
+
 def _payloads(marker: Path) -> dict[str, bytes]:
     plain = pickle.dumps({"weight": _Plant(marker)})
     buffer = Path(str(marker) + ".pt")
