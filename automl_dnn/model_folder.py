@@ -283,7 +283,7 @@ def read_spec(model_dir: Path) -> dict[str, Any]:
                                "written by `automl-dnn fit` or `automl-dnn ensemble`")
     try:
         spec = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, an int of 5,000 digits
         raise ModelFormatError(f"model.json in {str(model_dir)!r} is not valid JSON ({str(exc)[:120]}); "
                                "re-export the model") from None
     if not isinstance(spec, dict) or spec.get("format") != FORMAT_NAME:
@@ -316,7 +316,10 @@ def _verified_files(model_dir: Path, spec: dict[str, Any]) -> dict[str, bytes]:
             raise ModelFormatError(f"file {name!r} does not match its sha256 in model.json (tampered or "
                                    "corrupted); restore it or re-export the model")
         blobs[name] = data
-    for member in spec.get("members", []):
+    members = spec.get("members", [])
+    if not isinstance(members, list) or not all(isinstance(member, dict) for member in members):
+        raise ModelFormatError("model.json's 'members' is not a list of records; re-export the model")
+    for member in members:
         if member.get("file") not in blobs:
             raise ModelFormatError(f"member file {member.get('file')!r} is not listed with a sha256 in "
                                    "model.json; re-export the model")

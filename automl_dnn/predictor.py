@@ -70,7 +70,7 @@ def load_model(model_dir: Path) -> Predictor:
     spec, blobs = read_verified(model_dir)
     try:
         return _build_predictor(spec, blobs, model_dir)
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
         raise ModelFormatError(f"model.json in {str(model_dir)!r} is incomplete or invalid ({exc!r}); "
                                "re-export the model") from None
 
@@ -87,6 +87,8 @@ def _check_task_fields(spec: dict[str, Any]) -> None:
             raise ValueError(f"a {task} model needs {needs} classes, got {classes!r}")
         if classes != spec["target_encoder"]["classes"]:
             raise ValueError("classes differ from the target encoder's")
+        if not all(isinstance(c, (str, int, float)) for c in classes) or len(set(classes)) < len(classes):
+            raise ValueError(f"classes {classes!r} are not distinct labels")  # ['no', 'no'] predicted 'no' alone
     threshold = spec.get("threshold")
     if threshold is not None and not (task == "binary" and isinstance(threshold, (int, float))
                                       and 0 < float(threshold) < 1):
@@ -96,6 +98,8 @@ def _check_task_fields(spec: dict[str, Any]) -> None:
 def _build_predictor(spec: dict[str, Any], blobs: dict[str, bytes], model_dir: Path) -> Predictor:
     _check_task_fields(spec)
     preprocessors = {k: FeaturePreprocessor.from_dict(v) for k, v in spec["preprocessors"].items()}
+    for name, pre in preprocessors.items():
+        _check_encodes_a_row(name, pre)
     encoder = TargetEncoder.from_dict(spec["target_encoder"])
     nets, gbt = [], None
     for member in spec["members"]:
@@ -112,6 +116,16 @@ def _build_predictor(spec: dict[str, Any], blobs: dict[str, bytes], model_dir: P
     if not nets and gbt is None:
         raise ModelFormatError("model.json lists no members; re-export the model")
     return Predictor(spec, preprocessors, encoder, nets, gbt, model_dir)
+
+
+def _check_encodes_a_row(name: str, pre: FeaturePreprocessor) -> None:
+    """The preprocessor encodes a row of missing cells (each column's imputation and scaling) into finite numbers,
+    for the nets and for XGBoost: a hand-edited column record (its statistics left out, a mean of 'abc', a std of
+    NaN) failed at predict time with "internal error: KeyError: 'stats'", or predicted NaN probabilities."""
+    row = pd.DataFrame({column: pd.Series([None], dtype=object) for column in pre.required_columns_})
+    if not np.all(np.isfinite(pre.transform(row, report=[]))):
+        raise ValueError(f"preprocessor {name!r} encodes missing cells as NaN or infinite numbers")
+    pre.transform_for_gbt(row, report=[])
 
 
 def _load_net(member: dict[str, Any], data: bytes) -> _Net:

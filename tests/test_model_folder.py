@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import pickle
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -253,6 +254,45 @@ def test_weights_that_are_not_finite_are_refused(tiny_copy: Path) -> None:
     save_file(state, tiny_copy / name)
     _rehash(tiny_copy, name)
     with pytest.raises(ModelFormatError, match=f"'{name}' holds weights that are NaN or infinite"):
+        load_model(tiny_copy)
+
+
+def _numeric_record(spec: dict) -> dict:
+    pre = next(iter(spec["preprocessors"].values()))
+    return next(c for c in pre["columns"] if c["kind"] == "numeric")
+
+
+#: hand edits of model.json (the sha256 of no file changes) -> a phrase of the one-line refusal at load
+SPEC_EDITS = {
+    "members not records": (lambda spec: spec.update(members=["x"]), "'members' is not a list of records"),
+    "members a number": (lambda spec: spec.update(members=5), "'members' is not a list of records"),
+    "a class twice": (lambda spec: [spec.update(classes=[spec["classes"][0]] * 2),
+                                    spec["target_encoder"].update(classes=[spec["classes"][0]] * 2)], "not distinct"),
+    "statistics left out": (lambda spec: _numeric_record(spec).pop("stats"), "KeyError('stats')"),
+    "a mean of text": (lambda spec: _numeric_record(spec)["stats"].update(mean="abc", median="abc"), "invalid"),
+    "a std of NaN": (lambda spec: _numeric_record(spec)["stats"].update(std=float("nan"), quantiles=[float("nan")] * 3,
+                                                                       spread=float("nan")), "NaN or infinite"),
+}
+
+
+@pytest.mark.parametrize("how", list(SPEC_EDITS))
+def test_a_damaged_model_json_is_refused_at_load(tiny_copy: Path, how: str) -> None:
+    """Each failed at predict time ("internal error: KeyError: 'stats'", "AttributeError: 'str' object has no
+    attribute 'get'"), or predicted silently: NaN probabilities, or one class of two named alike."""
+    spec = json.loads((tiny_copy / "model.json").read_text())
+    edit, phrase = SPEC_EDITS[how]
+    edit(spec)
+    (tiny_copy / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelFormatError, match=re.escape(phrase)):
+        load_model(tiny_copy)
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"format_version": 1' + "0" * 5000 + "}"],
+                         ids=["nested too deep", "an integer of 5,000 digits"])
+def test_a_model_json_python_cannot_parse_is_not_valid_json(tiny_copy: Path, text: str) -> None:
+    """RecursionError and the integer-digits limit's ValueError were "internal error"s with a traceback."""
+    (tiny_copy / "model.json").write_text(text)
+    with pytest.raises(ModelFormatError, match="is not valid JSON"):
         load_model(tiny_copy)
 
 
