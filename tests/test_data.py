@@ -1216,6 +1216,25 @@ def test_a_float16_target_is_read(tmp_path) -> None:
     assert load_dataset(frame, target="c").task == "binary"
 
 
+@pytest.mark.parametrize("dtype", ["bool", "boolean", "category"])
+def test_a_boolean_or_categorical_target_asked_to_be_a_regression_is_read_as_numbers(dtype: str) -> None:
+    """--task regression (or AutoDNNRegressor) on True / False, or on categories of numbers, was refused with
+    "--task regression needs numbers, but target 'y' has text values like ;", naming no text value."""
+    rng = np.random.default_rng(0)
+    flags = rng.normal(size=100) > 0
+    y = pd.Series(flags, dtype=dtype) if dtype != "category" else pd.Series(flags.astype(float) * 2.5, dtype=dtype)
+    ds = load_dataset(pd.DataFrame({"x": rng.normal(size=100), "y": y}), target="y", task="regression")
+    assert ds.task == "regression"
+    expected = flags.astype(float) * (2.5 if dtype == "category" else 1.0)
+    np.testing.assert_allclose(ds.target_encoder.decode(ds.y), expected, atol=1e-6)
+
+
+def test_a_text_target_asked_to_be_a_regression_names_its_text() -> None:
+    frame = pd.DataFrame({"x": np.arange(40), "y": pd.Categorical(["yes", "no"] * 20)})
+    with pytest.raises(DataError, match="needs numbers, but target 'y' has text values like '(yes|no)'"):
+        load_dataset(frame, target="y", task="regression")
+
+
 def test_labels_that_differ_only_in_case_are_named_in_a_note() -> None:
     """'Yes', 'yes' and 'no' made a 3-class target with no word said; they stay apart ('a' and 'A' may be two
     classes) and a note names them."""

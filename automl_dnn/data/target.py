@@ -45,6 +45,17 @@ def _numeric_or_none(y: pd.Series) -> pd.Series | None:
     return None
 
 
+def _plain_values(y: pd.Series) -> pd.Series:
+    """A target asked to be a regression's as plain values: booleans as 0 / 1 (as scikit-learn's regressors read
+    them) and categories as their own values. Task inference reads both as classes; asked for a regression, the
+    refusal said "text values like ;", naming none, as every value was a number to pandas."""
+    if pd.api.types.is_bool_dtype(y):
+        return y.astype("float64")
+    if isinstance(y.dtype, pd.CategoricalDtype):
+        return y.astype(object)
+    return y
+
+
 def infer_task(y: pd.Series) -> tuple[str, str]:
     """Guess the task from the target's values (the rule is in the module docstring).
 
@@ -137,7 +148,7 @@ def check_target(y: pd.Series, task: str) -> pd.Series:
         raise DataError(f"target {name!r} has a single value {_show(distinct, 1)}; "
                         f"a model needs at least two different values")
     if task == "regression":
-        num = _numeric_or_none(values)
+        num = _numeric_or_none(_plain_values(values))
         if num is None:
             text = values[pd.to_numeric(values.astype(object), errors="coerce").isna()]
             raise DataError(f"--task regression needs numbers, but target {name!r} has text values "
