@@ -46,6 +46,10 @@ OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "p
 # --- loading ------------------------------------------------------------------------------------
 
 
+#: Cells no column reads (tuples are hashable: an unseen level of a categorical column, missing in a numeric one).
+NESTED_CELLS = (list, dict, set, np.ndarray)
+
+
 @dataclass
 class _Net:
     name: str
@@ -443,6 +447,7 @@ class Predictor:
         if extra:
             shown = ", ".join(repr(c) for c in extra[:5]) + (", ..." if len(extra) > 5 else "")
             notes.append(f"ignored {len(extra)} column{'s' if len(extra) > 1 else ''} not used in training: {shown}")
+        self._refuse_unreadable_cells(df)
         self._check_readable(df)
         notes.extend(self._empty_column_notes(df))
         return df
@@ -484,6 +489,21 @@ class Predictor:
             return pd.DataFrame(df)
         except (TypeError, ValueError):
             raise DataError(f"cannot predict from a {type(df).__name__}; pass a pandas DataFrame") from None
+
+    def _refuse_unreadable_cells(self, df: pd.DataFrame) -> None:
+        """Refuse a used column of complex numbers or of lists, arrays or records, as ``fit`` refuses or drops them:
+        complex cells lost their imaginary parts with only numpy's ComplexWarning, and list cells of a categorical
+        column ended with "internal error: TypeError: unhashable type: 'list'"."""
+        for name in self.required_columns:
+            s = df[name]
+            if s.dtype.kind == "c":
+                raise DataError(f"column {name!r} holds complex numbers, which the model cannot read; pass the real "
+                                "numbers it held in training")
+            if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in ("mixed", "unknown-array"):
+                cell = next((v for v in s if isinstance(v, NESTED_CELLS)), None)
+                if cell is not None:
+                    raise DataError(f"column {name!r} holds lists, arrays or records (such as {str(cell)[:40]}), "
+                                    "not values; pass one value per cell, as in training")
 
     def _check_readable(self, df: pd.DataFrame) -> None:
         """Refuse a numeric or date column none of whose cells can be read (odd cells alone become missing): such a

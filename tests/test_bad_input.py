@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -861,6 +863,23 @@ def test_predict_reads_a_name_held_twice_as_training_read_it(fitted: SimpleNames
     read = model.predict_proba(doubled).tolist()
     assert "duplicate column names 'a' were made unique by adding .1, .2, ..." in model.notes
     assert read == model.predict_proba(frame).tolist()
+
+
+@pytest.mark.parametrize("column, cells, phrase", [
+    ("a", lambda n: np.arange(n) + 1j, "holds complex numbers"),
+    ("a", lambda n: [[1.0]] * n, "holds lists, arrays or records (such as [1.0])"),
+    ("c", lambda n: [["red"]] * n, "holds lists, arrays or records (such as ['red'])"),
+], ids=["complex numbers", "lists in a numeric column", "lists in a categorical column"])
+def test_predict_refuses_cells_no_column_reads_in_one_line(fitted: SimpleNamespace, column: str,
+                                                         cells: Callable[[int], Any], phrase: str) -> None:
+    """Complex cells lost their imaginary parts with only numpy's ComplexWarning (fit refuses them); list cells of a
+    categorical column ended with "TypeError: unhashable type: 'list'" (fit drops such columns)."""
+    model = api.load(fitted.model)
+    frame = fitted.frame.drop(columns="y").head(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match=re.escape(f"column {column!r} {phrase}")):
+            model.predict(frame.assign(**{column: cells(len(frame))}))
 
 
 def test_mc_dropout_on_nets_without_dropout_says_its_spread_is_zero(fitted: SimpleNamespace, tmp_path: Path) -> None:
