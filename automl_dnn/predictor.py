@@ -478,6 +478,10 @@ class Predictor:
         if isinstance(df, pd.Series):  # df.iloc[i]: one row, its index the column names
             notes.append("the input is a Series: read as one row, its index as the column names")
             return df.to_frame().T.infer_objects()
+        if isinstance(df, dict) and df and not any(pd.api.types.is_list_like(v) for v in df.values()):
+            # one record (a web request's JSON): pandas refused it, "If using all scalar values, you must pass an index"
+            notes.append("the input is a dict of single values: read as one row, its keys as the column names")
+            return pd.DataFrame([df])
         if isinstance(df, np.ndarray) and df.ndim == 2:
             names = [item["name"] for item in self.input_schema]
             if df.shape[1] != len(names):

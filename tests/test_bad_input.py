@@ -854,6 +854,16 @@ def test_predict_reads_a_series_as_one_row(fitted: SimpleNamespace) -> None:
     assert "the input is a Series: read as one row" in " ".join(model.notes)
 
 
+def test_predict_reads_a_dict_of_single_values_as_one_row(fitted: SimpleNamespace) -> None:
+    """One record, as a web request's JSON gives it: it was "cannot predict from a dict; pass a pandas DataFrame"."""
+    model = api.load(fitted.model)
+    frame = fitted.frame.drop(columns="y")
+    record = frame.iloc[3].to_dict()
+    assert model.predict_proba(record).tolist() == model.predict_proba(frame.iloc[3:4]).tolist()
+    assert model.predict_frame(record).index.tolist() == [0]
+    assert "the input is a dict of single values: read as one row" in " ".join(model.notes)
+
+
 def test_predict_reads_a_name_held_twice_as_training_read_it(fitted: SimpleNamespace) -> None:
     """A frame with a name twice (built in Python) reads its first column by that name, as fit and a CSV's reading do:
     it ended with "ValueError: The truth value of a Series is ambiguous"."""
