@@ -1095,6 +1095,14 @@ def test_a_column_without_a_name_gets_a_note(tmp_path):
     assert "1 column without a name in the header, called 'Unnamed: 1'" in got.attrs["automl_dnn_notes"]
 
 
+def test_several_columns_without_a_name_are_no_duplicate_names(tmp_path):
+    """A header ending with two empty names (a spreadsheet's trailing empty columns) also said "duplicate column names
+    '' were made unique by adding .1, .2, ...", which named neither the names pandas gave them nor the fix."""
+    (tmp_path / "u.csv").write_text("a,b,y,,\n1,2,yes,,\n3,4,no,,\n")
+    got = read_table(tmp_path / "u.csv")
+    assert got.attrs["automl_dnn_notes"] == ["2 columns without a name in the header, called 'Unnamed: 3', 'Unnamed: 4'"]
+
+
 @pytest.mark.parametrize("values", [pd.date_range("2020-01-01", periods=40, freq="D"),
                                     pd.to_timedelta(np.arange(40), unit="D")], ids=["dates", "durations"])
 @pytest.mark.parametrize("task", ["auto", "regression", "multiclass"])

@@ -404,8 +404,9 @@ def _read_text(path: Path, notes: list[str]) -> pd.DataFrame:
         notes.append(f"'{path.name}' separates fields with ';' and writes decimals with ','; read it that way")
         notes.extend(_grouped_numbers(df))
     header = _raw_header(path, encoding=encoding, **read)
-    notes.extend(duplicate_note(header) + _unnamed_note(header, list(df.columns)))
-    df.attrs[DUPLICATES_ATTR] = duplicated(header)
+    named = [name for name in header if name.strip()]  # empty ones get their own note, not "'' made unique by .1"
+    notes.extend(duplicate_note(named) + _unnamed_note(header, list(df.columns)))
+    df.attrs[DUPLICATES_ATTR] = duplicated(named)
     if encoding in ("cp1252", "latin-1"):
         how = "latin-1" if encoding == "latin-1" else "Windows-1252 (latin-1 with €, curly quotes and dashes)"
         notes.append(f"'{path.name}' is not valid UTF-8; read it as {how}")
