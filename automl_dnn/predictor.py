@@ -115,6 +115,7 @@ def _build_predictor(spec: dict[str, Any], blobs: dict[str, bytes], model_dir: P
             if member["preprocess"] not in preprocessors:
                 raise KeyError(f"preprocessor {member['preprocess']!r}")
             gbt = _load_gbt(member, blobs[member["file"]])
+            _check_gbt_predicts_a_row(gbt, preprocessors[member["preprocess"]], spec["task"], len(encoder.classes_))
         else:
             raise ModelFormatError(f"model.json has a member of unknown kind {member['kind']!r}; upgrade automl-dnn")
     if not nets and gbt is None:
@@ -122,14 +123,29 @@ def _build_predictor(spec: dict[str, Any], blobs: dict[str, bytes], model_dir: P
     return Predictor(spec, preprocessors, encoder, nets, gbt, model_dir)
 
 
+def _missing_row(pre: FeaturePreprocessor) -> pd.DataFrame:
+    """One row whose every input column is missing: the load-time checks' probe."""
+    return pd.DataFrame({column: pd.Series([None], dtype=object) for column in pre.required_columns_})
+
+
 def _check_encodes_a_row(name: str, pre: FeaturePreprocessor) -> None:
     """The preprocessor encodes a row of missing cells (each column's imputation and scaling) into finite numbers,
     for the nets and for XGBoost: a hand-edited column record (its statistics left out, a mean of 'abc', a std of
     NaN) failed at predict time with "internal error: KeyError: 'stats'", or predicted NaN probabilities."""
-    row = pd.DataFrame({column: pd.Series([None], dtype=object) for column in pre.required_columns_})
+    row = _missing_row(pre)
     if not np.all(np.isfinite(pre.transform(row, report=[]))):
         raise ValueError(f"preprocessor {name!r} encodes missing cells as NaN or infinite numbers")
     pre.transform_for_gbt(row, report=[])
+
+
+def _check_gbt_predicts_a_row(gbt: _GBT, pre: FeaturePreprocessor, task: str, n_classes: int) -> None:
+    """XGBoost predicts the probe row in the model's shape: a booster of another model (other feature names, another
+    class count) failed at predict time with "internal error: ValueError: feature_names mismatch"."""
+    pred = predict_gbt(gbt.booster, pre.transform_for_gbt(_missing_row(pre), report=[]), task=task,
+                       categories=gbt.categories)
+    expected = (1,) if task == "regression" else (1, max(n_classes, 2))
+    if pred.shape != expected:
+        raise ValueError(f"the XGBoost model predicts shape {pred.shape}, the model's {task} needs {expected}")
 
 
 def _load_net(member: dict[str, Any], data: bytes) -> _Net:

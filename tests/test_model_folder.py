@@ -296,6 +296,17 @@ def test_a_model_json_python_cannot_parse_is_not_valid_json(tiny_copy: Path, tex
         load_model(tiny_copy)
 
 
+def test_a_booster_of_another_model_is_refused_at_load(tiny_copy: Path, tmp_path: Path) -> None:
+    """XGBoost's file swapped for another model's (the sha256 rewritten): predict failed with "internal error:
+    ValueError: feature_names mismatch"."""
+    other = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(np.eye(4), label=[0, 1, 0, 1],
+                                                                    feature_names=["p", "q", "r", "s"]), 2)
+    other.save_model(tiny_copy / "xgboost.ubj")
+    _rehash(tiny_copy, "xgboost.ubj")
+    with pytest.raises(ModelFormatError, match="feature_names mismatch"):
+        load_model(tiny_copy)
+
+
 def _payloads(marker: Path) -> dict[str, bytes]:
     plain = pickle.dumps({"weight": _Plant(marker)})
     buffer = Path(str(marker) + ".pt")
