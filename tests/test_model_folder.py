@@ -36,6 +36,7 @@ from automl_dnn.model_folder import FORMAT_VERSION, GBTMember, NetMember, save_m
 from automl_dnn.predictor import Predictor, _Net, load_model, predict_file
 from automl_dnn.run_folder import RunDir, trial_folder
 from tests.test_ensemble_step import TASKS, ensembled, searched
+from tests.conftest import POLL_LIMIT
 
 PICKLE_OPCODES = (b"\x80",)  # protocol 2+ pickles start with PROTO
 
@@ -305,6 +306,37 @@ def test_a_booster_of_another_model_is_refused_at_load(tiny_copy: Path, tmp_path
     _rehash(tiny_copy, "xgboost.ubj")
     with pytest.raises(ModelFormatError, match="feature_names mismatch"):
         load_model(tiny_copy)
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.65, 0.999], ids=["empty", "cut at 65 %", "last bytes cut"])
+def test_a_cut_xgboost_file_is_refused_without_crashing_the_process(tiny_copy: Path, keep: float) -> None:
+    """XGBoost's parser aborted the process on an empty .ubj ("terminate called without an active exception") and
+    segfaulted on some cut ones, their sha256 rewritten; loaded in a child process so that a crash fails this test
+    rather than the whole run."""
+    import subprocess
+    import sys
+
+    data = (tiny_copy / "xgboost.ubj").read_bytes()
+    (tiny_copy / "xgboost.ubj").write_bytes(data[:int(len(data) * keep)])
+    _rehash(tiny_copy, "xgboost.ubj")
+    code = ("import sys\nfrom automl_dnn.errors import ModelFormatError\nfrom automl_dnn.predictor import load_model\n"
+            "try:\n    load_model(sys.argv[1])\nexcept ModelFormatError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tiny_copy)], capture_output=True, text=True,
+                          timeout=POLL_LIMIT)
+    assert done.returncode == 0, done.stderr
+    assert "'xgboost.ubj' is not a valid XGBoost model" in done.stdout
+
+
+def test_the_ubjson_check_takes_whole_boosters_and_refuses_every_cut(tiny_model: Path) -> None:
+    from automl_dnn.ubjson import check_ubjson
+
+    data = (tiny_model / "xgboost.ubj").read_bytes()
+    check_ubjson(data)
+    for end in [*range(0, len(data), max(1, len(data) // 200)), len(data) - 1]:
+        with pytest.raises(ValueError):
+            check_ubjson(data[:end])
+    with pytest.raises(ValueError, match="follow the document's end"):
+        check_ubjson(data + b"}")
 
 
 def _payloads(marker: Path) -> dict[str, bytes]:
