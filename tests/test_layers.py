@@ -20,7 +20,7 @@ BEGIN, END = "<!-- import-graph:begin -->", "<!-- import-graph:end -->"
 
 #: Lowest first; each entry is a module of automl_dnn (``data.reading`` is ``automl_dnn/data/reading.py``).
 LAYERS = [
-    "errors", "tasks", "budget", "paths", "files",
+    "errors", "tasks", "budget", "paths", "files", "ubjson",
     "data.builtins", "data.reading", "data.target", "data.preprocessing", "data.leaks", "data.dataset", "data",
     "folds", "metrics", "config", "model", "optim", "memory_guard", "train", "space",
     "storage", "run_folder", "search_rows", "study", "objective", "workers", "search",
