@@ -1175,6 +1175,8 @@ def test_categorical_columns_of_codes_are_read_as_categories() -> None:
                        "y": rng.integers(0, 2, 200)})
     plain = load_dataset(df, target="y", test_size=0.0)
     coded = load_dataset(df, target="y", test_size=0.0, categorical=["zip"])
+    assert load_dataset(df, target="y", test_size=0.0, categorical="zip").fingerprint() == coded.fingerprint(), \
+        "one name as a string is that column, not its letters"
     kinds = [{c["name"]: c["kind"] for c in FeaturePreprocessor().fit(d.features).columns_} for d in (plain, coded)]
     assert kinds == [{"zip": "numeric", "x": "numeric"}, {"zip": "categorical", "x": "numeric"}]
     assert plain.fingerprint() != coded.fingerprint(), "a resume must read the column as the search did"

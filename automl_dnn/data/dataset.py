@@ -302,7 +302,8 @@ def _check_in_table(features: pd.DataFrame, column: str, option: str) -> None:
 def _as_categories(features: pd.DataFrame, names: Sequence[str], target: str, groups: str | None) -> pd.DataFrame:
     """The ``--categorical`` columns as pandas categories: codes that are numbers (zip codes, store numbers) would
     be read as quantities, and a net cannot learn a value per code from its magnitude (a per-code signal: ROC-AUC
-    0.71 as numbers, 0.81 as categories)."""
+    0.71 as numbers, 0.81 as categories). One name given as a string is that column, not its letters."""
+    names = [names] if isinstance(names, str) else list(names)
     for name in names:
         if name == target:
             raise DataError(f"--categorical {name!r} is the target; name feature columns")
