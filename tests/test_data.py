@@ -562,6 +562,18 @@ def test_load_dataset_errors(kwargs, needle):
     assert "\n" not in str(info.value)
 
 
+def test_a_target_name_with_spaces_around_it_in_the_header_is_found():
+    """A header written 'age,city, y ' holds the target ' y ': --target y was refused with "did you mean ' y '?".
+    Two columns that match without their spaces stay ambiguous."""
+    frame = _frame().rename(columns={"y": " y "})
+    spaced, plain = load_dataset(frame, target="y"), load_dataset(_frame(), target="y")
+    assert spaced.target == " y " and np.array_equal(spaced.y, plain.y)
+    frame["y"] = frame[" y "]
+    assert load_dataset(frame, target="y").target == "y"  # the exact name first
+    with pytest.raises(DataError, match="not found"):
+        load_dataset(frame.rename(columns={"y": "y "}), target="y")
+
+
 def test_labels_with_spaces_around_them_are_one_class():
     """'yes ' and 'yes' are one class (a padded export made a binary target a 4-class one); a blank one is missing."""
     frame = _frame(40)

@@ -124,7 +124,8 @@ def _no_float16(y: pd.Series) -> pd.Series:
 
 def _resolve_target(df: pd.DataFrame, target: str | None, source: Any, duplicates: list[str]) -> str:
     """The target column's name; a wrong one gets close matches, so a typo is quick to fix. A name that
-    several columns had is refused: which of them is the target cannot be known."""
+    several columns had is refused: which of them is the target cannot be known. Spaces around a header's
+    name do not count, where only one column matches without them."""
     if target is None and is_builtin(source):
         return builtin_info(str(source)).target
     columns = [str(c) for c in df.columns]
@@ -136,6 +137,9 @@ def _resolve_target(df: pd.DataFrame, target: str | None, source: Any, duplicate
                         f"that only the target is called {target!r}")
     if target in columns:
         return target
+    spaced = [c for c in columns if c.strip() == target.strip()]
+    if len(spaced) == 1:  # a header written 'a, b, y ' names 'y': predict matches such names the same way
+        return spaced[0]
     lowered = {c.lower(): c for c in columns}
     close = difflib.get_close_matches(str(target).lower(), list(lowered), n=3, cutoff=0.6)
     hint = (f"did you mean {', '.join(repr(lowered[c]) for c in close)}?" if close
