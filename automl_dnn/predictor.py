@@ -493,6 +493,8 @@ class Predictor:
     def _as_frame(self, df: Any, notes: list[str]) -> pd.DataFrame:
         if isinstance(df, pd.DataFrame):
             return df
+        if df is None:  # pandas reads None as an empty frame: "no rows" would blame a table never given
+            raise DataError("no input was given (None); pass a pandas DataFrame, or a path to a table")
         if isinstance(df, pd.Series):  # df.iloc[i]: one row, its index the column names
             notes.append("the input is a Series: read as one row, its index as the column names")
             return df.to_frame().T.infer_objects()

@@ -864,6 +864,13 @@ def test_predict_reads_a_dict_of_single_values_as_one_row(fitted: SimpleNamespac
     assert "the input is a dict of single values: read as one row" in " ".join(model.notes)
 
 
+def test_predict_of_none_says_no_input_was_given(fitted: SimpleNamespace) -> None:
+    """predict(None) said "the input table has no rows", of a table never given."""
+    model = api.load(fitted.model)
+    with pytest.raises(DataError, match=r"no input was given \(None\)"):
+        model.predict(None)
+
+
 def test_predict_reads_a_name_held_twice_as_training_read_it(fitted: SimpleNamespace) -> None:
     """A frame with a name twice (built in Python) reads its first column by that name, as fit and a CSV's reading do:
     it ended with "ValueError: The truth value of a Series is ambiguous"."""
