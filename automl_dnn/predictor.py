@@ -21,9 +21,9 @@ from safetensors.torch import load as load_tensors
 
 from automl_dnn import metrics
 from automl_dnn.config import NetConfig
-from automl_dnn.data import (NOTES_ATTR, FeaturePreprocessor, TargetEncoder, TargetTransform, formatted_numbers,
-                             merge_counted_notes, mixed_labels_as_text, net_values, numpy_backed, other_unit_numbers,
-                             parse_dates, read_numbers, read_table, stripped_labels)
+from automl_dnn.data import (NESTED_CELLS, NOTES_ATTR, FeaturePreprocessor, TargetEncoder, TargetTransform,
+                             formatted_numbers, merge_counted_notes, mixed_labels_as_text, nested_cell, net_values,
+                             numpy_backed, other_unit_numbers, parse_dates, read_numbers, read_table, stripped_labels)
 from automl_dnn.data.reading import dedupe, duplicate_note
 from automl_dnn.ensemble import blend
 from automl_dnn.errors import AutoDNNError, DataError, ModelFormatError, PathError, first_line
@@ -46,9 +46,6 @@ OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "p
 
 # --- loading ------------------------------------------------------------------------------------
 
-
-#: Cells no column reads (tuples are hashable: an unseen level of a categorical column, missing in a numeric one).
-NESTED_CELLS = (list, dict, set, np.ndarray)
 
 
 @dataclass
@@ -523,11 +520,10 @@ class Predictor:
             if s.dtype.kind == "c":
                 raise DataError(f"column {name!r} holds complex numbers, which the model cannot read; pass the real "
                                 "numbers it held in training")
-            if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in ("mixed", "unknown-array"):
-                cell = next((v for v in s if isinstance(v, NESTED_CELLS)), None)
-                if cell is not None:
-                    raise DataError(f"column {name!r} holds lists, arrays or records (such as {str(cell)[:40]}), "
-                                    "not values; pass one value per cell, as in training")
+            cell = nested_cell(s, NESTED_CELLS)
+            if cell is not None:
+                raise DataError(f"column {name!r} holds lists, arrays or records (such as {str(cell)[:40]}), "
+                                "not values; pass one value per cell, as in training")
 
     def _check_readable(self, df: pd.DataFrame) -> None:
         """Refuse a numeric or date column none of whose cells can be read (odd cells alone become missing): such a

@@ -1,15 +1,15 @@
 """Scores one of the default space's first trials alone, at a fixed epoch count, with changes to its entry: a
 clock-free check of a first trial's settings before a whole fit measures them.
 
-Each run is a one-trial search whose space enqueues only that entry (``--entry``: its index among the entries that
-run for the dataset's task, as ``SearchSpace.first_trials`` lists them; 3 is the RealMLP-like trial), with the
+Each run is a one-trial search whose space enqueues only that entry (``--entry``: its index in ``default.yaml``'s raw
+``enqueue`` list, as ``first_trial_pairs.py`` takes it: 5 is the RealMLP-like trial for regression), with the
 space's ``max_epochs`` set to ``--epochs`` (patience a third of it), no time budget, one worker, ``--folds 1`` and
 ``--top-k 1``, on 80 % of the training part of ``quality.py``'s outer split, scored with the table's primary metric on
 the other 20 % (``search_knobs.inner_split``; the test parts are never read). No clock decides anything, so the same
 code gives the same cell; the epochs stand in for a trial's share of a short budget.
 
-    .venv/bin/python benchmarks/first_trial_alone.py --dataset diamonds --entry 3 --epochs 12 --seeds 0,1,2,3 \\
-        --set '{}' --set '{"plr_sigma": 0.3}'
+    .venv/bin/python benchmarks/first_trial_alone.py --dataset diamonds --entry 5 --epochs 12 --seeds 0,1,2,3 \\
+        --set '{"plr_sigma": 0.1}' --set '{}'
 """
 
 from __future__ import annotations
@@ -19,39 +19,25 @@ import json
 import sys
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation import primary  # noqa: E402
+from first_trial_pairs import space_of  # noqa: E402
 from quality import manifest, split  # noqa: E402
 from search_knobs import inner_split  # noqa: E402
 
 from automl_dnn import api  # noqa: E402
 
 
-def space_with_entry(task: str, entry: int, changes: dict[str, Any], epochs: int, folder: Path) -> Path:
-    """The default space with only the task's ``entry``-th first trial enqueued, updated with ``changes`` (a None
-    value drops the parameter: one that a changed condition no longer allows)."""
-    raw = yaml.safe_load((resources.files("automl_dnn.search_spaces") / "default.yaml").read_text())
-    entries = [e for e in raw["enqueue"] if task in e.get("tasks", [task])]
-    chosen = {k: v for k, v in {**entries[entry], **changes}.items() if v is not None and k != "tasks"}
-    raw["enqueue"] = [chosen]
-    raw["params"].update({"max_epochs": epochs, "patience": max(3, epochs // 3)})
-    path = folder / "space.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
-
-
 def score(ds: dict[str, Any], seed: int, entry: int, changes: dict[str, Any], epochs: int) -> float:
     inner, holdout = inner_split(pd.read_parquet(split(ds)[0]), ds, seed)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        space = space_with_entry(ds["task"], entry, changes, epochs, folder)
+        space = space_of([entry], changes, folder, {"max_epochs": epochs, "patience": max(3, epochs // 3)})
         api.fit(inner, target=ds["target"], task=ds["task"], model_dir=folder / "model", out=folder / "run",
                 time_budget=None, test_size=0.0, seed=seed, quiet=True, progress=False, report_page=False,
                 space=str(space), n_trials=1, jobs=1, folds=1, top_k=1, gbt=False)

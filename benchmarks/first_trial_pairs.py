@@ -32,16 +32,20 @@ from search_knobs import inner_split  # noqa: E402
 from automl_dnn import api  # noqa: E402
 
 
-def space_of(entries: list[int], changes: dict[str, Any], folder: Path) -> Path:
-    """The default space with only ``entries`` enqueued (each updated with ``changes``), as a file in ``folder``."""
+def space_of(entries: list[int], changes: dict[str, Any], folder: Path, params: dict[str, Any] | None = None) -> Path:
+    """The default space with only ``entries`` enqueued (each updated with ``changes``; a None value drops the
+    parameter, one a changed condition no longer allows) and its ``params`` updated, as a file in ``folder``."""
     raw = yaml.safe_load((resources.files("automl_dnn.search_spaces") / "default.yaml").read_text())
     enqueue = [dict(raw["enqueue"][i]) for i in entries]
     for k, entry in enumerate(enqueue):
         entry.pop("tasks", None)
         entry.update(changes)
+        for name in [name for name, value in changes.items() if value is None]:
+            del entry[name]
         if entries[:k].count(entries[k]):
             entry["label_smoothing"] = 0.05
     raw["enqueue"] = enqueue
+    raw["params"].update(params or {})
     path = folder / "space.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

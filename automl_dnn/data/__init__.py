@@ -11,7 +11,7 @@ Modules, each using only those listed before it: ``builtins`` (the ``builtin:NAM
 from __future__ import annotations
 
 from automl_dnn.data.builtins import BUILTINS, BuiltinInfo
-from automl_dnn.data.dataset import PARTS, Dataset, load_dataset
+from automl_dnn.data.dataset import NESTED_CELLS, PARTS, Dataset, load_dataset, nested_cell
 from automl_dnn.data.preprocessing import (MISSING_LEVEL, RARE_LEVEL, FeaturePreprocessor, formatted_numbers,
                                             merge_counted_notes, other_unit_numbers, parse_dates, read_numbers)
 from automl_dnn.data.reading import NOTES_ATTR, numpy_backed, read_table, release_table_memory
@@ -19,8 +19,9 @@ from automl_dnn.data.target import (TARGET_TRANSFORMS, TargetEncoder, TargetTran
                                      infer_task, mixed_labels_as_text, net_values, stripped_labels)
 
 __all__ = [
-    "BUILTINS", "MISSING_LEVEL", "NOTES_ATTR", "PARTS", "RARE_LEVEL", "TARGET_TRANSFORMS", "BuiltinInfo",
-    "Dataset", "FeaturePreprocessor", "TargetEncoder", "TargetTransform", "check_target", "extreme_targets", "formatted_numbers", "infer_task", "load_dataset", "parse_dates",
-    "merge_counted_notes", "mixed_labels_as_text", "net_values", "numpy_backed", "other_unit_numbers", "read_numbers",
+    "BUILTINS", "MISSING_LEVEL", "NESTED_CELLS", "NOTES_ATTR", "PARTS", "RARE_LEVEL", "TARGET_TRANSFORMS",
+    "BuiltinInfo", "Dataset", "FeaturePreprocessor", "TargetEncoder", "TargetTransform", "check_target",
+    "extreme_targets", "formatted_numbers", "infer_task", "load_dataset", "parse_dates", "merge_counted_notes",
+    "mixed_labels_as_text", "nested_cell", "net_values", "numpy_backed", "other_unit_numbers", "read_numbers",
     "read_table", "release_table_memory", "stripped_labels",
 ]

@@ -76,7 +76,16 @@ class Dataset:
         return h.hexdigest()
 
 
-_NESTED = (list, tuple, dict, set, np.ndarray)
+#: Cells no column reads (Parquet's nested types). A tuple is one too when training, where its column is dropped; at
+#: predict time it is hashable, an unseen level of a categorical column or a missing number.
+NESTED_CELLS = (list, dict, set, np.ndarray)
+
+
+def nested_cell(column: pd.Series, kinds: tuple[type, ...] = (*NESTED_CELLS, tuple)) -> Any:
+    """The first cell of ``column`` that holds a list, array or record (of ``kinds``), or None."""
+    if column.dtype != object or pd.api.types.infer_dtype(column, skipna=True) not in ("mixed", "unknown-array"):
+        return None
+    return next((v for v in column.dropna() if isinstance(v, kinds)), None)
 
 
 def _refuse_complex_columns(df: pd.DataFrame) -> None:
@@ -107,9 +116,7 @@ def _frame_from_source(source: Any, notes: list[str]) -> tuple[pd.DataFrame, lis
 def _without_nested_columns(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     """Drop columns whose cells hold lists, arrays or dicts (Parquet's nested types): no model reads them,
     and they cannot be hashed or compared."""
-    nested = [c for c in df.columns if df[c].dtype == object
-              and pd.api.types.infer_dtype(df[c], skipna=True) in ("mixed", "unknown-array")
-              and any(isinstance(v, _NESTED) for v in df[c].dropna())]
+    nested = [c for c in df.columns if nested_cell(df[c]) is not None]
     for name in nested:
         notes.append(f"dropped column {name!r}: its cells hold lists, arrays or records, not values; "
                      "flatten it into columns to use it")
