@@ -22,6 +22,10 @@ class DataError(AutoDNNError):
     """The data file, target or split cannot be used."""
 
 
+class SourceTypeError(DataError, TypeError):
+    """The data is neither a path nor a DataFrame (an array, a list): a TypeError too, as Python code expects."""
+
+
 class SpaceError(AutoDNNError):
     """A search-space file is invalid."""
 

@@ -1001,3 +1001,13 @@ def test_a_target_mixing_text_and_numbers_fits_and_its_importance_reads_it(tmp_p
     got = model.feature_importance(frame.head(40), target="y", repeats=1, seed=0)
     pd.testing.assert_frame_equal(got, model.feature_importance(frame.head(40).assign(y=frame["y"].astype(str)),
                                                                 target="y", repeats=1, seed=0))
+
+
+@pytest.mark.parametrize("source", [np.zeros((10, 3)), [[1, 2], [3, 4]]])
+def test_api_fit_refuses_data_that_is_not_a_table_as_a_data_error(tmp_path: Path, source: Any) -> None:
+    """An array or a list was a bare TypeError, outside the AutoDNNError every user error is; it stays a TypeError
+    too, and says what to pass instead."""
+    for error in (DataError, TypeError):
+        with pytest.raises(error, match=f"got {type(source).__name__}; for arrays use automl_dnn.sklearn"):
+            api.fit(source, target="y", model_dir=tmp_path / "m", n_trials=1)
+    assert not (tmp_path / "m").exists()

@@ -23,7 +23,7 @@ from automl_dnn.data.reading import (DUPLICATES_ATTR, NOTES_ATTR, dedupe, duplic
                                      read_table)
 from automl_dnn.data.target import (TargetEncoder, case_variants_note, check_target, extreme_target_note, infer_task,
                                     mixed_labels_as_text, stripped_labels)
-from automl_dnn.errors import DataError
+from automl_dnn.errors import DataError, SourceTypeError
 from automl_dnn.tasks import TASKS
 
 MIN_ROWS = 10
@@ -107,7 +107,9 @@ def _frame_from_source(source: Any, notes: list[str]) -> tuple[pd.DataFrame, lis
         df.columns = dedupe(names)
         return df.reset_index(drop=True), duplicated(names)
     if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"source must be a path, 'builtin:NAME' or a DataFrame, got {type(source).__name__}")
+        raise SourceTypeError(f"the data must be a path, 'builtin:NAME' or a pandas DataFrame, got "
+                              f"{type(source).__name__}; for arrays use automl_dnn.sklearn's AutoDNNClassifier or "
+                              "AutoDNNRegressor, or pandas.DataFrame(X, columns=[...]) with the target as a column")
     df = read_table(source)
     notes.extend(df.attrs.get(NOTES_ATTR, []))
     return df.reset_index(drop=True), list(df.attrs.get(DUPLICATES_ATTR, []))
