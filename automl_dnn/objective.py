@@ -18,7 +18,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from automl_dnn import metrics
-from automl_dnn.budget import BaggingReserve, trial_share
+from automl_dnn.budget import BaggingReserve, capped_patience, trial_share
 from automl_dnn.config import NetConfig, TrialSettings, describe
 from automl_dnn.data import FeaturePreprocessor, TargetEncoder, TargetTransform, net_values
 from automl_dnn.errors import AutoDNNError, first_line
@@ -186,8 +186,9 @@ class Objective:
         cap = max(MIN_EPOCHS, int(share / max(epoch, 1e-6)))
         if cap >= settings.train.max_epochs:
             return settings
-        patience = min(settings.train.patience, max(3, cap // 4))
+        patience = capped_patience(settings.train.patience, cap)
         trial.set_user_attr("max_epochs_for_budget", cap)
+        trial.set_user_attr("patience_for_budget", patience)
         return dataclasses.replace(settings, train=dataclasses.replace(settings.train, max_epochs=cap,
                                                                        patience=patience))
 

@@ -586,9 +586,18 @@ def test_a_time_budget_caps_the_epochs_so_trials_fit(tmp_path: Path, ranged_spac
     assert len(complete) == 2
     for trial in complete:
         assert trial.user_attrs["max_epochs_for_budget"] == 5
+        assert trial.user_attrs["patience_for_budget"] == 3  # the fewest: a third of 5 epochs is 1
         assert trial.user_attrs["epochs_run"] <= 5
         # reported at the percent of the trial's own (capped) 5 epochs, not of the space's 6
         assert sorted(trial.intermediate_values) == [20 * (e + 1) for e in range(trial.user_attrs["epochs_run"])]
+
+
+def test_a_capped_trial_waits_a_third_of_its_epochs_for_a_better_score() -> None:
+    from automl_dnn.budget import capped_patience
+
+    assert capped_patience(10, 19) == 6  # a quarter (4) stopped TabM-like curves before their best
+    assert capped_patience(10, 60) == 10  # never more than the space's patience
+    assert capped_patience(10, 5) == 3  # never fewer than 3
 
 
 def test_a_short_budget_gives_each_trial_a_larger_share() -> None:
