@@ -38,7 +38,7 @@ import xgboost as xgb
 
 from automl_dnn.errors import AutoDNNError, first_line
 from automl_dnn.files import atomic_write, json_digest, read_json, write_json
-from automl_dnn.ubjson import check_ubjson
+from automl_dnn.ubjson import load_booster as booster_from_bytes
 
 STATE_FORMAT = 1
 TRIALS_FILE = "trials.json"
@@ -166,11 +166,7 @@ def booster_name(number: int) -> str:
 def load_booster(path: Path) -> xgb.Booster:
     """A kept booster; a damaged one (an empty file a power cut left) is a ValueError, not XGBoost's abort of the
     whole fit."""
-    data = Path(path).read_bytes()
-    check_ubjson(data)
-    booster = xgb.Booster()
-    booster.load_model(bytearray(data))
-    return booster
+    return booster_from_bytes(Path(path).read_bytes())
 
 
 class TuningLog:

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import xgboost as xgb
 from safetensors.torch import load as load_tensors
 
 from automl_dnn import metrics
@@ -36,7 +35,7 @@ from automl_dnn.memory_guard import count_net_parameters
 from automl_dnn.model_folder import read_verified
 from automl_dnn.tasks import TASKS
 from automl_dnn.train import EVAL_BATCH_SIZE, predict
-from automl_dnn.ubjson import check_ubjson
+from automl_dnn.ubjson import load_booster
 
 MC_SEED = 0  # MC-dropout passes are seeded, so the same input gives the same mean and std
 FOLD_RTOL, FOLD_ATOL = 1e-4, 1e-5  # a folded net must match its original this closely, else it is not used
@@ -45,7 +44,6 @@ OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "p
 
 
 # --- loading ------------------------------------------------------------------------------------
-
 
 
 @dataclass
@@ -199,11 +197,9 @@ def _folded_if_equal(model: Any, d_in: int) -> Any:
 
 
 def _load_gbt(member: dict[str, Any], data: bytes) -> _GBT:
-    booster = xgb.Booster()
     try:
-        check_ubjson(data)  # XGBoost's parser aborts the process on an empty file, segfaults on some cut ones
-        booster.load_model(bytearray(data))
-    except ValueError as exc:  # check_ubjson's, and XGBoostError (a ValueError)
+        booster = load_booster(data)
+    except ValueError as exc:
         raise ModelFormatError(f"{member['file']!r} is not a valid XGBoost model ({first_line(exc, 120)}); "
                                "re-export the model") from None
     return _GBT(weight=float(member["weight"]), booster=booster, preprocess=member["preprocess"],

@@ -10,6 +10,7 @@ well-formed document can still hold trees XGBoost rejects (with an ``XGBoostErro
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 #: Payload bytes of each fixed-size value type (UBJSON draft 12): ints, floats, char, booleans, null.
 FIXED_SIZES = {b"i": 1, b"U": 1, b"I": 2, b"l": 4, b"L": 8, b"d": 4, b"D": 8, b"C": 1, b"T": 0, b"F": 0, b"Z": 0}
@@ -45,6 +46,17 @@ class _Reader:
         if n < 0:
             raise ValueError(f"a negative length {n} at byte {self.pos}")
         return n
+
+
+def load_booster(data: bytes) -> Any:
+    """An ``xgboost.Booster`` from the bytes of a ``.ubj`` file, checked first: a damaged file is a ``ValueError``
+    (XGBoost's own ``XGBoostError`` is one too), never the process's end."""
+    import xgboost as xgb  # only where a booster is loaded: this module's check needs none of it
+
+    check_ubjson(data)
+    booster = xgb.Booster()
+    booster.load_model(bytearray(data))
+    return booster
 
 
 def check_ubjson(data: bytes) -> None:
