@@ -35,7 +35,7 @@ from automl_dnn.files import read_json, write_json
 from automl_dnn.folds import Folds, bagging_folds, make_folds
 from automl_dnn.gbt import BackgroundGBT, GBTMemberFit, fit_run_gbt, gbt_preprocess_key, reload_source
 from automl_dnn.model import build_mlp
-from automl_dnn.objective import copy_seconds, worker_device
+from automl_dnn.objective import copy_seconds, epochs_to_copy, worker_device
 from automl_dnn.model_folder import GBTMember, NetMember, check_model_dir, save_model
 from automl_dnn.run_folder import (RunDir, TrialArtifacts, check_device, check_time_budget, check_whole_numbers, find_trial,
                                    load_trial, trial_folder)
@@ -133,7 +133,7 @@ class Candidate:
     scaling: str = "standard"  # the preprocessing it reads (XGBoost: the one whose transform_for_gbt it uses)
     artifacts: TrialArtifacts | None = None  # a net's saved trial
     gbt: GBTMemberFit | None = None  # the XGBoost member
-    best_epoch: int | None = None  # a net trial's best epoch (0-based), and the seconds a copy of it takes
+    best_epoch: int | None = None  # the epoch a net trial's copies train to (0-based), and the seconds a copy takes
     copy_seconds: float | None = None
     bag: BaggedMember | None = None  # after k-fold bagging: ``valid`` holds its OOF predictions
     # A refit of an unbagged net exported beside the net as its trial trained it (``_refit_unbagged``)
@@ -348,7 +348,7 @@ def _net_candidates(run: RunDir, spec: dict[str, Any], notes: list[str]) -> list
             valid=np.asarray(saved.predictions["valid"], dtype=np.float64),
             test=np.asarray(saved.predictions["test"], dtype=np.float64),
             scaling=settings.get("scaling", "standard"), artifacts=saved,
-            best_epoch=trial.user_attrs.get("best_epoch"), copy_seconds=copy_seconds(trial),
+            best_epoch=epochs_to_copy(trial), copy_seconds=copy_seconds(trial),
         ))
     if trials and not candidates:
         raise AutoDNNError(f"none of the {len(trials)} completed trials in {str(run.root)!r} has its artifacts; "

@@ -30,8 +30,8 @@ from automl_dnn.run_folder import RunDir, save_trial
 from automl_dnn.search_rows import refit_seconds, sample_sizes, trial_data
 from automl_dnn.space import SearchSpace, settings_from_values, suggest
 from automl_dnn.storage import Lease
-from automl_dnn.train import (Callback, StoredRows, TrainData, TrainResult, estimate_epoch_seconds, head_rows, predict,
-                              train)
+from automl_dnn.train import (Callback, StoredRows, TrainData, TrainResult, copy_epoch, estimate_epoch_seconds,
+                              head_rows, predict, train)
 
 MIN_EPOCHS = 5
 # A trial whose MIN_EPOCHS take more than this many times its share is not started once a trial has
@@ -254,13 +254,13 @@ class Objective:
         and reported to the pruner on the trial's one percent scale (a bad trial stops in its first fold).
 
         Returns the mean of the folds' best values, and the epochs the trial's final net trains on the run's
-        training rows: the folds' mean best epoch, scaled to keep its number of optimizer steps.
+        training rows: the mean of the folds' ``copy_epoch``, scaled to keep its number of optimizer steps.
         """
         X_dev = np.concatenate([data["X_train"], data["X_valid"]])
         y_dev = np.concatenate([data["y_train"], data["y_valid"]])
         folds = make_folds(y_dev, self.task, k=self.cv_folds, seed=self.ctx.seed, **self.run.fold_keys())
         pre = self._columns_of(settings.scaling)
-        values, best_epochs, trained_rows = [], [], []
+        values, best_epochs, copy_epochs, trained_rows = [], [], [], []
         for fold in range(folds.k):
             rows, out = folds.rows(0, fold)
             fold_settings, y_rows, y_out, target = target_inputs(settings, self.encoder, y_dev[rows], y_dev[out])
@@ -281,11 +281,13 @@ class Objective:
                 raise optuna.TrialPruned(reason)
             values.append(reporter.sign * result.best_score)
             best_epochs.append(result.best_epoch)
+            copy_epochs.append(copy_epoch(result.history))
             trained_rows.append(len(rows))
         trial.set_user_attr("cv_values", [finite_or_none(v) for v in values])
         trial.set_user_attr("cv_best_epochs", best_epochs)
-        mean_best = round(float(np.mean(best_epochs)))
-        _, epochs = scaled_epochs(mean_best, settings.train.max_epochs, int(np.mean(trained_rows)),
+        trial.set_user_attr("cv_copy_epochs", copy_epochs)
+        mean_copy = round(float(np.mean(copy_epochs)))
+        _, epochs = scaled_epochs(mean_copy, settings.train.max_epochs, int(np.mean(trained_rows)),
                                   len(data["X_train"]))
         return float(np.mean(values)), epochs
 
@@ -353,14 +355,17 @@ class Objective:
         trial.set_user_attr("summary", describe(settings))
         trial.set_user_attr("epochs_run", result.epochs_run)
         trial.set_user_attr("best_epoch", result.best_epoch)
+        # What its copies train to (a CV trial's final net already trained to its folds' mean of it)
+        to_copy = copy_epoch(result.history) if cv_value is None else result.best_epoch
+        trial.set_user_attr("copy_epoch", to_copy)
         trial.set_user_attr("n_params", count_parameters(model))
         trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
         trial.set_user_attr("epoch_seconds", round(sum(h["seconds"] for h in result.history), 3))
         sizes = sample_sizes(self.run)
-        if sizes is not None and sizes["sample"] < sizes["train"] and result.best_epoch is not None:
+        if sizes is not None and sizes["sample"] < sizes["train"] and to_copy is not None:
             # issue 13: what its copy on every row costs, for the planner (at least one pass over every row)
             trial.set_user_attr("refit_seconds", round(refit_seconds(
-                sum(h["seconds"] for h in result.history), result.epochs_run, result.best_epoch,
+                sum(h["seconds"] for h in result.history), result.epochs_run, to_copy,
                 settings.train.max_epochs, sizes), 3))
         trial.set_user_attr("device", str(result.device))
         trial.set_user_attr("valid_scores", {k: finite_or_none(v) for k, v in scores.items()})
@@ -397,14 +402,22 @@ def target_inputs(settings: TrialSettings, encoder: TargetEncoder, y_train: np.n
 
 def copy_seconds(trial: FrozenTrial) -> float | None:
     """Seconds a copy of a completed trial's net takes on other rows for the same steps (k-fold bagging):
-    its seconds per epoch times its best epoch count (fewer epochs of more rows, or more of fewer). A trial of
+    its seconds per epoch times the epochs it copies (fewer epochs of more rows, or more of fewer). A trial of
     a search on a sample of the rows recorded what its copy on every row costs (issue 13: at least one pass)."""
     if trial.user_attrs.get("refit_seconds") is not None:
         return float(trial.user_attrs["refit_seconds"])
-    seconds, epochs, best = (trial.user_attrs.get(k) for k in ("epoch_seconds", "epochs_run", "best_epoch"))
-    if seconds is None or not epochs or best is None:
+    seconds, epochs, to_copy = (trial.user_attrs.get("epoch_seconds"), trial.user_attrs.get("epochs_run"),
+                                epochs_to_copy(trial))
+    if seconds is None or not epochs or to_copy is None:
         return None
-    return float(seconds) / int(epochs) * (int(best) + 1)
+    return float(seconds) / int(epochs) * (int(to_copy) + 1)
+
+
+def epochs_to_copy(trial: FrozenTrial) -> int | None:
+    """The epoch (0-based) a completed trial's copies train to: ``train.copy_epoch`` of its curve, or, in a study
+    from before it was recorded, the trial's best epoch."""
+    value = trial.user_attrs.get("copy_epoch", trial.user_attrs.get("best_epoch"))
+    return None if value is None else int(value)
 
 
 def _column_spread(X: np.ndarray | StoredRows, columns: list[int]) -> np.ndarray:

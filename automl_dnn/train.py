@@ -414,6 +414,31 @@ def patience_exhausted(epoch: int, best_epoch: int | None, patience: int, start:
     return epoch - max(best_epoch, start - 1) >= patience
 
 
+#: The epochs either side of each one that ``copy_epoch`` averages its validation score over.
+COPY_EPOCH_WINDOW = 1
+
+
+def copy_epoch(history: Sequence[dict[str, float]]) -> int | None:
+    """The epoch a copy of this run on other rows (a fold copy, a refit) trains to: the best of the validation
+    curve averaged over each epoch and its neighbours (``COPY_EPOCH_WINDOW`` either side, fewer at the ends).
+
+    At a constant learning rate the curve swings from epoch to epoch, and its best epoch is partly luck a copy does
+    not share: diamonds' TabM-like trial scored 544 at epoch 5 between 840 and 734, then 561-548 for five epochs; its
+    refit to 6 epochs scored 687.5 on test, to 9-11 epochs 564-567 (docs/benchmarks.md, session 30). The averaged
+    curve's best sits in the stretch that stays good. Lower scores are better; a non-finite score ends the curve.
+    """
+    scores: list[float] = []
+    for row in history:
+        if not math.isfinite(row["score"]):
+            break
+        scores.append(row["score"])
+    if not scores:
+        return None
+    w = COPY_EPOCH_WINDOW
+    means = [float(np.mean(scores[max(0, e - w): e + w + 1])) for e in range(len(scores))]
+    return int(np.argmin(means))
+
+
 def overfitting(history: Sequence[dict[str, float]], best_epoch: int | None, margin: float, epochs: int,
                 start: int = 0) -> bool:
     """Whether the last `epochs` epochs all overfit: each one's validation loss more than `margin` (relative) above

@@ -554,12 +554,14 @@ def test_a_cross_validated_trial_is_the_mean_of_its_folds_and_reports_each_on_on
         steps = sorted(trial.intermediate_values)
         # three folds on one 1..100 scale: no step twice, and later folds report past the first one's third
         assert len(steps) == len(set(steps)) and 1 <= steps[0] and steps[-1] <= 100 and steps[-1] > 67
-        # the trial's own net trains on the run's 397 training rows for the folds' mean best epoch (folds
-        # of 322 rows: the same optimizer steps), and keeps its last epoch
-        best = round(float(np.mean(trial.user_attrs["cv_best_epochs"])))
+        # the trial's own net trains on the run's 397 training rows for the folds' mean copy epoch (folds
+        # of 322 rows: the same optimizer steps), keeps its last epoch, and its copies train to that
+        to_copy = round(float(np.mean(trial.user_attrs["cv_copy_epochs"])))
         max_epochs = 20  # the quick space's
         assert trial.user_attrs["epochs_run"] == trial.user_attrs["best_epoch"] + 1
-        assert trial.user_attrs["epochs_run"] == scaled_epochs(best, max_epochs, 322, 397)[1]
+        assert trial.user_attrs["epochs_run"] == scaled_epochs(to_copy, max_epochs, 322, 397)[1]
+        assert trial.user_attrs["copy_epoch"] == trial.user_attrs["best_epoch"]
+        assert len(trial.user_attrs["cv_best_epochs"]) == 3
 
 
 def test_small_tables_cross_validate_by_default_and_a_resume_keeps_the_setting(tmp_path: Path) -> None:

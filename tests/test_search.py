@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from safetensors.numpy import load_file
 
@@ -22,6 +23,7 @@ from automl_dnn.objective import EpochReporter, epoch_step, progress_step, with_
 from automl_dnn.run_folder import RunDir
 from automl_dnn.space import settings_from_values
 from automl_dnn.study import DEFAULT_PRUNER, PRUNERS, make_pruner, make_sampler, open_study
+from automl_dnn.train import copy_epoch
 from automl_dnn import search as search_module
 from automl_dnn import workers
 from automl_dnn.workers import StopFlag, auto_workers
@@ -85,6 +87,10 @@ def test_trial_count_artifacts_and_user_attrs(finished_run: Path) -> None:
         for key in ("epochs_run", "best_epoch", "learning_curve", "n_params", "train_seconds", "device"):
             assert key in trial.user_attrs
         assert len(trial.user_attrs["learning_curve"]) == trial.user_attrs["epochs_run"]
+        # its copies train to the best of its curve averaged over neighbouring epochs
+        sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
+        assert trial.user_attrs["copy_epoch"] == copy_epoch([{"score": sign * v}
+                                                             for v in trial.user_attrs["learning_curve"]])
         # one report per epoch at the percent of the 6 planned epochs done: 17, 34, 50, 67, 84, 100
         expected = [math.ceil(100 * (e + 1) / 6) for e in range(trial.user_attrs["epochs_run"])]
         assert sorted(trial.intermediate_values) == expected

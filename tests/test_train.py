@@ -22,6 +22,7 @@ from automl_dnn.train import (
     WeightAverager,
     _Trainer,
     class_weights,
+    copy_epoch,
     data_loss,
     overfitting,
     patience_exhausted,
@@ -342,6 +343,20 @@ def test_early_stopping_restores_the_best_epoch(binary_split: TrainData) -> None
         torch.testing.assert_close(restored[k], v, atol=0, rtol=0)
         torch.testing.assert_close(result.best_state[k], v, atol=0, rtol=0)
     assert any(not torch.equal(restored[k], v) for k, v in recorder.states[5].items())
+
+
+def test_a_copy_trains_to_the_best_of_the_curve_averaged_over_neighbouring_epochs() -> None:
+    def rows(scores: list[float]) -> list[dict[str, float]]:
+        return [{"score": s} for s in scores]
+
+    # diamonds' TabM-like trial (session 30): best at epoch 5 (544) between 840 and 734; the averaged curve's best is
+    # the last epoch, (553 + 548) / 2 = 550.5, ahead of epoch 9's (556 + 553 + 548) / 3 = 552.3
+    swinging = [673, 685, 637, 677, 840, 544, 734, 561, 556, 553, 548]
+    assert copy_epoch(rows(swinging)) == 10
+    assert copy_epoch(rows([5.0, 4.0, 3.0, 3.5, 4.0, 5.0])) == 2  # a smooth curve keeps its best epoch
+    assert copy_epoch(rows([3.0, 9.0, 1.0, 9.0, 2.0, 2.0, 2.0])) == 5  # a lone dip is not copied
+    assert copy_epoch(rows([3.0, 2.0, 1.0, math.nan, 0.5])) == 2  # a non-finite score ends the curve
+    assert copy_epoch(rows([math.inf])) is None
 
 
 def test_inf_data_diverges_without_exception(binary_split: TrainData) -> None:
