@@ -97,6 +97,31 @@ def test_a_fold_copy_keeps_the_trials_optimizer_steps() -> None:
     assert scaled_epochs(0, 1, 100, 10_000) == (1, 1)  # never below one epoch
 
 
+def test_copies_train_to_the_recorded_copy_epoch_and_an_older_studys_to_its_best_epoch() -> None:
+    from optuna.trial import create_trial
+
+    from automl_dnn.objective import copy_seconds, epochs_to_copy
+
+    timing = {"epoch_seconds": 12.0, "epochs_run": 12}
+    recorded = create_trial(value=1.0, user_attrs={"best_epoch": 5, "copy_epoch": 9, **timing})
+    older = create_trial(value=1.0, user_attrs={"best_epoch": 5, **timing})
+    assert (epochs_to_copy(recorded), epochs_to_copy(older)) == (9, 5)
+    assert (copy_seconds(recorded), copy_seconds(older)) == (10.0, 6.0)  # a second an epoch, to the copied epoch
+    assert epochs_to_copy(create_trial(value=1.0, user_attrs={})) is None
+
+
+def test_the_ensemble_step_copies_each_net_at_its_trials_copy_epoch(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # a copy epoch no best epoch of a 20-epoch trial can be, so that the best epoch cannot pass for it
+    monkeypatch.setattr("automl_dnn.objective.copy_epoch", lambda history: 40)
+    api.search("builtin:diabetes", out=tmp_path / "run", n_trials=2, cv_folds=1, **SEARCH)  # one split
+    run = RunDir(tmp_path / "run")
+    spec = run.read_spec()
+    candidates = ensemble_step._net_candidates(run, spec, [])
+    assert len(candidates) == 2 and {c.best_epoch for c in candidates} == {40}
+    assert all(t.user_attrs["best_epoch"] < 20 for t in ensemble_step._completed_trials(spec))
+
+
 # --- the planner --------------------------------------------------------------------------------
 
 
