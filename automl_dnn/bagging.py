@@ -156,11 +156,11 @@ def _reusable(folder: Path, fingerprint: str) -> TrialArtifacts | None:
     return saved if saved.config.get("fingerprint") == fingerprint else None
 
 
-def _train_and_save(saved: TrialArtifacts, best_epoch: int, dev: DevData, pre: FeaturePreprocessor,
+def _train_and_save(saved: TrialArtifacts, copy_epoch: int, dev: DevData, pre: FeaturePreprocessor,
                     encoder: TargetEncoder, *, rows: np.ndarray, predict_rows: np.ndarray | None, folder: Path,
                     fingerprint: str, device: str, threads: int | None) -> None:
     settings = TrialSettings.from_dict(saved.config["settings"])
-    planned, epochs = scaled_epochs(best_epoch, settings.train.max_epochs, dev.n_search_train, len(rows))
+    planned, epochs = scaled_epochs(copy_epoch, settings.train.max_epochs, dev.n_search_train, len(rows))
     replayed = replayed_plateau(settings.train, saved.config.get("lr_by_epoch") or [],
                                 dev.n_search_train / max(len(rows), 1))
     settings = dataclasses.replace(settings, train=dataclasses.replace(replayed, max_epochs=planned,
@@ -211,7 +211,7 @@ class NetToBag:
     name: str
     trial: int
     artifacts: TrialArtifacts
-    best_epoch: int
+    copy_epoch: int  # the epoch (0-based) its copies train to: ``objective.epochs_to_copy``
 
 
 @dataclass
@@ -308,18 +308,19 @@ def bag_net(run: RunDir, net: NetToBag, folds: Folds, encoder: TargetEncoder, *,
     started = time.monotonic()
     scaling = net.artifacts.config["settings"].get("scaling", "standard")
     dev, pre = _dev_and_columns(run, scaling, cache)
-    base = dict(member=net.name, trial_config=net.artifacts.config["settings"], best_epoch=net.best_epoch,
+    # (its key is still "best_epoch": the copies an earlier version saved stay reusable)
+    base = dict(member=net.name, trial_config=net.artifacts.config["settings"], best_epoch=net.copy_epoch,
                 folds=folds.fingerprint(), seed_rows=dev.n_search_train)
 
     def fit(unit: Unit) -> None:
-        _train_and_save(net.artifacts, net.best_epoch, dev, pre, encoder, rows=unit.rows, predict_rows=unit.out,
+        _train_and_save(net.artifacts, net.copy_epoch, dev, pre, encoder, rows=unit.rows, predict_rows=unit.out,
                         folder=unit.folder, fingerprint=unit.fingerprint, device=device, threads=threads)
 
     if pool is None:
         train_all = _sequentially(fit, should_stop)
     else:
         def train_all(units: list[Unit]) -> bool:
-            return pool.train([_NetJob(str(run.root), str(net.artifacts.folder), net.best_epoch, scaling, unit)
+            return pool.train([_NetJob(str(run.root), str(net.artifacts.folder), net.copy_epoch, scaling, unit)
                                for unit in units], should_stop)
 
     done = _run_folds(run, net.name, folds, base, train_all, refit=mode == "refit")
@@ -338,7 +339,7 @@ class _NetJob:
 
     run_root: str
     trial_folder: str
-    best_epoch: int
+    copy_epoch: int
     scaling: str
     unit: Unit
 
@@ -352,7 +353,7 @@ def _train_job(job: _NetJob, device: str, threads: int | None) -> None:
     dev, pre = _dev_and_columns(run, job.scaling, _WORKER_CACHE)
     encoder = TargetEncoder.from_dict(read_json(run.target_path))
     unit = job.unit
-    _train_and_save(load_trial(Path(job.trial_folder)), job.best_epoch, dev, pre, encoder, rows=unit.rows,
+    _train_and_save(load_trial(Path(job.trial_folder)), job.copy_epoch, dev, pre, encoder, rows=unit.rows,
                     predict_rows=unit.out, folder=unit.folder, fingerprint=unit.fingerprint, device=device,
                     threads=threads)
 
@@ -438,10 +439,10 @@ def refit_net(run: RunDir, net: NetToBag, encoder: TargetEncoder, *, device: str
     pre = FeaturePreprocessor.from_dict(read_json(run.preprocess_path(scaling)))
     folder = bag_folder(run, net.name) / "refit"
     fingerprint = json_digest({"member": net.name, "trial_config": net.artifacts.config["settings"],
-                               "best_epoch": net.best_epoch, "seed_rows": dev.n_search_train, "unit": "refit-all"})
+                               "best_epoch": net.copy_epoch, "seed_rows": dev.n_search_train, "unit": "refit-all"})
     reused = _reusable(folder, fingerprint) is not None
     if not reused:
-        _train_and_save(net.artifacts, net.best_epoch, dev, pre, encoder, rows=np.arange(len(dev.X)), predict_rows=None,
+        _train_and_save(net.artifacts, net.copy_epoch, dev, pre, encoder, rows=np.arange(len(dev.X)), predict_rows=None,
                         folder=folder, fingerprint=fingerprint, device=device, threads=threads)
     unit, test = _net_unit(folder, "refit")
     return BaggedMember(name=net.name, oof=np.zeros(0), test=test, units=[unit], seconds=time.monotonic() - started,

@@ -133,7 +133,7 @@ class Candidate:
     scaling: str = "standard"  # the preprocessing it reads (XGBoost: the one whose transform_for_gbt it uses)
     artifacts: TrialArtifacts | None = None  # a net's saved trial
     gbt: GBTMemberFit | None = None  # the XGBoost member
-    best_epoch: int | None = None  # the epoch a net trial's copies train to (0-based), and the seconds a copy takes
+    copy_epoch: int | None = None  # the epoch a net trial's copies train to (0-based), and the seconds a copy takes
     copy_seconds: float | None = None
     bag: BaggedMember | None = None  # after k-fold bagging: ``valid`` holds its OOF predictions
     # A refit of an unbagged net exported beside the net as its trial trained it (``_refit_unbagged``)
@@ -348,7 +348,7 @@ def _net_candidates(run: RunDir, spec: dict[str, Any], notes: list[str]) -> list
             valid=np.asarray(saved.predictions["valid"], dtype=np.float64),
             test=np.asarray(saved.predictions["test"], dtype=np.float64),
             scaling=settings.get("scaling", "standard"), artifacts=saved,
-            best_epoch=epochs_to_copy(trial), copy_seconds=copy_seconds(trial),
+            copy_epoch=epochs_to_copy(trial), copy_seconds=copy_seconds(trial),
         ))
     if trials and not candidates:
         raise AutoDNNError(f"none of the {len(trials)} completed trials in {str(run.root)!r} has its artifacts; "
@@ -409,7 +409,7 @@ def _bag_nets(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], 
         if folds is not None and folds > 1:
             notes.append(f"no k-fold bagging: {len(y_dev)} training + validation rows are too few for {folds} folds")
         return None
-    ranked = [c for c in nets if c.best_epoch is not None][:top_k]
+    ranked = [c for c in nets if c.copy_epoch is not None][:top_k]
     costs = [c.copy_seconds or 0.0 for c in ranked]
 
     def plan_now(started: bool) -> BagPlan:
@@ -451,8 +451,8 @@ def _bag_nets(run: RunDir, encoder: TargetEncoder, candidates: list[Candidate], 
             notes.append(f"no k-fold bagging: {exc}")
             return None
         for i, c in enumerate(ranked[: plan.n_nets]):
-            assert c.best_epoch is not None and c.trial is not None and c.artifacts is not None
-            to_bag = NetToBag(name=c.name, trial=c.trial, artifacts=c.artifacts, best_epoch=c.best_epoch)
+            assert c.copy_epoch is not None and c.trial is not None and c.artifacts is not None
+            to_bag = NetToBag(name=c.name, trial=c.trial, artifacts=c.artifacts, copy_epoch=c.copy_epoch)
             member = bag_net(run, to_bag, fold_rows, encoder, mode=bag_mode, device=device, threads=threads,
                              cache=cache, should_stop=out_of_time, pool=pool)
             if member is None:
@@ -493,7 +493,7 @@ def _refit_unbagged(run: RunDir, encoder: TargetEncoder, candidates: list[Candid
     sample = None if sizes is None or sizes["sample"] >= sizes["train"] else sizes["sample"]
     trained = "" if sample is None else f" (the search trained on {sample:,})"
     as_searched = "the training rows" if sample is None else f"{sample:,} training rows"
-    ranked = [c for c in candidates if c.kind == "net" and c.best_epoch is not None][:top_k]
+    ranked = [c for c in candidates if c.kind == "net" and c.copy_epoch is not None][:top_k]
     beside_searched = beside_searched and sample is None  # a net searched on a sample is the weaker copy
     left = None if deadline is None else deadline - time.monotonic()
     # the whole time left: ``refit_deadline`` keeps the export's time back already
@@ -502,8 +502,8 @@ def _refit_unbagged(run: RunDir, encoder: TargetEncoder, candidates: list[Candid
     for c in [c for c, fit in zip(ranked, fits) if fit]:
         if deadline is not None and time.monotonic() >= deadline:
             break
-        assert c.best_epoch is not None and c.trial is not None and c.artifacts is not None
-        to_refit = NetToBag(name=c.name, trial=c.trial, artifacts=c.artifacts, best_epoch=c.best_epoch)
+        assert c.copy_epoch is not None and c.trial is not None and c.artifacts is not None
+        to_refit = NetToBag(name=c.name, trial=c.trial, artifacts=c.artifacts, copy_epoch=c.copy_epoch)
         member = refit_net(run, to_refit, encoder, device=device, threads=threads)
         test = (member.test + c.test) / 2 if beside_searched else member.test
         refit[c.name] = dataclasses.replace(c, test=test, bag=member, beside_searched=beside_searched)

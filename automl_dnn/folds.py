@@ -113,13 +113,13 @@ def default_cv_folds(n_dev_rows: int) -> int:
     return SEARCH_CV_FOLDS if n_dev_rows < SEARCH_CV_MAX_ROWS else 1
 
 
-def scaled_epochs(best_epoch: int, max_epochs: int, n_search_train: int, n_train: int) -> tuple[int, int]:
+def scaled_epochs(copy_epoch: int, max_epochs: int, n_search_train: int, n_train: int) -> tuple[int, int]:
     """(schedule length, epochs trained) of a copy of a trial trained on ``n_train`` rows.
 
-    The trial was best after ``best_epoch + 1`` of ``max_epochs`` planned epochs on ``n_search_train``
-    rows; the copy keeps both numbers of optimizer steps, so its learning-rate schedule follows the
-    trial's, and it stops where the trial was best.
+    The trial was best after ``copy_epoch + 1`` of ``max_epochs`` planned epochs on ``n_search_train``
+    rows (on its validation curve averaged over neighbouring epochs: ``train.copy_epoch``); the copy keeps
+    both numbers of optimizer steps, so its learning-rate schedule follows the trial's, and it stops there.
     """
     ratio = n_search_train / max(n_train, 1)
     planned = max(1, round(max_epochs * ratio))
-    return planned, min(planned, max(1, round((best_epoch + 1) * ratio)))
+    return planned, min(planned, max(1, round((copy_epoch + 1) * ratio)))

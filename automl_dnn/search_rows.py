@@ -88,14 +88,14 @@ def sample_sizes(run: RunDir) -> dict[str, int] | None:
     return {**sizes, "watch": watch}
 
 
-def refit_seconds(epoch_seconds: float, epochs_run: int, best_epoch: int, max_epochs: int,
+def refit_seconds(epoch_seconds: float, epochs_run: int, copy_epoch: int, max_epochs: int,
                   sizes: dict[str, int]) -> float:
     """Seconds a copy of a sampled trial's net takes on every development row: its epochs scaled to keep the
     trial's optimizer steps, but at least one pass over every row (``folds.scaled_epochs``), at the trial's own
     seconds per row; plus predicting the test rows (a third of a training step each)."""
     per_row = epoch_seconds / max(epochs_run, 1) / (sizes["sample"] + sizes["watch"] / 3)
     n_dev = sizes["train"] + sizes["valid"]
-    _, epochs = scaled_epochs(best_epoch, max_epochs, sizes["sample"], n_dev)
+    _, epochs = scaled_epochs(copy_epoch, max_epochs, sizes["sample"], n_dev)
     return per_row * (epochs * n_dev + sizes["test"] / 3)
 
 

@@ -118,7 +118,7 @@ def test_the_ensemble_step_copies_each_net_at_its_trials_copy_epoch(tmp_path: Pa
     run = RunDir(tmp_path / "run")
     spec = run.read_spec()
     candidates = ensemble_step._net_candidates(run, spec, [])
-    assert len(candidates) == 2 and {c.best_epoch for c in candidates} == {40}
+    assert len(candidates) == 2 and {c.copy_epoch for c in candidates} == {40}
     assert all(t.user_attrs["best_epoch"] < 20 for t in ensemble_step._completed_trials(spec))
 
 
@@ -260,7 +260,7 @@ def test_an_oof_prediction_comes_from_the_fold_that_never_saw_the_row(tmp_path_f
         saved = bagging.load_trial(unit.folder)
         assert saved.config["train_rows"] == len(train_rows)
         np.testing.assert_allclose(member.oof[out_rows], saved.predictions["oof"])
-        planned, epochs = scaled_epochs(net.best_epoch, net.artifacts.config["settings"]["train"]["max_epochs"],
+        planned, epochs = scaled_epochs(net.copy_epoch, net.artifacts.config["settings"]["train"]["max_epochs"],
                                         dev.n_search_train, len(train_rows))
         assert (saved.config["planned_epochs"], saved.config["epochs"]) == (planned, epochs)
     np.testing.assert_allclose(member.test, np.mean([bagging.load_trial(u.folder).predictions["test"]
@@ -294,7 +294,7 @@ def test_a_plateau_trials_copies_replay_its_learning_rates_not_read_their_oof_ro
     lr0, epochs = settings["train"]["lr"], settings["train"]["max_epochs"]
     trial_lrs = [lr0 * 0.5 ** ((e >= 2) + (e >= 4)) for e in range(epochs)]
     net.artifacts.config["lr_by_epoch"] = trial_lrs
-    net = dataclasses.replace(net, best_epoch=epochs - 1)
+    net = dataclasses.replace(net, copy_epoch=epochs - 1)
     folds = make_folds(bagging.dev_targets(rd, encoder, "standard"), "regression", k=3)
     assert bagging.bag_net(rd, net, folds, encoder, mode="refit", device="cpu", threads=1, cache={}) is not None
     n_search = bagging.dev_data(rd, settings["scaling"]).n_search_train
@@ -509,7 +509,7 @@ def _net_to_bag(run: Path) -> bagging.NetToBag:
     best = _completed_trials(spec)[0]
     saved = load_trial(trial_folder(run / "artifacts", best.number))
     return bagging.NetToBag(name=f"net-{best.number:05d}", trial=best.number, artifacts=saved,
-                            best_epoch=best.user_attrs["best_epoch"])
+                            copy_epoch=best.user_attrs["copy_epoch"])
 
 
 # --- the search keeps time for the bagging --------------------------------------------------------
